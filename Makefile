@@ -1,0 +1,75 @@
+# yoloserve: see README.md. `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+ORT_VERSION ?= 1.29.0
+ORT_FLAVOR ?= cpu
+ORT_GPU_PACKAGE ?= com.github.asus4.onnxruntime.linux-x64-gpu@0.4.9
+ARCH := $(shell uname -m | sed -e 's/x86_64/x64/' -e 's/aarch64/arm64/')
+ORT_DIR := lib/onnxruntime
+ORT_LIB := $(ORT_DIR)/libonnxruntime.so.1
+CACHE := .cache
+
+.PHONY: all build test bench lint run clean model help ort fuzz
+
+all: build
+
+help:
+	@echo "make build   fetch the ONNX Runtime library and build bin/api, bin/worker, bin/detect"
+	@echo "make test    run the whole test suite (starts its own redis-server)"
+	@echo "make bench   measure the floor, the detector stages and the service; writes bench/results.json"
+	@echo "make run     set up and start the API and a worker (Ctrl-C stops both)"
+	@echo "make lint    gofmt and go vet"
+	@echo "make model   export models/yolov8n.onnx with Ultralytics"
+	@echo "make clean   remove build outputs"
+
+build: ort
+	CGO_ENABLED=0 $(GO) build -o bin/api ./cmd/api
+	$(GO) build -o bin/worker ./cmd/worker
+	$(GO) build -o bin/detect ./cmd/detect
+
+# The ONNX Runtime core library comes from the npm package onnxruntime-node,
+# unpacked without running its install scripts. ORT_FLAVOR=cuda adds the
+# CUDA provider libraries beside it.
+ort: $(ORT_LIB) $(if $(filter cuda,$(ORT_FLAVOR)),$(ORT_DIR)/libonnxruntime_providers_cuda.so)
+
+$(ORT_LIB):
+	@mkdir -p $(CACHE) $(ORT_DIR)
+	cd $(CACHE) && npm pack --silent onnxruntime-node@$(ORT_VERSION) >/dev/null
+	tar -xzf $(CACHE)/onnxruntime-node-$(ORT_VERSION).tgz -C $(CACHE) package/bin/napi-v6/linux/$(ARCH)/libonnxruntime.so.1
+	mv $(CACHE)/package/bin/napi-v6/linux/$(ARCH)/libonnxruntime.so.1 $@
+	rm -rf $(CACHE)/package $(CACHE)/onnxruntime-node-$(ORT_VERSION).tgz
+	@echo "ONNX Runtime $(ORT_VERSION) in $(ORT_DIR)"
+
+$(ORT_DIR)/libonnxruntime_providers_cuda.so:
+	@mkdir -p $(CACHE) $(ORT_DIR)
+	cd $(CACHE) && npm pack --silent $(ORT_GPU_PACKAGE) >/dev/null
+	tar -xzf $(CACHE)/$$(echo $(ORT_GPU_PACKAGE) | sed 's/@/-/').tgz -C $(CACHE) package/Plugins/Linux/x64
+	mv $(CACHE)/package/Plugins/Linux/x64/libonnxruntime_providers_*.so $(ORT_DIR)/
+	rm -rf $(CACHE)/package $(CACHE)/*.tgz
+
+test: ort
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+bench: build
+	$(GO) run ./cmd/bench -out bench/results.json
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+fuzz:
+	$(GO) test ./internal/decode -run '^$$' -fuzz FuzzInspect -fuzztime 60s
+	$(GO) test ./internal/decode -run '^$$' -fuzz FuzzDecode -fuzztime 60s
+	$(GO) test ./internal/detect -run '^$$' -fuzz FuzzParseParams -fuzztime 60s
+
+run: build
+	@scripts/run.sh
+
+model: models/yolov8n.onnx
+
+models/yolov8n.onnx:
+	@scripts/export-model.sh
+
+clean:
+	rm -rf bin lib $(CACHE) bench/*.json

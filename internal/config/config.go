@@ -1,0 +1,274 @@
+// Package config owns every environment variable of the service: it reads
+// the environment and a .env file, fills in defaults and validates, naming
+// the variable at fault.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/joho/godotenv"
+)
+
+// Config is the whole configuration of the API and the worker.
+type Config struct {
+	RedisURL   string // REDIS_URL (alias BROKER_URL)
+	APIAddr    string // API_ADDR
+	WorkerAddr string // WORKER_ADDR
+	UploadDir  string // UPLOAD_DIR
+	ModelPath  string // MODEL_PATH
+	ModelSet   bool   // whether MODEL_PATH was given
+
+	ORTLib         string // ORT_LIB; empty: the library `make build` fetched
+	ORTProvider    string // ORT_PROVIDER: cpu or cuda
+	ORTFallbackCPU bool   // ORT_FALLBACK_CPU
+	ORTThreads     int    // ORT_THREADS; 0: chosen for the machine
+	TurboJPEGLib   string // TURBOJPEG_LIB; empty: libturbojpeg.so.0
+
+	WorkerConcurrency int           // WORKER_CONCURRENCY; 0: chosen for the machine
+	BatchMax          int           // BATCH_MAX
+	BatchWait         time.Duration // BATCH_WAIT
+
+	APIKeys        []string      // API_KEYS
+	RateLimit      float64       // RATE_LIMIT: requests per second per key or address; 0 off
+	RateBurst      int           // RATE_BURST
+	MaxUploadBytes int64         // MAX_UPLOAD_BYTES
+	MaxPixels      int           // MAX_PIXELS
+	MaxQueue       int           // MAX_QUEUE: pending tasks before 503
+	ResultTTL      time.Duration // RESULT_TTL
+	TaskTimeout    time.Duration // TASK_TIMEOUT
+	TaskRetries    int           // TASK_RETRIES
+	UploadMaxAge   time.Duration // UPLOAD_MAX_AGE: orphans older are swept
+	Queue          string        // QUEUE: the asynq queue name
+	ShutdownGrace  time.Duration // SHUTDOWN_TIMEOUT
+	LogLevel       string        // LOG_LEVEL: debug, info, warn, error
+}
+
+// Vars lists every variable with its default and meaning, in the order of
+// .env.example and the README.
+var Vars = []struct{ Name, Default, Meaning string }{
+	{"REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for the queue and the results (BROKER_URL is an alias)"},
+	{"API_ADDR", ":5000", "where the API listens"},
+	{"WORKER_ADDR", ":9091", "where a worker serves /healthz, /readyz, /metrics"},
+	{"UPLOAD_DIR", "uploads", "where uploads wait for a worker (shared by API and workers)"},
+	{"MODEL_PATH", "models/yolov8n.onnx", "the YOLO ONNX model"},
+	{"ORT_LIB", "", "path of libonnxruntime.so (default: the one `make build` fetched)"},
+	{"ORT_PROVIDER", "cpu", "cpu or cuda"},
+	{"ORT_FALLBACK_CPU", "false", "with cuda: run on CPU when the CUDA provider cannot load"},
+	{"ORT_THREADS", "0", "ONNX Runtime intra-op threads per image (0: cores / concurrency)"},
+	{"TURBOJPEG_LIB", "", "path of libturbojpeg (default: libturbojpeg.so.0 from the system)"},
+	{"WORKER_CONCURRENCY", "0", "tasks a worker runs at once (0: chosen for the machine)"},
+	{"BATCH_MAX", "1", "images per inference run for dynamic-batch models (1: off)"},
+	{"BATCH_WAIT", "2ms", "how long a batch waits to fill"},
+	{"API_KEYS", "", "comma-separated keys; when set, every request but health checks needs Authorization: Bearer KEY"},
+	{"RATE_LIMIT", "0", "requests per second per API key or client address (0: no limit)"},
+	{"RATE_BURST", "20", "requests a client may send at once above RATE_LIMIT"},
+	{"MAX_UPLOAD_BYTES", "20971520", "largest accepted request body"},
+	{"MAX_PIXELS", "40000000", "largest accepted image, width × height"},
+	{"MAX_QUEUE", "10000", "tasks waiting before POST /predict answers 503"},
+	{"RESULT_TTL", "1h", "how long a result stays readable"},
+	{"TASK_TIMEOUT", "60s", "longest a task may run"},
+	{"TASK_RETRIES", "3", "retries of a task that failed for a transient reason"},
+	{"UPLOAD_MAX_AGE", "2h", "uploads older than this with no task are removed"},
+	{"QUEUE", "detect", "asynq queue name"},
+	{"SHUTDOWN_TIMEOUT", "30s", "how long a stopping process waits for running work"},
+	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+}
+
+// Load reads the .env file in the working directory, if any, without
+// overriding the real environment, then calls Parse on the environment.
+func Load() (Config, error) {
+	if err := godotenv.Load(); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return Config{}, fmt.Errorf(".env: %w", err)
+	}
+	return Parse(os.Getenv)
+}
+
+// Parse builds a Config from getenv, defaults filled in. It returns an
+// error naming the first variable with a bad value.
+func Parse(getenv func(string) string) (Config, error) {
+	p := parser{get: getenv}
+	c := Config{
+		RedisURL:       p.str("REDIS_URL"),
+		APIAddr:        p.str("API_ADDR"),
+		WorkerAddr:     p.str("WORKER_ADDR"),
+		UploadDir:      p.str("UPLOAD_DIR"),
+		ModelPath:      p.str("MODEL_PATH"),
+		ModelSet:       getenv("MODEL_PATH") != "",
+		ORTLib:         p.str("ORT_LIB"),
+		ORTProvider:    strings.ToLower(p.str("ORT_PROVIDER")),
+		ORTFallbackCPU: p.bool("ORT_FALLBACK_CPU"),
+		ORTThreads:     p.int("ORT_THREADS", 0, 1024),
+		TurboJPEGLib:   p.str("TURBOJPEG_LIB"),
+
+		WorkerConcurrency: p.int("WORKER_CONCURRENCY", 0, 1024),
+		BatchMax:          p.int("BATCH_MAX", 1, 1024),
+		BatchWait:         p.duration("BATCH_WAIT", 0, time.Second),
+
+		RateLimit:      p.float("RATE_LIMIT", 0, 1e6),
+		RateBurst:      p.int("RATE_BURST", 1, 1e6),
+		MaxUploadBytes: int64(p.int("MAX_UPLOAD_BYTES", 1024, 1<<40)),
+		MaxPixels:      p.int("MAX_PIXELS", 1, 1<<40),
+		MaxQueue:       p.int("MAX_QUEUE", 1, 1e9),
+		ResultTTL:      p.duration("RESULT_TTL", time.Second, 365*24*time.Hour),
+		TaskTimeout:    p.duration("TASK_TIMEOUT", time.Second, 24*time.Hour),
+		TaskRetries:    p.int("TASK_RETRIES", 0, 100),
+		UploadMaxAge:   p.duration("UPLOAD_MAX_AGE", time.Minute, 365*24*time.Hour),
+		Queue:          p.str("QUEUE"),
+		ShutdownGrace:  p.duration("SHUTDOWN_TIMEOUT", 0, time.Hour),
+		LogLevel:       strings.ToLower(p.str("LOG_LEVEL")),
+	}
+	if v := getenv("REDIS_URL"); v == "" && getenv("BROKER_URL") != "" {
+		c.RedisURL = getenv("BROKER_URL")
+	}
+	if keys := strings.TrimSpace(getenv("API_KEYS")); keys != "" {
+		for _, k := range strings.Split(keys, ",") {
+			if k = strings.TrimSpace(k); k != "" {
+				c.APIKeys = append(c.APIKeys, k)
+			}
+		}
+	}
+	if p.err != nil {
+		return c, p.err
+	}
+	if err := checkRedisURL(c.RedisURL); err != nil {
+		return c, err
+	}
+	for _, a := range []struct{ name, addr string }{{"API_ADDR", c.APIAddr}, {"WORKER_ADDR", c.WorkerAddr}} {
+		if _, port, err := net.SplitHostPort(a.addr); err != nil || port == "" {
+			return c, fmt.Errorf("%s=%q: want host:port or :port", a.name, a.addr)
+		}
+	}
+	if c.ORTProvider != "cpu" && c.ORTProvider != "cuda" {
+		return c, fmt.Errorf("ORT_PROVIDER=%q: want cpu or cuda", c.ORTProvider)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return c, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", c.LogLevel)
+	}
+	if c.UploadDir == "" {
+		return c, errors.New("UPLOAD_DIR must not be empty")
+	}
+	if c.Queue == "" || strings.ContainsAny(c.Queue, " :{}") {
+		return c, fmt.Errorf("QUEUE=%q: want a plain name", c.Queue)
+	}
+	return c, nil
+}
+
+func checkRedisURL(u string) error {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return fmt.Errorf("REDIS_URL=%q: %v", u, err)
+	}
+	switch pu.Scheme {
+	case "redis", "rediss", "unix", "redis-sentinel", "memory":
+	default:
+		return fmt.Errorf("REDIS_URL=%q: want redis://, rediss://, unix:// or redis-sentinel://", u)
+	}
+	return nil
+}
+
+// Concurrency returns WORKER_CONCURRENCY, or the choice for this machine:
+// one task per two cores on CPU (each running ONNX Runtime on two
+// threads), at least one; eight on CUDA, enough to fill batches.
+func (c Config) Concurrency() int {
+	if c.WorkerConcurrency > 0 {
+		return c.WorkerConcurrency
+	}
+	if c.ORTProvider == "cuda" {
+		return 8
+	}
+	return max(1, runtime.NumCPU()/2)
+}
+
+// ResolveModel returns the model to load: MODEL_PATH when set; else the
+// default models/yolov8n.onnx; else, in a development checkout, the shared
+// test model ../shared/models/yolov8n.onnx when the default is missing.
+func (c Config) ResolveModel() string {
+	if c.ModelSet {
+		return c.ModelPath
+	}
+	if _, err := os.Stat(c.ModelPath); err == nil {
+		return c.ModelPath
+	}
+	dev := filepath.Join("..", "shared", "models", "yolov8n.onnx")
+	if _, err := os.Stat(dev); err == nil {
+		return dev
+	}
+	return c.ModelPath
+}
+
+type parser struct {
+	get func(string) string
+	err error
+}
+
+func (p *parser) raw(name string) string {
+	if v := strings.TrimSpace(p.get(name)); v != "" {
+		return v
+	}
+	for _, v := range Vars {
+		if v.Name == name {
+			return v.Default
+		}
+	}
+	return ""
+}
+
+func (p *parser) str(name string) string { return p.raw(name) }
+
+func (p *parser) fail(name, v, want string) {
+	if p.err == nil {
+		p.err = fmt.Errorf("%s=%q: want %s", name, v, want)
+	}
+}
+
+func (p *parser) int(name string, lo, hi int) int {
+	v := p.raw(name)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		p.fail(name, v, fmt.Sprintf("an integer from %d to %d", lo, hi))
+	}
+	return n
+}
+
+func (p *parser) float(name string, lo, hi float64) float64 {
+	v := p.raw(name)
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < lo || f > hi {
+		p.fail(name, v, fmt.Sprintf("a number from %g to %g", lo, hi))
+	}
+	return f
+}
+
+func (p *parser) bool(name string) bool {
+	v := p.raw(name)
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		p.fail(name, v, "true or false")
+	}
+	return b
+}
+
+func (p *parser) duration(name string, lo, hi time.Duration) time.Duration {
+	v := p.raw(name)
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		if n, nerr := strconv.Atoi(v); nerr == nil { // plain seconds
+			d, err = time.Duration(n)*time.Second, nil
+		}
+	}
+	if err != nil || d < lo || d > hi {
+		p.fail(name, v, fmt.Sprintf("a duration from %v to %v (e.g. 30s, 1h)", lo, hi))
+	}
+	return d
+}

@@ -1,0 +1,86 @@
+package decode
+
+import (
+	"fmt"
+
+	"yoloserve/internal/detect"
+)
+
+// Image is an 8-bit RGB image, three bytes a pixel, rows packed.
+type Image struct {
+	Width, Height int
+	Pix           []byte
+	scratch       []byte // reused by orient
+}
+
+// JPEGDecoder decodes a JPEG into RGB pixels.
+type JPEGDecoder interface {
+	// DecodeJPEG decodes data, whose header h has been inspected, into
+	// dst (resized as needed) as h.Width×h.Height RGB pixels, converting
+	// gray and CMYK/YCCK the way OpenCV's IMREAD_COLOR does. It returns the
+	// pixels, or an error when the data cannot be decoded.
+	DecodeJPEG(data []byte, h Header, dst []byte) ([]byte, error)
+	// Name says which implementation this is, for logs and benchmarks.
+	Name() string
+}
+
+// Decoder turns image bytes into upright RGB pixels.
+type Decoder struct {
+	JPEG      JPEGDecoder // nil means Go's image/jpeg
+	MaxPixels int         // 0 means DefaultMaxPixels; negative means no limit
+}
+
+// Decode inspects data, decodes it into img (reusing img's buffers) and
+// applies the EXIF orientation. It returns the header it read, and an
+// EUNSUPPORTED or ETOOLARGE *Error for an image the service cannot take.
+func (d *Decoder) Decode(data []byte, img *Image) (Header, error) {
+	max := d.MaxPixels
+	if max == 0 {
+		max = DefaultMaxPixels
+	}
+	h, err := Inspect(data, max)
+	if err != nil {
+		return h, err
+	}
+	switch h.Format {
+	case JPEG:
+		dec := d.JPEG
+		if dec == nil {
+			dec = GoJPEG{}
+		}
+		img.Pix, err = dec.DecodeJPEG(data, h, img.Pix)
+	case PNG:
+		img.Pix, err = decodePNG(data, img.Pix)
+	}
+	if err != nil {
+		return h, detect.Errorf(detect.EUNSUPPORTED, "The %s image could not be decoded: %s.", h.Format, trimErr(err))
+	}
+	if len(img.Pix) != h.Width*h.Height*3 {
+		return h, fmt.Errorf("decode: %s decoder returned %d bytes for %d×%d", h.Format, len(img.Pix), h.Width, h.Height)
+	}
+	img.Width, img.Height = h.Width, h.Height
+	orient(img, h.Orientation)
+	return h, nil
+}
+
+// CMYKToRGB converts 4-channel pixels as libjpeg stores them (Adobe's
+// inverted CMYK) to RGB with OpenCV's icvCvt_CMYK2BGR formula.
+func CMYKToRGB(cmyk, dst []byte) {
+	for i, j := 0, 0; i+3 < len(cmyk); i, j = i+4, j+3 {
+		c, m, y, k := int(cmyk[i]), int(cmyk[i+1]), int(cmyk[i+2]), int(cmyk[i+3])
+		dst[j] = byte(k - ((255 - c) * k >> 8))
+		dst[j+1] = byte(k - ((255 - m) * k >> 8))
+		dst[j+2] = byte(k - ((255 - y) * k >> 8))
+	}
+}
+
+func trimErr(err error) string {
+	s := err.Error()
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	for len(s) > 0 && (s[len(s)-1] == '.' || s[len(s)-1] == '\n') {
+		s = s[:len(s)-1]
+	}
+	return s
+}

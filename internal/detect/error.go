@@ -1,0 +1,60 @@
+// Package detect holds the service's domain: detection parameters, results,
+// task states and the typed errors every adapter maps to its own protocol.
+// It imports nothing but the standard library.
+package detect
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error codes. Adapters map them to their protocol (the HTTP adapter to
+// statuses); the message of an error with a code other than EINTERNAL is
+// meant for the client and must not carry internal details.
+const (
+	EINVALID      = "invalid"      // a bad parameter or a missing field
+	EUNAUTHORIZED = "unauthorized" // a missing or wrong API key
+	ENOTFOUND     = "not_found"    // no such task, or its result expired
+	ETOOLARGE     = "too_large"    // body or image over a limit
+	EUNSUPPORTED  = "unsupported"  // not a JPEG or PNG, or undecodable
+	ERATELIMIT    = "rate_limited" // too many requests from one client
+	EUNAVAILABLE  = "unavailable"  // Redis down or the queue full
+	EINTERNAL     = "internal"     // anything else: a bug or a fault
+)
+
+// Error is an error with a code and a message a person can act on.
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf returns an *Error with the code and a formatted message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrorCode returns the code of the first *Error in err's chain, EINTERNAL
+// for any other non-nil error and "" for nil.
+func ErrorCode(err error) string {
+	var e *Error
+	if err == nil {
+		return ""
+	} else if errors.As(err, &e) {
+		return e.Code
+	}
+	return EINTERNAL
+}
+
+// ErrorMessage returns the message of the first *Error in err's chain, and a
+// generic sentence for any other error so that internals never leak.
+func ErrorMessage(err error) string {
+	var e *Error
+	if err == nil {
+		return ""
+	} else if errors.As(err, &e) {
+		return e.Message
+	}
+	return "Internal error."
+}

@@ -1,0 +1,261 @@
+// Package onnx wraps ONNX Runtime (through onnxruntime_go) behind a small
+// API: find and load the shared library once, inspect a model, and run a
+// float32 session on preallocated tensors, on CPU or CUDA.
+package onnx
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+// LibraryName is the file name of the ONNX Runtime core library.
+const LibraryName = "libonnxruntime.so.1"
+
+// BuildDir is where `make build` puts the library, relative to the checkout.
+const BuildDir = "lib/onnxruntime"
+
+// FindLibrary resolves the ONNX Runtime library: override when set (it must
+// exist), else beside the running binary, else in the build folder next to
+// the binary's bin/ folder, else in the build folder of the working
+// directory or one of its parents (how tests find it). It returns an error
+// that lists where it looked.
+func FindLibrary(override string) (string, error) {
+	if override != "" {
+		if _, err := os.Stat(override); err != nil {
+			return "", fmt.Errorf("ORT_LIB=%s: %w", override, err)
+		}
+		return override, nil
+	}
+	var tried []string
+	if exe, err := os.Executable(); err == nil {
+		dir := filepath.Dir(exe)
+		tried = append(tried, filepath.Join(dir, LibraryName), filepath.Join(dir, "..", BuildDir, LibraryName))
+	}
+	if wd, err := os.Getwd(); err == nil {
+		for dir := wd; ; dir = filepath.Dir(dir) {
+			tried = append(tried, filepath.Join(dir, BuildDir, LibraryName))
+			if filepath.Dir(dir) == dir {
+				break
+			}
+		}
+	}
+	for _, p := range tried {
+		if _, err := os.Stat(p); err == nil {
+			return filepath.Clean(p), nil
+		}
+	}
+	return "", fmt.Errorf("onnx: %s not found (run `make build`, or set ORT_LIB); looked in %v", LibraryName, tried)
+}
+
+var (
+	initMu  sync.Mutex
+	initLib string
+)
+
+// Init loads the library at path and creates the ONNX Runtime environment,
+// once per process; a second call with the same path does nothing, with
+// another path it fails. It returns an error naming the file when the
+// library cannot be loaded.
+func Init(path string) error {
+	initMu.Lock()
+	defer initMu.Unlock()
+	if initLib != "" {
+		if initLib != path {
+			return fmt.Errorf("onnx: already initialised with %s", initLib)
+		}
+		return nil
+	}
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("onnx: library %s: %w", path, err)
+	}
+	ort.SetSharedLibraryPath(path)
+	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
+		return fmt.Errorf("onnx: cannot load %s: %w", path, err)
+	}
+	initLib = path
+	return nil
+}
+
+// ModelInfo describes a model's single input and first output.
+type ModelInfo struct {
+	InputName, OutputName   string
+	InputShape, OutputShape []int64 // -1 (or below 1) for a free dimension
+	Outputs                 int
+	Metadata                map[string]string
+}
+
+// Inspect reads a model's inputs, outputs and metadata. It returns an error
+// naming the file when it is missing or not an ONNX model, or when its
+// input or output is not a float32 tensor.
+func Inspect(path string) (ModelInfo, error) {
+	var mi ModelInfo
+	if _, err := os.Stat(path); err != nil {
+		return mi, fmt.Errorf("model %s: %w", path, err)
+	}
+	ins, outs, err := ort.GetInputOutputInfo(path)
+	if err != nil {
+		return mi, fmt.Errorf("model %s is not a readable ONNX model: %w", path, err)
+	}
+	if len(ins) != 1 || len(outs) < 1 {
+		return mi, fmt.Errorf("model %s has %d inputs and %d outputs; a YOLO detection model has one input and one output", path, len(ins), len(outs))
+	}
+	for _, io := range []ort.InputOutputInfo{ins[0], outs[0]} {
+		if io.OrtValueType != ort.ONNXTypeTensor || io.DataType != ort.TensorElementDataTypeFloat {
+			return mi, fmt.Errorf("model %s: %q is %s; a float32 tensor is expected", path, io.Name, io.String())
+		}
+	}
+	mi = ModelInfo{
+		InputName: ins[0].Name, OutputName: outs[0].Name,
+		InputShape: ins[0].Dimensions.Clone(), OutputShape: outs[0].Dimensions.Clone(),
+		Outputs: len(outs), Metadata: map[string]string{},
+	}
+	md, err := ort.GetModelMetadata(path)
+	if err != nil {
+		return mi, fmt.Errorf("model %s: reading metadata: %w", path, err)
+	}
+	defer md.Destroy()
+	keys, err := md.GetCustomMetadataMapKeys()
+	if err != nil {
+		return mi, fmt.Errorf("model %s: reading metadata: %w", path, err)
+	}
+	for _, k := range keys {
+		if v, ok, err := md.LookupCustomMetadataMap(k); err == nil && ok {
+			mi.Metadata[k] = v
+		}
+	}
+	return mi, nil
+}
+
+// Options configure a session.
+type Options struct {
+	// Provider is "cpu" (the default) or "cuda".
+	Provider string
+	// IntraOpThreads is ONNX Runtime's intra-op thread count; 0 lets it
+	// choose (one per core).
+	IntraOpThreads int
+	// CUDADevice is the GPU index for the CUDA provider.
+	CUDADevice int
+	// FallbackCPU runs on CPU when the CUDA provider cannot be set up,
+	// instead of failing.
+	FallbackCPU bool
+}
+
+// Session is a loaded model. Run may be called from several goroutines at
+// once, each with its own Binding.
+type Session struct {
+	s        *ort.DynamicAdvancedSession
+	info     ModelInfo
+	provider string
+}
+
+// NewSession loads the model at path. It returns an error when the library
+// was not initialised, the model cannot be loaded, or the CUDA provider
+// cannot be set up (unless o.FallbackCPU); the error says why.
+func NewSession(path string, info ModelInfo, o Options) (*Session, error) {
+	opts, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("onnx: session options: %w", err)
+	}
+	defer opts.Destroy()
+	if o.IntraOpThreads > 0 {
+		if err := opts.SetIntraOpNumThreads(o.IntraOpThreads); err != nil {
+			return nil, err
+		}
+	}
+	if err := opts.SetInterOpNumThreads(1); err != nil {
+		return nil, err
+	}
+	provider := "cpu"
+	if o.Provider == "cuda" {
+		if err := appendCUDA(opts, o.CUDADevice); err != nil {
+			if !o.FallbackCPU {
+				return nil, fmt.Errorf("onnx: CUDA provider unavailable: %w (set ORT_FALLBACK_CPU=true to run on CPU instead)", err)
+			}
+			// A failed append leaves the options usable for CPU.
+		} else {
+			provider = "cuda"
+		}
+	}
+	s, err := ort.NewDynamicAdvancedSession(path, []string{info.InputName}, []string{info.OutputName}, opts)
+	if err != nil {
+		if provider == "cuda" && o.FallbackCPU {
+			o.Provider = "cpu"
+			return NewSession(path, info, o)
+		}
+		return nil, fmt.Errorf("onnx: loading %s (%s): %w", path, provider, err)
+	}
+	return &Session{s: s, info: info, provider: provider}, nil
+}
+
+func appendCUDA(opts *ort.SessionOptions, device int) error {
+	cuda, err := ort.NewCUDAProviderOptions()
+	if err != nil {
+		return err
+	}
+	defer cuda.Destroy()
+	if err := cuda.Update(map[string]string{"device_id": fmt.Sprint(device)}); err != nil {
+		return err
+	}
+	return opts.AppendExecutionProviderCUDA(cuda)
+}
+
+// Provider says where the session runs: "cpu" or "cuda".
+func (s *Session) Provider() string { return s.provider }
+
+// Close releases the session.
+func (s *Session) Close() error { return s.s.Destroy() }
+
+// Binding holds the input and output tensors of one batch size.
+type Binding struct {
+	Batch   int
+	in, out *ort.Tensor[float32]
+}
+
+// NewBinding allocates tensors for batch images, with the model's free
+// dimensions other than the batch taken from dims (height, width of the
+// input; its output's are inferred by a first run when unknown). It
+// returns an error when a dimension stays unknown.
+func (s *Session) NewBinding(batch int, inputHW [2]int64, outputShape []int64) (*Binding, error) {
+	in := ort.NewShape(int64(batch), s.info.InputShape[1], inputHW[0], inputHW[1])
+	out := ort.NewShape(append([]int64{int64(batch)}, outputShape[1:]...)...)
+	for _, d := range append(in.Clone(), out...) {
+		if d < 1 {
+			return nil, errors.New("onnx: binding with an unknown dimension")
+		}
+	}
+	ti, err := ort.NewEmptyTensor[float32](in)
+	if err != nil {
+		return nil, err
+	}
+	to, err := ort.NewEmptyTensor[float32](out)
+	if err != nil {
+		ti.Destroy()
+		return nil, err
+	}
+	return &Binding{Batch: batch, in: ti, out: to}, nil
+}
+
+// Input is the input tensor's data, [batch, 3, H, W].
+func (b *Binding) Input() []float32 { return b.in.GetData() }
+
+// Output is the output tensor's data after Run.
+func (b *Binding) Output() []float32 { return b.out.GetData() }
+
+// Close releases the tensors.
+func (b *Binding) Close() {
+	b.in.Destroy()
+	b.out.Destroy()
+}
+
+// Run runs the model on b's input into b's output.
+func (s *Session) Run(b *Binding) error {
+	if err := s.s.Run([]ort.Value{b.in}, []ort.Value{b.out}); err != nil {
+		return fmt.Errorf("onnx: run: %w", err)
+	}
+	return nil
+}

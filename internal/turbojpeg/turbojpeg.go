@@ -1,0 +1,148 @@
+// Package turbojpeg decodes JPEGs with libjpeg-turbo, the decoder OpenCV
+// uses, through its TurboJPEG API. The library is opened at run time with
+// dlopen, so building needs no headers and a machine without it can fall
+// back to Go's decoder. All of the project's own cgo lives here.
+package turbojpeg
+
+/*
+#cgo LDFLAGS: -ldl
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef void *tjhandle;
+
+static void *tj_lib;
+static tjhandle (*p_init)(void);
+static int (*p_header)(tjhandle, const unsigned char *, unsigned long, int *, int *, int *, int *);
+static int (*p_decompress)(tjhandle, const unsigned char *, unsigned long, unsigned char *, int, int, int, int, int);
+static int (*p_destroy)(tjhandle);
+static char *(*p_errstr)(tjhandle);
+static int (*p_errcode)(tjhandle);
+
+static int tj_loaded(void) { return tj_lib != NULL; }
+
+static const char *tj_open(const char *path) {
+	tj_lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!tj_lib) return dlerror();
+	p_init = dlsym(tj_lib, "tjInitDecompress");
+	p_header = dlsym(tj_lib, "tjDecompressHeader3");
+	p_decompress = dlsym(tj_lib, "tjDecompress2");
+	p_destroy = dlsym(tj_lib, "tjDestroy");
+	p_errstr = dlsym(tj_lib, "tjGetErrorStr2");
+	p_errcode = dlsym(tj_lib, "tjGetErrorCode");
+	if (!p_init || !p_header || !p_decompress || !p_destroy || !p_errstr || !p_errcode) {
+		dlclose(tj_lib);
+		tj_lib = NULL;
+		return "the library lacks the TurboJPEG 2 API";
+	}
+	return NULL;
+}
+
+// tj_decode decodes into buf (w*h*ncomp bytes). It returns 0 on success, 1
+// when libjpeg only warned (the image is decoded, as OpenCV takes it) and -1
+// on error, with the message copied into err.
+static int tj_decode(const unsigned char *jpeg, unsigned long size, unsigned char *buf,
+                     int w, int h, int pf, int flags, char *err, int errlen) {
+	tjhandle t = p_init();
+	if (!t) { snprintf(err, errlen, "tjInitDecompress failed"); return -1; }
+	int rc = p_decompress(t, jpeg, size, buf, w, 0, h, pf, flags);
+	if (rc != 0) {
+		if (p_errcode(t) == 0) { p_destroy(t); return 1; } // TJERR_WARNING
+		snprintf(err, errlen, "%s", p_errstr(t));
+	}
+	p_destroy(t);
+	return rc == 0 ? 0 : -1;
+}
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"unsafe"
+
+	"yoloserve/internal/decode"
+)
+
+// DefaultLibrary is the soname dlopen looks for (Debian's libturbojpeg0).
+const DefaultLibrary = "libturbojpeg.so.0"
+
+const (
+	pixelRGB        = 0    // TJPF_RGB
+	pixelCMYK       = 11   // TJPF_CMYK
+	flagAccurateDCT = 4096 // TJFLAG_ACCURATEDCT: libjpeg's JDCT_ISLOW, OpenCV's default
+)
+
+var (
+	openOnce sync.Once
+	openErr  error
+)
+
+// Decoder is a decode.JPEGDecoder backed by libjpeg-turbo.
+type Decoder struct{}
+
+// Open loads the library (path, or DefaultLibrary when empty) once per
+// process and returns a Decoder. It returns an error that names the library
+// when it cannot be loaded.
+func Open(path string) (Decoder, error) {
+	if path == "" {
+		path = DefaultLibrary
+	}
+	openOnce.Do(func() {
+		cpath := C.CString(path)
+		defer C.free(unsafe.Pointer(cpath))
+		if msg := C.tj_open(cpath); msg != nil {
+			openErr = fmt.Errorf("turbojpeg: cannot load %s: %s", path, C.GoString(msg))
+		}
+	})
+	return Decoder{}, openErr
+}
+
+// Name implements decode.JPEGDecoder.
+func (Decoder) Name() string { return "libjpeg-turbo" }
+
+// DecodeJPEG implements decode.JPEGDecoder: RGB for gray and colour JPEGs,
+// and for CMYK/YCCK the raw 4-channel decode converted with OpenCV's formula.
+func (Decoder) DecodeJPEG(data []byte, h decode.Header, dst []byte) ([]byte, error) {
+	if C.tj_loaded() == 0 {
+		return dst, errors.New("turbojpeg: library not loaded")
+	}
+	if len(data) == 0 {
+		return dst, errors.New("empty JPEG")
+	}
+	n := h.Width * h.Height * 3
+	if cap(dst) < n {
+		dst = make([]byte, n)
+	}
+	dst = dst[:n]
+	buf, pf := dst, C.int(pixelRGB)
+	if h.Components == 4 {
+		buf, pf = make([]byte, h.Width*h.Height*4), pixelCMYK
+	}
+	var msg [256]C.char
+	rc := C.tj_decode((*C.uchar)(unsafe.Pointer(&data[0])), C.ulong(len(data)),
+		(*C.uchar)(unsafe.Pointer(&buf[0])), C.int(h.Width), C.int(h.Height), pf,
+		flagAccurateDCT, &msg[0], C.int(len(msg)))
+	if rc < 0 {
+		return dst, errors.New(C.GoString(&msg[0]))
+	}
+	if h.Components == 4 {
+		decode.CMYKToRGB(buf, dst)
+	}
+	return dst, nil
+}
+
+// OpenOrFallback returns libjpeg-turbo's decoder when the library at path
+// (DefaultLibrary when empty) loads, and otherwise logs a warning and
+// returns Go's decoder, whose output differs slightly from OpenCV's.
+func OpenOrFallback(path string, log *slog.Logger) decode.JPEGDecoder {
+	dec, err := Open(path)
+	if err != nil {
+		log.Warn("libjpeg-turbo not available; decoding JPEG with Go's image/jpeg, whose confidences can differ from Ultralytics' by a few hundredths (install libturbojpeg0 or set TURBOJPEG_LIB)", "error", err)
+		return decode.GoJPEG{}
+	}
+	return dec
+}

@@ -1,0 +1,217 @@
+package yolo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"yoloserve/internal/decode"
+	"yoloserve/internal/detect"
+	"yoloserve/internal/onnx"
+)
+
+// Config configures a Detector. Zero values mean defaults.
+type Config struct {
+	// ModelPath is the ONNX model.
+	ModelPath string
+	// Library is the ONNX Runtime library; empty resolves it with
+	// onnx.FindLibrary.
+	Library string
+	// Provider is "cpu" (default) or "cuda"; FallbackCPU runs on CPU when
+	// CUDA cannot be set up.
+	Provider    string
+	FallbackCPU bool
+	// Concurrency is how many images are processed at once (default: one
+	// per two cores, at least one).
+	Concurrency int
+	// Threads is ONNX Runtime's intra-op thread count (default: the cores
+	// divided among the concurrent images).
+	Threads int
+	// Decoder decodes images (default: Go's decoders, no pixel limit
+	// beyond decode.DefaultMaxPixels).
+	Decoder *decode.Decoder
+	// BatchMax > 1 gathers concurrent images into one session run, for
+	// models with a dynamic batch dimension; BatchWait is how long the
+	// first image of a batch waits for others (default 2 ms).
+	BatchMax  int
+	BatchWait time.Duration
+}
+
+// Detector runs a YOLO model on images. Detect is safe for concurrent use.
+type Detector struct {
+	model   *Model
+	session *onnx.Session
+	decoder *decode.Decoder
+	slots   chan *slot
+	batcher *batcher // nil when batching is off
+	cfg     Config
+}
+
+// slot is the per-image working memory, reused from image to image.
+type slot struct {
+	img     decode.Image
+	resize  resizer
+	post    postprocessor
+	binding *onnx.Binding
+}
+
+// Open loads the library and the model, checks the model, creates the
+// working memory and runs the model once to warm it up. It returns an
+// error naming the file at fault when the library or the model cannot be
+// used.
+func Open(cfg Config) (*Detector, error) {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = max(1, runtime.NumCPU()/2)
+	}
+	if cfg.Threads <= 0 {
+		cfg.Threads = max(1, runtime.NumCPU()/cfg.Concurrency)
+	}
+	if cfg.Decoder == nil {
+		cfg.Decoder = &decode.Decoder{}
+	}
+	if cfg.BatchWait <= 0 {
+		cfg.BatchWait = 2 * time.Millisecond
+	}
+	lib, err := onnx.FindLibrary(cfg.Library)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Library = lib
+	if err := onnx.Init(lib); err != nil {
+		return nil, err
+	}
+	info, err := onnx.Inspect(cfg.ModelPath)
+	if err != nil {
+		return nil, err
+	}
+	model, err := NewModel(cfg.ModelPath, info)
+	if err != nil {
+		return nil, err
+	}
+	if !model.DynamicBatch {
+		cfg.BatchMax = 1
+	}
+	s, err := onnx.NewSession(cfg.ModelPath, info, onnx.Options{
+		Provider: cfg.Provider, IntraOpThreads: cfg.Threads, FallbackCPU: cfg.FallbackCPU,
+	})
+	if err != nil {
+		return nil, err
+	}
+	d := &Detector{model: model, session: s, decoder: cfg.Decoder, cfg: cfg, slots: make(chan *slot, cfg.Concurrency)}
+	for i := 0; i < cfg.Concurrency; i++ {
+		b, err := s.NewBinding(1, [2]int64{int64(model.Height), int64(model.Width)}, model.outputShape(1))
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		d.slots <- &slot{binding: b}
+	}
+	if cfg.BatchMax > 1 {
+		d.batcher = newBatcher(s, model, cfg.BatchMax, cfg.BatchWait)
+	}
+	if err := d.warmUp(); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("model %s: warm-up run failed: %w", cfg.ModelPath, err)
+	}
+	return d, nil
+}
+
+// warmUp runs every slot once on a blank input, so that the first request
+// does not pay ONNX Runtime's lazy initialisation.
+func (d *Detector) warmUp() error {
+	for i := 0; i < cap(d.slots); i++ {
+		s := <-d.slots
+		err := d.session.Run(s.binding)
+		d.slots <- s
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Model describes the loaded model.
+func (d *Detector) Model() *Model { return d.model }
+
+// Provider says where inference runs: "cpu" or "cuda".
+func (d *Detector) Provider() string { return d.session.Provider() }
+
+// Config returns the configuration in effect, defaults filled in.
+func (d *Detector) Config() Config { return d.cfg }
+
+// Close releases the session and the working memory. Detect must not be
+// running.
+func (d *Detector) Close() {
+	if d.batcher != nil {
+		d.batcher.close()
+	}
+	close(d.slots)
+	for s := range d.slots {
+		s.binding.Close()
+	}
+	d.session.Close()
+}
+
+// Detect decodes an image, runs the model on it and returns its
+// detections. It returns an EINVALID *Error for bad parameters (an unknown
+// class name among them), an EUNSUPPORTED or ETOOLARGE *Error for an
+// image it cannot take, ctx's error when ctx ends while it waits for a
+// free slot, and other errors for faults of the runtime.
+func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*detect.Result, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	keep, err := d.model.ClassFilter(p.Classes)
+	if err != nil {
+		return nil, err
+	}
+	var s *slot
+	select {
+	case s = <-d.slots:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { d.slots <- s }()
+
+	t0 := time.Now()
+	if _, err := d.decoder.Decode(data, &s.img); err != nil {
+		return nil, err
+	}
+	t1 := time.Now()
+	lb := NewLetterbox(s.img.Width, s.img.Height, d.model.Width, d.model.Height)
+	s.resize.Fill(&s.img, lb, s.binding.Input())
+	t2 := time.Now()
+	var inference time.Duration
+	if d.batcher != nil {
+		inference, err = d.batcher.run(ctx, s.binding)
+	} else {
+		err = d.session.Run(s.binding)
+		inference = time.Since(t2)
+	}
+	if err != nil {
+		return nil, err
+	}
+	t3 := time.Now()
+	dets := s.post.run(s.binding.Output(), d.model.Classes(), d.model.Anchors, nmsParams{
+		conf: float32(p.Conf), iou: p.IoU, maxDet: p.MaxDet, keep: keep, agnostic: p.Agnostic,
+	}, lb, d.model.Names)
+	t4 := time.Now()
+	return &detect.Result{
+		Model:      d.model.Name,
+		Image:      detect.Size{Width: s.img.Width, Height: s.img.Height},
+		Detections: dets,
+		SpeedMS: detect.Speed{
+			Decode:      ms(t1.Sub(t0)),
+			Preprocess:  ms(t2.Sub(t1)),
+			Inference:   ms(inference),
+			Postprocess: ms(t4.Sub(t3)),
+		},
+	}, nil
+}
+
+func ms(d time.Duration) float64 { return round(float64(d.Microseconds())/1000, 2) }
+
+// errClosed is returned by a batch run after Close.
+var errClosed = errors.New("yolo: detector closed")

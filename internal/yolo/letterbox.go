@@ -1,0 +1,233 @@
+package yolo
+
+import (
+	"math"
+
+	"yoloserve/internal/decode"
+)
+
+// padValue is the letterbox border, as Ultralytics' LetterBox fills it.
+const padValue = 114
+
+// Letterbox is the geometry of Ultralytics' LetterBox(auto=False,
+// scaleup=True, center=True) from an image to the model's input.
+type Letterbox struct {
+	SrcW, SrcH int     // the upright image
+	NewW, NewH int     // the resized image inside the input
+	Left, Top  int     // padding before it
+	DstW, DstH int     // the model input
+	Gain       float64 // min(DstH/SrcH, DstW/SrcW)
+}
+
+// NewLetterbox computes the geometry the way LetterBox does: Python's
+// round (half to even) for the new size, round(d ∓ 0.1) for the padding.
+func NewLetterbox(srcW, srcH, dstW, dstH int) Letterbox {
+	r := math.Min(float64(dstH)/float64(srcH), float64(dstW)/float64(srcW))
+	lb := Letterbox{SrcW: srcW, SrcH: srcH, DstW: dstW, DstH: dstH, Gain: r}
+	lb.NewW = int(math.RoundToEven(float64(srcW) * r))
+	lb.NewH = int(math.RoundToEven(float64(srcH) * r))
+	lb.NewW, lb.NewH = max(1, min(lb.NewW, dstW)), max(1, min(lb.NewH, dstH))
+	dw, dh := float64(dstW-lb.NewW)/2, float64(dstH-lb.NewH)/2
+	lb.Left = int(math.RoundToEven(dw - 0.1))
+	lb.Top = int(math.RoundToEven(dh - 0.1))
+	return lb
+}
+
+// resizer holds the coefficient tables and row buffers of one resize,
+// reused from image to image.
+type resizer struct {
+	xofs    []int32
+	alpha   []int16 // two per destination column
+	yofs    []int32
+	beta    []int16 // two per destination row
+	rows    [2][]int32
+	rowSrc  [2]int
+	scratch []byte // the resized RGB image for the 2× area path
+}
+
+// lut maps a byte to its normalised float32, as im.float() / 255 computes.
+var lut = func() (t [256]float32) {
+	for i := range t {
+		t[i] = float32(i) / 255
+	}
+	return
+}()
+
+// Fill writes img, letterboxed by lb, into dst as planar RGB float32
+// [3, DstH, DstW] scaled to 0–1. The resize reproduces OpenCV's
+// cv::resize(INTER_LINEAR) on 8-bit images bit for bit: 11-bit fixed-point
+// coefficients with half-pixel centres and the rounding of its SIMD
+// vertical pass; an exact 2× reduction is an area average, as OpenCV
+// switches to INTER_AREA there.
+func (rz *resizer) Fill(img *decode.Image, lb Letterbox, dst []float32) {
+	plane := lb.DstW * lb.DstH
+	pad := lut[padValue]
+	for c := 0; c < 3; c++ {
+		p := dst[c*plane : (c+1)*plane]
+		for y := 0; y < lb.DstH; y++ {
+			row := p[y*lb.DstW : (y+1)*lb.DstW]
+			if y < lb.Top || y >= lb.Top+lb.NewH {
+				for i := range row {
+					row[i] = pad
+				}
+				continue
+			}
+			for i := 0; i < lb.Left; i++ {
+				row[i] = pad
+			}
+			for i := lb.Left + lb.NewW; i < lb.DstW; i++ {
+				row[i] = pad
+			}
+		}
+	}
+	switch {
+	case lb.NewW == img.Width && lb.NewH == img.Height:
+		for y := 0; y < lb.NewH; y++ {
+			lb.store(dst, y, img.Pix[y*img.Width*3:(y+1)*img.Width*3])
+		}
+	case img.Width == 2*lb.NewW && img.Height == 2*lb.NewH:
+		rz.area2(img, lb, dst)
+	default:
+		rz.linear(img, lb, dst)
+	}
+}
+
+// store writes one resized RGB row into the planes at row y of the image.
+func (lb Letterbox) store(dst []float32, y int, rgb []byte) {
+	plane := lb.DstW * lb.DstH
+	o := (lb.Top+y)*lb.DstW + lb.Left
+	r := dst[o : o+lb.NewW]
+	g := dst[plane+o : plane+o+lb.NewW]
+	b := dst[2*plane+o : 2*plane+o+lb.NewW]
+	for x := range r {
+		r[x], g[x], b[x] = lut[rgb[3*x]], lut[rgb[3*x+1]], lut[rgb[3*x+2]]
+	}
+}
+
+// area2 is OpenCV's fast INTER_AREA for an exact 2× reduction.
+func (rz *resizer) area2(img *decode.Image, lb Letterbox, dst []float32) {
+	stride := img.Width * 3
+	out := grow(rz.scratch, lb.NewW*3)
+	rz.scratch = out
+	for y := 0; y < lb.NewH; y++ {
+		r0 := img.Pix[2*y*stride:]
+		r1 := img.Pix[(2*y+1)*stride:]
+		for x := 0; x < lb.NewW; x++ {
+			for c := 0; c < 3; c++ {
+				i := 6*x + c
+				out[3*x+c] = byte((int(r0[i]) + int(r0[i+3]) + int(r1[i]) + int(r1[i+3]) + 2) >> 2)
+			}
+		}
+		lb.store(dst, y, out)
+	}
+}
+
+const (
+	coefBits  = 11 // INTER_RESIZE_COEF_BITS
+	coefScale = 1 << coefBits
+)
+
+// coefficients fills ofs and the coefficient pairs for one axis the way
+// cv::resize's resizeGeneric computes them; clamp is true for the
+// horizontal axis, where OpenCV pins out-of-range taps to the border.
+func coefficients(src, dst int, ofs []int32, coef []int16, clamp bool) {
+	scale := 1 / (float64(dst) / float64(src))
+	for d := 0; d < dst; d++ {
+		f := float32((float64(d)+0.5)*scale - 0.5)
+		s := int(math.Floor(float64(f)))
+		f -= float32(s)
+		if clamp {
+			if s < 0 {
+				s, f = 0, 0
+			}
+			if s >= src-1 {
+				s, f = src-1, 0
+			}
+		}
+		ofs[d] = int32(s)
+		coef[2*d] = saturate16(float64(1-f) * coefScale)
+		coef[2*d+1] = saturate16(float64(f) * coefScale)
+	}
+}
+
+// saturate16 is OpenCV's saturate_cast<short>: round half to even, clamp.
+func saturate16(v float64) int16 {
+	r := math.RoundToEven(v)
+	return int16(max(math.MinInt16, min(math.MaxInt16, r)))
+}
+
+// grow returns b resized to n elements, reusing its storage when it can.
+func grow[T any](b []T, n int) []T {
+	if cap(b) >= n {
+		return b[:n]
+	}
+	return make([]T, n)
+}
+
+// linear is cv::resize(INTER_LINEAR) for 8-bit, 3-channel images.
+func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32) {
+	sw, sh, dw, dh := img.Width, img.Height, lb.NewW, lb.NewH
+	rz.xofs, rz.alpha = grow(rz.xofs, dw), grow(rz.alpha, 2*dw)
+	rz.yofs, rz.beta = grow(rz.yofs, dh), grow(rz.beta, 2*dh)
+	coefficients(sw, dw, rz.xofs, rz.alpha, true)
+	coefficients(sh, dh, rz.yofs, rz.beta, false)
+	width := dw * 3
+	for k := range rz.rows {
+		rz.rows[k] = grow(rz.rows[k], width)
+		rz.rowSrc[k] = -1
+	}
+	// OpenCV's vertical pass runs 16 bytes at a time, then 8 while more
+	// than 8 remain, then one at a time; the vector lanes round
+	// differently from the scalar tail.
+	vec := width / 16 * 16
+	if width-vec > 8 {
+		vec += 8
+	}
+	out := grow(rz.scratch, width)
+	rz.scratch = out
+	for y := 0; y < dh; y++ {
+		sy := int(rz.yofs[y])
+		r0 := rz.hrow(img, min(max(sy, 0), sh-1))
+		r1 := rz.hrow(img, min(max(sy+1, 0), sh-1))
+		b0, b1 := int32(rz.beta[2*y]), int32(rz.beta[2*y+1])
+		for x := 0; x < vec; x++ {
+			v := ((b0*(r0[x]>>4))>>16 + (b1*(r1[x]>>4))>>16 + 2) >> 2
+			out[x] = byte(min(max(v, 0), 255))
+		}
+		for x := vec; x < width; x++ {
+			v := (r0[x]*b0 + r1[x]*b1 + 1<<(2*coefBits-1)) >> (2 * coefBits)
+			out[x] = byte(min(max(v, 0), 255))
+		}
+		lb.store(dst, y, out)
+	}
+}
+
+// hrow returns source row sy resized horizontally (values scaled by
+// 2048), computing it unless one of the two cached rows holds it.
+func (rz *resizer) hrow(img *decode.Image, sy int) []int32 {
+	for k := range rz.rowSrc {
+		if rz.rowSrc[k] == sy {
+			return rz.rows[k]
+		}
+	}
+	// Replace the row that is not the other tap of this output row: the
+	// older one, which has the smaller source index.
+	k := 0
+	if rz.rowSrc[1] < rz.rowSrc[0] {
+		k = 1
+	}
+	row := rz.rows[k]
+	src := img.Pix[sy*img.Width*3 : (sy+1)*img.Width*3]
+	last := img.Width - 1
+	for x := 0; x < len(row)/3; x++ {
+		sx := int(rz.xofs[x])
+		sx1 := min(sx+1, last)
+		a0, a1 := int32(rz.alpha[2*x]), int32(rz.alpha[2*x+1])
+		p, q := src[3*sx:3*sx+3], src[3*sx1:3*sx1+3]
+		row[3*x] = int32(p[0])*a0 + int32(q[0])*a1
+		row[3*x+1] = int32(p[1])*a0 + int32(q[1])*a1
+		row[3*x+2] = int32(p[2])*a0 + int32(q[2])*a1
+	}
+	rz.rowSrc[k] = sy
+	return row
+}

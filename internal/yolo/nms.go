@@ -1,0 +1,143 @@
+package yolo
+
+import (
+	"math"
+	"sort"
+
+	"yoloserve/internal/detect"
+)
+
+const (
+	maxWH  = 7680  // class offset of ultralytics' non_max_suppression
+	maxNMS = 30000 // most boxes into NMS
+)
+
+// candidate is a box above the confidence threshold, in input pixels.
+type candidate struct {
+	x1, y1, x2, y2 float32
+	conf           float32
+	class          int
+}
+
+// nmsParams are the postprocessing parameters of one request.
+type nmsParams struct {
+	conf     float32
+	iou      float64
+	maxDet   int
+	keep     []bool // classes to keep, nil for all
+	agnostic bool
+}
+
+// postprocessor holds buffers reused from image to image.
+type postprocessor struct {
+	best  []float32
+	class []int32
+	cands []candidate
+	kept  []candidate
+}
+
+// run decodes one image's output, [4+nc, n] row-major, as
+// ultralytics.utils.nms.non_max_suppression does (best class per anchor
+// above conf, class filter, top 30000 by confidence, class-offset greedy
+// NMS with torchvision's IoU, max_det), then scales the boxes back to the
+// image with scale_boxes and clips them. Arithmetic follows the float32
+// tensors of the reference.
+func (pp *postprocessor) run(out []float32, nc, n int, p nmsParams, lb Letterbox, names []string) []detect.Detection {
+	pp.best = grow(pp.best, n)
+	pp.class = grow(pp.class, n)
+	copy(pp.best, out[4*n:5*n])
+	clear(pp.class)
+	for c := 1; c < nc; c++ {
+		row := out[(4+c)*n : (5+c)*n]
+		for i, v := range row {
+			if v > pp.best[i] {
+				pp.best[i], pp.class[i] = v, int32(c)
+			}
+		}
+	}
+	pp.cands = pp.cands[:0]
+	for i, s := range pp.best {
+		if !(s > p.conf) {
+			continue
+		}
+		c := int(pp.class[i])
+		if p.keep != nil && !p.keep[c] {
+			continue
+		}
+		cx, cy, w, h := out[i], out[n+i], out[2*n+i], out[3*n+i]
+		hw, hh := w/2, h/2
+		pp.cands = append(pp.cands, candidate{cx - hw, cy - hh, cx + hw, cy + hh, s, c})
+	}
+	sort.SliceStable(pp.cands, func(a, b int) bool { return pp.cands[a].conf > pp.cands[b].conf })
+	if len(pp.cands) > maxNMS {
+		pp.cands = pp.cands[:maxNMS]
+	}
+	pp.kept = greedyNMS(pp.cands, p, pp.kept[:0])
+	return scaleBoxes(pp.kept, lb, names)
+}
+
+// greedyNMS keeps boxes in confidence order, dropping any whose IoU with a
+// kept box of the same class (or any, when agnostic) exceeds p.iou, and
+// stops at p.maxDet, as torchvision.ops.nms followed by [:max_det].
+func greedyNMS(cands []candidate, p nmsParams, kept []candidate) []candidate {
+	type box struct{ x1, y1, x2, y2, area float32 }
+	boxes := make([]box, 0, min(len(cands), p.maxDet))
+	for _, c := range cands {
+		if len(kept) >= p.maxDet {
+			break
+		}
+		var off float32
+		if !p.agnostic {
+			off = float32(c.class) * maxWH
+		}
+		b := box{c.x1 + off, c.y1 + off, c.x2 + off, c.y2 + off, 0}
+		b.area = (b.x2 - b.x1) * (b.y2 - b.y1)
+		suppressed := false
+		for _, k := range boxes {
+			w := max(0, min(b.x2, k.x2)-max(b.x1, k.x1))
+			h := max(0, min(b.y2, k.y2)-max(b.y1, k.y1))
+			inter := w * h
+			if float64(inter/(k.area+b.area-inter)) > p.iou {
+				suppressed = true
+				break
+			}
+		}
+		if !suppressed {
+			boxes = append(boxes, b)
+			kept = append(kept, c)
+		}
+	}
+	return kept
+}
+
+// scaleBoxes maps boxes from input pixels to the image as scale_boxes
+// does (padding round(pad - 0.1), divide by the gain, clip) and rounds
+// them for the result.
+func scaleBoxes(kept []candidate, lb Letterbox, names []string) []detect.Detection {
+	padX := float32(math.RoundToEven((float64(lb.DstW)-float64(lb.SrcW)*lb.Gain)/2 - 0.1))
+	padY := float32(math.RoundToEven((float64(lb.DstH)-float64(lb.SrcH)*lb.Gain)/2 - 0.1))
+	gain := float32(lb.Gain)
+	w, h := float32(lb.SrcW), float32(lb.SrcH)
+	dets := make([]detect.Detection, len(kept))
+	for i, c := range kept {
+		dets[i] = detect.Detection{
+			Name:       names[c.class],
+			Class:      c.class,
+			Confidence: round(float64(c.conf), 5),
+			Box: detect.Box{
+				X1: round(float64(clamp((c.x1-padX)/gain, w)), 2),
+				Y1: round(float64(clamp((c.y1-padY)/gain, h)), 2),
+				X2: round(float64(clamp((c.x2-padX)/gain, w)), 2),
+				Y2: round(float64(clamp((c.y2-padY)/gain, h)), 2),
+			},
+		}
+	}
+	return dets
+}
+
+func clamp(v, hi float32) float32 { return min(max(v, 0), hi) }
+
+func round(v float64, decimals int) float64 {
+	p := math.Pow10(decimals)
+	return math.Round(v*p) / p
+}
