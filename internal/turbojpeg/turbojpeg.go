@@ -19,6 +19,9 @@ static int (*p_decompress)(tjhandle, const unsigned char *, unsigned long, unsig
 static int (*p_destroy)(tjhandle);
 static char *(*p_errstr)(tjhandle);
 static int (*p_errcode)(tjhandle);
+static tjhandle (*p_init_compress)(void);
+static int (*p_compress)(tjhandle, const unsigned char *, int, int, int, int, unsigned char **, unsigned long *, int, int, int);
+static void (*p_free)(unsigned char *);
 
 static int tj_loaded(void) { return tj_lib != NULL; }
 
@@ -31,7 +34,11 @@ static const char *tj_open(const char *path) {
 	p_destroy = dlsym(tj_lib, "tjDestroy");
 	p_errstr = dlsym(tj_lib, "tjGetErrorStr2");
 	p_errcode = dlsym(tj_lib, "tjGetErrorCode");
-	if (!p_init || !p_header || !p_decompress || !p_destroy || !p_errstr || !p_errcode) {
+	p_init_compress = dlsym(tj_lib, "tjInitCompress");
+	p_compress = dlsym(tj_lib, "tjCompress2");
+	p_free = dlsym(tj_lib, "tjFree");
+	if (!p_init || !p_header || !p_decompress || !p_destroy || !p_errstr || !p_errcode ||
+	    !p_init_compress || !p_compress || !p_free) {
 		dlclose(tj_lib);
 		tj_lib = NULL;
 		return "the library lacks the TurboJPEG 2 API";
@@ -54,6 +61,25 @@ static int tj_decode(const unsigned char *jpeg, unsigned long size, unsigned cha
 	p_destroy(t);
 	return rc == 0 ? 0 : -1;
 }
+
+// tj_encode compresses pixels into a JPEG that the caller frees with
+// tj_free. It returns NULL on error, with the message copied into err.
+static unsigned char *tj_encode(const unsigned char *pix, int w, int h, int pf, int subsamp,
+                                int quality, int flags, unsigned long *size, char *err, int errlen) {
+	tjhandle t = p_init_compress();
+	if (!t) { snprintf(err, errlen, "tjInitCompress failed"); return NULL; }
+	unsigned char *out = NULL;
+	*size = 0;
+	if (p_compress(t, pix, w, 0, h, pf, &out, size, subsamp, quality, flags) != 0) {
+		snprintf(err, errlen, "%s", p_errstr(t));
+		if (out) p_free(out);
+		out = NULL;
+	}
+	p_destroy(t);
+	return out;
+}
+
+static void tj_free(unsigned char *p) { p_free(p); }
 */
 import "C"
 
@@ -69,6 +95,16 @@ import (
 
 // DefaultLibrary is the soname dlopen looks for (Debian's libturbojpeg0).
 const DefaultLibrary = "libturbojpeg.so.0"
+
+// Pixel formats and chroma subsampling for Encode (TurboJPEG's values).
+const (
+	PixelRGB    = 0
+	PixelGray   = 6
+	PixelCMYK   = 11
+	Subsamp444  = 0
+	Subsamp420  = 2
+	SubsampGray = 3
+)
 
 const (
 	pixelRGB        = 0    // TJPF_RGB
@@ -145,4 +181,28 @@ func OpenOrFallback(path string, log *slog.Logger) decode.JPEGDecoder {
 		return decode.GoJPEG{}
 	}
 	return dec
+}
+
+// Encode compresses w×h pixels of format pf (PixelRGB, PixelGray or
+// PixelCMYK, which makes a YCCK JPEG) with the given subsampling and
+// quality, progressive when asked. Tests use it to make the JPEG variants
+// that Go's encoder cannot. It returns an error when the library is not
+// loaded or refuses the input.
+func Encode(pix []byte, w, h, pf, subsamp, quality int, progressive bool) ([]byte, error) {
+	if C.tj_loaded() == 0 {
+		return nil, errors.New("turbojpeg: library not loaded")
+	}
+	flags := C.int(flagAccurateDCT)
+	if progressive {
+		flags |= 16384 // TJFLAG_PROGRESSIVE
+	}
+	var size C.ulong
+	var msg [256]C.char
+	out := C.tj_encode((*C.uchar)(unsafe.Pointer(&pix[0])), C.int(w), C.int(h), C.int(pf), C.int(subsamp),
+		C.int(quality), flags, &size, &msg[0], C.int(len(msg)))
+	if out == nil {
+		return nil, errors.New(C.GoString(&msg[0]))
+	}
+	defer C.tj_free(out)
+	return C.GoBytes(unsafe.Pointer(out), C.int(size)), nil
 }

@@ -1,0 +1,116 @@
+package testenv
+
+import (
+	"bytes"
+	"encoding/binary"
+	"hash/crc32"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"image/png"
+	"testing"
+)
+
+// Gradient returns a w×h RGB test image with smooth colour ramps, which
+// survives JPEG compression well.
+func Gradient(w, h int) *image.RGBA {
+	m := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			m.Set(x, y, color.RGBA{byte(x * 255 / max(1, w-1)), byte(y * 255 / max(1, h-1)), byte((x + y) * 127 / max(1, w+h-2)), 255})
+		}
+	}
+	return m
+}
+
+// EncodePNG encodes m as PNG.
+func EncodePNG(tb testing.TB, m image.Image) []byte {
+	tb.Helper()
+	var b bytes.Buffer
+	if err := png.Encode(&b, m); err != nil {
+		tb.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// EncodeJPEG encodes m as a baseline JPEG (4:2:0 colour, or gray for a
+// *image.Gray).
+func EncodeJPEG(tb testing.TB, m image.Image, quality int) []byte {
+	tb.Helper()
+	var b bytes.Buffer
+	if err := jpeg.Encode(&b, m, &jpeg.Options{Quality: quality}); err != nil {
+		tb.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// exifBlock is a little-endian TIFF block holding only an orientation tag.
+func exifBlock(orientation int) []byte {
+	b := []byte("II*\x00\x08\x00\x00\x00\x01\x00")
+	entry := make([]byte, 12)
+	binary.LittleEndian.PutUint16(entry[0:], 0x0112)
+	binary.LittleEndian.PutUint16(entry[2:], 3)
+	binary.LittleEndian.PutUint32(entry[4:], 1)
+	binary.LittleEndian.PutUint16(entry[8:], uint16(orientation))
+	return append(append(b, entry...), 0, 0, 0, 0)
+}
+
+// WithJPEGOrientation inserts an EXIF APP1 segment with the orientation
+// right after the JPEG's SOI marker.
+func WithJPEGOrientation(data []byte, orientation int) []byte {
+	body := append([]byte("Exif\x00\x00"), exifBlock(orientation)...)
+	seg := []byte{0xff, 0xe1, 0, 0}
+	binary.BigEndian.PutUint16(seg[2:], uint16(len(body)+2))
+	out := append([]byte{}, data[:2]...)
+	out = append(append(out, seg...), body...)
+	return append(out, data[2:]...)
+}
+
+// PNGChunk encodes one PNG chunk with its checksum.
+func PNGChunk(typ string, body []byte) []byte {
+	c := make([]byte, 8, 12+len(body))
+	binary.BigEndian.PutUint32(c, uint32(len(body)))
+	copy(c[4:], typ)
+	c = append(c, body...)
+	return binary.BigEndian.AppendUint32(c, crc32.ChecksumIEEE(c[4:]))
+}
+
+// WithPNGOrientation inserts an eXIf chunk with the orientation after the
+// PNG's IHDR chunk.
+func WithPNGOrientation(data []byte, orientation int) []byte {
+	const afterIHDR = 8 + 25
+	out := append([]byte{}, data[:afterIHDR]...)
+	out = append(out, PNGChunk("eXIf", exifBlock(orientation))...)
+	return append(out, data[afterIHDR:]...)
+}
+
+// HugePNG is a well-formed PNG header claiming w×h pixels, with a token
+// IDAT: a decoder that trusted it would allocate w×h×3 bytes.
+func HugePNG(w, h uint32) []byte {
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr, w)
+	binary.BigEndian.PutUint32(ihdr[4:], h)
+	ihdr[8], ihdr[9] = 8, 2
+	out := []byte("\x89PNG\r\n\x1a\n")
+	out = append(out, PNGChunk("IHDR", ihdr)...)
+	out = append(out, PNGChunk("IDAT", []byte{0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01})...)
+	return append(out, PNGChunk("IEND", nil)...)
+}
+
+// HugeJPEG is a small real JPEG whose frame header is rewritten to claim
+// w×h pixels.
+func HugeJPEG(tb testing.TB, w, h uint16) []byte {
+	tb.Helper()
+	data := EncodeJPEG(tb, Gradient(16, 16), 90)
+	for i := 2; i+9 < len(data); {
+		n := int(binary.BigEndian.Uint16(data[i+2:]))
+		if data[i+1] == 0xc0 {
+			binary.BigEndian.PutUint16(data[i+5:], h)
+			binary.BigEndian.PutUint16(data[i+7:], w)
+			return data
+		}
+		i += 2 + n
+	}
+	tb.Fatal("no SOF0 in Go's JPEG")
+	return nil
+}

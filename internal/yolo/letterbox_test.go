@@ -1,0 +1,162 @@
+package yolo
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"yoloserve/internal/decode"
+)
+
+func TestLetterboxGeometry(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		w, h int
+		want Letterbox
+	}{
+		{"1x1", 1, 1, Letterbox{SrcW: 1, SrcH: 1, NewW: 640, NewH: 640, DstW: 640, DstH: 640, Gain: 640}},
+		{"bus 810x1080", 810, 1080, Letterbox{SrcW: 810, SrcH: 1080, NewW: 480, NewH: 640, Left: 80, DstW: 640, DstH: 640, Gain: 640.0 / 1080}},
+		{"odd 811x1081", 811, 1081, Letterbox{SrcW: 811, SrcH: 1081, NewW: 480, NewH: 640, Left: 80, DstW: 640, DstH: 640, Gain: 640.0 / 1081}},
+		// 275×183 → 640×426: dh = 107, no rounding.
+		{"small 275x183", 275, 183, Letterbox{SrcW: 275, SrcH: 183, NewW: 640, NewH: 426, Top: 107, DstW: 640, DstH: 640, Gain: 640.0 / 275}},
+		// 640×427 needs no resize; dh = 106.5 → top round(106.4) = 106.
+		{"odd padding", 640, 427, Letterbox{SrcW: 640, SrcH: 427, NewW: 640, NewH: 427, Top: 106, DstW: 640, DstH: 640, Gain: 1}},
+		{"very wide", 10000, 10, Letterbox{SrcW: 10000, SrcH: 10, NewW: 640, NewH: 1, Top: 319, DstW: 640, DstH: 640, Gain: 0.064}},
+		{"very tall", 3, 5000, Letterbox{SrcW: 3, SrcH: 5000, NewW: 1, NewH: 640, Left: 319, DstW: 640, DstH: 640, Gain: 0.128}},
+		// round(2.5) is 2 in Python: half to even.
+		{"half to even", 1280, 5, Letterbox{SrcW: 1280, SrcH: 5, NewW: 640, NewH: 2, Top: 319, DstW: 640, DstH: 640, Gain: 0.5}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := NewLetterbox(tc.w, tc.h, 640, 640)
+			if diff := cmp.Diff(tc.want, got, cmp.Comparer(func(a, b float64) bool { return math.Abs(a-b) < 1e-12 })); diff != "" {
+				t.Errorf("NewLetterbox(%d, %d) (-want +got):\n%s", tc.w, tc.h, diff)
+			}
+			// Fill must cover the input with the image and padding only.
+			img := randomImage(tc.w, tc.h, 1)
+			dst := make([]float32, 3*640*640)
+			for i := range dst {
+				dst[i] = -1
+			}
+			var rz resizer
+			rz.Fill(img, got, dst)
+			for i, v := range dst {
+				y, x := (i/640)%640, i%640
+				inside := y >= got.Top && y < got.Top+got.NewH && x >= got.Left && x < got.Left+got.NewW
+				if v < 0 || v > 1 || (!inside && v != lut[padValue]) {
+					t.Fatalf("pixel (%d,%d) channel %d = %v (inside %v)", x, y, i/(640*640), v, inside)
+				}
+			}
+		})
+	}
+}
+
+func randomImage(w, h int, seed uint64) *decode.Image {
+	r := rand.New(rand.NewPCG(seed, 7))
+	img := &decode.Image{Width: w, Height: h, Pix: make([]byte, w*h*3)}
+	for i := range img.Pix {
+		img.Pix[i] = byte(r.IntN(256))
+	}
+	return img
+}
+
+// readPlanes reads the resized area of a filled input back as RGB bytes.
+func readPlanes(dst []float32, lb Letterbox) []byte {
+	out := make([]byte, 0, lb.NewW*lb.NewH*3)
+	plane := lb.DstW * lb.DstH
+	for y := 0; y < lb.NewH; y++ {
+		for x := 0; x < lb.NewW; x++ {
+			o := (lb.Top+y)*lb.DstW + lb.Left + x
+			for c := 0; c < 3; c++ {
+				out = append(out, byte(math.Round(float64(dst[c*plane+o])*255)))
+			}
+		}
+	}
+	return out
+}
+
+// TestResizeMatchesBilinear checks the fixed-point resize against a plain
+// float bilinear resize with OpenCV's half-pixel centres: the two may
+// differ by one level from rounding, never more.
+func TestResizeMatchesBilinear(t *testing.T) {
+	for _, sz := range [][2]int{{275, 183}, {810, 1080}, {1281, 719}, {33, 640}} {
+		img := randomImage(sz[0], sz[1], uint64(sz[0]))
+		lb := NewLetterbox(sz[0], sz[1], 640, 640)
+		dst := make([]float32, 3*640*640)
+		var rz resizer
+		rz.Fill(img, lb, dst)
+		got := readPlanes(dst, lb)
+		sx, sy := float64(sz[0])/float64(lb.NewW), float64(sz[1])/float64(lb.NewH)
+		worst := 0.0
+		for y := 0; y < lb.NewH; y++ {
+			fy := math.Max((float64(y)+0.5)*sy-0.5, 0)
+			y0 := min(int(fy), sz[1]-1)
+			y1, wy := min(y0+1, sz[1]-1), fy-float64(int(fy))
+			for x := 0; x < lb.NewW; x++ {
+				fx := math.Max((float64(x)+0.5)*sx-0.5, 0)
+				x0 := min(int(fx), sz[0]-1)
+				x1, wx := min(x0+1, sz[0]-1), fx-float64(int(fx))
+				if x0 == sz[0]-1 {
+					wx = 0
+				}
+				for c := 0; c < 3; c++ {
+					p := func(x, y int) float64 { return float64(img.Pix[(y*sz[0]+x)*3+c]) }
+					want := (p(x0, y0)*(1-wx)+p(x1, y0)*wx)*(1-wy) + (p(x0, y1)*(1-wx)+p(x1, y1)*wx)*wy
+					worst = math.Max(worst, math.Abs(want-float64(got[(y*lb.NewW+x)*3+c])))
+				}
+			}
+		}
+		if worst > 1.01 {
+			t.Errorf("%dx%d: fixed-point resize differs from bilinear by %.2f levels", sz[0], sz[1], worst)
+		}
+	}
+}
+
+func TestResizeArea2x(t *testing.T) {
+	img := randomImage(1280, 960, 3)
+	lb := NewLetterbox(1280, 960, 640, 640)
+	dst := make([]float32, 3*640*640)
+	var rz resizer
+	rz.Fill(img, lb, dst)
+	got := readPlanes(dst, lb)
+	for y := 0; y < lb.NewH; y++ {
+		for x := 0; x < lb.NewW; x++ {
+			for c := 0; c < 3; c++ {
+				p := func(dx, dy int) int { return int(img.Pix[((2*y+dy)*1280+2*x+dx)*3+c]) }
+				want := byte((p(0, 0) + p(1, 0) + p(0, 1) + p(1, 1) + 2) >> 2)
+				if g := got[(y*lb.NewW+x)*3+c]; g != want {
+					t.Fatalf("(%d,%d,%d) = %d, want the 2×2 average %d", x, y, c, g, want)
+				}
+			}
+		}
+	}
+}
+
+func TestResizeUniformStaysUniform(t *testing.T) {
+	img := &decode.Image{Width: 123, Height: 77, Pix: make([]byte, 123*77*3)}
+	for i := range img.Pix {
+		img.Pix[i] = []byte{10, 200, 255}[i%3]
+	}
+	lb := NewLetterbox(123, 77, 640, 640)
+	dst := make([]float32, 3*640*640)
+	var rz resizer
+	rz.Fill(img, lb, dst)
+	got := readPlanes(dst, lb)
+	for i, v := range got {
+		if want := []byte{10, 200, 255}[i%3]; v != want {
+			t.Fatalf("byte %d = %d, want %d", i, v, want)
+		}
+	}
+}
+
+func BenchmarkLetterbox(b *testing.B) {
+	img := randomImage(810, 1080, 1)
+	lb := NewLetterbox(810, 1080, 640, 640)
+	dst := make([]float32, 3*640*640)
+	var rz resizer
+	b.ReportAllocs()
+	for b.Loop() {
+		rz.Fill(img, lb, dst)
+	}
+}

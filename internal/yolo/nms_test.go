@@ -1,0 +1,127 @@
+package yolo
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"yoloserve/internal/detect"
+)
+
+// anchor is one synthetic candidate: a box in input pixels (centre, size)
+// and its class scores.
+type anchor struct {
+	cx, cy, w, h float32
+	scores       map[int]float32
+}
+
+// tensor lays anchors out as the model's [4+nc, n] output.
+func tensor(nc int, anchors []anchor) []float32 {
+	n := len(anchors)
+	out := make([]float32, (4+nc)*n)
+	for i, a := range anchors {
+		out[i], out[n+i], out[2*n+i], out[3*n+i] = a.cx, a.cy, a.w, a.h
+		for c, s := range a.scores {
+			out[(4+c)*n+i] = s
+		}
+	}
+	return out
+}
+
+func classesOf(dets []detect.Detection) (out []int) {
+	for _, d := range dets {
+		out = append(out, d.Class)
+	}
+	return out
+}
+
+func TestPostprocess(t *testing.T) {
+	names := []string{"a", "b", "c"}
+	lb := NewLetterbox(640, 640, 640, 640) // identity geometry
+	def := nmsParams{conf: 0.25, iou: 0.7, maxDet: 300}
+	// Two boxes of 100×100 shifted by 10 px: IoU 90/110 = 0.818.
+	overlap := []anchor{
+		{100, 100, 100, 100, map[int]float32{0: 0.9}},
+		{110, 100, 100, 100, map[int]float32{0: 0.8}},
+	}
+	for _, tc := range []struct {
+		name    string
+		anchors []anchor
+		p       func(nmsParams) nmsParams
+		want    []int // classes of the kept boxes, in order
+	}{
+		{"empty", nil, nil, nil},
+		{"overlap same class suppressed", overlap, nil, []int{0}},
+		{"overlap below iou kept", overlap, func(p nmsParams) nmsParams { p.iou = 0.85; return p }, []int{0, 0}},
+		{"different classes kept", []anchor{
+			{100, 100, 100, 100, map[int]float32{0: 0.9}},
+			{110, 100, 100, 100, map[int]float32{1: 0.8}},
+		}, nil, []int{0, 1}},
+		{"agnostic suppresses across classes", []anchor{
+			{100, 100, 100, 100, map[int]float32{0: 0.9}},
+			{110, 100, 100, 100, map[int]float32{1: 0.8}},
+		}, func(p nmsParams) nmsParams { p.agnostic = true; return p }, []int{0}},
+		{"conf is exclusive", []anchor{
+			{100, 100, 10, 10, map[int]float32{0: 0.25}},
+			{300, 300, 10, 10, map[int]float32{1: 0.2501}},
+		}, nil, []int{1}},
+		{"sorted by confidence", []anchor{
+			{100, 100, 10, 10, map[int]float32{0: 0.3}},
+			{300, 300, 10, 10, map[int]float32{1: 0.9}},
+			{500, 500, 10, 10, map[int]float32{2: 0.6}},
+		}, nil, []int{1, 2, 0}},
+		{"max_det keeps the best", []anchor{
+			{100, 100, 10, 10, map[int]float32{0: 0.3}},
+			{300, 300, 10, 10, map[int]float32{1: 0.9}},
+			{500, 500, 10, 10, map[int]float32{2: 0.6}},
+		}, func(p nmsParams) nmsParams { p.maxDet = 2; return p }, []int{1, 2}},
+		// The class filter applies after the best class is chosen, as in
+		// Ultralytics: an anchor whose best class is 2 is dropped even
+		// though its class-0 score passes.
+		{"classes filter after best class", []anchor{
+			{100, 100, 10, 10, map[int]float32{0: 0.5, 2: 0.7}},
+			{300, 300, 10, 10, map[int]float32{0: 0.4}},
+		}, func(p nmsParams) nmsParams { p.keep = []bool{true, false, false}; return p }, []int{0}},
+		// A suppressed box does not suppress others: 1 overlaps 0 and 2,
+		// 0 and 2 do not overlap; 0 and 2 are kept.
+		{"chain", []anchor{
+			{100, 100, 100, 100, map[int]float32{0: 0.9}},
+			{150, 100, 100, 100, map[int]float32{0: 0.8}},
+			{200, 100, 100, 100, map[int]float32{0: 0.7}},
+		}, func(p nmsParams) nmsParams { p.iou = 0.3; return p }, []int{0, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := def
+			if tc.p != nil {
+				p = tc.p(p)
+			}
+			var pp postprocessor
+			dets := pp.run(tensor(3, tc.anchors), 3, len(tc.anchors), p, lb, names)
+			if diff := cmp.Diff(tc.want, classesOf(dets)); diff != "" {
+				t.Errorf("classes (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestPostprocessScalesAndClips(t *testing.T) {
+	// A 1280×640 image letterboxed to 640×640: gain 0.5, 160 px padding
+	// above and below.
+	lb := NewLetterbox(1280, 640, 640, 640)
+	var pp postprocessor
+	dets := pp.run(tensor(1, []anchor{
+		{320, 320, 100, 50, map[int]float32{0: 0.9}},
+		{10, 170, 40, 40, map[int]float32{0: 0.8}}, // pokes out of the image
+	}), 1, 2, nmsParams{conf: 0.25, iou: 0.7, maxDet: 300}, lb, []string{"a"})
+	want := []detect.Box{
+		{X1: 540, Y1: 270, X2: 740, Y2: 370},
+		{X1: 0, Y1: 0, X2: 60, Y2: 60},
+	}
+	var got []detect.Box
+	for _, d := range dets {
+		got = append(got, d.Box)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("boxes (-want +got):\n%s", diff)
+	}
+}
