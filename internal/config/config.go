@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -207,6 +208,13 @@ func (c Config) ResolveModel() string {
 	return c.ModelPath
 }
 
+// Logger returns a text logger on stderr at LOG_LEVEL.
+func (c Config) Logger() *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.LogLevel))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
 type parser struct {
 	get func(string) string
 	err error
@@ -271,4 +279,13 @@ func (p *parser) duration(name string, lo, hi time.Duration) time.Duration {
 		p.fail(name, v, fmt.Sprintf("a duration from %v to %v (e.g. 30s, 1h)", lo, hi))
 	}
 	return d
+}
+
+// Redacted returns the Redis URL with any password hidden, for logs.
+func (c Config) Redacted() string {
+	u, err := url.Parse(c.RedisURL)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Redacted()
 }

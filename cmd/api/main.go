@@ -1,0 +1,69 @@
+// Command api is the HTTP API: it checks uploads, stores them and enqueues
+// detection tasks in Redis, and answers task states. Configuration comes
+// from the environment and .env (see README).
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"yoloserve/internal/asynq"
+	"yoloserve/internal/config"
+	apihttp "yoloserve/internal/http"
+	"yoloserve/internal/upload"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "api:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg, err := config.Load()
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger()
+	rdb, err := asynq.NewClient(cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	uploads, err := upload.NewDir(cfg.UploadDir)
+	if err != nil {
+		return err
+	}
+	queue := asynq.NewQueue(rdb, asynq.QueueConfig{
+		Queue: cfg.Queue, ResultTTL: cfg.ResultTTL, Timeout: cfg.TaskTimeout,
+		Retries: cfg.TaskRetries, MaxQueue: cfg.MaxQueue,
+	})
+	defer queue.Close()
+	srv := apihttp.NewServer(apihttp.Config{
+		Addr: cfg.APIAddr, APIKeys: cfg.APIKeys, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
+		MaxUploadBytes: cfg.MaxUploadBytes, MaxPixels: cfg.MaxPixels, Logger: log,
+	}, queue, uploads)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := queue.Ping(ctx); err != nil {
+		log.Warn("Redis is not reachable yet; /predict answers 503 until it is", "redis", cfg.Redacted())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	log.Info("api listening", "addr", cfg.APIAddr, "redis", cfg.Redacted(), "upload_dir", cfg.UploadDir,
+		"auth", len(cfg.APIKeys) > 0, "rate_limit", cfg.RateLimit)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}

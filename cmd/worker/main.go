@@ -1,0 +1,101 @@
+// Command worker runs detection tasks from the Redis queue with YOLO on
+// ONNX Runtime, and serves /healthz, /readyz and /metrics on WORKER_ADDR.
+// Configuration comes from the environment and .env (see README).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"yoloserve/internal/asynq"
+	"yoloserve/internal/config"
+	"yoloserve/internal/decode"
+	apihttp "yoloserve/internal/http"
+	"yoloserve/internal/turbojpeg"
+	"yoloserve/internal/upload"
+	"yoloserve/internal/yolo"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg, err := config.Load()
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	uploads, err := upload.NewDir(cfg.UploadDir)
+	if err != nil {
+		return err
+	}
+	jpeg := turbojpeg.OpenOrFallback(cfg.TurboJPEGLib, log)
+	model := cfg.ResolveModel()
+	det, err := yolo.Open(yolo.Config{
+		ModelPath: model, Library: cfg.ORTLib, Provider: cfg.ORTProvider, FallbackCPU: cfg.ORTFallbackCPU,
+		Concurrency: cfg.Concurrency(), Threads: cfg.ORTThreads, BatchMax: cfg.BatchMax, BatchWait: cfg.BatchWait,
+		Decoder: &decode.Decoder{JPEG: jpeg, MaxPixels: cfg.MaxPixels},
+	})
+	if err != nil {
+		return err
+	}
+	defer det.Close()
+	dc := det.Config()
+	log.Info("model loaded", "model", model, "ort_lib", dc.Library, "provider", det.Provider(),
+		"classes", det.Model().Classes(), "input", fmt.Sprintf("%dx%d", det.Model().Width, det.Model().Height),
+		"dynamic_batch", det.Model().DynamicBatch, "batch_max", dc.BatchMax,
+		"concurrency", dc.Concurrency, "ort_threads", dc.Threads, "jpeg", jpeg.Name())
+
+	rdb, err := asynq.NewClient(cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := asynq.NewServer(rdb, asynq.ServerConfig{
+		Queue: cfg.Queue, Concurrency: dc.Concurrency, ShutdownTimeout: cfg.ShutdownGrace,
+		Logger: log, Registerer: reg,
+	}, det, uploads)
+
+	health := &http.Server{
+		Addr: cfg.WorkerAddr, ReadHeaderTimeout: 5 * time.Second,
+		Handler: apihttp.HealthHandler(func(ctx context.Context) error { return rdb.Ping(ctx).Err() }, reg),
+	}
+	go func() {
+		if err := health.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("health server", "addr", cfg.WorkerAddr, "error", err)
+			stop()
+		}
+	}()
+	go uploads.RunSweeper(ctx, cfg.UploadMaxAge, time.Minute, log)
+
+	// asynq keeps reconnecting while Redis is down; /readyz says so.
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	log.Info("worker running", "queue", cfg.Queue, "health", cfg.WorkerAddr, "redis", cfg.Redacted())
+	<-ctx.Done()
+	log.Info("shutting down: finishing running tasks", "timeout", cfg.ShutdownGrace)
+	srv.Stop()
+	srv.Shutdown()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return health.Shutdown(sctx)
+}

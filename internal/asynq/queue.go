@@ -1,0 +1,250 @@
+package asynq
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"yoloserve/internal/detect"
+)
+
+// TaskType is the asynq type name of a detection task.
+const TaskType = "detect:image"
+
+// doneChannel is the Redis pub/sub channel on which workers announce the
+// id of each task they finished, so that waiting requests need not poll.
+const doneChannel = "yoloserve:done"
+
+// QueueConfig configures a Queue. Zero values mean defaults.
+type QueueConfig struct {
+	Queue     string        // asynq queue name (default "detect")
+	ResultTTL time.Duration // how long a result stays readable (default 1h)
+	Timeout   time.Duration // longest a task may run (default 60s)
+	Retries   int           // retries after a transient failure
+	MaxQueue  int           // pending tasks before Enqueue refuses (default 10000)
+}
+
+func (c *QueueConfig) defaults() {
+	if c.Queue == "" {
+		c.Queue = "detect"
+	}
+	if c.ResultTTL <= 0 {
+		c.ResultTTL = time.Hour
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 60 * time.Second
+	}
+	if c.MaxQueue <= 0 {
+		c.MaxQueue = 10000
+	}
+}
+
+// Queue is the API's side of the queue: it enqueues jobs and reads task
+// states.
+type Queue struct {
+	rdb       redis.UniversalClient
+	client    *asynq.Client
+	inspector *asynq.Inspector
+	cfg       QueueConfig
+	waiters   *waiters
+}
+
+// NewQueue returns a Queue on rdb and starts listening for finished tasks.
+// Close stops it; rdb stays the caller's.
+func NewQueue(rdb redis.UniversalClient, cfg QueueConfig) *Queue {
+	cfg.defaults()
+	q := &Queue{
+		rdb:       rdb,
+		client:    asynq.NewClientFromRedisClient(rdb),
+		inspector: asynq.NewInspectorFromRedisClient(rdb),
+		cfg:       cfg,
+		waiters:   newWaiters(rdb),
+	}
+	return q
+}
+
+// Close stops listening for finished tasks.
+func (q *Queue) Close() error {
+	q.waiters.close()
+	return nil
+}
+
+// unavailable wraps a Redis failure as the EUNAVAILABLE error clients see.
+func unavailable(err error) error {
+	return fmt.Errorf("%w (%v)", detect.Errorf(detect.EUNAVAILABLE, "The queue is unavailable; try again in a few seconds."), err)
+}
+
+// Ping checks that Redis answers.
+func (q *Queue) Ping(ctx context.Context) error {
+	if err := q.rdb.Ping(ctx).Err(); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+// pendingKey is asynq's list of tasks waiting in a queue (the list KEDA's
+// Redis scaler watches too).
+func pendingKey(queue string) string { return "asynq:{" + queue + "}:pending" }
+
+// Pending returns how many tasks wait in the queue.
+func (q *Queue) Pending(ctx context.Context) (int64, error) {
+	n, err := q.rdb.LLen(ctx, pendingKey(q.cfg.Queue)).Result()
+	if err != nil {
+		return 0, unavailable(err)
+	}
+	return n, nil
+}
+
+// Enqueue adds a detection job with a new id and returns the id. It
+// returns an EUNAVAILABLE *Error when Redis does not answer or more than
+// MaxQueue tasks are waiting.
+func (q *Queue) Enqueue(ctx context.Context, job detect.Job) (string, error) {
+	n, err := q.Pending(ctx)
+	if err != nil {
+		return "", err
+	}
+	if n >= int64(q.cfg.MaxQueue) {
+		return "", detect.Errorf(detect.EUNAVAILABLE, "The queue is full (%d images waiting); try again shortly.", n)
+	}
+	payload, err := json.Marshal(job)
+	if err != nil {
+		return "", err
+	}
+	id := uuid.NewString()
+	_, err = q.client.EnqueueContext(ctx, asynq.NewTask(TaskType, payload),
+		asynq.TaskID(id), asynq.Queue(q.cfg.Queue), asynq.Retention(q.cfg.ResultTTL),
+		asynq.Timeout(q.cfg.Timeout), asynq.MaxRetry(q.cfg.Retries))
+	if err != nil {
+		return "", unavailable(err)
+	}
+	return id, nil
+}
+
+// Task returns a task's state. It returns an ENOTFOUND *Error for an id
+// that never existed or whose result expired, and an EUNAVAILABLE *Error
+// when Redis does not answer.
+func (q *Queue) Task(ctx context.Context, id string) (detect.TaskInfo, error) {
+	t, err := q.inspector.GetTaskInfo(q.cfg.Queue, id)
+	if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+		return detect.TaskInfo{}, detect.Errorf(detect.ENOTFOUND, "No task %s: it never existed or its result has expired.", id)
+	} else if err != nil {
+		return detect.TaskInfo{}, unavailable(err)
+	}
+	return taskInfo(t), nil
+}
+
+// Wait returns the task's state once it is final, or its state when ctx
+// ends first. It reads the state again when a worker announces the task
+// done, and once a second in case an announcement was missed. Errors are
+// those of Task.
+func (q *Queue) Wait(ctx context.Context, id string) (detect.TaskInfo, error) {
+	done, cancel := q.waiters.add(id)
+	defer cancel()
+	for {
+		ti, err := q.Task(ctx, id)
+		if err != nil || ti.Status.Done() {
+			return ti, err
+		}
+		select {
+		case <-ctx.Done():
+			return ti, nil
+		case <-done:
+			// The worker announced the end before asynq recorded it:
+			// give it a moment, then look again.
+			for _, d := range []time.Duration{2, 5, 10, 20, 50, 100} {
+				ti, err := q.Task(ctx, id)
+				if err != nil || ti.Status.Done() {
+					return ti, err
+				}
+				select {
+				case <-time.After(d * time.Millisecond):
+				case <-ctx.Done():
+					return ti, nil
+				}
+			}
+			done, cancel = q.waiters.add(id)
+			defer cancel()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Announce publishes that a task finished. Workers call it after writing
+// the result.
+func Announce(ctx context.Context, rdb redis.UniversalClient, id string) error {
+	return rdb.Publish(ctx, doneChannel, id).Err()
+}
+
+// waiters fans the done channel out to the requests waiting on each id,
+// over one subscription per process, opened while anyone waits.
+type waiters struct {
+	rdb   redis.UniversalClient
+	mu    sync.Mutex
+	byID  map[string][]chan struct{}
+	sub   *redis.PubSub
+}
+
+func newWaiters(rdb redis.UniversalClient) *waiters {
+	return &waiters{rdb: rdb, byID: map[string][]chan struct{}{}}
+}
+
+// add registers a waiter for id and returns a channel closed when the id
+// is announced, and a function that unregisters it.
+func (w *waiters) add(id string) (<-chan struct{}, func()) {
+	ch := make(chan struct{})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.sub == nil {
+		w.sub = w.rdb.Subscribe(context.Background(), doneChannel)
+		go w.dispatch(w.sub)
+	}
+	w.byID[id] = append(w.byID[id], ch)
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			list := w.byID[id]
+			for i, c := range list {
+				if c == ch {
+					w.byID[id] = append(list[:i], list[i+1:]...)
+					break
+				}
+			}
+			if len(w.byID[id]) == 0 {
+				delete(w.byID, id)
+			}
+		})
+	}
+}
+
+func (w *waiters) dispatch(sub *redis.PubSub) {
+	for msg := range sub.Channel() {
+		w.mu.Lock()
+		for _, ch := range w.byID[msg.Payload] {
+			select {
+			case <-ch:
+			default:
+				close(ch)
+			}
+		}
+		delete(w.byID, msg.Payload)
+		w.mu.Unlock()
+	}
+}
+
+func (w *waiters) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.sub != nil {
+		w.sub.Close()
+		w.sub = nil
+	}
+}

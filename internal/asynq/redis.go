@@ -1,0 +1,61 @@
+// Package asynq adapts hibiken/asynq and Redis to the service: enqueueing
+// detection jobs, reading task states as the contract names them, waiting
+// for a task to end, and the worker's server.
+package asynq
+
+import (
+	"fmt"
+	neturl "net/url"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis timeouts: short, so that a Redis outage turns into a quick 503
+// instead of a hung request.
+const (
+	dialTimeout  = time.Second
+	readTimeout  = 2 * time.Second
+	writeTimeout = 2 * time.Second
+)
+
+// ConnOpt parses a Redis URL (redis://, rediss://, redis-socket://,
+// unix:// or redis-sentinel://host:port,host:port/master/db) into asynq's
+// connection options with the service's timeouts. It returns an error
+// saying what is wrong with the URL.
+func ConnOpt(url string) (asynq.RedisConnOpt, error) {
+	url = sentinelURL(url)
+	opt, err := asynq.ParseRedisURI(url)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	switch o := opt.(type) {
+	case asynq.RedisClientOpt:
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = dialTimeout, readTimeout, writeTimeout
+		return o, nil
+	case asynq.RedisFailoverClientOpt:
+		if o.MasterName == "" {
+			return nil, fmt.Errorf("REDIS_URL: a sentinel URL needs the master name: redis-sentinel://host:26379,host2:26379/mymaster/0")
+		}
+		if u, err := neturl.Parse(url); err == nil && u.Query().Get("db") != "" {
+			if o.DB, err = strconv.Atoi(u.Query().Get("db")); err != nil {
+				return nil, fmt.Errorf("REDIS_URL: the database must be a number")
+			}
+		}
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = dialTimeout, readTimeout, writeTimeout
+		return o, nil
+	}
+	return opt, nil
+}
+
+// NewClient opens a go-redis client for url, which asynq's client,
+// inspector and server share. The caller closes it.
+func NewClient(url string) (redis.UniversalClient, error) {
+	opt, err := ConnOpt(url)
+	if err != nil {
+		return nil, err
+	}
+	return opt.MakeRedisClient().(redis.UniversalClient), nil
+}

@@ -1,0 +1,215 @@
+package asynq
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"yoloserve/internal/detect"
+)
+
+// Detector is what the worker needs of the detector.
+type Detector interface {
+	Detect(ctx context.Context, data []byte, p detect.Params) (*detect.Result, error)
+}
+
+// Uploads is what the worker needs of the upload store.
+type Uploads interface {
+	Load(ctx context.Context, ref string) ([]byte, error)
+	Delete(ctx context.Context, ref string) error
+}
+
+// ServerConfig configures a Server. Zero values mean defaults.
+type ServerConfig struct {
+	Queue           string        // asynq queue name (default "detect")
+	Concurrency     int           // tasks at once (default 1)
+	ShutdownTimeout time.Duration // how long Shutdown waits for running tasks (default 30s)
+	Logger          *slog.Logger  // default slog.Default()
+	Registerer      prometheus.Registerer
+}
+
+// Server is the worker: an asynq server running detection tasks.
+type Server struct {
+	srv      *asynq.Server
+	rdb      redis.UniversalClient
+	detector Detector
+	uploads  Uploads
+	log      *slog.Logger
+	metrics  *workerMetrics
+}
+
+type workerMetrics struct {
+	tasks    *prometheus.CounterVec
+	duration prometheus.Histogram
+	inFlight prometheus.Gauge
+}
+
+// NewServer returns a worker on rdb that runs tasks with det, reading
+// uploads from up.
+func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Uploads) *Server {
+	if cfg.Queue == "" {
+		cfg.Queue = "detect"
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 1
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{rdb: rdb, detector: det, uploads: up, log: cfg.Logger, metrics: &workerMetrics{
+		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "yoloserve_worker_tasks_total", Help: "Tasks processed, by outcome (success, failure, retry).",
+		}, []string{"outcome"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "yoloserve_worker_task_seconds", Help: "Service time of a task: upload read to result written.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 1.6, 18),
+		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "yoloserve_worker_tasks_in_flight", Help: "Tasks running now."}),
+	}}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(s.metrics.tasks, s.metrics.duration, s.metrics.inFlight)
+	}
+	s.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              cfg.Concurrency,
+		Queues:                   map[string]int{cfg.Queue: 1},
+		ShutdownTimeout:          cfg.ShutdownTimeout,
+		TaskCheckInterval:        50 * time.Millisecond,
+		DelayedTaskCheckInterval: time.Second,
+		RetryDelayFunc:           retryDelay,
+		Logger:                   asynqLogger{cfg.Logger},
+		LogLevel:                 asynq.WarnLevel,
+		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
+			id, _ := asynq.GetTaskID(ctx)
+			cfg.Logger.Warn("task failed", "task_id", id, "error", err)
+		}),
+	})
+	return s
+}
+
+// retryDelay backs off 1s, 2s, 4s... up to 30s: a transient fault (Redis
+// blip, a worker killed) is retried soon.
+func retryDelay(n int, _ error, _ *asynq.Task) time.Duration {
+	return min(time.Duration(1<<min(n, 5))*time.Second, 30*time.Second)
+}
+
+// Start starts processing tasks. It returns an error when the server
+// cannot start (Redis unreachable at start).
+func (s *Server) Start() error {
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(TaskType, s.process)
+	return s.srv.Start(mux)
+}
+
+// Stop stops taking new tasks; running tasks go on.
+func (s *Server) Stop() { s.srv.Stop() }
+
+// Shutdown waits for running tasks up to the shutdown timeout and stops;
+// tasks still running then go back to the queue.
+func (s *Server) Shutdown() { s.srv.Shutdown() }
+
+// permanent marks err as final: the task ends as FAILURE now, its message
+// being the sentence clients read.
+func permanent(msg string) error { return fmt.Errorf("%s%w", msg, skipRetry) }
+
+// skipRetry wraps asynq.SkipRetry with the separator state.go strips.
+var skipRetry = fmt.Errorf(": %w", asynq.SkipRetry)
+
+// process runs one task: read the upload, detect, write the result,
+// delete the upload, announce the end. Errors from the image or the
+// parameters are final; other errors are retried, and on the last attempt
+// the upload is deleted too.
+func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
+	start := time.Now()
+	s.metrics.inFlight.Inc()
+	id, _ := asynq.GetTaskID(ctx)
+	var job detect.Job
+	defer func() {
+		s.metrics.inFlight.Dec()
+		if p := recover(); p != nil {
+			s.log.Error("task panicked", "task_id", id, "panic", p, "stack", string(debug.Stack()))
+			err = permanent("Internal error while processing the image.")
+		}
+		final := err == nil || errors.Is(err, asynq.SkipRetry) || lastAttempt(ctx)
+		switch {
+		case err == nil:
+			s.metrics.tasks.WithLabelValues("success").Inc()
+		case final:
+			s.metrics.tasks.WithLabelValues("failure").Inc()
+		default:
+			s.metrics.tasks.WithLabelValues("retry").Inc()
+		}
+		if final {
+			if job.Upload != "" {
+				if derr := s.uploads.Delete(context.WithoutCancel(ctx), job.Upload); derr != nil {
+					s.log.Warn("deleting upload", "task_id", id, "error", derr)
+				}
+			}
+			// The announcement races asynq's own bookkeeping of the end;
+			// waiters look again until the state is final.
+			if aerr := Announce(context.WithoutCancel(ctx), s.rdb, id); aerr != nil {
+				s.log.Warn("announcing task end", "task_id", id, "error", aerr)
+			}
+		}
+		s.metrics.duration.Observe(time.Since(start).Seconds())
+	}()
+	if err := json.Unmarshal(t.Payload(), &job); err != nil || job.Upload == "" {
+		return permanent("The task is malformed.")
+	}
+	data, err := s.uploads.Load(ctx, job.Upload)
+	if err != nil {
+		if detect.ErrorCode(err) == detect.ENOTFOUND {
+			return permanent("The uploaded image is gone (it expired before a worker took it); submit it again.")
+		}
+		s.log.Error("reading upload", "task_id", id, "error", err)
+		return errInternal
+	}
+	res, err := s.detector.Detect(ctx, data, job.Params)
+	switch detect.ErrorCode(err) {
+	case "":
+	case detect.EINVALID, detect.EUNSUPPORTED, detect.ETOOLARGE:
+		return permanent(detect.ErrorMessage(err))
+	default:
+		s.log.Error("detect", "task_id", id, "error", err)
+		return errInternal
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		s.log.Error("encoding the result", "task_id", id, "error", err)
+		return errInternal
+	}
+	if _, err := t.ResultWriter().Write(b); err != nil {
+		s.log.Error("writing the result", "task_id", id, "error", err)
+		return errInternal
+	}
+	return nil
+}
+
+// errInternal is the message a client reads when a task failed for a
+// fault of the service; the details go to the log.
+var errInternal = errors.New("Internal error while processing the image; the task was retried and failed each time.")
+
+func lastAttempt(ctx context.Context) bool {
+	n, ok1 := asynq.GetRetryCount(ctx)
+	max, ok2 := asynq.GetMaxRetry(ctx)
+	return ok1 && ok2 && n >= max
+}
+
+// asynqLogger routes asynq's logs to slog.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...)) }
+func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...)) }

@@ -1,0 +1,253 @@
+// Package e2e tests the service end to end, in process: the real API
+// handler over HTTP, real asynq workers with the real detector and model,
+// and a real redis-server.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"yoloserve/internal/asynq"
+	"yoloserve/internal/decode"
+	"yoloserve/internal/detect"
+	apihttp "yoloserve/internal/http"
+	"yoloserve/internal/testenv"
+	"yoloserve/internal/turbojpeg"
+	"yoloserve/internal/upload"
+	"yoloserve/internal/yolo"
+)
+
+var (
+	detOnce sync.Once
+	det     *yolo.Detector
+	detErr  error
+)
+
+// detector opens the real detector on the shared model once for the
+// package: two images at a time, as a worker on this machine would.
+func detector(t *testing.T) *yolo.Detector {
+	t.Helper()
+	detOnce.Do(func() {
+		var jpeg decode.JPEGDecoder
+		if jpeg, detErr = turbojpeg.Open(""); detErr != nil {
+			return
+		}
+		det, detErr = yolo.Open(yolo.Config{
+			ModelPath: testenv.Model(t, "yolov8n.onnx"), Concurrency: 2, Threads: 1,
+			Decoder: &decode.Decoder{JPEG: jpeg},
+		})
+	})
+	if detErr != nil {
+		t.Fatal(detErr)
+	}
+	return det
+}
+
+func TestMain(m *testing.M) {
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	os.Exit(m.Run())
+}
+
+// options tune a harness.
+type options struct {
+	api    apihttp.Config
+	queue  asynq.QueueConfig
+	noWait bool
+}
+
+type harness struct {
+	t         *testing.T
+	redis     *testenv.RedisServer
+	rdb       redis.UniversalClient
+	queue     *asynq.Queue
+	uploads   *upload.Dir
+	uploadDir string
+	api       *httptest.Server
+}
+
+func newHarness(t *testing.T, o options) *harness {
+	t.Helper()
+	h := &harness{t: t, redis: testenv.StartRedis(t), uploadDir: t.TempDir()}
+	var err error
+	if h.rdb, err = asynq.NewClient(h.redis.URL); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.rdb.Close() })
+	if h.uploads, err = upload.NewDir(h.uploadDir); err != nil {
+		t.Fatal(err)
+	}
+	if o.queue.Retries == 0 {
+		o.queue.Retries = 2
+	}
+	h.queue = asynq.NewQueue(h.rdb, o.queue)
+	t.Cleanup(func() { h.queue.Close() })
+	h.api = httptest.NewServer(apihttp.NewServer(o.api, h.queue, h.uploads))
+	t.Cleanup(h.api.Close)
+	return h
+}
+
+// startWorker runs an asynq worker in process with d (the real detector
+// unless a test wraps it), stopped when the test ends.
+func (h *harness) startWorker(d asynq.Detector, concurrency int) *asynq.Server {
+	h.t.Helper()
+	srv := asynq.NewServer(h.rdb, asynq.ServerConfig{Concurrency: concurrency, ShutdownTimeout: 10 * time.Second}, d, h.uploads)
+	if err := srv.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(srv.Shutdown)
+	return srv
+}
+
+// multipartBody builds a multipart body with the file in field (when data
+// is not nil) and the extra fields.
+func multipartBody(t testing.TB, field, filename string, data []byte, fields map[string]string) (io.Reader, string) {
+	t.Helper()
+	var b bytes.Buffer
+	mw := multipart.NewWriter(&b)
+	for k, v := range fields {
+		mw.WriteField(k, v)
+	}
+	if data != nil {
+		fw, err := mw.CreateFormFile(field, filename)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fw.Write(data)
+	}
+	mw.Close()
+	return &b, mw.FormDataContentType()
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    []byte
+}
+
+func (h *harness) do(req *http.Request) response {
+	h.t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	r := response{status: resp.StatusCode, header: resp.Header, raw: raw}
+	if err := json.Unmarshal(raw, &r.body); err != nil {
+		h.t.Fatalf("%s %s: status %d, body not JSON: %q", req.Method, req.URL.Path, resp.StatusCode, raw)
+	}
+	return r
+}
+
+// post submits an image to /predict with form fields and a query string.
+func (h *harness) post(data []byte, filename string, fields map[string]string, query string) response {
+	h.t.Helper()
+	body, ct := multipartBody(h.t, "image", filename, data, fields)
+	req, _ := http.NewRequest(http.MethodPost, h.api.URL+"/predict"+query, body)
+	req.Header.Set("Content-Type", ct)
+	return h.do(req)
+}
+
+// submit posts an image and returns the task id, failing unless accepted.
+func (h *harness) submit(data []byte, fields map[string]string) string {
+	h.t.Helper()
+	r := h.post(data, "image.jpg", fields, "")
+	if r.status != http.StatusAccepted {
+		h.t.Fatalf("POST /predict: %d %s", r.status, r.raw)
+	}
+	return r.body["task_id"].(string)
+}
+
+func (h *harness) get(path string) response {
+	h.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, h.api.URL+path, nil)
+	return h.do(req)
+}
+
+// result waits (with ?wait) for a task to end and returns its answer.
+func (h *harness) result(id string) detect.TaskInfo {
+	h.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		r := h.get("/result/" + id + "?wait=20")
+		if r.status != http.StatusOK {
+			h.t.Fatalf("GET /result/%s: %d %s", id, r.status, r.raw)
+		}
+		var ti detect.TaskInfo
+		if err := json.Unmarshal(r.raw, &ti); err != nil {
+			h.t.Fatal(err)
+		}
+		if ti.Status.Done() {
+			return ti
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("task %s still %s after 60s", id, ti.Status)
+		}
+	}
+}
+
+// decodeResult reads a SUCCESS result.
+func decodeResult(t testing.TB, ti detect.TaskInfo) detect.Result {
+	t.Helper()
+	if ti.Status != detect.StatusSuccess {
+		t.Fatalf("task %s: %s %s", ti.ID, ti.Status, ti.Error)
+	}
+	var r detect.Result
+	if err := json.Unmarshal(ti.Result, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// uploadsLeft lists the files in the upload folder.
+func (h *harness) uploadsLeft() []string {
+	es, err := os.ReadDir(h.uploadDir)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var names []string
+	for _, e := range es {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// gate wraps the real detector so a test can hold tasks in STARTED, or
+// make the first attempts fail with a transient fault.
+type gate struct {
+	d       asynq.Detector
+	entered chan struct{}
+	release chan struct{}
+	mu      sync.Mutex
+	fails   int // attempts left to fail with a transient error
+}
+
+func (g *gate) Detect(ctx context.Context, data []byte, p detect.Params) (*detect.Result, error) {
+	g.mu.Lock()
+	fail := g.fails > 0
+	if fail {
+		g.fails--
+	}
+	g.mu.Unlock()
+	if fail {
+		return nil, io.ErrUnexpectedEOF // a fault of the service, not of the image
+	}
+	if g.entered != nil {
+		g.entered <- struct{}{}
+		<-g.release
+	}
+	return g.d.Detect(ctx, data, p)
+}

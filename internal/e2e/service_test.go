@@ -1,0 +1,292 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	hasynq "github.com/hibiken/asynq"
+
+	"yoloserve/internal/asynq"
+	"yoloserve/internal/detect"
+	"yoloserve/internal/testenv"
+)
+
+func TestPredictBusEndToEnd(t *testing.T) {
+	h := newHarness(t, options{})
+	h.startWorker(detector(t), 2)
+	r := h.post(testenv.ReadImage(t, "bus.jpg"), "bus.jpg", nil, "")
+	if r.status != http.StatusAccepted || r.body["status"] != "PENDING" {
+		t.Fatalf("POST /predict: %d %s", r.status, r.raw)
+	}
+	id := r.body["task_id"].(string)
+	if loc := r.header.Get("Location"); loc != "/result/"+id {
+		t.Errorf("Location %q, want /result/%s", loc, id)
+	}
+	res := decodeResult(t, h.result(id))
+	var names []string
+	for _, d := range res.Detections {
+		names = append(names, d.Name)
+	}
+	if diff := cmp.Diff([]string{"person", "person", "person", "bus", "person"}, names); diff != "" {
+		t.Errorf("detections (-want +got):\n%s", diff)
+	}
+	if res.Model != "yolov8n" || res.Image != (detect.Size{Width: 810, Height: 1080}) || res.SpeedMS.Inference <= 0 {
+		t.Errorf("result %+v", res)
+	}
+	testenv.Eventually(t, 5*time.Second, "the upload was not deleted", func() bool { return len(h.uploadsLeft()) == 0 })
+}
+
+// TestParityThroughService sends every shared image and bus.jpg's
+// parameter variants through the API and compares with the reference.
+func TestParityThroughService(t *testing.T) {
+	h := newHarness(t, options{})
+	h.startWorker(detector(t), 2)
+	ref := testenv.LoadReference(t).Models["yolov8n.onnx"]
+	type job struct {
+		img, variant string
+		id           string
+	}
+	var jobs []job
+	for img, want := range ref {
+		for vname, v := range want.Variants {
+			if img != "bus.jpg" && img != "zidane.jpg" && vname != "default" {
+				continue
+			}
+			fields := map[string]string{}
+			for k, val := range v.Params {
+				switch val := val.(type) {
+				case []any:
+					var ids []string
+					for _, c := range val {
+						ids = append(ids, fmt.Sprint(c))
+					}
+					fields[k] = strings.Join(ids, ",")
+				default:
+					fields[k] = fmt.Sprint(val)
+				}
+			}
+			jobs = append(jobs, job{img: img, variant: vname, id: h.submit(testenv.ReadImage(t, img), fields)})
+		}
+	}
+	matched, counted := 0, 0
+	for _, j := range jobs {
+		res := decodeResult(t, h.result(j.id))
+		v := ref[j.img].Variants[j.variant]
+		conf := detect.DefaultConf
+		if c, ok := v.Params["conf"].(float64); ok {
+			conf = c
+		}
+		tol := testenv.JPEGTolerance
+		if strings.HasSuffix(j.img, ".png") {
+			tol = testenv.PNGTolerance
+		}
+		var got []testenv.Detection
+		for _, d := range res.Detections {
+			got = append(got, testenv.Detection{Class: d.Class, Confidence: d.Confidence, Box: [4]float64{d.Box.X1, d.Box.Y1, d.Box.X2, d.Box.Y2}})
+		}
+		if m, ok := v.Params["max_det"].(float64); ok && len(got) > int(m) {
+			t.Errorf("%s %s: %d detections, max_det %v", j.img, j.variant, len(got), m)
+		}
+		p := testenv.Compare(v.Detections, got, conf, tol)
+		for _, pr := range p.Problems {
+			t.Errorf("%s %s: %s", j.img, j.variant, pr)
+		}
+		matched += p.Matched
+		counted += p.Counted
+	}
+	t.Logf("parity through the service: %d tasks, matched %d/%d", len(jobs), matched, counted)
+}
+
+func TestPNGUploadedAsJPG(t *testing.T) {
+	h := newHarness(t, options{})
+	h.startWorker(detector(t), 1)
+	r := h.post(testenv.ReadImage(t, "person.png"), "holiday.jpg", nil, "")
+	if r.status != http.StatusAccepted {
+		t.Fatalf("%d %s", r.status, r.raw)
+	}
+	res := decodeResult(t, h.result(r.body["task_id"].(string)))
+	if len(res.Detections) == 0 || res.Detections[0].Name != "person" {
+		t.Errorf("detections %+v", res.Detections)
+	}
+}
+
+// TestParametersReachDetector checks form fields and query parameters.
+func TestParametersReachDetector(t *testing.T) {
+	h := newHarness(t, options{})
+	h.startWorker(detector(t), 2)
+	bus := testenv.ReadImage(t, "bus.jpg")
+	for _, tc := range []struct {
+		name   string
+		fields map[string]string
+		query  string
+		check  func(detect.Result) string
+	}{
+		{"max_det as field", map[string]string{"max_det": "2"}, "", func(r detect.Result) string {
+			return cond(len(r.Detections) == 2, "want 2 detections, got %d", len(r.Detections))
+		}},
+		{"classes by name in query", nil, "?classes=bus", func(r detect.Result) string {
+			return cond(len(r.Detections) == 1 && r.Detections[0].Name == "bus", "want only the bus, got %+v", r.Detections)
+		}},
+		{"conf", map[string]string{"conf": "0.85"}, "", func(r detect.Result) string {
+			return cond(len(r.Detections) == 3, "want the 3 detections above 0.85, got %d", len(r.Detections))
+		}},
+		{"agnostic", map[string]string{"agnostic": "true", "iou": "0.1"}, "", func(r detect.Result) string {
+			return cond(len(r.Detections) < 5, "agnostic NMS at iou 0.1 should merge overlapping boxes, got %d", len(r.Detections))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := h.post(bus, "bus.jpg", tc.fields, tc.query)
+			if r.status != http.StatusAccepted {
+				t.Fatalf("%d %s", r.status, r.raw)
+			}
+			if msg := tc.check(decodeResult(t, h.result(r.body["task_id"].(string)))); msg != "" {
+				t.Error(msg)
+			}
+		})
+	}
+	// A class name the model does not know ends as FAILURE with a sentence.
+	ti := h.result(h.submit(bus, map[string]string{"classes": "unicorn"}))
+	if ti.Status != detect.StatusFailure || !strings.Contains(ti.Error, "unicorn") {
+		t.Errorf("unknown class: %+v", ti)
+	}
+}
+
+func cond(ok bool, format string, args ...any) string {
+	if ok {
+		return ""
+	}
+	return fmt.Sprintf(format, args...)
+}
+
+// TestStates walks a task through every state a client can see.
+func TestStates(t *testing.T) {
+	h := newHarness(t, options{})
+	bus := testenv.ReadImage(t, "bus.jpg")
+
+	// PENDING: no worker yet.
+	id := h.submit(bus, nil)
+	if r := h.get("/result/" + id); r.body["status"] != "PENDING" {
+		t.Fatalf("before any worker: %s", r.raw)
+	}
+	// ?wait on a task that does not end returns its state after N seconds.
+	start := time.Now()
+	if r := h.get("/result/" + id + "?wait=1"); r.body["status"] != "PENDING" || time.Since(start) < time.Second {
+		t.Errorf("wait=1 on a pending task: %s after %v", r.raw, time.Since(start))
+	}
+
+	// STARTED, then SUCCESS: a worker holds the task until released.
+	g := &gate{d: detector(t), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	h.startWorker(g, 1)
+	select {
+	case <-g.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the worker never took the task")
+	}
+	if r := h.get("/result/" + id); r.body["status"] != "STARTED" {
+		t.Errorf("while running: %s", r.raw)
+	}
+	// ?wait returns as soon as the task ends, long before its limit.
+	done := make(chan response)
+	go func() { done <- h.get("/result/" + id + "?wait=30") }()
+	time.Sleep(100 * time.Millisecond)
+	released := time.Now()
+	close(g.release)
+	r := <-done
+	if r.body["status"] != "SUCCESS" || r.body["result"] == nil {
+		t.Errorf("after release: %s", r.raw)
+	}
+	if d := time.Since(released); d > 2*time.Second {
+		t.Errorf("?wait answered %v after the task ended", d)
+	}
+	g.entered = nil
+
+	// RETRY: a transient fault, then SUCCESS on the next attempt.
+	g.mu.Lock()
+	g.fails = 1
+	g.mu.Unlock()
+	id = h.submit(bus, nil)
+	testenv.Eventually(t, 20*time.Second, "task never reached RETRY", func() bool {
+		return h.get("/result/"+id).body["status"] == "RETRY"
+	})
+	if ti := h.result(id); ti.Status != detect.StatusSuccess {
+		t.Errorf("after the retry: %+v", ti)
+	}
+
+	// FAILURE: an image that passes the API's checks but cannot decode
+	// (a PNG whose compressed data is garbage) fails at once with a
+	// sentence, without retries.
+	broken := brokenPNG(t)
+	id = h.submit(broken, nil)
+	ti := h.result(id)
+	if ti.Status != detect.StatusFailure || !strings.Contains(ti.Error, "could not be decoded") || strings.Contains(ti.Error, "skip retry") {
+		t.Errorf("undecodable image: %+v", ti)
+	}
+	info, err := retried(h, id)
+	if err != nil || info != 0 {
+		t.Errorf("undecodable image was retried %d times (%v)", info, err)
+	}
+
+	// 404: an id that never existed, and one that is not an id at all.
+	for _, bad := range []string{"00000000-0000-0000-0000-000000000000", "not..an..id", strings.Repeat("a", 100)} {
+		if r := h.get("/result/" + bad); r.status != http.StatusNotFound || r.body["error"] == nil {
+			t.Errorf("GET /result/%s: %d %s", bad, r.status, r.raw)
+		}
+	}
+	testenv.Eventually(t, 5*time.Second, "uploads left behind", func() bool { return len(h.uploadsLeft()) == 0 })
+}
+
+// brokenPNG is a PNG with a valid structure and a corrupt IDAT stream.
+func brokenPNG(t *testing.T) []byte {
+	good := testenv.EncodePNG(t, testenv.Gradient(64, 64))
+	out := append([]byte{}, good[:33]...)
+	out = append(out, testenv.PNGChunk("IDAT", []byte("\x78\x9cthis is not deflate data at all"))...)
+	return append(out, testenv.PNGChunk("IEND", nil)...)
+}
+
+// retried returns how many times asynq retried a task.
+func retried(h *harness, id string) (int, error) {
+	info, err := hasynq.NewInspectorFromRedisClient(h.rdb).GetTaskInfo("detect", id)
+	if err != nil {
+		return -1, err
+	}
+	return info.Retried, nil
+}
+
+func TestResultsExpire(t *testing.T) {
+	h := newHarness(t, options{queue: asynq.QueueConfig{ResultTTL: 2 * time.Second}})
+	h.startWorker(detector(t), 1)
+	id := h.submit(testenv.ReadImage(t, "zidane.jpg"), nil)
+	if ti := h.result(id); ti.Status != detect.StatusSuccess {
+		t.Fatalf("%+v", ti)
+	}
+	testenv.Eventually(t, 20*time.Second, "result still readable after RESULT_TTL", func() bool {
+		return h.get("/result/"+id).status == http.StatusNotFound
+	})
+}
+
+func TestFiftyConcurrentSubmissions(t *testing.T) {
+	h := newHarness(t, options{})
+	h.startWorker(detector(t), 2)
+	images := []string{"bus.jpg", "zidane.jpg", "dog.jpg", "horses.jpg", "person.jpg"}
+	ids := make([]string, 50)
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ids[i] = h.submit(testenv.ReadImage(t, images[i%len(images)]), nil)
+		}()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if ti := h.result(id); ti.Status != detect.StatusSuccess {
+			t.Errorf("task %s: %s %s", id, ti.Status, ti.Error)
+		}
+	}
+	testenv.Eventually(t, 5*time.Second, "uploads left behind", func() bool { return len(h.uploadsLeft()) == 0 })
+}

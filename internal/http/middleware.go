@@ -1,0 +1,189 @@
+package http
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"yoloserve/internal/detect"
+)
+
+type apiMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newAPIMetrics(reg prometheus.Registerer) *apiMetrics {
+	m := &apiMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "yoloserve_api_requests_total", Help: "HTTP requests by route and status.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "yoloserve_api_request_seconds", Help: "HTTP request duration by route.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
+		}, []string{"route"}),
+	}
+	reg.MustRegister(m.requests, m.duration)
+	return m
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// instrument counts requests by route pattern and status.
+func (s *Server) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		route := chi.RouteContext(r.Context()).RoutePattern()
+		if route == "" {
+			route = "other"
+		}
+		s.metrics.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
+		s.metrics.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}
+
+// recoverer turns a panic in a handler into a logged 500 without details.
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				s.log.Error("panic in handler", "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+				Error(w, r, s.log, detect.Errorf(detect.EINTERNAL, "Internal error."))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// bearer returns the key of an "Authorization: Bearer KEY" header.
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// authenticate requires one of the API keys when any is configured,
+// comparing digests in constant time.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	if len(s.cfg.APIKeys) == 0 {
+		return next
+	}
+	sums := make([][32]byte, len(s.cfg.APIKeys))
+	for i, k := range s.cfg.APIKeys {
+		sums[i] = sha256.Sum256([]byte(k))
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := sha256.Sum256([]byte(bearer(r)))
+		ok := 0
+		for i := range sums {
+			ok |= subtle.ConstantTimeCompare(got[:], sums[i][:])
+		}
+		if ok != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="yoloserve"`)
+			Error(w, r, s.log, detect.Errorf(detect.EUNAUTHORIZED, "A valid API key is required: Authorization: Bearer KEY."))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// rateLimiter is a token bucket per API key or client address.
+type rateLimiter struct {
+	mu      sync.Mutex
+	limit   rate.Limit
+	burst   int
+	clients map[string]*limiterEntry
+	sweep   time.Time
+}
+
+type limiterEntry struct {
+	l    *rate.Limiter
+	seen time.Time
+}
+
+func newRateLimiter(perSecond float64, burst int) *rateLimiter {
+	return &rateLimiter{limit: rate.Limit(perSecond), burst: burst, clients: map[string]*limiterEntry{}}
+}
+
+// allow takes a token for key; when there is none it returns how long
+// until one is due.
+func (rl *rateLimiter) allow(key string, now time.Time) (bool, time.Duration) {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if now.Sub(rl.sweep) > time.Minute { // forget idle clients
+		for k, e := range rl.clients {
+			if now.Sub(e.seen) > 10*time.Minute {
+				delete(rl.clients, k)
+			}
+		}
+		rl.sweep = now
+	}
+	e, ok := rl.clients[key]
+	if !ok {
+		e = &limiterEntry{l: rate.NewLimiter(rl.limit, rl.burst)}
+		rl.clients[key] = e
+	}
+	e.seen = now
+	res := e.l.ReserveN(now, 1)
+	if d := res.DelayFrom(now); d > 0 {
+		res.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// rateLimit answers 429 with Retry-After to a key or address over its
+// rate.
+func (s *Server) rateLimit(next http.Handler) http.Handler {
+	if s.limiter == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := bearer(r)
+		if key == "" {
+			key, _, _ = net.SplitHostPort(r.RemoteAddr)
+		} else {
+			key = "key:" + key
+		}
+		if ok, wait := s.limiter.allow(key, time.Now()); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+			Error(w, r, s.log, detect.Errorf(detect.ERATELIMIT, "Too many requests; slow down."))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

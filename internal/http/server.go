@@ -1,0 +1,136 @@
+package http
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"yoloserve/internal/detect"
+)
+
+// Queue is what the API needs of the queue.
+type Queue interface {
+	Enqueue(ctx context.Context, job detect.Job) (string, error)
+	Task(ctx context.Context, id string) (detect.TaskInfo, error)
+	Wait(ctx context.Context, id string) (detect.TaskInfo, error)
+	Ping(ctx context.Context) error
+}
+
+// Uploads is what the API needs of the upload store.
+type Uploads interface {
+	Save(ctx context.Context, data []byte) (string, error)
+	Delete(ctx context.Context, ref string) error
+}
+
+// Config configures the API. Zero values mean defaults.
+type Config struct {
+	Addr           string   // listen address (default ":5000")
+	APIKeys        []string // when set, requests but health checks need one
+	RateLimit      float64  // requests per second per key or address; 0: none
+	RateBurst      int      // burst above RateLimit (default 20)
+	MaxUploadBytes int64    // largest body (default 20 MiB)
+	MaxPixels      int      // largest image, width×height (default 40 MP)
+	MaxWait        time.Duration
+	Logger         *slog.Logger
+	Registry       *prometheus.Registry // default: a new one
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg     Config
+	queue   Queue
+	uploads Uploads
+	log     *slog.Logger
+	router  chi.Router
+	server  *http.Server
+	metrics *apiMetrics
+	limiter *rateLimiter
+}
+
+// NewServer builds the API on q and up.
+func NewServer(cfg Config, q Queue, up Uploads) *Server {
+	if cfg.Addr == "" {
+		cfg.Addr = ":5000"
+	}
+	if cfg.RateBurst <= 0 {
+		cfg.RateBurst = 20
+	}
+	if cfg.MaxUploadBytes <= 0 {
+		cfg.MaxUploadBytes = 20 << 20
+	}
+	if cfg.MaxPixels <= 0 {
+		cfg.MaxPixels = 40_000_000
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = 60 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	s := &Server{cfg: cfg, queue: q, uploads: up, log: cfg.Logger, metrics: newAPIMetrics(cfg.Registry)}
+	if cfg.RateLimit > 0 {
+		s.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst)
+	}
+	r := chi.NewRouter()
+	r.Use(s.recoverer, s.instrument)
+	r.Get("/healthz", Healthz)
+	r.Get("/readyz", Readyz(q.Ping))
+	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	r.Group(func(r chi.Router) {
+		r.Use(s.authenticate, s.rateLimit)
+		r.Post("/predict", s.predict)
+		r.Get("/result/{id}", s.result)
+	})
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		Error(w, r, s.log, detect.Errorf(detect.ENOTFOUND, "No such endpoint: POST /predict, GET /result/{task_id}, /healthz, /readyz, /metrics."))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "Method not allowed."})
+	})
+	s.router = r
+	s.server = &http.Server{
+		Addr:              cfg.Addr,
+		Handler:           r,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		WriteTimeout:      cfg.MaxWait + 30*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	return s
+}
+
+// ServeHTTP serves one request; tests use it through httptest.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+// Serve accepts connections on l until Shutdown. It returns nil after a
+// Shutdown and the listener's error otherwise.
+func (s *Server) Serve(l net.Listener) error {
+	if err := s.server.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// ListenAndServe listens on the configured address and serves.
+func (s *Server) ListenAndServe() error {
+	l, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(l)
+}
+
+// Shutdown stops accepting and waits for requests in flight until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.server.Shutdown(ctx) }

@@ -1,0 +1,122 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisServer is a private redis-server for a test, on a free port.
+type RedisServer struct {
+	Addr string
+	URL  string
+	dir  string
+	cmd  *exec.Cmd
+	tb   testing.TB
+}
+
+// StartRedis starts redis-server (no persistence) on a free loopback port
+// and stops it when the test ends. With REDIS_URL set it uses that server
+// instead, on database 15, flushed first. It fails the test when
+// redis-server is not installed.
+func StartRedis(tb testing.TB) *RedisServer {
+	tb.Helper()
+	if url := os.Getenv("REDIS_URL"); url != "" {
+		opt, err := redis.ParseURL(url)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		r := &RedisServer{Addr: opt.Addr, URL: fmt.Sprintf("redis://%s/15", opt.Addr), tb: tb}
+		r.Flush()
+		return r
+	}
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		tb.Fatal("tests need redis-server (apt-get install redis-server) or REDIS_URL")
+	}
+	r := &RedisServer{Addr: "127.0.0.1:" + strconv.Itoa(FreePort(tb)), dir: tb.TempDir(), tb: tb}
+	r.URL = "redis://" + r.Addr + "/0"
+	r.Start()
+	tb.Cleanup(r.Stop)
+	return r
+}
+
+// FreePort returns a loopback TCP port nobody listens on now.
+func FreePort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Start (re)starts the server on its address and waits until it answers.
+func (r *RedisServer) Start(args ...string) {
+	r.tb.Helper()
+	_, port, _ := net.SplitHostPort(r.Addr)
+	base := []string{"--port", port, "--bind", "127.0.0.1", "--dir", r.dir, "--save", "", "--appendonly", "no", "--loglevel", "warning"}
+	r.cmd = exec.Command("redis-server", append(base, args...)...)
+	if err := r.cmd.Start(); err != nil {
+		r.tb.Fatal(err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			r.tb.Fatalf("redis-server on %s did not answer within 10s", r.Addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop kills the server (as a crash would) and waits for it to exit.
+func (r *RedisServer) Stop() {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	r.cmd.Process.Kill()
+	r.cmd.Wait()
+	r.cmd = nil
+}
+
+// Client returns a go-redis client on the server's database, closed when
+// the test ends.
+func (r *RedisServer) Client() *redis.Client {
+	opt, err := redis.ParseURL(r.URL)
+	if err != nil {
+		r.tb.Fatal(err)
+	}
+	c := redis.NewClient(opt)
+	r.tb.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Flush empties the server's database.
+func (r *RedisServer) Flush() {
+	r.tb.Helper()
+	if err := r.Client().FlushDB(context.Background()).Err(); err != nil {
+		r.tb.Fatal(err)
+	}
+}
+
+// Eventually calls cond every few milliseconds until it returns true or
+// the timeout passes, then fails the test with msg.
+func Eventually(tb testing.TB, timeout time.Duration, msg string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("after %v: %s", timeout, msg)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,141 @@
+// Package upload keeps uploaded images until a worker has processed them.
+package upload
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"yoloserve/internal/detect"
+)
+
+// Dir stores uploads as files in a folder shared by the API and the
+// workers. File names are made by the server; the client's name is never
+// used as a path.
+type Dir struct {
+	path string
+}
+
+// refPattern is the shape of the names Save makes.
+var refPattern = regexp.MustCompile(`^[0-9a-f]{32}\.upload$`)
+
+// NewDir returns a Dir on path, creating the folder when missing. It
+// returns an error when the folder cannot be created or written.
+func NewDir(path string) (*Dir, error) {
+	if err := os.MkdirAll(path, 0o750); err != nil {
+		return nil, fmt.Errorf("UPLOAD_DIR %s: %w", path, err)
+	}
+	f, err := os.CreateTemp(path, ".probe-*")
+	if err != nil {
+		return nil, fmt.Errorf("UPLOAD_DIR %s is not writable: %w", path, err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return &Dir{path: path}, nil
+}
+
+// Path is the folder.
+func (d *Dir) Path() string { return d.path }
+
+// Save writes data under a new random name and returns that name. The file
+// appears whole or not at all (written aside, then renamed).
+func (d *Dir) Save(_ context.Context, data []byte) (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	ref := hex.EncodeToString(b[:]) + ".upload"
+	tmp, err := os.CreateTemp(d.path, ".tmp-*")
+	if err != nil {
+		return "", fmt.Errorf("saving upload: %w", err)
+	}
+	_, err = tmp.Write(data)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), filepath.Join(d.path, ref))
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("saving upload: %w", err)
+	}
+	return ref, nil
+}
+
+// Load returns an upload's bytes. It returns an ENOTFOUND *Error when there
+// is no such upload (or ref is not a name Save makes).
+func (d *Dir) Load(_ context.Context, ref string) ([]byte, error) {
+	if !refPattern.MatchString(ref) {
+		return nil, detect.Errorf(detect.ENOTFOUND, "No such upload.")
+	}
+	b, err := os.ReadFile(filepath.Join(d.path, ref))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, detect.Errorf(detect.ENOTFOUND, "No such upload.")
+	}
+	return b, err
+}
+
+// Delete removes an upload; a missing one is not an error.
+func (d *Dir) Delete(_ context.Context, ref string) error {
+	if !refPattern.MatchString(ref) {
+		return nil
+	}
+	err := os.Remove(filepath.Join(d.path, ref))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// Sweep removes uploads and leftover temporary files older than maxAge:
+// orphans whose task never ran to its end (a crash between save and
+// enqueue, a task deleted by hand). It returns how many it removed.
+func (d *Dir) Sweep(maxAge time.Duration) (int, error) {
+	entries, err := os.ReadDir(d.path)
+	if err != nil {
+		return 0, err
+	}
+	cutoff := time.Now().Add(-maxAge)
+	n := 0
+	for _, e := range entries {
+		name := e.Name()
+		if !refPattern.MatchString(name) && !(len(name) > 5 && name[:5] == ".tmp-") {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil || info.ModTime().After(cutoff) {
+			continue
+		}
+		if os.Remove(filepath.Join(d.path, name)) == nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// RunSweeper sweeps every interval until ctx ends, logging what it removed.
+func (d *Dir) RunSweeper(ctx context.Context, maxAge, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if n, err := d.Sweep(maxAge); err != nil {
+			log.Warn("sweeping uploads", "error", err)
+		} else if n > 0 {
+			log.Info("removed orphaned uploads", "count", n, "older_than", maxAge)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
