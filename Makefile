@@ -26,6 +26,7 @@ build: ort
 	CGO_ENABLED=0 $(GO) build -o bin/api ./cmd/api
 	$(GO) build -o bin/worker ./cmd/worker
 	$(GO) build -o bin/detect ./cmd/detect
+	CGO_ENABLED=0 $(GO) build -o bin/devredis ./cmd/devredis
 
 # The ONNX Runtime core library comes from the npm package onnxruntime-node,
 # unpacked without running its install scripts. ORT_FLAVOR=cuda adds the

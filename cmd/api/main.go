@@ -28,6 +28,9 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if len(os.Args) > 1 && os.Args[1] == "-healthcheck" {
+		return apihttp.Probe(cfg.APIAddr)
+	}
 	log := cfg.Logger()
 	rdb, err := asynq.NewClient(cfg.RedisURL)
 	if err != nil {

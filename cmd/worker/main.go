@@ -37,6 +37,9 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if len(os.Args) > 1 && os.Args[1] == "-healthcheck" {
+		return apihttp.Probe(cfg.WorkerAddr)
+	}
 	log := cfg.Logger()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -185,10 +185,10 @@ func Announce(ctx context.Context, rdb redis.UniversalClient, id string) error {
 // waiters fans the done channel out to the requests waiting on each id,
 // over one subscription per process, opened while anyone waits.
 type waiters struct {
-	rdb   redis.UniversalClient
-	mu    sync.Mutex
-	byID  map[string][]chan struct{}
-	sub   *redis.PubSub
+	rdb  redis.UniversalClient
+	mu   sync.Mutex
+	byID map[string][]chan struct{}
+	sub  *redis.PubSub
 }
 
 func newWaiters(rdb redis.UniversalClient) *waiters {

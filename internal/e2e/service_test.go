@@ -211,7 +211,7 @@ func TestStates(t *testing.T) {
 	g.mu.Unlock()
 	id = h.submit(bus, nil)
 	testenv.Eventually(t, 20*time.Second, "task never reached RETRY", func() bool {
-		return h.get("/result/"+id).body["status"] == "RETRY"
+		return h.get("/result/" + id).body["status"] == "RETRY"
 	})
 	if ti := h.result(id); ti.Status != detect.StatusSuccess {
 		t.Errorf("after the retry: %+v", ti)

@@ -2,6 +2,8 @@ package http
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/http"
 	"time"
 
@@ -38,4 +40,27 @@ func HealthHandler(ready func(context.Context) error, g prometheus.Gatherer) htt
 	r.Get("/readyz", Readyz(ready))
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	return r
+}
+
+// Probe GETs http://127.0.0.1:PORT/healthz for a listen address such as
+// ":5000", for container health checks in images without curl. It returns
+// an error unless the answer is 200 within three seconds.
+func Probe(listenAddr string) error {
+	host, port, err := net.SplitHostPort(listenAddr)
+	if err != nil {
+		return err
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	c := http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get("http://" + net.JoinHostPort(host, port) + "/healthz")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthz: %s", resp.Status)
+	}
+	return nil
 }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# make run: start Redis (unless REDIS_URL is set), a worker and the API in
+# the foreground; Ctrl-C stops them all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# .env is read by the binaries too; read it here for REDIS_URL and MODEL_PATH.
+if [ -f .env ]; then set -a; . ./.env; set +a; fi
+
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+if [ -z "${REDIS_URL:-${BROKER_URL:-}}" ]; then
+  port=6390
+  while ! port_free "$port"; do port=$((port + 1)); done
+  export REDIS_URL="redis://127.0.0.1:$port/0"
+  if command -v redis-server >/dev/null; then
+    mkdir -p .cache/redis
+    echo "run: starting a private redis-server on 127.0.0.1:$port (data in .cache/redis)"
+    redis-server --port "$port" --bind 127.0.0.1 --dir .cache/redis --appendonly yes --save "" --loglevel warning &
+    pids+=($!)
+  else
+    echo "run: WARNING: redis-server is not installed; starting an embedded in-memory Redis (miniredis) on 127.0.0.1:$port."
+    echo "run: WARNING: nothing persists: queued tasks and results are lost when it stops. apt-get install redis-server for a real one."
+    bin/devredis -addr "127.0.0.1:$port" &
+    pids+=($!)
+  fi
+  for _ in $(seq 100); do port_free "$port" || break; sleep 0.1; done
+fi
+
+if [ -z "${MODEL_PATH:-}" ]; then
+  if [ -f models/yolov8n.onnx ]; then
+    :
+  elif [ -f ../shared/models/yolov8n.onnx ]; then
+    echo "run: models/yolov8n.onnx is missing; using the development model ../shared/models/yolov8n.onnx"
+    export MODEL_PATH=../shared/models/yolov8n.onnx
+  else
+    make model
+  fi
+fi
+
+bin/worker &
+pids+=($!)
+bin/api &
+pids+=($!)
+echo "run: API on ${API_ADDR:-:5000}, worker health on ${WORKER_ADDR:-:9091}; Ctrl-C stops everything"
+# Stop everything as soon as one process exits.
+wait -n
