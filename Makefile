@@ -9,7 +9,7 @@ ORT_DIR := lib/onnxruntime
 ORT_LIB := $(ORT_DIR)/libonnxruntime.so.1
 CACHE := .cache
 
-.PHONY: all build test bench lint run clean model help ort fuzz
+.PHONY: all build test bench lint run clean model help ort fuzz soak
 
 all: build
 
@@ -58,6 +58,9 @@ bench: build
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+soak:
+	YOLOSERVE_SOAK=$${N:-10000} $(GO) test ./internal/e2e -run TestSoak -v -timeout 60m
 
 fuzz:
 	$(GO) test ./internal/decode -run '^$$' -fuzz FuzzInspect -fuzztime 60s

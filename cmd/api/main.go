@@ -32,6 +32,7 @@ func run() error {
 		return apihttp.Probe(cfg.APIAddr)
 	}
 	log := cfg.Logger()
+	asynq.RouteRedisLogs(log)
 	rdb, err := asynq.NewClient(cfg.RedisURL)
 	if err != nil {
 		return err

@@ -41,6 +41,7 @@ func run() error {
 		return apihttp.Probe(cfg.WorkerAddr)
 	}
 	log := cfg.Logger()
+	asynq.RouteRedisLogs(log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -88,6 +89,7 @@ func run() error {
 		}
 	}()
 	go uploads.RunSweeper(ctx, cfg.UploadMaxAge, time.Minute, log)
+	go asynq.RunJanitor(ctx, rdb, cfg.Queue, cfg.ResultTTL, time.Minute, log)
 
 	// asynq keeps reconnecting while Redis is down; /readyz says so.
 	if err := srv.Start(); err != nil {

@@ -89,6 +89,9 @@ func (q *Queue) Ping(ctx context.Context) error {
 	return nil
 }
 
+// allQueuesKey is asynq's set of queue names.
+const allQueuesKey = "asynq:queues"
+
 // pendingKey is asynq's list of tasks waiting in a queue (the list KEDA's
 // Redis scaler watches too).
 func pendingKey(queue string) string { return "asynq:{" + queue + "}:pending" }
@@ -132,6 +135,15 @@ func (q *Queue) Enqueue(ctx context.Context, job detect.Job) (string, error) {
 // when Redis does not answer.
 func (q *Queue) Task(ctx context.Context, id string) (detect.TaskInfo, error) {
 	t, err := q.inspector.GetTaskInfo(q.cfg.Queue, id)
+	if errors.Is(err, asynq.ErrQueueNotFound) {
+		// asynq's client registers a queue name in Redis once per process;
+		// a Redis that lost its data (restarted without persistence) lacks
+		// it while tasks flow. Register it again and look once more.
+		if err := q.rdb.SAdd(ctx, allQueuesKey, q.cfg.Queue).Err(); err != nil {
+			return detect.TaskInfo{}, unavailable(err)
+		}
+		t, err = q.inspector.GetTaskInfo(q.cfg.Queue, id)
+	}
 	if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
 		return detect.TaskInfo{}, detect.Errorf(detect.ENOTFOUND, "No task %s: it never existed or its result has expired.", id)
 	} else if err != nil {

@@ -10,8 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"mime/multipart"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"sync"
 	"testing"
@@ -56,7 +56,9 @@ func detector(t *testing.T) *yolo.Detector {
 }
 
 func TestMain(m *testing.M) {
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 4}))
+	slog.SetDefault(log)
+	asynq.RouteRedisLogs(log)
 	os.Exit(m.Run())
 }
 
@@ -74,8 +76,11 @@ type harness struct {
 	queue     *asynq.Queue
 	uploads   *upload.Dir
 	uploadDir string
-	api       *httptest.Server
+	api       *apiServer
 }
+
+// apiServer is the real API server (with its timeouts) on a loopback port.
+type apiServer struct{ URL string }
 
 func newHarness(t *testing.T, o options) *harness {
 	t.Helper()
@@ -93,8 +98,18 @@ func newHarness(t *testing.T, o options) *harness {
 	}
 	h.queue = asynq.NewQueue(h.rdb, o.queue)
 	t.Cleanup(func() { h.queue.Close() })
-	h.api = httptest.NewServer(apihttp.NewServer(o.api, h.queue, h.uploads))
-	t.Cleanup(h.api.Close)
+	srv := apihttp.NewServer(o.api, h.queue, h.uploads)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	h.api = &apiServer{URL: "http://" + l.Addr().String()}
 	return h
 }
 
@@ -251,3 +266,5 @@ func (g *gate) Detect(ctx context.Context, data []byte, p detect.Params) (*detec
 	}
 	return g.d.Detect(ctx, data, p)
 }
+
+func queueWithMax(n int) asynq.QueueConfig { return asynq.QueueConfig{MaxQueue: n} }

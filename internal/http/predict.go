@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"mime"
+	"mime/multipart"
 	"net/http"
 	"strings"
 	"unicode/utf8"
@@ -25,13 +26,13 @@ const (
 // parameters) before storing anything, saves it under a name the server
 // makes, enqueues a task and answers 202 with its id and Location.
 func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
-	data, filename, fields, err := s.readUpload(w, r)
+	u, err := s.readUpload(w, r)
 	if err != nil {
 		Error(w, r, s.log, err)
 		return
 	}
 	p, err := detect.ParseParams(func(name string) string {
-		if v, ok := fields[name]; ok {
+		if v, ok := u.fields[name]; ok {
 			return v
 		}
 		return r.URL.Query().Get(name)
@@ -40,16 +41,16 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 		Error(w, r, s.log, err)
 		return
 	}
-	if _, err := decode.Inspect(data, s.cfg.MaxPixels); err != nil {
+	if _, err := decode.Inspect(u.data, s.cfg.MaxPixels); err != nil {
 		Error(w, r, s.log, err)
 		return
 	}
-	ref, err := s.uploads.Save(r.Context(), data)
+	ref, err := s.uploads.Save(r.Context(), u.data)
 	if err != nil {
 		Error(w, r, s.log, err)
 		return
 	}
-	id, err := s.queue.Enqueue(r.Context(), detect.Job{Upload: ref, Filename: filename, Params: p})
+	id, err := s.queue.Enqueue(r.Context(), detect.Job{Upload: ref, Filename: u.filename, Params: p})
 	if err != nil {
 		if derr := s.uploads.Delete(context.WithoutCancel(r.Context()), ref); derr != nil {
 			s.log.Warn("deleting an upload that was not enqueued", "error", derr)
@@ -61,24 +62,35 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, detect.TaskInfo{ID: id, Status: detect.StatusPending})
 }
 
-// readUpload streams a multipart body: the image field into memory, up to
-// MaxUploadBytes for the whole body, and the small fields into a map. It
-// returns EINVALID for a body that is not multipart or has no image,
-// ETOOLARGE past the limit.
-func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (data []byte, filename string, fields map[string]string, err error) {
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if ct != "multipart/form-data" {
-		return nil, "", nil, detect.Errorf(detect.EINVALID, `POST /predict takes multipart/form-data with the image in the field "image".`)
-	}
+// upload is what a /predict body carries.
+type upload struct {
+	data     []byte
+	filename string            // the client's name for the file, sanitised
+	fields   map[string]string // the other form fields
+}
+
+// readUpload checks the request's framing and streams its body, at most
+// MaxUploadBytes, through parseUpload.
+func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (upload, error) {
 	if r.ContentLength > s.cfg.MaxUploadBytes {
-		return nil, "", nil, tooLarge(s.cfg.MaxUploadBytes)
+		return upload{}, tooLarge(s.cfg.MaxUploadBytes)
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes)
-	mr, err := r.MultipartReader()
-	if err != nil {
-		return nil, "", nil, detect.Errorf(detect.EINVALID, "The multipart body is malformed: %s.", safeText(err.Error()))
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes)
+	return parseUpload(body, r.Header.Get("Content-Type"), r.ContentLength, s.cfg.MaxUploadBytes)
+}
+
+// parseUpload reads a multipart body: the image field into memory and the
+// small fields into a map. body must stop at limit with an
+// *http.MaxBytesError. It returns EINVALID for a body that is not
+// multipart, is malformed or has no image, and ETOOLARGE past the limit.
+func parseUpload(body io.Reader, contentType string, contentLength, limit int64) (upload, error) {
+	var u upload
+	ct, params, _ := mime.ParseMediaType(contentType)
+	if ct != "multipart/form-data" || params["boundary"] == "" {
+		return u, detect.Errorf(detect.EINVALID, `POST /predict takes multipart/form-data with the image in the field "image".`)
 	}
-	fields = map[string]string{}
+	mr := multipart.NewReader(body, params["boundary"])
+	u.fields = map[string]string{}
 	found := false
 	for {
 		part, err := mr.NextPart()
@@ -86,41 +98,41 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (data []byte
 			break
 		}
 		if err != nil {
-			return nil, "", nil, bodyError(err, s.cfg.MaxUploadBytes)
+			return u, bodyError(err, limit)
 		}
 		name := part.FormName()
 		switch {
 		case name == "image":
 			if found {
-				return nil, "", nil, detect.Errorf(detect.EINVALID, `Send one image per request in the field "image".`)
+				return u, detect.Errorf(detect.EINVALID, `Send one image per request in the field "image".`)
 			}
 			found = true
-			filename = safeText(part.FileName())
+			u.filename = safeText(part.FileName())
 			var buf bytes.Buffer
-			if r.ContentLength > 0 {
-				buf.Grow(int(r.ContentLength))
+			if contentLength > 0 && contentLength <= limit {
+				buf.Grow(int(contentLength))
 			}
 			if _, err := buf.ReadFrom(part); err != nil {
-				return nil, "", nil, bodyError(err, s.cfg.MaxUploadBytes)
+				return u, bodyError(err, limit)
 			}
-			data = buf.Bytes()
-		case len(fields) < maxFields:
+			u.data = buf.Bytes()
+		case len(u.fields) < maxFields:
 			b, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
 			if err != nil {
-				return nil, "", nil, bodyError(err, s.cfg.MaxUploadBytes)
+				return u, bodyError(err, limit)
 			}
 			if len(b) > maxFieldBytes {
-				return nil, "", nil, detect.Errorf(detect.EINVALID, "The form field %q is too long.", safeText(name))
+				return u, detect.Errorf(detect.EINVALID, "The form field %q is too long.", safeText(name))
 			}
-			fields[name] = string(b)
+			u.fields[name] = string(b)
 		default:
-			return nil, "", nil, detect.Errorf(detect.EINVALID, "Too many form fields.")
+			return u, detect.Errorf(detect.EINVALID, "Too many form fields.")
 		}
 	}
 	if !found {
-		return nil, "", nil, detect.Errorf(detect.EINVALID, `No image: send the file in the multipart field "image" (curl -F image=@photo.jpg).`)
+		return u, detect.Errorf(detect.EINVALID, `No image: send the file in the multipart field "image" (curl -F image=@photo.jpg).`)
 	}
-	return data, filename, fields, nil
+	return u, nil
 }
 
 func tooLarge(limit int64) error {

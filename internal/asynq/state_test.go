@@ -1,0 +1,62 @@
+package asynq
+
+import (
+	"testing"
+
+	"github.com/hibiken/asynq"
+
+	"yoloserve/internal/detect"
+)
+
+func TestTaskInfoStates(t *testing.T) {
+	for _, tc := range []struct {
+		state asynq.TaskState
+		want  detect.Status
+	}{
+		{asynq.TaskStatePending, detect.StatusPending},
+		{asynq.TaskStateScheduled, detect.StatusPending},
+		{asynq.TaskStateAggregating, detect.StatusPending},
+		{asynq.TaskStateActive, detect.StatusStarted},
+		{asynq.TaskStateRetry, detect.StatusRetry},
+		{asynq.TaskStateCompleted, detect.StatusSuccess},
+		{asynq.TaskStateArchived, detect.StatusFailure},
+	} {
+		got := taskInfo(&asynq.TaskInfo{ID: "x", State: tc.state, Result: []byte(`{}`), LastErr: "The image is bad" + skipRetrySuffix})
+		if got.Status != tc.want {
+			t.Errorf("%v → %s, want %s", tc.state, got.Status, tc.want)
+		}
+		if (got.Result != nil) != (tc.want == detect.StatusSuccess) || (got.Error != "") != (tc.want == detect.StatusFailure) {
+			t.Errorf("%v: result %s, error %q", tc.state, got.Result, got.Error)
+		}
+		if tc.want == detect.StatusFailure && got.Error != "The image is bad" {
+			t.Errorf("failure message %q", got.Error)
+		}
+	}
+	if m := failureMessage("asynq: task lease expired"); m == "asynq: task lease expired" {
+		t.Errorf("asynq's own errors must be rephrased: %q", m)
+	}
+}
+
+func TestSentinelURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"redis-sentinel://h1:26379,h2:26379/mymaster/2": "redis-sentinel://h1:26379,h2:26379?db=2&master=mymaster",
+		"redis-sentinel://h1:26379?master=m":            "redis-sentinel://h1:26379?master=m",
+		"redis://localhost:6379/0":                      "redis://localhost:6379/0",
+		"unix:///run/redis.sock":                        "redis-socket:///run/redis.sock",
+	} {
+		if got := sentinelURL(in); got != want {
+			t.Errorf("sentinelURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+	opt, err := ConnOpt("redis-sentinel://h1:26379,h2:26379/mymaster/2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := opt.(asynq.RedisFailoverClientOpt)
+	if f.MasterName != "mymaster" || f.DB != 2 || len(f.SentinelAddrs) != 2 {
+		t.Errorf("%+v", f)
+	}
+	if _, err := ConnOpt("redis-sentinel://h1:26379"); err == nil {
+		t.Error("a sentinel URL without a master must be refused")
+	}
+}

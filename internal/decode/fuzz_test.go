@@ -1,0 +1,59 @@
+package decode
+
+import (
+	"testing"
+
+	"yoloserve/internal/detect"
+)
+
+// seeds are small real and broken images for the fuzz corpora.
+var seeds = [][]byte{
+	[]byte("\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x02\x00\x00\x00\x02\x08\x02\x00\x00\x00\xfd\xd4\x9as\x00\x00\x00\x12IDATx\x9cb\xf8\xcf\xc0\xc0\xf0\x1f\x00\x00\x00\xff\xff\x03\x00\x11\xfc\x03\xfd\x00\x00\x00\x00IEND\xaeB`\x82"),
+	{0xff, 0xd8, 0xff, 0xe1, 0x00, 0x1c, 'E', 'x', 'i', 'f', 0, 0, 'I', 'I', '*', 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0xff, 0xd9},
+	{0xff, 0xd8, 0xff, 0xc0, 0x00, 0x11, 8, 0xff, 0xff, 0xff, 0xff, 3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1, 0xff, 0xda, 0, 2, 0xff, 0xd9},
+	[]byte("GIF89a"),
+	nil,
+}
+
+// FuzzInspect: any bytes get a header or a typed client error, never a
+// panic, and an accepted header is within the limit.
+func FuzzInspect(f *testing.F) {
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h, err := Inspect(data, 1_000_000)
+		if err != nil {
+			if c := detect.ErrorCode(err); c != detect.EUNSUPPORTED && c != detect.ETOOLARGE {
+				t.Fatalf("code %q for %v", c, err)
+			}
+			return
+		}
+		if h.Width*h.Height > 1_000_000 || h.Width <= 0 || h.Height <= 0 || h.Orientation < 1 || h.Orientation > 8 {
+			t.Fatalf("accepted header %+v", h)
+		}
+	})
+}
+
+// FuzzDecode: the decoder entry turns any bytes into upright pixels of the
+// size the header promised, or a typed client error.
+func FuzzDecode(f *testing.F) {
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	d := &Decoder{MaxPixels: 1 << 18}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var img Image
+		h, err := d.Decode(data, &img)
+		if err != nil {
+			if c := detect.ErrorCode(err); c != detect.EUNSUPPORTED && c != detect.ETOOLARGE {
+				t.Fatalf("code %q for %v", c, err)
+			}
+			return
+		}
+		up := h.Upright()
+		if img.Width != up.Width || img.Height != up.Height || len(img.Pix) != up.Width*up.Height*3 {
+			t.Fatalf("header %+v, image %dx%d with %d bytes", h, img.Width, img.Height, len(img.Pix))
+		}
+	})
+}

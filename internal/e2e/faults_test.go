@@ -1,0 +1,310 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"yoloserve/internal/detect"
+	apihttp "yoloserve/internal/http"
+	"yoloserve/internal/onnx"
+	"yoloserve/internal/testenv"
+)
+
+// workerEnv is the environment of a worker process on h's Redis and
+// upload folder.
+func (h *harness) workerEnv(t *testing.T, extra ...string) []string {
+	t.Helper()
+	lib, err := onnx.FindLibrary("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib, _ = filepath.Abs(lib)
+	model, _ := filepath.Abs(testenv.Model(t, "yolov8n.onnx"))
+	return append([]string{
+		"REDIS_URL=" + h.redis.URL, "UPLOAD_DIR=" + h.uploadDir, "MODEL_PATH=" + model, "ORT_LIB=" + lib,
+		fmt.Sprintf("WORKER_ADDR=127.0.0.1:%d", testenv.FreePort(t)), "WORKER_CONCURRENCY=2", "ORT_THREADS=1",
+	}, extra...)
+}
+
+func (h *harness) status(id string) string {
+	s, _ := h.get("/result/" + id).body["status"].(string)
+	return s
+}
+
+// TestWorkerKilledMidTask kills a worker process with SIGKILL while it
+// runs tasks; another worker finishes every one of them.
+func TestWorkerKilledMidTask(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes about a minute: asynq's lease and recoverer")
+	}
+	h := newHarness(t, options{})
+	a := testenv.Start(t, "worker", h.workerEnv(t)...)
+	ids := make([]string, 8)
+	for i := range ids {
+		ids[i] = h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
+	}
+	testenv.Eventually(t, 30*time.Second, "worker A never started a task", func() bool {
+		for _, id := range ids {
+			if h.status(id) == "STARTED" {
+				return true
+			}
+		}
+		return false
+	})
+	a.Kill()
+	killed := time.Now()
+	inFlight := 0
+	for _, id := range ids {
+		if h.status(id) == "STARTED" {
+			inFlight++
+		}
+	}
+	testenv.Start(t, "worker", h.workerEnv(t)...)
+	for _, id := range ids {
+		deadline := time.Now().Add(150 * time.Second)
+		for !detect.Status(h.status(id)).Done() {
+			if time.Now().After(deadline) {
+				t.Fatalf("task %s still %s 150s after the kill", id, h.status(id))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if ti := h.result(id); ti.Status != detect.StatusSuccess {
+			t.Errorf("task %s: %s %s", id, ti.Status, ti.Error)
+		}
+	}
+	t.Logf("worker killed with %d tasks in flight; all %d tasks SUCCESS %.1fs after the kill", inFlight, len(ids), time.Since(killed).Seconds())
+	testenv.Eventually(t, 5*time.Second, "uploads left behind", func() bool { return len(h.uploadsLeft()) == 0 })
+}
+
+// TestWorkerSIGTERMFinishesRunningTasks: a worker asked to stop finishes
+// what it runs, then exits 0.
+func TestWorkerSIGTERMFinishesRunningTasks(t *testing.T) {
+	h := newHarness(t, options{})
+	w := testenv.Start(t, "worker", h.workerEnv(t)...)
+	ids := []string{h.submit(testenv.ReadImage(t, "bus.jpg"), nil), h.submit(testenv.ReadImage(t, "zidane.jpg"), nil)}
+	testenv.Eventually(t, 30*time.Second, "the worker never started a task", func() bool { return h.status(ids[0]) == "STARTED" })
+	w.Signal(syscall.SIGTERM)
+	if err := w.Wait(t, 30*time.Second); err != nil {
+		t.Errorf("worker exit: %v\n%s", err, w.Output())
+	}
+	if s := h.status(ids[0]); s != "SUCCESS" {
+		t.Errorf("the running task ended %s", s)
+	}
+}
+
+// TestWorkerRefusesBadModelOrLibrary: a missing or corrupt model or
+// library stops the worker at start with a message naming the file.
+func TestWorkerRefusesBadModelOrLibrary(t *testing.T) {
+	h := newHarness(t, options{})
+	dir := t.TempDir()
+	corrupt := filepath.Join(dir, "corrupt.onnx")
+	os.WriteFile(corrupt, []byte("not a model"), 0o644)
+	badLib := filepath.Join(dir, "libonnxruntime.so.1")
+	os.WriteFile(badLib, []byte("not a library"), 0o644)
+	for _, tc := range []struct{ name, env, file string }{
+		{"missing model", "MODEL_PATH=" + filepath.Join(dir, "nope.onnx"), filepath.Join(dir, "nope.onnx")},
+		{"corrupt model", "MODEL_PATH=" + corrupt, corrupt},
+		{"missing library", "ORT_LIB=" + filepath.Join(dir, "nope.so"), filepath.Join(dir, "nope.so")},
+		{"corrupt library", "ORT_LIB=" + badLib, badLib},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := testenv.Start(t, "worker", append(h.workerEnv(t), tc.env)...)
+			if err := w.Wait(t, 30*time.Second); err == nil {
+				t.Fatal("worker started")
+			}
+			if out := w.Output(); !strings.Contains(out, tc.file) || strings.Contains(out, "goroutine ") {
+				t.Errorf("output should name %s without a trace:\n%s", tc.file, out)
+			}
+		})
+	}
+}
+
+// panicky panics on one parameter value, and detects otherwise.
+type panicky struct {
+	d interface {
+		Detect(context.Context, []byte, detect.Params) (*detect.Result, error)
+	}
+}
+
+func (p panicky) Detect(ctx context.Context, data []byte, params detect.Params) (*detect.Result, error) {
+	if params.Conf == 0.123 {
+		panic("injected fault")
+	}
+	return p.d.Detect(ctx, data, params)
+}
+
+func TestPanicFailsOnlyThatTask(t *testing.T) {
+	h := newHarness(t, options{})
+	h.startWorker(panicky{detector(t)}, 2)
+	bad := h.submit(testenv.ReadImage(t, "bus.jpg"), map[string]string{"conf": "0.123"})
+	good := h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
+	ti := h.result(bad)
+	if ti.Status != detect.StatusFailure || !strings.Contains(ti.Error, "Internal error") || strings.Contains(ti.Error, "injected") {
+		t.Errorf("panicking task: %+v", ti)
+	}
+	if ti := h.result(good); ti.Status != detect.StatusSuccess {
+		t.Errorf("the other task: %+v", ti)
+	}
+	if ti := h.result(h.submit(testenv.ReadImage(t, "zidane.jpg"), nil)); ti.Status != detect.StatusSuccess {
+		t.Errorf("a task after the panic: %+v", ti)
+	}
+}
+
+// TestRedisDownAndBack: with Redis down the API answers 503 with
+// Retry-After within a few seconds and both readiness checks fail; when it
+// is back everything works again without a restart.
+func TestRedisDownAndBack(t *testing.T) {
+	h := newHarness(t, options{})
+	h.startWorker(detector(t), 1)
+	workerHealth := httptest.NewServer(apihttp.HealthHandler(func(ctx context.Context) error { return h.rdb.Ping(ctx).Err() }, nil))
+	defer workerHealth.Close()
+	if ti := h.result(h.submit(testenv.ReadImage(t, "bus.jpg"), nil)); ti.Status != detect.StatusSuccess {
+		t.Fatalf("before the outage: %+v", ti)
+	}
+
+	h.redis.Stop()
+	start := time.Now()
+	r := h.post(testenv.ReadImage(t, "bus.jpg"), "bus.jpg", nil, "")
+	took := time.Since(start)
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" || took > 5*time.Second {
+		t.Errorf("POST with Redis down: %d %s (Retry-After %q) after %v", r.status, r.raw, r.header.Get("Retry-After"), took)
+	}
+	if r := h.get("/readyz"); r.status != http.StatusServiceUnavailable {
+		t.Errorf("API /readyz with Redis down: %d", r.status)
+	}
+	if resp, err := http.Get(workerHealth.URL + "/readyz"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("worker /readyz with Redis down: %v %v", resp, err)
+	}
+	if r := h.get("/result/00000000-0000-0000-0000-000000000000"); r.status != http.StatusServiceUnavailable {
+		t.Errorf("GET /result with Redis down: %d", r.status)
+	}
+	if left := h.uploadsLeft(); len(left) != 0 {
+		t.Errorf("refused upload kept: %v", left)
+	}
+	t.Logf("503 answered %v after the request with Redis down", took.Round(time.Millisecond))
+
+	h.redis.Start()
+	back := time.Now()
+	var id string
+	testenv.Eventually(t, 20*time.Second, "API did not accept again after Redis came back", func() bool {
+		r := h.post(testenv.ReadImage(t, "bus.jpg"), "bus.jpg", nil, "")
+		if r.status == http.StatusAccepted {
+			id = r.body["task_id"].(string)
+			return true
+		}
+		return false
+	})
+	if ti := h.result(id); ti.Status != detect.StatusSuccess {
+		t.Errorf("after the outage: %+v", ti)
+	}
+	t.Logf("after Redis restarted: accepting again and the task SUCCESS within %v", time.Since(back).Round(time.Millisecond))
+}
+
+// TestBackPressure: past MAX_QUEUE waiting tasks, 503 with Retry-After.
+func TestBackPressure(t *testing.T) {
+	h := newHarness(t, options{queue: queueWithMax(3)})
+	jpg := testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90)
+	for i := 0; i < 3; i++ {
+		h.submit(jpg, nil)
+	}
+	r := h.post(jpg, "x.jpg", nil, "")
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" || !strings.Contains(r.body["error"].(string), "full") {
+		t.Errorf("4th task: %d %s", r.status, r.raw)
+	}
+	if n := len(h.uploadsLeft()); n != 3 {
+		t.Errorf("%d uploads stored, want the 3 accepted", n)
+	}
+	// A worker drains the queue; submissions are accepted again.
+	h.startWorker(detector(t), 2)
+	testenv.Eventually(t, 30*time.Second, "queue never drained", func() bool {
+		return h.post(jpg, "x.jpg", nil, "").status == http.StatusAccepted
+	})
+}
+
+func TestAPIKeys(t *testing.T) {
+	h := newHarness(t, options{api: apihttp.Config{APIKeys: []string{"s3cret", "other"}}})
+	jpg := testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90)
+	send := func(auth string) int {
+		body, ct := multipartBody(t, "image", "x.jpg", jpg, nil)
+		req, _ := http.NewRequest(http.MethodPost, h.api.URL+"/predict", body)
+		req.Header.Set("Content-Type", ct)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		return h.do(req).status
+	}
+	for auth, want := range map[string]int{"": 401, "Bearer wrong": 401, "Bearer s3cre": 401, "Basic s3cret": 401, "Bearer s3cret": 202, "bearer other": 202} {
+		if got := send(auth); got != want {
+			t.Errorf("Authorization %q: %d, want %d", auth, got, want)
+		}
+	}
+	if r := h.get("/result/abc"); r.status != 401 {
+		t.Errorf("GET /result without a key: %d", r.status)
+	}
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if r := h.get(p); r.status != 200 {
+			t.Errorf("%s must stay open: %d", p, r.status)
+		}
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	h := newHarness(t, options{api: apihttp.Config{RateLimit: 1, RateBurst: 3}})
+	codes := map[int]int{}
+	var retryAfter string
+	for i := 0; i < 6; i++ {
+		r := h.get("/result/00000000-0000-0000-0000-000000000000")
+		codes[r.status]++
+		if r.status == http.StatusTooManyRequests {
+			retryAfter = r.header.Get("Retry-After")
+		}
+	}
+	if codes[404] < 3 || codes[429] < 2 || retryAfter == "" {
+		t.Errorf("statuses %v, Retry-After %q; want the burst of 3 then 429s", codes, retryAfter)
+	}
+}
+
+// TestSlowClient: a client that never finishes its headers is cut off.
+func TestSlowClient(t *testing.T) {
+	h := newHarness(t, options{})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.api.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /predict HTTP/1.1\r\nHost: x\r\n") // and nothing more
+	start := time.Now()
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var closed atomic.Bool
+	buf := make([]byte, 512)
+	for {
+		if _, err := conn.Read(buf); err != nil {
+			closed.Store(true)
+			break
+		}
+	}
+	if d := time.Since(start); !closed.Load() || d > 15*time.Second {
+		t.Errorf("slow client held the connection %v", d)
+	}
+}
+
+func TestUploadFolderNeverServed(t *testing.T) {
+	h := newHarness(t, options{})
+	h.submit(testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90), nil)
+	name := h.uploadsLeft()[0]
+	for _, p := range []string{"/uploads/" + name, "/" + name, "/result/../uploads/" + name, "/static/" + name} {
+		if r := h.get(p); r.status != http.StatusNotFound {
+			t.Errorf("GET %s: %d", p, r.status)
+		}
+	}
+}

@@ -1,0 +1,128 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"yoloserve/internal/asynq"
+	"yoloserve/internal/detect"
+	"yoloserve/internal/testenv"
+)
+
+// TestFailuresExpire: the janitor deletes FAILURE tasks past RESULT_TTL,
+// as asynq's retention does for results.
+func TestFailuresExpire(t *testing.T) {
+	h := newHarness(t, options{})
+	h.startWorker(detector(t), 1)
+	id := h.submit(brokenPNG(t), nil)
+	if ti := h.result(id); ti.Status != detect.StatusFailure {
+		t.Fatalf("%+v", ti)
+	}
+	if n, err := asynq.ExpireFailures(h.rdb, "detect", time.Hour); err != nil || n != 0 {
+		t.Fatalf("a fresh failure was expired: %d %v", n, err)
+	}
+	if n, err := asynq.ExpireFailures(h.rdb, "detect", 0); err != nil || n != 1 {
+		t.Fatalf("ExpireFailures: %d %v", n, err)
+	}
+	if r := h.get("/result/" + id); r.status != http.StatusNotFound {
+		t.Errorf("expired failure: %d %s", r.status, r.raw)
+	}
+}
+
+// usedMemory reads Redis's used_memory.
+func usedMemory(t *testing.T, h *harness) int64 {
+	info, err := h.rdb.Info(context.Background(), "memory").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	t.Fatal("no used_memory")
+	return 0
+}
+
+// TestSoak runs YOLOSERVE_SOAK tasks (make soak: 10000) through the API
+// and a worker, then checks that UPLOAD_DIR is empty and that Redis memory
+// returns to where it started once results expire.
+func TestSoak(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("YOLOSERVE_SOAK"))
+	if n <= 0 {
+		t.Skip("set YOLOSERVE_SOAK=N (make soak) to run N tasks")
+	}
+	ttl := 5 * time.Second
+	h := newHarness(t, options{queue: asynq.QueueConfig{ResultTTL: ttl, MaxQueue: n + 1}})
+	h.startWorker(detector(t), 2)
+	images := [][]byte{testenv.ReadImage(t, "bus.jpg"), testenv.ReadImage(t, "zidane.jpg"), brokenPNG(t)}
+	// Warm up: the first tasks load asynq's Lua scripts and create its
+	// counters, memory that stays; measure from after their expiry.
+	for _, img := range images {
+		h.result(h.submit(img, nil))
+	}
+	testenv.Eventually(t, 30*time.Second, "warm-up results did not expire", func() bool {
+		asynq.ExpireFailures(h.rdb, "detect", ttl)
+		n, _ := h.rdb.Exists(context.Background(), "asynq:{detect}:completed", "asynq:{detect}:archived").Result()
+		return n == 0
+	})
+	time.Sleep(ttl)
+	before := usedMemory(t, h)
+	keysBefore := h.rdb.DBSize(context.Background()).Val()
+	start := time.Now()
+	ids := make(chan string, 64)
+	var wg sync.WaitGroup
+	var failures, successes int
+	var mu sync.Mutex
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range ids {
+				ti := h.result(id)
+				mu.Lock()
+				if ti.Status == detect.StatusSuccess {
+					successes++
+				} else {
+					failures++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		ids <- h.submit(images[i%len(images)], nil)
+	}
+	close(ids)
+	wg.Wait()
+	took := time.Since(start)
+	peak := usedMemory(t, h)
+	testenv.Eventually(t, 10*time.Second, "uploads left after the soak", func() bool { return len(h.uploadsLeft()) == 0 })
+	// Results expire after RESULT_TTL (asynq's janitor runs every 8s);
+	// failures after the service's janitor.
+	var after int64
+	defer func() {
+		if t.Failed() {
+			keys, _ := h.rdb.Keys(context.Background(), "*").Result()
+			t.Logf("before %d, after %d; keys: %v", before, after, keys)
+		}
+	}()
+	testenv.Eventually(t, 60*time.Second, "Redis memory did not come back", func() bool {
+		asynq.ExpireFailures(h.rdb, "detect", ttl)
+		after = usedMemory(t, h)
+		return after <= before+1<<20 && h.rdb.DBSize(context.Background()).Val() == keysBefore
+	})
+	wantFail := n / len(images)
+	if failures != wantFail || successes != n-wantFail {
+		t.Errorf("%d SUCCESS, %d FAILURE; want %d and %d", successes, failures, n-wantFail, wantFail)
+	}
+	t.Logf("soak: %d tasks in %v (%.1f/s): %d SUCCESS, %d FAILURE (undecodable on purpose), 0 lost; uploads left 0; Redis keys %d before and after; used_memory %d KiB before, %d KiB at the end of the run, %d KiB after expiry",
+		n, took.Round(time.Second), float64(n)/took.Seconds(), successes, failures, keysBefore, before>>10, peak>>10, after>>10)
+}

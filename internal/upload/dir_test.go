@@ -1,0 +1,66 @@
+package upload
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"yoloserve/internal/detect"
+)
+
+func TestDirSaveLoadDelete(t *testing.T) {
+	d, err := NewDir(filepath.Join(t.TempDir(), "uploads"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ref, err := d.Save(ctx, []byte("data"))
+	if err != nil || !refPattern.MatchString(ref) {
+		t.Fatalf("Save: %q %v", ref, err)
+	}
+	if b, err := d.Load(ctx, ref); err != nil || string(b) != "data" {
+		t.Fatalf("Load: %q %v", b, err)
+	}
+	if err := d.Delete(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Load(ctx, ref); detect.ErrorCode(err) != detect.ENOTFOUND {
+		t.Errorf("Load after Delete: %v", err)
+	}
+	// Names that are not Save's are never opened.
+	for _, bad := range []string{"../../etc/passwd", "/etc/passwd", "x.upload", ""} {
+		if _, err := d.Load(ctx, bad); detect.ErrorCode(err) != detect.ENOTFOUND {
+			t.Errorf("Load(%q): %v", bad, err)
+		}
+	}
+}
+
+func TestSweepRemovesOnlyOldOrphans(t *testing.T) {
+	dir := t.TempDir()
+	d, err := NewDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	old, _ := d.Save(ctx, []byte("old"))
+	fresh, _ := d.Save(ctx, []byte("fresh"))
+	tmp := filepath.Join(dir, ".tmp-123")
+	os.WriteFile(tmp, nil, 0o600)
+	other := filepath.Join(dir, "README")
+	os.WriteFile(other, nil, 0o600)
+	past := time.Now().Add(-3 * time.Hour)
+	for _, p := range []string{filepath.Join(dir, old), tmp, other} {
+		os.Chtimes(p, past, past)
+	}
+	n, err := d.Sweep(2 * time.Hour)
+	if err != nil || n != 2 {
+		t.Fatalf("Sweep removed %d (%v), want the old upload and temp file", n, err)
+	}
+	for p, want := range map[string]bool{filepath.Join(dir, old): false, tmp: false, filepath.Join(dir, fresh): true, other: true} {
+		if _, err := os.Stat(p); (err == nil) != want {
+			t.Errorf("%s exists: %v, want %v", p, err == nil, want)
+		}
+	}
+}
