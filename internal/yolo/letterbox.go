@@ -164,7 +164,8 @@ func grow[T any](b []T, n int) []T {
 	return make([]T, n)
 }
 
-// linear is cv::resize(INTER_LINEAR) for 8-bit, 3-channel images.
+// linear is cv::resize(INTER_LINEAR) for 8-bit, 3-channel images, fused
+// with the conversion to normalised planes.
 func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32) {
 	sw, sh, dw, dh := img.Width, img.Height, lb.NewW, lb.NewH
 	rz.xofs, rz.alpha = grow(rz.xofs, dw), grow(rz.alpha, 2*dw)
@@ -183,22 +184,35 @@ func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32) {
 	if width-vec > 8 {
 		vec += 8
 	}
-	out := grow(rz.scratch, width)
-	rz.scratch = out
+	plane := lb.DstW * lb.DstH
 	for y := 0; y < dh; y++ {
 		sy := int(rz.yofs[y])
 		r0 := rz.hrow(img, min(max(sy, 0), sh-1))
 		r1 := rz.hrow(img, min(max(sy+1, 0), sh-1))
 		b0, b1 := int32(rz.beta[2*y]), int32(rz.beta[2*y+1])
-		for x := 0; x < vec; x++ {
-			v := ((b0*(r0[x]>>4))>>16 + (b1*(r1[x]>>4))>>16 + 2) >> 2
-			out[x] = byte(min(max(v, 0), 255))
+		o := (lb.Top+y)*lb.DstW + lb.Left
+		pr := dst[o : o+dw]
+		pg := dst[plane+o : plane+o+dw]
+		pb := dst[2*plane+o : 2*plane+o+dw]
+		r0, r1 = r0[:width], r1[:width]
+		vx := vec / 3 // whole pixels in the vector part
+		for x := 0; x < vx; x++ {
+			i := 3 * x
+			pr[x] = lut[((b0*(r0[i]>>4))>>16+(b1*(r1[i]>>4))>>16+2)>>2]
+			pg[x] = lut[((b0*(r0[i+1]>>4))>>16+(b1*(r1[i+1]>>4))>>16+2)>>2]
+			pb[x] = lut[((b0*(r0[i+2]>>4))>>16+(b1*(r1[i+2]>>4))>>16+2)>>2]
 		}
-		for x := vec; x < width; x++ {
-			v := (r0[x]*b0 + r1[x]*b1 + 1<<(2*coefBits-1)) >> (2 * coefBits)
-			out[x] = byte(min(max(v, 0), 255))
+		planes := [3][]float32{pr, pg, pb}
+		for i := 3 * vx; i < width; i++ {
+			var v int32
+			if i < vec {
+				v = ((b0*(r0[i]>>4))>>16 + (b1*(r1[i]>>4))>>16 + 2) >> 2
+			} else {
+				v = (r0[i]*b0 + r1[i]*b1 + 1<<(2*coefBits-1)) >> (2 * coefBits)
+			}
+			// The weights sum to 2048, so v stays within 0–255.
+			planes[i%3][i/3] = lut[v]
 		}
-		lb.store(dst, y, out)
 	}
 }
 
@@ -219,14 +233,17 @@ func (rz *resizer) hrow(img *decode.Image, sy int) []int32 {
 	row := rz.rows[k]
 	src := img.Pix[sy*img.Width*3 : (sy+1)*img.Width*3]
 	last := img.Width - 1
-	for x := 0; x < len(row)/3; x++ {
-		sx := int(rz.xofs[x])
-		sx1 := min(sx+1, last)
-		a0, a1 := int32(rz.alpha[2*x]), int32(rz.alpha[2*x+1])
-		p, q := src[3*sx:3*sx+3], src[3*sx1:3*sx1+3]
-		row[3*x] = int32(p[0])*a0 + int32(q[0])*a1
-		row[3*x+1] = int32(p[1])*a0 + int32(q[1])*a1
-		row[3*x+2] = int32(p[2])*a0 + int32(q[2])*a1
+	n := len(row) / 3
+	xofs, alpha := rz.xofs[:n], rz.alpha[:2*n]
+	for x, sx32 := range xofs {
+		sx := int(sx32)
+		p := src[3*sx : 3*sx+3]
+		q := src[3*min(sx+1, last):][:3]
+		a0, a1 := int32(alpha[2*x]), int32(alpha[2*x+1])
+		out := row[3*x : 3*x+3]
+		out[0] = int32(p[0])*a0 + int32(q[0])*a1
+		out[1] = int32(p[1])*a0 + int32(q[1])*a1
+		out[2] = int32(p[2])*a0 + int32(q[2])*a1
 	}
 	rz.rowSrc[k] = sy
 	return row

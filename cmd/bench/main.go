@@ -1,0 +1,71 @@
+// Command bench measures the service against the bare ONNX Runtime floor:
+// make bench prints a table and writes bench/results.json.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"yoloserve/internal/bench"
+	"yoloserve/internal/onnx"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	shared := filepath.Join("..", "shared")
+	model := flag.String("model", envOr("MODEL_PATH", filepath.Join(shared, "models", "yolov8n.onnx")), "float32 static model")
+	dynamic := flag.String("dynamic", filepath.Join(shared, "models", "yolov8n-dynamic.onnx"), "dynamic-batch model (empty: skip)")
+	images := flag.String("images", filepath.Join(shared, "images"), "folder of photos")
+	bin := flag.String("bin", "bin", "folder with api and worker")
+	out := flag.String("out", "bench/results.json", "JSON report")
+	load := flag.Duration("load", 6*time.Second, "duration of each load level")
+	flag.Parse()
+
+	lib, err := onnx.FindLibrary(os.Getenv("ORT_LIB"))
+	if err != nil {
+		return err
+	}
+	if err := onnx.Init(lib); err != nil {
+		return err
+	}
+	paths, err := filepath.Glob(filepath.Join(*images, "*"))
+	if err != nil {
+		return err
+	}
+	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
+	cfg := bench.Config{Model: abs(*model), Library: abs(lib), Images: paths, BinDir: abs(*bin), Load: *load, Out: os.Stdout}
+	if *dynamic != "" {
+		cfg.Dynamic = abs(*dynamic)
+	}
+	start := time.Now()
+	rep, err := bench.Run(cfg)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	if err := os.WriteFile(*out, b, 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("== done in %v; wrote %s\n", time.Since(start).Round(time.Second), *out)
+	return nil
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

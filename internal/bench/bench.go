@@ -1,0 +1,120 @@
+// Package bench measures the service against its floor, the bare ONNX
+// Runtime session: the floor at several thread counts, the detector's
+// stages, and the real processes (API, worker, Redis) under load. make
+// bench prints its table and writes its JSON.
+package bench
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"time"
+)
+
+// Config says what to measure. Zero values mean defaults.
+type Config struct {
+	Model     string        // the float32 static model
+	Dynamic   string        // the dynamic-batch model (batching figures)
+	Images    []string      // photos to run
+	BinDir    string        // where bin/api and bin/worker are
+	Library   string        // ONNX Runtime library
+	Load      time.Duration // how long each load level runs (default 6s)
+	FloorRuns int           // timed runs per floor figure (default 20)
+	Out       io.Writer     // the table (default: none)
+}
+
+// Report is everything make bench measured; it is written as JSON.
+type Report struct {
+	Machine  string        `json:"machine"`
+	Floor    []FloorResult `json:"floor"`
+	Stages   []StageResult `json:"stages"`
+	Decoders []StageResult `json:"decoders"`
+	Batching []FloorResult `json:"batching"`
+	Workers  []WorkerRun   `json:"workers"`
+	Upload   UploadResult  `json:"upload"`
+	Ratios   []Ratio       `json:"ratios"`
+}
+
+// FloorResult is one bare-session figure.
+type FloorResult struct {
+	Name       string  `json:"name"`
+	Sessions   int     `json:"sessions"`
+	Threads    int     `json:"threads"`
+	Batch      int     `json:"batch"`
+	MedianMS   float64 `json:"median_ms"` // per run
+	PerImageMS float64 `json:"per_image_ms"`
+	ImagesPerS float64 `json:"images_per_s"`
+}
+
+// StageResult is the detector's median stage times on one image.
+type StageResult struct {
+	Image       string  `json:"image"`
+	Decoder     string  `json:"decoder"`
+	Pixels      int     `json:"pixels"`
+	DecodeMS    float64 `json:"decode_ms"`
+	PreMS       float64 `json:"preprocess_ms"`
+	InferenceMS float64 `json:"inference_ms"`
+	PostMS      float64 `json:"postprocess_ms"`
+	Overhead    float64 `json:"overhead_ratio"` // (decode+pre+post) / inference
+}
+
+// WorkerRun is the system measured with one worker configuration.
+type WorkerRun struct {
+	Concurrency   int         `json:"concurrency"`
+	Threads       int         `json:"threads"`
+	ServiceMS     float64     `json:"service_ms"`      // worker: upload read → result written, mean
+	IdleLatencyMS float64     `json:"idle_latency_ms"` // POST until the result is readable, median, one client
+	Loads         []LoadLevel `json:"loads"`
+	PeakRSSMiB    float64     `json:"peak_rss_mib"`
+}
+
+// LoadLevel is throughput and latency at a number of concurrent clients.
+type LoadLevel struct {
+	Clients    int     `json:"clients"`
+	ImagesPerS float64 `json:"images_per_s"`
+	P50MS      float64 `json:"p50_ms"`
+	P95MS      float64 `json:"p95_ms"`
+	P99MS      float64 `json:"p99_ms"`
+	Errors     int     `json:"errors"`
+}
+
+// UploadResult is the API's intake with workers paused.
+type UploadResult struct {
+	Bytes      int     `json:"bytes"`
+	Clients    int     `json:"clients"`
+	AcceptedPS float64 `json:"accepted_per_s"`
+	P50MS      float64 `json:"p50_ms"`
+	P99MS      float64 `json:"p99_ms"`
+	Errors     int     `json:"errors"`
+}
+
+// Ratio is a figure against its target.
+type Ratio struct {
+	Name   string  `json:"name"`
+	Value  float64 `json:"value"`
+	Target string  `json:"target"`
+	Met    bool    `json:"met"`
+}
+
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return math.NaN()
+	}
+	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return percentile(s, 50)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func (c *Config) printf(format string, args ...any) {
+	if c.Out != nil {
+		fmt.Fprintf(c.Out, format, args...)
+	}
+}

@@ -1,0 +1,168 @@
+package bench
+
+import (
+	"bytes"
+	"fmt"
+	"image"
+	"image/jpeg"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"yoloserve/internal/decode"
+	"yoloserve/internal/turbojpeg"
+)
+
+// Run measures everything and returns the report.
+func Run(cfg Config) (*Report, error) {
+	if cfg.Load <= 0 {
+		cfg.Load = 6 * time.Second
+	}
+	if cfg.FloorRuns <= 0 {
+		cfg.FloorRuns = 20
+	}
+	rep := &Report{Machine: fmt.Sprintf("%s/%s, %d CPUs", runtime.GOOS, runtime.GOARCH, runtime.NumCPU())}
+	cfg.printf("== floor: bare ONNX Runtime session (%s)\n", cfg.Model)
+	ncpu := runtime.NumCPU()
+	for _, f := range [][3]int{{1, 1, 1}, {1, 2, 1}, {1, ncpu, 1}, {ncpu, 1, 1}, {ncpu / 2, 2, 1}} {
+		if f[0] < 1 || f[1] < 1 {
+			continue
+		}
+		r, err := floor(&cfg, cfg.Model, f[0], f[1], f[2], cfg.FloorRuns)
+		if err != nil {
+			return nil, err
+		}
+		rep.Floor = append(rep.Floor, r)
+		cfg.printf("  %-34s %7.1f ms/run  %6.1f img/s\n", r.Name, r.MedianMS, r.ImagesPerS)
+	}
+	if cfg.Dynamic != "" {
+		cfg.printf("== batching: bare session on the dynamic model\n")
+		for _, b := range []int{1, 4, 8} {
+			r, err := floor(&cfg, cfg.Dynamic, 1, ncpu, b, max(3, cfg.FloorRuns/b))
+			if err != nil {
+				return nil, err
+			}
+			rep.Batching = append(rep.Batching, r)
+			cfg.printf("  %-34s %7.1f ms/run  %6.1f ms/img  %6.1f img/s\n", r.Name, r.MedianMS, r.PerImageMS, r.ImagesPerS)
+		}
+	}
+
+	turbo, err := turbojpeg.Open("")
+	if err != nil {
+		return nil, fmt.Errorf("bench needs libjpeg-turbo: %w", err)
+	}
+	cfg.printf("== detector stages, one image at a time, 2 threads (median ms)\n")
+	cfg.printf("  %-16s %-14s %8s %8s %8s %9s %8s %9s\n", "image", "decoder", "pixels", "decode", "letterbox", "inference", "nms", "overhead")
+	for _, dec := range []decode.JPEGDecoder{turbo, decode.GoJPEG{}} {
+		rs, err := stages(&cfg, dec, 7)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rs {
+			cfg.printf("  %-16s %-14s %8d %8.2f %8.2f %9.2f %8.2f %8.1f%%\n", r.Image, r.Decoder, r.Pixels, r.DecodeMS, r.PreMS, r.InferenceMS, r.PostMS, 100*r.Overhead)
+		}
+		if dec == turbo {
+			rep.Stages = rs
+		} else {
+			rep.Decoders = rs
+		}
+	}
+
+	cfg.printf("== the service: redis-server, bin/api, bin/worker as processes\n")
+	sys, err := newSystem(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer sys.stop()
+	var bodies []body
+	for _, p := range cfg.Images {
+		if strings.HasSuffix(p, ".jpg") {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return nil, err
+			}
+			bodies = append(bodies, newBody(data))
+		}
+	}
+	for _, wc := range [][2]int{{1, ncpu}, {ncpu, 1}, {ncpu, 2}} {
+		run, err := sys.measureWorker(bodies, wc[0], wc[1], []int{1, 4, 16})
+		if err != nil {
+			return nil, err
+		}
+		rep.Workers = append(rep.Workers, run)
+		cfg.printf("  worker %dx%d threads: service %.1f ms, idle POST→result %.1f ms, peak RSS %.0f MiB\n",
+			wc[0], wc[1], run.ServiceMS, run.IdleLatencyMS, run.PeakRSSMiB)
+	}
+	up := jpegOfSize(100 << 10)
+	rep.Upload = sys.measureUpload(up, 32, 5*time.Second)
+	cfg.printf("== API intake, workers paused: %d-byte JPEG, %d clients: %.0f accepted/s, p50 %.1f ms, p99 %.1f ms, errors %d\n",
+		rep.Upload.Bytes, rep.Upload.Clients, rep.Upload.AcceptedPS, rep.Upload.P50MS, rep.Upload.P99MS, rep.Upload.Errors)
+	rep.ratios()
+	cfg.printf("== ratios\n")
+	for _, r := range rep.Ratios {
+		met := "MET"
+		if !r.Met {
+			met = "not met"
+		}
+		cfg.printf("  %-58s %8.3f  target %-8s %s\n", r.Name, r.Value, r.Target, met)
+	}
+	return rep, nil
+}
+
+func (rep *Report) floorFor(sessions, threads int) FloorResult {
+	for _, f := range rep.Floor {
+		if f.Sessions == sessions && f.Threads == threads && f.Batch == 1 {
+			return f
+		}
+	}
+	return FloorResult{}
+}
+
+func (rep *Report) ratios() {
+	best := 0.0
+	for _, f := range rep.Floor {
+		best = max(best, f.ImagesPerS)
+	}
+	add := func(name string, v float64, target string, met bool) {
+		rep.Ratios = append(rep.Ratios, Ratio{Name: name, Value: v, Target: target, Met: met})
+	}
+	worst := 0.0
+	for _, s := range rep.Stages {
+		if s.Pixels <= 2_000_000 {
+			worst = max(worst, s.Overhead)
+		}
+	}
+	add("detector (decode+letterbox+nms)/inference, worst ≤2 MP JPEG", worst, "≤ 0.15", worst <= 0.15)
+	for _, w := range rep.Workers {
+		bare := rep.floorFor(1, w.Threads).MedianMS
+		add(fmt.Sprintf("worker %dx%d: service time / bare %d-thread session", w.Concurrency, w.Threads, w.Threads), w.ServiceMS/bare, "≤ 1.15", w.ServiceMS/bare <= 1.15)
+		idleBare := rep.floorFor(1, 2).MedianMS
+		add(fmt.Sprintf("worker %dx%d: idle POST→result / bare 2-thread session", w.Concurrency, w.Threads), w.IdleLatencyMS/idleBare, "≤ 1.30", w.IdleLatencyMS/idleBare <= 1.30)
+		for _, l := range w.Loads {
+			if l.Clients == 16 {
+				add(fmt.Sprintf("worker %dx%d: 16-client throughput / best bare", w.Concurrency, w.Threads), l.ImagesPerS/best, "≥ 0.90", l.ImagesPerS/best >= 0.90)
+			}
+		}
+		add(fmt.Sprintf("worker %dx%d: peak RSS MiB", w.Concurrency, w.Threads), w.PeakRSSMiB, "≤ 400", w.PeakRSSMiB <= 400)
+	}
+	add("API accepted 100 KB uploads per second", rep.Upload.AcceptedPS, "≥ 1000", rep.Upload.AcceptedPS >= 1000)
+	add("API upload p99 ms", rep.Upload.P99MS, "≤ 50", rep.Upload.P99MS <= 50)
+}
+
+// jpegOfSize makes a noisy photo-like JPEG of at least n bytes.
+func jpegOfSize(n int) []byte {
+	for side := 128; ; side += 32 {
+		m := image.NewRGBA(image.Rect(0, 0, side, side))
+		r := rand.New(rand.NewPCG(1, 2))
+		for i := range m.Pix {
+			m.Pix[i] = byte(i/4%side + r.IntN(64))
+		}
+		var b bytes.Buffer
+		jpeg.Encode(&b, m, &jpeg.Options{Quality: 90})
+		if b.Len() >= n {
+			return b.Bytes()
+		}
+	}
+}

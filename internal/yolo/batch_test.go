@@ -1,0 +1,74 @@
+package yolo_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"yoloserve/internal/detect"
+	"yoloserve/internal/testenv"
+	"yoloserve/internal/yolo"
+)
+
+// TestBatchingGivesUnbatchedResults runs the dynamic-batch model with
+// batching on, many images at once, and checks every result against the
+// same model run one image at a time.
+func TestBatchingGivesUnbatchedResults(t *testing.T) {
+	single := openDetector(t, "yolov8n-dynamic.onnx", yolo.Config{Concurrency: 1})
+	batched := openDetector(t, "yolov8n-dynamic.onnx", yolo.Config{Concurrency: 6, BatchMax: 4, BatchWait: 20 * time.Millisecond})
+	if got := batched.Config().BatchMax; got != 4 {
+		t.Fatalf("batching is off (BatchMax %d)", got)
+	}
+	names := testenv.Images(t)
+	want := map[string][]detect.Detection{}
+	for _, n := range names {
+		r, err := single.Detect(context.Background(), testenv.ReadImage(t, n), detect.DefaultParams())
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[n] = r.Detections
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	inferences := map[float64]int{} // batch run times shared by several images
+	for round := 0; round < 3; round++ {
+		for _, n := range names {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r, err := batched.Detect(context.Background(), testenv.ReadImage(t, n), detect.DefaultParams())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if diff := cmp.Diff(want[n], r.Detections); diff != "" {
+					t.Errorf("%s batched (-unbatched +batched):\n%s", n, diff)
+				}
+				mu.Lock()
+				inferences[r.SpeedMS.Inference]++
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	shared := 0
+	for _, c := range inferences {
+		if c > 1 {
+			shared += c
+		}
+	}
+	if shared == 0 {
+		t.Error("no two images ran in the same batch")
+	}
+}
+
+// TestStaticModelIgnoresBatching: batching needs a free batch dimension.
+func TestStaticModelIgnoresBatching(t *testing.T) {
+	d := openDetector(t, "yolov8n.onnx", yolo.Config{Concurrency: 2, BatchMax: 8})
+	if got := d.Config().BatchMax; got != 1 {
+		t.Errorf("BatchMax %d on a static model, want 1", got)
+	}
+}
