@@ -38,7 +38,7 @@ func run() error {
 		return err
 	}
 	defer rdb.Close()
-	uploads, err := upload.NewDir(cfg.UploadDir)
+	uploads, err := upload.Open(cfg.UploadStore, cfg.UploadDir, rdb, cfg.UploadMaxAge)
 	if err != nil {
 		return err
 	}

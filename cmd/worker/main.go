@@ -45,10 +45,6 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	uploads, err := upload.NewDir(cfg.UploadDir)
-	if err != nil {
-		return err
-	}
 	jpeg := turbojpeg.OpenOrFallback(cfg.TurboJPEGLib, log)
 	model := cfg.ResolveModel()
 	det, err := yolo.Open(yolo.Config{
@@ -71,6 +67,10 @@ func run() error {
 		return err
 	}
 	defer rdb.Close()
+	uploads, err := upload.Open(cfg.UploadStore, cfg.UploadDir, rdb, cfg.UploadMaxAge)
+	if err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv := asynq.NewServer(rdb, asynq.ServerConfig{
@@ -88,7 +88,9 @@ func run() error {
 			stop()
 		}
 	}()
-	go uploads.RunSweeper(ctx, cfg.UploadMaxAge, time.Minute, log)
+	if dir, ok := uploads.(*upload.Dir); ok {
+		go dir.RunSweeper(ctx, cfg.UploadMaxAge, time.Minute, log)
+	}
 	go asynq.RunJanitor(ctx, rdb, cfg.Queue, cfg.ResultTTL, time.Minute, log)
 
 	// asynq keeps reconnecting while Redis is down; /readyz says so.

@@ -21,12 +21,13 @@ import (
 
 // Config is the whole configuration of the API and the worker.
 type Config struct {
-	RedisURL   string // REDIS_URL (alias BROKER_URL)
-	APIAddr    string // API_ADDR
-	WorkerAddr string // WORKER_ADDR
-	UploadDir  string // UPLOAD_DIR
-	ModelPath  string // MODEL_PATH
-	ModelSet   bool   // whether MODEL_PATH was given
+	RedisURL    string // REDIS_URL (alias BROKER_URL)
+	APIAddr     string // API_ADDR
+	WorkerAddr  string // WORKER_ADDR
+	UploadDir   string // UPLOAD_DIR
+	UploadStore string // UPLOAD_STORE: dir or redis
+	ModelPath   string // MODEL_PATH
+	ModelSet    bool   // whether MODEL_PATH was given
 
 	ORTLib         string // ORT_LIB; empty: the library `make build` fetched
 	ORTProvider    string // ORT_PROVIDER: cpu or cuda
@@ -60,6 +61,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"API_ADDR", ":5000", "where the API listens"},
 	{"WORKER_ADDR", ":9091", "where a worker serves /healthz, /readyz, /metrics"},
 	{"UPLOAD_DIR", "uploads", "where uploads wait for a worker (shared by API and workers)"},
+	{"UPLOAD_STORE", "dir", "dir: uploads in UPLOAD_DIR (one host); redis: in Redis beside the task (no shared disk)"},
 	{"MODEL_PATH", "models/yolov8n.onnx", "the YOLO ONNX model"},
 	{"ORT_LIB", "", "path of libonnxruntime.so (default: the one `make build` fetched)"},
 	{"ORT_PROVIDER", "cpu", "cpu or cuda"},
@@ -102,6 +104,7 @@ func Parse(getenv func(string) string) (Config, error) {
 		APIAddr:        p.str("API_ADDR"),
 		WorkerAddr:     p.str("WORKER_ADDR"),
 		UploadDir:      p.str("UPLOAD_DIR"),
+		UploadStore:    strings.ToLower(p.str("UPLOAD_STORE")),
 		ModelPath:      p.str("MODEL_PATH"),
 		ModelSet:       getenv("MODEL_PATH") != "",
 		ORTLib:         p.str("ORT_LIB"),
@@ -147,6 +150,9 @@ func Parse(getenv func(string) string) (Config, error) {
 		if _, port, err := net.SplitHostPort(a.addr); err != nil || port == "" {
 			return c, fmt.Errorf("%s=%q: want host:port or :port", a.name, a.addr)
 		}
+	}
+	if c.UploadStore != "dir" && c.UploadStore != "redis" {
+		return c, fmt.Errorf("UPLOAD_STORE=%q: want dir or redis", c.UploadStore)
 	}
 	if c.ORTProvider != "cpu" && c.ORTProvider != "cuda" {
 		return c, fmt.Errorf("ORT_PROVIDER=%q: want cpu or cuda", c.ORTProvider)

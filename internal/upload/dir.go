@@ -14,6 +14,8 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"yoloserve/internal/detect"
 )
 
@@ -42,6 +44,10 @@ func NewDir(path string) (*Dir, error) {
 	return &Dir{path: path}, nil
 }
 
+// errStore is what a client reads when an upload cannot be stored (a full
+// or unwritable disk): a fault of the service, worth a retry.
+var errStore = detect.Errorf(detect.EUNAVAILABLE, "The upload could not be stored; try again shortly.")
+
 // Path is the folder.
 func (d *Dir) Path() string { return d.path }
 
@@ -55,7 +61,7 @@ func (d *Dir) Save(_ context.Context, data []byte) (string, error) {
 	ref := hex.EncodeToString(b[:]) + ".upload"
 	tmp, err := os.CreateTemp(d.path, ".tmp-*")
 	if err != nil {
-		return "", fmt.Errorf("saving upload: %w", err)
+		return "", fmt.Errorf("%w (%v)", errStore, err)
 	}
 	_, err = tmp.Write(data)
 	if cerr := tmp.Close(); err == nil {
@@ -66,7 +72,7 @@ func (d *Dir) Save(_ context.Context, data []byte) (string, error) {
 	}
 	if err != nil {
 		os.Remove(tmp.Name())
-		return "", fmt.Errorf("saving upload: %w", err)
+		return "", fmt.Errorf("%w (%v)", errStore, err)
 	}
 	return ref, nil
 }
@@ -138,4 +144,24 @@ func (d *Dir) RunSweeper(ctx context.Context, maxAge, interval time.Duration, lo
 		case <-t.C:
 		}
 	}
+}
+
+// Store is an upload store as the API and the workers use it.
+type Store interface {
+	Save(ctx context.Context, data []byte) (string, error)
+	Load(ctx context.Context, ref string) ([]byte, error)
+	Delete(ctx context.Context, ref string) error
+}
+
+// Open returns the store kind names ("dir" or "redis"): a Dir on dir, or
+// Redis on rdb with uploads expiring after maxAge. It returns an error for
+// an unknown kind or a folder that cannot be used.
+func Open(kind, dir string, rdb redis.UniversalClient, maxAge time.Duration) (Store, error) {
+	switch kind {
+	case "", "dir":
+		return NewDir(dir)
+	case "redis":
+		return NewRedis(rdb, maxAge), nil
+	}
+	return nil, fmt.Errorf("UPLOAD_STORE=%q: want dir or redis", kind)
 }

@@ -1,0 +1,201 @@
+package deploy_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"sigs.k8s.io/yaml"
+)
+
+// manifests is one kustomize build, decoded strictly into the Kubernetes
+// API types (an unknown field fails the test).
+type manifests struct {
+	deployments map[string]*appsv1.Deployment
+	services    map[string]*corev1.Service
+	configMaps  map[string]*corev1.ConfigMap
+	pdbs        map[string]*policyv1.PodDisruptionBudget
+	hpas        map[string]*autoscalingv2.HorizontalPodAutoscaler
+	statefuls   map[string]*appsv1.StatefulSet
+	scaled      map[string]map[string]any // KEDA ScaledObjects (CRD), as data
+}
+
+func build(t *testing.T, dir string) *manifests {
+	t.Helper()
+	if _, err := exec.LookPath("kubectl"); err != nil {
+		t.Fatal("kubectl is needed for kustomize builds")
+	}
+	out, err := exec.Command("kubectl", "kustomize", dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl kustomize %s: %v\n%s", dir, err, out)
+	}
+	m := &manifests{deployments: map[string]*appsv1.Deployment{}, services: map[string]*corev1.Service{},
+		configMaps: map[string]*corev1.ConfigMap{}, pdbs: map[string]*policyv1.PodDisruptionBudget{},
+		hpas: map[string]*autoscalingv2.HorizontalPodAutoscaler{}, statefuls: map[string]*appsv1.StatefulSet{},
+		scaled: map[string]map[string]any{}}
+	for _, doc := range strings.Split(string(out), "\n---\n") {
+		js, err := yaml.YAMLToJSON([]byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var head struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		json.Unmarshal(js, &head)
+		strict := func(v any) {
+			dec := json.NewDecoder(bytes.NewReader(js))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(v); err != nil {
+				t.Fatalf("%s %s in %s: %v", head.Kind, head.Metadata.Name, dir, err)
+			}
+		}
+		switch head.Kind {
+		case "Deployment":
+			v := &appsv1.Deployment{}
+			strict(v)
+			m.deployments[head.Metadata.Name] = v
+		case "Service":
+			v := &corev1.Service{}
+			strict(v)
+			m.services[head.Metadata.Name] = v
+		case "ConfigMap":
+			v := &corev1.ConfigMap{}
+			strict(v)
+			m.configMaps[head.Metadata.Name] = v
+		case "PodDisruptionBudget":
+			v := &policyv1.PodDisruptionBudget{}
+			strict(v)
+			m.pdbs[head.Metadata.Name] = v
+		case "HorizontalPodAutoscaler":
+			v := &autoscalingv2.HorizontalPodAutoscaler{}
+			strict(v)
+			m.hpas[head.Metadata.Name] = v
+		case "StatefulSet":
+			v := &appsv1.StatefulSet{}
+			strict(v)
+			m.statefuls[head.Metadata.Name] = v
+		case "ScaledObject":
+			var v map[string]any
+			json.Unmarshal(js, &v)
+			m.scaled[head.Metadata.Name] = v
+		default:
+			t.Fatalf("unexpected kind %q in %s", head.Kind, dir)
+		}
+	}
+	return m
+}
+
+func env(c corev1.Container) map[string]string {
+	out := map[string]string{}
+	for _, e := range c.Env {
+		out[e.Name] = e.Value
+	}
+	return out
+}
+
+func TestKubernetesCPU(t *testing.T) {
+	m := build(t, "k8s/overlays/cpu")
+	api, worker := m.deployments["yoloserve-api"], m.deployments["yoloserve-worker"]
+	if api == nil || worker == nil || m.services["yoloserve-api"] == nil {
+		t.Fatalf("deployments %v, services %v", keys(m.deployments), keys(m.services))
+	}
+	ac, wc := api.Spec.Template.Spec.Containers[0], worker.Spec.Template.Spec.Containers[0]
+	if ac.ReadinessProbe.HTTPGet.Path != "/readyz" || ac.LivenessProbe.HTTPGet.Path != "/healthz" {
+		t.Error("API probes must be /readyz and /healthz")
+	}
+	if wc.ReadinessProbe.HTTPGet.Path != "/readyz" || wc.LivenessProbe.HTTPGet.Path != "/healthz" ||
+		wc.ReadinessProbe.HTTPGet.Port.String() != "health" || wc.Ports[0].ContainerPort != 9091 || env(wc)["WORKER_ADDR"] != ":9091" {
+		t.Error("worker probes must hit /readyz and /healthz on WORKER_ADDR")
+	}
+	if g := worker.Spec.Template.Spec.TerminationGracePeriodSeconds; g == nil || *g <= 75 {
+		t.Errorf("worker terminationGracePeriodSeconds %v must exceed TASK_TIMEOUT and SHUTDOWN_TIMEOUT", g)
+	}
+	for _, d := range []*appsv1.Deployment{api, worker} {
+		sc := d.Spec.Template.Spec.SecurityContext
+		if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
+			t.Errorf("%s must run as non-root", d.Name)
+		}
+		c := d.Spec.Template.Spec.Containers[0]
+		if c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
+			t.Errorf("%s needs CPU requests and memory limits", d.Name)
+		}
+	}
+	if cm := m.configMaps["yoloserve"]; cm == nil || cm.Data["UPLOAD_STORE"] != "redis" {
+		t.Error("pods share no disk: the config must set UPLOAD_STORE=redis")
+	}
+	if pdb := m.pdbs["yoloserve-worker"]; pdb == nil || pdb.Spec.Selector.MatchLabels["app.kubernetes.io/name"] != "yoloserve-worker" {
+		t.Error("no PodDisruptionBudget for the workers")
+	}
+	so := m.scaled["yoloserve-worker"]
+	if so == nil {
+		t.Fatal("no KEDA ScaledObject")
+	}
+	spec := so["spec"].(map[string]any)
+	if spec["scaleTargetRef"].(map[string]any)["name"] != "yoloserve-worker" || spec["fallback"] == nil {
+		t.Errorf("ScaledObject spec %v", spec)
+	}
+	types := map[string]map[string]any{}
+	for _, tr := range spec["triggers"].([]any) {
+		tr := tr.(map[string]any)
+		types[tr["type"].(string)] = tr["metadata"].(map[string]any)
+	}
+	if types["redis"]["listName"] != "asynq:{detect}:pending" || types["cpu"] == nil {
+		t.Errorf("triggers %v: want redis on asynq's pending list and cpu", types)
+	}
+	if len(m.hpas) != 0 {
+		t.Error("with KEDA, no separate HPA (KEDA makes its own)")
+	}
+}
+
+func TestKubernetesHPAOnly(t *testing.T) {
+	m := build(t, "k8s/overlays/cpu-hpa")
+	h := m.hpas["yoloserve-worker"]
+	if h == nil || len(m.scaled) != 0 || h.Spec.ScaleTargetRef.Name != "yoloserve-worker" || h.Spec.Metrics[0].Resource.Name != corev1.ResourceCPU {
+		t.Errorf("hpa-only: HPA %v, ScaledObjects %v", h, keys(m.scaled))
+	}
+}
+
+func TestKubernetesGPU(t *testing.T) {
+	m := build(t, "k8s/overlays/gpu")
+	w := m.deployments["yoloserve-worker"].Spec.Template.Spec.Containers[0]
+	if !strings.Contains(w.Image, "cuda") || env(w)["ORT_PROVIDER"] != "cuda" {
+		t.Errorf("gpu worker image %s, ORT_PROVIDER %q", w.Image, env(w)["ORT_PROVIDER"])
+	}
+	one := resource.MustParse("1")
+	if q, ok := w.Resources.Limits["nvidia.com/gpu"]; !ok || q.Cmp(one) != 0 {
+		t.Errorf("gpu worker limits %v", w.Resources.Limits)
+	}
+	if env(w)["WORKER_ADDR"] != ":9091" || w.ReadinessProbe == nil {
+		t.Error("the gpu patch must keep the base's env and probes")
+	}
+	if api := m.deployments["yoloserve-api"].Spec.Template.Spec.Containers[0]; strings.Contains(api.Image, "cuda") {
+		t.Error("the API image must not change")
+	}
+}
+
+func TestKubernetesRedisExample(t *testing.T) {
+	m := build(t, "k8s/redis")
+	r := m.statefuls["redis"]
+	if r == nil || !strings.Contains(fmt.Sprint(r.Spec.Template.Spec.Containers[0].Args), "--appendonly yes") || len(r.Spec.VolumeClaimTemplates) != 1 {
+		t.Error("the Redis example must persist (append-only file on a volume claim)")
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}

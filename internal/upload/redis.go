@@ -1,0 +1,64 @@
+package upload
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"yoloserve/internal/detect"
+)
+
+// Redis stores uploads in Redis beside the tasks, so that an API and
+// workers on different machines share nothing but Redis. Each upload
+// expires after its maximum age, as the folder's sweeper would remove it.
+type Redis struct {
+	rdb    redis.UniversalClient
+	maxAge time.Duration
+}
+
+// redisPrefix namespaces the upload keys.
+const redisPrefix = "yoloserve:upload:"
+
+// NewRedis returns a store on rdb whose uploads expire after maxAge.
+func NewRedis(rdb redis.UniversalClient, maxAge time.Duration) *Redis {
+	return &Redis{rdb: rdb, maxAge: maxAge}
+}
+
+// Save stores data under a new random name and returns the name. It
+// returns an EUNAVAILABLE *Error when Redis does not answer.
+func (s *Redis) Save(ctx context.Context, data []byte) (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	ref := hex.EncodeToString(b[:]) + ".upload"
+	if err := s.rdb.Set(ctx, redisPrefix+ref, data, s.maxAge).Err(); err != nil {
+		return "", fmt.Errorf("%w (%v)", detect.Errorf(detect.EUNAVAILABLE, "The queue is unavailable; try again in a few seconds."), err)
+	}
+	return ref, nil
+}
+
+// Load returns an upload's bytes, or an ENOTFOUND *Error when it is gone.
+func (s *Redis) Load(ctx context.Context, ref string) ([]byte, error) {
+	if !refPattern.MatchString(ref) {
+		return nil, detect.Errorf(detect.ENOTFOUND, "No such upload.")
+	}
+	b, err := s.rdb.Get(ctx, redisPrefix+ref).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, detect.Errorf(detect.ENOTFOUND, "No such upload.")
+	}
+	return b, err
+}
+
+// Delete removes an upload; a missing one is not an error.
+func (s *Redis) Delete(ctx context.Context, ref string) error {
+	if !refPattern.MatchString(ref) {
+		return nil
+	}
+	return s.rdb.Del(ctx, redisPrefix+ref).Err()
+}
