@@ -44,7 +44,7 @@ func run() error {
 	}
 	queue := asynq.NewQueue(rdb, asynq.QueueConfig{
 		Queue: cfg.Queue, ResultTTL: cfg.ResultTTL, Timeout: cfg.TaskTimeout,
-		Retries: cfg.TaskRetries, MaxQueue: cfg.MaxQueue,
+		Retries: cfg.TaskRetries, MaxQueue: cfg.MaxQueue, ReplicaAcks: cfg.RedisWaitReplicas, Logger: log,
 	})
 	defer queue.Close()
 	srv := apihttp.NewServer(apihttp.Config{

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -29,6 +30,12 @@ type QueueConfig struct {
 	Timeout   time.Duration // longest a task may run (default 60s)
 	Retries   int           // retries after a transient failure
 	MaxQueue  int           // pending tasks before Enqueue refuses (default 10000)
+	// ReplicaAcks > 0 makes Enqueue wait (up to ReplicaWait, default
+	// 500ms) until that many replicas hold the task, so that a failover
+	// loses no accepted task.
+	ReplicaAcks int
+	ReplicaWait time.Duration
+	Logger      *slog.Logger
 }
 
 func (c *QueueConfig) defaults() {
@@ -43,6 +50,12 @@ func (c *QueueConfig) defaults() {
 	}
 	if c.MaxQueue <= 0 {
 		c.MaxQueue = 10000
+	}
+	if c.ReplicaWait <= 0 {
+		c.ReplicaWait = 500 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
 	}
 }
 
@@ -127,7 +140,30 @@ func (q *Queue) Enqueue(ctx context.Context, job detect.Job) (string, error) {
 	if err != nil {
 		return "", unavailable(err)
 	}
+	if q.cfg.ReplicaAcks > 0 {
+		q.waitReplicas(ctx, id)
+	}
 	return id, nil
+}
+
+// waitReplicas blocks until ReplicaAcks replicas have everything written
+// so far. WAIT counts a connection's own writes, and asynq enqueued on
+// some pooled connection, so a marker write and the WAIT go down one
+// connection together: the replication stream is ordered, so a replica
+// that has the marker has the task. A task that is not acknowledged in
+// time is still accepted (it exists on the primary); the shortfall is
+// logged.
+func (q *Queue) waitReplicas(ctx context.Context, id string) {
+	var wait *redis.Cmd
+	_, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Incr(ctx, "yoloserve:replication-marker")
+		wait = p.Do(ctx, "WAIT", q.cfg.ReplicaAcks, q.cfg.ReplicaWait.Milliseconds())
+		return nil
+	})
+	n, _ := wait.Int()
+	if err != nil || n < q.cfg.ReplicaAcks {
+		q.cfg.Logger.Warn("task not yet on enough replicas", "task_id", id, "acks", n, "want", q.cfg.ReplicaAcks, "error", err)
+	}
 }
 
 // Task returns a task's state. It returns an ENOTFOUND *Error for an id

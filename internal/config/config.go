@@ -21,13 +21,14 @@ import (
 
 // Config is the whole configuration of the API and the worker.
 type Config struct {
-	RedisURL    string // REDIS_URL (alias BROKER_URL)
-	APIAddr     string // API_ADDR
-	WorkerAddr  string // WORKER_ADDR
-	UploadDir   string // UPLOAD_DIR
-	UploadStore string // UPLOAD_STORE: dir or redis
-	ModelPath   string // MODEL_PATH
-	ModelSet    bool   // whether MODEL_PATH was given
+	RedisURL          string // REDIS_URL (alias BROKER_URL)
+	RedisWaitReplicas int    // REDIS_WAIT_REPLICAS
+	APIAddr           string // API_ADDR
+	WorkerAddr        string // WORKER_ADDR
+	UploadDir         string // UPLOAD_DIR
+	UploadStore       string // UPLOAD_STORE: dir or redis
+	ModelPath         string // MODEL_PATH
+	ModelSet          bool   // whether MODEL_PATH was given
 
 	ORTLib         string // ORT_LIB; empty: the library `make build` fetched
 	ORTProvider    string // ORT_PROVIDER: cpu or cuda
@@ -58,6 +59,7 @@ type Config struct {
 // .env.example and the README.
 var Vars = []struct{ Name, Default, Meaning string }{
 	{"REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for the queue and the results (BROKER_URL is an alias)"},
+	{"REDIS_WAIT_REPLICAS", "0", "replicas that must hold an enqueued task before the API answers 202 (1 with Sentinel: a failover loses no accepted task)"},
 	{"API_ADDR", ":5000", "where the API listens"},
 	{"WORKER_ADDR", ":9091", "where a worker serves /healthz, /readyz, /metrics"},
 	{"UPLOAD_DIR", "uploads", "where uploads wait for a worker (shared by API and workers)"},
@@ -100,18 +102,19 @@ func Load() (Config, error) {
 func Parse(getenv func(string) string) (Config, error) {
 	p := parser{get: getenv}
 	c := Config{
-		RedisURL:       p.str("REDIS_URL"),
-		APIAddr:        p.str("API_ADDR"),
-		WorkerAddr:     p.str("WORKER_ADDR"),
-		UploadDir:      p.str("UPLOAD_DIR"),
-		UploadStore:    strings.ToLower(p.str("UPLOAD_STORE")),
-		ModelPath:      p.str("MODEL_PATH"),
-		ModelSet:       getenv("MODEL_PATH") != "",
-		ORTLib:         p.str("ORT_LIB"),
-		ORTProvider:    strings.ToLower(p.str("ORT_PROVIDER")),
-		ORTFallbackCPU: p.bool("ORT_FALLBACK_CPU"),
-		ORTThreads:     p.int("ORT_THREADS", 0, 1024),
-		TurboJPEGLib:   p.str("TURBOJPEG_LIB"),
+		RedisURL:          p.str("REDIS_URL"),
+		APIAddr:           p.str("API_ADDR"),
+		RedisWaitReplicas: p.int("REDIS_WAIT_REPLICAS", 0, 100),
+		WorkerAddr:        p.str("WORKER_ADDR"),
+		UploadDir:         p.str("UPLOAD_DIR"),
+		UploadStore:       strings.ToLower(p.str("UPLOAD_STORE")),
+		ModelPath:         p.str("MODEL_PATH"),
+		ModelSet:          getenv("MODEL_PATH") != "",
+		ORTLib:            p.str("ORT_LIB"),
+		ORTProvider:       strings.ToLower(p.str("ORT_PROVIDER")),
+		ORTFallbackCPU:    p.bool("ORT_FALLBACK_CPU"),
+		ORTThreads:        p.int("ORT_THREADS", 0, 1024),
+		TurboJPEGLib:      p.str("TURBOJPEG_LIB"),
 
 		WorkerConcurrency: p.int("WORKER_CONCURRENCY", 0, 1024),
 		BatchMax:          p.int("BATCH_MAX", 1, 1024),

@@ -98,6 +98,13 @@ func newHarness(t *testing.T, o options) *harness {
 	}
 	h.queue = asynq.NewQueue(h.rdb, o.queue)
 	t.Cleanup(func() { h.queue.Close() })
+	h.serveAPI(o)
+	return h
+}
+
+// serveAPI starts the real API server on h's queue and uploads.
+func (h *harness) serveAPI(o options) {
+	t := h.t
 	srv := apihttp.NewServer(o.api, h.queue, h.uploads)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -110,7 +117,6 @@ func newHarness(t *testing.T, o options) *harness {
 		srv.Shutdown(ctx)
 	})
 	h.api = &apiServer{URL: "http://" + l.Addr().String()}
-	return h
 }
 
 // startWorker runs an asynq worker in process with d (the real detector

@@ -1,0 +1,209 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"yoloserve/internal/asynq"
+	"yoloserve/internal/detect"
+	"yoloserve/internal/testenv"
+	"yoloserve/internal/upload"
+)
+
+// TestSeparateProcessesNoSharedDisk runs the API and three workers as
+// separate processes, each with its own UPLOAD_DIR and UPLOAD_STORE=redis:
+// they share nothing but Redis. 200 tasks must all succeed.
+func TestSeparateProcessesNoSharedDisk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs four processes and 200 inferences")
+	}
+	h := newHarness(t, options{}) // for its Redis and client helpers
+	apiPort := testenv.FreePort(t)
+	dirs := make([]string, 4)
+	for i := range dirs {
+		dirs[i] = t.TempDir()
+	}
+	testenv.Start(t, "api", "REDIS_URL="+h.redis.URL, "UPLOAD_STORE=redis", "UPLOAD_DIR="+dirs[0],
+		fmt.Sprintf("API_ADDR=127.0.0.1:%d", apiPort), "MAX_QUEUE=100000")
+	for i := 1; i <= 3; i++ {
+		env := h.workerEnv(t, "UPLOAD_STORE=redis", "WORKER_CONCURRENCY=1")
+		env = append(env, "UPLOAD_DIR="+dirs[i]) // later entries win
+		testenv.Start(t, "worker", env...)
+	}
+	h.api.URL = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
+	testenv.Eventually(t, 20*time.Second, "API process not ready", func() bool {
+		resp, err := http.Get(h.api.URL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	})
+	images := [][]byte{testenv.ReadImage(t, "bus.jpg"), testenv.ReadImage(t, "zidane.jpg"), testenv.ReadImage(t, "person.png")}
+	start := time.Now()
+	ids := make([]string, 200)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range ids {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ids[i] = h.submit(images[i%len(images)], nil)
+		}()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		ti := h.result(id)
+		if ti.Status != detect.StatusSuccess {
+			t.Errorf("task %s: %s %s", id, ti.Status, ti.Error)
+		}
+	}
+	t.Logf("API + 3 workers as processes, no shared disk: 200/200 SUCCESS in %v", time.Since(start).Round(100*time.Millisecond))
+	for i, d := range dirs {
+		if es, _ := os.ReadDir(d); len(es) != 0 {
+			t.Errorf("process %d wrote to its UPLOAD_DIR: %v", i, es)
+		}
+	}
+	keys, _ := h.rdb.Keys(context.Background(), "yoloserve:upload:*").Result()
+	if len(keys) != 0 {
+		t.Errorf("%d uploads left in Redis", len(keys))
+	}
+}
+
+// sentinelSet is a Redis primary, a replica and three sentinels.
+type sentinelSet struct {
+	primary, replica *exec.Cmd
+	primaryPort      int
+	sentinels        []string
+}
+
+func startRedisProc(t *testing.T, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v (apt-get install redis-server redis-sentinel)", name, err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
+}
+
+func startSentinels(t *testing.T) *sentinelSet {
+	t.Helper()
+	if _, err := exec.LookPath("redis-sentinel"); err != nil {
+		t.Fatal("the failover test needs redis-sentinel (apt-get install redis-sentinel)")
+	}
+	dir := t.TempDir()
+	s := &sentinelSet{primaryPort: testenv.FreePort(t)}
+	rport := testenv.FreePort(t)
+	s.primary = startRedisProc(t, "redis-server", "--port", strconv.Itoa(s.primaryPort), "--bind", "127.0.0.1", "--save", "", "--dir", dir)
+	s.replica = startRedisProc(t, "redis-server", "--port", strconv.Itoa(rport), "--bind", "127.0.0.1", "--save", "", "--dir", dir,
+		"--replicaof", "127.0.0.1", strconv.Itoa(s.primaryPort))
+	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", rport)})
+	defer rc.Close()
+	testenv.Eventually(t, 20*time.Second, "replica never synced", func() bool {
+		info, _ := rc.Info(context.Background(), "replication").Result()
+		return strings.Contains(info, "master_link_status:up")
+	})
+	for i := 0; i < 3; i++ {
+		port := testenv.FreePort(t)
+		conf := filepath.Join(dir, fmt.Sprintf("sentinel-%d.conf", i))
+		os.WriteFile(conf, []byte(fmt.Sprintf(`port %d
+bind 127.0.0.1
+sentinel monitor mymaster 127.0.0.1 %d 2
+sentinel down-after-milliseconds mymaster 1000
+sentinel failover-timeout mymaster 5000
+sentinel parallel-syncs mymaster 1
+`, port, s.primaryPort)), 0o644)
+		startRedisProc(t, "redis-sentinel", conf)
+		s.sentinels = append(s.sentinels, fmt.Sprintf("127.0.0.1:%d", port))
+	}
+	for _, addr := range s.sentinels {
+		sc := redis.NewSentinelClient(&redis.Options{Addr: addr})
+		testenv.Eventually(t, 20*time.Second, "sentinel never saw the replica", func() bool {
+			reps, err := sc.Replicas(context.Background(), "mymaster").Result()
+			return err == nil && len(reps) == 1
+		})
+		sc.Close()
+	}
+	return s
+}
+
+// TestSentinelFailover kills the Redis primary under load: Sentinel
+// promotes the replica, the API answers 503 for a short window, and every
+// task it accepted ends SUCCESS.
+func TestSentinelFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts five Redis processes and waits for a failover")
+	}
+	s := startSentinels(t)
+	url := "redis-sentinel://" + strings.Join(s.sentinels, ",") + "/mymaster/0"
+	rdb, err := asynq.NewClient(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() }) // after the worker and API stop
+	h := &harness{t: t, rdb: rdb, uploadDir: t.TempDir()}
+	if h.uploads, err = upload.NewDir(h.uploadDir); err != nil {
+		t.Fatal(err)
+	}
+	h.queue = asynq.NewQueue(rdb, asynq.QueueConfig{ReplicaAcks: 1, Retries: 3})
+	t.Cleanup(func() { h.queue.Close() })
+	h.serveAPI(options{})
+	h.startWorker(detector(t), 2)
+
+	jpg := testenv.ReadImage(t, "zidane.jpg")
+	var accepted []string
+	var first503, last503 time.Time
+	n503 := 0
+	start := time.Now()
+	killed := false
+	var killedAt, lastAccept time.Time
+	var gap time.Duration // longest time without an accepted task
+	for time.Since(start) < 15*time.Second {
+		if !killed && time.Since(start) > 3*time.Second {
+			s.primary.Process.Kill()
+			killed, killedAt = true, time.Now()
+		}
+		r := h.post(jpg, "x.jpg", nil, "")
+		switch r.status {
+		case http.StatusAccepted:
+			accepted = append(accepted, r.body["task_id"].(string))
+			if !lastAccept.IsZero() {
+				gap = max(gap, time.Since(lastAccept))
+			}
+			lastAccept = time.Now()
+		case http.StatusServiceUnavailable:
+			if n503 == 0 {
+				first503 = time.Now()
+			}
+			last503 = time.Now()
+			n503++
+		default:
+			t.Errorf("during failover: %d %s", r.status, r.raw)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	lost := 0
+	for _, id := range accepted {
+		if ti := h.result(id); ti.Status != detect.StatusSuccess {
+			lost++
+			t.Errorf("accepted task %s ended %s %s", id, ti.Status, ti.Error)
+		}
+	}
+	if gap > 10*time.Second {
+		t.Errorf("no task accepted for %v", gap)
+	}
+	t.Logf("failover: primary killed %.1fs into the load; %d tasks accepted, %d lost; %d answers 503 (from %v to %v after the kill); longest time without an accepted task %v",
+		killedAt.Sub(start).Seconds(), len(accepted), lost, n503, first503.Sub(killedAt).Round(10*time.Millisecond), last503.Sub(killedAt).Round(10*time.Millisecond), gap.Round(10*time.Millisecond))
+}
