@@ -13,20 +13,25 @@ import (
 var skipRetrySuffix = ": " + asynq.SkipRetry.Error()
 
 // taskInfo maps an asynq task to what GET /result answers:
-// pending, scheduled and aggregating → PENDING, active → STARTED,
-// retry → RETRY, completed → SUCCESS with the result, archived → FAILURE
-// with the last error.
+// pending, scheduled and aggregating → PENDING, active → STARTED (SUCCESS
+// once its result is written), retry → RETRY, completed → SUCCESS with the
+// result, archived → FAILURE with the last error.
 func taskInfo(t *asynq.TaskInfo) detect.TaskInfo {
 	ti := detect.TaskInfo{ID: t.ID}
-	switch t.State {
-	case asynq.TaskStateActive:
-		ti.Status = detect.StatusStarted
-	case asynq.TaskStateRetry:
-		ti.Status = detect.StatusRetry
-	case asynq.TaskStateCompleted:
+	switch {
+	case t.State == asynq.TaskStateActive && len(t.Result) > 0:
+		// The worker writes the result as its last step; asynq records
+		// the completion a moment later. The result is final already.
 		ti.Status = detect.StatusSuccess
 		ti.Result = t.Result
-	case asynq.TaskStateArchived:
+	case t.State == asynq.TaskStateActive:
+		ti.Status = detect.StatusStarted
+	case t.State == asynq.TaskStateRetry:
+		ti.Status = detect.StatusRetry
+	case t.State == asynq.TaskStateCompleted:
+		ti.Status = detect.StatusSuccess
+		ti.Result = t.Result
+	case t.State == asynq.TaskStateArchived:
 		ti.Status = detect.StatusFailure
 		ti.Error = failureMessage(t.LastErr)
 	default: // pending, scheduled, aggregating

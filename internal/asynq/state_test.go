@@ -16,7 +16,7 @@ func TestTaskInfoStates(t *testing.T) {
 		{asynq.TaskStatePending, detect.StatusPending},
 		{asynq.TaskStateScheduled, detect.StatusPending},
 		{asynq.TaskStateAggregating, detect.StatusPending},
-		{asynq.TaskStateActive, detect.StatusStarted},
+		{asynq.TaskStateActive, detect.StatusSuccess}, // its result is written
 		{asynq.TaskStateRetry, detect.StatusRetry},
 		{asynq.TaskStateCompleted, detect.StatusSuccess},
 		{asynq.TaskStateArchived, detect.StatusFailure},
@@ -31,6 +31,9 @@ func TestTaskInfoStates(t *testing.T) {
 		if tc.want == detect.StatusFailure && got.Error != "The image is bad" {
 			t.Errorf("failure message %q", got.Error)
 		}
+	}
+	if got := taskInfo(&asynq.TaskInfo{State: asynq.TaskStateActive}); got.Status != detect.StatusStarted {
+		t.Errorf("active without a result: %s", got.Status)
 	}
 	if m := failureMessage("asynq: task lease expired"); m == "asynq: task lease expired" {
 		t.Errorf("asynq's own errors must be rephrased: %q", m)

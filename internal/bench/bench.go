@@ -10,6 +10,7 @@ import (
 	"math"
 	"sort"
 	"time"
+	"yoloserve/internal/detect"
 )
 
 // Config says what to measure. Zero values mean defaults.
@@ -61,12 +62,13 @@ type StageResult struct {
 
 // WorkerRun is the system measured with one worker configuration.
 type WorkerRun struct {
-	Concurrency   int         `json:"concurrency"`
-	Threads       int         `json:"threads"`
-	ServiceMS     float64     `json:"service_ms"`      // worker: upload read → result written, mean
-	IdleLatencyMS float64     `json:"idle_latency_ms"` // POST until the result is readable, median, one client
-	Loads         []LoadLevel `json:"loads"`
-	PeakRSSMiB    float64     `json:"peak_rss_mib"`
+	Concurrency   int          `json:"concurrency"`
+	Threads       int          `json:"threads"`
+	ServiceMS     float64      `json:"service_ms"`      // worker: upload read → result written, mean
+	IdleLatencyMS float64      `json:"idle_latency_ms"` // POST until the result is readable, median, one client
+	Speed         detect.Speed `json:"speed_ms"`        // the worker's stages, mean over the sequential run
+	Loads         []LoadLevel  `json:"loads"`
+	PeakRSSMiB    float64      `json:"peak_rss_mib"`
 }
 
 // LoadLevel is throughput and latency at a number of concurrent clients.

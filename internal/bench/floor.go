@@ -10,7 +10,7 @@ import (
 
 // floor times bare sessions: one session at several thread counts, and
 // several sessions side by side, the way ortbench does.
-func floor(cfg *Config, model string, sessions, threads, batch, runs int) (FloorResult, error) {
+func floor(cfg *Config, model string, sessions, threads, batch, runs int, noSpin bool) (FloorResult, error) {
 	info, err := onnx.Inspect(model)
 	if err != nil {
 		return FloorResult{}, err
@@ -22,7 +22,7 @@ func floor(cfg *Config, model string, sessions, threads, batch, runs int) (Floor
 	}
 	ws := make([]worker, sessions)
 	for i := range ws {
-		s, err := onnx.NewSession(model, info, onnx.Options{IntraOpThreads: threads})
+		s, err := onnx.NewSession(model, info, onnx.Options{IntraOpThreads: threads, NoSpinning: noSpin})
 		if err != nil {
 			return FloorResult{}, err
 		}
@@ -64,7 +64,7 @@ func floor(cfg *Config, model string, sessions, threads, batch, runs int) (Floor
 	}
 	med := median(all)
 	return FloorResult{
-		Name:     fmt.Sprintf("%d session(s) x %d thread(s), batch %d", sessions, threads, batch),
+		Name:     fmt.Sprintf("%d session(s) x %d thread(s)%s, batch %d", sessions, threads, map[bool]string{true: " no-spin"}[noSpin], batch),
 		Sessions: sessions, Threads: threads, Batch: batch, MedianMS: med, PerImageMS: med / float64(batch),
 		ImagesPerS: float64(sessions*runs*batch) / wall.Seconds(),
 	}, nil

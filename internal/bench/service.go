@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"yoloserve/internal/detect"
 )
 
 // system is redis-server, bin/api and bin/worker as real processes.
@@ -159,25 +160,32 @@ func (s *system) submit(b body) (string, error) {
 }
 
 func (s *system) await(id string) error {
+	_, err := s.awaitResult(id)
+	return err
+}
+
+// awaitResult waits for a task and returns its result's stage times.
+func (s *system) awaitResult(id string) (detect.Speed, error) {
 	for i := 0; i < 10; i++ {
 		resp, err := s.client.Get(s.api + "/result/" + id + "?wait=30")
 		if err != nil {
-			return err
+			return detect.Speed{}, err
 		}
 		var r struct {
-			Status string `json:"status"`
-			Error  string `json:"error"`
+			Status string        `json:"status"`
+			Error  string        `json:"error"`
+			Result detect.Result `json:"result"`
 		}
 		json.NewDecoder(resp.Body).Decode(&r)
 		resp.Body.Close()
 		switch r.Status {
 		case "SUCCESS":
-			return nil
+			return r.Result.SpeedMS, nil
 		case "FAILURE":
-			return errors.New(r.Error)
+			return detect.Speed{}, errors.New(r.Error)
 		}
 	}
-	return fmt.Errorf("task %s did not finish", id)
+	return detect.Speed{}, fmt.Errorf("task %s did not finish", id)
 }
 
 // roundTrip submits an image and waits for its result; it returns the
@@ -269,12 +277,22 @@ func (s *system) measureWorker(bodies []body, concurrency, threads int, loads []
 	sum0, _ := s.metric("yoloserve_worker_task_seconds_sum")
 	n0, _ := s.metric("yoloserve_worker_task_seconds_count")
 	var idle []float64
-	for i := 0; i < 20; i++ {
-		rt, err := s.roundTrip(bodies[0])
+	const n = 20
+	for i := 0; i < n; i++ {
+		t := time.Now()
+		id, err := s.submit(bodies[0])
 		if err != nil {
 			return run, err
 		}
-		idle = append(idle, ms(rt))
+		sp, err := s.awaitResult(id)
+		if err != nil {
+			return run, err
+		}
+		idle = append(idle, ms(time.Since(t)))
+		run.Speed.Decode += sp.Decode / n
+		run.Speed.Preprocess += sp.Preprocess / n
+		run.Speed.Inference += sp.Inference / n
+		run.Speed.Postprocess += sp.Postprocess / n
 	}
 	sum1, _ := s.metric("yoloserve_worker_task_seconds_sum")
 	n1, _ := s.metric("yoloserve_worker_task_seconds_count")

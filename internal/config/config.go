@@ -68,9 +68,9 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"ORT_LIB", "", "path of libonnxruntime.so (default: the one `make build` fetched)"},
 	{"ORT_PROVIDER", "cpu", "cpu or cuda"},
 	{"ORT_FALLBACK_CPU", "false", "with cuda: run on CPU when the CUDA provider cannot load"},
-	{"ORT_THREADS", "0", "ONNX Runtime intra-op threads per image (0: cores / concurrency)"},
+	{"ORT_THREADS", "0", "ONNX Runtime intra-op threads per session (0: twice the cores / concurrency, at most the cores)"},
 	{"TURBOJPEG_LIB", "", "path of libturbojpeg (default: libturbojpeg.so.0 from the system)"},
-	{"WORKER_CONCURRENCY", "0", "tasks a worker runs at once (0: chosen for the machine)"},
+	{"WORKER_CONCURRENCY", "0", "tasks a worker runs at once (0: one per two cores, at least two; 16 on cuda)"},
 	{"BATCH_MAX", "1", "images per inference run for dynamic-batch models (1: off)"},
 	{"BATCH_WAIT", "2ms", "how long a batch waits to fill"},
 	{"API_KEYS", "", "comma-separated keys; when set, every request but health checks needs Authorization: Bearer KEY"},
@@ -188,16 +188,16 @@ func checkRedisURL(u string) error {
 }
 
 // Concurrency returns WORKER_CONCURRENCY, or the choice for this machine:
-// one task per two cores on CPU (each running ONNX Runtime on two
-// threads), at least one; eight on CUDA, enough to fill batches.
+// one task per two cores on CPU, at least two; sixteen on CUDA, enough to
+// fill batches.
 func (c Config) Concurrency() int {
 	if c.WorkerConcurrency > 0 {
 		return c.WorkerConcurrency
 	}
 	if c.ORTProvider == "cuda" {
-		return 8
+		return 16
 	}
-	return max(1, runtime.NumCPU()/2)
+	return max(2, runtime.NumCPU()/2)
 }
 
 // ResolveModel returns the model to load: MODEL_PATH when set; else the

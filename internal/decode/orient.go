@@ -14,28 +14,31 @@ func orient(img *Image, o int) {
 	}
 	dst := grow(img.scratch, ow*oh*3)
 	src := img.Pix
+	// For output row y the source pixel of column x is at
+	// first(y) + x*step (bytes); each orientation is a flip or transpose.
+	var first func(y int) int
+	var step int
+	switch o {
+	case 2: // flip horizontally
+		first, step = func(y int) int { return (y*w + w - 1) * 3 }, -3
+	case 3: // rotate 180
+		first, step = func(y int) int { return ((h-1-y)*w + w - 1) * 3 }, -3
+	case 4: // flip vertically
+		first, step = func(y int) int { return (h - 1 - y) * w * 3 }, 3
+	case 5: // transpose
+		first, step = func(y int) int { return y * 3 }, 3*w
+	case 6: // transpose, flip horizontally: 90° clockwise
+		first, step = func(y int) int { return ((h-1)*w + y) * 3 }, -3*w
+	case 7: // flip both, transpose
+		first, step = func(y int) int { return ((h-1)*w + w - 1 - y) * 3 }, -3*w
+	case 8: // transpose, flip vertically: 90° counter-clockwise
+		first, step = func(y int) int { return (w - 1 - y) * 3 }, 3*w
+	}
 	for y := 0; y < oh; y++ {
 		row := dst[y*ow*3 : (y+1)*ow*3]
-		for x := 0; x < ow; x++ {
-			var sx, sy int
-			switch o {
-			case 2: // flip horizontally
-				sx, sy = w-1-x, y
-			case 3: // rotate 180
-				sx, sy = w-1-x, h-1-y
-			case 4: // flip vertically
-				sx, sy = x, h-1-y
-			case 5: // transpose
-				sx, sy = y, x
-			case 6: // transpose, flip horizontally: 90° clockwise
-				sx, sy = y, h-1-x
-			case 7: // flip both, transpose
-				sx, sy = w-1-y, h-1-x
-			case 8: // transpose, flip vertically: 90° counter-clockwise
-				sx, sy = w-1-y, x
-			}
-			s := (sy*w + sx) * 3
-			copy(row[x*3:x*3+3], src[s:s+3])
+		s := first(y)
+		for x := 0; x < len(row); x, s = x+3, s+step {
+			row[x], row[x+1], row[x+2] = src[s], src[s+1], src[s+2]
 		}
 	}
 	img.scratch, img.Pix = img.Pix, dst

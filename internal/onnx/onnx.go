@@ -143,6 +143,9 @@ type Options struct {
 	// FallbackCPU runs on CPU when the CUDA provider cannot be set up,
 	// instead of failing.
 	FallbackCPU bool
+	// NoSpinning stops idle intra-op threads from busy-waiting, which
+	// matters when several sessions share the cores.
+	NoSpinning bool
 }
 
 // Session is a loaded model. Run may be called from several goroutines at
@@ -169,6 +172,11 @@ func NewSession(path string, info ModelInfo, o Options) (*Session, error) {
 	}
 	if err := opts.SetInterOpNumThreads(1); err != nil {
 		return nil, err
+	}
+	if o.NoSpinning {
+		if err := opts.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"); err != nil {
+			return nil, err
+		}
 	}
 	provider := "cpu"
 	if o.Provider == "cuda" {

@@ -23,11 +23,13 @@ type Config struct {
 	// CUDA cannot be set up.
 	Provider    string
 	FallbackCPU bool
-	// Concurrency is how many images are processed at once (default: one
-	// per two cores, at least one).
+	// Concurrency is how many images are processed at once, each slot
+	// with its own session (default: one per two cores, at least two).
 	Concurrency int
-	// Threads is ONNX Runtime's intra-op thread count (default: the cores
-	// divided among the concurrent images).
+	// Threads is ONNX Runtime's intra-op thread count per session
+	// (default: twice the slot's share of the cores, at most all of them,
+	// so that a lone image runs on more than its share). With several
+	// slots, idle threads do not spin.
 	Threads int
 	// Decoder decodes images (default: Go's decoders, no pixel limit
 	// beyond decode.DefaultMaxPixels).
@@ -41,16 +43,17 @@ type Config struct {
 
 // Detector runs a YOLO model on images. Detect is safe for concurrent use.
 type Detector struct {
-	model   *Model
-	session *onnx.Session
-	decoder *decode.Decoder
-	slots   chan *slot
-	batcher *batcher // nil when batching is off
-	cfg     Config
+	model    *Model
+	sessions []*onnx.Session
+	decoder  *decode.Decoder
+	slots    chan *slot
+	batcher  *batcher // nil when batching is off
+	cfg      Config
 }
 
 // slot is the per-image working memory, reused from image to image.
 type slot struct {
+	session *onnx.Session
 	img     decode.Image
 	resize  resizer
 	post    postprocessor
@@ -63,10 +66,10 @@ type slot struct {
 // used.
 func Open(cfg Config) (*Detector, error) {
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = max(1, runtime.NumCPU()/2)
+		cfg.Concurrency = DefaultConcurrency()
 	}
 	if cfg.Threads <= 0 {
-		cfg.Threads = max(1, runtime.NumCPU()/cfg.Concurrency)
+		cfg.Threads = DefaultThreads(cfg.Concurrency)
 	}
 	if cfg.Decoder == nil {
 		cfg.Decoder = &decode.Decoder{}
@@ -93,23 +96,36 @@ func Open(cfg Config) (*Detector, error) {
 	if !model.DynamicBatch {
 		cfg.BatchMax = 1
 	}
-	s, err := onnx.NewSession(cfg.ModelPath, info, onnx.Options{
-		Provider: cfg.Provider, IntraOpThreads: cfg.Threads, FallbackCPU: cfg.FallbackCPU,
-	})
-	if err != nil {
-		return nil, err
+	// One session per slot on CPU: side by side they beat one shared
+	// session (measured: 19.3 against 18.3 images/s on two cores). A GPU
+	// and the batcher need only one.
+	sessions := cfg.Concurrency
+	if cfg.Provider == "cuda" || cfg.BatchMax > 1 {
+		sessions = 1
 	}
-	d := &Detector{model: model, session: s, decoder: cfg.Decoder, cfg: cfg, slots: make(chan *slot, cfg.Concurrency)}
+	d := &Detector{model: model, decoder: cfg.Decoder, cfg: cfg, slots: make(chan *slot, cfg.Concurrency)}
+	for i := 0; i < sessions; i++ {
+		s, err := onnx.NewSession(cfg.ModelPath, info, onnx.Options{
+			Provider: cfg.Provider, IntraOpThreads: cfg.Threads, FallbackCPU: cfg.FallbackCPU,
+			NoSpinning: cfg.Concurrency > 1,
+		})
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		d.sessions = append(d.sessions, s)
+	}
 	for i := 0; i < cfg.Concurrency; i++ {
+		s := d.sessions[i%len(d.sessions)]
 		b, err := s.NewBinding(1, [2]int64{int64(model.Height), int64(model.Width)}, model.outputShape(1))
 		if err != nil {
 			d.Close()
 			return nil, err
 		}
-		d.slots <- &slot{binding: b}
+		d.slots <- &slot{session: s, binding: b}
 	}
 	if cfg.BatchMax > 1 {
-		d.batcher = newBatcher(s, model, cfg.BatchMax, cfg.BatchWait)
+		d.batcher = newBatcher(d.sessions[0], model, cfg.BatchMax, cfg.BatchWait)
 	}
 	if err := d.warmUp(); err != nil {
 		d.Close()
@@ -123,7 +139,7 @@ func Open(cfg Config) (*Detector, error) {
 func (d *Detector) warmUp() error {
 	for i := 0; i < cap(d.slots); i++ {
 		s := <-d.slots
-		err := d.session.Run(s.binding)
+		err := s.session.Run(s.binding)
 		d.slots <- s
 		if err != nil {
 			return err
@@ -136,7 +152,7 @@ func (d *Detector) warmUp() error {
 func (d *Detector) Model() *Model { return d.model }
 
 // Provider says where inference runs: "cpu" or "cuda".
-func (d *Detector) Provider() string { return d.session.Provider() }
+func (d *Detector) Provider() string { return d.sessions[0].Provider() }
 
 // Config returns the configuration in effect, defaults filled in.
 func (d *Detector) Config() Config { return d.cfg }
@@ -151,7 +167,9 @@ func (d *Detector) Close() {
 	for s := range d.slots {
 		s.binding.Close()
 	}
-	d.session.Close()
+	for _, s := range d.sessions {
+		s.Close()
+	}
 }
 
 // Detect decodes an image, runs the model on it and returns its
@@ -187,7 +205,7 @@ func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*d
 	if d.batcher != nil {
 		inference, err = d.batcher.run(ctx, s.binding)
 	} else {
-		err = d.session.Run(s.binding)
+		err = s.session.Run(s.binding)
 		inference = time.Since(t2)
 	}
 	if err != nil {
@@ -209,6 +227,18 @@ func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*d
 			Postprocess: ms(t4.Sub(t3)),
 		},
 	}, nil
+}
+
+// DefaultConcurrency is the number of images a detector on this machine
+// runs at once by default: one per two cores, at least two, so that one
+// image's decoding overlaps another's inference.
+func DefaultConcurrency() int { return max(2, runtime.NumCPU()/2) }
+
+// DefaultThreads is the intra-op thread count per session for a number of
+// slots: twice a slot's share of the cores, at most all of them.
+func DefaultThreads(concurrency int) int {
+	n := runtime.NumCPU()
+	return max(1, min(n, 2*n/max(1, concurrency)))
 }
 
 func ms(d time.Duration) float64 { return round(float64(d.Microseconds())/1000, 2) }

@@ -2,6 +2,8 @@ package yolo
 
 import (
 	"math"
+	"runtime"
+	"sync"
 
 	"yoloserve/internal/decode"
 )
@@ -37,12 +39,25 @@ func NewLetterbox(srcW, srcH, dstW, dstH int) Letterbox {
 // reused from image to image.
 type resizer struct {
 	xofs    []int32
+	xo0     []int32 // byte offset of each column's left tap
+	xo1     []int32 // and of its right tap (the same at the border)
 	alpha   []int16 // two per destination column
 	yofs    []int32
 	beta    []int16 // two per destination row
-	rows    [2][]int32
-	rowSrc  [2]int
+	bands   [resizeBands]rowCache
 	scratch []byte // the resized RGB image for the 2× area path
+}
+
+// resizeBands is how many horizontal bands of the output are resized in
+// parallel: the letterbox of a large photo takes a few milliseconds, worth
+// spreading over two cores while they wait for inference.
+const resizeBands = 2
+
+// rowCache holds the two horizontally resized source rows a band's
+// current output row reads.
+type rowCache struct {
+	rows   [2][]int32
+	rowSrc [2]int
 }
 
 // lut maps a byte to its normalised float32, as im.float() / 255 computes.
@@ -172,11 +187,11 @@ func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32) {
 	rz.yofs, rz.beta = grow(rz.yofs, dh), grow(rz.beta, 2*dh)
 	coefficients(sw, dw, rz.xofs, rz.alpha, true)
 	coefficients(sh, dh, rz.yofs, rz.beta, false)
-	width := dw * 3
-	for k := range rz.rows {
-		rz.rows[k] = grow(rz.rows[k], width)
-		rz.rowSrc[k] = -1
+	rz.xo0, rz.xo1 = grow(rz.xo0, dw), grow(rz.xo1, dw)
+	for x, sx := range rz.xofs {
+		rz.xo0[x], rz.xo1[x] = 3*sx, 3*min(sx+1, int32(sw-1))
 	}
+	width := dw * 3
 	// OpenCV's vertical pass runs 16 bytes at a time, then 8 while more
 	// than 8 remain, then one at a time; the vector lanes round
 	// differently from the scalar tail.
@@ -184,11 +199,37 @@ func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32) {
 	if width-vec > 8 {
 		vec += 8
 	}
+	bands := 1
+	if dw*dh >= 100_000 && runtime.NumCPU() > 1 {
+		bands = resizeBands
+	}
+	var wg sync.WaitGroup
+	for b := 0; b < bands; b++ {
+		c := &rz.bands[b]
+		for k := range c.rows {
+			c.rows[k] = grow(c.rows[k], width)
+			c.rowSrc[k] = -1
+		}
+		y0, y1 := dh*b/bands, dh*(b+1)/bands
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rz.vertical(img, lb, dst, c, y0, y1, vec)
+		}()
+	}
+	wg.Wait()
+}
+
+// vertical computes output rows y0 to y1 from the horizontally resized
+// source rows and writes them as normalised planes.
+func (rz *resizer) vertical(img *decode.Image, lb Letterbox, dst []float32, c *rowCache, y0, y1, vec int) {
+	dw, sh := lb.NewW, img.Height
+	width := dw * 3
 	plane := lb.DstW * lb.DstH
-	for y := 0; y < dh; y++ {
+	for y := y0; y < y1; y++ {
 		sy := int(rz.yofs[y])
-		r0 := rz.hrow(img, min(max(sy, 0), sh-1))
-		r1 := rz.hrow(img, min(max(sy+1, 0), sh-1))
+		r0 := rz.hrow(img, c, min(max(sy, 0), sh-1))
+		r1 := rz.hrow(img, c, min(max(sy+1, 0), sh-1))
 		b0, b1 := int32(rz.beta[2*y]), int32(rz.beta[2*y+1])
 		o := (lb.Top+y)*lb.DstW + lb.Left
 		pr := dst[o : o+dw]
@@ -218,33 +259,31 @@ func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32) {
 
 // hrow returns source row sy resized horizontally (values scaled by
 // 2048), computing it unless one of the two cached rows holds it.
-func (rz *resizer) hrow(img *decode.Image, sy int) []int32 {
-	for k := range rz.rowSrc {
-		if rz.rowSrc[k] == sy {
-			return rz.rows[k]
+func (rz *resizer) hrow(img *decode.Image, c *rowCache, sy int) []int32 {
+	for k := range c.rowSrc {
+		if c.rowSrc[k] == sy {
+			return c.rows[k]
 		}
 	}
 	// Replace the row that is not the other tap of this output row: the
 	// older one, which has the smaller source index.
 	k := 0
-	if rz.rowSrc[1] < rz.rowSrc[0] {
+	if c.rowSrc[1] < c.rowSrc[0] {
 		k = 1
 	}
-	row := rz.rows[k]
+	row := c.rows[k]
 	src := img.Pix[sy*img.Width*3 : (sy+1)*img.Width*3]
-	last := img.Width - 1
 	n := len(row) / 3
-	xofs, alpha := rz.xofs[:n], rz.alpha[:2*n]
-	for x, sx32 := range xofs {
-		sx := int(sx32)
-		p := src[3*sx : 3*sx+3]
-		q := src[3*min(sx+1, last):][:3]
+	xo0, xo1, alpha := rz.xo0[:n], rz.xo1[:n], rz.alpha[:2*n]
+	for x := range xo0 {
+		o0, o1 := int(xo0[x]), int(xo1[x])
 		a0, a1 := int32(alpha[2*x]), int32(alpha[2*x+1])
-		out := row[3*x : 3*x+3]
+		out := row[3*x : 3*x+3 : 3*x+3]
+		p, q := src[o0:o0+3:o0+3], src[o1:o1+3:o1+3]
 		out[0] = int32(p[0])*a0 + int32(q[0])*a1
 		out[1] = int32(p[1])*a0 + int32(q[1])*a1
 		out[2] = int32(p[2])*a0 + int32(q[2])*a1
 	}
-	rz.rowSrc[k] = sy
+	c.rowSrc[k] = sy
 	return row
 }
