@@ -49,7 +49,7 @@ func run() error {
 	model := cfg.ResolveModel()
 	det, err := yolo.Open(yolo.Config{
 		ModelPath: model, Library: cfg.ORTLib, Provider: cfg.ORTProvider, FallbackCPU: cfg.ORTFallbackCPU,
-		Concurrency: cfg.Concurrency(), Threads: cfg.ORTThreads, BatchMax: cfg.BatchMax, BatchWait: cfg.BatchWait,
+		Concurrency: cfg.Concurrency(), Threads: cfg.ORTThreads, Sessions: cfg.ORTSessions, BatchMax: cfg.BatchMax, BatchWait: cfg.BatchWait,
 		Decoder: &decode.Decoder{JPEG: jpeg, MaxPixels: cfg.MaxPixels},
 	})
 	if err != nil {
@@ -60,7 +60,7 @@ func run() error {
 	log.Info("model loaded", "model", model, "ort_lib", dc.Library, "provider", det.Provider(),
 		"classes", det.Model().Classes(), "input", fmt.Sprintf("%dx%d", det.Model().Width, det.Model().Height),
 		"dynamic_batch", det.Model().DynamicBatch, "batch_max", dc.BatchMax,
-		"concurrency", dc.Concurrency, "ort_threads", dc.Threads, "jpeg", jpeg.Name())
+		"concurrency", dc.Concurrency, "ort_sessions", dc.Sessions, "ort_threads", dc.Threads, "jpeg", jpeg.Name())
 
 	rdb, err := asynq.NewClient(cfg.RedisURL)
 	if err != nil {

@@ -98,12 +98,12 @@ func (s *system) env(extra ...string) []string {
 		"MODEL_PATH=" + s.cfg.Model, "ORT_LIB=" + s.cfg.Library, "RESULT_TTL=60s"}, extra...)
 }
 
-func (s *system) startWorker(concurrency, threads int) error {
+func (s *system) startWorker(concurrency, threads, sessions int) error {
 	port := freePort()
 	s.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
 	w, err := s.start(filepath.Join(s.cfg.BinDir, "worker"), nil, s.env(
 		fmt.Sprintf("WORKER_ADDR=127.0.0.1:%d", port), fmt.Sprintf("WORKER_CONCURRENCY=%d", concurrency),
-		fmt.Sprintf("ORT_THREADS=%d", threads))...)
+		fmt.Sprintf("ORT_THREADS=%d", threads), fmt.Sprintf("ORT_SESSIONS=%d", sessions))...)
 	if err != nil {
 		return err
 	}
@@ -265,12 +265,12 @@ func (s *system) peakRSS() float64 {
 
 // measureWorker runs one worker configuration: sequential round trips for
 // service time and idle latency, then closed-loop loads.
-func (s *system) measureWorker(bodies []body, concurrency, threads int, loads []int) (WorkerRun, error) {
-	if err := s.startWorker(concurrency, threads); err != nil {
+func (s *system) measureWorker(bodies []body, concurrency, threads, sessions int, loads []int) (WorkerRun, error) {
+	if err := s.startWorker(concurrency, threads, sessions); err != nil {
 		return WorkerRun{}, err
 	}
 	defer s.stopWorker()
-	run := WorkerRun{Concurrency: concurrency, Threads: threads}
+	run := WorkerRun{Concurrency: concurrency, Threads: threads, Sessions: sessions}
 	for i := 0; i < 3; i++ { // warm up
 		s.roundTrip(bodies[0])
 	}
@@ -301,8 +301,8 @@ func (s *system) measureWorker(bodies []body, concurrency, threads int, loads []
 	for _, c := range loads {
 		lv := s.load(bodies, c, s.cfg.Load)
 		run.Loads = append(run.Loads, lv)
-		s.cfg.printf("  worker %dx%d threads, %2d clients: %6.1f img/s  p50 %6.1f  p95 %6.1f  p99 %6.1f ms  errors %d\n",
-			concurrency, threads, c, lv.ImagesPerS, lv.P50MS, lv.P95MS, lv.P99MS, lv.Errors)
+		s.cfg.printf("  worker %dx%d threads/%d session(s), %2d clients: %6.1f img/s  p50 %6.1f  p95 %6.1f  p99 %6.1f ms  errors %d\n",
+			concurrency, threads, sessions, c, lv.ImagesPerS, lv.P50MS, lv.P95MS, lv.P99MS, lv.Errors)
 	}
 	run.PeakRSSMiB = s.peakRSS()
 	return run, nil

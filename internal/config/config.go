@@ -34,6 +34,7 @@ type Config struct {
 	ORTProvider    string // ORT_PROVIDER: cpu or cuda
 	ORTFallbackCPU bool   // ORT_FALLBACK_CPU
 	ORTThreads     int    // ORT_THREADS; 0: chosen for the machine
+	ORTSessions    int    // ORT_SESSIONS
 	TurboJPEGLib   string // TURBOJPEG_LIB; empty: libturbojpeg.so.0
 
 	WorkerConcurrency int           // WORKER_CONCURRENCY; 0: chosen for the machine
@@ -69,6 +70,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"ORT_PROVIDER", "cpu", "cpu or cuda"},
 	{"ORT_FALLBACK_CPU", "false", "with cuda: run on CPU when the CUDA provider cannot load"},
 	{"ORT_THREADS", "0", "ONNX Runtime intra-op threads per session (0: twice the cores / concurrency, at most the cores)"},
+	{"ORT_SESSIONS", "1", "ONNX Runtime sessions a worker's tasks share (at most WORKER_CONCURRENCY)"},
 	{"TURBOJPEG_LIB", "", "path of libturbojpeg (default: libturbojpeg.so.0 from the system)"},
 	{"WORKER_CONCURRENCY", "0", "tasks a worker runs at once (0: one per two cores, at least two; 16 on cuda)"},
 	{"BATCH_MAX", "1", "images per inference run for dynamic-batch models (1: off)"},
