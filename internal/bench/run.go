@@ -93,8 +93,8 @@ func Run(cfg Config) (*Report, error) {
 	// drift on a shared machine, so each is compared with the bare floor
 	// measured just before it.
 	dc := yolo.DefaultConcurrency()
-	def := [3]int{dc, yolo.DefaultThreads(dc), 1}
-	for _, wc := range [][3]int{def, {dc, def[1], dc}, {1, ncpu, 1}, {ncpu, 1, ncpu}} {
+	def := [3]int{dc, yolo.DefaultThreads(dc), dc}
+	for _, wc := range [][3]int{def, {dc, ncpu, dc}, {dc, ncpu, 1}, {1, ncpu, 1}} {
 		bare, err := floor(&cfg, cfg.Model, 1, wc[1], 1, cfg.FloorRuns/2, false)
 		if err != nil {
 			return nil, err
