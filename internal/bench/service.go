@@ -199,12 +199,11 @@ func (s *system) roundTrip(b body) (time.Duration, error) {
 	return time.Since(t), err
 }
 
-// load runs clients in closed loops for d and measures throughput and
-// latency.
-func (s *system) load(bodies []body, clients int, d time.Duration) LoadLevel {
+// closedLoop runs clients that each call do back to back for d, and
+// returns the sorted latencies of the calls that succeeded, the number
+// that failed and the wall time.
+func closedLoop(clients int, d time.Duration, do func(client, i int) (time.Duration, error)) (lat []float64, errs int, wall time.Duration) {
 	var mu sync.Mutex
-	var lat []float64
-	errs := 0
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -214,7 +213,7 @@ func (s *system) load(bodies []body, clients int, d time.Duration) LoadLevel {
 		go func() {
 			defer wg.Done()
 			for i := c; ctx.Err() == nil; i++ {
-				rt, err := s.roundTrip(bodies[i%len(bodies)])
+				rt, err := do(c, i)
 				mu.Lock()
 				if err != nil {
 					errs++
@@ -226,8 +225,16 @@ func (s *system) load(bodies []body, clients int, d time.Duration) LoadLevel {
 		}()
 	}
 	wg.Wait()
-	wall := time.Since(start)
 	sort.Float64s(lat)
+	return lat, errs, time.Since(start)
+}
+
+// load runs clients in closed loops of round trips for d and measures
+// throughput and latency.
+func (s *system) load(bodies []body, clients int, d time.Duration) LoadLevel {
+	lat, errs, wall := closedLoop(clients, d, func(_, i int) (time.Duration, error) {
+		return s.roundTrip(bodies[i%len(bodies)])
+	})
 	return LoadLevel{Clients: clients, ImagesPerS: float64(len(lat)) / wall.Seconds(),
 		P50MS: percentile(lat, 50), P95MS: percentile(lat, 95), P99MS: percentile(lat, 99), Errors: errs}
 }
@@ -312,38 +319,19 @@ func (s *system) measureWorker(bodies []body, concurrency, threads, sessions int
 // counts accepted uploads per second.
 func (s *system) measureUpload(image []byte, clients int, d time.Duration) UploadResult {
 	b := newBody(image)
-	var mu sync.Mutex
-	var lat []float64
-	errs := 0
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	var wg sync.WaitGroup
-	start := time.Now()
-	for c := 0; c < clients; c++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				t := time.Now()
-				resp, err := s.client.Post(s.api+"/predict", b.ct, bytes.NewReader(b.data))
-				ok := err == nil && resp.StatusCode == http.StatusAccepted
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				mu.Lock()
-				if ok {
-					lat = append(lat, ms(time.Since(t)))
-				} else {
-					errs++
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	wall := time.Since(start)
-	sort.Float64s(lat)
+	lat, errs, wall := closedLoop(clients, d, func(_, _ int) (time.Duration, error) {
+		t := time.Now()
+		resp, err := s.client.Post(s.api+"/predict", b.ct, bytes.NewReader(b.data))
+		if err != nil {
+			return 0, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			return 0, fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return time.Since(t), nil
+	})
 	return UploadResult{Bytes: len(image), Clients: clients, AcceptedPS: float64(len(lat)) / wall.Seconds(),
 		P50MS: percentile(lat, 50), P99MS: percentile(lat, 99), Errors: errs}
 }
