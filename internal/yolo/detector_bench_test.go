@@ -1,0 +1,65 @@
+package yolo_test
+
+import (
+	"context"
+	"testing"
+
+	"yoloserve/internal/decode"
+	"yoloserve/internal/detect"
+	"yoloserve/internal/testenv"
+	"yoloserve/internal/yolo"
+)
+
+// BenchmarkDetect reports each stage per image on the shared photos: one
+// image at a time on two ONNX Runtime threads, with libjpeg-turbo and with
+// Go's decoder. The overhead metric is (decode+letterbox+nms)/inference.
+func BenchmarkDetect(b *testing.B) {
+	for _, dec := range []struct {
+		name string
+		jpeg decode.JPEGDecoder
+	}{{"turbo", nil}, {"go", decode.GoJPEG{}}} {
+		cfg := yolo.Config{Concurrency: 1, Threads: 2}
+		var d *yolo.Detector
+		if dec.jpeg == nil {
+			d = openDetector(b, "yolov8n.onnx", cfg)
+		} else {
+			d = openDetectorWith(b, cfg, dec.jpeg)
+		}
+		for _, name := range testenv.Images(b) {
+			data := testenv.ReadImage(b, name)
+			b.Run(dec.name+"/"+name, func(b *testing.B) {
+				var s detect.Speed
+				n := 0
+				for b.Loop() {
+					r, err := d.Detect(context.Background(), data, detect.DefaultParams())
+					if err != nil {
+						b.Fatal(err)
+					}
+					s.Decode += r.SpeedMS.Decode
+					s.Preprocess += r.SpeedMS.Preprocess
+					s.Inference += r.SpeedMS.Inference
+					s.Postprocess += r.SpeedMS.Postprocess
+					n++
+				}
+				f := float64(n)
+				b.ReportMetric(s.Decode/f, "decode-ms")
+				b.ReportMetric(s.Preprocess/f, "letterbox-ms")
+				b.ReportMetric(s.Inference/f, "inference-ms")
+				b.ReportMetric(s.Postprocess/f, "nms-ms")
+				b.ReportMetric((s.Decode+s.Preprocess+s.Postprocess)/s.Inference, "overhead")
+			})
+		}
+	}
+}
+
+func openDetectorWith(tb testing.TB, cfg yolo.Config, jpeg decode.JPEGDecoder) *yolo.Detector {
+	tb.Helper()
+	cfg.ModelPath = testenv.Model(tb, "yolov8n.onnx")
+	cfg.Decoder = &decode.Decoder{JPEG: jpeg}
+	d, err := yolo.Open(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(d.Close)
+	return d
+}
