@@ -1,5 +1,10 @@
 package decode
 
+import (
+	"runtime"
+	"sync"
+)
+
 // orient applies an EXIF orientation to img the way OpenCV's
 // ApplyExifOrientation does (flips and transposes), using img's scratch
 // buffer for the result.
@@ -34,12 +39,28 @@ func orient(img *Image, o int) {
 	case 8: // transpose, flip vertically: 90° counter-clockwise
 		first, step = func(y int) int { return (w - 1 - y) * 3 }, 3*w
 	}
-	for y := 0; y < oh; y++ {
-		row := dst[y*ow*3 : (y+1)*ow*3]
-		s := first(y)
-		for x := 0; x < len(row); x, s = x+3, s+step {
-			row[x], row[x+1], row[x+2] = src[s], src[s+1], src[s+2]
+	copyRows := func(y0, y1 int) {
+		for y := y0; y < y1; y++ {
+			row := dst[y*ow*3 : (y+1)*ow*3]
+			s := first(y)
+			for x := 0; x < len(row); x, s = x+3, s+step {
+				row[x], row[x+1], row[x+2] = src[s], src[s+1], src[s+2]
+			}
 		}
+	}
+	// A large image is turned in two bands at once.
+	if ow*oh < 200_000 || runtime.NumCPU() < 2 {
+		copyRows(0, oh)
+	} else {
+		var wg sync.WaitGroup
+		mid := oh / 2
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			copyRows(0, mid)
+		}()
+		copyRows(mid, oh)
+		wg.Wait()
 	}
 	img.scratch, img.Pix = img.Pix, dst
 	img.Width, img.Height = ow, oh
