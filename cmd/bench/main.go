@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"yoloserve/internal/bench"
@@ -29,6 +30,8 @@ func run() error {
 	bin := flag.String("bin", "bin", "folder with api and worker")
 	out := flag.String("out", "bench/results.json", "JSON report")
 	load := flag.Duration("load", 6*time.Second, "duration of each load level")
+	workers := flag.String("workers", "", "worker configurations to measure, CONCURRENCYxTHREADSxSESSIONS,... (default: the default and its alternatives)")
+	serviceOnly := flag.Bool("service-only", false, "measure only the processes under load")
 	flag.Parse()
 
 	lib, err := onnx.FindLibrary(os.Getenv("ORT_LIB"))
@@ -43,7 +46,16 @@ func run() error {
 		return err
 	}
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
-	cfg := bench.Config{Model: abs(*model), Library: abs(lib), Images: paths, BinDir: abs(*bin), Load: *load, Out: os.Stdout}
+	cfg := bench.Config{Model: abs(*model), Library: abs(lib), Images: paths, BinDir: abs(*bin), Load: *load, Out: os.Stdout, ServiceOnly: *serviceOnly}
+	if *workers != "" {
+		for _, w := range strings.Split(*workers, ",") {
+			var c [3]int
+			if _, err := fmt.Sscanf(w, "%dx%dx%d", &c[0], &c[1], &c[2]); err != nil {
+				return fmt.Errorf("-workers %q: want CONCURRENCYxTHREADSxSESSIONS", w)
+			}
+			cfg.Workers = append(cfg.Workers, c)
+		}
+	}
 	if *dynamic != "" {
 		cfg.Dynamic = abs(*dynamic)
 	}

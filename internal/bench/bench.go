@@ -15,14 +15,19 @@ import (
 
 // Config says what to measure. Zero values mean defaults.
 type Config struct {
-	Model     string        // the float32 static model
-	Dynamic   string        // the dynamic-batch model (batching figures)
-	Images    []string      // photos to run
-	BinDir    string        // where bin/api and bin/worker are
-	Library   string        // ONNX Runtime library
-	Load      time.Duration // how long each load level runs (default 6s)
-	FloorRuns int           // timed runs per floor figure (default 20)
-	Out       io.Writer     // the table (default: none)
+	Model   string        // the float32 static model
+	Dynamic string        // the dynamic-batch model (batching figures)
+	Images  []string      // photos to run
+	BinDir  string        // where bin/api and bin/worker are
+	Library string        // ONNX Runtime library
+	Load    time.Duration // how long each load level runs (default 6s)
+	// Workers lists worker configurations {concurrency, threads, sessions}
+	// to measure; empty: the default and its alternatives.
+	Workers [][3]int
+	// ServiceOnly skips the floor tables, the stages and the upload test.
+	ServiceOnly bool
+	FloorRuns   int       // timed runs per floor figure (default 20)
+	Out         io.Writer // the table (default: none)
 }
 
 // Report is everything make bench measured; it is written as JSON.

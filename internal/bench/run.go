@@ -25,17 +25,28 @@ func Run(cfg Config) (*Report, error) {
 		cfg.FloorRuns = 20
 	}
 	rep := &Report{Machine: fmt.Sprintf("%s/%s, %d CPUs", runtime.GOOS, runtime.GOARCH, runtime.NumCPU())}
-	cfg.printf("== floor: bare ONNX Runtime session (%s)\n", cfg.Model)
 	ncpu := runtime.NumCPU()
+	if !cfg.ServiceOnly {
+		if err := rep.floorAndStages(&cfg, ncpu); err != nil {
+			return nil, err
+		}
+	}
+	return rep.service(&cfg, ncpu)
+}
+
+// floorAndStages measures the bare floor, batching and the detector's
+// stages.
+func (rep *Report) floorAndStages(cfg *Config, ncpu int) error {
+	cfg.printf("== floor: bare ONNX Runtime session (%s)\n", cfg.Model)
 	seen := map[[3]int]bool{}
 	for _, f := range [][3]int{{1, 1, 0}, {1, 2, 0}, {1, ncpu, 0}, {ncpu, 1, 0}, {2, 2, 1}, {yolo.DefaultConcurrency(), yolo.DefaultThreads(yolo.DefaultConcurrency()), 1}} {
 		if seen[f] {
 			continue
 		}
 		seen[f] = true
-		r, err := floor(&cfg, cfg.Model, f[0], f[1], 1, cfg.FloorRuns, f[2] == 1)
+		r, err := floor(cfg, cfg.Model, f[0], f[1], 1, cfg.FloorRuns, f[2] == 1)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		rep.Floor = append(rep.Floor, r)
 		cfg.printf("  %-34s %7.1f ms/run  %6.1f img/s\n", r.Name, r.MedianMS, r.ImagesPerS)
@@ -43,9 +54,9 @@ func Run(cfg Config) (*Report, error) {
 	if cfg.Dynamic != "" {
 		cfg.printf("== batching: bare session on the dynamic model\n")
 		for _, b := range []int{1, 4, 8} {
-			r, err := floor(&cfg, cfg.Dynamic, 1, ncpu, b, max(3, cfg.FloorRuns/b), false)
+			r, err := floor(cfg, cfg.Dynamic, 1, ncpu, b, max(3, cfg.FloorRuns/b), false)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			rep.Batching = append(rep.Batching, r)
 			cfg.printf("  %-34s %7.1f ms/run  %6.1f ms/img  %6.1f img/s\n", r.Name, r.MedianMS, r.PerImageMS, r.ImagesPerS)
@@ -54,14 +65,14 @@ func Run(cfg Config) (*Report, error) {
 
 	turbo, err := turbojpeg.Open("")
 	if err != nil {
-		return nil, fmt.Errorf("bench needs libjpeg-turbo: %w", err)
+		return fmt.Errorf("bench needs libjpeg-turbo: %w", err)
 	}
 	cfg.printf("== detector stages, one image at a time, 2 threads (median ms)\n")
 	cfg.printf("  %-16s %-14s %8s %8s %8s %9s %8s %9s\n", "image", "decoder", "pixels", "decode", "letterbox", "inference", "nms", "overhead")
 	for _, dec := range []decode.JPEGDecoder{turbo, decode.GoJPEG{}} {
-		rs, err := stages(&cfg, dec, 7)
+		rs, err := stages(cfg, dec, 7)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, r := range rs {
 			cfg.printf("  %-16s %-14s %8d %8.2f %8.2f %9.2f %8.2f %8.1f%%\n", r.Image, r.Decoder, r.Pixels, r.DecodeMS, r.PreMS, r.InferenceMS, r.PostMS, 100*r.Overhead)
@@ -73,8 +84,14 @@ func Run(cfg Config) (*Report, error) {
 		}
 	}
 
+	return nil
+}
+
+// service measures the real processes: each worker configuration under
+// load, then the API's intake.
+func (rep *Report) service(cfg *Config, ncpu int) (*Report, error) {
 	cfg.printf("== the service: redis-server, bin/api, bin/worker as processes\n")
-	sys, err := newSystem(&cfg)
+	sys, err := newSystem(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -94,12 +111,16 @@ func Run(cfg Config) (*Report, error) {
 	// measured just before it.
 	dc := yolo.DefaultConcurrency()
 	def := [3]int{dc, yolo.DefaultThreads(dc), dc}
-	for _, wc := range [][3]int{def, {dc, ncpu, dc}, {dc, ncpu, 1}, {1, ncpu, 1}} {
-		bare, err := floor(&cfg, cfg.Model, 1, wc[1], 1, cfg.FloorRuns/2, false)
+	configs := cfg.Workers
+	if len(configs) == 0 {
+		configs = [][3]int{def, {dc, ncpu, dc}, {dc, ncpu, 1}, {1, ncpu, 1}}
+	}
+	for _, wc := range configs {
+		bare, err := floor(cfg, cfg.Model, 1, wc[1], 1, cfg.FloorRuns/2, false)
 		if err != nil {
 			return nil, err
 		}
-		best, err := floor(&cfg, cfg.Model, ncpu, 1, 1, cfg.FloorRuns/2, false)
+		best, err := floor(cfg, cfg.Model, ncpu, 1, 1, cfg.FloorRuns/2, false)
 		if err != nil {
 			return nil, err
 		}
