@@ -72,7 +72,7 @@ type WorkerRun struct {
 	Sessions      int          `json:"sessions"`
 	BareMS        float64      `json:"bare_ms"`         // bare session with the same threads, measured just before
 	BareBestPS    float64      `json:"bare_best_per_s"` // best bare throughput, measured just before
-	ServiceMS     float64      `json:"service_ms"`      // worker: upload read → result written, mean
+	ServiceMS     float64      `json:"service_ms"`      // worker: upload read → result written, median
 	IdleLatencyMS float64      `json:"idle_latency_ms"` // POST until the result is readable, median, one client
 	Speed         detect.Speed `json:"speed_ms"`        // the worker's stages, mean over the sequential run
 	Loads         []LoadLevel  `json:"loads"`

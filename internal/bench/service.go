@@ -281,11 +281,16 @@ func (s *system) measureWorker(bodies []body, concurrency, threads, sessions int
 	for i := 0; i < 3; i++ { // warm up
 		s.roundTrip(bodies[0])
 	}
-	sum0, _ := s.metric("yoloserve_worker_task_seconds_sum")
-	n0, _ := s.metric("yoloserve_worker_task_seconds_count")
-	var idle []float64
-	const n = 20
+	// One task at a time: the worker's service-time sum grows by exactly
+	// that task's time, so each task's service time is known; medians
+	// resist the outliers of a shared machine.
+	var idle, service []float64
+	const n = 25
 	for i := 0; i < n; i++ {
+		before, err := s.metric("yoloserve_worker_task_seconds_sum")
+		if err != nil {
+			return run, err
+		}
 		t := time.Now()
 		id, err := s.submit(bodies[0])
 		if err != nil {
@@ -296,14 +301,17 @@ func (s *system) measureWorker(bodies []body, concurrency, threads, sessions int
 			return run, err
 		}
 		idle = append(idle, ms(time.Since(t)))
+		after, err := s.metric("yoloserve_worker_task_seconds_sum")
+		if err != nil {
+			return run, err
+		}
+		service = append(service, (after-before)*1000)
 		run.Speed.Decode += sp.Decode / n
 		run.Speed.Preprocess += sp.Preprocess / n
 		run.Speed.Inference += sp.Inference / n
 		run.Speed.Postprocess += sp.Postprocess / n
 	}
-	sum1, _ := s.metric("yoloserve_worker_task_seconds_sum")
-	n1, _ := s.metric("yoloserve_worker_task_seconds_count")
-	run.ServiceMS = (sum1 - sum0) / (n1 - n0) * 1000
+	run.ServiceMS = median(service)
 	run.IdleLatencyMS = median(idle)
 	for _, c := range loads {
 		lv := s.load(bodies, c, s.cfg.Load)
