@@ -116,11 +116,7 @@ func (rep *Report) service(cfg *Config, ncpu int) (*Report, error) {
 		configs = [][3]int{def, {dc, ncpu, dc}, {dc, ncpu, 1}, {1, ncpu, 1}}
 	}
 	for _, wc := range configs {
-		bare, err := floor(cfg, cfg.Model, 1, wc[1], 1, cfg.FloorRuns/2, false)
-		if err != nil {
-			return nil, err
-		}
-		best, err := floor(cfg, cfg.Model, ncpu, 1, 1, cfg.FloorRuns/2, false)
+		bare, best, err := bestFloor(cfg, wc[1], ncpu)
 		if err != nil {
 			return nil, err
 		}
@@ -155,7 +151,7 @@ func (rep *Report) ratios() {
 	}
 	worst := 0.0
 	for _, s := range rep.Stages {
-		if s.Pixels <= 2_000_000 {
+		if s.Pixels <= 2_000_000 && strings.HasSuffix(s.Image, ".jpg") {
 			worst = max(worst, s.Overhead)
 		}
 	}
@@ -189,4 +185,28 @@ func jpegOfSize(n int) []byte {
 			return b.Bytes()
 		}
 	}
+}
+
+// bestFloor measures, three times each, a bare session with the given
+// threads and the best throughput (one 1-thread session per core), and
+// keeps the fastest of each: on a shared machine a slow spell would
+// otherwise flatter the service measured against it.
+func bestFloor(cfg *Config, threads, ncpu int) (bare, best FloorResult, err error) {
+	for i := 0; i < 3; i++ {
+		b, err := floor(cfg, cfg.Model, 1, threads, 1, max(5, cfg.FloorRuns/3), false)
+		if err != nil {
+			return bare, best, err
+		}
+		if i == 0 || b.MedianMS < bare.MedianMS {
+			bare = b
+		}
+		t, err := floor(cfg, cfg.Model, ncpu, 1, 1, max(5, cfg.FloorRuns/3), false)
+		if err != nil {
+			return bare, best, err
+		}
+		if t.ImagesPerS > best.ImagesPerS {
+			best = t
+		}
+	}
+	return bare, best, nil
 }
