@@ -193,35 +193,46 @@ func (q *Queue) Task(ctx context.Context, id string) (detect.TaskInfo, error) {
 // done, and once a second in case an announcement was missed. Errors are
 // those of Task.
 func (q *Queue) Wait(ctx context.Context, id string) (detect.TaskInfo, error) {
-	done, cancel := q.waiters.add(id)
-	defer cancel()
 	for {
+		// Listen before looking, so that an end announced in between is
+		// not missed.
+		done, cancel := q.waiters.add(id)
 		ti, err := q.Task(ctx, id)
 		if err != nil || ti.Status.Done() {
+			cancel()
 			return ti, err
 		}
 		select {
 		case <-ctx.Done():
+			cancel()
 			return ti, nil
 		case <-done:
-			// The worker announced the end before asynq recorded it:
-			// give it a moment, then look again.
-			for _, d := range []time.Duration{2, 5, 10, 20, 50, 100} {
-				ti, err := q.Task(ctx, id)
-				if err != nil || ti.Status.Done() {
-					return ti, err
-				}
-				select {
-				case <-time.After(d * time.Millisecond):
-				case <-ctx.Done():
-					return ti, nil
-				}
+			cancel()
+			if ti, err := q.settle(ctx, id); err != nil || ti.Status.Done() || ctx.Err() != nil {
+				return ti, err
 			}
-			done, cancel = q.waiters.add(id)
-			defer cancel()
 		case <-time.After(time.Second):
+			cancel()
 		}
 	}
+}
+
+// settle reads a task announced as ended until asynq has recorded the
+// end: a failure is announced just before asynq archives it.
+func (q *Queue) settle(ctx context.Context, id string) (detect.TaskInfo, error) {
+	var ti detect.TaskInfo
+	var err error
+	for _, d := range []time.Duration{2, 5, 10, 20, 50, 100} {
+		if ti, err = q.Task(ctx, id); err != nil || ti.Status.Done() {
+			return ti, err
+		}
+		select {
+		case <-time.After(d * time.Millisecond):
+		case <-ctx.Done():
+			return ti, nil
+		}
+	}
+	return ti, nil
 }
 
 // Announce publishes that a task finished. Workers call it after writing
