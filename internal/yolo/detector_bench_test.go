@@ -19,12 +19,10 @@ func BenchmarkDetect(b *testing.B) {
 		jpeg decode.JPEGDecoder
 	}{{"turbo", nil}, {"go", decode.GoJPEG{}}} {
 		cfg := yolo.Config{Concurrency: 1, Threads: 2}
-		var d *yolo.Detector
-		if dec.jpeg == nil {
-			d = openDetector(b, "yolov8n.onnx", cfg)
-		} else {
-			d = openDetectorWith(b, cfg, dec.jpeg)
+		if dec.jpeg != nil {
+			cfg.Decoder = &decode.Decoder{JPEG: dec.jpeg}
 		}
+		d := openDetector(b, "yolov8n.onnx", cfg)
 		for _, name := range testenv.Images(b) {
 			data := testenv.ReadImage(b, name)
 			b.Run(dec.name+"/"+name, func(b *testing.B) {
@@ -50,16 +48,4 @@ func BenchmarkDetect(b *testing.B) {
 			})
 		}
 	}
-}
-
-func openDetectorWith(tb testing.TB, cfg yolo.Config, jpeg decode.JPEGDecoder) *yolo.Detector {
-	tb.Helper()
-	cfg.ModelPath = testenv.Model(tb, "yolov8n.onnx")
-	cfg.Decoder = &decode.Decoder{JPEG: jpeg}
-	d, err := yolo.Open(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(d.Close)
-	return d
 }

@@ -17,16 +17,18 @@ import (
 	"yoloserve/internal/yolo"
 )
 
-// openDetector opens a detector on a shared model with libjpeg-turbo,
-// which parity needs.
+// openDetector opens a detector on a shared model, with libjpeg-turbo
+// (which parity needs) unless cfg brings its own decoder.
 func openDetector(tb testing.TB, model string, cfg yolo.Config) *yolo.Detector {
 	tb.Helper()
-	jpeg, err := turbojpeg.Open("")
-	if err != nil {
-		tb.Fatalf("parity needs libjpeg-turbo (apt-get install libturbojpeg0): %v", err)
+	if cfg.Decoder == nil {
+		jpeg, err := turbojpeg.Open("")
+		if err != nil {
+			tb.Fatalf("parity needs libjpeg-turbo (apt-get install libturbojpeg0): %v", err)
+		}
+		cfg.Decoder = &decode.Decoder{JPEG: jpeg}
 	}
 	cfg.ModelPath = testenv.Model(tb, model)
-	cfg.Decoder = &decode.Decoder{JPEG: jpeg}
 	d, err := yolo.Open(cfg)
 	if err != nil {
 		tb.Fatal(err)
