@@ -126,3 +126,30 @@ func TestNewModelReadsShapesAndNames(t *testing.T) {
 		d.Close()
 	}
 }
+
+// TestCUDAUnavailable: without the CUDA provider (none on this machine),
+// ORT_PROVIDER=cuda stops with the reason, unless CPU fallback is asked
+// for.
+func TestCUDAUnavailable(t *testing.T) {
+	model := testenv.Model(t, "yolov8n.onnx")
+	d, err := Open(Config{ModelPath: model, Provider: "cuda", Concurrency: 1})
+	if err == nil {
+		provider := d.Provider()
+		d.Close()
+		if provider == "cuda" {
+			t.Skip("this machine has a working CUDA provider")
+		}
+		t.Fatalf("cuda without fallback opened on %s", provider)
+	}
+	if !strings.Contains(err.Error(), "CUDA") || !strings.Contains(err.Error(), "ORT_FALLBACK_CPU") {
+		t.Errorf("error should say CUDA failed and how to fall back: %v", err)
+	}
+	d, err = Open(Config{ModelPath: model, Provider: "cuda", FallbackCPU: true, Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Provider() != "cpu" {
+		t.Errorf("fallback runs on %s", d.Provider())
+	}
+}
