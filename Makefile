@@ -36,7 +36,7 @@ ort: $(ORT_LIB) $(if $(filter cuda,$(ORT_FLAVOR)),$(ORT_DIR)/libonnxruntime_prov
 $(ORT_LIB):
 	@mkdir -p $(CACHE) $(ORT_DIR)
 	cd $(CACHE) && npm pack --silent onnxruntime-node@$(ORT_VERSION) >/dev/null
-	tar -xzf $(CACHE)/onnxruntime-node-$(ORT_VERSION).tgz -C $(CACHE) package/bin/napi-v6/linux/$(ARCH)/libonnxruntime.so.1
+	tar --no-same-owner -xzf $(CACHE)/onnxruntime-node-$(ORT_VERSION).tgz -C $(CACHE) package/bin/napi-v6/linux/$(ARCH)/libonnxruntime.so.1
 	mv $(CACHE)/package/bin/napi-v6/linux/$(ARCH)/libonnxruntime.so.1 $@
 	rm -rf $(CACHE)/package $(CACHE)/onnxruntime-node-$(ORT_VERSION).tgz
 	@echo "ONNX Runtime $(ORT_VERSION) in $(ORT_DIR)"
@@ -44,8 +44,9 @@ $(ORT_LIB):
 $(ORT_DIR)/libonnxruntime_providers_cuda.so:
 	@mkdir -p $(CACHE) $(ORT_DIR)
 	cd $(CACHE) && npm pack --silent $(ORT_GPU_PACKAGE) >/dev/null
-	tar -xzf $(CACHE)/$$(echo $(ORT_GPU_PACKAGE) | sed 's/@/-/').tgz -C $(CACHE) package/Plugins/Linux/x64
-	mv $(CACHE)/package/Plugins/Linux/x64/libonnxruntime_providers_*.so $(ORT_DIR)/
+	tar --no-same-owner -xzf $(CACHE)/$$(echo $(ORT_GPU_PACKAGE) | sed 's/@/-/').tgz -C $(CACHE) \
+		package/Plugins/Linux/x64/libonnxruntime_providers_cuda.so package/Plugins/Linux/x64/libonnxruntime_providers_shared.so
+	mv $(CACHE)/package/Plugins/Linux/x64/libonnxruntime_providers_cuda.so $(CACHE)/package/Plugins/Linux/x64/libonnxruntime_providers_shared.so $(ORT_DIR)/
 	rm -rf $(CACHE)/package $(CACHE)/*.tgz
 
 test: ort
