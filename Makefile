@@ -50,6 +50,7 @@ $(ORT_DIR)/libonnxruntime_providers_cuda.so:
 	rm -rf $(CACHE)/package $(CACHE)/*.tgz
 
 test: ort
+	@scripts/test-deps.sh
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 
