@@ -91,6 +91,7 @@ type sentinelSet struct {
 func startRedisProc(t *testing.T, name string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = testenv.DieWithTest()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("%s: %v (apt-get install redis-server redis-sentinel)", name, err)
 	}

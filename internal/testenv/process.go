@@ -80,6 +80,7 @@ func Start(tb testing.TB, name string, env ...string) *Process {
 	cmd := exec.Command(filepath.Join(Binaries(tb), name))
 	cmd.Dir = tb.TempDir()
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LOG_LEVEL=warn"}, env...)
+	cmd.SysProcAttr = DieWithTest()
 	p := &Process{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
@@ -123,3 +124,9 @@ func (p *Process) Wait(tb testing.TB, timeout time.Duration) error {
 
 // Output is what the process printed so far.
 func (p *Process) Output() string { return p.out.String() }
+
+// DieWithTest makes a child process get SIGKILL when the test process
+// dies, so that a crashed test leaves no servers behind.
+func DieWithTest() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}

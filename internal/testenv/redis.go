@@ -64,6 +64,7 @@ func (r *RedisServer) Start(args ...string) {
 	_, port, _ := net.SplitHostPort(r.Addr)
 	base := []string{"--port", port, "--bind", "127.0.0.1", "--dir", r.dir, "--save", "", "--appendonly", "no", "--loglevel", "warning"}
 	r.cmd = exec.Command("redis-server", append(base, args...)...)
+	r.cmd.SysProcAttr = DieWithTest()
 	if err := r.cmd.Start(); err != nil {
 		r.tb.Fatal(err)
 	}
