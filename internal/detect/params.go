@@ -4,6 +4,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Default parameter values, the same as Ultralytics' predictor.
@@ -92,9 +93,23 @@ func ParseParams(get func(name string) string) (Params, error) {
 }
 
 // clip shortens a client's value before it is echoed in a message.
-func clip(s string) string {
-	if len(s) > 40 {
-		s = s[:40] + "..."
+func clip(s string) string { return Sanitize(s, 40) }
+
+// Sanitize makes client text fit to echo, log or store: valid UTF-8, no
+// control characters, at most max bytes (cut at a character, with an
+// ellipsis).
+func Sanitize(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
+	if len(s) <= max {
+		return s
 	}
-	return strings.ToValidUTF8(s, "?")
+	for max > 0 && !utf8.RuneStart(s[max]) {
+		max--
+	}
+	return s[:max] + "…"
 }

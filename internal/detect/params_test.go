@@ -65,3 +65,16 @@ func TestErrorCodeAndMessage(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+func TestSanitize(t *testing.T) {
+	for in, want := range map[string]string{
+		"photo.jpg":             "photo.jpg",
+		"bad\xff\xfename":       "bad\uFFFDname",
+		"line\nbreak\x00":       "linebreak",
+		strings.Repeat("é", 30): strings.Repeat("é", 5) + "…",
+	} {
+		if got := Sanitize(in, 10); got != want {
+			t.Errorf("Sanitize(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

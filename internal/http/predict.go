@@ -8,8 +8,6 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
-	"strings"
-	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -107,7 +105,7 @@ func parseUpload(body io.Reader, contentType string, contentLength, limit int64)
 				return u, detect.Errorf(detect.EINVALID, `Send one image per request in the field "image".`)
 			}
 			found = true
-			u.filename = safeText(part.FileName())
+			u.filename = detect.Sanitize(part.FileName(), 255)
 			var buf bytes.Buffer
 			if contentLength > 0 && contentLength <= limit {
 				buf.Grow(int(contentLength))
@@ -122,7 +120,7 @@ func parseUpload(body io.Reader, contentType string, contentLength, limit int64)
 				return u, bodyError(err, limit)
 			}
 			if len(b) > maxFieldBytes {
-				return u, detect.Errorf(detect.EINVALID, "The form field %q is too long.", safeText(name))
+				return u, detect.Errorf(detect.EINVALID, "The form field %q is too long.", detect.Sanitize(name, 40))
 			}
 			u.fields[name] = string(b)
 		default:
@@ -148,29 +146,12 @@ func bodyError(err error, limit int64) error {
 	return detect.Errorf(detect.EINVALID, "The multipart body is malformed or was cut short.")
 }
 
-// safeText makes client text fit to log or store: valid UTF-8, no control
-// characters, at most 255 bytes.
-func safeText(s string) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return -1
-		}
-		return r
-	}, s)
-	for len(s) > 255 {
-		_, n := utf8.DecodeLastRuneInString(s)
-		s = s[:len(s)-n]
-	}
-	return s
-}
-
 // result answers a task's state, waiting up to ?wait=N seconds for it to
 // end.
 func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
 	if !validID(id) {
-		Error(w, r, s.log, detect.Errorf(detect.ENOTFOUND, "No task %s.", safeText(id)))
+		Error(w, r, s.log, detect.Errorf(detect.ENOTFOUND, "No task %s.", detect.Sanitize(id, 64)))
 		return
 	}
 	var ti detect.TaskInfo

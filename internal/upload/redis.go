@@ -30,7 +30,7 @@ func NewRedis(rdb redis.UniversalClient, maxAge time.Duration) *Redis {
 }
 
 // Save stores data under a new random name and returns the name. It
-// returns an EUNAVAILABLE *Error when Redis does not answer.
+// returns an EUNAVAILABLE *Error when Redis does not take it.
 func (s *Redis) Save(ctx context.Context, data []byte) (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -38,7 +38,7 @@ func (s *Redis) Save(ctx context.Context, data []byte) (string, error) {
 	}
 	ref := hex.EncodeToString(b[:]) + ".upload"
 	if err := s.rdb.Set(ctx, redisPrefix+ref, data, s.maxAge).Err(); err != nil {
-		return "", fmt.Errorf("%w (%v)", detect.Errorf(detect.EUNAVAILABLE, "The queue is unavailable; try again in a few seconds."), err)
+		return "", fmt.Errorf("%w (%v)", errStore, err)
 	}
 	return ref, nil
 }
