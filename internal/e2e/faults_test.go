@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -90,9 +91,24 @@ func TestWorkerKilledMidTask(t *testing.T) {
 // what it runs, then exits 0.
 func TestWorkerSIGTERMFinishesRunningTasks(t *testing.T) {
 	h := newHarness(t, options{})
-	w := testenv.Start(t, "worker", h.workerEnv(t)...)
+	env := h.workerEnv(t)
+	w := testenv.Start(t, "worker", env...)
+	health := "http://" + strings.TrimPrefix(env[slices.IndexFunc(env, func(e string) bool { return strings.HasPrefix(e, "WORKER_ADDR=") })], "WORKER_ADDR=")
+	testenv.Eventually(t, 30*time.Second, "worker /readyz never 200", func() bool {
+		resp, err := http.Get(health + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == http.StatusOK
+	})
 	ids := []string{h.submit(testenv.ReadImage(t, "bus.jpg"), nil), h.submit(testenv.ReadImage(t, "zidane.jpg"), nil)}
 	testenv.Eventually(t, 30*time.Second, "the worker never started a task", func() bool { return h.status(ids[0]) == "STARTED" })
+	if m := getText(t, health+"/metrics"); !strings.Contains(m, "yoloserve_worker_tasks_in_flight") || !strings.Contains(m, "go_goroutines") {
+		t.Errorf("worker /metrics lacks the worker's metrics")
+	}
+	if r := getText(t, health+"/healthz"); !strings.Contains(r, "ok") {
+		t.Errorf("worker /healthz: %s", r)
+	}
 	w.Signal(syscall.SIGTERM)
 	if err := w.Wait(t, 30*time.Second); err != nil {
 		t.Errorf("worker exit: %v\n%s", err, w.Output())

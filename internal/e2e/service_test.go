@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -39,6 +40,25 @@ func TestPredictBusEndToEnd(t *testing.T) {
 		t.Errorf("result %+v", res)
 	}
 	testenv.Eventually(t, 5*time.Second, "the upload was not deleted", func() bool { return len(h.uploadsLeft()) == 0 })
+	metrics := getText(t, h.api.URL+"/metrics")
+	if !strings.Contains(metrics, `yoloserve_api_requests_total{code="202",route="/predict"} 1`) {
+		t.Errorf("API /metrics does not count the upload:\n%s", metrics)
+	}
+}
+
+// getText GETs a URL and returns the body, failing unless 200.
+func getText(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
+	}
+	return string(b)
 }
 
 // TestParityThroughService sends every shared image and bus.jpg's
