@@ -65,8 +65,9 @@ soak:
 	YOLOSERVE_SOAK=$${N:-10000} $(GO) test ./internal/e2e -run TestSoak -v -timeout 60m
 
 fuzz:
+	$(GO) test ./internal/http -run '^$$' -fuzz FuzzUpload -fuzztime 60s
 	$(GO) test ./internal/decode -run '^$$' -fuzz FuzzInspect -fuzztime 60s
-	$(GO) test ./internal/decode -run '^$$' -fuzz FuzzDecode -fuzztime 60s
+	$(GO) test ./internal/decode -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 60s
 	$(GO) test ./internal/detect -run '^$$' -fuzz FuzzParseParams -fuzztime 60s
 
 run: build
