@@ -49,7 +49,7 @@ func run() error {
 	defer queue.Close()
 	srv := apihttp.NewServer(apihttp.Config{
 		Addr: cfg.APIAddr, APIKeys: cfg.APIKeys, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
-		MaxUploadBytes: cfg.MaxUploadBytes, MaxPixels: cfg.MaxPixels, Logger: log,
+		MaxUploadBytes: cfg.MaxUploadBytes, MaxPixels: cfg.MaxPixels, MaxInflight: cfg.MaxInflight, Logger: log,
 	}, queue, uploads)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

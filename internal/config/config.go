@@ -45,6 +45,7 @@ type Config struct {
 	RateLimit      float64       // RATE_LIMIT: requests per second per key or address; 0 off
 	RateBurst      int           // RATE_BURST
 	MaxUploadBytes int64         // MAX_UPLOAD_BYTES
+	MaxInflight    int           // MAX_INFLIGHT_UPLOADS
 	MaxPixels      int           // MAX_PIXELS
 	MaxQueue       int           // MAX_QUEUE: pending tasks before 503
 	ResultTTL      time.Duration // RESULT_TTL
@@ -80,6 +81,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"RATE_BURST", "20", "requests a client may send at once above RATE_LIMIT"},
 	{"MAX_UPLOAD_BYTES", "20971520", "largest accepted request body"},
 	{"MAX_PIXELS", "40000000", "largest accepted image, width × height"},
+	{"MAX_INFLIGHT_UPLOADS", "64", "uploads the API reads at once (bounds their memory); past it, 503"},
 	{"MAX_QUEUE", "10000", "tasks waiting before POST /predict answers 503"},
 	{"RESULT_TTL", "1h", "how long a result stays readable"},
 	{"TASK_TIMEOUT", "60s", "longest a task may run"},
@@ -126,6 +128,7 @@ func Parse(getenv func(string) string) (Config, error) {
 		RateBurst:      p.int("RATE_BURST", 1, 1e6),
 		MaxUploadBytes: int64(p.int("MAX_UPLOAD_BYTES", 1024, 1<<40)),
 		MaxPixels:      p.int("MAX_PIXELS", 1, 1<<40),
+		MaxInflight:    p.int("MAX_INFLIGHT_UPLOADS", 1, 1e6),
 		MaxQueue:       p.int("MAX_QUEUE", 1, 1e9),
 		ResultTTL:      p.duration("RESULT_TTL", time.Second, 365*24*time.Hour),
 		TaskTimeout:    p.duration("TASK_TIMEOUT", time.Second, 24*time.Hour),

@@ -24,6 +24,13 @@ const (
 // parameters) before storing anything, saves it under a name the server
 // makes, enqueues a task and answers 202 with its id and Location.
 func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
+	select {
+	case s.inflight <- struct{}{}:
+		defer func() { <-s.inflight }()
+	default:
+		Error(w, r, s.log, detect.Errorf(detect.EUNAVAILABLE, "Too many uploads in progress; try again shortly."))
+		return
+	}
 	u, err := s.readUpload(w, r)
 	if err != nil {
 		Error(w, r, s.log, err)

@@ -37,21 +37,26 @@ type Config struct {
 	RateBurst      int      // burst above RateLimit (default 20)
 	MaxUploadBytes int64    // largest body (default 20 MiB)
 	MaxPixels      int      // largest image, width×height (default 40 MP)
-	MaxWait        time.Duration
-	Logger         *slog.Logger
-	Registry       *prometheus.Registry // default: a new one
+	// MaxInflight bounds the uploads read at once (default 64), and so the
+	// memory bodies can take: MaxInflight × MaxUploadBytes. Past it,
+	// POST /predict answers 503 with Retry-After.
+	MaxInflight int
+	MaxWait     time.Duration
+	Logger      *slog.Logger
+	Registry    *prometheus.Registry // default: a new one
 }
 
 // Server is the HTTP API.
 type Server struct {
-	cfg     Config
-	queue   Queue
-	uploads Uploads
-	log     *slog.Logger
-	router  chi.Router
-	server  *http.Server
-	metrics *apiMetrics
-	limiter *rateLimiter
+	cfg      Config
+	queue    Queue
+	uploads  Uploads
+	log      *slog.Logger
+	router   chi.Router
+	server   *http.Server
+	metrics  *apiMetrics
+	limiter  *rateLimiter
+	inflight chan struct{} // one token per upload being read
 }
 
 // NewServer builds the API on q and up.
@@ -68,6 +73,9 @@ func NewServer(cfg Config, q Queue, up Uploads) *Server {
 	if cfg.MaxPixels <= 0 {
 		cfg.MaxPixels = 40_000_000
 	}
+	if cfg.MaxInflight <= 0 {
+		cfg.MaxInflight = 64
+	}
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = 60 * time.Second
 	}
@@ -77,7 +85,8 @@ func NewServer(cfg Config, q Queue, up Uploads) *Server {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	s := &Server{cfg: cfg, queue: q, uploads: up, log: cfg.Logger, metrics: newAPIMetrics(cfg.Registry)}
+	s := &Server{cfg: cfg, queue: q, uploads: up, log: cfg.Logger, metrics: newAPIMetrics(cfg.Registry),
+		inflight: make(chan struct{}, cfg.MaxInflight)}
 	if cfg.RateLimit > 0 {
 		s.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst)
 	}
