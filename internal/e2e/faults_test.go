@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"yoloserve/internal/asynq"
 	"yoloserve/internal/detect"
 	apihttp "yoloserve/internal/http"
 	"yoloserve/internal/onnx"
@@ -229,7 +230,7 @@ func TestRedisDownAndBack(t *testing.T) {
 
 // TestBackPressure: past MAX_QUEUE waiting tasks, 503 with Retry-After.
 func TestBackPressure(t *testing.T) {
-	h := newHarness(t, options{queue: queueWithMax(3)})
+	h := newHarness(t, options{queue: asynq.QueueConfig{MaxQueue: 3}})
 	jpg := testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90)
 	for i := 0; i < 3; i++ {
 		h.submit(jpg, nil)

@@ -272,5 +272,3 @@ func (g *gate) Detect(ctx context.Context, data []byte, p detect.Params) (*detec
 	}
 	return g.d.Detect(ctx, data, p)
 }
-
-func queueWithMax(n int) asynq.QueueConfig { return asynq.QueueConfig{MaxQueue: n} }

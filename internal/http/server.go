@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"yoloserve/internal/decode"
 	"yoloserve/internal/detect"
 )
 
@@ -71,7 +72,7 @@ func NewServer(cfg Config, q Queue, up Uploads) *Server {
 		cfg.MaxUploadBytes = 20 << 20
 	}
 	if cfg.MaxPixels <= 0 {
-		cfg.MaxPixels = 40_000_000
+		cfg.MaxPixels = decode.DefaultMaxPixels
 	}
 	if cfg.MaxInflight <= 0 {
 		cfg.MaxInflight = 64

@@ -48,9 +48,6 @@ func NewDir(path string) (*Dir, error) {
 // or unwritable disk): a fault of the service, worth a retry.
 var errStore = detect.Errorf(detect.EUNAVAILABLE, "The upload could not be stored; try again shortly.")
 
-// Path is the folder.
-func (d *Dir) Path() string { return d.path }
-
 // Save writes data under a new random name and returns that name. The file
 // appears whole or not at all (written aside, then renamed).
 func (d *Dir) Save(_ context.Context, data []byte) (string, error) {

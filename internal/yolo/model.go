@@ -21,7 +21,6 @@ type Model struct {
 	Width        int      // input width
 	Anchors      int      // candidate boxes per image (N of the [B, 4+nc, N] output)
 	DynamicBatch bool     // whether the batch dimension is free
-	info         onnx.ModelInfo
 }
 
 // NewModel checks that info describes a YOLO detection model of the
@@ -44,7 +43,7 @@ func NewModel(path string, info onnx.ModelInfo) (*Model, error) {
 	if len(out) != 3 {
 		return nil, bad("its output %q is %v; [batch, 4+classes, anchors] is expected", info.OutputName, out)
 	}
-	m := &Model{Name: strings.TrimSuffix(filepath.Base(path), filepath.Ext(path)), info: info, DynamicBatch: in[0] < 1}
+	m := &Model{Name: strings.TrimSuffix(filepath.Base(path), filepath.Ext(path)), DynamicBatch: in[0] < 1}
 	m.Height, m.Width = int(in[2]), int(in[3])
 	if m.Height < 1 || m.Width < 1 {
 		h, w, err := parseImgsz(info.Metadata["imgsz"])
