@@ -53,47 +53,42 @@ func build(t *testing.T, dir string) *manifests {
 			} `json:"metadata"`
 		}
 		json.Unmarshal(js, &head)
-		strict := func(v any) {
-			dec := json.NewDecoder(bytes.NewReader(js))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(v); err != nil {
-				t.Fatalf("%s %s in %s: %v", head.Kind, head.Metadata.Name, dir, err)
-			}
-		}
+		name := head.Metadata.Name
 		switch head.Kind {
 		case "Deployment":
-			v := &appsv1.Deployment{}
-			strict(v)
-			m.deployments[head.Metadata.Name] = v
+			strictInto(t, js, m.deployments, name)
 		case "Service":
-			v := &corev1.Service{}
-			strict(v)
-			m.services[head.Metadata.Name] = v
+			strictInto(t, js, m.services, name)
 		case "ConfigMap":
-			v := &corev1.ConfigMap{}
-			strict(v)
-			m.configMaps[head.Metadata.Name] = v
+			strictInto(t, js, m.configMaps, name)
 		case "PodDisruptionBudget":
-			v := &policyv1.PodDisruptionBudget{}
-			strict(v)
-			m.pdbs[head.Metadata.Name] = v
+			strictInto(t, js, m.pdbs, name)
 		case "HorizontalPodAutoscaler":
-			v := &autoscalingv2.HorizontalPodAutoscaler{}
-			strict(v)
-			m.hpas[head.Metadata.Name] = v
+			strictInto(t, js, m.hpas, name)
 		case "StatefulSet":
-			v := &appsv1.StatefulSet{}
-			strict(v)
-			m.statefuls[head.Metadata.Name] = v
+			strictInto(t, js, m.statefuls, name)
 		case "ScaledObject":
 			var v map[string]any
 			json.Unmarshal(js, &v)
-			m.scaled[head.Metadata.Name] = v
+			m.scaled[name] = v
 		default:
 			t.Fatalf("unexpected kind %q in %s", head.Kind, dir)
 		}
 	}
 	return m
+}
+
+// strictInto decodes one manifest into a new T, failing the test on any
+// field the Kubernetes type does not have, and files it under name.
+func strictInto[T any](t *testing.T, js []byte, into map[string]*T, name string) {
+	t.Helper()
+	v := new(T)
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("%T %s: %v", v, name, err)
+	}
+	into[name] = v
 }
 
 func env(c corev1.Container) map[string]string {
