@@ -32,6 +32,7 @@ type nmsParams struct {
 type postprocessor struct {
 	best  []float32
 	class []int32
+	hit   []bool // anchors with a class above conf
 	cands []candidate
 	kept  []candidate
 }
@@ -43,20 +44,8 @@ type postprocessor struct {
 // image with scale_boxes and clips them. Arithmetic follows the float32
 // tensors of the reference.
 func (pp *postprocessor) run(out []float32, nc, n int, p nmsParams, lb Letterbox, names []string) []detect.Detection {
-	pp.best = grow(pp.best, n)
-	pp.class = grow(pp.class, n)
-	copy(pp.best, out[4*n:5*n])
-	clear(pp.class)
-	for c := 1; c < nc; c++ {
-		row := out[(4+c)*n : (5+c)*n]
-		for i, v := range row {
-			if v > pp.best[i] {
-				pp.best[i], pp.class[i] = v, int32(c)
-			}
-		}
-	}
 	pp.cands = pp.cands[:0]
-	for i, s := range pp.best {
+	for i, s := range pp.bestClass(out, nc, n, p.conf) {
 		if !(s > p.conf) {
 			continue
 		}
@@ -74,6 +63,59 @@ func (pp *postprocessor) run(out []float32, nc, n int, p nmsParams, lb Letterbox
 	}
 	pp.kept = greedyNMS(pp.cands, p, pp.kept[:0])
 	return scaleBoxes(pp.kept, lb, names)
+}
+
+// bestClass returns each anchor's best class score, with the class in
+// pp.class (the first of equal scores, as torch's max), for the anchors
+// that can pass a confidence test of conf; the others read 0 or less.
+// Few anchors have any class above a usual conf, so one cheap pass finds
+// them (a comparison rarely true costs little) and only they get the
+// class search; when many do, a class-major pass over all is faster.
+func (pp *postprocessor) bestClass(out []float32, nc, n int, conf float32) []float32 {
+	pp.best = grow(pp.best, n)
+	pp.class = grow(pp.class, n)
+	pp.hit = grow(pp.hit, n)
+	clear(pp.hit)
+	scores := out[4*n : (4+nc)*n]
+	hits := 0
+	for c := 0; c < nc && hits <= n/8; c++ {
+		row := scores[c*n : (c+1)*n]
+		hit := pp.hit[:len(row)]
+		for i, v := range row {
+			if v > conf && !hit[i] {
+				hit[i] = true
+				hits++
+			}
+		}
+	}
+	if hits > n/8 {
+		copy(pp.best, scores[:n])
+		clear(pp.class)
+		for c := 1; c < nc; c++ {
+			row := scores[c*n : (c+1)*n]
+			best, class := pp.best[:len(row)], pp.class[:len(row)]
+			for i, v := range row {
+				if v > best[i] {
+					best[i], class[i] = v, int32(c)
+				}
+			}
+		}
+		return pp.best
+	}
+	clear(pp.best)
+	for i, h := range pp.hit {
+		if !h {
+			continue
+		}
+		best, class := scores[i], int32(0)
+		for c := 1; c < nc; c++ {
+			if v := scores[c*n+i]; v > best {
+				best, class = v, int32(c)
+			}
+		}
+		pp.best[i], pp.class[i] = best, class
+	}
+	return pp.best
 }
 
 // greedyNMS keeps boxes in confidence order, dropping any whose IoU with a

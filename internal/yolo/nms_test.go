@@ -1,6 +1,8 @@
 package yolo
 
 import (
+	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -123,5 +125,68 @@ func TestPostprocessScalesAndClips(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("boxes (-want +got):\n%s", diff)
+	}
+}
+
+// TestBestClass checks both ways of finding each anchor's best class (the
+// sparse one for a usual conf, the class-major one when many anchors pass)
+// against a plain search, ties and NaN included.
+func TestBestClass(t *testing.T) {
+	const nc, n = 80, 8400
+	r := rand.New(rand.NewPCG(3, 4))
+	out := make([]float32, (4+nc)*n)
+	object := make([]bool, n) // one anchor in 30 sees an object
+	for i := range object {
+		object[i] = r.IntN(30) == 0
+	}
+	for i := 4 * n; i < len(out); i++ {
+		out[i] = float32(r.Float64() * 0.01)
+		if object[i%n] {
+			out[i] = float32(r.Float64())
+		}
+		if r.IntN(50) == 0 && i >= 5*n {
+			out[i] = out[i-n] // ties with the class above, now and then
+		}
+	}
+	out[4*n+7] = float32(math.NaN())
+	for _, conf := range []float32{0, 0.005, 0.25, 0.5, 0.99, 1} {
+		var pp postprocessor
+		got := pp.bestClass(out, nc, n, conf)
+		above := 0
+		for i := 0; i < n; i++ {
+			best, class := out[4*n+i], int32(0)
+			for c := 1; c < nc; c++ {
+				if v := out[(4+c)*n+i]; v > best {
+					best, class = v, int32(c)
+				}
+			}
+			if !(best > conf) {
+				if got[i] > conf {
+					t.Fatalf("conf %v: anchor %d reads %v, want at most conf (best %v)", conf, i, got[i], best)
+				}
+				continue
+			}
+			above++
+			if got[i] != best || pp.class[i] != class {
+				t.Fatalf("conf %v: anchor %d = (%v, class %d), want (%v, class %d)", conf, i, got[i], pp.class[i], best, class)
+			}
+		}
+		t.Logf("conf %v: %d anchors above", conf, above)
+	}
+}
+
+func BenchmarkBestClass(b *testing.B) {
+	const nc, n = 80, 8400
+	r := rand.New(rand.NewPCG(3, 4))
+	out := make([]float32, (4+nc)*n)
+	for i := 4 * n; i < len(out); i++ {
+		out[i] = float32(r.Float64() * 0.01)
+		if i%n%97 == 0 {
+			out[i] = float32(r.Float64())
+		}
+	}
+	var pp postprocessor
+	for b.Loop() {
+		pp.bestClass(out, nc, n, 0.25)
 	}
 }
