@@ -41,6 +41,7 @@ type resizer struct {
 	xofs    []int32
 	xo0     []int32 // byte offset of each column's left tap
 	xo1     []int32 // and of its right tap (the same at the border)
+	inner   int     // the first columns, whose right tap follows the left
 	alpha   []int16 // two per destination column
 	yofs    []int32
 	beta    []int16 // two per destination row
@@ -54,9 +55,9 @@ type resizer struct {
 const resizeBands = 2
 
 // rowCache holds the two horizontally resized source rows a band's
-// current output row reads.
+// current output row reads, each as three planes (R, G, B).
 type rowCache struct {
-	rows   [2][]int32
+	rows   [2][3][]int32
 	rowSrc [2]int
 }
 
@@ -188,16 +189,27 @@ func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32) {
 	coefficients(sw, dw, rz.xofs, rz.alpha, true)
 	coefficients(sh, dh, rz.yofs, rz.beta, false)
 	rz.xo0, rz.xo1 = grow(rz.xo0, dw), grow(rz.xo1, dw)
+	rz.inner = 0
 	for x, sx := range rz.xofs {
 		rz.xo0[x], rz.xo1[x] = 3*sx, 3*min(sx+1, int32(sw-1))
+		if rz.xo1[x] == rz.xo0[x]+3 && rz.inner == x {
+			rz.inner = x + 1
+		}
 	}
+	// OpenCV's vertical pass runs over the interleaved row 16 bytes at a
+	// time, then 8 while more than 8 remain, then one at a time; the
+	// vector lanes round differently from the scalar tail. In plane c,
+	// the pixels x with 3x+c below vec took the vector lanes.
 	width := dw * 3
-	// OpenCV's vertical pass runs 16 bytes at a time, then 8 while more
-	// than 8 remain, then one at a time; the vector lanes round
-	// differently from the scalar tail.
 	vec := width / 16 * 16
 	if width-vec > 8 {
 		vec += 8
+	}
+	var vecPix [3]int
+	for c := range vecPix {
+		if vec > c {
+			vecPix[c] = (vec-c-1)/3 + 1
+		}
 	}
 	bands := 1
 	if dw*dh >= 100_000 && runtime.NumCPU() > 1 {
@@ -207,14 +219,16 @@ func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32) {
 	for b := 0; b < bands; b++ {
 		c := &rz.bands[b]
 		for k := range c.rows {
-			c.rows[k] = grow(c.rows[k], width)
+			for p := range c.rows[k] {
+				c.rows[k][p] = grow(c.rows[k][p], dw)
+			}
 			c.rowSrc[k] = -1
 		}
 		y0, y1 := dh*b/bands, dh*(b+1)/bands
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rz.vertical(img, lb, dst, c, y0, y1, vec)
+			rz.vertical(img, lb, dst, c, y0, y1, vecPix)
 		}()
 	}
 	wg.Wait()
@@ -222,9 +236,8 @@ func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32) {
 
 // vertical computes output rows y0 to y1 from the horizontally resized
 // source rows and writes them as normalised planes.
-func (rz *resizer) vertical(img *decode.Image, lb Letterbox, dst []float32, c *rowCache, y0, y1, vec int) {
+func (rz *resizer) vertical(img *decode.Image, lb Letterbox, dst []float32, c *rowCache, y0, y1 int, vecPix [3]int) {
 	dw, sh := lb.NewW, img.Height
-	width := dw * 3
 	plane := lb.DstW * lb.DstH
 	for y := y0; y < y1; y++ {
 		sy := int(rz.yofs[y])
@@ -232,37 +245,43 @@ func (rz *resizer) vertical(img *decode.Image, lb Letterbox, dst []float32, c *r
 		r1 := rz.hrow(img, c, min(max(sy+1, 0), sh-1))
 		b0, b1 := int32(rz.beta[2*y]), int32(rz.beta[2*y+1])
 		o := (lb.Top+y)*lb.DstW + lb.Left
-		pr := dst[o : o+dw]
-		pg := dst[plane+o : plane+o+dw]
-		pb := dst[2*plane+o : 2*plane+o+dw]
-		r0, r1 = r0[:width], r1[:width]
-		vx := vec / 3 // whole pixels in the vector part
-		for x := 0; x < vx; x++ {
-			i := 3 * x
-			pr[x] = lut[((b0*(r0[i]>>4))>>16+(b1*(r1[i]>>4))>>16+2)>>2]
-			pg[x] = lut[((b0*(r0[i+1]>>4))>>16+(b1*(r1[i+1]>>4))>>16+2)>>2]
-			pb[x] = lut[((b0*(r0[i+2]>>4))>>16+(b1*(r1[i+2]>>4))>>16+2)>>2]
-		}
-		planes := [3][]float32{pr, pg, pb}
-		for i := 3 * vx; i < width; i++ {
-			var v int32
-			if i < vec {
-				v = ((b0*(r0[i]>>4))>>16 + (b1*(r1[i]>>4))>>16 + 2) >> 2
-			} else {
-				v = (r0[i]*b0 + r1[i]*b1 + 1<<(2*coefBits-1)) >> (2 * coefBits)
-			}
-			// The weights sum to 2048, so v stays within 0–255.
-			planes[i%3][i/3] = lut[v]
+		for p := range 3 {
+			out := dst[p*plane+o : p*plane+o+dw]
+			n := vecPix[p]
+			blendVector(out[:n], r0[p][:n], r1[p][:n], b0, b1)
+			blendScalar(out[n:], r0[p][n:dw], r1[p][n:dw], b0, b1)
 		}
 	}
 }
 
+// blendVector is the vertical blend of OpenCV's vector lanes: each row
+// scaled down by 16, multiplied by its weight keeping the high 16 bits,
+// summed and rounded off by 2 bits. The weights sum to 2048, so each value
+// stays within 0–255 and its uint8 is itself (which spares the table's
+// bounds check).
+func blendVector(out []float32, a, b []int32, b0, b1 int32) {
+	b, out = b[:len(a)], out[:len(a)]
+	for x, v := range a {
+		out[x] = lut[uint8((b0*(v>>4)>>16+b1*(b[x]>>4)>>16+2)>>2)]
+	}
+}
+
+// blendScalar is the vertical blend of OpenCV's scalar tail: full
+// precision, rounded once.
+func blendScalar(out []float32, a, b []int32, b0, b1 int32) {
+	b, out = b[:len(a)], out[:len(a)]
+	for x, v := range a {
+		out[x] = lut[uint8((v*b0+b[x]*b1+1<<(2*coefBits-1))>>(2*coefBits))]
+	}
+}
+
 // hrow returns source row sy resized horizontally (values scaled by
-// 2048), computing it unless one of the two cached rows holds it.
-func (rz *resizer) hrow(img *decode.Image, c *rowCache, sy int) []int32 {
+// 2048) as three planes, computing it unless one of the two cached rows
+// holds it.
+func (rz *resizer) hrow(img *decode.Image, c *rowCache, sy int) *[3][]int32 {
 	for k := range c.rowSrc {
 		if c.rowSrc[k] == sy {
-			return c.rows[k]
+			return &c.rows[k]
 		}
 	}
 	// Replace the row that is not the other tap of this output row: the
@@ -271,18 +290,29 @@ func (rz *resizer) hrow(img *decode.Image, c *rowCache, sy int) []int32 {
 	if c.rowSrc[1] < c.rowSrc[0] {
 		k = 1
 	}
-	row := c.rows[k]
+	row := &c.rows[k]
 	src := img.Pix[sy*img.Width*3 : (sy+1)*img.Width*3]
-	n := len(row) / 3
-	xo0, xo1, alpha := rz.xo0[:n], rz.xo1[:n], rz.alpha[:2*n]
-	for x := range xo0 {
+	r := row[0]
+	g, b := row[1][:len(r)], row[2][:len(r)]
+	xo0, xo1, alpha := rz.xo0[:len(r)], rz.xo1[:len(r)], rz.alpha[:2*len(r)]
+	// Inside the image a column's two taps are neighbours, one load
+	// window; at the right border both taps are the last pixel.
+	inner := rz.inner
+	for x := range r[:inner] {
+		o := int(xo0[x])
+		a0, a1 := int32(alpha[2*x]), int32(alpha[2*x+1])
+		p := src[o : o+6 : o+6]
+		r[x] = int32(p[0])*a0 + int32(p[3])*a1
+		g[x] = int32(p[1])*a0 + int32(p[4])*a1
+		b[x] = int32(p[2])*a0 + int32(p[5])*a1
+	}
+	for x := inner; x < len(r); x++ {
 		o0, o1 := int(xo0[x]), int(xo1[x])
 		a0, a1 := int32(alpha[2*x]), int32(alpha[2*x+1])
-		out := row[3*x : 3*x+3 : 3*x+3]
 		p, q := src[o0:o0+3:o0+3], src[o1:o1+3:o1+3]
-		out[0] = int32(p[0])*a0 + int32(q[0])*a1
-		out[1] = int32(p[1])*a0 + int32(q[1])*a1
-		out[2] = int32(p[2])*a0 + int32(q[2])*a1
+		r[x] = int32(p[0])*a0 + int32(q[0])*a1
+		g[x] = int32(p[1])*a0 + int32(q[1])*a1
+		b[x] = int32(p[2])*a0 + int32(q[2])*a1
 	}
 	c.rowSrc[k] = sy
 	return row

@@ -160,3 +160,79 @@ func BenchmarkLetterbox(b *testing.B) {
 		rz.Fill(img, lb, dst)
 	}
 }
+
+// openCVLinear is a plain transcription of cv::resize(INTER_LINEAR) for
+// 8-bit, 3-channel images as resizeGeneric_ runs it: the horizontal pass
+// over interleaved rows into int32 (scaled by 2048), then the vertical
+// pass over the interleaved row, whose first vec bytes go through
+// VResizeLinearVec_32s8u (rows scaled down by 16, high halves of the
+// products, rounding by 2 bits) and the rest through the scalar
+// fixed-point cast.
+func openCVLinear(img *decode.Image, dw, dh int) []byte {
+	sw, sh := img.Width, img.Height
+	xofs, alpha := make([]int32, dw), make([]int16, 2*dw)
+	yofs, beta := make([]int32, dh), make([]int16, 2*dh)
+	coefficients(sw, dw, xofs, alpha, true)
+	coefficients(sh, dh, yofs, beta, false)
+	hrow := func(sy int) []int32 {
+		sy = min(max(sy, 0), sh-1)
+		row := make([]int32, 3*dw)
+		for x := 0; x < dw; x++ {
+			sx0, sx1 := int(xofs[x]), min(int(xofs[x])+1, sw-1)
+			for c := 0; c < 3; c++ {
+				p, q := int32(img.Pix[(sy*sw+sx0)*3+c]), int32(img.Pix[(sy*sw+sx1)*3+c])
+				row[3*x+c] = p*int32(alpha[2*x]) + q*int32(alpha[2*x+1])
+			}
+		}
+		return row
+	}
+	width := 3 * dw
+	vec := width / 16 * 16
+	if width-vec > 8 {
+		vec += 8
+	}
+	out := make([]byte, width*dh)
+	for y := 0; y < dh; y++ {
+		r0, r1 := hrow(int(yofs[y])), hrow(int(yofs[y])+1)
+		b0, b1 := int32(beta[2*y]), int32(beta[2*y+1])
+		for i := 0; i < width; i++ {
+			var v int32
+			if i < vec {
+				v = ((b0*(r0[i]>>4))>>16 + (b1*(r1[i]>>4))>>16 + 2) >> 2
+			} else {
+				v = (r0[i]*b0 + r1[i]*b1 + 1<<21) >> 22
+			}
+			out[y*width+i] = byte(v)
+		}
+	}
+	return out
+}
+
+// TestResizeMatchesOpenCVTranscription checks the planar, banded resize
+// bit for bit against openCVLinear, over sizes that put the vector/scalar
+// boundary at every channel and scale up and down.
+func TestResizeMatchesOpenCVTranscription(t *testing.T) {
+	sizes := [][2]int{{810, 1080}, {1080, 810}, {275, 183}, {1281, 719}, {33, 640}, {640, 33}, {3, 5000}, {5000, 3}, {1, 1}, {2, 3}, {17, 1000}, {4000, 3000}}
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 12 {
+		sizes = append(sizes, [2]int{1 + r.IntN(1500), 1 + r.IntN(1500)})
+	}
+	for _, sz := range sizes {
+		img := randomImage(sz[0], sz[1], uint64(sz[0]*7+sz[1]))
+		lb := NewLetterbox(sz[0], sz[1], 640, 640)
+		if sz[0] == 2*lb.NewW && sz[1] == 2*lb.NewH || sz[0] == lb.NewW && sz[1] == lb.NewH {
+			continue // the area and copy paths
+		}
+		dst := make([]float32, 3*640*640)
+		var rz resizer
+		rz.Fill(img, lb, dst)
+		got := readPlanes(dst, lb)
+		want := openCVLinear(img, lb.NewW, lb.NewH)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%dx%d → %dx%d: byte %d (x %d, y %d, channel %d) = %d, want %d",
+					sz[0], sz[1], lb.NewW, lb.NewH, i, i/3%lb.NewW, i/3/lb.NewW, i%3, got[i], want[i])
+			}
+		}
+	}
+}
