@@ -74,7 +74,7 @@ func run() error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv := asynq.NewServer(rdb, asynq.ServerConfig{
-		Queue: cfg.Queue, Concurrency: dc.Concurrency, ShutdownTimeout: cfg.ShutdownGrace,
+		Queue: cfg.Queue, Concurrency: dc.Concurrency, ShutdownTimeout: cfg.ShutdownGrace, PollInterval: cfg.PollInterval,
 		Logger: log, Registerer: reg,
 	}, det, uploads)
 

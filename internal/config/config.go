@@ -38,6 +38,7 @@ type Config struct {
 	TurboJPEGLib   string // TURBOJPEG_LIB; empty: libturbojpeg.so.0
 
 	WorkerConcurrency int           // WORKER_CONCURRENCY; 0: chosen for the machine
+	PollInterval      time.Duration // WORKER_POLL_INTERVAL
 	BatchMax          int           // BATCH_MAX
 	BatchWait         time.Duration // BATCH_WAIT
 
@@ -74,6 +75,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"ORT_SESSIONS", "0", "ONNX Runtime sessions a worker's tasks share (0: one per task slot)"},
 	{"TURBOJPEG_LIB", "", "path of libturbojpeg (default: libturbojpeg.so.0 from the system)"},
 	{"WORKER_CONCURRENCY", "0", "tasks a worker runs at once (0: one per two cores, at least two; 16 on cuda)"},
+	{"WORKER_POLL_INTERVAL", "10ms", "how often an idle worker asks Redis for a task: the longest an arriving task waits for it (longer: less idle CPU)"},
 	{"BATCH_MAX", "1", "images per inference run for dynamic-batch models (1: off)"},
 	{"BATCH_WAIT", "2ms", "how long a batch waits to fill"},
 	{"API_KEYS", "", "comma-separated keys; when set, every request but health checks needs Authorization: Bearer KEY"},
@@ -121,6 +123,7 @@ func Parse(getenv func(string) string) (Config, error) {
 		TurboJPEGLib:      p.str("TURBOJPEG_LIB"),
 
 		WorkerConcurrency: p.int("WORKER_CONCURRENCY", 0, 1024),
+		PollInterval:      p.duration("WORKER_POLL_INTERVAL", time.Millisecond, time.Minute),
 		BatchMax:          p.int("BATCH_MAX", 1, 1024),
 		BatchWait:         p.duration("BATCH_WAIT", 0, time.Second),
 

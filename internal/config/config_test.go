@@ -18,8 +18,8 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := []any{c.RedisURL, c.APIAddr, c.WorkerAddr, c.UploadDir, c.ModelPath, c.ORTProvider, c.APIKeys, c.MaxUploadBytes, c.ResultTTL, c.MaxQueue}
-	want := []any{"redis://127.0.0.1:6379/0", ":5000", ":9091", "uploads", "models/yolov8n.onnx", "cpu", []string(nil), int64(20 << 20), time.Hour, 10000}
+	got := []any{c.RedisURL, c.APIAddr, c.WorkerAddr, c.UploadDir, c.ModelPath, c.ORTProvider, c.APIKeys, c.MaxUploadBytes, c.ResultTTL, c.MaxQueue, c.PollInterval}
+	want := []any{"redis://127.0.0.1:6379/0", ":5000", ":9091", "uploads", "models/yolov8n.onnx", "cpu", []string(nil), int64(20 << 20), time.Hour, 10000, 10 * time.Millisecond}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}
@@ -45,7 +45,7 @@ func TestBadValueNamesVariable(t *testing.T) {
 	for name, val := range map[string]string{
 		"REDIS_URL": "http://x", "API_ADDR": "5000", "WORKER_ADDR": "nope", "ORT_PROVIDER": "tpu",
 		"WORKER_CONCURRENCY": "-1", "MAX_UPLOAD_BYTES": "lots", "RESULT_TTL": "forever", "ORT_FALLBACK_CPU": "perhaps",
-		"MAX_QUEUE": "0", "LOG_LEVEL": "loud", "RATE_LIMIT": "-3", "QUEUE": "a b",
+		"MAX_QUEUE": "0", "LOG_LEVEL": "loud", "RATE_LIMIT": "-3", "QUEUE": "a b", "WORKER_POLL_INTERVAL": "0s",
 	} {
 		_, err := Parse(env(map[string]string{name: val}))
 		if err == nil || !strings.Contains(err.Error(), name) {
