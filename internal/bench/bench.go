@@ -26,8 +26,11 @@ type Config struct {
 	Workers [][3]int
 	// ServiceOnly skips the floor tables, the stages and the upload test.
 	ServiceOnly bool
-	FloorRuns   int       // timed runs per floor figure (default 20)
-	Out         io.Writer // the table (default: none)
+	FloorRuns   int // timed runs per floor figure (default 20)
+	// Rounds is how many pairs of bare and 16-client windows each worker
+	// configuration runs (default 3); the ratio is their median.
+	Rounds int
+	Out    io.Writer // the table (default: none)
 }
 
 // Report is everything make bench measured; it is written as JSON.
@@ -67,16 +70,30 @@ type StageResult struct {
 
 // WorkerRun is the system measured with one worker configuration.
 type WorkerRun struct {
-	Concurrency   int          `json:"concurrency"`
-	Threads       int          `json:"threads"`
-	Sessions      int          `json:"sessions"`
-	BareMS        float64      `json:"bare_ms"`         // bare session with the same threads, measured just before
-	BareBestPS    float64      `json:"bare_best_per_s"` // best bare throughput, measured just before
+	Concurrency int `json:"concurrency"`
+	Threads     int `json:"threads"`
+	Sessions    int `json:"sessions"`
+	// BareMS is the median of the bare session runs (same threads)
+	// interleaved with the sequential tasks.
+	BareMS        float64      `json:"bare_ms"`
 	ServiceMS     float64      `json:"service_ms"`      // worker: upload read → result written, median
 	IdleLatencyMS float64      `json:"idle_latency_ms"` // POST until the result is readable, median, one client
 	Speed         detect.Speed `json:"speed_ms"`        // the worker's stages, mean over the sequential run
-	Loads         []LoadLevel  `json:"loads"`
-	PeakRSSMiB    float64      `json:"peak_rss_mib"`
+	Loads         []LoadLevel  `json:"loads"`           // 1, 4 and 16 clients (16: pooled over the rounds)
+	// Rounds pairs the best bare throughput with the 16-client throughput
+	// measured right after it; ThroughputRatio is the median of their
+	// ratios and BareBestPS the median bare figure.
+	Rounds          []Round `json:"rounds"`
+	ThroughputRatio float64 `json:"throughput_ratio"`
+	BareBestPS      float64 `json:"bare_best_per_s"`
+	PeakRSSMiB      float64 `json:"peak_rss_mib"`
+}
+
+// Round is a bare throughput window and the service's 16-client window
+// that followed it, of the same length.
+type Round struct {
+	BarePS    float64 `json:"bare_per_s"`
+	ServicePS float64 `json:"service_per_s"`
 }
 
 // LoadLevel is throughput and latency at a number of concurrent clients.
@@ -87,9 +104,22 @@ type LoadLevel struct {
 	P95MS      float64 `json:"p95_ms"`
 	P99MS      float64 `json:"p99_ms"`
 	Errors     int     `json:"errors"`
+	// CPUPerImage is the CPU time each process used per finished image.
+	CPUPerImage CPUShare `json:"cpu_ms_per_image"`
+	// Speed is the worker's mean stage times (wall) over the images.
+	Speed detect.Speed `json:"speed_ms"`
 }
 
-// UploadResult is the API's intake with workers paused.
+// CPUShare is CPU milliseconds per image, by process.
+type CPUShare struct {
+	Worker float64 `json:"worker"`
+	API    float64 `json:"api"`
+	Redis  float64 `json:"redis"`
+	Client float64 `json:"client"` // the load generator
+}
+
+// UploadResult is the API's intake with workers paused: its capacity
+// with Clients posting back to back, and its latency at a fixed Rate.
 type UploadResult struct {
 	Bytes      int     `json:"bytes"`
 	Clients    int     `json:"clients"`
@@ -97,6 +127,11 @@ type UploadResult struct {
 	P50MS      float64 `json:"p50_ms"`
 	P99MS      float64 `json:"p99_ms"`
 	Errors     int     `json:"errors"`
+	Rate       float64 `json:"rate_per_s"`
+	RateP50MS  float64 `json:"rate_p50_ms"`
+	RateP99MS  float64 `json:"rate_p99_ms"`
+	RateMaxMS  float64 `json:"rate_max_ms"`
+	RateErrors int     `json:"rate_errors"`
 }
 
 // Ratio is a figure against its target.

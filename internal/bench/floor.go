@@ -8,50 +8,75 @@ import (
 	"yoloserve/internal/onnx"
 )
 
-// floor times bare sessions: one session at several thread counts, and
-// several sessions side by side, the way ortbench does.
-func floor(cfg *Config, model string, sessions, threads, batch, runs int, noSpin bool) (FloorResult, error) {
+// bare is the floor: ONNX Runtime sessions side by side, each with its own
+// input and output, run in a loop the way ortbench does.
+type bare struct {
+	name                     string
+	sessions, threads, batch int
+	ss                       []*onnx.Session
+	bs                       []*onnx.Binding
+}
+
+// newBare loads sessions copies of model with threads intra-op threads
+// each, fills their inputs and warms them up. It returns an error when a
+// session cannot be made or run.
+func newBare(model string, sessions, threads, batch int, noSpin bool) (*bare, error) {
 	info, err := onnx.Inspect(model)
 	if err != nil {
-		return FloorResult{}, err
+		return nil, err
 	}
 	out := append([]int64{}, info.OutputShape...)
-	type worker struct {
-		s *onnx.Session
-		b *onnx.Binding
-	}
-	ws := make([]worker, sessions)
-	for i := range ws {
+	br := &bare{sessions: sessions, threads: threads, batch: batch,
+		name: fmt.Sprintf("%d session(s) x %d thread(s)%s, batch %d", sessions, threads, map[bool]string{true: " no-spin"}[noSpin], batch)}
+	for range sessions {
 		s, err := onnx.NewSession(model, info, onnx.Options{IntraOpThreads: threads, NoSpinning: noSpin})
 		if err != nil {
-			return FloorResult{}, err
+			br.close()
+			return nil, err
 		}
-		defer s.Close()
+		br.ss = append(br.ss, s)
 		b, err := s.NewBinding(batch, [2]int64{640, 640}, out)
 		if err != nil {
-			return FloorResult{}, err
+			br.close()
+			return nil, err
 		}
-		defer b.Close()
+		br.bs = append(br.bs, b)
 		for j, in := 0, b.Input(); j < len(in); j++ {
 			in[j] = float32(j%251) / 255
 		}
-		for k := 0; k < 3; k++ { // warm up
+		for range 3 { // warm up
 			if err := s.Run(b); err != nil {
-				return FloorResult{}, err
+				br.close()
+				return nil, err
 			}
 		}
-		ws[i] = worker{s, b}
 	}
-	times := make([][]float64, sessions)
+	return br, nil
+}
+
+func (br *bare) close() {
+	for _, b := range br.bs {
+		b.Close()
+	}
+	for _, s := range br.ss {
+		s.Close()
+	}
+}
+
+// run runs every session in a loop, side by side, until each has run runs
+// times (runs > 0) or for d, and returns the median run time and the
+// throughput.
+func (br *bare) run(runs int, d time.Duration) FloorResult {
+	times := make([][]float64, len(br.ss))
 	var wg sync.WaitGroup
 	start := time.Now()
-	for i := range ws {
+	for i := range br.ss {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for r := 0; r < runs; r++ {
+			for r := 0; runs > 0 && r < runs || runs <= 0 && time.Since(start) < d; r++ {
 				t := time.Now()
-				ws[i].s.Run(ws[i].b)
+				br.ss[i].Run(br.bs[i])
 				times[i] = append(times[i], ms(time.Since(t)))
 			}
 		}()
@@ -63,9 +88,23 @@ func floor(cfg *Config, model string, sessions, threads, batch, runs int, noSpin
 		all = append(all, t...)
 	}
 	med := median(all)
-	return FloorResult{
-		Name:     fmt.Sprintf("%d session(s) x %d thread(s)%s, batch %d", sessions, threads, map[bool]string{true: " no-spin"}[noSpin], batch),
-		Sessions: sessions, Threads: threads, Batch: batch, MedianMS: med, PerImageMS: med / float64(batch),
-		ImagesPerS: float64(sessions*runs*batch) / wall.Seconds(),
-	}, nil
+	return FloorResult{Name: br.name, Sessions: br.sessions, Threads: br.threads, Batch: br.batch,
+		MedianMS: med, PerImageMS: med / float64(br.batch), ImagesPerS: float64(len(all)*br.batch) / wall.Seconds()}
+}
+
+// once runs the first session once and returns its time.
+func (br *bare) once() float64 {
+	t := time.Now()
+	br.ss[0].Run(br.bs[0])
+	return ms(time.Since(t))
+}
+
+// floor measures sessions side by side for runs runs each.
+func floor(model string, sessions, threads, batch, runs int, noSpin bool) (FloorResult, error) {
+	br, err := newBare(model, sessions, threads, batch, noSpin)
+	if err != nil {
+		return FloorResult{}, err
+	}
+	defer br.close()
+	return br.run(runs, 0), nil
 }

@@ -14,11 +14,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
 	"yoloserve/internal/detect"
 )
 
@@ -27,9 +32,12 @@ type system struct {
 	cfg     *Config
 	dir     string
 	redis   string
+	rdb     *redis.Client
 	api     string
 	metrics string // the worker's /metrics
 	procs   []*exec.Cmd
+	redisP  *exec.Cmd
+	apiP    *exec.Cmd
 	worker  *exec.Cmd
 	client  *http.Client
 }
@@ -77,13 +85,14 @@ func newSystem(cfg *Config) (*system, error) {
 	}
 	s := &system{cfg: cfg, dir: dir, client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	rport := freePort()
-	if _, err := s.start("redis-server", []string{"--port", strconv.Itoa(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir}); err != nil {
+	if s.redisP, err = s.start("redis-server", []string{"--port", strconv.Itoa(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir}); err != nil {
 		return nil, fmt.Errorf("redis-server: %w", err)
 	}
 	s.redis = fmt.Sprintf("redis://127.0.0.1:%d/0", rport)
+	s.rdb = redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", rport)})
 	aport := freePort()
 	s.api = fmt.Sprintf("http://127.0.0.1:%d", aport)
-	if _, err := s.start(filepath.Join(cfg.BinDir, "api"), nil, s.env(fmt.Sprintf("API_ADDR=127.0.0.1:%d", aport), "MAX_QUEUE=1000000")...); err != nil {
+	if s.apiP, err = s.start(filepath.Join(cfg.BinDir, "api"), nil, s.env(fmt.Sprintf("API_ADDR=127.0.0.1:%d", aport), "MAX_QUEUE=1000000")...); err != nil {
 		return nil, err
 	}
 	if err := waitHTTP(s.api+"/readyz", 10*time.Second); err != nil {
@@ -120,6 +129,7 @@ func (s *system) stopWorker() {
 }
 
 func (s *system) stop() {
+	s.rdb.Close()
 	for _, p := range s.procs {
 		p.Process.Kill()
 		p.Wait()
@@ -159,11 +169,6 @@ func (s *system) submit(b body) (string, error) {
 	return r.ID, nil
 }
 
-func (s *system) await(id string) error {
-	_, err := s.awaitResult(id)
-	return err
-}
-
 // awaitResult waits for a task and returns its result's stage times.
 func (s *system) awaitResult(id string) (detect.Speed, error) {
 	for i := 0; i < 10; i++ {
@@ -189,14 +194,16 @@ func (s *system) awaitResult(id string) (detect.Speed, error) {
 }
 
 // roundTrip submits an image and waits for its result; it returns the
-// time from POST to the result being readable.
-func (s *system) roundTrip(b body) (time.Duration, error) {
+// time from POST to the result being readable and the result's stage
+// times.
+func (s *system) roundTrip(b body) (time.Duration, detect.Speed, error) {
 	t := time.Now()
 	id, err := s.submit(b)
-	if err == nil {
-		err = s.await(id)
+	if err != nil {
+		return time.Since(t), detect.Speed{}, err
 	}
-	return time.Since(t), err
+	sp, err := s.awaitResult(id)
+	return time.Since(t), sp, err
 }
 
 // closedLoop runs clients that each call do back to back for d, and
@@ -229,15 +236,127 @@ func closedLoop(clients int, d time.Duration, do func(client, i int) (time.Durat
 	return lat, errs, time.Since(start)
 }
 
-// load runs clients in closed loops of round trips for d and measures
-// throughput and latency.
-func (s *system) load(bodies []body, clients int, d time.Duration) LoadLevel {
-	lat, errs, wall := closedLoop(clients, d, func(_, i int) (time.Duration, error) {
-		return s.roundTrip(bodies[i%len(bodies)])
-	})
-	return LoadLevel{Clients: clients, ImagesPerS: float64(len(lat)) / wall.Seconds(),
-		P50MS: percentile(lat, 50), P95MS: percentile(lat, 95), P99MS: percentile(lat, 99), Errors: errs}
+// window is one closed-loop load: the latencies of the calls that
+// succeeded (sorted), the failures, the wall time and the CPU time each
+// process used (as cpu orders them).
+type window struct {
+	lat   []float64
+	errs  int
+	wall  time.Duration
+	cpu   [4]time.Duration
+	speed detect.Speed // stage times summed over the images
 }
+
+// window runs clients in closed loops of round trips for d.
+func (s *system) window(bodies []body, clients int, d time.Duration) window {
+	var mu sync.Mutex
+	var sum detect.Speed
+	before := s.cpu()
+	lat, errs, wall := closedLoop(clients, d, func(_, i int) (time.Duration, error) {
+		rt, sp, err := s.roundTrip(bodies[i%len(bodies)])
+		mu.Lock()
+		sum.Decode += sp.Decode
+		sum.Preprocess += sp.Preprocess
+		sum.Inference += sp.Inference
+		sum.Postprocess += sp.Postprocess
+		mu.Unlock()
+		return rt, err
+	})
+	after := s.cpu()
+	w := window{lat: lat, errs: errs, wall: wall, speed: sum}
+	for i := range w.cpu {
+		w.cpu[i] = after[i] - before[i]
+	}
+	return w
+}
+
+// level pools windows run with the same number of clients into one
+// figure: throughput over their summed wall time, percentiles over all
+// their calls, CPU per finished image.
+func level(clients int, ws ...window) LoadLevel {
+	var all window
+	for _, w := range ws {
+		all.lat = append(all.lat, w.lat...)
+		all.errs += w.errs
+		all.wall += w.wall
+		all.speed.Decode += w.speed.Decode
+		all.speed.Preprocess += w.speed.Preprocess
+		all.speed.Inference += w.speed.Inference
+		all.speed.Postprocess += w.speed.Postprocess
+		for i := range all.cpu {
+			all.cpu[i] += w.cpu[i]
+		}
+	}
+	sort.Float64s(all.lat)
+	lv := LoadLevel{Clients: clients, ImagesPerS: float64(len(all.lat)) / all.wall.Seconds(),
+		P50MS: percentile(all.lat, 50), P95MS: percentile(all.lat, 95), P99MS: percentile(all.lat, 99), Errors: all.errs}
+	if n := float64(len(all.lat)); n > 0 {
+		lv.CPUPerImage = CPUShare{Worker: ms(all.cpu[0]) / n, API: ms(all.cpu[1]) / n, Redis: ms(all.cpu[2]) / n, Client: ms(all.cpu[3]) / n}
+		sp := all.speed
+		lv.Speed = detect.Speed{Decode: sp.Decode / n, Preprocess: sp.Preprocess / n, Inference: sp.Inference / n, Postprocess: sp.Postprocess / n}
+	}
+	return lv
+}
+
+// pause stops the worker process (SIGSTOP) so that a bare session runs
+// alone, without the worker's polling; resume lets it go on. A client
+// reads a result before the worker has marked its task complete, so pause
+// first waits for the queue's active list to empty: a worker frozen in
+// that call would time out on it and retry a move already made.
+func (s *system) pause() {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if n, err := s.rdb.LLen(context.Background(), "asynq:{detect}:active").Result(); err != nil || n == 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s.worker.Process.Signal(syscall.SIGSTOP)
+}
+
+func (s *system) resume() { s.worker.Process.Signal(syscall.SIGCONT) }
+
+// cpu returns the CPU time used so far by the worker, the API, Redis and
+// this process (the load generator), in that order.
+func (s *system) cpu() [4]time.Duration {
+	var t [4]time.Duration
+	for i, p := range []*exec.Cmd{s.worker, s.apiP, s.redisP} {
+		if p != nil {
+			t[i] = procCPU(p.Process.Pid)
+		}
+	}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		t[3] = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	return t
+}
+
+// procCPU reads a process's user and system time from /proc; 0 when it
+// cannot.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses:
+	// utime and stime are the 12th and 13th.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times; 100 on Linux
+// for every architecture Go supports.
+const clockTicks = 100
 
 // metric reads a counter or sum from the worker's /metrics.
 func (s *system) metric(name string) (float64, error) {
@@ -270,23 +389,42 @@ func (s *system) peakRSS() float64 {
 	return 0
 }
 
-// measureWorker runs one worker configuration: sequential round trips for
-// service time and idle latency, then closed-loop loads.
-func (s *system) measureWorker(bodies []body, concurrency, threads, sessions int, loads []int) (WorkerRun, error) {
+// measureWorker runs one worker configuration against the floor, each
+// figure paired with a bare measurement taken just before it while the
+// worker is paused: the machine drifts, and a pair shares its conditions.
+// First one task at a time, each after one run of a bare session with the
+// worker's threads (service time, idle latency); then 1 and 4 clients;
+// then rounds of a bare throughput window (one 1-thread session per core,
+// the best the machine gives) and a 16-client window of the same length.
+func (s *system) measureWorker(bodies []body, concurrency, threads, sessions int) (WorkerRun, error) {
+	run := WorkerRun{Concurrency: concurrency, Threads: threads, Sessions: sessions}
+	one, err := newBare(s.cfg.Model, 1, threads, 1, false)
+	if err != nil {
+		return run, err
+	}
+	defer one.close()
+	ncpu := runtime.NumCPU()
+	best, err := newBare(s.cfg.Model, ncpu, 1, 1, false)
+	if err != nil {
+		return run, err
+	}
+	defer best.close()
 	if err := s.startWorker(concurrency, threads, sessions); err != nil {
-		return WorkerRun{}, err
+		return run, err
 	}
 	defer s.stopWorker()
-	run := WorkerRun{Concurrency: concurrency, Threads: threads, Sessions: sessions}
-	for i := 0; i < 3; i++ { // warm up
+	for range 3 { // warm up
 		s.roundTrip(bodies[0])
 	}
 	// One task at a time: the worker's service-time sum grows by exactly
 	// that task's time, so each task's service time is known; medians
 	// resist the outliers of a shared machine.
-	var idle, service []float64
+	var bareMS, idle, service []float64
 	const n = 25
-	for i := 0; i < n; i++ {
+	for range n {
+		s.pause()
+		bareMS = append(bareMS, one.once())
+		s.resume()
 		before, err := s.metric("yoloserve_worker_task_seconds_sum")
 		if err != nil {
 			return run, err
@@ -311,35 +449,97 @@ func (s *system) measureWorker(bodies []body, concurrency, threads, sessions int
 		run.Speed.Inference += sp.Inference / n
 		run.Speed.Postprocess += sp.Postprocess / n
 	}
+	run.BareMS = median(bareMS)
 	run.ServiceMS = median(service)
 	run.IdleLatencyMS = median(idle)
-	for _, c := range loads {
-		lv := s.load(bodies, c, s.cfg.Load)
-		run.Loads = append(run.Loads, lv)
-		s.cfg.printf("  worker %dx%d threads/%d session(s), %2d clients: %6.1f img/s  p50 %6.1f  p95 %6.1f  p99 %6.1f ms  errors %d\n",
-			concurrency, threads, sessions, c, lv.ImagesPerS, lv.P50MS, lv.P95MS, lv.P99MS, lv.Errors)
+	report := func(lv LoadLevel) {
+		u := lv.CPUPerImage
+		sp := lv.Speed
+		s.cfg.printf("  worker %dx%d threads/%d session(s), %2d clients: %6.1f img/s  p50 %6.1f  p95 %6.1f  p99 %6.1f ms  errors %d  CPU ms/img: worker %.1f api %.1f redis %.1f client %.1f  stages ms: decode %.1f letterbox %.1f inference %.1f nms %.1f\n",
+			concurrency, threads, sessions, lv.Clients, lv.ImagesPerS, lv.P50MS, lv.P95MS, lv.P99MS, lv.Errors, u.Worker, u.API, u.Redis, u.Client, sp.Decode, sp.Preprocess, sp.Inference, sp.Postprocess)
 	}
+	for _, c := range []int{1, 4} {
+		lv := level(c, s.window(bodies, c, s.cfg.Load))
+		run.Loads = append(run.Loads, lv)
+		report(lv)
+	}
+	var ws []window
+	var ratios, barePS []float64
+	for range s.cfg.Rounds {
+		s.pause()
+		b := best.run(0, s.cfg.Load)
+		s.resume()
+		w := s.window(bodies, 16, s.cfg.Load)
+		ws = append(ws, w)
+		r := Round{BarePS: b.ImagesPerS, ServicePS: float64(len(w.lat)) / w.wall.Seconds()}
+		run.Rounds = append(run.Rounds, r)
+		ratios, barePS = append(ratios, r.ServicePS/r.BarePS), append(barePS, r.BarePS)
+		s.cfg.printf("  round: bare %s %.1f img/s, then 16 clients %.1f img/s: %.3f\n", best.name, r.BarePS, r.ServicePS, r.ServicePS/r.BarePS)
+	}
+	lv := level(16, ws...)
+	run.Loads = append(run.Loads, lv)
+	report(lv)
+	run.ThroughputRatio = median(ratios)
+	run.BareBestPS = median(barePS)
 	run.PeakRSSMiB = s.peakRSS()
 	return run, nil
 }
 
-// measureUpload posts a ~100 KB JPEG from many clients with no worker and
-// counts accepted uploads per second.
-func (s *system) measureUpload(image []byte, clients int, d time.Duration) UploadResult {
+// upload posts one body to /predict and returns an error unless it was
+// accepted.
+func (s *system) upload(b body) error {
+	resp, err := s.client.Post(s.api+"/predict", b.ct, bytes.NewReader(b.data))
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// measureUpload measures the API's intake of a ~100 KB JPEG with no worker
+// running: its capacity (clients posting back to back) and its latency at
+// a fixed rate (an upload due every 1/rate s whatever the answers, timed
+// from when it was due, so that a stall counts in full).
+func (s *system) measureUpload(image []byte, clients int, rate float64, d time.Duration) UploadResult {
 	b := newBody(image)
 	lat, errs, wall := closedLoop(clients, d, func(_, _ int) (time.Duration, error) {
 		t := time.Now()
-		resp, err := s.client.Post(s.api+"/predict", b.ct, bytes.NewReader(b.data))
-		if err != nil {
-			return 0, err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusAccepted {
-			return 0, fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return time.Since(t), nil
+		err := s.upload(b)
+		return time.Since(t), err
 	})
-	return UploadResult{Bytes: len(image), Clients: clients, AcceptedPS: float64(len(lat)) / wall.Seconds(),
-		P50MS: percentile(lat, 50), P99MS: percentile(lat, 99), Errors: errs}
+	res := UploadResult{Bytes: len(image), Clients: clients, AcceptedPS: float64(len(lat)) / wall.Seconds(),
+		P50MS: percentile(lat, 50), P99MS: percentile(lat, 99), Errors: errs, Rate: rate}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	lat = lat[:0]
+	errs = 0
+	interval := time.Duration(float64(time.Second) / rate)
+	start := time.Now()
+	for k := 0; ; k++ {
+		due := start.Add(time.Duration(k) * interval)
+		if due.Sub(start) >= d {
+			break
+		}
+		time.Sleep(time.Until(due))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.upload(b)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs++
+				return
+			}
+			lat = append(lat, ms(time.Since(due)))
+		}()
+	}
+	wg.Wait()
+	sort.Float64s(lat)
+	res.RateP50MS, res.RateP99MS, res.RateMaxMS, res.RateErrors = percentile(lat, 50), percentile(lat, 99), percentile(lat, 100), errs
+	return res
 }

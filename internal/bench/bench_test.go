@@ -1,0 +1,39 @@
+package bench
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"yoloserve/internal/detect"
+)
+
+func TestLevelPoolsWindows(t *testing.T) {
+	a := window{lat: []float64{10, 20, 30}, wall: 2 * time.Second, errs: 1,
+		cpu:   [4]time.Duration{300 * time.Millisecond, 30 * time.Millisecond, 6 * time.Millisecond, 3 * time.Millisecond},
+		speed: detect.Speed{Decode: 12, Preprocess: 6, Inference: 300, Postprocess: 3}}
+	b := window{lat: []float64{5, 40}, wall: time.Second,
+		cpu:   [4]time.Duration{200 * time.Millisecond, 20 * time.Millisecond, 4 * time.Millisecond, 2 * time.Millisecond},
+		speed: detect.Speed{Decode: 8, Preprocess: 4, Inference: 200, Postprocess: 2}}
+	got := level(16, a, b)
+	want := LoadLevel{Clients: 16, ImagesPerS: 5.0 / 3, P50MS: 20, P95MS: 40, P99MS: 40, Errors: 1,
+		CPUPerImage: CPUShare{Worker: 100, API: 10, Redis: 2, Client: 1},
+		Speed:       detect.Speed{Decode: 4, Preprocess: 2, Inference: 100, Postprocess: 1}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("level (-want +got):\n%s", diff)
+	}
+}
+
+func TestProcCPU(t *testing.T) {
+	before := procCPU(os.Getpid())
+	for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
+	}
+	if after := procCPU(os.Getpid()); after <= before {
+		t.Errorf("CPU time did not grow while spinning: %v then %v", before, after)
+	}
+	if got := procCPU(1 << 30); got != 0 {
+		t.Errorf("a missing process reads %v, want 0", got)
+	}
+}
