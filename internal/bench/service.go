@@ -358,20 +358,61 @@ func procCPU(pid int) time.Duration {
 // for every architecture Go supports.
 const clockTicks = 100
 
-// metric reads a counter or sum from the worker's /metrics.
-func (s *system) metric(name string) (float64, error) {
+// taskSeconds reads the worker's service-time histogram from /metrics:
+// the sum of the task times and their count.
+func (s *system) taskSeconds() (sum, count float64, err error) {
 	resp, err := http.Get(s.metrics)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer resp.Body.Close()
+	found := 0
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == name {
-			return strconv.ParseFloat(f[1], 64)
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 {
+			continue
+		}
+		switch f[0] {
+		case "yoloserve_worker_task_seconds_sum":
+			sum, err = strconv.ParseFloat(f[1], 64)
+			found++
+		case "yoloserve_worker_task_seconds_count":
+			count, err = strconv.ParseFloat(f[1], 64)
+			found++
 		}
 	}
-	return 0, fmt.Errorf("no metric %s", name)
+	if err == nil && found != 2 {
+		err = errors.New("the worker's /metrics lacks yoloserve_worker_task_seconds")
+	}
+	return sum, count, err
+}
+
+// serviceTime runs one task and returns the worker's service time for it
+// and the time from POST until its result was readable. The worker
+// records a task's time just after its result becomes readable, so it
+// waits for the count to move.
+func (s *system) serviceTime(b body) (service, idle float64, sp detect.Speed, err error) {
+	sum0, n0, err := s.taskSeconds()
+	if err != nil {
+		return 0, 0, sp, err
+	}
+	rt, sp, err := s.roundTrip(b)
+	if err != nil {
+		return 0, 0, sp, err
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		sum, n, err := s.taskSeconds()
+		if err != nil {
+			return 0, 0, sp, err
+		}
+		if n == n0+1 {
+			return (sum - sum0) * 1000, ms(rt), sp, nil
+		}
+		if n > n0+1 || time.Now().After(deadline) {
+			return 0, 0, sp, fmt.Errorf("the worker ran %v tasks where one was sent", n-n0)
+		}
+	}
 }
 
 // peakRSS reads VmHWM of the worker process, in MiB.
@@ -416,34 +457,26 @@ func (s *system) measureWorker(bodies []body, concurrency, threads, sessions int
 	for range 3 { // warm up
 		s.roundTrip(bodies[0])
 	}
-	// One task at a time: the worker's service-time sum grows by exactly
-	// that task's time, so each task's service time is known; medians
-	// resist the outliers of a shared machine.
+	// One task at a time, each after a bare run and each warmed as the
+	// bare run is: the bare session runs twice and the second run counts;
+	// the worker runs two tasks and the second counts. The worker's
+	// service-time sum grows by exactly that task's time. Medians resist
+	// the outliers of a shared machine.
 	var bareMS, idle, service []float64
-	const n = 25
+	const n = 20
 	for range n {
 		s.pause()
+		one.once()
 		bareMS = append(bareMS, one.once())
 		s.resume()
-		before, err := s.metric("yoloserve_worker_task_seconds_sum")
+		if _, _, err := s.roundTrip(bodies[0]); err != nil {
+			return run, err
+		}
+		st, rt, sp, err := s.serviceTime(bodies[0])
 		if err != nil {
 			return run, err
 		}
-		t := time.Now()
-		id, err := s.submit(bodies[0])
-		if err != nil {
-			return run, err
-		}
-		sp, err := s.awaitResult(id)
-		if err != nil {
-			return run, err
-		}
-		idle = append(idle, ms(time.Since(t)))
-		after, err := s.metric("yoloserve_worker_task_seconds_sum")
-		if err != nil {
-			return run, err
-		}
-		service = append(service, (after-before)*1000)
+		service, idle = append(service, st), append(idle, rt)
 		run.Speed.Decode += sp.Decode / n
 		run.Speed.Preprocess += sp.Preprocess / n
 		run.Speed.Inference += sp.Inference / n
