@@ -29,7 +29,7 @@ func run() error {
 	images := flag.String("images", filepath.Join(shared, "images"), "folder of photos")
 	bin := flag.String("bin", "bin", "folder with api and worker")
 	out := flag.String("out", "bench/results.json", "JSON report")
-	load := flag.Duration("load", 6*time.Second, "duration of each load level")
+	load := flag.Duration("load", 5*time.Second, "duration of each load window")
 	workers := flag.String("workers", "", "worker configurations to measure, CONCURRENCYxTHREADSxSESSIONS,... (default: the default and its alternatives)")
 	serviceOnly := flag.Bool("service-only", false, "measure only the processes under load")
 	flag.Parse()

@@ -20,15 +20,15 @@ type Config struct {
 	Images  []string      // photos to run
 	BinDir  string        // where bin/api and bin/worker are
 	Library string        // ONNX Runtime library
-	Load    time.Duration // how long each load level runs (default 6s)
+	Load    time.Duration // how long each load window runs (default 5s)
 	// Workers lists worker configurations {concurrency, threads, sessions}
 	// to measure; empty: the default and its alternatives.
 	Workers [][3]int
-	// ServiceOnly skips the floor tables, the stages and the upload test.
+	// ServiceOnly skips the floor tables and the detector stages.
 	ServiceOnly bool
 	FloorRuns   int // timed runs per floor figure (default 20)
 	// Rounds is how many pairs of bare and 16-client windows each worker
-	// configuration runs (default 3); the ratio is their median.
+	// configuration runs (default 5); the ratio is their median.
 	Rounds int
 	Out    io.Writer // the table (default: none)
 }

@@ -19,13 +19,13 @@ import (
 // Run measures everything and returns the report.
 func Run(cfg Config) (*Report, error) {
 	if cfg.Load <= 0 {
-		cfg.Load = 6 * time.Second
+		cfg.Load = 5 * time.Second
 	}
 	if cfg.FloorRuns <= 0 {
 		cfg.FloorRuns = 20
 	}
 	if cfg.Rounds <= 0 {
-		cfg.Rounds = 3
+		cfg.Rounds = 5
 	}
 	rep := &Report{Machine: fmt.Sprintf("%s/%s, %d CPUs", runtime.GOOS, runtime.GOARCH, runtime.NumCPU())}
 	ncpu := runtime.NumCPU()

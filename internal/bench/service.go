@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,6 +37,7 @@ type system struct {
 	api     string
 	metrics string // the worker's /metrics
 	procs   []*exec.Cmd
+	sent    atomic.Int64 // tasks accepted since the worker started
 	redisP  *exec.Cmd
 	apiP    *exec.Cmd
 	worker  *exec.Cmd
@@ -117,6 +119,7 @@ func (s *system) startWorker(concurrency, threads, sessions int) error {
 		return err
 	}
 	s.worker = w
+	s.sent.Store(0)
 	return waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/readyz", port), 30*time.Second)
 }
 
@@ -166,6 +169,7 @@ func (s *system) submit(b body) (string, error) {
 	if resp.StatusCode != http.StatusAccepted {
 		return "", fmt.Errorf("POST /predict: %d %s", resp.StatusCode, r.Error)
 	}
+	s.sent.Add(1)
 	return r.ID, nil
 }
 
@@ -391,9 +395,9 @@ func (s *system) taskSeconds() (sum, count float64, err error) {
 // serviceTime runs one task and returns the worker's service time for it
 // and the time from POST until its result was readable. The worker
 // records a task's time just after its result becomes readable, so it
-// waits for the count to move.
+// waits for the worker to have recorded every task sent, before and after.
 func (s *system) serviceTime(b body) (service, idle float64, sp detect.Speed, err error) {
-	sum0, n0, err := s.taskSeconds()
+	sum0, err := s.recorded()
 	if err != nil {
 		return 0, 0, sp, err
 	}
@@ -401,16 +405,21 @@ func (s *system) serviceTime(b body) (service, idle float64, sp detect.Speed, er
 	if err != nil {
 		return 0, 0, sp, err
 	}
+	sum, err := s.recorded()
+	return (sum - sum0) * 1000, ms(rt), sp, err
+}
+
+// recorded waits until the worker has recorded the time of every task
+// sent to it and returns their sum, in seconds.
+func (s *system) recorded() (float64, error) {
+	want := float64(s.sent.Load())
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
 		sum, n, err := s.taskSeconds()
-		if err != nil {
-			return 0, 0, sp, err
+		if err != nil || n == want {
+			return sum, err
 		}
-		if n == n0+1 {
-			return (sum - sum0) * 1000, ms(rt), sp, nil
-		}
-		if n > n0+1 || time.Now().After(deadline) {
-			return 0, 0, sp, fmt.Errorf("the worker ran %v tasks where one was sent", n-n0)
+		if n > want || time.Now().After(deadline) {
+			return 0, fmt.Errorf("the worker recorded %v tasks where %v were sent", n, want)
 		}
 	}
 }
