@@ -259,10 +259,7 @@ func (s *system) window(bodies []body, clients int, d time.Duration) window {
 	lat, errs, wall := closedLoop(clients, d, func(_, i int) (time.Duration, error) {
 		rt, sp, err := s.roundTrip(bodies[i%len(bodies)])
 		mu.Lock()
-		sum.Decode += sp.Decode
-		sum.Preprocess += sp.Preprocess
-		sum.Inference += sp.Inference
-		sum.Postprocess += sp.Postprocess
+		addSpeed(&sum, sp, 1)
 		mu.Unlock()
 		return rt, err
 	})
@@ -283,10 +280,7 @@ func level(clients int, ws ...window) LoadLevel {
 		all.lat = append(all.lat, w.lat...)
 		all.errs += w.errs
 		all.wall += w.wall
-		all.speed.Decode += w.speed.Decode
-		all.speed.Preprocess += w.speed.Preprocess
-		all.speed.Inference += w.speed.Inference
-		all.speed.Postprocess += w.speed.Postprocess
+		addSpeed(&all.speed, w.speed, 1)
 		for i := range all.cpu {
 			all.cpu[i] += w.cpu[i]
 		}
@@ -296,10 +290,17 @@ func level(clients int, ws ...window) LoadLevel {
 		P50MS: percentile(all.lat, 50), P95MS: percentile(all.lat, 95), P99MS: percentile(all.lat, 99), Errors: all.errs}
 	if n := float64(len(all.lat)); n > 0 {
 		lv.CPUPerImage = CPUShare{Worker: ms(all.cpu[0]) / n, API: ms(all.cpu[1]) / n, Redis: ms(all.cpu[2]) / n, Client: ms(all.cpu[3]) / n}
-		sp := all.speed
-		lv.Speed = detect.Speed{Decode: sp.Decode / n, Preprocess: sp.Preprocess / n, Inference: sp.Inference / n, Postprocess: sp.Postprocess / n}
+		addSpeed(&lv.Speed, all.speed, 1/n)
 	}
 	return lv
+}
+
+// addSpeed adds k times sp's stage times to dst.
+func addSpeed(dst *detect.Speed, sp detect.Speed, k float64) {
+	dst.Decode += k * sp.Decode
+	dst.Preprocess += k * sp.Preprocess
+	dst.Inference += k * sp.Inference
+	dst.Postprocess += k * sp.Postprocess
 }
 
 // pause stops the worker process (SIGSTOP) so that a bare session runs
@@ -486,10 +487,7 @@ func (s *system) measureWorker(bodies []body, concurrency, threads, sessions int
 			return run, err
 		}
 		service, idle = append(service, st), append(idle, rt)
-		run.Speed.Decode += sp.Decode / n
-		run.Speed.Preprocess += sp.Preprocess / n
-		run.Speed.Inference += sp.Inference / n
-		run.Speed.Postprocess += sp.Postprocess / n
+		addSpeed(&run.Speed, sp, 1.0/n)
 	}
 	run.BareMS = median(bareMS)
 	run.ServiceMS = median(service)
