@@ -443,7 +443,7 @@ func (s *system) peakRSS() float64 {
 // measureWorker runs one worker configuration against the floor, each
 // figure paired with a bare measurement taken just before it while the
 // worker is paused: the machine drifts, and a pair shares its conditions.
-// First one task at a time, each after one run of a bare session with the
+// First one task at a time, each after runs of a bare session with the
 // worker's threads (service time, idle latency); then 1 and 4 clients;
 // then rounds of a bare throughput window (one 1-thread session per core,
 // the best the machine gives) and a 16-client window of the same length.
