@@ -26,8 +26,21 @@ type Dir struct {
 	path string
 }
 
-// refPattern is the shape of the names Save makes.
+// refPattern is the shape of the names newRef makes.
 var refPattern = regexp.MustCompile(`^[0-9a-f]{32}\.upload$`)
+
+// newRef makes a new random upload name.
+func newRef() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b[:]) + ".upload", nil
+}
+
+// errNoUpload is what Load returns for an upload that is gone (or a name
+// newRef could not have made).
+var errNoUpload = detect.Errorf(detect.ENOTFOUND, "No such upload.")
 
 // NewDir returns a Dir on path, creating the folder when missing. It
 // returns an error when the folder cannot be created or written.
@@ -51,11 +64,10 @@ var errStore = detect.Errorf(detect.EUNAVAILABLE, "The upload could not be store
 // Save writes data under a new random name and returns that name. The file
 // appears whole or not at all (written aside, then renamed).
 func (d *Dir) Save(_ context.Context, data []byte) (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	ref, err := newRef()
+	if err != nil {
 		return "", err
 	}
-	ref := hex.EncodeToString(b[:]) + ".upload"
 	tmp, err := os.CreateTemp(d.path, ".tmp-*")
 	if err != nil {
 		return "", fmt.Errorf("%w (%v)", errStore, err)
@@ -78,11 +90,11 @@ func (d *Dir) Save(_ context.Context, data []byte) (string, error) {
 // is no such upload (or ref is not a name Save makes).
 func (d *Dir) Load(_ context.Context, ref string) ([]byte, error) {
 	if !refPattern.MatchString(ref) {
-		return nil, detect.Errorf(detect.ENOTFOUND, "No such upload.")
+		return nil, errNoUpload
 	}
 	b, err := os.ReadFile(filepath.Join(d.path, ref))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, detect.Errorf(detect.ENOTFOUND, "No such upload.")
+		return nil, errNoUpload
 	}
 	return b, err
 }

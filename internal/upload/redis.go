@@ -2,15 +2,11 @@ package upload
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"yoloserve/internal/detect"
 )
 
 // Redis stores uploads in Redis beside the tasks, so that an API and
@@ -32,11 +28,10 @@ func NewRedis(rdb redis.UniversalClient, maxAge time.Duration) *Redis {
 // Save stores data under a new random name and returns the name. It
 // returns an EUNAVAILABLE *Error when Redis does not take it.
 func (s *Redis) Save(ctx context.Context, data []byte) (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	ref, err := newRef()
+	if err != nil {
 		return "", err
 	}
-	ref := hex.EncodeToString(b[:]) + ".upload"
 	if err := s.rdb.Set(ctx, redisPrefix+ref, data, s.maxAge).Err(); err != nil {
 		return "", fmt.Errorf("%w (%v)", errStore, err)
 	}
@@ -46,11 +41,11 @@ func (s *Redis) Save(ctx context.Context, data []byte) (string, error) {
 // Load returns an upload's bytes, or an ENOTFOUND *Error when it is gone.
 func (s *Redis) Load(ctx context.Context, ref string) ([]byte, error) {
 	if !refPattern.MatchString(ref) {
-		return nil, detect.Errorf(detect.ENOTFOUND, "No such upload.")
+		return nil, errNoUpload
 	}
 	b, err := s.rdb.Get(ctx, redisPrefix+ref).Bytes()
 	if errors.Is(err, redis.Nil) {
-		return nil, detect.Errorf(detect.ENOTFOUND, "No such upload.")
+		return nil, errNoUpload
 	}
 	return b, err
 }
