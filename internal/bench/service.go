@@ -155,6 +155,9 @@ func newBody(image []byte) body {
 	return body{b.Bytes(), mw.FormDataContentType()}
 }
 
+// submit posts one body to /predict and returns the task's id, or an error
+// unless it was accepted. It reads the answer to its end, so that the
+// connection is reused.
 func (s *system) submit(b body) (string, error) {
 	resp, err := s.client.Post(s.api+"/predict", b.ct, bytes.NewReader(b.data))
 	if err != nil {
@@ -166,6 +169,7 @@ func (s *system) submit(b body) (string, error) {
 		Error string `json:"error"`
 	}
 	json.NewDecoder(resp.Body).Decode(&r)
+	io.Copy(io.Discard, resp.Body)
 	if resp.StatusCode != http.StatusAccepted {
 		return "", fmt.Errorf("POST /predict: %d %s", resp.StatusCode, r.Error)
 	}
@@ -186,6 +190,7 @@ func (s *system) awaitResult(id string) (detect.Speed, error) {
 			Result detect.Result `json:"result"`
 		}
 		json.NewDecoder(resp.Body).Decode(&r)
+		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		switch r.Status {
 		case "SUCCESS":
@@ -525,21 +530,6 @@ func (s *system) measureWorker(bodies []body, concurrency, threads, sessions int
 	return run, nil
 }
 
-// upload posts one body to /predict and returns an error unless it was
-// accepted.
-func (s *system) upload(b body) error {
-	resp, err := s.client.Post(s.api+"/predict", b.ct, bytes.NewReader(b.data))
-	if err != nil {
-		return err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("status %d", resp.StatusCode)
-	}
-	return nil
-}
-
 // measureUpload measures the API's intake of a ~100 KB JPEG with no worker
 // running: its capacity (clients posting back to back) and its latency at
 // a fixed rate (an upload due every 1/rate s whatever the answers, timed
@@ -548,7 +538,7 @@ func (s *system) measureUpload(image []byte, clients int, rate float64, d time.D
 	b := newBody(image)
 	lat, errs, wall := closedLoop(clients, d, func(_, _ int) (time.Duration, error) {
 		t := time.Now()
-		err := s.upload(b)
+		_, err := s.submit(b)
 		return time.Since(t), err
 	})
 	res := UploadResult{Bytes: len(image), Clients: clients, AcceptedPS: float64(len(lat)) / wall.Seconds(),
@@ -568,7 +558,7 @@ func (s *system) measureUpload(image []byte, clients int, rate float64, d time.D
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := s.upload(b)
+			_, err := s.submit(b)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
