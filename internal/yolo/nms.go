@@ -67,7 +67,7 @@ func (pp *postprocessor) run(out []float32, nc, n int, p nmsParams, lb Letterbox
 
 // bestClass returns each anchor's best class score, with the class in
 // pp.class (the first of equal scores, as torch's max), for the anchors
-// that can pass a confidence test of conf; the others read 0 or less.
+// that can pass a confidence test of conf; the others read at most conf.
 // Few anchors have any class above a usual conf, so one cheap pass finds
 // them (a comparison rarely true costs little) and only they get the
 // class search; when many do, a class-major pass over all is faster.
