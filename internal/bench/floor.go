@@ -70,11 +70,17 @@ func (br *bare) run(runs int, d time.Duration) FloorResult {
 	times := make([][]float64, len(br.ss))
 	var wg sync.WaitGroup
 	start := time.Now()
+	more := func(r int) bool { // whether a session that has run r times goes on
+		if runs > 0 {
+			return r < runs
+		}
+		return time.Since(start) < d
+	}
 	for i := range br.ss {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for r := 0; runs > 0 && r < runs || runs <= 0 && time.Since(start) < d; r++ {
+			for r := 0; more(r); r++ {
 				t := time.Now()
 				br.ss[i].Run(br.bs[i])
 				times[i] = append(times[i], ms(time.Since(t)))
