@@ -1,6 +1,7 @@
 package yolo
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -150,14 +151,21 @@ func TestResizeUniformStaysUniform(t *testing.T) {
 	}
 }
 
+// BenchmarkLetterbox fills the model input from a portrait photo's size
+// (the bilinear path, bus.jpg) and from a landscape one's (the exact 2×
+// reduction, zidane.jpg).
 func BenchmarkLetterbox(b *testing.B) {
-	img := randomImage(810, 1080, 1)
-	lb := NewLetterbox(810, 1080, 640, 640)
-	dst := make([]float32, 3*640*640)
-	var rz resizer
-	b.ReportAllocs()
-	for b.Loop() {
-		rz.Fill(img, lb, dst)
+	for _, sz := range [][2]int{{810, 1080}, {1280, 720}} {
+		b.Run(fmt.Sprintf("%dx%d", sz[0], sz[1]), func(b *testing.B) {
+			img := randomImage(sz[0], sz[1], 1)
+			lb := NewLetterbox(sz[0], sz[1], 640, 640)
+			dst := make([]float32, 3*640*640)
+			var rz resizer
+			b.ReportAllocs()
+			for b.Loop() {
+				rz.Fill(img, lb, dst)
+			}
+		})
 	}
 }
 
