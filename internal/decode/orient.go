@@ -1,6 +1,7 @@
 package decode
 
 import (
+	"encoding/binary"
 	"runtime"
 	"sync"
 )
@@ -43,7 +44,14 @@ func orient(img *Image, o int) {
 		for y := y0; y < y1; y++ {
 			row := dst[y*ow*3 : (y+1)*ow*3]
 			s := first(y)
-			for x := 0; x < len(row); x, s = x+3, s+step {
+			// A pixel moves as one 4-byte word whose last byte the next
+			// pixel overwrites; the row's last pixel moves byte by byte,
+			// as its word would reach past the row (or the image).
+			x := 0
+			for ; x+3 < len(row) && s+3 < len(src); x, s = x+3, s+step {
+				binary.LittleEndian.PutUint32(row[x:x+4], binary.LittleEndian.Uint32(src[s:s+4]))
+			}
+			for ; x < len(row); x, s = x+3, s+step {
 				row[x], row[x+1], row[x+2] = src[s], src[s+1], src[s+2]
 			}
 		}
