@@ -32,7 +32,8 @@ type Config struct {
 	// give the best throughput; fewer save memory.
 	Sessions int
 	// Threads is ONNX Runtime's intra-op thread count per session
-	// (default: the slot's share of the cores). Idle threads never spin:
+	// (default: the slot's share of the cores; all of them when batching,
+	// where one batch runs at a time). Idle threads never spin:
 	// spinning threads take the cores that decoding and the letterbox of
 	// the next image need (measured: letterbox 5.1 ms with spinning, 2.8
 	// without, on bus.jpg).
@@ -92,9 +93,6 @@ func Open(cfg Config) (*Detector, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultConcurrency()
 	}
-	if cfg.Threads <= 0 {
-		cfg.Threads = DefaultThreads(cfg.Concurrency)
-	}
 	if cfg.Decoder == nil {
 		cfg.Decoder = &decode.Decoder{}
 	}
@@ -129,6 +127,14 @@ func Open(cfg Config) (*Detector, error) {
 		sessions = 1
 	}
 	cfg.Sessions = sessions
+	if cfg.Threads <= 0 {
+		// The batcher runs one batch at a time, which gets every core.
+		runs := cfg.Concurrency
+		if cfg.BatchMax > 1 {
+			runs = 1
+		}
+		cfg.Threads = DefaultThreads(runs)
+	}
 	d := &Detector{model: model, decoder: cfg.Decoder, cfg: cfg, slots: make(chan *slot, cfg.Concurrency)}
 	for i := 0; i < sessions; i++ {
 		s, err := onnx.NewSession(cfg.ModelPath, info, onnx.Options{
@@ -263,12 +269,13 @@ func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*d
 // image's decoding overlaps another's inference.
 func DefaultConcurrency() int { return max(2, runtime.NumCPU()/2) }
 
-// DefaultThreads is the intra-op thread count per session for a number of
-// slots: a slot's share of the cores. Measured on two cores (make bench):
-// two 1-thread sessions side by side give the most images per second,
-// against which a 2-thread session per slot loses a tenth under load.
-func DefaultThreads(concurrency int) int {
-	return max(1, runtime.NumCPU()/max(1, concurrency))
+// DefaultThreads is the intra-op thread count per session when runs
+// session runs go on at once: a run's share of the cores. Measured on two
+// cores (make bench): two 1-thread sessions side by side give the most
+// images per second, against which a 2-thread session per slot loses a
+// tenth under load.
+func DefaultThreads(runs int) int {
+	return max(1, runtime.NumCPU()/max(1, runs))
 }
 
 func ms(d time.Duration) float64 { return round(float64(d.Microseconds())/1000, 2) }
