@@ -55,7 +55,7 @@ test: ort
 	$(GO) test -count=1 -timeout 20m ./...
 
 bench: build
-	$(GO) run ./cmd/bench -out bench/results.json
+	$(GO) run ./cmd/bench -out bench/results.json $(BENCH_FLAGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

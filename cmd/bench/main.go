@@ -32,6 +32,8 @@ func run() error {
 	load := flag.Duration("load", 5*time.Second, "duration of each load window")
 	workers := flag.String("workers", "", "worker configurations to measure, CONCURRENCYxTHREADSxSESSIONS,... (default: the default and its alternatives)")
 	serviceOnly := flag.Bool("service-only", false, "measure only the processes under load")
+	detectorOnly := flag.Bool("detector-only", false, "skip the processes (a machine without redis-server)")
+	provider := flag.String("provider", "cpu", "where the floor and the detector run: cpu or cuda (the processes run on CPU)")
 	flag.Parse()
 
 	lib, err := onnx.FindLibrary(os.Getenv("ORT_LIB"))
@@ -46,7 +48,11 @@ func run() error {
 		return err
 	}
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
-	cfg := bench.Config{Model: abs(*model), Library: abs(lib), Images: paths, BinDir: abs(*bin), Load: *load, Out: os.Stdout, ServiceOnly: *serviceOnly}
+	if *provider != "cpu" && *provider != "cuda" {
+		return fmt.Errorf("-provider %q: want cpu or cuda", *provider)
+	}
+	cfg := bench.Config{Model: abs(*model), Library: abs(lib), Images: paths, BinDir: abs(*bin), Load: *load, Out: os.Stdout,
+		ServiceOnly: *serviceOnly, DetectorOnly: *detectorOnly, Provider: *provider}
 	if *workers != "" {
 		for _, w := range strings.Split(*workers, ",") {
 			var c [3]int

@@ -24,9 +24,13 @@ type Config struct {
 	// Workers lists worker configurations {concurrency, threads, sessions}
 	// to measure; empty: the default and its alternatives.
 	Workers [][3]int
-	// ServiceOnly skips the floor tables and the detector stages.
-	ServiceOnly bool
-	FloorRuns   int // timed runs per floor figure (default 20)
+	// ServiceOnly skips the floor tables and the detector figures;
+	// DetectorOnly skips the processes (for a machine without Redis).
+	ServiceOnly, DetectorOnly bool
+	// Provider is where the floor and the detector run: "cpu" (default) or
+	// "cuda". The processes are measured on CPU only.
+	Provider  string
+	FloorRuns int // timed runs per floor figure (default 20)
 	// Rounds is how many pairs of bare and 16-client windows each worker
 	// configuration runs (default 5); the ratio is their median.
 	Rounds int
@@ -40,9 +44,12 @@ type Report struct {
 	Stages   []StageResult `json:"stages"`
 	Decoders []StageResult `json:"decoders"`
 	Batching []FloorResult `json:"batching"`
-	Workers  []WorkerRun   `json:"workers"`
-	Upload   UploadResult  `json:"upload"`
-	Ratios   []Ratio       `json:"ratios"`
+	// DetectorBatching is the detector path on the dynamic model at each
+	// batch size, against Batching's bare session at the same size.
+	DetectorBatching []DetectorRun `json:"detector_batching"`
+	Workers          []WorkerRun   `json:"workers"`
+	Upload           UploadResult  `json:"upload"`
+	Ratios           []Ratio       `json:"ratios"`
 }
 
 // FloorResult is one bare-session figure.
@@ -66,6 +73,24 @@ type StageResult struct {
 	InferenceMS float64 `json:"inference_ms"`
 	PostMS      float64 `json:"postprocess_ms"`
 	Overhead    float64 `json:"overhead_ratio"` // (decode+pre+post) / inference
+}
+
+// DetectorRun is the detector path (decode, letterbox, inference, NMS) in
+// one process, with callers calling Detect back to back: a worker's slots
+// without the queue.
+type DetectorRun struct {
+	Provider   string  `json:"provider"`
+	BatchMax   int     `json:"batch_max"`
+	Callers    int     `json:"callers"`
+	Threads    int     `json:"threads"`
+	ImagesPerS float64 `json:"images_per_s"`
+	P50MS      float64 `json:"p50_ms"`
+	P99MS      float64 `json:"p99_ms"`
+	Errors     int     `json:"errors"`
+	// Bare names the bare session at the same batch size (Batching's) and
+	// BarePS is its throughput.
+	Bare   string  `json:"bare"`
+	BarePS float64 `json:"bare_per_s"`
 }
 
 // WorkerRun is the system measured with one worker configuration.

@@ -17,10 +17,10 @@ type bare struct {
 	bs                       []*onnx.Binding
 }
 
-// newBare loads sessions copies of model with threads intra-op threads
-// each, fills their inputs and warms them up. It returns an error when a
-// session cannot be made or run.
-func newBare(model string, sessions, threads, batch int, noSpin bool) (*bare, error) {
+// newBare loads sessions copies of model on provider ("cpu" or "cuda")
+// with threads intra-op threads each, fills their inputs and warms them
+// up. It returns an error when a session cannot be made or run.
+func newBare(model, provider string, sessions, threads, batch int, noSpin bool) (*bare, error) {
 	info, err := onnx.Inspect(model)
 	if err != nil {
 		return nil, err
@@ -28,8 +28,11 @@ func newBare(model string, sessions, threads, batch int, noSpin bool) (*bare, er
 	out := append([]int64{}, info.OutputShape...)
 	br := &bare{sessions: sessions, threads: threads, batch: batch,
 		name: fmt.Sprintf("%d session(s) x %d thread(s)%s, batch %d", sessions, threads, map[bool]string{true: " no-spin"}[noSpin], batch)}
+	if provider == "cuda" {
+		br.name = fmt.Sprintf("%d CUDA session(s), batch %d", sessions, batch)
+	}
 	for range sessions {
-		s, err := onnx.NewSession(model, info, onnx.Options{IntraOpThreads: threads, NoSpinning: noSpin})
+		s, err := onnx.NewSession(model, info, onnx.Options{Provider: provider, IntraOpThreads: threads, NoSpinning: noSpin})
 		if err != nil {
 			br.close()
 			return nil, err
@@ -106,8 +109,8 @@ func (br *bare) once() float64 {
 }
 
 // floor measures sessions side by side for runs runs each.
-func floor(model string, sessions, threads, batch, runs int, noSpin bool) (FloorResult, error) {
-	br, err := newBare(model, sessions, threads, batch, noSpin)
+func floor(model, provider string, sessions, threads, batch, runs int, noSpin bool) (FloorResult, error) {
+	br, err := newBare(model, provider, sessions, threads, batch, noSpin)
 	if err != nil {
 		return FloorResult{}, err
 	}

@@ -454,13 +454,13 @@ func (s *system) peakRSS() float64 {
 // the best the machine gives) and a 16-client window of the same length.
 func (s *system) measureWorker(bodies []body, concurrency, threads, sessions int) (WorkerRun, error) {
 	run := WorkerRun{Concurrency: concurrency, Threads: threads, Sessions: sessions}
-	one, err := newBare(s.cfg.Model, 1, threads, 1, false)
+	one, err := newBare(s.cfg.Model, "cpu", 1, threads, 1, false)
 	if err != nil {
 		return run, err
 	}
 	defer one.close()
 	ncpu := runtime.NumCPU()
-	best, err := newBare(s.cfg.Model, ncpu, 1, 1, false)
+	best, err := newBare(s.cfg.Model, "cpu", ncpu, 1, 1, false)
 	if err != nil {
 		return run, err
 	}

@@ -2,8 +2,11 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"yoloserve/internal/decode"
 	"yoloserve/internal/detect"
@@ -13,7 +16,7 @@ import (
 // stages runs each image through a detector (one image at a time, two
 // threads) and takes the median of each stage.
 func stages(cfg *Config, jpeg decode.JPEGDecoder, runs int) ([]StageResult, error) {
-	d, err := yolo.Open(yolo.Config{ModelPath: cfg.Model, Library: cfg.Library, Concurrency: 1, Threads: 2,
+	d, err := yolo.Open(yolo.Config{ModelPath: cfg.Model, Library: cfg.Library, Provider: cfg.Provider, Concurrency: 1, Threads: 2,
 		Decoder: &decode.Decoder{JPEG: jpeg}})
 	if err != nil {
 		return nil, err
@@ -42,4 +45,41 @@ func stages(cfg *Config, jpeg decode.JPEGDecoder, runs int) ([]StageResult, erro
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// detectorBatching runs the detector on the dynamic model with BatchMax
+// batch and twice as many callers (so that one batch can gather while
+// another runs), each calling Detect back to back on the JPEGs for
+// cfg.Load: a worker's slots without the queue.
+func detectorBatching(cfg *Config, jpeg decode.JPEGDecoder, batch int) (DetectorRun, error) {
+	var images [][]byte
+	for _, p := range cfg.Images {
+		if strings.HasSuffix(p, ".jpg") {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return DetectorRun{}, err
+			}
+			images = append(images, data)
+		}
+	}
+	if len(images) == 0 {
+		return DetectorRun{}, errors.New("bench: no JPEG among the images")
+	}
+	callers := 2 * batch
+	d, err := yolo.Open(yolo.Config{ModelPath: cfg.Dynamic, Library: cfg.Library, Provider: cfg.Provider,
+		Concurrency: callers, BatchMax: batch, Decoder: &decode.Decoder{JPEG: jpeg}})
+	if err != nil {
+		return DetectorRun{}, err
+	}
+	defer d.Close()
+	do := func(_, i int) (time.Duration, error) {
+		t := time.Now()
+		_, err := d.Detect(context.Background(), images[i%len(images)], detect.DefaultParams())
+		return time.Since(t), err
+	}
+	closedLoop(callers, cfg.Load/5, do) // warm up
+	lat, errs, wall := closedLoop(callers, cfg.Load, do)
+	c := d.Config()
+	return DetectorRun{Provider: cfg.Provider, BatchMax: c.BatchMax, Callers: callers, Threads: c.Threads,
+		ImagesPerS: float64(len(lat)) / wall.Seconds(), P50MS: percentile(lat, 50), P99MS: percentile(lat, 99), Errors: errs}, nil
 }
