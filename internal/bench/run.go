@@ -54,8 +54,8 @@ func Run(cfg Config) (*Report, error) {
 	return rep, nil
 }
 
-// floorAndStages measures the bare floor, batching and the detector's
-// stages.
+// floorAndStages measures the bare floor, the bare session's batches, the
+// detector's stages and the detector path with batching, on cfg.Provider.
 func (rep *Report) floorAndStages(cfg *Config, ncpu int) error {
 	cfg.printf("== floor: bare ONNX Runtime session (%s, %s)\n", cfg.Model, cfg.Provider)
 	// {sessions, threads, no spinning}; on a GPU threads hardly matter.
