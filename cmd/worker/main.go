@@ -20,6 +20,7 @@ import (
 	"yoloserve/internal/config"
 	"yoloserve/internal/decode"
 	apihttp "yoloserve/internal/http"
+	"yoloserve/internal/onnx"
 	"yoloserve/internal/turbojpeg"
 	"yoloserve/internal/upload"
 	"yoloserve/internal/yolo"
@@ -52,6 +53,9 @@ func run() error {
 		Concurrency: cfg.Concurrency(), Threads: cfg.ORTThreads, Sessions: cfg.ORTSessions, BatchMax: cfg.BatchMax, BatchWait: cfg.BatchWait,
 		Decoder: &decode.Decoder{JPEG: jpeg, MaxPixels: cfg.MaxPixels},
 	})
+	if errors.Is(err, onnx.ErrCUDAUnavailable) {
+		return fmt.Errorf("%w (set ORT_FALLBACK_CPU=true to run on CPU instead)", err)
+	}
 	if err != nil {
 		return err
 	}

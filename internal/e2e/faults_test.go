@@ -121,7 +121,8 @@ func TestWorkerSIGTERMFinishesRunningTasks(t *testing.T) {
 }
 
 // TestWorkerRefusesBadModelOrLibrary: a missing or corrupt model or
-// library stops the worker at start with a message naming the file.
+// library stops the worker at start with a message naming the file, and
+// a CUDA provider that cannot load with one saying how to fall back.
 func TestWorkerRefusesBadModelOrLibrary(t *testing.T) {
 	h := newHarness(t, options{})
 	dir := t.TempDir()
@@ -129,19 +130,20 @@ func TestWorkerRefusesBadModelOrLibrary(t *testing.T) {
 	os.WriteFile(corrupt, []byte("not a model"), 0o644)
 	badLib := filepath.Join(dir, "libonnxruntime.so.1")
 	os.WriteFile(badLib, []byte("not a library"), 0o644)
-	for _, tc := range []struct{ name, env, file string }{
+	for _, tc := range []struct{ name, env, want string }{
 		{"missing model", "MODEL_PATH=" + filepath.Join(dir, "nope.onnx"), filepath.Join(dir, "nope.onnx")},
 		{"corrupt model", "MODEL_PATH=" + corrupt, corrupt},
 		{"missing library", "ORT_LIB=" + filepath.Join(dir, "nope.so"), filepath.Join(dir, "nope.so")},
 		{"corrupt library", "ORT_LIB=" + badLib, badLib},
+		{"no CUDA provider", "ORT_PROVIDER=cuda", "set ORT_FALLBACK_CPU=true"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := testenv.Start(t, "worker", append(h.workerEnv(t), tc.env)...)
 			if err := w.Wait(t, 30*time.Second); err == nil {
 				t.Fatal("worker started")
 			}
-			if out := w.Output(); !strings.Contains(out, tc.file) || strings.Contains(out, "goroutine ") {
-				t.Errorf("output should name %s without a trace:\n%s", tc.file, out)
+			if out := w.Output(); !strings.Contains(out, tc.want) || strings.Contains(out, "goroutine ") {
+				t.Errorf("output should say %q without a trace:\n%s", tc.want, out)
 			}
 		})
 	}

@@ -148,6 +148,10 @@ type Options struct {
 	NoSpinning bool
 }
 
+// ErrCUDAUnavailable is wrapped by NewSession's error when the CUDA
+// provider cannot be set up and no fallback to CPU was asked for.
+var ErrCUDAUnavailable = errors.New("onnx: CUDA provider unavailable")
+
 // Session is a loaded model. Run may be called from several goroutines at
 // once, each with its own Binding.
 type Session struct {
@@ -182,7 +186,7 @@ func NewSession(path string, info ModelInfo, o Options) (*Session, error) {
 	if o.Provider == "cuda" {
 		if err := appendCUDA(opts, o.CUDADevice); err != nil {
 			if !o.FallbackCPU {
-				return nil, fmt.Errorf("onnx: CUDA provider unavailable: %w (set ORT_FALLBACK_CPU=true to run on CPU instead)", err)
+				return nil, fmt.Errorf("%w: %v", ErrCUDAUnavailable, err)
 			}
 			// A failed append leaves the options usable for CPU.
 		} else {

@@ -1,6 +1,7 @@
 package yolo
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"yoloserve/internal/onnx"
 	"yoloserve/internal/testenv"
 )
 
@@ -128,8 +130,8 @@ func TestNewModelReadsShapesAndNames(t *testing.T) {
 }
 
 // TestCUDAUnavailable: without the CUDA provider (none on this machine),
-// ORT_PROVIDER=cuda stops with the reason, unless CPU fallback is asked
-// for.
+// the cuda provider fails with onnx.ErrCUDAUnavailable and the reason,
+// unless CPU fallback is asked for.
 func TestCUDAUnavailable(t *testing.T) {
 	model := testenv.Model(t, "yolov8n.onnx")
 	d, err := Open(Config{ModelPath: model, Provider: "cuda", Concurrency: 1})
@@ -141,8 +143,8 @@ func TestCUDAUnavailable(t *testing.T) {
 		}
 		t.Fatalf("cuda without fallback opened on %s", provider)
 	}
-	if !strings.Contains(err.Error(), "CUDA") || !strings.Contains(err.Error(), "ORT_FALLBACK_CPU") {
-		t.Errorf("error should say CUDA failed and how to fall back: %v", err)
+	if !errors.Is(err, onnx.ErrCUDAUnavailable) || len(err.Error()) <= len(onnx.ErrCUDAUnavailable.Error())+2 {
+		t.Errorf("error should say CUDA failed, and why: %v", err)
 	}
 	d, err = Open(Config{ModelPath: model, Provider: "cuda", FallbackCPU: true, Concurrency: 1})
 	if err != nil {
