@@ -6,7 +6,6 @@ import (
 	"image"
 	"image/jpeg"
 	"math/rand/v2"
-	"os"
 	"runtime"
 	"strings"
 	"time"
@@ -110,9 +109,13 @@ func (rep *Report) floorAndStages(cfg *Config, ncpu int) error {
 		}
 	}
 	if cfg.Dynamic != "" {
+		images, err := readJPEGs(cfg.Images)
+		if err != nil {
+			return err
+		}
 		cfg.printf("== detector path with batching, dynamic model, callers back to back for %v\n", cfg.Load)
 		for _, b := range batches {
-			r, err := detectorBatching(cfg, turbo, b)
+			r, err := detectorBatching(cfg, turbo, images, b)
 			if err != nil {
 				return err
 			}
@@ -134,20 +137,18 @@ func (rep *Report) floorAndStages(cfg *Config, ncpu int) error {
 // load, then the API's intake.
 func (rep *Report) service(cfg *Config, ncpu int) error {
 	cfg.printf("== the service: redis-server, bin/api, bin/worker as processes\n")
+	images, err := readJPEGs(cfg.Images)
+	if err != nil {
+		return err
+	}
 	sys, err := newSystem(cfg)
 	if err != nil {
 		return err
 	}
 	defer sys.stop()
 	var bodies []body
-	for _, p := range cfg.Images {
-		if strings.HasSuffix(p, ".jpg") {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			bodies = append(bodies, newBody(data))
-		}
+	for _, data := range images {
+		bodies = append(bodies, newBody(data))
 	}
 	// The default configuration first, then the alternatives.
 	dc := yolo.DefaultConcurrency()

@@ -47,24 +47,30 @@ func stages(cfg *Config, jpeg decode.JPEGDecoder, runs int) ([]StageResult, erro
 	return out, nil
 }
 
-// detectorBatching runs the detector on the dynamic model with BatchMax
-// batch and twice as many callers (so that one batch can gather while
-// another runs), each calling Detect back to back on the JPEGs for
-// cfg.Load: a worker's slots without the queue.
-func detectorBatching(cfg *Config, jpeg decode.JPEGDecoder, batch int) (DetectorRun, error) {
+// readJPEGs reads the JPEGs among paths. It returns an error when one
+// cannot be read or there is none.
+func readJPEGs(paths []string) ([][]byte, error) {
 	var images [][]byte
-	for _, p := range cfg.Images {
+	for _, p := range paths {
 		if strings.HasSuffix(p, ".jpg") {
 			data, err := os.ReadFile(p)
 			if err != nil {
-				return DetectorRun{}, err
+				return nil, err
 			}
 			images = append(images, data)
 		}
 	}
 	if len(images) == 0 {
-		return DetectorRun{}, errors.New("bench: no JPEG among the images")
+		return nil, errors.New("bench: no JPEG among the images")
 	}
+	return images, nil
+}
+
+// detectorBatching runs the detector on the dynamic model with BatchMax
+// batch and twice as many callers (so that one batch can gather while
+// another runs), each calling Detect back to back on images for cfg.Load:
+// a worker's slots without the queue.
+func detectorBatching(cfg *Config, jpeg decode.JPEGDecoder, images [][]byte, batch int) (DetectorRun, error) {
 	callers := 2 * batch
 	d, err := yolo.Open(yolo.Config{ModelPath: cfg.Dynamic, Library: cfg.Library, Provider: cfg.Provider,
 		Concurrency: callers, BatchMax: batch, Decoder: &decode.Decoder{JPEG: jpeg}})
