@@ -120,6 +120,7 @@ func Parse(getenv func(string) string) (Config, error) {
 		ORTProvider:       strings.ToLower(p.str("ORT_PROVIDER")),
 		ORTFallbackCPU:    p.bool("ORT_FALLBACK_CPU"),
 		ORTThreads:        p.int("ORT_THREADS", 0, 1024),
+		ORTSessions:       p.int("ORT_SESSIONS", 0, 1024),
 		TurboJPEGLib:      p.str("TURBOJPEG_LIB"),
 
 		WorkerConcurrency: p.int("WORKER_CONCURRENCY", 0, 1024),

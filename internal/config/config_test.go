@@ -54,6 +54,41 @@ func TestBadValueNamesVariable(t *testing.T) {
 	}
 }
 
+// TestEveryVariableRead sets each variable to a value other than its
+// default and checks that the configuration changes: a variable listed
+// and documented but never parsed (ORT_SESSIONS was) is silently ignored.
+func TestEveryVariableRead(t *testing.T) {
+	values := map[string]string{
+		"REDIS_URL": "redis://r:6380/1", "REDIS_WAIT_REPLICAS": "1", "API_ADDR": ":6000", "WORKER_ADDR": ":9092",
+		"UPLOAD_DIR": "/tmp/up", "UPLOAD_STORE": "redis", "MODEL_PATH": "m.onnx", "ORT_LIB": "/x/libonnxruntime.so",
+		"ORT_PROVIDER": "cuda", "ORT_FALLBACK_CPU": "true", "ORT_THREADS": "3", "ORT_SESSIONS": "1",
+		"TURBOJPEG_LIB": "/x/libturbojpeg.so", "WORKER_CONCURRENCY": "5", "WORKER_POLL_INTERVAL": "50ms",
+		"BATCH_MAX": "8", "BATCH_WAIT": "5ms", "API_KEYS": "k", "RATE_LIMIT": "10", "RATE_BURST": "5",
+		"MAX_UPLOAD_BYTES": "4096", "MAX_PIXELS": "1000", "MAX_INFLIGHT_UPLOADS": "3", "MAX_QUEUE": "7",
+		"RESULT_TTL": "2h", "TASK_TIMEOUT": "10s", "TASK_RETRIES": "1", "UPLOAD_MAX_AGE": "3h", "QUEUE": "q",
+		"SHUTDOWN_TIMEOUT": "5s", "LOG_LEVEL": "debug",
+	}
+	def, err := Parse(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range Vars {
+		val, ok := values[v.Name]
+		if !ok {
+			t.Errorf("no test value for %s", v.Name)
+			continue
+		}
+		c, err := Parse(env(map[string]string{v.Name: val}))
+		if err != nil {
+			t.Errorf("%s=%s: %v", v.Name, val, err)
+			continue
+		}
+		if cmp.Equal(c, def) {
+			t.Errorf("%s=%s left the configuration at its defaults: the variable is not read", v.Name, val)
+		}
+	}
+}
+
 // TestEveryVariableDocumented checks that .env.example and the README
 // list every variable.
 func TestEveryVariableDocumented(t *testing.T) {
