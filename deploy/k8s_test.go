@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -125,6 +126,16 @@ func TestKubernetesCPU(t *testing.T) {
 		if c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
 			t.Errorf("%s needs CPU requests and memory limits", d.Name)
 		}
+	}
+	// The worker's threads fit its CPUs: the slots' sessions side by side,
+	// and the solo session alone (by default it would take the node's
+	// every core when the pod has no CPU limit).
+	we := env(wc)
+	conc, _ := strconv.Atoi(we["WORKER_CONCURRENCY"])
+	threads, _ := strconv.Atoi(we["ORT_THREADS"])
+	solo, _ := strconv.Atoi(we["ORT_SOLO_THREADS"])
+	if cpus := wc.Resources.Requests.Cpu().Value(); conc*threads != int(cpus) || solo != int(cpus) {
+		t.Errorf("worker: %d slots × %d threads and a solo session of %d threads on %d CPUs; want both to fill the CPUs", conc, threads, solo, cpus)
 	}
 	if cm := m.configMaps["yoloserve"]; cm == nil || cm.Data["UPLOAD_STORE"] != "redis" {
 		t.Error("pods share no disk: the config must set UPLOAD_STORE=redis")

@@ -50,7 +50,7 @@ func run() error {
 	model := cfg.ResolveModel()
 	det, err := yolo.Open(yolo.Config{
 		ModelPath: model, Library: cfg.ORTLib, Provider: cfg.ORTProvider, FallbackCPU: cfg.ORTFallbackCPU,
-		Concurrency: cfg.Concurrency(), Threads: cfg.ORTThreads, Sessions: cfg.ORTSessions, BatchMax: cfg.BatchMax, BatchWait: cfg.BatchWait,
+		Concurrency: cfg.Concurrency(), Threads: cfg.ORTThreads, Sessions: cfg.ORTSessions, SoloThreads: cfg.ORTSoloThreads, BatchMax: cfg.BatchMax, BatchWait: cfg.BatchWait,
 		Decoder: &decode.Decoder{JPEG: jpeg, MaxPixels: cfg.MaxPixels},
 	})
 	if errors.Is(err, onnx.ErrCUDAUnavailable) {
@@ -64,7 +64,7 @@ func run() error {
 	log.Info("model loaded", "model", model, "ort_lib", dc.Library, "provider", det.Provider(),
 		"classes", det.Model().Classes(), "input", fmt.Sprintf("%dx%d", det.Model().Width, det.Model().Height),
 		"dynamic_batch", det.Model().DynamicBatch, "batch_max", dc.BatchMax,
-		"concurrency", dc.Concurrency, "ort_sessions", dc.Sessions, "ort_threads", dc.Threads, "jpeg", jpeg.Name())
+		"concurrency", dc.Concurrency, "ort_sessions", dc.Sessions, "ort_threads", dc.Threads, "ort_solo_threads", dc.SoloThreads, "jpeg", jpeg.Name())
 
 	rdb, err := asynq.NewClient(cfg.RedisURL)
 	if err != nil {
@@ -76,7 +76,10 @@ func run() error {
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "yoloserve_worker_solo_runs_total", Help: "Images that ran alone on the solo session, with every core.",
+		}, func() float64 { return float64(det.SoloRuns()) }))
 	srv := asynq.NewServer(rdb, asynq.ServerConfig{
 		Queue: cfg.Queue, Concurrency: dc.Concurrency, ShutdownTimeout: cfg.ShutdownGrace, PollInterval: cfg.PollInterval,
 		Logger: log, Registerer: reg,

@@ -35,6 +35,7 @@ type Config struct {
 	ORTFallbackCPU bool   // ORT_FALLBACK_CPU
 	ORTThreads     int    // ORT_THREADS; 0: chosen for the machine
 	ORTSessions    int    // ORT_SESSIONS
+	ORTSoloThreads int    // ORT_SOLO_THREADS; 0: every core
 	TurboJPEGLib   string // TURBOJPEG_LIB; empty: libturbojpeg.so.0
 
 	WorkerConcurrency int           // WORKER_CONCURRENCY; 0: chosen for the machine
@@ -73,6 +74,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"ORT_FALLBACK_CPU", "false", "with cuda: run on CPU when the CUDA provider cannot load"},
 	{"ORT_THREADS", "0", "ONNX Runtime intra-op threads per session (0: cores / WORKER_CONCURRENCY; all cores when batching)"},
 	{"ORT_SESSIONS", "0", "ONNX Runtime sessions a worker's tasks share (0: one per task slot)"},
+	{"ORT_SOLO_THREADS", "0", "threads of one more session, which runs an image alone in the worker so that a lone request gets every core (0: all cores; 1 or at most ORT_THREADS: no such session)"},
 	{"TURBOJPEG_LIB", "", "path of libturbojpeg (default: libturbojpeg.so.0 from the system)"},
 	{"WORKER_CONCURRENCY", "0", "tasks a worker runs at once (0: one per two cores, at least two; 16 on cuda)"},
 	{"WORKER_POLL_INTERVAL", "10ms", "how often an idle worker asks Redis for a task: the longest an arriving task waits for it (longer: less idle CPU)"},
@@ -121,6 +123,7 @@ func Parse(getenv func(string) string) (Config, error) {
 		ORTFallbackCPU:    p.bool("ORT_FALLBACK_CPU"),
 		ORTThreads:        p.int("ORT_THREADS", 0, 1024),
 		ORTSessions:       p.int("ORT_SESSIONS", 0, 1024),
+		ORTSoloThreads:    p.int("ORT_SOLO_THREADS", 0, 1024),
 		TurboJPEGLib:      p.str("TURBOJPEG_LIB"),
 
 		WorkerConcurrency: p.int("WORKER_CONCURRENCY", 0, 1024),
@@ -197,8 +200,9 @@ func checkRedisURL(u string) error {
 }
 
 // Concurrency returns WORKER_CONCURRENCY, or the choice for this machine:
-// one task per two cores on CPU, at least two; sixteen on CUDA, enough to
-// fill batches.
+// one task per two cores on CPU (GOMAXPROCS: the machine's cores or a
+// container's CPU limit), at least two; sixteen on CUDA, enough to fill
+// batches.
 func (c Config) Concurrency() int {
 	if c.WorkerConcurrency > 0 {
 		return c.WorkerConcurrency
@@ -206,7 +210,7 @@ func (c Config) Concurrency() int {
 	if c.ORTProvider == "cuda" {
 		return 16
 	}
-	return max(2, runtime.NumCPU()/2)
+	return max(2, runtime.GOMAXPROCS(0)/2)
 }
 
 // ResolveModel returns the model to load: MODEL_PATH when set; else the

@@ -61,7 +61,7 @@ func TestEveryVariableRead(t *testing.T) {
 	values := map[string]string{
 		"REDIS_URL": "redis://r:6380/1", "REDIS_WAIT_REPLICAS": "1", "API_ADDR": ":6000", "WORKER_ADDR": ":9092",
 		"UPLOAD_DIR": "/tmp/up", "UPLOAD_STORE": "redis", "MODEL_PATH": "m.onnx", "ORT_LIB": "/x/libonnxruntime.so",
-		"ORT_PROVIDER": "cuda", "ORT_FALLBACK_CPU": "true", "ORT_THREADS": "3", "ORT_SESSIONS": "1",
+		"ORT_PROVIDER": "cuda", "ORT_FALLBACK_CPU": "true", "ORT_THREADS": "3", "ORT_SESSIONS": "1", "ORT_SOLO_THREADS": "1",
 		"TURBOJPEG_LIB": "/x/libturbojpeg.so", "WORKER_CONCURRENCY": "5", "WORKER_POLL_INTERVAL": "50ms",
 		"BATCH_MAX": "8", "BATCH_WAIT": "5ms", "API_KEYS": "k", "RATE_LIMIT": "10", "RATE_BURST": "5",
 		"MAX_UPLOAD_BYTES": "4096", "MAX_PIXELS": "1000", "MAX_INFLIGHT_UPLOADS": "3", "MAX_QUEUE": "7",

@@ -57,7 +57,7 @@ func orient(img *Image, o int) {
 		}
 	}
 	// A large image is turned in two bands at once.
-	if ow*oh < 200_000 || runtime.NumCPU() < 2 {
+	if ow*oh < 200_000 || runtime.GOMAXPROCS(0) < 2 {
 		copyRows(0, oh)
 	} else {
 		var wg sync.WaitGroup

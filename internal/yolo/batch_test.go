@@ -82,7 +82,7 @@ func TestStaticModelIgnoresBatching(t *testing.T) {
 // thread, 14.6–15.5 on two).
 func TestBatchingRunsOnEveryCore(t *testing.T) {
 	d := openDetector(t, "yolov8n-dynamic.onnx", yolo.Config{Concurrency: 8, BatchMax: 4})
-	if c := d.Config(); c.Sessions != 1 || c.Threads != runtime.NumCPU() {
-		t.Errorf("%d sessions × %d threads, want 1 × %d", c.Sessions, c.Threads, runtime.NumCPU())
+	if c := d.Config(); c.Sessions != 1 || c.Threads != runtime.GOMAXPROCS(0) {
+		t.Errorf("%d sessions × %d threads, want 1 × %d", c.Sessions, c.Threads, runtime.GOMAXPROCS(0))
 	}
 }

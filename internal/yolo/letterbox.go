@@ -225,7 +225,7 @@ func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32) {
 		}
 	}
 	bands := 1
-	if dw*dh >= 100_000 && runtime.NumCPU() > 1 {
+	if dw*dh >= 100_000 && runtime.GOMAXPROCS(0) > 1 {
 		bands = resizeBands
 	}
 	var wg sync.WaitGroup
