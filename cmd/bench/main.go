@@ -30,7 +30,7 @@ func run() error {
 	bin := flag.String("bin", "bin", "folder with api and worker")
 	out := flag.String("out", "bench/results.json", "JSON report")
 	load := flag.Duration("load", 5*time.Second, "duration of each load window")
-	workers := flag.String("workers", "", "worker configurations to measure, CONCURRENCYxTHREADSxSESSIONS,... (default: the default and its alternatives)")
+	workers := flag.String("workers", "", "worker configurations to measure, CONCURRENCYxTHREADSxSESSIONS[xSOLO_THREADS],... (SOLO_THREADS 1: no solo session; default: the default configuration and its alternatives)")
 	serviceOnly := flag.Bool("service-only", false, "measure only the processes under load")
 	detectorOnly := flag.Bool("detector-only", false, "skip the processes (a machine without redis-server)")
 	provider := flag.String("provider", "cpu", "where the floor and the detector run: cpu or cuda (the processes run on CPU)")
@@ -55,9 +55,9 @@ func run() error {
 		ServiceOnly: *serviceOnly, DetectorOnly: *detectorOnly, Provider: *provider}
 	if *workers != "" {
 		for _, w := range strings.Split(*workers, ",") {
-			var c [3]int
-			if _, err := fmt.Sscanf(w, "%dx%dx%d", &c[0], &c[1], &c[2]); err != nil {
-				return fmt.Errorf("-workers %q: want CONCURRENCYxTHREADSxSESSIONS", w)
+			c, err := bench.ParseWorkerConfig(w)
+			if err != nil {
+				return fmt.Errorf("-workers %w", err)
 			}
 			cfg.Workers = append(cfg.Workers, c)
 		}

@@ -21,9 +21,9 @@ type Config struct {
 	BinDir  string        // where bin/api and bin/worker are
 	Library string        // ONNX Runtime library
 	Load    time.Duration // how long each load window runs (default 5s)
-	// Workers lists worker configurations {concurrency, threads, sessions}
-	// to measure; empty: the default and its alternatives.
-	Workers [][3]int
+	// Workers lists worker configurations to measure; empty: the default
+	// and its alternatives.
+	Workers []WorkerConfig
 	// ServiceOnly skips the floor tables and the detector figures;
 	// DetectorOnly skips the processes (for a machine without Redis).
 	ServiceOnly, DetectorOnly bool
@@ -35,6 +35,23 @@ type Config struct {
 	// configuration runs (default 5); the ratio is their median.
 	Rounds int
 	Out    io.Writer // the table (default: none)
+}
+
+// WorkerConfig is a worker's WORKER_CONCURRENCY, ORT_THREADS,
+// ORT_SESSIONS and ORT_SOLO_THREADS.
+type WorkerConfig struct {
+	Concurrency, Threads, Sessions, Solo int
+}
+
+// ParseWorkerConfig reads CONCURRENCYxTHREADSxSESSIONS[xSOLO], SOLO
+// being ORT_SOLO_THREADS (default 0: every core; 1: no solo session).
+func ParseWorkerConfig(s string) (WorkerConfig, error) {
+	var w WorkerConfig
+	n, _ := fmt.Sscanf(s, "%dx%dx%dx%d", &w.Concurrency, &w.Threads, &w.Sessions, &w.Solo)
+	if n < 3 || w.Concurrency < 1 || w.Threads < 1 || w.Sessions < 1 || w.Solo < 0 {
+		return w, fmt.Errorf("%q: want CONCURRENCYxTHREADSxSESSIONS[xSOLO_THREADS]", s)
+	}
+	return w, nil
 }
 
 // Report is everything make bench measured; it is written as JSON.
@@ -98,8 +115,10 @@ type WorkerRun struct {
 	Concurrency int `json:"concurrency"`
 	Threads     int `json:"threads"`
 	Sessions    int `json:"sessions"`
-	// BareMS is the median of the bare session runs (same threads)
-	// interleaved with the sequential tasks.
+	SoloThreads int `json:"solo_threads"` // the solo session's, 0 when none
+	// BareMS is the median of the bare session runs interleaved with the
+	// sequential tasks, with the threads a lone task runs on: the solo
+	// session's when there is one, else a slot's.
 	BareMS        float64      `json:"bare_ms"`
 	ServiceMS     float64      `json:"service_ms"`      // worker: upload read → result written, median
 	IdleLatencyMS float64      `json:"idle_latency_ms"` // POST until the result is readable, median, one client
@@ -113,6 +132,19 @@ type WorkerRun struct {
 	BareBestPS      float64 `json:"bare_best_per_s"`
 	PeakRSSMiB      float64 `json:"peak_rss_mib"`
 }
+
+// name is the configuration in short: slots × threads / sessions, and
+// the solo session.
+func (w WorkerRun) name() string {
+	solo := "no solo"
+	if w.SoloThreads > 0 {
+		solo = fmt.Sprintf("solo %d", w.SoloThreads)
+	}
+	return fmt.Sprintf("%dx%d/%ds, %s", w.Concurrency, w.Threads, w.Sessions, solo)
+}
+
+// loneThreads is how many threads a task alone in the worker runs on.
+func (w WorkerRun) loneThreads() int { return max(w.Threads, w.SoloThreads) }
 
 // Round is a bare throughput window and the service's 16-client window
 // that followed it, of the same length.
@@ -133,6 +165,8 @@ type LoadLevel struct {
 	CPUPerImage CPUShare `json:"cpu_ms_per_image"`
 	// Speed is the worker's mean stage times (wall) over the images.
 	Speed detect.Speed `json:"speed_ms"`
+	// SoloShare is the share of the images that ran on the solo session.
+	SoloShare float64 `json:"solo_share"`
 }
 
 // CPUShare is CPU milliseconds per image, by process.

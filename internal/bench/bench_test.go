@@ -13,14 +13,14 @@ import (
 func TestLevelPoolsWindows(t *testing.T) {
 	a := window{lat: []float64{10, 20, 30}, wall: 2 * time.Second, errs: 1,
 		cpu:   [4]time.Duration{300 * time.Millisecond, 30 * time.Millisecond, 6 * time.Millisecond, 3 * time.Millisecond},
-		speed: detect.Speed{Decode: 12, Preprocess: 6, Inference: 300, Postprocess: 3}}
+		speed: detect.Speed{Decode: 12, Preprocess: 6, Inference: 300, Postprocess: 3}, solo: 2}
 	b := window{lat: []float64{5, 40}, wall: time.Second,
 		cpu:   [4]time.Duration{200 * time.Millisecond, 20 * time.Millisecond, 4 * time.Millisecond, 2 * time.Millisecond},
-		speed: detect.Speed{Decode: 8, Preprocess: 4, Inference: 200, Postprocess: 2}}
+		speed: detect.Speed{Decode: 8, Preprocess: 4, Inference: 200, Postprocess: 2}, solo: 1}
 	got := level(16, a, b)
 	want := LoadLevel{Clients: 16, ImagesPerS: 5.0 / 3, P50MS: 20, P95MS: 40, P99MS: 40, Errors: 1,
 		CPUPerImage: CPUShare{Worker: 100, API: 10, Redis: 2, Client: 1},
-		Speed:       detect.Speed{Decode: 4, Preprocess: 2, Inference: 100, Postprocess: 1}}
+		Speed:       detect.Speed{Decode: 4, Preprocess: 2, Inference: 100, Postprocess: 1}, SoloShare: 0.6}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("level (-want +got):\n%s", diff)
 	}
@@ -35,5 +35,26 @@ func TestProcCPU(t *testing.T) {
 	}
 	if got := procCPU(1 << 30); got != 0 {
 		t.Errorf("a missing process reads %v, want 0", got)
+	}
+}
+
+func TestParseWorkerConfig(t *testing.T) {
+	for in, want := range map[string]WorkerConfig{
+		"2x1x2":    {Concurrency: 2, Threads: 1, Sessions: 2},
+		"2x1x2x1":  {Concurrency: 2, Threads: 1, Sessions: 2, Solo: 1},
+		"8x2x8x16": {Concurrency: 8, Threads: 2, Sessions: 8, Solo: 16},
+	} {
+		got, err := ParseWorkerConfig(in)
+		if err != nil {
+			t.Errorf("%s: %v", in, err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", in, diff)
+		}
+	}
+	for _, in := range []string{"", "2", "2x1", "0x1x1", "2x0x1", "2x1x0", "axbxc", "2x1x2x-1"} {
+		if _, err := ParseWorkerConfig(in); err == nil {
+			t.Errorf("%q: no error", in)
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,22 +27,23 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"yoloserve/internal/detect"
+	"yoloserve/internal/yolo"
 )
 
 // system is redis-server, bin/api and bin/worker as real processes.
 type system struct {
-	cfg     *Config
-	dir     string
-	redis   string
-	rdb     *redis.Client
-	api     string
-	metrics string // the worker's /metrics
-	procs   []*exec.Cmd
-	sent    atomic.Int64 // tasks accepted since the worker started
-	redisP  *exec.Cmd
-	apiP    *exec.Cmd
-	worker  *exec.Cmd
-	client  *http.Client
+	cfg        *Config
+	dir        string
+	redis      string
+	rdb        *redis.Client
+	api        string
+	metricsURL string // the worker's /metrics
+	procs      []*exec.Cmd
+	sent       atomic.Int64 // tasks accepted since the worker started
+	redisP     *exec.Cmd
+	apiP       *exec.Cmd
+	worker     *exec.Cmd
+	client     *http.Client
 }
 
 func freePort() int {
@@ -109,12 +111,13 @@ func (s *system) env(extra ...string) []string {
 		"MODEL_PATH=" + s.cfg.Model, "ORT_LIB=" + s.cfg.Library, "RESULT_TTL=60s"}, extra...)
 }
 
-func (s *system) startWorker(concurrency, threads, sessions int) error {
+func (s *system) startWorker(wc WorkerConfig) error {
 	port := freePort()
-	s.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+	s.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
 	w, err := s.start(filepath.Join(s.cfg.BinDir, "worker"), nil, s.env(
-		fmt.Sprintf("WORKER_ADDR=127.0.0.1:%d", port), fmt.Sprintf("WORKER_CONCURRENCY=%d", concurrency),
-		fmt.Sprintf("ORT_THREADS=%d", threads), fmt.Sprintf("ORT_SESSIONS=%d", sessions))...)
+		fmt.Sprintf("WORKER_ADDR=127.0.0.1:%d", port), fmt.Sprintf("WORKER_CONCURRENCY=%d", wc.Concurrency),
+		fmt.Sprintf("ORT_THREADS=%d", wc.Threads), fmt.Sprintf("ORT_SESSIONS=%d", wc.Sessions),
+		fmt.Sprintf("ORT_SOLO_THREADS=%d", wc.Solo))...)
 	if err != nil {
 		return err
 	}
@@ -254,13 +257,14 @@ type window struct {
 	wall  time.Duration
 	cpu   [4]time.Duration
 	speed detect.Speed // stage times summed over the images
+	solo  float64      // images that ran on the solo session
 }
 
 // window runs clients in closed loops of round trips for d.
 func (s *system) window(bodies []body, clients int, d time.Duration) window {
 	var mu sync.Mutex
 	var sum detect.Speed
-	before := s.cpu()
+	before, solo := s.cpu(), s.soloRuns()
 	lat, errs, wall := closedLoop(clients, d, func(_, i int) (time.Duration, error) {
 		rt, sp, err := s.roundTrip(bodies[i%len(bodies)])
 		mu.Lock()
@@ -269,7 +273,7 @@ func (s *system) window(bodies []body, clients int, d time.Duration) window {
 		return rt, err
 	})
 	after := s.cpu()
-	w := window{lat: lat, errs: errs, wall: wall, speed: sum}
+	w := window{lat: lat, errs: errs, wall: wall, speed: sum, solo: s.soloRuns() - solo}
 	for i := range w.cpu {
 		w.cpu[i] = after[i] - before[i]
 	}
@@ -286,6 +290,7 @@ func level(clients int, ws ...window) LoadLevel {
 		all.errs += w.errs
 		all.wall += w.wall
 		addSpeed(&all.speed, w.speed, 1)
+		all.solo += w.solo
 		for i := range all.cpu {
 			all.cpu[i] += w.cpu[i]
 		}
@@ -296,6 +301,7 @@ func level(clients int, ws ...window) LoadLevel {
 	if n := float64(len(all.lat)); n > 0 {
 		lv.CPUPerImage = CPUShare{Worker: ms(all.cpu[0]) / n, API: ms(all.cpu[1]) / n, Redis: ms(all.cpu[2]) / n, Client: ms(all.cpu[3]) / n}
 		addSpeed(&lv.Speed, all.speed, 1/n)
+		lv.SoloShare = all.solo / n
 	}
 	return lv
 }
@@ -368,34 +374,52 @@ func procCPU(pid int) time.Duration {
 // for every architecture Go supports.
 const clockTicks = 100
 
-// taskSeconds reads the worker's service-time histogram from /metrics:
-// the sum of the task times and their count.
-func (s *system) taskSeconds() (sum, count float64, err error) {
-	resp, err := http.Get(s.metrics)
+// metrics reads the named samples from the worker's /metrics. It returns
+// an error when one is missing.
+func (s *system) metrics(names ...string) ([]float64, error) {
+	resp, err := http.Get(s.metricsURL)
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	found := 0
+	vals := make([]float64, len(names))
+	found := make([]bool, len(names))
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		if len(f) != 2 {
 			continue
 		}
-		switch f[0] {
-		case "yoloserve_worker_task_seconds_sum":
-			sum, err = strconv.ParseFloat(f[1], 64)
-			found++
-		case "yoloserve_worker_task_seconds_count":
-			count, err = strconv.ParseFloat(f[1], 64)
-			found++
+		if i := slices.Index(names, f[0]); i >= 0 {
+			if vals[i], err = strconv.ParseFloat(f[1], 64); err != nil {
+				return nil, err
+			}
+			found[i] = true
 		}
 	}
-	if err == nil && found != 2 {
-		err = errors.New("the worker's /metrics lacks yoloserve_worker_task_seconds")
+	if i := slices.Index(found, false); i >= 0 {
+		return nil, fmt.Errorf("the worker's /metrics lacks %s", names[i])
 	}
-	return sum, count, err
+	return vals, sc.Err()
+}
+
+// taskSeconds reads the worker's service-time histogram: the sum of the
+// task times and their count.
+func (s *system) taskSeconds() (sum, count float64, err error) {
+	v, err := s.metrics("yoloserve_worker_task_seconds_sum", "yoloserve_worker_task_seconds_count")
+	if err != nil {
+		return 0, 0, err
+	}
+	return v[0], v[1], nil
+}
+
+// soloRuns reads how many images ran on the worker's solo session.
+func (s *system) soloRuns() float64 {
+	v, err := s.metrics("yoloserve_worker_solo_runs_total")
+	if err != nil {
+		return 0
+	}
+	return v[0]
 }
 
 // serviceTime runs one task and returns the worker's service time for it
@@ -449,12 +473,14 @@ func (s *system) peakRSS() float64 {
 // figure paired with a bare measurement taken just before it while the
 // worker is paused: the machine drifts, and a pair shares its conditions.
 // First one task at a time, each after runs of a bare session with the
-// worker's threads (service time, idle latency); then 1 and 4 clients;
-// then rounds of a bare throughput window (one 1-thread session per core,
-// the best the machine gives) and a 16-client window of the same length.
-func (s *system) measureWorker(bodies []body, concurrency, threads, sessions int) (WorkerRun, error) {
-	run := WorkerRun{Concurrency: concurrency, Threads: threads, Sessions: sessions}
-	one, err := newBare(s.cfg.Model, "cpu", 1, threads, 1, false)
+// threads a lone task runs on (service time, idle latency); then 1 and 4
+// clients; then rounds of a bare throughput window (one 1-thread session
+// per core, the best the machine gives) and a 16-client window of the
+// same length.
+func (s *system) measureWorker(bodies []body, wc WorkerConfig) (WorkerRun, error) {
+	run := WorkerRun{Concurrency: wc.Concurrency, Threads: wc.Threads, Sessions: wc.Sessions,
+		SoloThreads: yolo.SoloThreads(wc.Concurrency, wc.Threads, wc.Solo)}
+	one, err := newBare(s.cfg.Model, "cpu", 1, run.loneThreads(), 1, false)
 	if err != nil {
 		return run, err
 	}
@@ -465,7 +491,7 @@ func (s *system) measureWorker(bodies []body, concurrency, threads, sessions int
 		return run, err
 	}
 	defer best.close()
-	if err := s.startWorker(concurrency, threads, sessions); err != nil {
+	if err := s.startWorker(wc); err != nil {
 		return run, err
 	}
 	defer s.stopWorker()
@@ -500,8 +526,8 @@ func (s *system) measureWorker(bodies []body, concurrency, threads, sessions int
 	report := func(lv LoadLevel) {
 		u := lv.CPUPerImage
 		sp := lv.Speed
-		s.cfg.printf("  worker %dx%d threads/%d session(s), %2d clients: %6.1f img/s  p50 %6.1f  p95 %6.1f  p99 %6.1f ms  errors %d  CPU ms/img: worker %.1f api %.1f redis %.1f client %.1f  stages ms: decode %.1f letterbox %.1f inference %.1f nms %.1f\n",
-			concurrency, threads, sessions, lv.Clients, lv.ImagesPerS, lv.P50MS, lv.P95MS, lv.P99MS, lv.Errors, u.Worker, u.API, u.Redis, u.Client, sp.Decode, sp.Preprocess, sp.Inference, sp.Postprocess)
+		s.cfg.printf("  worker %s, %2d clients: %6.1f img/s  p50 %6.1f  p95 %6.1f  p99 %6.1f ms  errors %d  CPU ms/img: worker %.1f api %.1f redis %.1f client %.1f  stages ms: decode %.1f letterbox %.1f inference %.1f nms %.1f  solo %.0f%%\n",
+			run.name(), lv.Clients, lv.ImagesPerS, lv.P50MS, lv.P95MS, lv.P99MS, lv.Errors, u.Worker, u.API, u.Redis, u.Client, sp.Decode, sp.Preprocess, sp.Inference, sp.Postprocess, 100*lv.SoloShare)
 	}
 	for _, c := range []int{1, 4} {
 		lv := level(c, s.window(bodies, c, s.cfg.Load))
