@@ -46,12 +46,13 @@ type Config struct {
 	// (measured on two cores: 60–69 ms per inference on two threads
 	// against 93–96 ms on one). A run starts on it only when no other
 	// image is in the detector; one that arrives meanwhile runs on its
-	// slot's session. Its threads spin between the operators of a run
-	// and stop when it returns (62–64 ms against 64–68 without spinning;
-	// ONNX Runtime's default spinning goes on for 40 ms of a core after
-	// each run). 0 means every core. A value no larger than Threads, a
-	// single slot (whose image is always alone: Threads decide), a GPU or
-	// batching mean no solo session.
+	// slot's session. Like the others, its threads never spin: spinning
+	// made a lone image 10% faster, but two workers sharing two cores,
+	// each with one image at a time, then fell from 16–18 images/s
+	// without solo sessions to 10.5 (14–16 with solo sessions that do not
+	// spin). 0 means every core. A value no larger
+	// than Threads, a single slot (whose image is always alone: Threads
+	// decide), a GPU or batching mean no solo session.
 	SoloThreads int
 	// Decoder decodes images (default: Go's decoders, no pixel limit
 	// beyond decode.DefaultMaxPixels).
@@ -156,14 +157,14 @@ func Open(cfg Config) (*Detector, error) {
 		cfg.Threads = DefaultThreads(runs)
 	}
 	d := &Detector{model: model, decoder: cfg.Decoder, cfg: cfg, slots: make(chan *slot, cfg.Concurrency)}
-	newSession := func(threads int, solo bool) (*onnx.Session, error) {
+	newSession := func(threads int) (*onnx.Session, error) {
 		return onnx.NewSession(cfg.ModelPath, info, onnx.Options{
 			Provider: cfg.Provider, IntraOpThreads: threads, FallbackCPU: cfg.FallbackCPU,
-			NoSpinning: !solo, StopSpinning: solo,
+			NoSpinning: true,
 		})
 	}
 	for i := 0; i < sessions; i++ {
-		s, err := newSession(cfg.Threads, false)
+		s, err := newSession(cfg.Threads)
 		if err != nil {
 			d.Close()
 			return nil, err
@@ -175,7 +176,7 @@ func Open(cfg Config) (*Detector, error) {
 		cfg.SoloThreads = 0
 	}
 	if cfg.SoloThreads > 0 {
-		s, err := newSession(cfg.SoloThreads, true)
+		s, err := newSession(cfg.SoloThreads)
 		if err != nil {
 			d.Close()
 			return nil, err

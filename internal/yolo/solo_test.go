@@ -80,10 +80,11 @@ func TestNoSoloSessionWhereItGainsNothing(t *testing.T) {
 	}
 }
 
-// TestSoloSessionStopsSpinning: the solo session's threads busy-wait only
-// while it runs. ONNX Runtime's default spinning would burn about 40 ms of
-// a core after each lone image; here the process must stay near idle.
-func TestSoloSessionStopsSpinning(t *testing.T) {
+// TestLoneImageLeavesNoCoreSpinning: the solo session's threads do not
+// busy-wait. ONNX Runtime's default spinning would burn about 40 ms of a
+// core after each lone image, and take the cores of other workers on the
+// host; here the process must stay near idle once the image is done.
+func TestLoneImageLeavesNoCoreSpinning(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("a solo session needs more cores than a slot's share")
 	}
@@ -102,7 +103,7 @@ func TestSoloSessionStopsSpinning(t *testing.T) {
 		t.Fatalf("%d solo runs, want 3", d.SoloRuns())
 	}
 	if worst > 15*time.Millisecond {
-		t.Errorf("%v of CPU in the 100 ms after a lone image: the solo session's threads go on spinning", worst)
+		t.Errorf("%v of CPU in the 100 ms after a lone image: the solo session's threads spin", worst)
 	}
 }
 
