@@ -50,9 +50,9 @@ type Config struct {
 	// made a lone image 10% faster, but two workers sharing two cores,
 	// each with one image at a time, then fell from 16–18 images/s
 	// without solo sessions to 10.5 (14–16 with solo sessions that do not
-	// spin). 0 means every core. A value no larger
-	// than Threads, a single slot (whose image is always alone: Threads
-	// decide), a GPU or batching mean no solo session.
+	// spin). 0 means every core. A value no larger than Threads, a single
+	// slot (whose image is always alone: Threads decide), a GPU or
+	// batching mean no solo session.
 	SoloThreads int
 	// Decoder decodes images (default: Go's decoders, no pixel limit
 	// beyond decode.DefaultMaxPixels).
