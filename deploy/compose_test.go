@@ -69,6 +69,13 @@ func TestCompose(t *testing.T) {
 	if len(worker.Ports) != 0 || worker.ContainerName != "" {
 		t.Errorf("worker must not bind host ports or fix its name: %v %q", worker.Ports, worker.ContainerName)
 	}
+	// A worker's sizing can be set from the shell, so that several workers
+	// on one host can each be given their share of the cores.
+	for _, k := range []string{"WORKER_CONCURRENCY", "ORT_THREADS", "ORT_SOLO_THREADS"} {
+		if v := worker.Environment[k]; v == nil || *v != "0" {
+			t.Errorf("worker %s = %v, want it passed through, 0 by default", k, v)
+		}
+	}
 	// Models come from ./models, read-only; none is baked in.
 	if !hasBind(worker, "models", "/app/models", true) {
 		t.Errorf("worker must mount ./models read-only at /app/models: %v", worker.Volumes)
