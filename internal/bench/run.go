@@ -30,7 +30,8 @@ func Run(cfg Config) (*Report, error) {
 		cfg.Provider = "cpu"
 	}
 	rep := &Report{Machine: fmt.Sprintf("%s/%s, %d CPUs", runtime.GOOS, runtime.GOARCH, runtime.NumCPU())}
-	ncpu := runtime.NumCPU()
+	// Cores as the worker counts them (a container's CPU limit, if any).
+	ncpu := runtime.GOMAXPROCS(0)
 	if !cfg.ServiceOnly {
 		if err := rep.floorAndStages(&cfg, ncpu); err != nil {
 			return nil, err
@@ -160,7 +161,7 @@ func (rep *Report) service(cfg *Config, ncpu int) error {
 		configs = []WorkerConfig{{dc, dt, dc, 0}, {dc, dt, dc, 1}, {dc, ncpu, dc, 1}, {dc, ncpu, 1, 1}}
 	}
 	for _, wc := range configs {
-		run, err := sys.measureWorker(bodies, wc)
+		run, err := sys.measureWorker(bodies, wc, ncpu)
 		if err != nil {
 			return err
 		}

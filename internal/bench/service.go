@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -475,9 +474,9 @@ func (s *system) peakRSS() float64 {
 // First one task at a time, each after runs of a bare session with the
 // threads a lone task runs on (service time, idle latency); then 1 and 4
 // clients; then rounds of a bare throughput window (one 1-thread session
-// per core, the best the machine gives) and a 16-client window of the
-// same length.
-func (s *system) measureWorker(bodies []body, wc WorkerConfig) (WorkerRun, error) {
+// for each of ncpu cores, the best the machine gives) and a 16-client
+// window of the same length.
+func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (WorkerRun, error) {
 	run := WorkerRun{Concurrency: wc.Concurrency, Threads: wc.Threads, Sessions: wc.Sessions,
 		SoloThreads: yolo.SoloThreads(wc.Concurrency, wc.Threads, wc.Solo)}
 	one, err := newBare(s.cfg.Model, "cpu", 1, run.loneThreads(), 1, false)
@@ -485,7 +484,6 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig) (WorkerRun, error
 		return run, err
 	}
 	defer one.close()
-	ncpu := runtime.NumCPU()
 	best, err := newBare(s.cfg.Model, "cpu", ncpu, 1, 1, false)
 	if err != nil {
 		return run, err

@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -199,10 +198,8 @@ func checkRedisURL(u string) error {
 	return nil
 }
 
-// Concurrency returns WORKER_CONCURRENCY, or the choice for this machine:
-// one task per two cores on CPU (GOMAXPROCS: the machine's cores or a
-// container's CPU limit), at least two; sixteen on CUDA, enough to fill
-// batches.
+// Concurrency returns WORKER_CONCURRENCY, or sixteen on CUDA (enough to
+// fill batches), or 0 on CPU: the detector's default for the machine.
 func (c Config) Concurrency() int {
 	if c.WorkerConcurrency > 0 {
 		return c.WorkerConcurrency
@@ -210,7 +207,7 @@ func (c Config) Concurrency() int {
 	if c.ORTProvider == "cuda" {
 		return 16
 	}
-	return max(2, runtime.GOMAXPROCS(0)/2)
+	return 0
 }
 
 // ResolveModel returns the model to load: MODEL_PATH when set; else the

@@ -156,7 +156,7 @@ func Open(cfg Config) (*Detector, error) {
 		}
 		cfg.Threads = DefaultThreads(runs)
 	}
-	d := &Detector{model: model, decoder: cfg.Decoder, cfg: cfg, slots: make(chan *slot, cfg.Concurrency)}
+	d := &Detector{model: model, decoder: cfg.Decoder, slots: make(chan *slot, cfg.Concurrency)}
 	newSession := func(threads int) (*onnx.Session, error) {
 		return onnx.NewSession(cfg.ModelPath, info, onnx.Options{
 			Provider: cfg.Provider, IntraOpThreads: threads, FallbackCPU: cfg.FallbackCPU,
