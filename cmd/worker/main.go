@@ -79,7 +79,11 @@ func run() error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "yoloserve_worker_solo_runs_total", Help: "Images that ran alone on the solo session, with every core.",
-		}, func() float64 { return float64(det.SoloRuns()) }))
+		}, func() float64 { return float64(det.SoloRuns()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "yoloserve_worker_solo_crowded_total",
+			Help: "Solo runs that found the cores taken by other processes, after each of which the solo session rested.",
+		}, func() float64 { return float64(det.SoloCrowded()) }))
 	srv := asynq.NewServer(rdb, asynq.ServerConfig{
 		Queue: cfg.Queue, Concurrency: dc.Concurrency, ShutdownTimeout: cfg.ShutdownGrace, PollInterval: cfg.PollInterval,
 		Logger: log, Registerer: reg,

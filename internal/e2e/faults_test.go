@@ -106,7 +106,8 @@ func TestWorkerSIGTERMFinishesRunningTasks(t *testing.T) {
 	ids := []string{h.submit(testenv.ReadImage(t, "bus.jpg"), nil), h.submit(testenv.ReadImage(t, "zidane.jpg"), nil)}
 	testenv.Eventually(t, 30*time.Second, "the worker never started a task", func() bool { return h.status(ids[0]) == "STARTED" })
 	if m := getText(t, health+"/metrics"); !strings.Contains(m, "yoloserve_worker_tasks_in_flight") ||
-		!strings.Contains(m, "yoloserve_worker_solo_runs_total") || !strings.Contains(m, "go_goroutines") {
+		!strings.Contains(m, "yoloserve_worker_solo_runs_total") || !strings.Contains(m, "yoloserve_worker_solo_crowded_total") ||
+		!strings.Contains(m, "go_goroutines") {
 		t.Errorf("worker /metrics lacks the worker's metrics")
 	}
 	if r := getText(t, health+"/healthz"); !strings.Contains(r, "ok") {

@@ -146,6 +146,11 @@ type Options struct {
 	// NoSpinning stops idle intra-op threads from busy-waiting, which
 	// matters when several sessions share the cores.
 	NoSpinning bool
+	// StopSpinning lets the threads busy-wait between the operators of a
+	// run but stops them when it returns (ONNX Runtime otherwise spins on
+	// for tens of milliseconds after each run, taking a core). No effect
+	// with NoSpinning.
+	StopSpinning bool
 }
 
 // ErrCUDAUnavailable is wrapped by NewSession's error when the CUDA
@@ -179,6 +184,10 @@ func NewSession(path string, info ModelInfo, o Options) (*Session, error) {
 	}
 	if o.NoSpinning {
 		if err := opts.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"); err != nil {
+			return nil, err
+		}
+	} else if o.StopSpinning {
+		if err := opts.AddSessionConfigEntry("session.force_spinning_stop", "1"); err != nil {
 			return nil, err
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,16 +42,14 @@ type Config struct {
 	// SoloThreads is the intra-op thread count of the solo session: one
 	// more session, which runs an image that is alone in the detector, so
 	// that a lone request gets every core instead of its slot's share
-	// (measured on two cores: 60–69 ms per inference on two threads
-	// against 93–96 ms on one). A run starts on it only when no other
+	// (measured on two cores: 64–65 ms per inference on two threads
+	// against 101–104 ms on one). A run starts on it only when no other
 	// image is in the detector; one that arrives meanwhile runs on its
-	// slot's session. Like the others, its threads never spin: spinning
-	// made a lone image 10% faster, but two workers sharing two cores,
-	// each with one image at a time, then fell from 16–18 images/s
-	// without solo sessions to 10.5 (14–16 with solo sessions that do not
-	// spin). 0 means every core. A value no larger than Threads, a single
-	// slot (whose image is always alone: Threads decide), a GPU or
-	// batching mean no solo session.
+	// slot's session. Its threads spin during a run and stop when it
+	// returns; a run that finds the cores taken by other processes makes
+	// it rest for a while (see soloSession). 0 means every core. A value
+	// no larger than Threads, a single slot (whose image is always alone:
+	// Threads decide), a GPU or batching mean no solo session.
 	SoloThreads int
 	// Decoder decodes images (default: Go's decoders, no pixel limit
 	// beyond decode.DefaultMaxPixels).
@@ -73,10 +70,8 @@ type Detector struct {
 	batcher  *batcher // nil when batching is off
 	cfg      Config
 
-	solo     *onnx.Session // nil when there is none
-	soloBusy sync.Mutex    // held while the solo session runs
-	inside   atomic.Int32  // images holding a slot
-	soloRuns atomic.Int64
+	solo   *soloSession // nil when there is none
+	inside atomic.Int32 // images holding a slot
 }
 
 // slot is the per-image working memory, reused from image to image.
@@ -157,14 +152,14 @@ func Open(cfg Config) (*Detector, error) {
 		cfg.Threads = DefaultThreads(runs)
 	}
 	d := &Detector{model: model, decoder: cfg.Decoder, slots: make(chan *slot, cfg.Concurrency)}
-	newSession := func(threads int) (*onnx.Session, error) {
+	newSession := func(threads int, solo bool) (*onnx.Session, error) {
 		return onnx.NewSession(cfg.ModelPath, info, onnx.Options{
 			Provider: cfg.Provider, IntraOpThreads: threads, FallbackCPU: cfg.FallbackCPU,
-			NoSpinning: true,
+			NoSpinning: !solo, StopSpinning: solo,
 		})
 	}
 	for i := 0; i < sessions; i++ {
-		s, err := newSession(cfg.Threads)
+		s, err := newSession(cfg.Threads, false)
 		if err != nil {
 			d.Close()
 			return nil, err
@@ -176,12 +171,12 @@ func Open(cfg Config) (*Detector, error) {
 		cfg.SoloThreads = 0
 	}
 	if cfg.SoloThreads > 0 {
-		s, err := newSession(cfg.SoloThreads)
+		s, err := newSession(cfg.SoloThreads, true)
 		if err != nil {
 			d.Close()
 			return nil, err
 		}
-		d.solo = s
+		d.solo = &soloSession{s: s, threads: cfg.SoloThreads, minShare: soloMinShare}
 	}
 	d.cfg = cfg
 	for i := 0; i < cfg.Concurrency; i++ {
@@ -216,7 +211,7 @@ func (d *Detector) warmUp() error {
 	}
 	if d.solo != nil {
 		s := <-d.slots
-		err := d.solo.Run(s.binding)
+		err := d.solo.s.Run(s.binding)
 		d.slots <- s
 		return err
 	}
@@ -234,7 +229,21 @@ func (d *Detector) Provider() string { return d.sessions[0].Provider() }
 func (d *Detector) Config() Config { return d.cfg }
 
 // SoloRuns returns how many images have run on the solo session.
-func (d *Detector) SoloRuns() int64 { return d.soloRuns.Load() }
+func (d *Detector) SoloRuns() int64 {
+	if d.solo == nil {
+		return 0
+	}
+	return d.solo.runs.Load()
+}
+
+// SoloCrowded returns how many of the solo session's runs found its cores
+// taken by other processes, each of which made it rest.
+func (d *Detector) SoloCrowded() int64 {
+	if d.solo == nil {
+		return 0
+	}
+	return d.solo.crowded.Load()
+}
 
 // Close releases the session and the working memory. Detect must not be
 // running.
@@ -250,7 +259,7 @@ func (d *Detector) Close() {
 		s.Close()
 	}
 	if d.solo != nil {
-		d.solo.Close()
+		d.solo.s.Close()
 	}
 }
 
@@ -328,30 +337,6 @@ func (d *Detector) acquire(ctx context.Context) (*slot, error) {
 func (d *Detector) release(s *slot) {
 	d.inside.Add(-1)
 	d.slots <- s
-}
-
-// run runs the model on the slot's input: on the solo session when the
-// image is alone in the detector, else on the slot's session.
-func (d *Detector) run(s *slot) error {
-	if d.solo != nil && d.inside.Load() == 1 && d.soloBusy.TryLock() {
-		defer d.soloBusy.Unlock()
-		d.soloRuns.Add(1)
-		return d.solo.Run(s.binding)
-	}
-	return s.session.Run(s.binding)
-}
-
-// SoloThreads returns the thread count of the solo session of a CPU
-// detector without batching, given its slots, their threads and the
-// SoloThreads asked for (0: every core), or 0 when it has none.
-func SoloThreads(concurrency, threads, solo int) int {
-	if solo == 0 {
-		solo = runtime.GOMAXPROCS(0)
-	}
-	if solo <= threads || concurrency < 2 {
-		return 0
-	}
-	return solo
 }
 
 // DefaultConcurrency is the number of images a detector on this machine

@@ -11,3 +11,12 @@ func (d *Detector) Occupy(ctx context.Context) (func(), error) {
 	}
 	return func() { d.release(s) }, nil
 }
+
+// IgnoreCrowding has the solo session run every image that is alone,
+// however busy the cores, for tests of where images run: the test
+// binaries of other packages, run alongside, may crowd the cores.
+func (d *Detector) IgnoreCrowding() {
+	if d.solo != nil {
+		d.solo.minShare = 0
+	}
+}

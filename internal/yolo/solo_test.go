@@ -2,6 +2,7 @@ package yolo_test
 
 import (
 	"context"
+	"os/exec"
 	"runtime"
 	"syscall"
 	"testing"
@@ -22,6 +23,7 @@ func TestSoloSessionRunsLoneImages(t *testing.T) {
 		t.Skip("a solo session needs more cores than a slot's share")
 	}
 	d := openDetector(t, "yolov8n.onnx", yolo.Config{Concurrency: 2, Threads: 1})
+	d.IgnoreCrowding()
 	if got := d.Config().SoloThreads; got != runtime.GOMAXPROCS(0) {
 		t.Fatalf("solo session with %d threads, want %d (every core)", got, runtime.GOMAXPROCS(0))
 	}
@@ -80,15 +82,17 @@ func TestNoSoloSessionWhereItGainsNothing(t *testing.T) {
 	}
 }
 
-// TestLoneImageLeavesNoCoreSpinning: the solo session's threads do not
-// busy-wait. ONNX Runtime's default spinning would burn about 40 ms of a
-// core after each lone image, and take the cores of other workers on the
-// host; here the process must stay near idle once the image is done.
+// TestLoneImageLeavesNoCoreSpinning: the solo session's threads stop
+// busy-waiting when a run returns. ONNX Runtime's default spinning would
+// burn about 40 ms of a core after each lone image, and take the cores of
+// other workers on the host; here the process must stay near idle once
+// the image is done.
 func TestLoneImageLeavesNoCoreSpinning(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("a solo session needs more cores than a slot's share")
 	}
 	d := openDetector(t, "yolov8n.onnx", yolo.Config{Concurrency: 2, Threads: 1})
+	d.IgnoreCrowding()
 	data := testenv.ReadImage(t, "bus.jpg")
 	var worst time.Duration
 	for range 3 {
@@ -105,6 +109,71 @@ func TestLoneImageLeavesNoCoreSpinning(t *testing.T) {
 	if worst > 15*time.Millisecond {
 		t.Errorf("%v of CPU in the 100 ms after a lone image: the solo session's threads spin", worst)
 	}
+}
+
+// TestSoloSessionRestsWhileCoresAreTaken: when another process keeps the
+// cores busy, as another worker on the host would, a lone image's solo
+// run finds them taken and the images that follow run on their slots'
+// sessions, instead of fighting that process with spinning threads; once
+// the cores are free again, lone images go back to the solo session.
+func TestSoloSessionRestsWhileCoresAreTaken(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("a solo session needs more cores than a slot's share")
+	}
+	d := openDetector(t, "yolov8n.onnx", yolo.Config{Concurrency: 2, Threads: 1})
+	data := testenv.ReadImage(t, "bus.jpg")
+	detectAlone := func() {
+		t.Helper()
+		if _, err := d.Detect(context.Background(), data, detect.DefaultParams()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	stop := busyCores(t, runtime.GOMAXPROCS(0))
+	deadline := time.Now().Add(20 * time.Second)
+	for d.SoloCrowded() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d solo runs beside %d busy processes, none found the cores taken", d.SoloRuns(), runtime.GOMAXPROCS(0))
+		}
+		detectAlone()
+	}
+	runs := d.SoloRuns()
+	detectAlone()
+	if d.SoloRuns() != runs {
+		t.Errorf("the image after a crowded solo run ran on the solo session too")
+	}
+
+	stop()
+	deadline = time.Now().Add(20 * time.Second)
+	for d.SoloRuns() == runs {
+		if time.Now().After(deadline) {
+			t.Fatal("no lone image ran on the solo session in 20 s after the cores were freed")
+		}
+		detectAlone()
+	}
+}
+
+// busyCores starts n processes that keep a core busy each, and returns a
+// function that stops them (also called at the end of the test).
+func busyCores(tb testing.TB, n int) (stop func()) {
+	tb.Helper()
+	var cmds []*exec.Cmd
+	stop = func() {
+		for _, c := range cmds {
+			c.Process.Kill()
+			c.Wait()
+		}
+		cmds = nil
+	}
+	tb.Cleanup(stop)
+	for range n {
+		c := exec.Command("sh", "-c", "while :; do :; done")
+		if err := c.Start(); err != nil {
+			tb.Fatal(err)
+		}
+		cmds = append(cmds, c)
+	}
+	return stop
 }
 
 // processCPU returns the CPU time this process has used.

@@ -1,0 +1,102 @@
+package yolo
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"yoloserve/internal/onnx"
+)
+
+// soloSession is the session on every core that runs an image alone in
+// the detector, and the record of how its runs went.
+//
+// Its threads spin between the operators of a run and stop when it
+// returns: on two cores a lone image's inference took 60–65 ms against
+// 64–68 ms without spinning. But spinning threads fight any other process
+// that wants the cores, and the run slows down past what its slot's
+// session would take: beside one busy thread of another process, 110–150
+// ms against 104 on one thread; two workers on two cores, each with an
+// image alone, fell from 17.4 images/s together to 10.5. So each run
+// checks that the process had the cores: one in which it used less than
+// minShare × threads × the run's wall time of CPU found them taken
+// (crowded), and the solo session rests, first for soloRestMin, twice as
+// long after each crowded run that follows, up to soloRestMax; an
+// uncrowded run ends that. Meanwhile images run on their slots' sessions.
+// Measured on two cores: an uncrowded run used 0.80–1.00 of its cores; a
+// crowded one 0.48–0.57 beside another worker and 0.63–0.75 beside a busy
+// thread; the two workers then did 16.6 images/s together.
+type soloSession struct {
+	s        *onnx.Session
+	threads  int
+	minShare float64
+
+	busy    sync.Mutex    // held while a run goes on
+	rest    time.Duration // the next rest; guarded by busy
+	until   atomic.Int64  // no run starts before this time, in Unix ns
+	runs    atomic.Int64
+	crowded atomic.Int64
+}
+
+const (
+	soloMinShare = 0.75
+	soloRestMin  = time.Second
+	soloRestMax  = time.Minute
+)
+
+// tryRun runs the model on b when the solo session is free and not
+// resting; ran says whether it did.
+func (so *soloSession) tryRun(b *onnx.Binding) (ran bool, err error) {
+	if time.Now().UnixNano() < so.until.Load() || !so.busy.TryLock() {
+		return false, nil
+	}
+	defer so.busy.Unlock()
+	so.runs.Add(1)
+	cpu0, t0 := processCPU(), time.Now()
+	err = so.s.Run(b)
+	cpu, wall := processCPU()-cpu0, time.Since(t0)
+	if float64(cpu) >= so.minShare*float64(so.threads)*float64(wall) {
+		so.rest = 0
+		return true, err
+	}
+	so.crowded.Add(1)
+	so.rest = min(soloRestMax, max(soloRestMin, 2*so.rest))
+	so.until.Store(time.Now().Add(so.rest).UnixNano())
+	return true, err
+}
+
+// processCPU returns the CPU time the process has used, or 0 when the
+// system cannot say (every run then looks crowded).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// run runs the model on the slot's input: on the solo session when the
+// image is alone in the detector, else on the slot's session.
+func (d *Detector) run(s *slot) error {
+	if d.solo != nil && d.inside.Load() == 1 {
+		if ran, err := d.solo.tryRun(s.binding); ran {
+			return err
+		}
+	}
+	return s.session.Run(s.binding)
+}
+
+// SoloThreads returns the thread count of the solo session of a CPU
+// detector without batching, given its slots, their threads and the
+// SoloThreads asked for (0: every core), or 0 when it has none.
+func SoloThreads(concurrency, threads, solo int) int {
+	if solo == 0 {
+		solo = runtime.GOMAXPROCS(0)
+	}
+	if solo <= threads || concurrency < 2 {
+		return 0
+	}
+	return solo
+}
