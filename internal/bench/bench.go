@@ -123,7 +123,10 @@ type WorkerRun struct {
 	ServiceMS     float64      `json:"service_ms"`      // worker: upload read → result written, median
 	IdleLatencyMS float64      `json:"idle_latency_ms"` // POST until the result is readable, median, one client
 	Speed         detect.Speed `json:"speed_ms"`        // the worker's stages, mean over the sequential run
-	Loads         []LoadLevel  `json:"loads"`           // 1, 4 and 16 clients (16: pooled over the rounds)
+	// LoneSoloShare is the share of the sequential tasks that ran on the
+	// solo session: below 1 when some found the cores taken.
+	LoneSoloShare float64     `json:"lone_solo_share"`
+	Loads         []LoadLevel `json:"loads"` // 1, 4 and 16 clients (16: pooled over the rounds)
 	// Rounds pairs the best bare throughput with the 16-client throughput
 	// measured right after it; ThroughputRatio is the median of their
 	// ratios and BareBestPS the median bare figure.

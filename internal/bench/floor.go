@@ -17,22 +17,38 @@ type bare struct {
 	bs                       []*onnx.Binding
 }
 
+// spinning is how the idle intra-op threads of a bare session wait.
+type spinning int
+
+const (
+	// spinOn is ONNX Runtime's default: they spin, also for tens of
+	// milliseconds after a run.
+	spinOn spinning = iota
+	// spinInRun: they spin during a run and stop when it returns; runs
+	// are as fast, and the threads do not take the cores from what comes
+	// next (the worker's tasks, in a pair).
+	spinInRun
+	// spinOff: they never spin.
+	spinOff
+)
+
 // newBare loads sessions copies of model on provider ("cpu" or "cuda")
 // with threads intra-op threads each, fills their inputs and warms them
 // up. It returns an error when a session cannot be made or run.
-func newBare(model, provider string, sessions, threads, batch int, noSpin bool) (*bare, error) {
+func newBare(model, provider string, sessions, threads, batch int, spin spinning) (*bare, error) {
 	info, err := onnx.Inspect(model)
 	if err != nil {
 		return nil, err
 	}
 	out := append([]int64{}, info.OutputShape...)
 	br := &bare{sessions: sessions, threads: threads, batch: batch,
-		name: fmt.Sprintf("%d session(s) x %d thread(s)%s, batch %d", sessions, threads, map[bool]string{true: " no-spin"}[noSpin], batch)}
+		name: fmt.Sprintf("%d session(s) x %d thread(s)%s, batch %d", sessions, threads, map[bool]string{true: " no-spin"}[spin == spinOff], batch)}
 	if provider == "cuda" {
 		br.name = fmt.Sprintf("%d CUDA session(s), batch %d", sessions, batch)
 	}
 	for range sessions {
-		s, err := onnx.NewSession(model, info, onnx.Options{Provider: provider, IntraOpThreads: threads, NoSpinning: noSpin})
+		s, err := onnx.NewSession(model, info, onnx.Options{Provider: provider, IntraOpThreads: threads,
+			NoSpinning: spin == spinOff, StopSpinning: spin == spinInRun})
 		if err != nil {
 			br.close()
 			return nil, err
@@ -109,8 +125,8 @@ func (br *bare) once() float64 {
 }
 
 // floor measures sessions side by side for runs runs each.
-func floor(model, provider string, sessions, threads, batch, runs int, noSpin bool) (FloorResult, error) {
-	br, err := newBare(model, provider, sessions, threads, batch, noSpin)
+func floor(model, provider string, sessions, threads, batch, runs int, spin spinning) (FloorResult, error) {
+	br, err := newBare(model, provider, sessions, threads, batch, spin)
 	if err != nil {
 		return FloorResult{}, err
 	}

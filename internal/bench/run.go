@@ -70,7 +70,11 @@ func (rep *Report) floorAndStages(cfg *Config, ncpu int) error {
 			continue
 		}
 		seen[f] = true
-		r, err := floor(cfg.Model, cfg.Provider, f[0], f[1], 1, cfg.FloorRuns, f[2] == 1)
+		spin := spinOn
+		if f[2] == 1 {
+			spin = spinOff
+		}
+		r, err := floor(cfg.Model, cfg.Provider, f[0], f[1], 1, cfg.FloorRuns, spin)
 		if err != nil {
 			return err
 		}
@@ -80,7 +84,7 @@ func (rep *Report) floorAndStages(cfg *Config, ncpu int) error {
 	if cfg.Dynamic != "" {
 		cfg.printf("== batching: bare session on the dynamic model\n")
 		for _, b := range batches {
-			r, err := floor(cfg.Dynamic, cfg.Provider, 1, ncpu, b, max(3, cfg.FloorRuns/b), false)
+			r, err := floor(cfg.Dynamic, cfg.Provider, 1, ncpu, b, max(3, cfg.FloorRuns/b), spinOn)
 			if err != nil {
 				return err
 			}
@@ -166,8 +170,8 @@ func (rep *Report) service(cfg *Config, ncpu int) error {
 			return err
 		}
 		rep.Workers = append(rep.Workers, run)
-		cfg.printf("  worker %s (bare %d-thread session %.1f ms, best bare %.1f img/s, in pairs): service %.1f ms (decode %.1f, letterbox %.1f, inference %.1f, nms %.1f), idle POST→result %.1f ms, peak RSS %.0f MiB\n",
-			run.name(), run.loneThreads(), run.BareMS, run.BareBestPS, run.ServiceMS, run.Speed.Decode, run.Speed.Preprocess, run.Speed.Inference, run.Speed.Postprocess, run.IdleLatencyMS, run.PeakRSSMiB)
+		cfg.printf("  worker %s (bare %d-thread session %.1f ms, best bare %.1f img/s, in pairs): service %.1f ms (decode %.1f, letterbox %.1f, inference %.1f, nms %.1f), idle POST→result %.1f ms, solo %.0f%%, peak RSS %.0f MiB\n",
+			run.name(), run.loneThreads(), run.BareMS, run.BareBestPS, run.ServiceMS, run.Speed.Decode, run.Speed.Preprocess, run.Speed.Inference, run.Speed.Postprocess, run.IdleLatencyMS, 100*run.LoneSoloShare, run.PeakRSSMiB)
 	}
 	up := jpegOfSize(100 << 10)
 	rep.Upload = sys.measureUpload(up, 32, 1000, 5*time.Second)

@@ -479,12 +479,14 @@ func (s *system) peakRSS() float64 {
 func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (WorkerRun, error) {
 	run := WorkerRun{Concurrency: wc.Concurrency, Threads: wc.Threads, Sessions: wc.Sessions,
 		SoloThreads: yolo.SoloThreads(wc.Concurrency, wc.Threads, wc.Solo)}
-	one, err := newBare(s.cfg.Model, "cpu", 1, run.loneThreads(), 1, false)
+	// The bare sessions' threads stop spinning when a run returns: left
+	// spinning, they would take the cores from the tasks that follow.
+	one, err := newBare(s.cfg.Model, "cpu", 1, run.loneThreads(), 1, spinInRun)
 	if err != nil {
 		return run, err
 	}
 	defer one.close()
-	best, err := newBare(s.cfg.Model, "cpu", ncpu, 1, 1, false)
+	best, err := newBare(s.cfg.Model, "cpu", ncpu, 1, 1, spinInRun)
 	if err != nil {
 		return run, err
 	}
@@ -503,6 +505,7 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 	// the outliers of a shared machine.
 	var bareMS, idle, service []float64
 	const n = 20
+	solo := s.soloRuns()
 	for range n {
 		s.pause()
 		one.once()
@@ -521,6 +524,7 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 	run.BareMS = median(bareMS)
 	run.ServiceMS = median(service)
 	run.IdleLatencyMS = median(idle)
+	run.LoneSoloShare = (s.soloRuns() - solo) / (2 * n)
 	report := func(lv LoadLevel) {
 		u := lv.CPUPerImage
 		sp := lv.Speed
