@@ -14,20 +14,26 @@ import (
 // the detector, and the record of how its runs went.
 //
 // Its threads spin between the operators of a run and stop when it
-// returns: on two cores a lone image's inference took 60–65 ms against
-// 64–68 ms without spinning. But spinning threads fight any other process
-// that wants the cores, and the run slows down past what its slot's
-// session would take: beside one busy thread of another process, 110–150
-// ms against 104 on one thread; two workers on two cores, each with an
-// image alone, fell from 17.4 images/s together to 10.5. So each run
-// checks that the process had the cores: one in which it used less than
-// minShare × threads × the run's wall time of CPU found them taken
-// (crowded), and the solo session rests, first for soloRestMin, twice as
-// long after each crowded run that follows, up to soloRestMax; an
-// uncrowded run ends that. Meanwhile images run on their slots' sessions.
-// Measured on two cores: an uncrowded run used 0.80–1.00 of its cores; a
-// crowded one 0.48–0.57 beside another worker and 0.63–0.75 beside a busy
-// thread; the two workers then did 16.6 images/s together.
+// returns: on two cores a lone image's inference took 64–66 ms against
+// 71–81 ms without spinning (alternating runs in one process). But
+// spinning threads fight any other process that wants the cores, and the
+// run slows down past what its slot's session would take: beside one busy
+// thread of another process, 110–150 ms against 104 on one thread; two
+// workers on two cores, each with an image alone, did 11.3–11.4 images/s
+// together against 16.6–17.9 without solo sessions (15.5–16.3 with solo
+// sessions that never spin).
+//
+// So each run checks that the process had the cores: one in which it used
+// less than minShare × threads × the run's wall time of CPU found them
+// taken (crowded), and the solo session rests, first for soloRestMin,
+// twice as long after each crowded run that follows, up to soloRestMax;
+// an uncrowded run ends that. Meanwhile images run on their slots'
+// sessions. The threads spin through the whole run (ONNX Runtime spins
+// for milliseconds before it blocks), so an uncrowded run uses about all
+// of its cores whatever their number. Measured on two cores: an uncrowded
+// run used 0.80–1.00 of them, a crowded one 0.48–0.57 beside another
+// worker and 0.63–0.75 beside a busy thread; the two workers then did
+// 16.1–18.0 images/s together.
 type soloSession struct {
 	s        *onnx.Session
 	threads  int
