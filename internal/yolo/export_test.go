@@ -20,3 +20,6 @@ func (d *Detector) IgnoreCrowding() {
 		d.solo.minShare = 0
 	}
 }
+
+// ProcessCPU returns the CPU time the process has used.
+var ProcessCPU = processCPU

@@ -61,16 +61,18 @@ func (so *soloSession) tryRun(b *onnx.Binding) (ran bool, err error) {
 	defer so.busy.Unlock()
 	so.runs.Add(1)
 	cpu0, t0 := processCPU(), time.Now()
-	err = so.s.Run(b)
+	if err = so.s.Run(b); err != nil {
+		return true, err
+	}
 	cpu, wall := processCPU()-cpu0, time.Since(t0)
 	if float64(cpu) >= so.minShare*float64(so.threads)*float64(wall) {
 		so.rest = 0
-		return true, err
+		return true, nil
 	}
 	so.crowded.Add(1)
 	so.rest = min(soloRestMax, max(soloRestMin, 2*so.rest))
 	so.until.Store(time.Now().Add(so.rest).UnixNano())
-	return true, err
+	return true, nil
 }
 
 // processCPU returns the CPU time the process has used, or 0 when the

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os/exec"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
@@ -99,9 +98,9 @@ func TestLoneImageLeavesNoCoreSpinning(t *testing.T) {
 		if _, err := d.Detect(context.Background(), data, detect.DefaultParams()); err != nil {
 			t.Fatal(err)
 		}
-		before := processCPU(t)
+		before := yolo.ProcessCPU()
 		time.Sleep(100 * time.Millisecond)
-		worst = max(worst, processCPU(t)-before)
+		worst = max(worst, yolo.ProcessCPU()-before)
 	}
 	if d.SoloRuns() != 3 {
 		t.Fatalf("%d solo runs, want 3", d.SoloRuns())
@@ -174,14 +173,4 @@ func busyCores(tb testing.TB, n int) (stop func()) {
 		cmds = append(cmds, c)
 	}
 	return stop
-}
-
-// processCPU returns the CPU time this process has used.
-func processCPU(tb testing.TB) time.Duration {
-	tb.Helper()
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
