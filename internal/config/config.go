@@ -73,7 +73,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"ORT_FALLBACK_CPU", "false", "with cuda: run on CPU when the CUDA provider cannot load"},
 	{"ORT_THREADS", "0", "ONNX Runtime intra-op threads per session (0: cores / WORKER_CONCURRENCY; all cores when batching)"},
 	{"ORT_SESSIONS", "0", "ONNX Runtime sessions a worker's tasks share (0: one per task slot)"},
-	{"ORT_SOLO_THREADS", "0", "threads of one more session, which runs an image alone in the worker so that a lone request gets every core (0: all cores; 1 or at most ORT_THREADS: no such session)"},
+	{"ORT_SOLO_THREADS", "0", "threads of one more session, which runs an image alone in the worker so that a lone request gets every core, and which rests while other processes hold the cores (0: all cores; 1 or at most ORT_THREADS: no such session)"},
 	{"TURBOJPEG_LIB", "", "path of libturbojpeg (default: libturbojpeg.so.0 from the system)"},
 	{"WORKER_CONCURRENCY", "0", "tasks a worker runs at once (0: one per two cores, at least two; 16 on cuda)"},
 	{"WORKER_POLL_INTERVAL", "10ms", "how often an idle worker asks Redis for a task: the longest an arriving task waits for it (longer: less idle CPU)"},
