@@ -34,6 +34,7 @@ func run() error {
 	serviceOnly := flag.Bool("service-only", false, "measure only the processes under load")
 	detectorOnly := flag.Bool("detector-only", false, "skip the processes (a machine without redis-server)")
 	provider := flag.String("provider", "cpu", "where the floor and the detector run: cpu or cuda (the processes run on CPU)")
+	neighbour := flag.String("neighbour", "", "run as one of two neighbouring detectors (JSON, given by the bench itself) and print what it did")
 	flag.Parse()
 
 	lib, err := onnx.FindLibrary(os.Getenv("ORT_LIB"))
@@ -42,6 +43,17 @@ func run() error {
 	}
 	if err := onnx.Init(lib); err != nil {
 		return err
+	}
+	if *neighbour != "" {
+		var n bench.Neighbour
+		if err := json.Unmarshal([]byte(*neighbour), &n); err != nil {
+			return fmt.Errorf("-neighbour: %w", err)
+		}
+		r, err := bench.RunNeighbour(n)
+		if err != nil {
+			return err
+		}
+		return json.NewEncoder(os.Stdout).Encode(r)
 	}
 	paths, err := filepath.Glob(filepath.Join(*images, "*"))
 	if err != nil {
@@ -53,6 +65,9 @@ func run() error {
 	}
 	cfg := bench.Config{Model: abs(*model), Library: abs(lib), Images: paths, BinDir: abs(*bin), Load: *load, Out: os.Stdout,
 		ServiceOnly: *serviceOnly, DetectorOnly: *detectorOnly, Provider: *provider}
+	if exe, err := os.Executable(); err == nil {
+		cfg.Exe = exe
+	}
 	if *workers != "" {
 		for _, w := range strings.Split(*workers, ",") {
 			c, err := bench.ParseWorkerConfig(w)

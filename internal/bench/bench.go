@@ -34,7 +34,10 @@ type Config struct {
 	// Rounds is how many pairs of bare and 16-client windows each worker
 	// configuration runs (default 5); the ratio is their median.
 	Rounds int
-	Out    io.Writer // the table (default: none)
+	// Exe is this program, run again with -neighbour for the neighbours
+	// figures; empty skips them.
+	Exe string
+	Out io.Writer // the table (default: none)
 }
 
 // WorkerConfig is a worker's WORKER_CONCURRENCY, ORT_THREADS,
@@ -65,8 +68,11 @@ type Report struct {
 	// batch size, against Batching's bare session at the same size.
 	DetectorBatching []DetectorRun `json:"detector_batching"`
 	Workers          []WorkerRun   `json:"workers"`
-	Upload           UploadResult  `json:"upload"`
-	Ratios           []Ratio       `json:"ratios"`
+	// Neighbours is two worker detectors sharing the cores, with solo
+	// sessions and without, in alternating rounds.
+	Neighbours []NeighboursRun `json:"neighbours"`
+	Upload     UploadResult    `json:"upload"`
+	Ratios     []Ratio         `json:"ratios"`
 }
 
 // FloorResult is one bare-session figure.

@@ -42,6 +42,12 @@ func Run(cfg Config) (*Report, error) {
 			return nil, err
 		}
 	}
+	// Solo sessions need two cores or more.
+	if !cfg.ServiceOnly && cfg.Provider == "cpu" && cfg.Exe != "" && ncpu >= 2 {
+		if err := rep.neighbours(&cfg, cfg.Exe); err != nil {
+			return nil, err
+		}
+	}
 	rep.ratios()
 	cfg.printf("== ratios\n")
 	for _, r := range rep.Ratios {

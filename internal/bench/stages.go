@@ -47,21 +47,35 @@ func stages(cfg *Config, jpeg decode.JPEGDecoder, runs int) ([]StageResult, erro
 	return out, nil
 }
 
+// jpegPaths returns the JPEGs among paths, or an error when there is
+// none.
+func jpegPaths(paths []string) ([]string, error) {
+	var out []string
+	for _, p := range paths {
+		if strings.HasSuffix(p, ".jpg") {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("bench: no JPEG among the images")
+	}
+	return out, nil
+}
+
 // readJPEGs reads the JPEGs among paths. It returns an error when one
 // cannot be read or there is none.
 func readJPEGs(paths []string) ([][]byte, error) {
-	var images [][]byte
-	for _, p := range paths {
-		if strings.HasSuffix(p, ".jpg") {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return nil, err
-			}
-			images = append(images, data)
-		}
+	jpegs, err := jpegPaths(paths)
+	if err != nil {
+		return nil, err
 	}
-	if len(images) == 0 {
-		return nil, errors.New("bench: no JPEG among the images")
+	var images [][]byte
+	for _, p := range jpegs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		images = append(images, data)
 	}
 	return images, nil
 }

@@ -1,0 +1,170 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"yoloserve/internal/decode"
+	"yoloserve/internal/detect"
+	"yoloserve/internal/turbojpeg"
+	"yoloserve/internal/yolo"
+)
+
+// Neighbour is one of two worker detectors measured side by side on the
+// same cores, each in its own process, as two workers on one host without
+// CPU limits: each takes its images one at a time, so that each image is
+// alone in its detector and runs on the solo session when there is one.
+// It counts what it did in Windows windows of For each: the first shows a
+// start, where a crowded solo session probes the cores often, the later
+// ones the steady state.
+type Neighbour struct {
+	Model   string        `json:"model"`
+	Library string        `json:"library"`
+	Image   string        `json:"image"`
+	Solo    int           `json:"solo"` // ORT_SOLO_THREADS (1: no solo session)
+	For     time.Duration `json:"for"`
+	Windows int           `json:"windows"`
+}
+
+// NeighbourResult is what one neighbour did.
+type NeighbourResult struct {
+	SoloThreads int              `json:"solo_threads"` // 0: no solo session
+	Windows     []NeighbourCount `json:"windows"`
+}
+
+// NeighbourCount is what a neighbour did in one window.
+type NeighbourCount struct {
+	Images   int     `json:"images"`
+	Seconds  float64 `json:"seconds"`
+	SoloRuns int64   `json:"solo_runs"`
+	Crowded  int64   `json:"crowded"` // solo runs that found the cores taken
+}
+
+// RunNeighbour opens a detector with the worker's defaults and n.Solo,
+// and runs n.Image through it one at a time for n.Windows windows of
+// n.For. It returns an error when the detector cannot be opened or an
+// image fails.
+func RunNeighbour(n Neighbour) (NeighbourResult, error) {
+	jpeg, err := turbojpeg.Open("")
+	if err != nil {
+		return NeighbourResult{}, err
+	}
+	d, err := yolo.Open(yolo.Config{ModelPath: n.Model, Library: n.Library, SoloThreads: n.Solo,
+		Decoder: &decode.Decoder{JPEG: jpeg}})
+	if err != nil {
+		return NeighbourResult{}, err
+	}
+	defer d.Close()
+	data, err := os.ReadFile(n.Image)
+	if err != nil {
+		return NeighbourResult{}, err
+	}
+	r := NeighbourResult{SoloThreads: d.Config().SoloThreads}
+	for range n.Windows {
+		c := NeighbourCount{SoloRuns: -d.SoloRuns(), Crowded: -d.SoloCrowded()}
+		start := time.Now()
+		for time.Since(start) < n.For {
+			if _, err := d.Detect(context.Background(), data, detect.DefaultParams()); err != nil {
+				return r, err
+			}
+			c.Images++
+		}
+		c.Seconds = time.Since(start).Seconds()
+		c.SoloRuns += d.SoloRuns()
+		c.Crowded += d.SoloCrowded()
+		r.Windows = append(r.Windows, c)
+	}
+	return r, nil
+}
+
+// NeighboursRun is two neighbours' throughput together, with or without
+// solo sessions, window by window.
+type NeighboursRun struct {
+	SoloThreads int               `json:"solo_threads"` // each one's; 0: none
+	Windows     []NeighboursCount `json:"windows"`
+}
+
+// NeighboursCount is two neighbours' throughput in one window.
+type NeighboursCount struct {
+	ImagesPerS float64 `json:"images_per_s"` // together
+	SoloShare  float64 `json:"solo_share"`   // of the images
+	Crowded    int64   `json:"crowded"`      // solo runs that found the cores taken
+}
+
+// neighbours measures two neighbours at a time, with solo sessions and
+// without, in alternating rounds of two 8 s windows. Each neighbour is
+// this program run again with -neighbour; exe is its path.
+func (rep *Report) neighbours(cfg *Config, exe string) error {
+	jpegs, err := jpegPaths(cfg.Images)
+	if err != nil {
+		return err
+	}
+	cfg.printf("== two workers' detectors on the same cores, each with one image at a time (%s), two 8 s windows\n", filepath.Base(jpegs[0]))
+	const rounds = 2
+	for range rounds {
+		for _, solo := range []int{0, 1} {
+			n := Neighbour{Model: cfg.Model, Library: cfg.Library, Image: jpegs[0], Solo: solo, For: 8 * time.Second, Windows: 2}
+			run, err := runNeighbours(exe, n)
+			if err != nil {
+				return err
+			}
+			rep.Neighbours = append(rep.Neighbours, run)
+			name := "no solo sessions"
+			if run.SoloThreads > 0 {
+				name = fmt.Sprintf("solo sessions of %d threads", run.SoloThreads)
+			}
+			cfg.printf("  %-28s", name)
+			for _, w := range run.Windows {
+				cfg.printf("  %5.1f img/s together (solo %3.0f%%, %d crowded)", w.ImagesPerS, 100*w.SoloShare, w.Crowded)
+			}
+			cfg.printf("\n")
+		}
+	}
+	return nil
+}
+
+// runNeighbours starts two neighbours at once and adds up what they did,
+// window by window.
+func runNeighbours(exe string, n Neighbour) (NeighboursRun, error) {
+	arg, err := json.Marshal(n)
+	if err != nil {
+		return NeighboursRun{}, err
+	}
+	var cmds [2]*exec.Cmd
+	var outs [2]bytes.Buffer
+	for i := range cmds {
+		cmds[i] = exec.Command(exe, "-neighbour", string(arg))
+		cmds[i].Stdout, cmds[i].Stderr = &outs[i], os.Stderr
+		if err := cmds[i].Start(); err != nil {
+			return NeighboursRun{}, err
+		}
+	}
+	run := NeighboursRun{Windows: make([]NeighboursCount, n.Windows)}
+	images, solo := make([]float64, n.Windows), make([]float64, n.Windows)
+	for i, c := range cmds {
+		if err := c.Wait(); err != nil {
+			return run, fmt.Errorf("neighbour: %w", err)
+		}
+		var r NeighbourResult
+		if err := json.Unmarshal(outs[i].Bytes(), &r); err != nil || len(r.Windows) != n.Windows {
+			return run, fmt.Errorf("neighbour's answer %q: %v", outs[i].String(), err)
+		}
+		run.SoloThreads = r.SoloThreads
+		for j, w := range r.Windows {
+			run.Windows[j].ImagesPerS += float64(w.Images) / w.Seconds
+			run.Windows[j].Crowded += w.Crowded
+			images[j] += float64(w.Images)
+			solo[j] += float64(w.SoloRuns)
+		}
+	}
+	for j := range run.Windows {
+		run.Windows[j].SoloShare = solo[j] / images[j]
+	}
+	return run, nil
+}
