@@ -99,8 +99,8 @@ type NeighboursCount struct {
 
 // neighbours measures two neighbours at a time, with solo sessions and
 // without, in alternating rounds of two 8 s windows. Each neighbour is
-// this program run again with -neighbour; exe is its path.
-func (rep *Report) neighbours(cfg *Config, exe string) error {
+// this program (cfg.Exe) run again with -neighbour.
+func (rep *Report) neighbours(cfg *Config) error {
 	jpegs, err := jpegPaths(cfg.Images)
 	if err != nil {
 		return err
@@ -110,7 +110,7 @@ func (rep *Report) neighbours(cfg *Config, exe string) error {
 	for range rounds {
 		for _, solo := range []int{0, 1} {
 			n := Neighbour{Model: cfg.Model, Library: cfg.Library, Image: jpegs[0], Solo: solo, For: 8 * time.Second, Windows: 2}
-			run, err := runNeighbours(exe, n)
+			run, err := runNeighbours(cfg.Exe, n)
 			if err != nil {
 				return err
 			}
@@ -130,30 +130,39 @@ func (rep *Report) neighbours(cfg *Config, exe string) error {
 }
 
 // runNeighbours starts two neighbours at once and adds up what they did,
-// window by window.
+// window by window. It waits for both before it returns, also on error.
 func runNeighbours(exe string, n Neighbour) (NeighboursRun, error) {
 	arg, err := json.Marshal(n)
 	if err != nil {
 		return NeighboursRun{}, err
 	}
-	var cmds [2]*exec.Cmd
+	var cmds []*exec.Cmd
 	var outs [2]bytes.Buffer
-	for i := range cmds {
-		cmds[i] = exec.Command(exe, "-neighbour", string(arg))
-		cmds[i].Stdout, cmds[i].Stderr = &outs[i], os.Stderr
-		if err := cmds[i].Start(); err != nil {
-			return NeighboursRun{}, err
+	for i := range outs {
+		c := exec.Command(exe, "-neighbour", string(arg))
+		c.Stdout, c.Stderr = &outs[i], os.Stderr
+		if err = c.Start(); err != nil {
+			break
 		}
+		cmds = append(cmds, c)
+	}
+	for _, c := range cmds {
+		if werr := c.Wait(); werr != nil && err == nil {
+			err = fmt.Errorf("neighbour: %w", werr)
+		}
+	}
+	if err != nil {
+		return NeighboursRun{}, err
 	}
 	run := NeighboursRun{Windows: make([]NeighboursCount, n.Windows)}
 	images, solo := make([]float64, n.Windows), make([]float64, n.Windows)
-	for i, c := range cmds {
-		if err := c.Wait(); err != nil {
-			return run, fmt.Errorf("neighbour: %w", err)
-		}
+	for i := range outs {
 		var r NeighbourResult
-		if err := json.Unmarshal(outs[i].Bytes(), &r); err != nil || len(r.Windows) != n.Windows {
-			return run, fmt.Errorf("neighbour's answer %q: %v", outs[i].String(), err)
+		if err := json.Unmarshal(outs[i].Bytes(), &r); err != nil {
+			return run, fmt.Errorf("neighbour's answer %q: %w", outs[i].String(), err)
+		}
+		if len(r.Windows) != n.Windows {
+			return run, fmt.Errorf("neighbour's answer %q: %d windows, want %d", outs[i].String(), len(r.Windows), n.Windows)
 		}
 		run.SoloThreads = r.SoloThreads
 		for j, w := range r.Windows {

@@ -44,7 +44,7 @@ func Run(cfg Config) (*Report, error) {
 	}
 	// Solo sessions need two cores or more.
 	if !cfg.ServiceOnly && cfg.Provider == "cpu" && cfg.Exe != "" && ncpu >= 2 {
-		if err := rep.neighbours(&cfg, cfg.Exe); err != nil {
+		if err := rep.neighbours(&cfg); err != nil {
 			return nil, err
 		}
 	}
@@ -64,23 +64,24 @@ func Run(cfg Config) (*Report, error) {
 // detector's stages and the detector path with batching, on cfg.Provider.
 func (rep *Report) floorAndStages(cfg *Config, ncpu int) error {
 	cfg.printf("== floor: bare ONNX Runtime session (%s, %s)\n", cfg.Model, cfg.Provider)
-	// {sessions, threads, no spinning}; on a GPU threads hardly matter.
-	floors := [][3]int{{1, 1, 0}, {1, 2, 0}, {1, ncpu, 0}, {ncpu, 1, 0}, {2, 2, 1}, {yolo.DefaultConcurrency(), yolo.DefaultThreads(yolo.DefaultConcurrency()), 1}}
+	// On a GPU threads hardly matter.
+	type setup struct {
+		sessions, threads int
+		spin              spinning
+	}
+	dc := yolo.DefaultConcurrency()
+	floors := []setup{{1, 1, spinOn}, {1, 2, spinOn}, {1, ncpu, spinOn}, {ncpu, 1, spinOn}, {2, 2, spinOff}, {dc, yolo.DefaultThreads(dc), spinOff}}
 	batches := []int{1, 4, 8}
 	if cfg.Provider == "cuda" {
-		floors, batches = [][3]int{{1, 1, 0}}, []int{1, 8, 32}
+		floors, batches = []setup{{1, 1, spinOn}}, []int{1, 8, 32}
 	}
-	seen := map[[3]int]bool{}
+	seen := map[setup]bool{}
 	for _, f := range floors {
 		if seen[f] {
 			continue
 		}
 		seen[f] = true
-		spin := spinOn
-		if f[2] == 1 {
-			spin = spinOff
-		}
-		r, err := floor(cfg.Model, cfg.Provider, f[0], f[1], 1, cfg.FloorRuns, spin)
+		r, err := floor(cfg.Model, cfg.Provider, f.sessions, f.threads, 1, cfg.FloorRuns, f.spin)
 		if err != nil {
 			return err
 		}
