@@ -1,0 +1,10 @@
+//go:build !amd64
+
+package yolo
+
+// useAVX2 is false off amd64: the resize runs its Go loops.
+var useAVX2 = false
+
+func hrowVector(src []byte, xo0, a0, a1, r, g, b []int32) int { return 0 }
+
+func blendVectorSIMD(out []float32, a, b []int32, b0, b1 int32) int { return 0 }
