@@ -216,16 +216,24 @@ func openCVLinear(img *decode.Image, dw, dh int) []byte {
 	return out
 }
 
+// resizeSizes returns image sizes that scale up and down, put the
+// vector/scalar boundaries at every channel and column, and twelve drawn
+// from seed.
+func resizeSizes(seed uint64) [][2]int {
+	sizes := [][2]int{{810, 1080}, {1080, 810}, {275, 183}, {1281, 719}, {33, 640}, {640, 33}, {3, 5000}, {5000, 3},
+		{1, 1}, {2, 3}, {17, 1000}, {1000, 17}, {641, 640}, {4000, 3000}}
+	r := rand.New(rand.NewPCG(seed, seed+1))
+	for range 12 {
+		sizes = append(sizes, [2]int{1 + r.IntN(2000), 1 + r.IntN(2000)})
+	}
+	return sizes
+}
+
 // TestResizeMatchesOpenCVTranscription checks the planar, banded resize
 // bit for bit against openCVLinear, over sizes that put the vector/scalar
 // boundary at every channel and scale up and down.
 func TestResizeMatchesOpenCVTranscription(t *testing.T) {
-	sizes := [][2]int{{810, 1080}, {1080, 810}, {275, 183}, {1281, 719}, {33, 640}, {640, 33}, {3, 5000}, {5000, 3}, {1, 1}, {2, 3}, {17, 1000}, {4000, 3000}}
-	r := rand.New(rand.NewPCG(5, 6))
-	for range 12 {
-		sizes = append(sizes, [2]int{1 + r.IntN(1500), 1 + r.IntN(1500)})
-	}
-	for _, sz := range sizes {
+	for _, sz := range resizeSizes(5) {
 		img := randomImage(sz[0], sz[1], uint64(sz[0]*7+sz[1]))
 		lb := NewLetterbox(sz[0], sz[1], 640, 640)
 		if sz[0] == 2*lb.NewW && sz[1] == 2*lb.NewH || sz[0] == lb.NewW && sz[1] == lb.NewH {
@@ -247,18 +255,14 @@ func TestResizeMatchesOpenCVTranscription(t *testing.T) {
 
 // TestResizeVectorLoopsMatchGoLoops checks that the AVX2 loops write the
 // same float32 values as the Go loops, bit for bit, over sizes that put
-// the gathered columns' end and the vector lanes' end everywhere.
+// the gathered columns' end and the vector lanes' end everywhere, the area
+// and copy paths among them.
 func TestResizeVectorLoopsMatchGoLoops(t *testing.T) {
 	if !useAVX2 {
 		t.Skip("this machine runs the Go loops only")
 	}
 	t.Cleanup(func() { useAVX2 = true })
-	sizes := [][2]int{{810, 1080}, {1080, 810}, {275, 183}, {1281, 719}, {33, 640}, {640, 33}, {3, 5000}, {5000, 3}, {2, 3}, {17, 1000}, {641, 640}, {1000, 17}}
-	r := rand.New(rand.NewPCG(8, 9))
-	for range 12 {
-		sizes = append(sizes, [2]int{1 + r.IntN(2000), 1 + r.IntN(2000)})
-	}
-	for _, sz := range sizes {
+	for _, sz := range resizeSizes(8) {
 		img := randomImage(sz[0], sz[1], uint64(sz[0]*3+sz[1]))
 		lb := NewLetterbox(sz[0], sz[1], 640, 640)
 		fill := func(avx2 bool) []float32 {
