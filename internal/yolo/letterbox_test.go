@@ -153,19 +153,28 @@ func TestResizeUniformStaysUniform(t *testing.T) {
 
 // BenchmarkLetterbox fills the model input from a portrait photo's size
 // (the bilinear path, bus.jpg) and from a landscape one's (the exact 2×
-// reduction, zidane.jpg).
+// reduction, zidane.jpg), with the AVX2 loops where the CPU has them and
+// with the Go loops.
 func BenchmarkLetterbox(b *testing.B) {
+	avx2 := useAVX2
+	b.Cleanup(func() { useAVX2 = avx2 })
 	for _, sz := range [][2]int{{810, 1080}, {1280, 720}} {
-		b.Run(fmt.Sprintf("%dx%d", sz[0], sz[1]), func(b *testing.B) {
-			img := randomImage(sz[0], sz[1], 1)
-			lb := NewLetterbox(sz[0], sz[1], 640, 640)
-			dst := make([]float32, 3*640*640)
-			var rz resizer
-			b.ReportAllocs()
-			for b.Loop() {
-				rz.Fill(img, lb, dst)
+		for _, loops := range []string{"avx2", "go"} {
+			if loops == "avx2" && !avx2 {
+				continue
 			}
-		})
+			b.Run(fmt.Sprintf("%dx%d/%s", sz[0], sz[1], loops), func(b *testing.B) {
+				useAVX2 = loops == "avx2"
+				img := randomImage(sz[0], sz[1], 1)
+				lb := NewLetterbox(sz[0], sz[1], 640, 640)
+				dst := make([]float32, 3*640*640)
+				var rz resizer
+				b.ReportAllocs()
+				for b.Loop() {
+					rz.Fill(img, lb, dst)
+				}
+			})
+		}
 	}
 }
 
