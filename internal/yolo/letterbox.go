@@ -326,7 +326,7 @@ func (rz *resizer) hrow(img *decode.Image, c *rowCache, sy int) *[3][]int32 {
 	// window; at the right border both taps are the last pixel. The
 	// vector loop takes the first of the inner columns.
 	inner := rz.inner
-	v := hrowVector(src, xo0[:rz.wide], alpha0, alpha1, r, g, b)
+	v := hrowSIMD(src, xo0[:rz.wide], alpha0, alpha1, r, g, b)
 	for x := v; x < inner; x++ {
 		o := int(xo0[x])
 		a0, a1 := alpha0[x], alpha1[x]

@@ -12,19 +12,19 @@ func hrowAVX2(src *byte, xo0, a0, a1, rout, gout, bout *int32, n int)
 //go:noescape
 func blendAVX2(out *float32, asrc, bsrc *int32, n int, b0, b1 int32)
 
-// hrowVector computes the first columns of a horizontally resized row, as
+// hrowSIMD computes the first columns of a horizontally resized row, as
 // hrow's loop over neighbouring taps does, eight at a time; it returns how
 // many it computed (none without AVX2). The offsets in xo0 rise from
 // column to column, and the dwords at each and three bytes after it are
 // read: it panics when the last of them would pass the end of src.
-func hrowVector(src []byte, xo0, a0, a1, r, g, b []int32) int {
+func hrowSIMD(src []byte, xo0, a0, a1, r, g, b []int32) int {
 	n := len(xo0) &^ 7
 	if !useAVX2 || n == 0 {
 		return 0
 	}
 	_, _, _, _, _ = a0[n-1], a1[n-1], r[n-1], g[n-1], b[n-1]
 	if int(xo0[0]) < 0 || int(xo0[n-1])+7 > len(src) {
-		panic("yolo: hrowVector: a tap past the row")
+		panic("yolo: hrowSIMD: a tap past the row")
 	}
 	hrowAVX2(&src[0], &xo0[0], &a0[0], &a1[0], &r[0], &g[0], &b[0], n)
 	return n

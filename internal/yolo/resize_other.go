@@ -5,6 +5,8 @@ package yolo
 // useAVX2 is false off amd64: the resize runs its Go loops.
 var useAVX2 = false
 
-func hrowVector(src []byte, xo0, a0, a1, r, g, b []int32) int { return 0 }
+// hrowSIMD computes no column: hrow's Go loops compute them all.
+func hrowSIMD(src []byte, xo0, a0, a1, r, g, b []int32) int { return 0 }
 
+// blendVectorSIMD blends no value: blendVector does them all.
 func blendVectorSIMD(out []float32, a, b []int32, b0, b1 int32) int { return 0 }
