@@ -143,7 +143,7 @@ func (rz *resizer) area2(img *decode.Image, lb Letterbox, dst []float32) {
 		r0 := img.Pix[2*y*stride : (2*y+1)*stride]
 		r1 := img.Pix[(2*y+1)*stride : (2*y+2)*stride]
 		r, g, b := lb.planes(dst, y)
-		for x := range r {
+		for x := area2SIMD(r0, r1, r, g, b); x < len(r); x++ {
 			p, q := r0[6*x:6*x+6:6*x+6], r1[6*x:6*x+6:6*x+6]
 			r[x] = mean4(p[0], p[3], q[0], q[3])
 			g[x] = mean4(p[1], p[4], q[1], q[4])

@@ -226,11 +226,11 @@ func openCVLinear(img *decode.Image, dw, dh int) []byte {
 }
 
 // resizeSizes returns image sizes that scale up and down, put the
-// vector/scalar boundaries at every channel and column, and twelve drawn
-// from seed.
+// vector/scalar boundaries at every channel and column, take the exact 2×
+// reduction and the copy, and twelve drawn from seed.
 func resizeSizes(seed uint64) [][2]int {
 	sizes := [][2]int{{810, 1080}, {1080, 810}, {275, 183}, {1281, 719}, {33, 640}, {640, 33}, {3, 5000}, {5000, 3},
-		{1, 1}, {2, 3}, {17, 1000}, {1000, 17}, {641, 640}, {4000, 3000}}
+		{1, 1}, {2, 3}, {17, 1000}, {1000, 17}, {641, 640}, {4000, 3000}, {1280, 720}, {34, 1280}, {640, 427}}
 	r := rand.New(rand.NewPCG(seed, seed+1))
 	for range 12 {
 		sizes = append(sizes, [2]int{1 + r.IntN(2000), 1 + r.IntN(2000)})

@@ -41,3 +41,20 @@ func blendVectorSIMD(out []float32, a, b []int32, b0, b1 int32) int {
 	blendAVX2(&out[0], &a[0], &b[0], n, b0, b1)
 	return n
 }
+
+//go:noescape
+func area2AVX2(row0, row1 *byte, rout, gout, bout *float32, n int)
+
+// area2SIMD does area2's work for the first pixels of an output row from
+// its two source rows, eight at a time, and returns how many it did (none
+// without AVX2). It leaves the last pixel to the Go loop: its dwords would
+// pass the end of the rows.
+func area2SIMD(row0, row1 []byte, r, g, b []float32) int {
+	n := (len(r) - 1) &^ 7
+	if !useAVX2 || n <= 0 {
+		return 0
+	}
+	_, _, _, _ = g[n-1], b[n-1], row0[6*n], row1[6*n]
+	area2AVX2(&row0[0], &row1[0], &r[0], &g[0], &b[0], n)
+	return n
+}
