@@ -1,5 +1,17 @@
 #include "textflag.h"
 
+// TAPS stores at out(AX*1), for the eight lanes, the byte at bit shift of
+// Y2 times Y4 plus that of Y3 times Y5 (Y14: 0xff).
+#define TAPS(shift, out) \
+	VPSRLD $shift, Y2, Y6; \
+	VPSRLD $shift, Y3, Y7; \
+	VPAND Y14, Y6, Y6; \
+	VPAND Y14, Y7, Y7; \
+	VPMULLD Y4, Y6, Y6; \
+	VPMULLD Y5, Y7, Y7; \
+	VPADDD Y7, Y6, Y6; \
+	VMOVDQU Y6, (out)(AX*1)
+
 // func hrowAVX2(src *byte, xo0, a0, a1, rout, gout, bout *int32, n int)
 //
 // For each of the n columns x (n a multiple of 8), with o = xo0[x]:
@@ -30,30 +42,9 @@ loop:
 	VMOVDQU (R8)(AX*1), Y4
 	VMOVDQU (R9)(AX*1), Y5
 
-	VPAND Y14, Y2, Y6
-	VPAND Y14, Y3, Y7
-	VPMULLD Y4, Y6, Y6
-	VPMULLD Y5, Y7, Y7
-	VPADDD Y7, Y6, Y6
-	VMOVDQU Y6, (R10)(AX*1)
-
-	VPSRLD $8, Y2, Y6
-	VPSRLD $8, Y3, Y7
-	VPAND Y14, Y6, Y6
-	VPAND Y14, Y7, Y7
-	VPMULLD Y4, Y6, Y6
-	VPMULLD Y5, Y7, Y7
-	VPADDD Y7, Y6, Y6
-	VMOVDQU Y6, (R11)(AX*1)
-
-	VPSRLD $16, Y2, Y6
-	VPSRLD $16, Y3, Y7
-	VPAND Y14, Y6, Y6
-	VPAND Y14, Y7, Y7
-	VPMULLD Y4, Y6, Y6
-	VPMULLD Y5, Y7, Y7
-	VPADDD Y7, Y6, Y6
-	VMOVDQU Y6, (R12)(AX*1)
+	TAPS(0, R10)
+	TAPS(8, R11)
+	TAPS(16, R12)
 
 	ADDQ $32, AX
 	SUBQ $8, CX
@@ -123,6 +114,29 @@ DATA area2idx<>+24(SB)/4, $36
 DATA area2idx<>+28(SB)/4, $42
 GLOBL area2idx<>(SB), RODATA|NOPTR, $32
 
+// MEAN4 stores at out, for the eight lanes, the rounded mean of the low
+// bytes of Y2–Y5 divided by 255 (Y12: 255.0, Y13: 2, Y14: 0xff).
+#define MEAN4(out) \
+	VPAND Y14, Y2, Y6; \
+	VPAND Y14, Y3, Y7; \
+	VPADDD Y7, Y6, Y6; \
+	VPAND Y14, Y4, Y7; \
+	VPADDD Y7, Y6, Y6; \
+	VPAND Y14, Y5, Y7; \
+	VPADDD Y7, Y6, Y6; \
+	VPADDD Y13, Y6, Y6; \
+	VPSRLD $2, Y6, Y6; \
+	VCVTDQ2PS Y6, Y6; \
+	VDIVPS Y12, Y6, Y6; \
+	VMOVUPS Y6, (out)
+
+// NEXTBYTE moves the next channel's bytes of Y2–Y5 to the low bytes.
+#define NEXTBYTE \
+	VPSRLD $8, Y2, Y2; \
+	VPSRLD $8, Y3, Y3; \
+	VPSRLD $8, Y4, Y4; \
+	VPSRLD $8, Y5, Y5
+
 // func area2AVX2(row0, row1 *byte, rout, gout, bout *float32, n int)
 //
 // For each of the n output pixels x (n a multiple of 8), each channel c:
@@ -158,52 +172,11 @@ aloop:
 	VMOVDQA Y15, Y1
 	VPGATHERDD Y1, 3(DI)(Y0*1), Y5
 
-	VPAND Y14, Y2, Y6
-	VPAND Y14, Y3, Y7
-	VPADDD Y7, Y6, Y6
-	VPAND Y14, Y4, Y7
-	VPADDD Y7, Y6, Y6
-	VPAND Y14, Y5, Y7
-	VPADDD Y7, Y6, Y6
-	VPADDD Y13, Y6, Y6
-	VPSRLD $2, Y6, Y6
-	VCVTDQ2PS Y6, Y6
-	VDIVPS Y12, Y6, Y6
-	VMOVUPS Y6, (R10)
-
-	VPSRLD $8, Y2, Y2
-	VPSRLD $8, Y3, Y3
-	VPSRLD $8, Y4, Y4
-	VPSRLD $8, Y5, Y5
-	VPAND Y14, Y2, Y6
-	VPAND Y14, Y3, Y7
-	VPADDD Y7, Y6, Y6
-	VPAND Y14, Y4, Y7
-	VPADDD Y7, Y6, Y6
-	VPAND Y14, Y5, Y7
-	VPADDD Y7, Y6, Y6
-	VPADDD Y13, Y6, Y6
-	VPSRLD $2, Y6, Y6
-	VCVTDQ2PS Y6, Y6
-	VDIVPS Y12, Y6, Y6
-	VMOVUPS Y6, (R11)
-
-	VPSRLD $8, Y2, Y2
-	VPSRLD $8, Y3, Y3
-	VPSRLD $8, Y4, Y4
-	VPSRLD $8, Y5, Y5
-	VPAND Y14, Y2, Y6
-	VPAND Y14, Y3, Y7
-	VPADDD Y7, Y6, Y6
-	VPAND Y14, Y4, Y7
-	VPADDD Y7, Y6, Y6
-	VPAND Y14, Y5, Y7
-	VPADDD Y7, Y6, Y6
-	VPADDD Y13, Y6, Y6
-	VPSRLD $2, Y6, Y6
-	VCVTDQ2PS Y6, Y6
-	VDIVPS Y12, Y6, Y6
-	VMOVUPS Y6, (R12)
+	MEAN4(R10)
+	NEXTBYTE
+	MEAN4(R11)
+	NEXTBYTE
+	MEAN4(R12)
 
 	ADDQ $48, SI
 	ADDQ $48, DI
