@@ -43,11 +43,11 @@ type resizer struct {
 	xo1   []int32 // and of its right tap (the same at the border)
 	inner int     // the first columns, whose right tap follows the left
 	wide  int     // the first inner columns, whose taps the vector loop may read as dwords
-	alpha []int16 // two per destination column, as OpenCV computes them
 	a0    []int32 // the left tap's coefficient of each column
 	a1    []int32 // and the right tap's
 	yofs  []int32
-	beta  []int16 // two per destination row
+	b0    []int32 // the upper tap's coefficient of each row
+	b1    []int32 // and the lower tap's
 	bands [resizeBands]rowCache
 }
 
@@ -162,10 +162,11 @@ const (
 	coefScale = 1 << coefBits
 )
 
-// coefficients fills ofs and the coefficient pairs for one axis the way
-// cv::resize's resizeGeneric computes them; clamp is true for the
-// horizontal axis, where OpenCV pins out-of-range taps to the border.
-func coefficients(src, dst int, ofs []int32, coef []int16, clamp bool) {
+// coefficients fills ofs and the two taps' coefficients c0, c1 for one
+// axis the way cv::resize's resizeGeneric computes them (as shorts);
+// clamp is true for the horizontal axis, where OpenCV pins out-of-range
+// taps to the border.
+func coefficients(src, dst int, ofs, c0, c1 []int32, clamp bool) {
 	scale := 1 / (float64(dst) / float64(src))
 	for d := 0; d < dst; d++ {
 		f := float32((float64(d)+0.5)*scale - 0.5)
@@ -180,8 +181,8 @@ func coefficients(src, dst int, ofs []int32, coef []int16, clamp bool) {
 			}
 		}
 		ofs[d] = int32(s)
-		coef[2*d] = saturate16(float64(1-f) * coefScale)
-		coef[2*d+1] = saturate16(float64(f) * coefScale)
+		c0[d] = int32(saturate16(float64(1-f) * coefScale))
+		c1[d] = int32(saturate16(float64(f) * coefScale))
 	}
 }
 
@@ -203,16 +204,14 @@ func grow[T any](b []T, n int) []T {
 // with the conversion to normalised planes.
 func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32) {
 	sw, sh, dw, dh := img.Width, img.Height, lb.NewW, lb.NewH
-	rz.xofs, rz.alpha = grow(rz.xofs, dw), grow(rz.alpha, 2*dw)
-	rz.yofs, rz.beta = grow(rz.yofs, dh), grow(rz.beta, 2*dh)
-	coefficients(sw, dw, rz.xofs, rz.alpha, true)
-	coefficients(sh, dh, rz.yofs, rz.beta, false)
+	rz.xofs, rz.a0, rz.a1 = grow(rz.xofs, dw), grow(rz.a0, dw), grow(rz.a1, dw)
+	rz.yofs, rz.b0, rz.b1 = grow(rz.yofs, dh), grow(rz.b0, dh), grow(rz.b1, dh)
+	coefficients(sw, dw, rz.xofs, rz.a0, rz.a1, true)
+	coefficients(sh, dh, rz.yofs, rz.b0, rz.b1, false)
 	rz.xo0, rz.xo1 = grow(rz.xo0, dw), grow(rz.xo1, dw)
-	rz.a0, rz.a1 = grow(rz.a0, dw), grow(rz.a1, dw)
 	rz.inner, rz.wide = 0, 0
 	for x, sx := range rz.xofs {
 		rz.xo0[x], rz.xo1[x] = 3*sx, 3*min(sx+1, int32(sw-1))
-		rz.a0[x], rz.a1[x] = int32(rz.alpha[2*x]), int32(rz.alpha[2*x+1])
 		if rz.xo1[x] == rz.xo0[x]+3 && rz.inner == x {
 			rz.inner = x + 1
 			// The vector loop reads a dword at each tap: up to o+6.
@@ -268,7 +267,7 @@ func (rz *resizer) vertical(img *decode.Image, lb Letterbox, dst []float32, c *r
 		sy := int(rz.yofs[y])
 		r0 := rz.hrow(img, c, min(max(sy, 0), sh-1))
 		r1 := rz.hrow(img, c, min(max(sy+1, 0), sh-1))
-		b0, b1 := int32(rz.beta[2*y]), int32(rz.beta[2*y+1])
+		b0, b1 := rz.b0[y], rz.b1[y]
 		o := (lb.Top+y)*lb.DstW + lb.Left
 		for p := range 3 {
 			out := dst[p*plane+o : p*plane+o+dw]

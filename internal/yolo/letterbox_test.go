@@ -187,10 +187,10 @@ func BenchmarkLetterbox(b *testing.B) {
 // fixed-point cast.
 func openCVLinear(img *decode.Image, dw, dh int) []byte {
 	sw, sh := img.Width, img.Height
-	xofs, alpha := make([]int32, dw), make([]int16, 2*dw)
-	yofs, beta := make([]int32, dh), make([]int16, 2*dh)
-	coefficients(sw, dw, xofs, alpha, true)
-	coefficients(sh, dh, yofs, beta, false)
+	xofs, a0, a1 := make([]int32, dw), make([]int32, dw), make([]int32, dw)
+	yofs, beta0, beta1 := make([]int32, dh), make([]int32, dh), make([]int32, dh)
+	coefficients(sw, dw, xofs, a0, a1, true)
+	coefficients(sh, dh, yofs, beta0, beta1, false)
 	hrow := func(sy int) []int32 {
 		sy = min(max(sy, 0), sh-1)
 		row := make([]int32, 3*dw)
@@ -198,7 +198,7 @@ func openCVLinear(img *decode.Image, dw, dh int) []byte {
 			sx0, sx1 := int(xofs[x]), min(int(xofs[x])+1, sw-1)
 			for c := 0; c < 3; c++ {
 				p, q := int32(img.Pix[(sy*sw+sx0)*3+c]), int32(img.Pix[(sy*sw+sx1)*3+c])
-				row[3*x+c] = p*int32(alpha[2*x]) + q*int32(alpha[2*x+1])
+				row[3*x+c] = p*a0[x] + q*a1[x]
 			}
 		}
 		return row
@@ -211,7 +211,7 @@ func openCVLinear(img *decode.Image, dw, dh int) []byte {
 	out := make([]byte, width*dh)
 	for y := 0; y < dh; y++ {
 		r0, r1 := hrow(int(yofs[y])), hrow(int(yofs[y])+1)
-		b0, b1 := int32(beta[2*y]), int32(beta[2*y+1])
+		b0, b1 := beta0[y], beta1[y]
 		for i := 0; i < width; i++ {
 			var v int32
 			if i < vec {
