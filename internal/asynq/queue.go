@@ -140,6 +140,12 @@ func (q *Queue) Enqueue(ctx context.Context, job detect.Job) (string, error) {
 	if err != nil {
 		return "", unavailable(err)
 	}
+	// Wake an idle worker. The task is in the queue whether or not the
+	// announcement goes out; without it a worker finds the task at its
+	// next poll.
+	if err := q.rdb.Publish(ctx, enqueuedChannel(q.cfg.Queue), id).Err(); err != nil {
+		q.cfg.Logger.Warn("announcing a task", "task_id", id, "error", err)
+	}
 	if q.cfg.ReplicaAcks > 0 {
 		q.waitReplicas(ctx, id)
 	}

@@ -32,11 +32,11 @@ type ServerConfig struct {
 	Queue           string        // asynq queue name (default "detect")
 	Concurrency     int           // tasks at once (default 1)
 	ShutdownTimeout time.Duration // how long Shutdown waits for running tasks (default 30s)
-	// PollInterval is how often a worker with a free slot asks Redis for
-	// a task while the queue is empty (default 10ms, asynq's mean). It
-	// bounds the pick-up delay of a task that arrives at an idle worker;
-	// each poll costs the idle worker and Redis a little CPU (measured on
-	// two cores: 10ms costs the worker 5.6% of a core and Redis 1.7%).
+	// PollInterval is how long a worker with a free slot waits for the
+	// announcement of a task before it looks at the queue anyway (default
+	// 1s, at most 10s). Announced tasks are taken at once; the poll finds
+	// the others: retries, tasks recovered from a dead worker, tasks that
+	// other asynq clients enqueued.
 	PollInterval time.Duration
 	Logger       *slog.Logger // default slog.Default()
 	Registerer   prometheus.Registerer
@@ -46,6 +46,7 @@ type ServerConfig struct {
 type Server struct {
 	srv      *asynq.Server
 	rdb      redis.UniversalClient
+	wakeup   *wakeup
 	detector Detector
 	uploads  Uploads
 	log      *slog.Logger
@@ -71,7 +72,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
 	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = 10 * time.Millisecond
+		cfg.PollInterval = time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -89,11 +90,14 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(s.metrics.tasks, s.metrics.duration, s.metrics.inFlight)
 	}
-	s.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency:              cfg.Concurrency,
-		Queues:                   map[string]int{cfg.Queue: 1},
-		ShutdownTimeout:          cfg.ShutdownTimeout,
-		TaskCheckInterval:        cfg.PollInterval,
+	s.wakeup = newWakeup(rdb, cfg.Queue, cfg.PollInterval)
+	s.srv = asynq.NewServerFromRedisClient(wakingClient{rdb, s.wakeup}, asynq.Config{
+		Concurrency:     cfg.Concurrency,
+		Queues:          map[string]int{cfg.Queue: 1},
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		// The dequeue itself waits for announced tasks (wakeup.go); asynq
+		// only pauses briefly between two empty dequeues.
+		TaskCheckInterval:        time.Millisecond,
 		DelayedTaskCheckInterval: time.Second,
 		RetryDelayFunc:           retryDelay,
 		Logger:                   asynqLogger{cfg.Logger},
@@ -117,15 +121,26 @@ func retryDelay(n int, _ error, _ *asynq.Task) time.Duration {
 func (s *Server) Start() error {
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(TaskType, s.process)
-	return s.srv.Start(mux)
+	s.wakeup.start()
+	if err := s.srv.Start(mux); err != nil {
+		s.wakeup.stop()
+		return err
+	}
+	return nil
 }
 
 // Stop stops taking new tasks; running tasks go on.
-func (s *Server) Stop() { s.srv.Stop() }
+func (s *Server) Stop() {
+	s.wakeup.stop()
+	s.srv.Stop()
+}
 
 // Shutdown waits for running tasks up to the shutdown timeout and stops;
 // tasks still running then go back to the queue.
-func (s *Server) Shutdown() { s.srv.Shutdown() }
+func (s *Server) Shutdown() {
+	s.wakeup.stop()
+	s.srv.Shutdown()
+}
 
 // permanent marks err as final: the task ends as FAILURE now, its message
 // being the sentence clients read.

@@ -76,7 +76,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"ORT_SOLO_THREADS", "0", "threads of one more session, which runs an image alone in the worker so that a lone request gets every core, and which rests while other processes hold the cores (0: all cores; 1 or at most ORT_THREADS: no such session)"},
 	{"TURBOJPEG_LIB", "", "path of libturbojpeg (default: libturbojpeg.so.0 from the system)"},
 	{"WORKER_CONCURRENCY", "0", "tasks a worker runs at once (0: one per two cores, at least two; 16 on cuda)"},
-	{"WORKER_POLL_INTERVAL", "10ms", "how often an idle worker asks Redis for a task: the longest an arriving task waits for it (longer: less idle CPU)"},
+	{"WORKER_POLL_INTERVAL", "1s", "how often an idle worker looks for tasks that no API announced (retries, tasks of a dead worker); announced tasks are taken at once; at most 10s"},
 	{"BATCH_MAX", "1", "images per inference run for dynamic-batch models (1: off)"},
 	{"BATCH_WAIT", "2ms", "how long a batch waits to fill"},
 	{"API_KEYS", "", "comma-separated keys; when set, every request but health checks needs Authorization: Bearer KEY"},
@@ -126,7 +126,7 @@ func Parse(getenv func(string) string) (Config, error) {
 		TurboJPEGLib:      p.str("TURBOJPEG_LIB"),
 
 		WorkerConcurrency: p.int("WORKER_CONCURRENCY", 0, 1024),
-		PollInterval:      p.duration("WORKER_POLL_INTERVAL", time.Millisecond, time.Minute),
+		PollInterval:      p.duration("WORKER_POLL_INTERVAL", time.Millisecond, 10*time.Second),
 		BatchMax:          p.int("BATCH_MAX", 1, 1024),
 		BatchWait:         p.duration("BATCH_WAIT", 0, time.Second),
 

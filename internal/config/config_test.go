@@ -19,7 +19,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := []any{c.RedisURL, c.APIAddr, c.WorkerAddr, c.UploadDir, c.ModelPath, c.ORTProvider, c.APIKeys, c.MaxUploadBytes, c.ResultTTL, c.MaxQueue, c.PollInterval}
-	want := []any{"redis://127.0.0.1:6379/0", ":5000", ":9091", "uploads", "models/yolov8n.onnx", "cpu", []string(nil), int64(20 << 20), time.Hour, 10000, 10 * time.Millisecond}
+	want := []any{"redis://127.0.0.1:6379/0", ":5000", ":9091", "uploads", "models/yolov8n.onnx", "cpu", []string(nil), int64(20 << 20), time.Hour, 10000, time.Second}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}

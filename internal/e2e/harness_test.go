@@ -123,7 +123,13 @@ func (h *harness) serveAPI(o options) {
 // unless a test wraps it), stopped when the test ends.
 func (h *harness) startWorker(d asynq.Detector, concurrency int) *asynq.Server {
 	h.t.Helper()
-	srv := asynq.NewServer(h.rdb, asynq.ServerConfig{Concurrency: concurrency, ShutdownTimeout: 10 * time.Second}, d, h.uploads)
+	return h.startWorkerConfig(d, asynq.ServerConfig{Concurrency: concurrency, ShutdownTimeout: 10 * time.Second})
+}
+
+// startWorkerConfig is startWorker with a whole configuration.
+func (h *harness) startWorkerConfig(d asynq.Detector, cfg asynq.ServerConfig) *asynq.Server {
+	h.t.Helper()
+	srv := asynq.NewServer(h.rdb, cfg, d, h.uploads)
 	if err := srv.Start(); err != nil {
 		h.t.Fatal(err)
 	}

@@ -1,0 +1,72 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"yoloserve/internal/asynq"
+	"yoloserve/internal/detect"
+	"yoloserve/internal/testenv"
+)
+
+// TestIdleWorkerTakesTasksAtOnce: a task posted to an idle worker is taken
+// when the API announces it, not at the worker's next poll: with a 10s
+// poll, each of three tasks in a row ends within a few seconds.
+func TestIdleWorkerTakesTasksAtOnce(t *testing.T) {
+	h := newHarness(t, options{})
+	h.startWorkerConfig(detector(t), asynq.ServerConfig{Concurrency: 2, PollInterval: 10 * time.Second})
+	img := testenv.ReadImage(t, "bus.jpg")
+	for i := range 3 {
+		start := time.Now()
+		ti := h.result(h.submit(img, nil))
+		took := time.Since(start)
+		if ti.Status != detect.StatusSuccess || took > 4*time.Second {
+			t.Errorf("task %d: %s after %v, want SUCCESS well before the 10s poll", i, ti.Status, took)
+		}
+		t.Logf("task %d: POST to result in %v", i, took.Round(time.Millisecond))
+	}
+}
+
+// failOnce fails every image's first attempt with a fault of the runtime,
+// which the worker retries.
+type failOnce struct {
+	d     asynq.Detector
+	calls atomic.Int64
+}
+
+func (f *failOnce) Detect(ctx context.Context, data []byte, p detect.Params) (*detect.Result, error) {
+	if f.calls.Add(1) == 1 {
+		return nil, errors.New("injected transient fault")
+	}
+	return f.d.Detect(ctx, data, p)
+}
+
+// TestRetryTakenAtNextPoll: a retried task is not announced; an idle worker
+// finds it at its next poll.
+func TestRetryTakenAtNextPoll(t *testing.T) {
+	h := newHarness(t, options{})
+	f := &failOnce{d: detector(t)}
+	h.startWorkerConfig(f, asynq.ServerConfig{Concurrency: 2, PollInterval: 200 * time.Millisecond})
+	ti := h.result(h.submit(testenv.ReadImage(t, "bus.jpg"), nil))
+	if ti.Status != detect.StatusSuccess || f.calls.Load() != 2 {
+		t.Errorf("retried task: %s after %d attempts, want SUCCESS after 2", ti.Status, f.calls.Load())
+	}
+}
+
+// TestIdleWorkerStopsAtOnce: a worker waiting for tasks stops without
+// waiting out its poll.
+func TestIdleWorkerStopsAtOnce(t *testing.T) {
+	h := newHarness(t, options{})
+	srv := h.startWorkerConfig(detector(t), asynq.ServerConfig{Concurrency: 2, PollInterval: 10 * time.Second})
+	if ti := h.result(h.submit(testenv.ReadImage(t, "zidane.jpg"), nil)); ti.Status != detect.StatusSuccess {
+		t.Fatalf("task: %s %s", ti.Status, ti.Error)
+	}
+	start := time.Now()
+	srv.Shutdown()
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("an idle worker took %v to stop, want well under its 10s poll", took)
+	}
+}
