@@ -503,7 +503,7 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 	// the worker runs two tasks and the second counts. The worker's
 	// service-time sum grows by exactly that task's time. Medians resist
 	// the outliers of a shared machine.
-	var bareMS, idle, service []float64
+	var bareMS, idle, service, serviceRatio, idleRatio []float64
 	const n = 20
 	solo := s.soloRuns()
 	for range n {
@@ -519,11 +519,14 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 			return run, err
 		}
 		service, idle = append(service, st), append(idle, rt)
+		b := bareMS[len(bareMS)-1]
+		serviceRatio, idleRatio = append(serviceRatio, st/b), append(idleRatio, rt/b)
 		addSpeed(&run.Speed, sp, 1.0/n)
 	}
 	run.BareMS = median(bareMS)
 	run.ServiceMS = median(service)
 	run.IdleLatencyMS = median(idle)
+	run.ServiceRatio, run.IdleRatio = median(serviceRatio), median(idleRatio)
 	run.LoneSoloShare = (s.soloRuns() - solo) / (2 * n)
 	report := func(lv LoadLevel) {
 		u := lv.CPUPerImage
