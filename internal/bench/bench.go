@@ -125,17 +125,17 @@ type WorkerRun struct {
 	// BareMS is the median of the bare session runs interleaved with the
 	// sequential tasks, with the threads a lone task runs on: the solo
 	// session's when there is one, else a slot's.
-	BareMS        float64      `json:"bare_ms"`
-	ServiceMS     float64      `json:"service_ms"`      // worker: upload read → result written, median
-	IdleLatencyMS float64      `json:"idle_latency_ms"` // POST until the result is readable, median, one client
+	BareMS        float64 `json:"bare_ms"`
+	ServiceMS     float64 `json:"service_ms"`      // worker: upload read → result written, median
+	IdleLatencyMS float64 `json:"idle_latency_ms"` // POST until the result is readable, median, one client
 	// ServiceRatio and IdleRatio are the medians over the pairs of the
 	// task's service time and POST → result over the bare run just before
 	// it: a pair shares the machine's conditions, which drift between
 	// pairs (the medians of the figures above may come from different
 	// moments).
-	ServiceRatio float64 `json:"service_ratio"`
-	IdleRatio    float64 `json:"idle_ratio"`
-	Speed         detect.Speed `json:"speed_ms"`        // the worker's stages, mean over the sequential run
+	ServiceRatio float64      `json:"service_ratio"`
+	IdleRatio    float64      `json:"idle_ratio"`
+	Speed        detect.Speed `json:"speed_ms"` // the worker's stages, mean over the sequential run
 	// LoneSoloShare is the share of the sequential tasks that ran on the
 	// solo session: below 1 when some found the cores taken.
 	LoneSoloShare float64     `json:"lone_solo_share"`
