@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,4 +71,43 @@ func TestIdleWorkerStopsAtOnce(t *testing.T) {
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("an idle worker took %v to stop, want well under its 10s poll", took)
 	}
+}
+
+// TestIdleWorkerQuiet: an idle worker does not poll Redis in a loop: over
+// a second it runs few scripts (asynq's own upkeep runs some each second),
+// where a dequeue that stopped waiting would run hundreds.
+func TestIdleWorkerQuiet(t *testing.T) {
+	h := newHarness(t, options{})
+	h.startWorkerConfig(detector(t), asynq.ServerConfig{Concurrency: 2, PollInterval: 10 * time.Second})
+	if ti := h.result(h.submit(testenv.ReadImage(t, "zidane.jpg"), nil)); ti.Status != detect.StatusSuccess {
+		t.Fatalf("task: %s %s", ti.Status, ti.Error)
+	}
+	before := h.scriptCalls()
+	time.Sleep(time.Second) // the window measured
+	if n := h.scriptCalls() - before; n > 20 {
+		t.Errorf("an idle worker ran %d scripts in a second, want a few", n)
+	}
+}
+
+// scriptCalls returns how many scripts Redis has run.
+func (h *harness) scriptCalls() int {
+	h.t.Helper()
+	info, err := h.rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(info, "\n") {
+		for _, cmd := range []string{"cmdstat_evalsha:calls=", "cmdstat_eval:calls="} {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), cmd); ok {
+				calls, _, _ := strings.Cut(v, ",")
+				c, err := strconv.Atoi(calls)
+				if err != nil {
+					h.t.Fatalf("INFO commandstats: %q", line)
+				}
+				n += c
+			}
+		}
+	}
+	return n
 }
