@@ -109,6 +109,9 @@ const allQueuesKey = "asynq:queues"
 // Redis scaler watches too).
 func pendingKey(queue string) string { return "asynq:{" + queue + "}:pending" }
 
+// pausedKey is asynq's mark of a paused queue.
+func pausedKey(queue string) string { return "asynq:{" + queue + "}:paused" }
+
 // Pending returns how many tasks wait in the queue.
 func (q *Queue) Pending(ctx context.Context) (int64, error) {
 	n, err := q.rdb.LLen(ctx, pendingKey(q.cfg.Queue)).Result()

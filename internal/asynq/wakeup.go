@@ -48,7 +48,7 @@ type wakeup struct {
 func newWakeup(rdb redis.UniversalClient, queue string, maxWait time.Duration) *wakeup {
 	return &wakeup{
 		rdb: rdb, channel: enqueuedChannel(queue),
-		pending: pendingKey(queue), paused: "asynq:{" + queue + "}:paused",
+		pending: pendingKey(queue), paused: pausedKey(queue),
 		maxWait: min(maxWait, maxDequeueWait),
 		news:    make(chan struct{}), stopped: make(chan struct{}),
 	}
