@@ -1,5 +1,12 @@
 #include "textflag.h"
 
+// SPLATL sets every dword lane of y to the 32-bit src, through AX
+// and x (y's low half).
+#define SPLATL(src, x, y) \
+	MOVL src, AX; \
+	MOVL AX, x; \
+	VPBROADCASTD x, y
+
 // TAPS stores at out(AX*1), for the eight lanes, the byte at bit shift of
 // Y2 times Y4 plus that of Y3 times Y5 (Y14: 0xff).
 #define TAPS(shift, out) \
@@ -63,18 +70,10 @@ TEXT ·blendAVX2(SB), NOSPLIT, $0-40
 	MOVQ asrc+8(FP), SI
 	MOVQ bsrc+16(FP), DI
 	MOVQ n+24(FP), CX
-	MOVL b0+32(FP), AX
-	MOVL AX, X8
-	VPBROADCASTD X8, Y8
-	MOVL b1+36(FP), AX
-	MOVL AX, X9
-	VPBROADCASTD X9, Y9
-	MOVL $2, AX
-	MOVL AX, X10
-	VPBROADCASTD X10, Y10
-	MOVL $0x437f0000, AX // 255.0
-	MOVL AX, X11
-	VPBROADCASTD X11, Y11
+	SPLATL(b0+32(FP), X8, Y8)
+	SPLATL(b1+36(FP), X9, Y9)
+	SPLATL($2, X10, Y10)
+	SPLATL($0x437f0000, X11, Y11) // 255.0
 	XORQ AX, AX
 	TESTQ CX, CX
 	JZ bdone
@@ -153,12 +152,8 @@ TEXT ·area2AVX2(SB), NOSPLIT, $0-48
 	VMOVDQU area2idx<>(SB), Y0
 	VPCMPEQD Y15, Y15, Y15
 	VPSRLD $24, Y15, Y14 // 0xff in each lane
-	MOVL $2, AX
-	MOVL AX, X13
-	VPBROADCASTD X13, Y13
-	MOVL $0x437f0000, AX // 255.0
-	MOVL AX, X12
-	VPBROADCASTD X12, Y12
+	SPLATL($2, X13, Y13)
+	SPLATL($0x437f0000, X12, Y12) // 255.0
 	TESTQ CX, CX
 	JZ adone
 
