@@ -64,7 +64,7 @@ func run() error {
 	log.Info("model loaded", "model", model, "ort_lib", dc.Library, "provider", det.Provider(),
 		"classes", det.Model().Classes(), "input", fmt.Sprintf("%dx%d", det.Model().Width, det.Model().Height),
 		"dynamic_batch", det.Model().DynamicBatch, "batch_max", dc.BatchMax,
-		"concurrency", dc.Concurrency, "ort_sessions", dc.Sessions, "ort_threads", dc.Threads, "ort_solo_threads", dc.SoloThreads, "jpeg", jpeg.Name())
+		"concurrency", dc.Concurrency, "prefetch", cfg.Prefetch, "ort_sessions", dc.Sessions, "ort_threads", dc.Threads, "ort_solo_threads", dc.SoloThreads, "jpeg", jpeg.Name())
 
 	rdb, err := asynq.NewClient(cfg.RedisURL)
 	if err != nil {
@@ -85,7 +85,7 @@ func run() error {
 			Help: "Solo runs that found the cores taken by other processes, after each of which the solo session rested.",
 		}, func() float64 { return float64(det.SoloCrowded()) }))
 	srv := asynq.NewServer(rdb, asynq.ServerConfig{
-		Queue: cfg.Queue, Concurrency: dc.Concurrency, ShutdownTimeout: cfg.ShutdownGrace, PollInterval: cfg.PollInterval,
+		Queue: cfg.Queue, Concurrency: dc.Concurrency, Prefetch: cfg.Prefetch, ShutdownTimeout: cfg.ShutdownGrace, PollInterval: cfg.PollInterval,
 		Logger: log, Registerer: reg,
 	}, det, uploads)
 

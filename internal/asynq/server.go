@@ -29,8 +29,13 @@ type Uploads interface {
 
 // ServerConfig configures a Server. Zero values mean defaults.
 type ServerConfig struct {
-	Queue           string        // asynq queue name (default "detect")
-	Concurrency     int           // tasks at once (default 1)
+	Queue       string // asynq queue name (default "detect")
+	Concurrency int    // tasks at once (default 1)
+	// Prefetch is how many tasks the server takes beyond Concurrency,
+	// from a backlog only; each reads its upload and waits for a slot,
+	// so that a slot does not stand empty while the end of the task
+	// before is recorded and the next is fetched (prefetch.go). 0: none.
+	Prefetch        int
 	ShutdownTimeout time.Duration // how long Shutdown waits for running tasks (default 30s)
 	// PollInterval is how long a worker with a free slot waits for the
 	// announcement of a task before it looks at the queue anyway (default
@@ -51,6 +56,7 @@ type Server struct {
 	uploads  Uploads
 	log      *slog.Logger
 	metrics  *workerMetrics
+	occupied *occupancy
 }
 
 type workerMetrics struct {
@@ -77,7 +83,8 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{rdb: rdb, detector: det, uploads: up, log: cfg.Logger, metrics: &workerMetrics{
+	cfg.Prefetch = max(0, cfg.Prefetch)
+	s := &Server{rdb: rdb, detector: det, uploads: up, log: cfg.Logger, occupied: newOccupancy(cfg.Concurrency), metrics: &workerMetrics{
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "yoloserve_worker_tasks_total", Help: "Tasks processed, by outcome (success, failure, retry).",
 		}, []string{"outcome"}),
@@ -85,14 +92,14 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 			Name: "yoloserve_worker_task_seconds", Help: "Service time of a task: upload read to result written.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 1.6, 18),
 		}),
-		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "yoloserve_worker_tasks_in_flight", Help: "Tasks running now."}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "yoloserve_worker_tasks_in_flight", Help: "Tasks the worker holds: running, or taken ahead and waiting for a slot (WORKER_PREFETCH)."}),
 	}}
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(s.metrics.tasks, s.metrics.duration, s.metrics.inFlight)
 	}
-	s.wakeup = newWakeup(rdb, cfg.Queue, cfg.PollInterval)
+	s.wakeup = newWakeup(rdb, cfg.Queue, cfg.PollInterval, s.occupied.full)
 	s.srv = asynq.NewServerFromRedisClient(wakingClient{rdb, s.wakeup}, asynq.Config{
-		Concurrency:     cfg.Concurrency,
+		Concurrency:     cfg.Concurrency + cfg.Prefetch,
 		Queues:          map[string]int{cfg.Queue: 1},
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		// The dequeue itself waits for announced tasks (wakeup.go); asynq
@@ -154,6 +161,8 @@ var skipRetry = fmt.Errorf(": %w", asynq.SkipRetry)
 // parameters are final; other errors are retried, and on the last attempt
 // the upload is deleted too.
 func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
+	s.occupied.begin()
+	defer s.occupied.end()
 	start := time.Now()
 	s.metrics.inFlight.Inc()
 	id, _ := asynq.GetTaskID(ctx)

@@ -37,6 +37,9 @@ type wakeup struct {
 	// which no other script of asynq's has together.
 	pending, paused string
 	maxWait         time.Duration
+	// full returns nil while the server has a free slot, else a channel
+	// closed when one of its tasks ends (see occupancy).
+	full func() <-chan struct{}
 
 	mu      sync.Mutex
 	news    chan struct{} // closed at the next announcement, then replaced
@@ -45,12 +48,12 @@ type wakeup struct {
 	once    sync.Once
 }
 
-func newWakeup(rdb redis.UniversalClient, queue string, maxWait time.Duration) *wakeup {
+func newWakeup(rdb redis.UniversalClient, queue string, maxWait time.Duration, full func() <-chan struct{}) *wakeup {
 	return &wakeup{
 		rdb: rdb, channel: enqueuedChannel(queue),
 		pending: pendingKey(queue), paused: pausedKey(queue),
-		maxWait: min(maxWait, maxDequeueWait),
-		news:    make(chan struct{}), stopped: make(chan struct{}),
+		maxWait: min(maxWait, maxDequeueWait), full: full,
+		news: make(chan struct{}), stopped: make(chan struct{}),
 	}
 }
 
@@ -93,7 +96,9 @@ func (w *wakeup) next() <-chan struct{} {
 
 // dequeue runs a script with run and returns its result, unless the script
 // is asynq's dequeue (told by keys) and finds the queue empty: then it
-// waits for an announcement, up to maxWait in all, and runs it again. The
+// waits for an announcement, up to maxWait in all, and runs it again; when
+// the announcement finds every slot taken, it leaves the task to workers
+// with a free slot and waits for one of its own tasks to end instead. The
 // channel is taken before each run, so that an announcement made while the
 // script runs is not missed.
 func (w *wakeup) dequeue(keys []string, run func() *redis.Cmd) *redis.Cmd {
@@ -114,6 +119,15 @@ func (w *wakeup) dequeue(keys []string, run func() *redis.Cmd) *redis.Cmd {
 			return cmd
 		case <-w.stopped:
 			return cmd
+		}
+		if ended := w.full(); ended != nil {
+			select {
+			case <-ended:
+			case <-timeout.C:
+				return cmd
+			case <-w.stopped:
+				return cmd
+			}
 		}
 	}
 }

@@ -38,6 +38,7 @@ type Config struct {
 	TurboJPEGLib   string // TURBOJPEG_LIB; empty: libturbojpeg.so.0
 
 	WorkerConcurrency int           // WORKER_CONCURRENCY; 0: chosen for the machine
+	Prefetch          int           // WORKER_PREFETCH
 	PollInterval      time.Duration // WORKER_POLL_INTERVAL
 	BatchMax          int           // BATCH_MAX
 	BatchWait         time.Duration // BATCH_WAIT
@@ -76,6 +77,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"ORT_SOLO_THREADS", "0", "threads of one more session, which runs an image alone in the worker so that a lone request gets every core, and which rests while other processes hold the cores (0: all cores; 1 or at most ORT_THREADS: no such session)"},
 	{"TURBOJPEG_LIB", "", "path of libturbojpeg (default: libturbojpeg.so.0 from the system)"},
 	{"WORKER_CONCURRENCY", "0", "tasks a worker runs at once (0: one per two cores, at least two; 16 on cuda)"},
+	{"WORKER_PREFETCH", "1", "tasks a worker whose slots are all busy takes ahead from a backlog, each waiting with its upload read, so that a slot never waits for Redis between tasks (0: none)"},
 	{"WORKER_POLL_INTERVAL", "1s", "how often an idle worker looks for tasks that no API announced (retries, tasks of a dead worker); announced tasks are taken at once; at most 10s"},
 	{"BATCH_MAX", "1", "images per inference run for dynamic-batch models (1: off)"},
 	{"BATCH_WAIT", "2ms", "how long a batch waits to fill"},
@@ -126,6 +128,7 @@ func Parse(getenv func(string) string) (Config, error) {
 		TurboJPEGLib:      p.str("TURBOJPEG_LIB"),
 
 		WorkerConcurrency: p.int("WORKER_CONCURRENCY", 0, 1024),
+		Prefetch:          p.int("WORKER_PREFETCH", 0, 1024),
 		PollInterval:      p.duration("WORKER_POLL_INTERVAL", time.Millisecond, 10*time.Second),
 		BatchMax:          p.int("BATCH_MAX", 1, 1024),
 		BatchWait:         p.duration("BATCH_WAIT", 0, time.Second),

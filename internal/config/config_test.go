@@ -46,6 +46,7 @@ func TestBadValueNamesVariable(t *testing.T) {
 		"REDIS_URL": "http://x", "API_ADDR": "5000", "WORKER_ADDR": "nope", "ORT_PROVIDER": "tpu",
 		"WORKER_CONCURRENCY": "-1", "MAX_UPLOAD_BYTES": "lots", "RESULT_TTL": "forever", "ORT_FALLBACK_CPU": "perhaps",
 		"MAX_QUEUE": "0", "LOG_LEVEL": "loud", "RATE_LIMIT": "-3", "QUEUE": "a b", "WORKER_POLL_INTERVAL": "0s",
+		"WORKER_PREFETCH": "-1",
 	} {
 		_, err := Parse(env(map[string]string{name: val}))
 		if err == nil || !strings.Contains(err.Error(), name) {
@@ -62,7 +63,7 @@ func TestEveryVariableRead(t *testing.T) {
 		"REDIS_URL": "redis://r:6380/1", "REDIS_WAIT_REPLICAS": "1", "API_ADDR": ":6000", "WORKER_ADDR": ":9092",
 		"UPLOAD_DIR": "/tmp/up", "UPLOAD_STORE": "redis", "MODEL_PATH": "m.onnx", "ORT_LIB": "/x/libonnxruntime.so",
 		"ORT_PROVIDER": "cuda", "ORT_FALLBACK_CPU": "true", "ORT_THREADS": "3", "ORT_SESSIONS": "1", "ORT_SOLO_THREADS": "1",
-		"TURBOJPEG_LIB": "/x/libturbojpeg.so", "WORKER_CONCURRENCY": "5", "WORKER_POLL_INTERVAL": "50ms",
+		"TURBOJPEG_LIB": "/x/libturbojpeg.so", "WORKER_CONCURRENCY": "5", "WORKER_PREFETCH": "0", "WORKER_POLL_INTERVAL": "50ms",
 		"BATCH_MAX": "8", "BATCH_WAIT": "5ms", "API_KEYS": "k", "RATE_LIMIT": "10", "RATE_BURST": "5",
 		"MAX_UPLOAD_BYTES": "4096", "MAX_PIXELS": "1000", "MAX_INFLIGHT_UPLOADS": "3", "MAX_QUEUE": "7",
 		"RESULT_TTL": "2h", "TASK_TIMEOUT": "10s", "TASK_RETRIES": "1", "UPLOAD_MAX_AGE": "3h", "QUEUE": "q",
