@@ -29,14 +29,14 @@ type Uploads interface {
 
 // ServerConfig configures a Server. Zero values mean defaults.
 type ServerConfig struct {
-	Queue       string // asynq queue name (default "detect")
-	Concurrency int    // tasks at once (default 1)
+	Queue           string        // asynq queue name (default "detect")
+	Concurrency     int           // tasks run at once, the detector's slots (default 1)
+	ShutdownTimeout time.Duration // how long Shutdown waits for running tasks (default 30s)
 	// Prefetch is how many tasks the server takes beyond Concurrency,
 	// from a backlog only; each reads its upload and waits for a slot,
 	// so that a slot does not stand empty while the end of the task
 	// before is recorded and the next is fetched (prefetch.go). 0: none.
-	Prefetch        int
-	ShutdownTimeout time.Duration // how long Shutdown waits for running tasks (default 30s)
+	Prefetch int
 	// PollInterval is how long a worker with a free slot waits for the
 	// announcement of a task before it looks at the queue anyway (default
 	// 1s, at most 10s). Announced tasks are taken at once; the poll finds
