@@ -113,22 +113,24 @@ func (w *wakeup) dequeue(keys []string, run func() *redis.Cmd) *redis.Cmd {
 		if !errors.Is(cmd.Err(), redis.Nil) {
 			return cmd
 		}
-		select {
-		case <-news:
-		case <-timeout.C:
-			return cmd
-		case <-w.stopped:
+		if !w.wait(news, timeout.C) {
 			return cmd
 		}
-		if ended := w.full(); ended != nil {
-			select {
-			case <-ended:
-			case <-timeout.C:
-				return cmd
-			case <-w.stopped:
-				return cmd
-			}
+		if ended := w.full(); ended != nil && !w.wait(ended, timeout.C) {
+			return cmd
 		}
+	}
+}
+
+// wait reports whether ch closed before timeout fired or stop was called.
+func (w *wakeup) wait(ch <-chan struct{}, timeout <-chan time.Time) bool {
+	select {
+	case <-ch:
+		return true
+	case <-timeout:
+		return false
+	case <-w.stopped:
+		return false
 	}
 }
 

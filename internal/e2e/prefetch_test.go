@@ -10,13 +10,27 @@ import (
 	"yoloserve/internal/testenv"
 )
 
-// holdGate makes g hold every task until the returned release is called,
-// or the test ends; call it after starting the gate's worker, so that the
-// worker's shutdown at the end does not wait for tasks held.
-func holdGate(t *testing.T, g *gate) (release func()) {
+// startHeldWorker starts a worker with one slot and one task ahead (10 s
+// poll) whose detector holds every task until release is called or the
+// test ends; up to held tasks may enter it.
+func (h *harness) startHeldWorker(held int) (g *gate, release func()) {
+	h.t.Helper()
+	g = &gate{d: detector(h.t), entered: make(chan struct{}, held), release: make(chan struct{})}
+	h.startWorkerConfig(g, asynq.ServerConfig{Concurrency: 1, Prefetch: 1, PollInterval: 10 * time.Second})
+	// Registered after the worker's shutdown, so run before it.
 	release = sync.OnceFunc(func() { close(g.release) })
-	t.Cleanup(release)
-	return release
+	h.t.Cleanup(release)
+	return g, release
+}
+
+// startBusyWorker starts a held worker and posts img to it, which it
+// holds in its one slot; first is that task's id.
+func (h *harness) startBusyWorker(held int, img []byte) (g *gate, release func(), first string) {
+	h.t.Helper()
+	g, release = h.startHeldWorker(held)
+	first = h.submit(img, nil)
+	awaitEntered(h.t, g, 1)
+	return g, release, first
 }
 
 // awaitEntered waits for n tasks to enter g, failing after 30 s.
@@ -44,9 +58,7 @@ func TestPrefetchTakesBacklogAhead(t *testing.T) {
 	h := newHarness(t, options{})
 	img := testenv.ReadImage(t, "dog.jpg")
 	ids := []string{h.submit(img, nil), h.submit(img, nil), h.submit(img, nil)}
-	g := &gate{d: detector(t), entered: make(chan struct{}, 3), release: make(chan struct{})}
-	h.startWorkerConfig(g, asynq.ServerConfig{Concurrency: 1, Prefetch: 1, PollInterval: 10 * time.Second})
-	release := holdGate(t, g)
+	g, release := h.startHeldWorker(3)
 	awaitEntered(t, g, 2)
 	started := 0
 	for _, id := range ids {
@@ -71,11 +83,7 @@ func TestPrefetchTakesBacklogAhead(t *testing.T) {
 func TestPrefetchLeavesAnnouncedTasks(t *testing.T) {
 	h := newHarness(t, options{})
 	img := testenv.ReadImage(t, "dog.jpg")
-	g := &gate{d: detector(t), entered: make(chan struct{}, 8), release: make(chan struct{})}
-	h.startWorkerConfig(g, asynq.ServerConfig{Concurrency: 1, Prefetch: 1, PollInterval: 10 * time.Second})
-	release := holdGate(t, g)
-	first := h.submit(img, nil)
-	awaitEntered(t, g, 1)
+	g, release, first := h.startBusyWorker(8, img)
 	h.startWorkerConfig(detector(t), asynq.ServerConfig{Concurrency: 1, PollInterval: 10 * time.Second})
 	for i := range 6 {
 		if s := h.statusWithin(h.submit(img, nil), 10); s != "SUCCESS" {
@@ -96,11 +104,7 @@ func TestPrefetchLeavesAnnouncedTasks(t *testing.T) {
 func TestPrefetchTakesTaskWhenSlotFrees(t *testing.T) {
 	h := newHarness(t, options{})
 	img := testenv.ReadImage(t, "dog.jpg")
-	g := &gate{d: detector(t), entered: make(chan struct{}, 2), release: make(chan struct{})}
-	h.startWorkerConfig(g, asynq.ServerConfig{Concurrency: 1, Prefetch: 1, PollInterval: 10 * time.Second})
-	release := holdGate(t, g)
-	first := h.submit(img, nil)
-	awaitEntered(t, g, 1)
+	_, release, first := h.startBusyWorker(2, img)
 	second := h.submit(img, nil)
 	release()
 	if s := h.statusWithin(first, 20); s != "SUCCESS" {
