@@ -7,6 +7,16 @@
 	MOVL AX, x; \
 	VPBROADCASTD x, y
 
+// GATHERPAIR gathers, for the eight byte offsets in Y0, the dwords at
+// base plus each offset into lo and those three bytes further into hi.
+// A gather clears its mask (Y1), so each one is given a fresh copy of
+// Y15's all-ones.
+#define GATHERPAIR(base, lo, hi) \
+	VMOVDQA Y15, Y1; \
+	VPGATHERDD Y1, (base)(Y0*1), lo; \
+	VMOVDQA Y15, Y1; \
+	VPGATHERDD Y1, 3(base)(Y0*1), hi
+
 // TAPS stores at out(AX*1), for the eight lanes, the byte at bit shift of
 // Y2 times Y4 plus that of Y3 times Y5 (Y14: 0xff).
 #define TAPS(shift, out) \
@@ -42,10 +52,7 @@ TEXT ·hrowAVX2(SB), NOSPLIT, $0-64
 
 loop:
 	VMOVDQU (DI)(AX*1), Y0
-	VMOVDQA Y15, Y1
-	VPGATHERDD Y1, (SI)(Y0*1), Y2 // bytes o..o+3
-	VMOVDQA Y15, Y1
-	VPGATHERDD Y1, 3(SI)(Y0*1), Y3 // bytes o+3..o+6
+	GATHERPAIR(SI, Y2, Y3) // bytes o..o+3 and o+3..o+6
 	VMOVDQU (R8)(AX*1), Y4
 	VMOVDQU (R9)(AX*1), Y5
 
@@ -158,14 +165,8 @@ TEXT ·area2AVX2(SB), NOSPLIT, $0-48
 	JZ adone
 
 aloop:
-	VMOVDQA Y15, Y1
-	VPGATHERDD Y1, (SI)(Y0*1), Y2
-	VMOVDQA Y15, Y1
-	VPGATHERDD Y1, 3(SI)(Y0*1), Y3
-	VMOVDQA Y15, Y1
-	VPGATHERDD Y1, (DI)(Y0*1), Y4
-	VMOVDQA Y15, Y1
-	VPGATHERDD Y1, 3(DI)(Y0*1), Y5
+	GATHERPAIR(SI, Y2, Y3)
+	GATHERPAIR(DI, Y4, Y5)
 
 	MEAN4(R10)
 	NEXTBYTE
