@@ -16,7 +16,8 @@ import "sync"
 // announced task, which a worker with a free slot can start at once; it
 // looks again when one of its own tasks ends, or at the next poll.
 
-// occupancy counts the tasks a server runs against its slots.
+// occupancy counts the tasks a server holds (running, or taken ahead)
+// against its slots.
 type occupancy struct {
 	slots int
 
@@ -43,6 +44,13 @@ func (o *occupancy) end() {
 	o.running--
 	close(o.ended)
 	o.ended = make(chan struct{})
+}
+
+// held returns how many tasks the server holds.
+func (o *occupancy) held() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.running
 }
 
 // full returns nil while a slot is free; when every slot is taken, it

@@ -62,7 +62,7 @@ type Server struct {
 type workerMetrics struct {
 	tasks    *prometheus.CounterVec
 	duration prometheus.Histogram
-	inFlight prometheus.Gauge
+	inFlight prometheus.GaugeFunc // reads occupied
 }
 
 // NewServer returns a worker on rdb that runs tasks with det, reading
@@ -92,8 +92,10 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 			Name: "yoloserve_worker_task_seconds", Help: "Service time of a task: upload read to result written.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 1.6, 18),
 		}),
-		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "yoloserve_worker_tasks_in_flight", Help: "Tasks the worker holds: running, or taken ahead and waiting for a slot (WORKER_PREFETCH)."}),
 	}}
+	s.metrics.inFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "yoloserve_worker_tasks_in_flight", Help: "Tasks the worker holds: running, or taken ahead and waiting for a slot (WORKER_PREFETCH).",
+	}, func() float64 { return float64(s.occupied.held()) })
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(s.metrics.tasks, s.metrics.duration, s.metrics.inFlight)
 	}
@@ -164,11 +166,9 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 	s.occupied.begin()
 	defer s.occupied.end()
 	start := time.Now()
-	s.metrics.inFlight.Inc()
 	id, _ := asynq.GetTaskID(ctx)
 	var job detect.Job
 	defer func() {
-		s.metrics.inFlight.Dec()
 		if p := recover(); p != nil {
 			s.log.Error("task panicked", "task_id", id, "panic", p, "stack", string(debug.Stack()))
 			err = permanent("Internal error while processing the image.")
