@@ -278,3 +278,15 @@ func (g *gate) Detect(ctx context.Context, data []byte, p detect.Params) (*detec
 	}
 	return g.d.Detect(ctx, data, p)
 }
+
+// awaitEntered waits for n tasks to enter g, failing after 30 s.
+func awaitEntered(t *testing.T, g *gate, n int) {
+	t.Helper()
+	for i := range n {
+		select {
+		case <-g.entered:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d of %d tasks reached the detector", i, n)
+		}
+	}
+}

@@ -33,18 +33,6 @@ func (h *harness) startBusyWorker(held int, img []byte) (g *gate, release func()
 	return g, release, first
 }
 
-// awaitEntered waits for n tasks to enter g, failing after 30 s.
-func awaitEntered(t *testing.T, g *gate, n int) {
-	t.Helper()
-	for i := range n {
-		select {
-		case <-g.entered:
-		case <-time.After(30 * time.Second):
-			t.Fatalf("%d of %d tasks reached the detector", i, n)
-		}
-	}
-}
-
 // statusWithin reads a task's status, waiting up to seconds for its end.
 func (h *harness) statusWithin(id string, seconds int) any {
 	h.t.Helper()

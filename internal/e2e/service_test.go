@@ -202,11 +202,7 @@ func TestStates(t *testing.T) {
 	// STARTED, then SUCCESS: a worker holds the task until released.
 	g := &gate{d: detector(t), entered: make(chan struct{}, 1), release: make(chan struct{})}
 	h.startWorker(g, 1)
-	select {
-	case <-g.entered:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the worker never took the task")
-	}
+	awaitEntered(t, g, 1)
 	if r := h.get("/result/" + id); r.body["status"] != "STARTED" {
 		t.Errorf("while running: %s", r.raw)
 	}
