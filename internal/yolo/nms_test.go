@@ -149,6 +149,21 @@ func TestBestClass(t *testing.T) {
 		}
 	}
 	out[4*n+7] = float32(math.NaN())
+	out[5*n-1] = 0.9 // the last anchor, in the short block at a row's end
+	avx2 := useAVX2
+	t.Cleanup(func() { useAVX2 = avx2 })
+	for _, loops := range []string{"go", "avx2"} {
+		if loops == "avx2" && !avx2 {
+			continue
+		}
+		useAVX2 = loops == "avx2"
+		testBestClass(t, loops, out, nc, n)
+	}
+}
+
+// testBestClass checks bestClass on out against a plain search.
+func testBestClass(t *testing.T, loops string, out []float32, nc, n int) {
+	t.Helper()
 	for _, conf := range []float32{0, 0.005, 0.25, 0.5, 0.99, 1} {
 		var pp postprocessor
 		got := pp.bestClass(out, nc, n, conf)
@@ -162,16 +177,16 @@ func TestBestClass(t *testing.T) {
 			}
 			if !(best > conf) {
 				if got[i] > conf {
-					t.Fatalf("conf %v: anchor %d reads %v, want at most conf (best %v)", conf, i, got[i], best)
+					t.Fatalf("%s loops, conf %v: anchor %d reads %v, want at most conf (best %v)", loops, conf, i, got[i], best)
 				}
 				continue
 			}
 			above++
 			if got[i] != best || pp.class[i] != class {
-				t.Fatalf("conf %v: anchor %d = (%v, class %d), want (%v, class %d)", conf, i, got[i], pp.class[i], best, class)
+				t.Fatalf("%s loops, conf %v: anchor %d = (%v, class %d), want (%v, class %d)", loops, conf, i, got[i], pp.class[i], best, class)
 			}
 		}
-		t.Logf("conf %v: %d anchors above", conf, above)
+		t.Logf("%s loops, conf %v: %d anchors above", loops, conf, above)
 	}
 }
 

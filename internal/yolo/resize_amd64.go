@@ -2,8 +2,9 @@ package yolo
 
 import "golang.org/x/sys/cpu"
 
-// useAVX2 says whether the resize's inner loops run as AVX2 code; tests
-// turn it off to compare with the Go loops.
+// useAVX2 says whether the resize's inner loops and the NMS's scan for
+// scores above conf run as AVX2 code; tests turn it off to compare with the
+// Go loops.
 var useAVX2 = cpu.X86.HasAVX2
 
 //go:noescape

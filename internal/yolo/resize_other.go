@@ -2,7 +2,7 @@
 
 package yolo
 
-// useAVX2 is false off amd64: the resize runs its Go loops.
+// useAVX2 is false off amd64: the resize and the NMS run their Go loops.
 var useAVX2 = false
 
 // hrowSIMD computes no column: hrow's Go loops compute them all.
