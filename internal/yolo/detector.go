@@ -283,7 +283,23 @@ func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*d
 	defer d.release(s)
 
 	t0 := time.Now()
-	if _, err := d.decoder.Decode(data, &s.img); err != nil {
+	// An image alone has a free core while it is decoded: there the
+	// tensor is padded through, so that the letterbox finds it in cache
+	// (bus.jpg's letterbox 0.75–0.88 ms against 1.27–2.14).
+	var padded chan struct{}
+	if d.inside.Load() == 1 && runtime.GOMAXPROCS(0) > 1 {
+		padded = make(chan struct{})
+		go func() {
+			s.resize.prefill(s.binding.Input())
+			close(padded)
+		}()
+	}
+	_, err = d.decoder.Decode(data, &s.img)
+	if padded != nil {
+		<-padded
+	}
+	if err != nil {
+		s.resize.padded = false
 		s.trim()
 		return nil, err
 	}

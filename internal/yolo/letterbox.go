@@ -49,6 +49,9 @@ type resizer struct {
 	b0    []int32 // the upper tap's coefficient of each row
 	b1    []int32 // and the lower tap's
 	bands [resizeBands]rowCache
+	// padded says that the next Fill finds its tensor padded already
+	// (prefill).
+	padded bool
 }
 
 // resizeBands is how many horizontal bands of the output are resized in
@@ -81,21 +84,10 @@ var lut = func() (t [256]float32) {
 // switches to INTER_AREA there. On CPUs with AVX2 the resize's inner
 // loops run as vector code (resize_amd64.s), to the same bits.
 func (rz *resizer) Fill(img *decode.Image, lb Letterbox, dst []float32) {
-	plane := lb.DstW * lb.DstH
-	pad := lut[padValue]
-	above, below := lb.Top*lb.DstW, (lb.Top+lb.NewH)*lb.DstW
-	for c := 0; c < 3; c++ {
-		p := dst[c*plane : (c+1)*plane]
-		fill(p[:above], pad)
-		fill(p[below:], pad)
-		if lb.NewW == lb.DstW {
-			continue
-		}
-		for o := above; o < below; o += lb.DstW {
-			fill(p[o:o+lb.Left], pad)
-			fill(p[o+lb.Left+lb.NewW:o+lb.DstW], pad)
-		}
+	if !rz.padded {
+		pad(dst, lb)
 	}
+	rz.padded = false
 	switch {
 	case lb.NewW == img.Width && lb.NewH == img.Height:
 		for y := 0; y < lb.NewH; y++ {
@@ -106,6 +98,36 @@ func (rz *resizer) Fill(img *decode.Image, lb Letterbox, dst []float32) {
 	default:
 		rz.linear(img, lb, dst)
 	}
+}
+
+// pad sets the padding around the resized image in dst.
+func pad(dst []float32, lb Letterbox) {
+	plane := lb.DstW * lb.DstH
+	v := lut[padValue]
+	above, below := lb.Top*lb.DstW, (lb.Top+lb.NewH)*lb.DstW
+	for c := 0; c < 3; c++ {
+		p := dst[c*plane : (c+1)*plane]
+		fill(p[:above], v)
+		fill(p[below:], v)
+		if lb.NewW == lb.DstW {
+			continue
+		}
+		for o := above; o < below; o += lb.DstW {
+			fill(p[o:o+lb.Left], v)
+			fill(p[o+lb.Left+lb.NewW:o+lb.DstW], v)
+		}
+	}
+}
+
+// prefill sets all of dst to the padding value, for the next Fill, which
+// then skips the padding. A lone image's detector runs it on a free core
+// while the image is decoded: the tensor is cold by then (an inference
+// goes through far more memory than the caches hold), and the letterbox
+// then finds its lines in cache instead of reading each from memory before
+// writing it.
+func (rz *resizer) prefill(dst []float32) {
+	fill(dst, lut[padValue])
+	rz.padded = true
 }
 
 // fill sets every element of p to v, doubling the filled part with copy,

@@ -290,3 +290,46 @@ func TestResizeVectorLoopsMatchGoLoops(t *testing.T) {
 		}
 	}
 }
+
+// TestPrefillKeepsTheTensor checks that a Fill after prefill, which skips
+// the padding, writes the tensor a Fill alone writes, bit for bit, and that
+// the Fill after that, of an image letterboxed the other way, pads again.
+func TestPrefillKeepsTheTensor(t *testing.T) {
+	portrait, landscape := randomImage(810, 1080, 1), randomImage(1280, 600, 2)
+	lbP := NewLetterbox(portrait.Width, portrait.Height, 640, 640)
+	lbL := NewLetterbox(landscape.Width, landscape.Height, 640, 640)
+	fresh := func(img *decode.Image, lb Letterbox) []float32 {
+		dst := garbage(3 * 640 * 640)
+		var rz resizer
+		rz.Fill(img, lb, dst)
+		return dst
+	}
+	wantP, wantL := fresh(portrait, lbP), fresh(landscape, lbL)
+
+	dst := garbage(3 * 640 * 640)
+	var rz resizer
+	rz.prefill(dst)
+	rz.Fill(portrait, lbP, dst)
+	sameBits(t, "portrait after prefill", wantP, dst)
+	rz.Fill(landscape, lbL, dst)
+	sameBits(t, "landscape after it, without prefill", wantL, dst)
+}
+
+// garbage returns n NaNs, which no letterbox writes.
+func garbage(n int) []float32 {
+	p := make([]float32, n)
+	for i := range p {
+		p[i] = float32(math.NaN())
+	}
+	return p
+}
+
+func sameBits(t *testing.T, what string, want, got []float32) {
+	t.Helper()
+	for i := range want {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Fatalf("%s: value %d (channel %d, y %d, x %d) = %v, want %v",
+				what, i, i/(640*640), i/640%640, i%640, got[i], want[i])
+		}
+	}
+}
