@@ -49,9 +49,6 @@ type resizer struct {
 	b0    []int32 // the upper tap's coefficient of each row
 	b1    []int32 // and the lower tap's
 	bands [resizeBands]rowCache
-	// padded says that the next Fill finds its tensor padded already
-	// (prefill).
-	padded bool
 }
 
 // resizeBands is how many horizontal bands of the output are resized in
@@ -84,10 +81,13 @@ var lut = func() (t [256]float32) {
 // switches to INTER_AREA there. On CPUs with AVX2 the resize's inner
 // loops run as vector code (resize_amd64.s), to the same bits.
 func (rz *resizer) Fill(img *decode.Image, lb Letterbox, dst []float32) {
-	if !rz.padded {
-		pad(dst, lb)
-	}
-	rz.padded = false
+	pad(dst, lb)
+	rz.fillImage(img, lb, dst)
+}
+
+// fillImage is Fill without the padding, for a dst that padAll has
+// padded.
+func (rz *resizer) fillImage(img *decode.Image, lb Letterbox, dst []float32) {
 	switch {
 	case lb.NewW == img.Width && lb.NewH == img.Height:
 		for y := 0; y < lb.NewH; y++ {
@@ -119,16 +119,12 @@ func pad(dst []float32, lb Letterbox) {
 	}
 }
 
-// prefill sets all of dst to the padding value, for the next Fill, which
-// then skips the padding. A lone image's detector runs it on a free core
-// while the image is decoded: the tensor is cold by then (an inference
-// goes through far more memory than the caches hold), and the letterbox
-// then finds its lines in cache instead of reading each from memory before
-// writing it.
-func (rz *resizer) prefill(dst []float32) {
-	fill(dst, lut[padValue])
-	rz.padded = true
-}
+// padAll sets all of dst to the padding value, for fillImage. A lone
+// image's detector runs it on a free core while the image is decoded: the
+// tensor is cold by then (an inference goes through far more memory than
+// the caches hold), and the letterbox then finds its lines in cache
+// instead of reading each from memory before writing it.
+func padAll(dst []float32) { fill(dst, lut[padValue]) }
 
 // fill sets every element of p to v, doubling the filled part with copy,
 // which runs at memmove's speed.

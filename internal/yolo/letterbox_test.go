@@ -291,9 +291,9 @@ func TestResizeVectorLoopsMatchGoLoops(t *testing.T) {
 	}
 }
 
-// TestPrefillKeepsTheTensor checks that a Fill after prefill, which skips
+// TestPrefillKeepsTheTensor checks that padAll then fillImage, which skips
 // the padding, writes the tensor a Fill alone writes, bit for bit, and that
-// the Fill after that, of an image letterboxed the other way, pads again.
+// a Fill after that, of an image letterboxed the other way, pads it.
 func TestPrefillKeepsTheTensor(t *testing.T) {
 	portrait, landscape := randomImage(810, 1080, 1), randomImage(1280, 600, 2)
 	lbP := NewLetterbox(portrait.Width, portrait.Height, 640, 640)
@@ -308,8 +308,8 @@ func TestPrefillKeepsTheTensor(t *testing.T) {
 
 	dst := garbage(3 * 640 * 640)
 	var rz resizer
-	rz.prefill(dst)
-	rz.Fill(portrait, lbP, dst)
+	padAll(dst)
+	rz.fillImage(portrait, lbP, dst)
 	sameBits(t, "portrait after prefill", wantP, dst)
 	rz.Fill(landscape, lbL, dst)
 	sameBits(t, "landscape after it, without prefill", wantL, dst)

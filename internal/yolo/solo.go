@@ -88,7 +88,7 @@ func processCPU() time.Duration {
 // run runs the model on the slot's input: on the solo session when the
 // image is alone in the detector, else on the slot's session.
 func (d *Detector) run(s *slot) error {
-	if d.solo != nil && d.inside.Load() == 1 {
+	if d.solo != nil && d.alone() {
 		if ran, err := d.solo.tryRun(s.binding); ran {
 			return err
 		}
