@@ -15,7 +15,7 @@ import (
 	"yoloserve/internal/config"
 	"yoloserve/internal/decode"
 	"yoloserve/internal/detect"
-	"yoloserve/internal/turbojpeg"
+	"yoloserve/internal/imagelib"
 	"yoloserve/internal/yolo"
 )
 
@@ -61,7 +61,8 @@ func run(args []string) int {
 	d, err := yolo.Open(yolo.Config{
 		ModelPath: *model, Library: cfg.ORTLib, Provider: cfg.ORTProvider, FallbackCPU: cfg.ORTFallbackCPU,
 		Concurrency: 1, Threads: cfg.ORTThreads,
-		Decoder: &decode.Decoder{JPEG: turbojpeg.OpenOrFallback(cfg.TurboJPEGLib, log), MaxPixels: cfg.MaxPixels},
+		Decoder: &decode.Decoder{JPEG: imagelib.JPEGOrFallback(cfg.TurboJPEGLib, log), PNG: imagelib.PNGOrFallback(cfg.LibPNGLib, log),
+			MaxPixels: cfg.MaxPixels},
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "detect:", err)

@@ -20,8 +20,8 @@ import (
 	"yoloserve/internal/config"
 	"yoloserve/internal/decode"
 	apihttp "yoloserve/internal/http"
+	"yoloserve/internal/imagelib"
 	"yoloserve/internal/onnx"
-	"yoloserve/internal/turbojpeg"
 	"yoloserve/internal/upload"
 	"yoloserve/internal/yolo"
 )
@@ -46,12 +46,13 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	jpeg := turbojpeg.OpenOrFallback(cfg.TurboJPEGLib, log)
+	jpeg := imagelib.JPEGOrFallback(cfg.TurboJPEGLib, log)
+	png := imagelib.PNGOrFallback(cfg.LibPNGLib, log)
 	model := cfg.ResolveModel()
 	det, err := yolo.Open(yolo.Config{
 		ModelPath: model, Library: cfg.ORTLib, Provider: cfg.ORTProvider, FallbackCPU: cfg.ORTFallbackCPU,
 		Concurrency: cfg.Concurrency(), Threads: cfg.ORTThreads, Sessions: cfg.ORTSessions, SoloThreads: cfg.ORTSoloThreads, BatchMax: cfg.BatchMax, BatchWait: cfg.BatchWait,
-		Decoder: &decode.Decoder{JPEG: jpeg, MaxPixels: cfg.MaxPixels},
+		Decoder: &decode.Decoder{JPEG: jpeg, PNG: png, MaxPixels: cfg.MaxPixels},
 	})
 	if errors.Is(err, onnx.ErrCUDAUnavailable) {
 		return fmt.Errorf("%w (set ORT_FALLBACK_CPU=true to run on CPU instead)", err)
@@ -64,7 +65,7 @@ func run() error {
 	log.Info("model loaded", "model", model, "ort_lib", dc.Library, "provider", det.Provider(),
 		"classes", det.Model().Classes(), "input", fmt.Sprintf("%dx%d", det.Model().Width, det.Model().Height),
 		"dynamic_batch", det.Model().DynamicBatch, "batch_max", dc.BatchMax,
-		"concurrency", dc.Concurrency, "prefetch", cfg.Prefetch, "ort_sessions", dc.Sessions, "ort_threads", dc.Threads, "ort_solo_threads", dc.SoloThreads, "jpeg", jpeg.Name())
+		"concurrency", dc.Concurrency, "prefetch", cfg.Prefetch, "ort_sessions", dc.Sessions, "ort_threads", dc.Threads, "ort_solo_threads", dc.SoloThreads, "jpeg", jpeg.Name(), "png", png.Name())
 
 	rdb, err := asynq.NewClient(cfg.RedisURL)
 	if err != nil {

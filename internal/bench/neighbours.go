@@ -12,7 +12,7 @@ import (
 
 	"yoloserve/internal/decode"
 	"yoloserve/internal/detect"
-	"yoloserve/internal/turbojpeg"
+	"yoloserve/internal/imagelib"
 	"yoloserve/internal/yolo"
 )
 
@@ -51,7 +51,7 @@ type NeighbourCount struct {
 // n.For. It returns an error when the detector cannot be opened or an
 // image fails.
 func RunNeighbour(n Neighbour) (NeighbourResult, error) {
-	jpeg, err := turbojpeg.Open("")
+	jpeg, err := imagelib.OpenJPEG("")
 	if err != nil {
 		return NeighbourResult{}, err
 	}

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"yoloserve/internal/decode"
-	"yoloserve/internal/turbojpeg"
+	"yoloserve/internal/imagelib"
 	"yoloserve/internal/yolo"
 )
 
@@ -100,13 +100,17 @@ func (rep *Report) floorAndStages(cfg *Config, ncpu int) error {
 		}
 	}
 
-	turbo, err := turbojpeg.Open("")
+	turbo, err := imagelib.OpenJPEG("")
 	if err != nil {
 		return fmt.Errorf("bench needs libjpeg-turbo: %w", err)
 	}
+	libpng, err := imagelib.OpenPNG("")
+	if err != nil {
+		return fmt.Errorf("bench needs libpng: %w", err)
+	}
 	cfg.printf("== detector stages, one image at a time, 2 threads (median ms)\n")
 	cfg.printf("  %-16s %-14s %8s %8s %8s %9s %8s %9s\n", "image", "decoder", "pixels", "decode", "letterbox", "inference", "nms", "overhead")
-	for _, dec := range []decode.JPEGDecoder{turbo, decode.GoJPEG{}} {
+	for i, dec := range []*decode.Decoder{{JPEG: turbo, PNG: libpng}, {JPEG: decode.GoJPEG{}, PNG: decode.GoPNG{}}} {
 		rs, err := stages(cfg, dec, 7)
 		if err != nil {
 			return err
@@ -114,7 +118,7 @@ func (rep *Report) floorAndStages(cfg *Config, ncpu int) error {
 		for _, r := range rs {
 			cfg.printf("  %-16s %-14s %8d %8.2f %8.2f %9.2f %8.2f %8.1f%%\n", r.Image, r.Decoder, r.Pixels, r.DecodeMS, r.PreMS, r.InferenceMS, r.PostMS, 100*r.Overhead)
 		}
-		if dec == turbo {
+		if i == 0 {
 			rep.Stages = rs
 		} else {
 			rep.Decoders = rs

@@ -13,11 +13,11 @@ import (
 	"yoloserve/internal/yolo"
 )
 
-// stages runs each image through a detector (one image at a time, two
-// threads) and takes the median of each stage.
-func stages(cfg *Config, jpeg decode.JPEGDecoder, runs int) ([]StageResult, error) {
+// stages runs each image through a detector with the decoders of dec (one
+// image at a time, two threads) and takes the median of each stage.
+func stages(cfg *Config, dec *decode.Decoder, runs int) ([]StageResult, error) {
 	d, err := yolo.Open(yolo.Config{ModelPath: cfg.Model, Library: cfg.Library, Provider: cfg.Provider, Concurrency: 1, Threads: 2,
-		Decoder: &decode.Decoder{JPEG: jpeg}})
+		Decoder: dec})
 	if err != nil {
 		return nil, err
 	}
@@ -28,19 +28,23 @@ func stages(cfg *Config, jpeg decode.JPEGDecoder, runs int) ([]StageResult, erro
 		if err != nil {
 			return nil, err
 		}
-		var dec, pre, inf, post []float64
+		var decs, pre, inf, post []float64
 		var res *detect.Result
 		for i := 0; i < runs; i++ {
 			if res, err = d.Detect(context.Background(), data, detect.DefaultParams()); err != nil {
 				return nil, err
 			}
-			dec = append(dec, res.SpeedMS.Decode)
+			decs = append(decs, res.SpeedMS.Decode)
 			pre = append(pre, res.SpeedMS.Preprocess)
 			inf = append(inf, res.SpeedMS.Inference)
 			post = append(post, res.SpeedMS.Postprocess)
 		}
-		r := StageResult{Image: filepath.Base(path), Decoder: jpeg.Name(), Pixels: res.Image.Width * res.Image.Height,
-			DecodeMS: median(dec), PreMS: median(pre), InferenceMS: median(inf), PostMS: median(post)}
+		name := dec.JPEG.Name()
+		if h, err := decode.Inspect(data, -1); err == nil && h.Format == decode.PNG {
+			name = dec.PNG.Name()
+		}
+		r := StageResult{Image: filepath.Base(path), Decoder: name, Pixels: res.Image.Width * res.Image.Height,
+			DecodeMS: median(decs), PreMS: median(pre), InferenceMS: median(inf), PostMS: median(post)}
 		r.Overhead = (r.DecodeMS + r.PreMS + r.PostMS) / r.InferenceMS
 		out = append(out, r)
 	}

@@ -36,6 +36,7 @@ type Config struct {
 	ORTSessions    int    // ORT_SESSIONS
 	ORTSoloThreads int    // ORT_SOLO_THREADS; 0: every core
 	TurboJPEGLib   string // TURBOJPEG_LIB; empty: libturbojpeg.so.0
+	LibPNGLib      string // LIBPNG_LIB; empty: libpng16.so.16
 
 	WorkerConcurrency int           // WORKER_CONCURRENCY; 0: chosen for the machine
 	Prefetch          int           // WORKER_PREFETCH
@@ -76,6 +77,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"ORT_SESSIONS", "0", "ONNX Runtime sessions a worker's tasks share (0: one per task slot)"},
 	{"ORT_SOLO_THREADS", "0", "threads of one more session, which runs an image alone in the worker so that a lone request gets every core, and which rests while other processes hold the cores (0: all cores; 1 or at most ORT_THREADS: no such session)"},
 	{"TURBOJPEG_LIB", "", "path of libturbojpeg (default: libturbojpeg.so.0 from the system)"},
+	{"LIBPNG_LIB", "", "path of libpng 1.6 (default: libpng16.so.16 from the system)"},
 	{"WORKER_CONCURRENCY", "0", "tasks a worker runs at once (0: one per two cores, at least two; 16 on cuda)"},
 	{"WORKER_PREFETCH", "1", "tasks a worker whose slots are all busy takes ahead from a backlog, each waiting with its upload read, so that a slot never waits for Redis between tasks (0: none)"},
 	{"WORKER_POLL_INTERVAL", "1s", "how often an idle worker looks for tasks that no API announced (retries, tasks of a dead worker); announced tasks are taken at once; at most 10s"},
@@ -126,6 +128,7 @@ func Parse(getenv func(string) string) (Config, error) {
 		ORTSessions:       p.int("ORT_SESSIONS", 0, 1024),
 		ORTSoloThreads:    p.int("ORT_SOLO_THREADS", 0, 1024),
 		TurboJPEGLib:      p.str("TURBOJPEG_LIB"),
+		LibPNGLib:         p.str("LIBPNG_LIB"),
 
 		WorkerConcurrency: p.int("WORKER_CONCURRENCY", 0, 1024),
 		Prefetch:          p.int("WORKER_PREFETCH", 0, 1024),

@@ -24,9 +24,21 @@ type JPEGDecoder interface {
 	Name() string
 }
 
+// PNGDecoder decodes a PNG into RGB pixels.
+type PNGDecoder interface {
+	// DecodePNG decodes data, whose header h has been inspected, into dst
+	// (resized as needed) as h.Width×h.Height RGB pixels, converted the
+	// way OpenCV's IMREAD_COLOR does (see GoPNG). It returns the pixels,
+	// or an error when the data cannot be decoded.
+	DecodePNG(data []byte, h Header, dst []byte) ([]byte, error)
+	// Name says which implementation this is, for logs and benchmarks.
+	Name() string
+}
+
 // Decoder turns image bytes into upright RGB pixels.
 type Decoder struct {
 	JPEG      JPEGDecoder // nil means Go's image/jpeg
+	PNG       PNGDecoder  // nil means Go's image/png
 	MaxPixels int         // 0 means DefaultMaxPixels; negative means no limit
 }
 
@@ -50,7 +62,11 @@ func (d *Decoder) Decode(data []byte, img *Image) (Header, error) {
 		}
 		img.Pix, err = dec.DecodeJPEG(data, h, img.Pix)
 	case PNG:
-		img.Pix, err = decodePNG(data, img.Pix)
+		dec := d.PNG
+		if dec == nil {
+			dec = GoPNG{}
+		}
+		img.Pix, err = dec.DecodePNG(data, h, img.Pix)
 	}
 	if err != nil {
 		return h, detect.Errorf(detect.EUNSUPPORTED, "The %s image could not be decoded: %s.", h.Format, trimErr(err))

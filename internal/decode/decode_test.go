@@ -2,27 +2,43 @@ package decode_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"image"
 	"image/color"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"yoloserve/internal/decode"
 	"yoloserve/internal/detect"
+	"yoloserve/internal/imagelib"
 	"yoloserve/internal/testenv"
-	"yoloserve/internal/turbojpeg"
 )
 
 func turbo(tb testing.TB) decode.JPEGDecoder {
 	tb.Helper()
-	d, err := turbojpeg.Open("")
+	d, err := imagelib.OpenJPEG("")
 	if err != nil {
 		tb.Fatalf("libjpeg-turbo (apt-get install libturbojpeg0): %v", err)
 	}
 	return d
+}
+
+func libpng(tb testing.TB) decode.PNGDecoder {
+	tb.Helper()
+	d, err := imagelib.OpenPNG("")
+	if err != nil {
+		tb.Fatalf("libpng (apt-get install libpng16-16): %v", err)
+	}
+	return d
+}
+
+// pngDecoders are the two PNG decoders, which must give the same pixels.
+func pngDecoders(tb testing.TB) []decode.PNGDecoder {
+	return []decode.PNGDecoder{decode.GoPNG{}, libpng(tb)}
 }
 
 // rgbOf returns the RGB bytes OpenCV's IMREAD_COLOR gives for m: alpha
@@ -70,26 +86,124 @@ func TestDecodePNGFormats(t *testing.T) {
 			pal.SetColorIndex(x, y, uint8((x+y)%4))
 		}
 	}
-	for _, tc := range []struct {
+	// Palettes of 2 and 16 colours make 1- and 4-bit PNGs.
+	pal1 := image.NewPaletted(image.Rect(0, 0, w, h), color.Palette{color.Gray{10}, color.Gray{240}})
+	pal4 := image.NewPaletted(image.Rect(0, 0, w, h), nil)
+	for i := range 16 {
+		pal4.Palette = append(pal4.Palette, color.RGBA{byte(i * 16), byte(255 - i*9), byte(i * i), 255})
+	}
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			pal1.SetColorIndex(x, y, uint8((x^y)&1))
+			pal4.SetColorIndex(x, y, uint8((x*3+y)%16))
+		}
+	}
+	// Adam7 passes cover a 7×5 image partly; 19×13 fills all seven.
+	big := image.NewNRGBA(image.Rect(0, 0, 19, 13))
+	for i := range big.Pix {
+		big.Pix[i] = byte(i * 37)
+	}
+	cases := []struct {
 		name string
 		m    image.Image
+		data []byte
 	}{
-		{"rgb8", rgba}, {"rgba8 alpha dropped", nrgba}, {"gray8", gray}, {"gray16", gray16},
-		{"rgb16", rgb16}, {"rgba16", nrgba16}, {"palette with transparency", pal},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var img decode.Image
-			h, err := (&decode.Decoder{}).Decode(testenv.EncodePNG(t, tc.m), &img)
-			if err != nil {
-				t.Fatal(err)
+		{"rgb8", rgba, nil}, {"rgba8 alpha dropped", nrgba, nil}, {"gray8", gray, nil}, {"gray16", gray16, nil},
+		{"rgb16", rgb16, nil}, {"rgba16", nrgba16, nil}, {"palette with transparency", pal, nil},
+		{"palette 1-bit", pal1, nil}, {"palette 4-bit", pal4, nil},
+		{"interlaced rgba8", nrgba, testenv.InterlacedPNG(t, nrgba)},
+		{"interlaced rgba8 19x13", big, testenv.InterlacedPNG(t, big)},
+	}
+	for _, dec := range pngDecoders(t) {
+		for _, tc := range cases {
+			t.Run(dec.Name()+"/"+tc.name, func(t *testing.T) {
+				data := tc.data
+				if data == nil {
+					data = testenv.EncodePNG(t, tc.m)
+				}
+				var img decode.Image
+				h, err := (&decode.Decoder{PNG: dec}).Decode(data, &img)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b := tc.m.Bounds()
+				if h.Format != decode.PNG || img.Width != b.Dx() || img.Height != b.Dy() {
+					t.Fatalf("header %+v, image %dx%d", h, img.Width, img.Height)
+				}
+				if diff := cmp.Diff(rgbOf(tc.m), img.Pix); diff != "" {
+					t.Errorf("pixels (-want +got):\n%s", diff)
+				}
+			})
+		}
+	}
+}
+
+// TestPNGDecodersAgree decodes the shared PNGs with libpng and Go's
+// decoder: the pixels are the same, bit for bit.
+func TestPNGDecodersAgree(t *testing.T) {
+	n := 0
+	for _, name := range testenv.Images(t) {
+		data := testenv.ReadImage(t, name)
+		if !bytes.HasPrefix(data, []byte("\x89PNG")) {
+			continue
+		}
+		n++
+		var got [2]decode.Image
+		for i, dec := range pngDecoders(t) {
+			if _, err := (&decode.Decoder{PNG: dec}).Decode(data, &got[i]); err != nil {
+				t.Fatalf("%s, %s: %v", name, dec.Name(), err)
 			}
-			if h.Format != decode.PNG || img.Width != w || img.Height != h.Height {
-				t.Fatalf("header %+v, image %dx%d", h, img.Width, img.Height)
-			}
-			if diff := cmp.Diff(rgbOf(tc.m), img.Pix); diff != "" {
-				t.Errorf("pixels (-want +got):\n%s", diff)
-			}
-		})
+		}
+		if got[0].Width != got[1].Width || got[0].Height != got[1].Height || !bytes.Equal(got[0].Pix, got[1].Pix) {
+			t.Errorf("%s: Go's decoder and libpng differ (%dx%d, %dx%d)", name, got[0].Width, got[0].Height, got[1].Width, got[1].Height)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no PNG among the shared images")
+	}
+}
+
+// TestPNGCorruptData checks that a PNG whose chunks are whole (so that
+// Inspect takes it) but whose compressed pixels are damaged is refused by
+// either decoder with a client error that says so, and that the decoder
+// then still decodes a good image.
+func TestPNGCorruptData(t *testing.T) {
+	good := testenv.EncodePNG(t, testenv.Gradient(40, 30))
+	idat := bytes.Index(good, []byte("IDAT"))
+	n := int(binary.BigEndian.Uint32(good[idat-4:]))
+	body := append([]byte{}, good[idat+4:idat+4+n]...)
+	withIDAT := func(body []byte) []byte {
+		out := append([]byte{}, good[:idat-4]...)
+		out = append(out, testenv.PNGChunk("IDAT", body)...)
+		return append(out, good[idat+8+n:]...)
+	}
+	badStream := append([]byte{}, body...)
+	for i := 2; i < len(badStream)-4; i++ {
+		badStream[i] ^= 0x5a
+	}
+	badSum := append([]byte{}, body...)
+	badSum[len(badSum)-1] ^= 0xff
+	for _, dec := range pngDecoders(t) {
+		for _, tc := range []struct {
+			name string
+			data []byte
+		}{
+			{"damaged deflate stream", withIDAT(badStream)},
+			{"wrong zlib checksum", withIDAT(badSum)},
+			{"image data cut short", withIDAT(body[:len(body)/2])},
+		} {
+			t.Run(dec.Name()+"/"+tc.name, func(t *testing.T) {
+				d := &decode.Decoder{PNG: dec}
+				var img decode.Image
+				_, err := d.Decode(tc.data, &img)
+				if detect.ErrorCode(err) != detect.EUNSUPPORTED || !strings.Contains(err.Error(), "The png image could not be decoded") {
+					t.Fatalf("err %v, want EUNSUPPORTED: could not be decoded", err)
+				}
+				if _, err := d.Decode(good, &img); err != nil || img.Width != 40 || !bytes.Equal(img.Pix, rgbOf(testenv.Gradient(40, 30))) {
+					t.Errorf("the good PNG after it: %v, %dx%d", err, img.Width, img.Height)
+				}
+			})
+		}
 	}
 }
 
@@ -122,7 +236,7 @@ func TestDecodeJPEGFormats(t *testing.T) {
 	decode.CMYKToRGB(cmyk, cmykRGB)
 	turbo(t)
 	enc := func(pix []byte, pf, ss int, progressive bool) []byte {
-		b, err := turbojpeg.Encode(pix, w, h, pf, ss, 95, progressive)
+		b, err := imagelib.EncodeJPEG(pix, w, h, pf, ss, 95, progressive)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,9 +250,9 @@ func TestDecodeJPEGFormats(t *testing.T) {
 	}{
 		{"baseline 4:2:0", testenv.EncodeJPEG(t, src, 95), rgb, 3},
 		{"grayscale", testenv.EncodeJPEG(t, grayImg, 95), rgbOf(grayImg), 1},
-		{"progressive", enc(rgb, turbojpeg.PixelRGB, turbojpeg.Subsamp420, true), rgb, 3},
-		{"4:4:4", enc(rgb, turbojpeg.PixelRGB, turbojpeg.Subsamp444, false), rgb, 3},
-		{"YCCK", enc(cmyk, turbojpeg.PixelCMYK, turbojpeg.Subsamp444, false), cmykRGB, 4},
+		{"progressive", enc(rgb, imagelib.PixelRGB, imagelib.Subsamp420, true), rgb, 3},
+		{"4:4:4", enc(rgb, imagelib.PixelRGB, imagelib.Subsamp444, false), rgb, 3},
+		{"YCCK", enc(cmyk, imagelib.PixelCMYK, imagelib.Subsamp444, false), cmykRGB, 4},
 	}
 	for _, dec := range []decode.JPEGDecoder{turbo(t), decode.GoJPEG{}} {
 		for _, tc := range cases {
@@ -274,6 +388,27 @@ func TestDecodeSharedImages(t *testing.T) {
 		}
 		if len(img.Pix) != img.Width*img.Height*3 || bytes.Count(img.Pix, []byte{0}) == len(img.Pix) {
 			t.Errorf("%s: %+v decoded to %d bytes", name, h, len(img.Pix))
+		}
+	}
+}
+
+// BenchmarkDecodePNG decodes the shared PNGs with each PNG decoder.
+func BenchmarkDecodePNG(b *testing.B) {
+	for _, name := range testenv.Images(b) {
+		data := testenv.ReadImage(b, name)
+		if !bytes.HasPrefix(data, []byte("\x89PNG")) {
+			continue
+		}
+		for _, dec := range pngDecoders(b) {
+			b.Run(dec.Name()+"/"+name, func(b *testing.B) {
+				d := &decode.Decoder{PNG: dec}
+				var img decode.Image
+				for b.Loop() {
+					if _, err := d.Decode(data, &img); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		}
 	}
 }

@@ -23,8 +23,8 @@ import (
 	"yoloserve/internal/decode"
 	"yoloserve/internal/detect"
 	apihttp "yoloserve/internal/http"
+	"yoloserve/internal/imagelib"
 	"yoloserve/internal/testenv"
-	"yoloserve/internal/turbojpeg"
 	"yoloserve/internal/upload"
 	"yoloserve/internal/yolo"
 )
@@ -41,12 +41,16 @@ func detector(t *testing.T) *yolo.Detector {
 	t.Helper()
 	detOnce.Do(func() {
 		var jpeg decode.JPEGDecoder
-		if jpeg, detErr = turbojpeg.Open(""); detErr != nil {
+		if jpeg, detErr = imagelib.OpenJPEG(""); detErr != nil {
+			return
+		}
+		var png decode.PNGDecoder
+		if png, detErr = imagelib.OpenPNG(""); detErr != nil {
 			return
 		}
 		det, detErr = yolo.Open(yolo.Config{
 			ModelPath: testenv.Model(t, "yolov8n.onnx"), Concurrency: 2, Threads: 1,
-			Decoder: &decode.Decoder{JPEG: jpeg},
+			Decoder: &decode.Decoder{JPEG: jpeg, PNG: png},
 		})
 	})
 	if detErr != nil {

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bytes"
+	"compress/zlib"
 	"encoding/binary"
 	"hash/crc32"
 	"image"
@@ -113,4 +114,42 @@ func HugeJPEG(tb testing.TB, w, h uint16) []byte {
 	}
 	tb.Fatal("no SOF0 in Go's JPEG")
 	return nil
+}
+
+// adam7 is PNG's interlace: each pass's first column and row, and its
+// steps.
+var adam7 = [7][4]int{{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4}, {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}}
+
+// InterlacedPNG encodes m as an 8-bit RGBA PNG with Adam7 interlacing,
+// which Go's encoder does not write, in one IDAT chunk.
+func InterlacedPNG(tb testing.TB, m *image.NRGBA) []byte {
+	tb.Helper()
+	b := m.Bounds()
+	var raw []byte
+	for _, p := range adam7 {
+		for y := p[1]; y < b.Dy(); y += p[3] {
+			if p[0] >= b.Dx() {
+				break
+			}
+			raw = append(raw, 0) // filter: none
+			for x := p[0]; x < b.Dx(); x += p[2] {
+				c := m.NRGBAAt(b.Min.X+x, b.Min.Y+y)
+				raw = append(raw, c.R, c.G, c.B, c.A)
+			}
+		}
+	}
+	var z bytes.Buffer
+	zw := zlib.NewWriter(&z)
+	zw.Write(raw)
+	if err := zw.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr, uint32(b.Dx()))
+	binary.BigEndian.PutUint32(ihdr[4:], uint32(b.Dy()))
+	ihdr[8], ihdr[9], ihdr[12] = 8, 6, 1
+	out := []byte("\x89PNG\r\n\x1a\n")
+	out = append(out, PNGChunk("IHDR", ihdr)...)
+	out = append(out, PNGChunk("IDAT", z.Bytes())...)
+	return append(out, PNGChunk("IEND", nil)...)
 }

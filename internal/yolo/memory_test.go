@@ -12,8 +12,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"yoloserve/internal/detect"
+	"yoloserve/internal/imagelib"
 	"yoloserve/internal/testenv"
-	"yoloserve/internal/turbojpeg"
 	"yoloserve/internal/yolo"
 )
 
@@ -46,7 +46,7 @@ func TestHugePhotoMemoryReturns(t *testing.T) {
 	for i := range pix {
 		pix[i] = byte(i/3%w + i/(3*w))
 	}
-	huge, err := turbojpeg.Encode(pix, w, h, turbojpeg.PixelRGB, turbojpeg.Subsamp420, 90, false)
+	huge, err := imagelib.EncodeJPEG(pix, w, h, imagelib.PixelRGB, imagelib.Subsamp420, 90, false)
 	if err != nil {
 		t.Fatal(err)
 	}

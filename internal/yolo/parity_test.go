@@ -12,21 +12,26 @@ import (
 
 	"yoloserve/internal/decode"
 	"yoloserve/internal/detect"
+	"yoloserve/internal/imagelib"
 	"yoloserve/internal/testenv"
-	"yoloserve/internal/turbojpeg"
 	"yoloserve/internal/yolo"
 )
 
 // openDetector opens a detector on a shared model, with libjpeg-turbo
-// (which parity needs) unless cfg brings its own decoder.
+// (which parity needs) and libpng, as the worker has them, unless cfg
+// brings its own decoder.
 func openDetector(tb testing.TB, model string, cfg yolo.Config) *yolo.Detector {
 	tb.Helper()
 	if cfg.Decoder == nil {
-		jpeg, err := turbojpeg.Open("")
+		jpeg, err := imagelib.OpenJPEG("")
 		if err != nil {
 			tb.Fatalf("parity needs libjpeg-turbo (apt-get install libturbojpeg0): %v", err)
 		}
-		cfg.Decoder = &decode.Decoder{JPEG: jpeg}
+		png, err := imagelib.OpenPNG("")
+		if err != nil {
+			tb.Fatalf("the worker's decoders need libpng (apt-get install libpng16-16): %v", err)
+		}
+		cfg.Decoder = &decode.Decoder{JPEG: jpeg, PNG: png}
 	}
 	cfg.ModelPath = testenv.Model(tb, model)
 	d, err := yolo.Open(cfg)

@@ -1,8 +1,4 @@
-// Package turbojpeg decodes JPEGs with libjpeg-turbo, the decoder OpenCV
-// uses, through its TurboJPEG API. The library is opened at run time with
-// dlopen, so building needs no headers and a machine without it can fall
-// back to Go's decoder. All of the project's own cgo lives here.
-package turbojpeg
+package imagelib
 
 /*
 #cgo LDFLAGS: -ldl
@@ -93,8 +89,9 @@ import (
 	"yoloserve/internal/decode"
 )
 
-// DefaultLibrary is the soname dlopen looks for (Debian's libturbojpeg0).
-const DefaultLibrary = "libturbojpeg.so.0"
+// DefaultJPEGLibrary is the soname dlopen looks for (Debian's
+// libturbojpeg0).
+const DefaultJPEGLibrary = "libturbojpeg.so.0"
 
 // Pixel formats and chroma subsampling for Encode (TurboJPEG's values).
 const (
@@ -113,36 +110,36 @@ const (
 )
 
 var (
-	openOnce sync.Once
-	openErr  error
+	jpegOnce sync.Once
+	jpegErr  error
 )
 
-// Decoder is a decode.JPEGDecoder backed by libjpeg-turbo.
-type Decoder struct{}
+// JPEG is a decode.JPEGDecoder backed by libjpeg-turbo.
+type JPEG struct{}
 
-// Open loads the library (path, or DefaultLibrary when empty) once per
-// process and returns a Decoder. It returns an error that names the library
-// when it cannot be loaded.
-func Open(path string) (Decoder, error) {
+// OpenJPEG loads libjpeg-turbo (path, or DefaultJPEGLibrary when empty)
+// once per process and returns its decoder. It returns an error that names
+// the library when it cannot be loaded.
+func OpenJPEG(path string) (JPEG, error) {
 	if path == "" {
-		path = DefaultLibrary
+		path = DefaultJPEGLibrary
 	}
-	openOnce.Do(func() {
+	jpegOnce.Do(func() {
 		cpath := C.CString(path)
 		defer C.free(unsafe.Pointer(cpath))
 		if msg := C.tj_open(cpath); msg != nil {
-			openErr = fmt.Errorf("turbojpeg: cannot load %s: %s", path, C.GoString(msg))
+			jpegErr = fmt.Errorf("turbojpeg: cannot load %s: %s", path, C.GoString(msg))
 		}
 	})
-	return Decoder{}, openErr
+	return JPEG{}, jpegErr
 }
 
 // Name implements decode.JPEGDecoder.
-func (Decoder) Name() string { return "libjpeg-turbo" }
+func (JPEG) Name() string { return "libjpeg-turbo" }
 
 // DecodeJPEG implements decode.JPEGDecoder: RGB for gray and colour JPEGs,
 // and for CMYK/YCCK the raw 4-channel decode converted with OpenCV's formula.
-func (Decoder) DecodeJPEG(data []byte, h decode.Header, dst []byte) ([]byte, error) {
+func (JPEG) DecodeJPEG(data []byte, h decode.Header, dst []byte) ([]byte, error) {
 	if C.tj_loaded() == 0 {
 		return dst, errors.New("turbojpeg: library not loaded")
 	}
@@ -171,11 +168,11 @@ func (Decoder) DecodeJPEG(data []byte, h decode.Header, dst []byte) ([]byte, err
 	return dst, nil
 }
 
-// OpenOrFallback returns libjpeg-turbo's decoder when the library at path
-// (DefaultLibrary when empty) loads, and otherwise logs a warning and
+// JPEGOrFallback returns libjpeg-turbo's decoder when the library at path
+// (DefaultJPEGLibrary when empty) loads, and otherwise logs a warning and
 // returns Go's decoder, whose output differs slightly from OpenCV's.
-func OpenOrFallback(path string, log *slog.Logger) decode.JPEGDecoder {
-	dec, err := Open(path)
+func JPEGOrFallback(path string, log *slog.Logger) decode.JPEGDecoder {
+	dec, err := OpenJPEG(path)
 	if err != nil {
 		log.Warn("libjpeg-turbo not available; decoding JPEG with Go's image/jpeg, whose confidences can differ from Ultralytics' by a few hundredths (install libturbojpeg0 or set TURBOJPEG_LIB)", "error", err)
 		return decode.GoJPEG{}
@@ -183,12 +180,12 @@ func OpenOrFallback(path string, log *slog.Logger) decode.JPEGDecoder {
 	return dec
 }
 
-// Encode compresses w×h pixels of format pf (PixelRGB, PixelGray or
+// EncodeJPEG compresses w×h pixels of format pf (PixelRGB, PixelGray or
 // PixelCMYK, which makes a YCCK JPEG) with the given subsampling and
 // quality, progressive when asked. Tests use it to make the JPEG variants
 // that Go's encoder cannot. It returns an error when the library is not
 // loaded or refuses the input.
-func Encode(pix []byte, w, h, pf, subsamp, quality int, progressive bool) ([]byte, error) {
+func EncodeJPEG(pix []byte, w, h, pf, subsamp, quality int, progressive bool) ([]byte, error) {
 	if C.tj_loaded() == 0 {
 		return nil, errors.New("turbojpeg: library not loaded")
 	}

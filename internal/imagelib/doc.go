@@ -1,0 +1,6 @@
+// Package imagelib decodes images with the C libraries OpenCV uses:
+// libjpeg-turbo through its TurboJPEG API (jpeg.go) and libpng (png.go).
+// Each library is opened at run time with dlopen, so building needs no
+// headers and a machine without one falls back to Go's decoder for that
+// format. All of the project's own cgo lives here.
+package imagelib
