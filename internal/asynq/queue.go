@@ -109,6 +109,10 @@ const allQueuesKey = "asynq:queues"
 // Redis scaler watches too).
 func pendingKey(queue string) string { return "asynq:{" + queue + "}:pending" }
 
+// taskKey is asynq's hash of one task: its encoded message, its state
+// and its result.
+func taskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
+
 // pausedKey is asynq's mark of a paused queue.
 func pausedKey(queue string) string { return "asynq:{" + queue + "}:paused" }
 
@@ -178,7 +182,21 @@ func (q *Queue) waitReplicas(ctx context.Context, id string) {
 // Task returns a task's state. It returns an ENOTFOUND *Error for an id
 // that never existed or whose result expired, and an EUNAVAILABLE *Error
 // when Redis does not answer.
+//
+// One HMGET of the task's hash answers every state but a failure, in one
+// round trip where asynq's inspector takes two (it first checks that the
+// queue exists) and decodes the task's message. A failure's error is in
+// that message, and an id without a hash may be one of a queue Redis lost,
+// so those two go through the inspector.
 func (q *Queue) Task(ctx context.Context, id string) (detect.TaskInfo, error) {
+	vals, err := q.rdb.HMGet(ctx, taskKey(q.cfg.Queue, id), "state", "result").Result()
+	if err != nil {
+		return detect.TaskInfo{}, unavailable(err)
+	}
+	if state, ok := vals[0].(string); ok && state != "archived" {
+		result, _ := vals[1].(string)
+		return stateInfo(id, state, []byte(result), ""), nil
+	}
 	t, err := q.inspector.GetTaskInfo(q.cfg.Queue, id)
 	if errors.Is(err, asynq.ErrQueueNotFound) {
 		// asynq's client registers a queue name in Redis once per process;

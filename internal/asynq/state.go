@@ -17,23 +17,30 @@ var skipRetrySuffix = ": " + asynq.SkipRetry.Error()
 // once its result is written), retry → RETRY, completed → SUCCESS with the
 // result, archived → FAILURE with the last error.
 func taskInfo(t *asynq.TaskInfo) detect.TaskInfo {
-	ti := detect.TaskInfo{ID: t.ID}
+	return stateInfo(t.ID, t.State.String(), t.Result, t.LastErr)
+}
+
+// stateInfo is taskInfo from the fields of asynq's task hash: the state
+// as asynq stores it ("pending", "active"...), the result, and the last
+// error (which only a failure needs).
+func stateInfo(id, state string, result []byte, lastErr string) detect.TaskInfo {
+	ti := detect.TaskInfo{ID: id}
 	switch {
-	case t.State == asynq.TaskStateActive && len(t.Result) > 0:
+	case state == "active" && len(result) > 0:
 		// The worker writes the result as its last step; asynq records
 		// the completion a moment later. The result is final already.
 		ti.Status = detect.StatusSuccess
-		ti.Result = t.Result
-	case t.State == asynq.TaskStateActive:
+		ti.Result = result
+	case state == "active":
 		ti.Status = detect.StatusStarted
-	case t.State == asynq.TaskStateRetry:
+	case state == "retry":
 		ti.Status = detect.StatusRetry
-	case t.State == asynq.TaskStateCompleted:
+	case state == "completed":
 		ti.Status = detect.StatusSuccess
-		ti.Result = t.Result
-	case t.State == asynq.TaskStateArchived:
+		ti.Result = result
+	case state == "archived":
 		ti.Status = detect.StatusFailure
-		ti.Error = failureMessage(t.LastErr)
+		ti.Error = failureMessage(lastErr)
 	default: // pending, scheduled, aggregating
 		ti.Status = detect.StatusPending
 	}

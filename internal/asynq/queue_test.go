@@ -1,0 +1,165 @@
+package asynq
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"yoloserve/internal/detect"
+	"yoloserve/internal/testenv"
+)
+
+// TestTaskReadsEveryState puts real tasks in each state asynq gives them,
+// through an asynq server on a real Redis, and checks that Task, which
+// reads most states from the task's hash, answers what asynq's inspector
+// makes of the same task.
+func TestTaskReadsEveryState(t *testing.T) {
+	rs := testenv.StartRedis(t)
+	rdb := rs.Client()
+	// The queues get a client of their own, whose commands are counted.
+	counter := &commandCounter{}
+	qrdb := rs.Client()
+	qrdb.AddHook(counter)
+	ctx := context.Background()
+	const queue = "states"
+	q := NewQueue(qrdb, QueueConfig{Queue: queue, Retries: 1})
+	t.Cleanup(func() { q.Close() })
+
+	// The handler's behaviour is the job's upload reference.
+	release := make(chan struct{})
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency: 4, Queues: map[string]int{queue: 1}, Logger: discardLogger{},
+		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return time.Hour },
+	})
+	err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		var job detect.Job
+		json.Unmarshal(task.Payload(), &job)
+		switch job.Upload {
+		case "fail":
+			return errors.New("The image is bad.")
+		case "fail for good":
+			return fmt.Errorf("The image is worse: %w", asynq.SkipRetry)
+		case "hold", "hold with result":
+			if job.Upload == "hold with result" {
+				task.ResultWriter().Write([]byte(`{"held":true}`))
+			}
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil
+		}
+		task.ResultWriter().Write([]byte(`{"done":true}`))
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	t.Cleanup(func() { close(release) })
+
+	ids := map[string]string{}
+	for _, name := range []string{"done", "fail", "fail for good", "hold", "hold with result"} {
+		id, err := q.Enqueue(ctx, detect.Job{Upload: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[name] = id
+	}
+	// A pending task: enqueued where no server listens; a scheduled one:
+	// due in an hour.
+	idle := NewQueue(qrdb, QueueConfig{Queue: queue + "-idle"})
+	t.Cleanup(func() { idle.Close() })
+	pending, err := idle.Enqueue(ctx, detect.Job{Upload: "done"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	later, err := asynq.NewClientFromRedisClient(rdb).Enqueue(asynq.NewTask(TaskType, []byte(`{}`)),
+		asynq.Queue(queue+"-idle"), asynq.ProcessIn(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	inspector := asynq.NewInspectorFromRedisClient(rdb)
+	for _, tc := range []struct {
+		queue, id string
+		state     asynq.TaskState
+		want      detect.Status
+	}{
+		{queue + "-idle", pending, asynq.TaskStatePending, detect.StatusPending},
+		{queue + "-idle", later.ID, asynq.TaskStateScheduled, detect.StatusPending},
+		{queue, ids["hold"], asynq.TaskStateActive, detect.StatusStarted},
+		{queue, ids["hold with result"], asynq.TaskStateActive, detect.StatusSuccess},
+		{queue, ids["done"], asynq.TaskStateCompleted, detect.StatusSuccess},
+		{queue, ids["fail"], asynq.TaskStateRetry, detect.StatusRetry},
+		{queue, ids["fail for good"], asynq.TaskStateArchived, detect.StatusFailure},
+	} {
+		var info *asynq.TaskInfo
+		testenv.Eventually(t, 10*time.Second, tc.state.String()+" state", func() bool {
+			info, err = inspector.GetTaskInfo(tc.queue, tc.id)
+			if tc.state == asynq.TaskStateActive && tc.want == detect.StatusSuccess {
+				return err == nil && info.State == tc.state && len(info.Result) > 0
+			}
+			return err == nil && info.State == tc.state
+		})
+		reader := q
+		if tc.queue != queue {
+			reader = idle
+		}
+		before := counter.n.Load()
+		got, err := reader.Task(ctx, tc.id)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.state, err)
+		}
+		// A failure needs the inspector (two round trips); the others one.
+		if n, want := counter.n.Load()-before, int64(1); tc.want != detect.StatusFailure && n != want {
+			t.Errorf("%s: %d Redis commands, want %d", tc.state, n, want)
+		}
+		if got.Status != tc.want {
+			t.Errorf("%s: status %s, want %s", tc.state, got.Status, tc.want)
+		}
+		if diff := cmp.Diff(taskInfo(info), got); diff != "" {
+			t.Errorf("%s: Task against the inspector (-want +got):\n%s", tc.state, diff)
+		}
+	}
+
+	if _, err := q.Task(ctx, "no-such-task"); detect.ErrorCode(err) != detect.ENOTFOUND {
+		t.Errorf("unknown id: %v, want ENOTFOUND", err)
+	}
+}
+
+// commandCounter counts the commands a go-redis client sends.
+type commandCounter struct{ n atomic.Int64 }
+
+func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.n.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+// discardLogger silences asynq's server in tests.
+type discardLogger struct{}
+
+func (discardLogger) Debug(...any) {}
+func (discardLogger) Info(...any)  {}
+func (discardLogger) Warn(...any)  {}
+func (discardLogger) Error(...any) {}
+func (discardLogger) Fatal(...any) {}
