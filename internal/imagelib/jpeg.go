@@ -81,9 +81,7 @@ import "C"
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
-	"sync"
 	"unsafe"
 
 	"yoloserve/internal/decode"
@@ -109,10 +107,7 @@ const (
 	flagAccurateDCT = 4096 // TJFLAG_ACCURATEDCT: libjpeg's JDCT_ISLOW, OpenCV's default
 )
 
-var (
-	jpegOnce sync.Once
-	jpegErr  error
-)
+var turbojpeg = library{name: "turbojpeg"}
 
 // JPEG is a decode.JPEGDecoder backed by libjpeg-turbo.
 type JPEG struct{}
@@ -121,17 +116,7 @@ type JPEG struct{}
 // once per process and returns its decoder. It returns an error that names
 // the library when it cannot be loaded.
 func OpenJPEG(path string) (JPEG, error) {
-	if path == "" {
-		path = DefaultJPEGLibrary
-	}
-	jpegOnce.Do(func() {
-		cpath := C.CString(path)
-		defer C.free(unsafe.Pointer(cpath))
-		if msg := C.tj_open(cpath); msg != nil {
-			jpegErr = fmt.Errorf("turbojpeg: cannot load %s: %s", path, C.GoString(msg))
-		}
-	})
-	return JPEG{}, jpegErr
+	return JPEG{}, turbojpeg.open(path, DefaultJPEGLibrary, func(p *C.char) *C.char { return C.tj_open(p) })
 }
 
 // Name implements decode.JPEGDecoder.

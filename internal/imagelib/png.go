@@ -159,9 +159,7 @@ import "C"
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
-	"sync"
 	"unsafe"
 
 	"yoloserve/internal/decode"
@@ -170,10 +168,7 @@ import (
 // DefaultPNGLibrary is the soname dlopen looks for (Debian's libpng16-16).
 const DefaultPNGLibrary = "libpng16.so.16"
 
-var (
-	pngOnce sync.Once
-	pngErr  error
-)
+var libpng = library{name: "libpng"}
 
 // PNG is a decode.PNGDecoder backed by libpng 1.6, the library OpenCV
 // reads PNGs with. Its pixels are those of decode.GoPNG, in about half the
@@ -184,17 +179,7 @@ type PNG struct{}
 // process and returns its decoder. It returns an error that names the
 // library when it cannot be loaded or is not libpng 1.6.
 func OpenPNG(path string) (PNG, error) {
-	if path == "" {
-		path = DefaultPNGLibrary
-	}
-	pngOnce.Do(func() {
-		cpath := C.CString(path)
-		defer C.free(unsafe.Pointer(cpath))
-		if msg := C.png_open(cpath); msg != nil {
-			pngErr = fmt.Errorf("libpng: cannot load %s: %s", path, C.GoString(msg))
-		}
-	})
-	return PNG{}, pngErr
+	return PNG{}, libpng.open(path, DefaultPNGLibrary, func(p *C.char) *C.char { return C.png_open(p) })
 }
 
 // Name implements decode.PNGDecoder.
