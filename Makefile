@@ -68,7 +68,6 @@ fuzz:
 	$(GO) test ./internal/http -run '^$$' -fuzz FuzzUpload -fuzztime 60s
 	$(GO) test ./internal/decode -run '^$$' -fuzz FuzzInspect -fuzztime 60s
 	$(GO) test ./internal/decode -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 60s
-	$(GO) test ./internal/imagelib -run '^$$' -fuzz FuzzDecodePNG -fuzztime 60s
 	$(GO) test ./internal/detect -run '^$$' -fuzz FuzzParseParams -fuzztime 60s
 
 run: build

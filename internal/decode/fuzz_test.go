@@ -1,9 +1,14 @@
-package decode
+package decode_test
 
 import (
+	"bytes"
+	"image"
+	"image/color"
 	"testing"
 
+	"yoloserve/internal/decode"
 	"yoloserve/internal/detect"
+	"yoloserve/internal/testenv"
 )
 
 // seeds are small real and broken images for the fuzz corpora.
@@ -22,7 +27,7 @@ func FuzzInspect(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		h, err := Inspect(data, 1_000_000)
+		h, err := decode.Inspect(data, 1_000_000)
 		if err != nil {
 			if c := detect.ErrorCode(err); c != detect.EUNSUPPORTED && c != detect.ETOOLARGE {
 				t.Fatalf("code %q for %v", c, err)
@@ -36,24 +41,44 @@ func FuzzInspect(f *testing.F) {
 }
 
 // FuzzDecode: the decoder entry turns any bytes into upright pixels of the
-// size the header promised, or a typed client error.
+// size the header promised, or a typed client error, with the worker's
+// decoders (libjpeg-turbo, libpng) and with Go's; where libpng and Go's
+// decoder both take a PNG, their pixels are the same.
 func FuzzDecode(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s)
 	}
-	d := &Decoder{MaxPixels: 1 << 18}
+	gray := image.NewGray(image.Rect(0, 0, 5, 3))
+	pal := image.NewPaletted(image.Rect(0, 0, 6, 2), color.Palette{color.Black, color.NRGBA{9, 8, 7, 100}})
+	pal.Pix[3] = 1
+	rgba := image.NewNRGBA(image.Rect(0, 0, 9, 9))
+	for i := range rgba.Pix {
+		rgba.Pix[i] = byte(i)
+	}
+	for _, s := range [][]byte{testenv.EncodePNG(f, gray), testenv.EncodePNG(f, pal), testenv.InterlacedPNG(f, rgba)} {
+		f.Add(s)
+	}
+	native := &decode.Decoder{JPEG: turbo(f), PNG: libpng(f), MaxPixels: 1 << 18}
+	goOnly := &decode.Decoder{MaxPixels: 1 << 18}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var img Image
-		h, err := d.Decode(data, &img)
-		if err != nil {
-			if c := detect.ErrorCode(err); c != detect.EUNSUPPORTED && c != detect.ETOOLARGE {
-				t.Fatalf("code %q for %v", c, err)
+		var imgs [2]decode.Image
+		var errs [2]error
+		for i, d := range []*decode.Decoder{native, goOnly} {
+			var h decode.Header
+			h, errs[i] = d.Decode(data, &imgs[i])
+			if errs[i] != nil {
+				if c := detect.ErrorCode(errs[i]); c != detect.EUNSUPPORTED && c != detect.ETOOLARGE {
+					t.Fatalf("code %q for %v", c, errs[i])
+				}
+				continue
 			}
-			return
+			up, img := h.Upright(), imgs[i]
+			if img.Width != up.Width || img.Height != up.Height || len(img.Pix) != up.Width*up.Height*3 {
+				t.Fatalf("header %+v, image %dx%d with %d bytes", h, img.Width, img.Height, len(img.Pix))
+			}
 		}
-		up := h.Upright()
-		if img.Width != up.Width || img.Height != up.Height || len(img.Pix) != up.Width*up.Height*3 {
-			t.Fatalf("header %+v, image %dx%d with %d bytes", h, img.Width, img.Height, len(img.Pix))
+		if errs[0] == nil && errs[1] == nil && bytes.HasPrefix(data, []byte("\x89PNG")) && !bytes.Equal(imgs[0].Pix, imgs[1].Pix) {
+			t.Fatal("libpng and Go's decoder give different pixels")
 		}
 	})
 }
