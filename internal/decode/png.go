@@ -9,9 +9,10 @@ import (
 
 // GoPNG decodes PNGs with Go's image/png into RGB the way OpenCV's
 // IMREAD_COLOR does: 16-bit samples keep their high byte (libpng's
-// strip_16), gray is replicated, palettes are expanded and alpha is dropped
-// without compositing. The pixels are libpng's; it is the fallback when
-// libpng is not installed, and takes about twice libpng's time.
+// strip_16), gray is replicated, palettes are expanded and alpha is
+// dropped without compositing. Its pixels are libpng's, bit for bit; it is
+// the fallback when libpng is not installed, and takes about twice
+// libpng's time.
 type GoPNG struct{}
 
 // Name implements PNGDecoder.
