@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"yoloserve/internal/asynq"
 	"yoloserve/internal/detect"
 	apihttp "yoloserve/internal/http"
@@ -355,4 +357,35 @@ func TestInflightUploadsBounded(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, "uploads not accepted after the slow one ended", func() bool {
 		return h.post(jpg, "x.jpg", nil, "").status == http.StatusAccepted
 	})
+}
+
+// TestWorkerWithoutImageLibraries: a worker whose libjpeg-turbo and libpng
+// cannot be loaded says so at start, naming the files, and decodes with
+// Go's decoders instead: JPEGs are still detected, and a PNG gives the
+// detections libpng gives, since both decoders give the same pixels.
+func TestWorkerWithoutImageLibraries(t *testing.T) {
+	h := newHarness(t, options{})
+	dir := t.TempDir()
+	noJPEG, noPNG := filepath.Join(dir, "libturbojpeg.so.0"), filepath.Join(dir, "libpng16.so.16")
+	w := testenv.Start(t, "worker", h.workerEnv(t, "TURBOJPEG_LIB="+noJPEG, "LIBPNG_LIB="+noPNG)...)
+	png := testenv.ReadImage(t, "person.png")
+	jpg := h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
+	pngID := h.submit(png, nil)
+	if r := decodeResult(t, h.result(jpg)); len(r.Detections) == 0 {
+		t.Errorf("bus.jpg with Go's JPEG decoder: no detections")
+	}
+	got := decodeResult(t, h.result(pngID))
+	want, err := detector(t).Detect(context.Background(), png, detect.DefaultParams())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want.Detections, got.Detections); diff != "" {
+		t.Errorf("person.png with Go's decoder against libpng (-want +got):\n%s", diff)
+	}
+	out := w.Output()
+	for _, want := range []string{"libjpeg-turbo not available", noJPEG, "libpng not available", noPNG} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the worker's log does not say %q:\n%s", want, out)
+		}
+	}
 }
