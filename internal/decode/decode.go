@@ -46,6 +46,18 @@ type Decoder struct {
 // applies the EXIF orientation. It returns the header it read, and an
 // EUNSUPPORTED or ETOOLARGE *Error for an image the service cannot take.
 func (d *Decoder) Decode(data []byte, img *Image) (Header, error) {
+	return d.DecodeRows(data, img, nil)
+}
+
+// RowsFunc says, given the size of an upright image, which of its rows a
+// caller will read (need[y]), or nil for all of them.
+type RowsFunc func(width, height int) (need []bool)
+
+// DecodeRows is Decode for a caller that reads only some rows of the
+// upright image, as a downscaling resize does: a rotated or flipped image
+// is turned only in those rows, and the others hold whatever the buffer
+// held before. rows may be nil (every row). Errors are those of Decode.
+func (d *Decoder) DecodeRows(data []byte, img *Image, rows RowsFunc) (Header, error) {
 	max := d.MaxPixels
 	if max == 0 {
 		max = DefaultMaxPixels
@@ -75,7 +87,14 @@ func (d *Decoder) Decode(data []byte, img *Image) (Header, error) {
 		return h, fmt.Errorf("decode: %s decoder returned %d bytes for %d×%d", h.Format, len(img.Pix), h.Width, h.Height)
 	}
 	img.Width, img.Height = h.Width, h.Height
-	orient(img, h.Orientation)
+	var need []bool
+	if rows != nil && h.Orientation > 1 && h.Orientation <= 8 {
+		up := h.Upright()
+		if need = rows(up.Width, up.Height); need != nil && len(need) != up.Height {
+			return h, fmt.Errorf("decode: rows for %d×%d gave %d flags", up.Width, up.Height, len(need))
+		}
+	}
+	orient(img, h.Orientation, need)
 	return h, nil
 }
 

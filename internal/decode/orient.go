@@ -8,8 +8,9 @@ import (
 
 // orient applies an EXIF orientation to img the way OpenCV's
 // ApplyExifOrientation does (flips and transposes), using img's scratch
-// buffer for the result.
-func orient(img *Image, o int) {
+// buffer for the result. With need, only the output rows y with need[y]
+// are written.
+func orient(img *Image, o int, need []bool) {
 	if o <= 1 || o > 8 {
 		return
 	}
@@ -60,7 +61,9 @@ func orient(img *Image, o int) {
 		if o < 5 {
 			// A flip reads each source row in order.
 			for y := y0; y < y1; y++ {
-				span(y, 0, ow)
+				if need == nil || need[y] {
+					span(y, 0, ow)
+				}
 			}
 			return
 		}
@@ -71,7 +74,9 @@ func orient(img *Image, o int) {
 		for ty := y0; ty < y1; ty += orientTile {
 			for tx := 0; tx < ow; tx += orientTile {
 				for y := ty; y < min(ty+orientTile, y1); y++ {
-					span(y, tx, min(tx+orientTile, ow))
+					if need == nil || need[y] {
+						span(y, tx, min(tx+orientTile, ow))
+					}
 				}
 			}
 		}

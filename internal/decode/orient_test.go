@@ -1,6 +1,7 @@
 package decode
 
 import (
+	"bytes"
 	"fmt"
 	"testing"
 )
@@ -33,31 +34,49 @@ func TestOrientPixelMap(t *testing.T) {
 	for _, size := range [][2]int{{1, 1}, {64, 64}, {97, 45}, {700, 333}} {
 		w, h := size[0], size[1]
 		for o := 1; o <= 8; o++ {
-			t.Run(fmt.Sprintf("%dx%d/%d", w, h, o), func(t *testing.T) {
-				img := &Image{Width: w, Height: h, Pix: make([]byte, w*h*3)}
-				for i := 0; i < w*h; i++ {
-					img.Pix[3*i], img.Pix[3*i+1], img.Pix[3*i+2] = byte(i), byte(i>>8), byte(i>>16)
+			for _, some := range []bool{false, true} {
+				name := fmt.Sprintf("%dx%d/%d", w, h, o)
+				if some {
+					name += "/some rows"
 				}
-				orient(img, o)
-				uw, uh := w, h
-				if o >= 5 {
-					uw, uh = h, w
-				}
-				if img.Width != uw || img.Height != uh {
-					t.Fatalf("turned to %dx%d, want %dx%d", img.Width, img.Height, uw, uh)
-				}
-				for y := 0; y < uh; y++ {
-					for x := 0; x < uw; x++ {
-						sx, sy := source(o, x, y, w, h)
-						i := sy*w + sx
-						want := [3]byte{byte(i), byte(i >> 8), byte(i >> 16)}
-						p := (y*uw + x) * 3
-						if got := [3]byte(img.Pix[p : p+3]); got != want {
-							t.Fatalf("pixel (%d, %d) is %v, want stored pixel (%d, %d): %v", x, y, got, sx, sy, want)
+				t.Run(name, func(t *testing.T) {
+					uw, uh := w, h
+					if o >= 5 {
+						uw, uh = h, w
+					}
+					// Asked for some rows, orient writes those and leaves
+					// the others as the buffer held them.
+					var need []bool
+					if some {
+						need = make([]bool, uh)
+						for y := range need {
+							need[y] = y%3 != 1
 						}
 					}
-				}
-			})
+					img := &Image{Width: w, Height: h, Pix: make([]byte, w*h*3), scratch: bytes.Repeat([]byte{0xee}, w*h*3)}
+					for i := 0; i < w*h; i++ {
+						img.Pix[3*i], img.Pix[3*i+1], img.Pix[3*i+2] = byte(i), byte(i>>8), byte(i>>16)
+					}
+					orient(img, o, need)
+					if img.Width != uw || img.Height != uh {
+						t.Fatalf("turned to %dx%d, want %dx%d", img.Width, img.Height, uw, uh)
+					}
+					for y := 0; y < uh; y++ {
+						for x := 0; x < uw; x++ {
+							sx, sy := source(o, x, y, w, h)
+							i := sy*w + sx
+							want := [3]byte{byte(i), byte(i >> 8), byte(i >> 16)}
+							if o > 1 && need != nil && !need[y] {
+								want = [3]byte{0xee, 0xee, 0xee}
+							}
+							p := (y*uw + x) * 3
+							if got := [3]byte(img.Pix[p : p+3]); got != want {
+								t.Fatalf("pixel (%d, %d) is %v, want %v (stored pixel (%d, %d), row asked for: %v)", x, y, got, want, sx, sy, need == nil || need[y])
+							}
+						}
+					}
+				})
+			}
 		}
 	}
 }
@@ -69,7 +88,7 @@ func BenchmarkOrient(b *testing.B) {
 			b.Run(name, func(b *testing.B) {
 				img := &Image{Width: size[0], Height: size[1], Pix: make([]byte, size[0]*size[1]*3)}
 				for b.Loop() {
-					orient(img, o)
+					orient(img, o, nil)
 				}
 			})
 		}

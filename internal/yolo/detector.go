@@ -294,7 +294,10 @@ func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*d
 			close(padded)
 		}()
 	}
-	_, err = d.decoder.Decode(data, &s.img)
+	// A rotated photo is turned only in the rows the letterbox reads.
+	_, err = d.decoder.DecodeRows(data, &s.img, func(w, h int) []bool {
+		return s.resize.rowsRead(w, h, d.model.Width, d.model.Height)
+	})
 	if padded != nil {
 		<-padded
 	}

@@ -38,6 +38,7 @@ func NewLetterbox(srcW, srcH, dstW, dstH int) Letterbox {
 // resizer holds the coefficient tables and row buffers of one resize,
 // reused from image to image.
 type resizer struct {
+	need  []bool // rowsRead's answer
 	xofs  []int32
 	xo0   []int32 // byte offset of each column's left tap
 	xo1   []int32 // and of its right tap (the same at the border)
@@ -98,6 +99,29 @@ func (rz *resizer) fillImage(img *decode.Image, lb Letterbox, dst []float32) {
 	default:
 		rz.linear(img, lb, dst)
 	}
+}
+
+// rowsRead returns which rows of a w×h image the letterbox into a
+// dstW×dstH input reads (need[y]), or nil when it reads them all: a copy
+// or an exact 2× reduction does, and a resize reads the two rows around
+// each output row's centre, so that a large photo brought down to the
+// input is read in a fraction of its rows. The answer is valid until the
+// next call.
+func (rz *resizer) rowsRead(w, h, dstW, dstH int) []bool {
+	lb := NewLetterbox(w, h, dstW, dstH)
+	if lb.NewW == w && lb.NewH == h || w == 2*lb.NewW && h == 2*lb.NewH {
+		return nil
+	}
+	// The rows vertical reads: coefficients as linear computes them.
+	rz.yofs, rz.b0, rz.b1 = grow(rz.yofs, lb.NewH), grow(rz.b0, lb.NewH), grow(rz.b1, lb.NewH)
+	coefficients(h, lb.NewH, rz.yofs, rz.b0, rz.b1, false)
+	rz.need = grow(rz.need, h)
+	clear(rz.need)
+	for _, sy := range rz.yofs {
+		rz.need[min(max(int(sy), 0), h-1)] = true
+		rz.need[min(max(int(sy)+1, 0), h-1)] = true
+	}
+	return rz.need
 }
 
 // pad sets the padding around the resized image in dst.

@@ -2,6 +2,7 @@ package yolo
 
 import (
 	"fmt"
+	"image"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"yoloserve/internal/decode"
+	"yoloserve/internal/testenv"
 )
 
 func TestLetterboxGeometry(t *testing.T) {
@@ -330,6 +332,61 @@ func sameBits(t *testing.T, what string, want, got []float32) {
 		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
 			t.Fatalf("%s: value %d (channel %d, y %d, x %d) = %v, want %v",
 				what, i, i/(640*640), i/640%640, i%640, got[i], want[i])
+		}
+	}
+}
+
+// TestTurnOnlyRowsRead decodes rotated and flipped photos turning only the
+// rows the letterbox reads, over a buffer that held another photo, and
+// checks the input against a full turn's, bit for bit. Photos well above
+// the input's size must skip rows, and the others none that matter.
+func TestTurnOnlyRowsRead(t *testing.T) {
+	for _, size := range [][2]int{{1600, 1200}, {2000, 900}, {641, 1500}, {700, 500}} {
+		w, h := size[0], size[1]
+		m := image.NewRGBA(image.Rect(0, 0, w, h))
+		r := rand.New(rand.NewPCG(uint64(w), uint64(h)))
+		for i := range m.Pix {
+			m.Pix[i] = byte(r.IntN(256))
+		}
+		stored := testenv.EncodeJPEG(t, m, 90)
+		for _, o := range []int{2, 3, 6, 8} {
+			t.Run(fmt.Sprintf("%dx%d/%d", w, h, o), func(t *testing.T) {
+				data := testenv.WithJPEGOrientation(stored, o)
+				var d decode.Decoder
+				var full decode.Image
+				if _, err := d.Decode(data, &full); err != nil {
+					t.Fatal(err)
+				}
+				lb := NewLetterbox(full.Width, full.Height, 640, 640)
+				want := garbage(3 * 640 * 640)
+				var rz resizer
+				rz.Fill(&full, lb, want)
+
+				// The buffers first hold another photo, turned the same way.
+				var part decode.Image
+				other := testenv.WithJPEGOrientation(testenv.EncodeJPEG(t, testenv.Gradient(w, h), 90), o)
+				if _, err := d.Decode(other, &part); err != nil {
+					t.Fatal(err)
+				}
+				skipped := 0
+				if _, err := d.DecodeRows(data, &part, func(w, h int) []bool {
+					need := rz.rowsRead(w, h, 640, 640)
+					for _, n := range need {
+						if !n {
+							skipped++
+						}
+					}
+					return need
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if big := full.Height > 2*lb.NewH; big != (skipped > 0) {
+					t.Errorf("%d of %d rows skipped", skipped, full.Height)
+				}
+				got := garbage(3 * 640 * 640)
+				rz.Fill(&part, lb, got)
+				sameBits(t, "turned in the rows read", want, got)
+			})
 		}
 	}
 }
