@@ -90,16 +90,23 @@ func (rz *resizer) Fill(img *decode.Image, lb Letterbox, dst []float32) {
 // padded.
 func (rz *resizer) fillImage(img *decode.Image, lb Letterbox, dst []float32) {
 	switch {
-	case lb.NewW == img.Width && lb.NewH == img.Height:
+	case lb.copies():
 		for y := 0; y < lb.NewH; y++ {
 			lb.store(dst, y, img.Pix[y*img.Width*3:(y+1)*img.Width*3])
 		}
-	case img.Width == 2*lb.NewW && img.Height == 2*lb.NewH:
+	case lb.halves():
 		rz.area2(img, lb, dst)
 	default:
 		rz.linear(img, lb, dst)
 	}
 }
+
+// copies reports whether the image goes into the input at its own size.
+func (lb Letterbox) copies() bool { return lb.NewW == lb.SrcW && lb.NewH == lb.SrcH }
+
+// halves reports whether the image is brought down exactly 2×, which
+// OpenCV averages (INTER_AREA) instead of interpolating.
+func (lb Letterbox) halves() bool { return lb.SrcW == 2*lb.NewW && lb.SrcH == 2*lb.NewH }
 
 // rowsRead returns which rows of a w×h image the letterbox into a
 // dstW×dstH input reads (need[y]), or nil when it reads them all: a copy
@@ -109,7 +116,7 @@ func (rz *resizer) fillImage(img *decode.Image, lb Letterbox, dst []float32) {
 // next call.
 func (rz *resizer) rowsRead(w, h, dstW, dstH int) []bool {
 	lb := NewLetterbox(w, h, dstW, dstH)
-	if lb.NewW == w && lb.NewH == h || w == 2*lb.NewW && h == 2*lb.NewH {
+	if lb.copies() || lb.halves() {
 		return nil
 	}
 	// The rows vertical reads: coefficients as linear computes them.
