@@ -88,13 +88,22 @@ func WithPNGOrientation(data []byte, orientation int) []byte {
 // HugePNG is a well-formed PNG header claiming w×h pixels, with a token
 // IDAT: a decoder that trusted it would allocate w×h×3 bytes.
 func HugePNG(w, h uint32) []byte {
+	return pngFile(w, h, 2, false, []byte{0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01})
+}
+
+// pngFile is a PNG of one IDAT chunk: a w×h 8-bit image of the colour
+// type, Adam7-interlaced or not, with the compressed data idat.
+func pngFile(w, h uint32, colorType byte, interlaced bool, idat []byte) []byte {
 	ihdr := make([]byte, 13)
 	binary.BigEndian.PutUint32(ihdr, w)
 	binary.BigEndian.PutUint32(ihdr[4:], h)
-	ihdr[8], ihdr[9] = 8, 2
+	ihdr[8], ihdr[9] = 8, colorType
+	if interlaced {
+		ihdr[12] = 1
+	}
 	out := []byte("\x89PNG\r\n\x1a\n")
 	out = append(out, PNGChunk("IHDR", ihdr)...)
-	out = append(out, PNGChunk("IDAT", []byte{0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01})...)
+	out = append(out, PNGChunk("IDAT", idat)...)
 	return append(out, PNGChunk("IEND", nil)...)
 }
 
@@ -144,12 +153,5 @@ func InterlacedPNG(tb testing.TB, m *image.NRGBA) []byte {
 	if err := zw.Close(); err != nil {
 		tb.Fatal(err)
 	}
-	ihdr := make([]byte, 13)
-	binary.BigEndian.PutUint32(ihdr, uint32(b.Dx()))
-	binary.BigEndian.PutUint32(ihdr[4:], uint32(b.Dy()))
-	ihdr[8], ihdr[9], ihdr[12] = 8, 6, 1
-	out := []byte("\x89PNG\r\n\x1a\n")
-	out = append(out, PNGChunk("IHDR", ihdr)...)
-	out = append(out, PNGChunk("IDAT", z.Bytes())...)
-	return append(out, PNGChunk("IEND", nil)...)
+	return pngFile(uint32(b.Dx()), uint32(b.Dy()), 6, true, z.Bytes())
 }
