@@ -131,11 +131,7 @@ func (JPEG) DecodeJPEG(data []byte, h decode.Header, dst []byte) ([]byte, error)
 	if len(data) == 0 {
 		return dst, errors.New("empty JPEG")
 	}
-	n := h.Width * h.Height * 3
-	if cap(dst) < n {
-		dst = make([]byte, n)
-	}
-	dst = dst[:n]
+	dst = rgbBuffer(dst, h)
 	buf, pf := dst, C.int(pixelRGB)
 	if h.Components == 4 {
 		buf, pf = make([]byte, h.Width*h.Height*4), pixelCMYK

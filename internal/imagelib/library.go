@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sync"
 	"unsafe"
+
+	"yoloserve/internal/decode"
 )
 
 // library is a C library opened with dlopen once per process.
@@ -32,4 +34,14 @@ func (l *library) open(path, def string, load func(*C.char) *C.char) error {
 		}
 	})
 	return l.err
+}
+
+// rgbBuffer returns dst resized to hold h's stored pixels as RGB, reusing
+// its storage when it is large enough.
+func rgbBuffer(dst []byte, h decode.Header) []byte {
+	n := h.Width * h.Height * 3
+	if cap(dst) < n {
+		return make([]byte, n)
+	}
+	return dst[:n]
 }

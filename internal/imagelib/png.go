@@ -196,11 +196,7 @@ func (PNG) DecodePNG(data []byte, h decode.Header, dst []byte) ([]byte, error) {
 	if len(data) == 0 || h.Width <= 0 || h.Height <= 0 {
 		return dst, errors.New("empty PNG")
 	}
-	n := h.Width * h.Height * 3
-	if cap(dst) < n {
-		dst = make([]byte, n)
-	}
-	dst = dst[:n]
+	dst = rgbBuffer(dst, h)
 	var msg [256]C.char
 	rc := C.png_decode((*C.uchar)(unsafe.Pointer(&data[0])), C.size_t(len(data)),
 		(*C.uchar)(unsafe.Pointer(&dst[0])), C.int(h.Width), C.int(h.Height), &msg[0], C.int(len(msg)))
