@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,7 +37,7 @@ func TestTaskReadsEveryState(t *testing.T) {
 	// The handler's behaviour is the job's upload reference.
 	release := make(chan struct{})
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency: 4, Queues: map[string]int{queue: 1}, Logger: discardLogger{},
+		Concurrency: 4, Queues: map[string]int{queue: 1}, Logger: asynqLogger{slog.New(slog.DiscardHandler)},
 		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return time.Hour },
 	})
 	err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
@@ -154,12 +155,3 @@ func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 		return next(ctx, cmds)
 	}
 }
-
-// discardLogger silences asynq's server in tests.
-type discardLogger struct{}
-
-func (discardLogger) Debug(...any) {}
-func (discardLogger) Info(...any)  {}
-func (discardLogger) Warn(...any)  {}
-func (discardLogger) Error(...any) {}
-func (discardLogger) Fatal(...any) {}
