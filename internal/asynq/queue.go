@@ -219,12 +219,16 @@ func (q *Queue) Task(ctx context.Context, id string) (detect.TaskInfo, error) {
 // ends first. It reads the state again when a worker announces the task
 // done, and once a second in case an announcement was missed. Errors are
 // those of Task.
+//
+// ctx bounds the wait, not the reads: a read that starts as the wait's
+// time runs out (or after) still answers the state.
 func (q *Queue) Wait(ctx context.Context, id string) (detect.TaskInfo, error) {
+	read := context.WithoutCancel(ctx)
 	for {
 		// Listen before looking, so that an end announced in between is
 		// not missed.
 		done, cancel := q.waiters.add(id)
-		ti, err := q.Task(ctx, id)
+		ti, err := q.Task(read, id)
 		if err != nil || ti.Status.Done() {
 			cancel()
 			return ti, err
@@ -235,7 +239,7 @@ func (q *Queue) Wait(ctx context.Context, id string) (detect.TaskInfo, error) {
 			return ti, nil
 		case <-done:
 			cancel()
-			if ti, err := q.settle(ctx, id); err != nil || ti.Status.Done() || ctx.Err() != nil {
+			if ti, err := q.settle(ctx, read, id); err != nil || ti.Status.Done() || ctx.Err() != nil {
 				return ti, err
 			}
 		case <-time.After(time.Second):
@@ -244,13 +248,14 @@ func (q *Queue) Wait(ctx context.Context, id string) (detect.TaskInfo, error) {
 	}
 }
 
-// settle reads a task announced as ended until asynq has recorded the
-// end: a failure is announced just before asynq archives it.
-func (q *Queue) settle(ctx context.Context, id string) (detect.TaskInfo, error) {
+// settle reads a task announced as ended, with read, until asynq has
+// recorded the end or ctx ends: a failure is announced just before asynq
+// archives it.
+func (q *Queue) settle(ctx, read context.Context, id string) (detect.TaskInfo, error) {
 	var ti detect.TaskInfo
 	var err error
 	for _, d := range []time.Duration{2, 5, 10, 20, 50, 100} {
-		if ti, err = q.Task(ctx, id); err != nil || ti.Status.Done() {
+		if ti, err = q.Task(read, id); err != nil || ti.Status.Done() {
 			return ti, err
 		}
 		select {

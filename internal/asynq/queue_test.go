@@ -155,3 +155,28 @@ func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 		return next(ctx, cmds)
 	}
 }
+
+// TestWaitAnswersStateAtDeadline checks that a wait whose time is up
+// answers the task's state, not an error: the state is read after the
+// wait's deadline when the once-a-second look races it, or when the
+// deadline has passed before the wait begins.
+func TestWaitAnswersStateAtDeadline(t *testing.T) {
+	rs := testenv.StartRedis(t)
+	q := NewQueue(rs.Client(), QueueConfig{Queue: "waits"})
+	t.Cleanup(func() { q.Close() })
+	id, err := q.Enqueue(context.Background(), detect.Job{Upload: "nobody takes it"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := detect.TaskInfo{ID: id, Status: detect.StatusPending}
+	for _, d := range []time.Duration{-time.Second, 0, time.Second} {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		got, err := q.Wait(ctx, id)
+		cancel()
+		if err != nil {
+			t.Errorf("wait of %v: %v", d, err)
+		} else if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("wait of %v (-want +got):\n%s", d, diff)
+		}
+	}
+}
