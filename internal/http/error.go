@@ -32,14 +32,20 @@ func ErrorStatus(err error) int {
 
 // Error answers {"error": message} with the status of err's code. Internal
 // errors are logged and answered with a generic message; unavailability is
-// logged as a warning and answered with Retry-After.
+// logged as a warning and answered with Retry-After. A request whose
+// client has gone is logged only at debug level: its Redis commands were
+// cut short by its context, not by Redis.
 func Error(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	code, status := detect.ErrorCode(err), ErrorStatus(err)
 	switch code {
 	case detect.EINTERNAL:
 		log.Error("internal error", "method", r.Method, "path", r.URL.Path, "error", err)
 	case detect.EUNAVAILABLE:
-		log.Warn("unavailable", "method", r.Method, "path", r.URL.Path, "error", err)
+		level := slog.LevelWarn
+		if r.Context().Err() != nil {
+			level = slog.LevelDebug
+		}
+		log.Log(r.Context(), level, "unavailable", "method", r.Method, "path", r.URL.Path, "error", err)
 		w.Header().Set("Retry-After", "5")
 	case detect.ERATELIMIT:
 		if w.Header().Get("Retry-After") == "" {
