@@ -91,7 +91,8 @@ import (
 // libturbojpeg0).
 const DefaultJPEGLibrary = "libturbojpeg.so.0"
 
-// Pixel formats and chroma subsampling for Encode (TurboJPEG's values).
+// Pixel formats (TJPF_*), which decoding uses too, and chroma subsampling
+// for Encode (TurboJPEG's values).
 const (
 	PixelRGB    = 0
 	PixelGray   = 6
@@ -101,11 +102,7 @@ const (
 	SubsampGray = 3
 )
 
-const (
-	pixelRGB        = 0    // TJPF_RGB
-	pixelCMYK       = 11   // TJPF_CMYK
-	flagAccurateDCT = 4096 // TJFLAG_ACCURATEDCT: libjpeg's JDCT_ISLOW, OpenCV's default
-)
+const flagAccurateDCT = 4096 // TJFLAG_ACCURATEDCT: libjpeg's JDCT_ISLOW, OpenCV's default
 
 var turbojpeg = library{name: "turbojpeg"}
 
@@ -132,9 +129,9 @@ func (JPEG) DecodeJPEG(data []byte, h decode.Header, dst []byte) ([]byte, error)
 		return dst, errors.New("empty JPEG")
 	}
 	dst = rgbBuffer(dst, h)
-	buf, pf := dst, C.int(pixelRGB)
+	buf, pf := dst, C.int(PixelRGB)
 	if h.Components == 4 {
-		buf, pf = make([]byte, h.Width*h.Height*4), pixelCMYK
+		buf, pf = make([]byte, h.Width*h.Height*4), PixelCMYK
 	}
 	var msg [256]C.char
 	rc := C.tj_decode((*C.uchar)(unsafe.Pointer(&data[0])), C.ulong(len(data)),
