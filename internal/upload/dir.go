@@ -61,26 +61,32 @@ func NewDir(path string) (*Dir, error) {
 // or unwritable disk): a fault of the service, worth a retry.
 var errStore = detect.Errorf(detect.EUNAVAILABLE, "The upload could not be stored; try again shortly.")
 
-// Save writes data under a new random name and returns that name. The file
-// appears whole or not at all (written aside, then renamed).
+// Save writes data under a new random name and returns that name. It
+// returns an EUNAVAILABLE *Error when the file cannot be written (a full
+// or unwritable disk), having removed what it wrote.
+//
+// The file is written under its final name, not aside and renamed: no
+// reader can see it half-written, since its task is enqueued only once
+// Save has returned, and one left half-written by a crash is an orphan
+// that Sweep removes like any other. A rename took the folder's lock and
+// a journal transaction more per upload, which a slow disk made the
+// slowest step of an upload.
 func (d *Dir) Save(_ context.Context, data []byte) (string, error) {
 	ref, err := newRef()
 	if err != nil {
 		return "", err
 	}
-	tmp, err := os.CreateTemp(d.path, ".tmp-*")
+	name := filepath.Join(d.path, ref)
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return "", fmt.Errorf("%w (%v)", errStore, err)
 	}
-	_, err = tmp.Write(data)
-	if cerr := tmp.Close(); err == nil {
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(d.path, ref))
-	}
 	if err != nil {
-		os.Remove(tmp.Name())
+		os.Remove(name)
 		return "", fmt.Errorf("%w (%v)", errStore, err)
 	}
 	return ref, nil
@@ -111,9 +117,11 @@ func (d *Dir) Delete(_ context.Context, ref string) error {
 	return err
 }
 
-// Sweep removes uploads and leftover temporary files older than maxAge:
-// orphans whose task never ran to its end (a crash between save and
-// enqueue, a task deleted by hand). It returns how many it removed.
+// Sweep removes uploads older than maxAge: orphans whose task never ran to
+// its end (a crash during or after the save, before the enqueue; a task
+// deleted by hand). It also removes the ".tmp-" files that earlier
+// versions wrote before renaming them, left by a crash. It returns how
+// many it removed.
 func (d *Dir) Sweep(maxAge time.Duration) (int, error) {
 	entries, err := os.ReadDir(d.path)
 	if err != nil {
