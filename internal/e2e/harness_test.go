@@ -243,6 +243,16 @@ func decodeResult(t testing.TB, ti detect.TaskInfo) detect.Result {
 	return r
 }
 
+// uprightSize returns the size of an image as its result gives it.
+func uprightSize(t testing.TB, data []byte) detect.Size {
+	t.Helper()
+	h, err := decode.Inspect(data, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.Upright()
+}
+
 // uploadsLeft lists the files in the upload folder.
 func (h *harness) uploadsLeft() []string {
 	es, err := os.ReadDir(h.uploadDir)

@@ -288,20 +288,30 @@ func TestResultsExpire(t *testing.T) {
 func TestFiftyConcurrentSubmissions(t *testing.T) {
 	h := newHarness(t, options{})
 	h.startWorker(detector(t), 2)
-	images := []string{"bus.jpg", "zidane.jpg", "dog.jpg", "horses.jpg", "person.jpg"}
+	// Photos of five different sizes, so that a result computed on
+	// another request's bytes (the API reuses its upload buffers) shows.
+	var images [][]byte
+	for _, name := range []string{"bus.jpg", "zidane.jpg", "dog.jpg", "horses.jpg", "person.jpg"} {
+		images = append(images, testenv.ReadImage(t, name))
+	}
 	ids := make([]string, 50)
 	var wg sync.WaitGroup
 	for i := range ids {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ids[i] = h.submit(testenv.ReadImage(t, images[i%len(images)]), nil)
+			ids[i] = h.submit(images[i%len(images)], nil)
 		}()
 	}
 	wg.Wait()
-	for _, id := range ids {
-		if ti := h.result(id); ti.Status != detect.StatusSuccess {
+	for i, id := range ids {
+		ti := h.result(id)
+		if ti.Status != detect.StatusSuccess {
 			t.Errorf("task %s: %s %s", id, ti.Status, ti.Error)
+			continue
+		}
+		if got, want := decodeResult(t, ti).Image, uprightSize(t, images[i%len(images)]); got != want {
+			t.Errorf("task %s: result for a %v image, the upload was %v", id, got, want)
 		}
 	}
 	testenv.Eventually(t, 5*time.Second, "uploads left behind", func() bool { return len(h.uploadsLeft()) == 0 })

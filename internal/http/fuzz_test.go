@@ -29,7 +29,7 @@ func FuzzUpload(f *testing.F) {
 	const limit = 1 << 16
 	f.Fuzz(func(t *testing.T, body []byte, contentType string) {
 		r := http.MaxBytesReader(nil, io.NopCloser(bytes.NewReader(body)), limit)
-		u, err := parseUpload(r, contentType, int64(len(body)), limit)
+		u, err := parseUpload(r, contentType, int64(len(body)), limit, new(bytes.Buffer))
 		if err == nil {
 			_, err = decode.Inspect(u.data, 1_000_000)
 		}

@@ -31,7 +31,11 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 		Error(w, r, s.log, detect.Errorf(detect.EUNAVAILABLE, "Too many uploads in progress; try again shortly."))
 		return
 	}
-	u, err := s.readUpload(w, r)
+	// The upload's bytes live in buf, which goes back to the pool when the
+	// handler returns: nothing below keeps them past Save.
+	buf := s.buffers.get()
+	defer s.buffers.put(buf)
+	u, err := s.readUpload(w, r, buf)
 	if err != nil {
 		Error(w, r, s.log, err)
 		return
@@ -75,20 +79,21 @@ type upload struct {
 }
 
 // readUpload checks the request's framing and streams its body, at most
-// MaxUploadBytes, through parseUpload.
-func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (upload, error) {
+// MaxUploadBytes, through parseUpload, the image into buf.
+func (s *Server) readUpload(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) (upload, error) {
 	if r.ContentLength > s.cfg.MaxUploadBytes {
 		return upload{}, tooLarge(s.cfg.MaxUploadBytes)
 	}
 	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes)
-	return parseUpload(body, r.Header.Get("Content-Type"), r.ContentLength, s.cfg.MaxUploadBytes)
+	return parseUpload(body, r.Header.Get("Content-Type"), r.ContentLength, s.cfg.MaxUploadBytes, buf)
 }
 
-// parseUpload reads a multipart body: the image field into memory and the
-// small fields into a map. body must stop at limit with an
-// *http.MaxBytesError. It returns EINVALID for a body that is not
-// multipart, is malformed or has no image, and ETOOLARGE past the limit.
-func parseUpload(body io.Reader, contentType string, contentLength, limit int64) (upload, error) {
+// parseUpload reads a multipart body: the image field into buf, emptied
+// first, which the upload's data then shares, and the small fields into a
+// map. body must stop at limit with an *http.MaxBytesError. It returns
+// EINVALID for a body that is not multipart, is malformed or has no image,
+// and ETOOLARGE past the limit.
+func parseUpload(body io.Reader, contentType string, contentLength, limit int64, buf *bytes.Buffer) (upload, error) {
 	var u upload
 	ct, params, _ := mime.ParseMediaType(contentType)
 	if ct != "multipart/form-data" || params["boundary"] == "" {
@@ -113,7 +118,7 @@ func parseUpload(body io.Reader, contentType string, contentLength, limit int64)
 			}
 			found = true
 			u.filename = detect.Sanitize(part.FileName(), 255)
-			var buf bytes.Buffer
+			buf.Reset()
 			if contentLength > 0 && contentLength <= limit {
 				buf.Grow(int(contentLength))
 			}

@@ -58,6 +58,7 @@ type Server struct {
 	metrics  *apiMetrics
 	limiter  *rateLimiter
 	inflight chan struct{} // one token per upload being read
+	buffers  bufferPool
 }
 
 // NewServer builds the API on q and up.
