@@ -12,9 +12,11 @@ import "sync"
 // 0.4–0.5%).
 //
 // A worker takes a task ahead only from a backlog. Once every slot is
-// taken, its dequeue, finding the queue empty, no longer wakes for an
-// announced task, which a worker with a free slot can start at once; it
-// looks again when one of its own tasks ends, or at the next poll.
+// taken, its dequeue, finding the queue empty, no longer takes wake-up
+// tokens: an announced task goes to a worker with a free slot, which can
+// start it at once. When one of its own tasks ends it waits for a token
+// again, and finds those of tasks announced meanwhile that no other
+// worker took.
 
 // occupancy counts the tasks a server holds (running, or taken ahead)
 // against its slots.

@@ -150,7 +150,7 @@ func (q *Queue) Enqueue(ctx context.Context, job detect.Job) (string, error) {
 	// Wake an idle worker, even if the client has gone meanwhile. The
 	// task is in the queue whether or not the announcement goes out;
 	// without it a worker finds the task at its next poll.
-	if err := q.rdb.Publish(context.WithoutCancel(ctx), enqueuedChannel(q.cfg.Queue), id).Err(); err != nil {
+	if err := announce(context.WithoutCancel(ctx), q.rdb, q.cfg.Queue); err != nil {
 		q.cfg.Logger.Warn("announcing a task", "task_id", id, "error", err)
 	}
 	if q.cfg.ReplicaAcks > 0 {

@@ -130,7 +130,6 @@ func retryDelay(n int, _ error, _ *asynq.Task) time.Duration {
 func (s *Server) Start() error {
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(TaskType, s.process)
-	s.wakeup.start()
 	if err := s.srv.Start(mux); err != nil {
 		s.wakeup.stop()
 		return err

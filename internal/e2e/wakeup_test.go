@@ -89,12 +89,45 @@ func TestIdleWorkerQuiet(t *testing.T) {
 	}
 }
 
+// TestTaskWakesOneIdleWorker: with four idle workers, a task wakes one of
+// them, not all four: each task costs two dequeues (the one that takes it,
+// and the one that finds the queue empty after it), where a wake-up for
+// every idle worker would cost five.
+func TestTaskWakesOneIdleWorker(t *testing.T) {
+	h := newHarness(t, options{})
+	d := detector(t)
+	for range 4 {
+		h.startWorkerConfig(d, asynq.ServerConfig{Concurrency: 1, PollInterval: 10 * time.Second})
+	}
+	img := testenv.ReadImage(t, "dog.jpg")
+	if ti := h.result(h.submit(img, nil)); ti.Status != detect.StatusSuccess {
+		t.Fatalf("task: %s %s", ti.Status, ti.Error)
+	}
+	const tasks = 10
+	before := h.commandCalls("rpoplpush") // asynq's dequeue script moves a task with it
+	for i := range tasks {
+		if ti := h.result(h.submit(img, nil)); ti.Status != detect.StatusSuccess {
+			t.Fatalf("task %d: %s %s", i, ti.Status, ti.Error)
+		}
+	}
+	if n := h.commandCalls("rpoplpush") - before; n > 3*tasks {
+		t.Errorf("%d dequeues for %d tasks one at a time with four idle workers, want about 2 a task", n, tasks)
+	}
+}
+
 // scriptCalls returns how many scripts Redis has run.
 func (h *harness) scriptCalls() int {
 	h.t.Helper()
+	return h.commandCalls("evalsha", "eval")
+}
+
+// commandCalls returns how many times Redis has run the commands, by
+// clients or by scripts.
+func (h *harness) commandCalls(cmds ...string) int {
+	h.t.Helper()
 	n := 0
-	for _, cmd := range []string{"cmdstat_evalsha", "cmdstat_eval"} {
-		v, ok := h.redisInfo("commandstats", cmd)
+	for _, cmd := range cmds {
+		v, ok := h.redisInfo("commandstats", "cmdstat_"+cmd)
 		if !ok {
 			continue // never run
 		}
