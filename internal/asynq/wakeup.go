@@ -27,9 +27,9 @@ import (
 func tokensKey(queue string) string { return "yoloserve:{" + queue + "}:wake" }
 
 // maxTokens bounds the token list. Tokens pile up only while no worker
-// waits (every worker busy, none running); the workers find those tasks
-// with their next dequeues, and each token left costs one empty dequeue
-// later. One token is enough for correctness.
+// waits for one (every worker busy, or none running); the workers find
+// those tasks with their next dequeues, and each token left costs one
+// empty dequeue later. One token would be enough for correctness.
 const maxTokens = 64
 
 // announce pushes a wake-up token for a task enqueued on queue. It
