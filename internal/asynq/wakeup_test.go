@@ -3,9 +3,10 @@ package asynq
 import (
 	"context"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"yoloserve/internal/testenv"
 )
@@ -14,6 +15,7 @@ import (
 // however many wait; the others go on waiting.
 func TestTokenWakesOneWaiter(t *testing.T) {
 	rs := testenv.StartRedis(t)
+	rdb := rs.Client() // the test's own commands
 	ctx := context.Background()
 	const waiters = 4
 	woken := make(chan int, waiters)
@@ -28,9 +30,9 @@ func TestTokenWakesOneWaiter(t *testing.T) {
 	}
 	// Every waiter's BLPOP is in: Redis counts the clients it blocks.
 	testenv.Eventually(t, 5*time.Second, "four clients blocked on the token list", func() bool {
-		return blockedClients(t, rs) == waiters
+		return blockedClients(t, rdb) == waiters
 	})
-	if err := announce(ctx, rs.Client(), "q"); err != nil {
+	if err := announce(ctx, rdb, "q"); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -43,7 +45,7 @@ func TestTokenWakesOneWaiter(t *testing.T) {
 		t.Errorf("one token woke a second waiter (%d)", i)
 	case <-time.After(200 * time.Millisecond):
 	}
-	if n := blockedClients(t, rs); n != waiters-1 {
+	if n := blockedClients(t, rdb); n != waiters-1 {
 		t.Errorf("%d clients still blocked after one token, want %d", n, waiters-1)
 	}
 }
@@ -66,7 +68,7 @@ func TestTokenOutlivesItsWaiter(t *testing.T) {
 	}
 	testenv.Eventually(t, 5*time.Second, "the token back in the list", func() bool {
 		n, err := rdb.LLen(ctx, tokensKey("q")).Result()
-		return err == nil && n == 1 && blockedClients(t, rs) == 0
+		return err == nil && n == 1 && blockedClients(t, rdb) == 0
 	})
 	if !w.waitToken(time.After(5 * time.Second)) {
 		t.Error("a dequeue that waits after the token was announced did not get it")
@@ -90,17 +92,12 @@ func TestTokensBounded(t *testing.T) {
 
 // blockedClients returns how many clients Redis holds in a blocking
 // command.
-func blockedClients(t *testing.T, rs *testenv.RedisServer) int {
+func blockedClients(t *testing.T, rdb *redis.Client) int {
 	t.Helper()
-	info, err := rs.Client().Info(context.Background(), "clients").Result()
+	v, _ := testenv.InfoField(t, rdb, "clients", "blocked_clients")
+	n, err := strconv.Atoi(v)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var n int
-	for _, line := range strings.Split(info, "\r\n") {
-		if v, ok := strings.CutPrefix(line, "blocked_clients:"); ok {
-			n, _ = strconv.Atoi(v)
-		}
+		t.Fatalf("INFO clients blocked_clients: %q", v)
 	}
 	return n
 }

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,28 +36,12 @@ func TestFailuresExpire(t *testing.T) {
 
 // usedMemory reads Redis's used_memory.
 func usedMemory(t *testing.T, h *harness) int64 {
-	v, ok := h.redisInfo("memory", "used_memory")
+	v, ok := testenv.InfoField(t, h.rdb, "memory", "used_memory")
 	if !ok {
 		t.Fatal("no used_memory")
 	}
 	n, _ := strconv.ParseInt(v, 10, 64)
 	return n
-}
-
-// redisInfo returns the value of key in a section of Redis's INFO, and
-// whether the section has it.
-func (h *harness) redisInfo(section, key string) (string, bool) {
-	h.t.Helper()
-	info, err := h.rdb.Info(context.Background(), section).Result()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	for _, line := range strings.Split(info, "\r\n") {
-		if v, ok := strings.CutPrefix(line, key+":"); ok {
-			return v, true
-		}
-	}
-	return "", false
 }
 
 // TestSoak runs YOLOSERVE_SOAK tasks (make soak: 10000) through the API

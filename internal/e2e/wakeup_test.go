@@ -129,7 +129,7 @@ func (h *harness) commandCalls(cmds ...string) int {
 	h.t.Helper()
 	n := 0
 	for _, cmd := range cmds {
-		v, ok := h.redisInfo("commandstats", "cmdstat_"+cmd)
+		v, ok := testenv.InfoField(h.t, h.rdb, "commandstats", "cmdstat_"+cmd)
 		if !ok {
 			continue // never run
 		}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,6 +108,22 @@ func (r *RedisServer) Flush() {
 	if err := r.Client().FlushDB(context.Background()).Err(); err != nil {
 		r.tb.Fatal(err)
 	}
+}
+
+// InfoField returns the value of key in section of Redis's INFO, and
+// whether INFO has it. It fails the test when Redis does not answer.
+func InfoField(tb testing.TB, rdb redis.UniversalClient, section, key string) (string, bool) {
+	tb.Helper()
+	info, err := rdb.Info(context.Background(), section).Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, key+":"); ok {
+			return v, true
+		}
+	}
+	return "", false
 }
 
 // Eventually calls cond every few milliseconds until it returns true or
