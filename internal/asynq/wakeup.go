@@ -97,11 +97,8 @@ func (w *wakeup) stop() {
 
 // dequeue runs a script with run and returns its result, unless the script
 // is asynq's dequeue (told by keys) and finds the queue empty: then it
-// waits for a token while a slot is free, up to maxWait in all, and runs
-// it again. A worker takes a task ahead only from a backlog: while every
-// slot is taken it waits for one of its tasks to end instead, and a token
-// that comes once every slot is taken (the task just dequeued has begun)
-// goes back to the list, for a worker with a free slot.
+// waits for a free slot and a token (awaitToken), up to maxWait in all,
+// and runs it again.
 func (w *wakeup) dequeue(keys []string, run func() *redis.Cmd) *redis.Cmd {
 	if len(keys) < 2 || keys[0] != w.pending || keys[1] != w.paused {
 		return run()
@@ -110,23 +107,32 @@ func (w *wakeup) dequeue(keys []string, run func() *redis.Cmd) *redis.Cmd {
 	defer timeout.Stop()
 	for {
 		cmd := run()
-		if !errors.Is(cmd.Err(), redis.Nil) {
+		if !errors.Is(cmd.Err(), redis.Nil) || !w.awaitToken(timeout.C) {
 			return cmd
 		}
-		for {
-			for ended := w.full(); ended != nil; ended = w.full() {
-				if !w.wait(ended, timeout.C) {
-					return cmd
-				}
+	}
+}
+
+// awaitToken reports whether the server holds a token with a slot free
+// before timeout fired or stop was called. A worker takes a task ahead
+// only from a backlog: while every slot is taken it waits for one of its
+// tasks to end instead, and a token that comes once every slot is taken
+// (the task just dequeued has begun) goes back to the list, for a worker
+// with a free slot.
+func (w *wakeup) awaitToken(timeout <-chan time.Time) bool {
+	for {
+		for ended := w.full(); ended != nil; ended = w.full() {
+			if !w.wait(ended, timeout) {
+				return false
 			}
-			if !w.waitToken(timeout.C) {
-				return cmd
-			}
-			if w.full() == nil {
-				break
-			}
-			w.putBack()
 		}
+		if !w.waitToken(timeout) {
+			return false
+		}
+		if w.full() == nil {
+			return true
+		}
+		w.putBack()
 	}
 }
 
