@@ -84,7 +84,11 @@ func run() error {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "yoloserve_worker_solo_crowded_total",
 			Help: "Solo runs that found the cores taken by other processes, after each of which the solo session rested.",
-		}, func() float64 { return float64(det.SoloCrowded()) }))
+		}, func() float64 { return float64(det.SoloCrowded()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "yoloserve_worker_solo_yielded_total",
+			Help: "Solo runs stopped just after they began, so that an image right behind could run beside theirs on the slots' sessions.",
+		}, func() float64 { return float64(det.SoloYielded()) }))
 	srv := asynq.NewServer(rdb, asynq.ServerConfig{
 		Queue: cfg.Queue, Concurrency: dc.Concurrency, Prefetch: cfg.Prefetch, ShutdownTimeout: cfg.ShutdownGrace, PollInterval: cfg.PollInterval,
 		Logger: log, Registerer: reg,

@@ -109,6 +109,7 @@ func TestWorkerSIGTERMFinishesRunningTasks(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, "the worker never started a task", func() bool { return h.status(ids[0]) == "STARTED" })
 	if m := getText(t, health+"/metrics"); !strings.Contains(m, "yoloserve_worker_tasks_in_flight") ||
 		!strings.Contains(m, "yoloserve_worker_solo_runs_total") || !strings.Contains(m, "yoloserve_worker_solo_crowded_total") ||
+		!strings.Contains(m, "yoloserve_worker_solo_yielded_total") ||
 		!strings.Contains(m, "go_goroutines") {
 		t.Errorf("worker /metrics lacks the worker's metrics")
 	}

@@ -273,6 +273,39 @@ func (b *Binding) Close() {
 	b.out.Destroy()
 }
 
+// Interrupt stops a run in flight that was started with it (RunWith).
+// Its methods may be called from any goroutine.
+type Interrupt struct{ o *ort.RunOptions }
+
+// NewInterrupt returns an Interrupt, or an error when ONNX Runtime cannot
+// make its run options.
+func NewInterrupt() (*Interrupt, error) {
+	o, err := ort.NewRunOptions()
+	if err != nil {
+		return nil, fmt.Errorf("onnx: run options: %w", err)
+	}
+	return &Interrupt{o: o}, nil
+}
+
+// Stop makes the run in flight, if any, and every run started after it
+// until Reset, return an error within an operator or so.
+func (i *Interrupt) Stop() error { return i.o.Terminate() }
+
+// Reset lets runs started with i go to their end again.
+func (i *Interrupt) Reset() error { return i.o.UnsetTerminate() }
+
+// Close releases the run options.
+func (i *Interrupt) Close() { i.o.Destroy() }
+
+// RunWith is Run, stoppable through i. A stopped run returns an error and
+// leaves b's output undefined.
+func (s *Session) RunWith(b *Binding, i *Interrupt) error {
+	if err := s.s.RunWithOptions([]ort.Value{b.in}, []ort.Value{b.out}, i.o); err != nil {
+		return fmt.Errorf("onnx: run: %w", err)
+	}
+	return nil
+}
+
 // Run runs the model on b's input into b's output.
 func (s *Session) Run(b *Binding) error {
 	if err := s.s.Run([]ort.Value{b.in}, []ort.Value{b.out}); err != nil {

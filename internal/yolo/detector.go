@@ -70,8 +70,9 @@ type Detector struct {
 	batcher  *batcher // nil when batching is off
 	cfg      Config
 
-	solo   *soloSession // nil when there is none
-	inside atomic.Int32 // images holding a slot
+	solo    *soloSession // nil when there is none
+	inside  atomic.Int32 // images holding a slot
+	slotRun atomic.Int64 // the last run on a slot's session, in ns
 }
 
 // slot is the per-image working memory, reused from image to image.
@@ -176,7 +177,13 @@ func Open(cfg Config) (*Detector, error) {
 			d.Close()
 			return nil, err
 		}
-		d.solo = &soloSession{s: s, threads: cfg.SoloThreads, minShare: soloMinShare}
+		stop, err := onnx.NewInterrupt()
+		if err != nil {
+			s.Close()
+			d.Close()
+			return nil, err
+		}
+		d.solo = &soloSession{s: s, stop: stop, threads: cfg.SoloThreads, minShare: soloMinShare}
 	}
 	d.cfg = cfg
 	for i := 0; i < cfg.Concurrency; i++ {
@@ -245,6 +252,15 @@ func (d *Detector) SoloCrowded() int64 {
 	return d.solo.crowded.Load()
 }
 
+// SoloYielded returns how many solo runs were stopped so that an image
+// right behind could run beside theirs on the slots' sessions.
+func (d *Detector) SoloYielded() int64 {
+	if d.solo == nil {
+		return 0
+	}
+	return d.solo.yielded.Load()
+}
+
 // Close releases the session and the working memory. Detect must not be
 // running.
 func (d *Detector) Close() {
@@ -260,6 +276,7 @@ func (d *Detector) Close() {
 	}
 	if d.solo != nil {
 		d.solo.s.Close()
+		d.solo.stop.Close()
 	}
 }
 

@@ -1,6 +1,9 @@
 package yolo
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Occupy takes a slot as an image in the detector would, until the
 // returned function is called.
@@ -23,3 +26,20 @@ func (d *Detector) IgnoreCrowding() {
 
 // ProcessCPU returns the CPU time the process has used.
 var ProcessCPU = processCPU
+
+// SoloRunning reports whether the solo session is running an image.
+func (d *Detector) SoloRunning() bool {
+	d.solo.mu.Lock()
+	defer d.solo.mu.Unlock()
+	return d.solo.running
+}
+
+// GiveWay does what an image about to run on its slot's session does, as
+// if runs on a slot's session took slot and on the solo session took solo;
+// it returns whether a solo run was in flight and whether it stopped it.
+func (d *Detector) GiveWay(slot, solo time.Duration) (inFlight, stopped bool) {
+	d.solo.mu.Lock()
+	d.solo.took = solo
+	d.solo.mu.Unlock()
+	return d.solo.giveWay(slot)
+}

@@ -152,6 +152,131 @@ func TestSoloSessionRestsWhileCoresAreTaken(t *testing.T) {
 	}
 }
 
+// TestSoloRunGivesWayToAnImageRightBehind: an image about to run on its
+// slot's session stops a solo run that has only begun, instead of sharing
+// the cores with its spinning threads; the lone image runs again on its
+// slot's session, with the same detections, and the solo session takes
+// the next lone image as before.
+func TestSoloRunGivesWayToAnImageRightBehind(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("a solo session needs more cores than a slot's share")
+	}
+	d := openDetector(t, "yolov8n.onnx", yolo.Config{Concurrency: 2, Threads: 1})
+	d.IgnoreCrowding()
+	data := testenv.ReadImage(t, "bus.jpg")
+	want := detectAlone(t, d, data)
+	// Solo runs of an hour against slot runs of 10 ms: any run in flight
+	// has only begun.
+	for attempt := 1; ; attempt++ {
+		runs := d.SoloRuns()
+		inFlight, stopped, got := beside(t, d, data, 10*time.Millisecond, time.Hour)
+		if !inFlight {
+			if attempt == 10 {
+				t.Fatal("in 10 lone images, no solo run was seen in flight")
+			}
+			continue // the run ended before it was seen; again
+		}
+		if !stopped {
+			t.Fatal("a solo run that had only begun was not stopped")
+		}
+		if d.SoloRuns() != runs || d.SoloYielded() != 1 {
+			t.Errorf("%d solo runs and %d stopped after one stopped run, want %d and 1", d.SoloRuns(), d.SoloYielded(), runs)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("the stopped image's detections (-alone +after the stop):\n%s", diff)
+		}
+		break
+	}
+	runs := d.SoloRuns()
+	if diff := cmp.Diff(want, detectAlone(t, d, data)); diff != "" {
+		t.Errorf("the next lone image (-first +next):\n%s", diff)
+	}
+	if d.SoloRuns() != runs+1 {
+		t.Errorf("the lone image after a stopped run did not run on the solo session")
+	}
+}
+
+// TestImageBehindASoloRunNearItsEndWaits: a solo run too far on to stop
+// is waited for, and the image behind it runs once it has ended.
+func TestImageBehindASoloRunNearItsEndWaits(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("a solo session needs more cores than a slot's share")
+	}
+	d := openDetector(t, "yolov8n.onnx", yolo.Config{Concurrency: 2, Threads: 1})
+	d.IgnoreCrowding()
+	data := testenv.ReadImage(t, "bus.jpg")
+	want := detectAlone(t, d, data)
+	// Solo runs of no time: any run in flight is past the point of
+	// stopping.
+	for attempt := 1; ; attempt++ {
+		runs := d.SoloRuns()
+		inFlight, stopped, got := beside(t, d, data, 10*time.Millisecond, 0)
+		if !inFlight {
+			if attempt == 10 {
+				t.Fatal("in 10 lone images, no solo run was seen in flight")
+			}
+			continue
+		}
+		if stopped || d.SoloYielded() != 0 {
+			t.Fatal("a solo run near its end was stopped")
+		}
+		if d.SoloRuns() != runs+1 {
+			t.Errorf("the lone image did not finish on the solo session")
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("(-alone +waited for):\n%s", diff)
+		}
+		break
+	}
+}
+
+// detectAlone detects data alone in d and returns the detections.
+func detectAlone(t *testing.T, d *yolo.Detector, data []byte) []detect.Detection {
+	t.Helper()
+	r, err := d.Detect(context.Background(), data, detect.DefaultParams())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Detections
+}
+
+// beside detects data alone in d and, once its solo run is seen in
+// flight, gives way as an image right behind it would (GiveWay with slot
+// and solo), checking that the run has ended when GiveWay returns. It
+// returns whether a solo run was seen in flight, whether GiveWay stopped
+// it, and the lone image's detections.
+func beside(t *testing.T, d *yolo.Detector, data []byte, slot, solo time.Duration) (inFlight, stopped bool, dets []detect.Detection) {
+	t.Helper()
+	type result struct {
+		r   *detect.Result
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := d.Detect(context.Background(), data, detect.DefaultParams())
+		done <- result{r, err}
+	}()
+	for !inFlight {
+		select {
+		case <-done:
+			return false, false, nil
+		default:
+		}
+		if d.SoloRunning() {
+			inFlight, stopped = d.GiveWay(slot, solo)
+			if d.SoloRunning() {
+				t.Error("GiveWay returned while the solo run went on")
+			}
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return inFlight, stopped, r.r.Detections
+}
+
 // busyCores starts n processes that keep a core busy each, and returns a
 // function that stops them (also called at the end of the test).
 func busyCores(tb testing.TB, n int) (stop func()) {
