@@ -152,81 +152,46 @@ func TestSoloSessionRestsWhileCoresAreTaken(t *testing.T) {
 	}
 }
 
-// TestSoloRunGivesWayToAnImageRightBehind: an image about to run on its
-// slot's session stops a solo run that has only begun, instead of sharing
-// the cores with its spinning threads; the lone image runs again on its
-// slot's session, with the same detections, and the solo session takes
-// the next lone image as before.
-func TestSoloRunGivesWayToAnImageRightBehind(t *testing.T) {
+// TestSoloRunGivesWay: an image about to run on its slot's session does
+// not share the cores with a solo run's spinning threads. A solo run that
+// has only begun is stopped, and the lone image runs again on its slot's
+// session with the same detections; one near its end is waited for.
+// Either way the next lone image runs on the solo session.
+func TestSoloRunGivesWay(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("a solo session needs more cores than a slot's share")
 	}
-	d := openDetector(t, "yolov8n.onnx", yolo.Config{Concurrency: 2, Threads: 1})
-	d.IgnoreCrowding()
-	data := testenv.ReadImage(t, "bus.jpg")
-	want := detectAlone(t, d, data)
-	// Solo runs of an hour against slot runs of 10 ms: any run in flight
-	// has only begun.
-	for attempt := 1; ; attempt++ {
-		runs := d.SoloRuns()
-		inFlight, stopped, got := beside(t, d, data, 10*time.Millisecond, time.Hour)
-		if !inFlight {
-			if attempt == 10 {
-				t.Fatal("in 10 lone images, no solo run was seen in flight")
+	for _, c := range []struct {
+		name string
+		solo time.Duration // how long solo runs take, against slot runs of 10 ms
+		stop bool
+	}{
+		{"a run that has only begun", time.Hour, true},
+		{"a run near its end", 0, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := openDetector(t, "yolov8n.onnx", yolo.Config{Concurrency: 2, Threads: 1})
+			d.IgnoreCrowding()
+			data := testenv.ReadImage(t, "bus.jpg")
+			want := detectAlone(t, d, data)
+			stopped, finished, got := giveWayInFlight(t, d, data, 10*time.Millisecond, c.solo)
+			if stopped != c.stop {
+				t.Errorf("stopped %v, want %v", stopped, c.stop)
 			}
-			continue // the run ended before it was seen; again
-		}
-		if !stopped {
-			t.Fatal("a solo run that had only begun was not stopped")
-		}
-		if d.SoloRuns() != runs || d.SoloYielded() != 1 {
-			t.Errorf("%d solo runs and %d stopped after one stopped run, want %d and 1", d.SoloRuns(), d.SoloYielded(), runs)
-		}
-		if diff := cmp.Diff(want, got); diff != "" {
-			t.Errorf("the stopped image's detections (-alone +after the stop):\n%s", diff)
-		}
-		break
-	}
-	runs := d.SoloRuns()
-	if diff := cmp.Diff(want, detectAlone(t, d, data)); diff != "" {
-		t.Errorf("the next lone image (-first +next):\n%s", diff)
-	}
-	if d.SoloRuns() != runs+1 {
-		t.Errorf("the lone image after a stopped run did not run on the solo session")
-	}
-}
-
-// TestImageBehindASoloRunNearItsEndWaits: a solo run too far on to stop
-// is waited for, and the image behind it runs once it has ended.
-func TestImageBehindASoloRunNearItsEndWaits(t *testing.T) {
-	if runtime.GOMAXPROCS(0) < 2 {
-		t.Skip("a solo session needs more cores than a slot's share")
-	}
-	d := openDetector(t, "yolov8n.onnx", yolo.Config{Concurrency: 2, Threads: 1})
-	d.IgnoreCrowding()
-	data := testenv.ReadImage(t, "bus.jpg")
-	want := detectAlone(t, d, data)
-	// Solo runs of no time: any run in flight is past the point of
-	// stopping.
-	for attempt := 1; ; attempt++ {
-		runs := d.SoloRuns()
-		inFlight, stopped, got := beside(t, d, data, 10*time.Millisecond, 0)
-		if !inFlight {
-			if attempt == 10 {
-				t.Fatal("in 10 lone images, no solo run was seen in flight")
+			if wantFinished := !c.stop; finished != wantFinished || (d.SoloYielded() == 1) != c.stop {
+				t.Errorf("the lone image finished on the solo session: %v, want %v (%d stopped runs)", finished, wantFinished, d.SoloYielded())
 			}
-			continue
-		}
-		if stopped || d.SoloYielded() != 0 {
-			t.Fatal("a solo run near its end was stopped")
-		}
-		if d.SoloRuns() != runs+1 {
-			t.Errorf("the lone image did not finish on the solo session")
-		}
-		if diff := cmp.Diff(want, got); diff != "" {
-			t.Errorf("(-alone +waited for):\n%s", diff)
-		}
-		break
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("the lone image's detections (-alone +given way):\n%s", diff)
+			}
+			runs := d.SoloRuns()
+			if diff := cmp.Diff(want, detectAlone(t, d, data)); diff != "" {
+				t.Errorf("the next lone image (-first +next):\n%s", diff)
+			}
+			if d.SoloRuns() != runs+1 {
+				t.Errorf("the next lone image did not run on the solo session")
+			}
+		})
 	}
 }
 
@@ -240,41 +205,52 @@ func detectAlone(t *testing.T, d *yolo.Detector, data []byte) []detect.Detection
 	return r.Detections
 }
 
-// beside detects data alone in d and, once its solo run is seen in
-// flight, gives way as an image right behind it would (GiveWay with slot
-// and solo), checking that the run has ended when GiveWay returns. It
-// returns whether a solo run was seen in flight, whether GiveWay stopped
-// it, and the lone image's detections.
-func beside(t *testing.T, d *yolo.Detector, data []byte, slot, solo time.Duration) (inFlight, stopped bool, dets []detect.Detection) {
+// giveWayInFlight detects data alone in d and, once its solo run is seen
+// in flight, gives way as an image right behind it would (GiveWay with
+// slot and solo), checking that the run has ended when GiveWay returns.
+// A run that ends before it is seen is tried again, ten times at most. It
+// returns whether GiveWay stopped the run, whether the lone image finished
+// on the solo session, and its detections.
+func giveWayInFlight(t *testing.T, d *yolo.Detector, data []byte, slot, solo time.Duration) (stopped, finished bool, dets []detect.Detection) {
 	t.Helper()
 	type result struct {
 		r   *detect.Result
 		err error
 	}
-	done := make(chan result, 1)
-	go func() {
-		r, err := d.Detect(context.Background(), data, detect.DefaultParams())
-		done <- result{r, err}
-	}()
-	for !inFlight {
-		select {
-		case <-done:
-			return false, false, nil
-		default:
-		}
-		if d.SoloRunning() {
-			inFlight, stopped = d.GiveWay(slot, solo)
-			if d.SoloRunning() {
-				t.Error("GiveWay returned while the solo run went on")
+attempts:
+	for range 10 {
+		runs := d.SoloRuns()
+		done := make(chan result, 1)
+		go func() {
+			r, err := d.Detect(context.Background(), data, detect.DefaultParams())
+			done <- result{r, err}
+		}()
+		inFlight := false
+		for !inFlight {
+			select {
+			case r := <-done:
+				if r.err != nil {
+					t.Fatal(r.err)
+				}
+				continue attempts // it ended before it was seen
+			default:
 			}
+			if d.SoloRunning() {
+				inFlight, stopped = d.GiveWay(slot, solo)
+				if d.SoloRunning() {
+					t.Error("GiveWay returned while the solo run went on")
+				}
+			}
+			time.Sleep(50 * time.Microsecond)
 		}
-		time.Sleep(50 * time.Microsecond)
+		r := <-done
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		return stopped, d.SoloRuns() == runs+1, r.r.Detections
 	}
-	r := <-done
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	return inFlight, stopped, r.r.Detections
+	t.Fatal("in 10 lone images, no solo run was seen in flight")
+	return
 }
 
 // busyCores starts n processes that keep a core busy each, and returns a
