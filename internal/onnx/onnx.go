@@ -297,19 +297,19 @@ func (i *Interrupt) Reset() error { return i.o.UnsetTerminate() }
 // Close releases the run options.
 func (i *Interrupt) Close() { i.o.Destroy() }
 
-// RunWith is Run, stoppable through i. A stopped run returns an error and
-// leaves b's output undefined.
+// RunWith is Run, stoppable through i (nil: not stoppable). A stopped run
+// returns an error and leaves b's output undefined.
 func (s *Session) RunWith(b *Binding, i *Interrupt) error {
-	if err := s.s.RunWithOptions([]ort.Value{b.in}, []ort.Value{b.out}, i.o); err != nil {
+	var o *ort.RunOptions
+	if i != nil {
+		o = i.o
+	}
+	if err := s.s.RunWithOptions([]ort.Value{b.in}, []ort.Value{b.out}, o); err != nil {
 		return fmt.Errorf("onnx: run: %w", err)
 	}
 	return nil
 }
 
-// Run runs the model on b's input into b's output.
-func (s *Session) Run(b *Binding) error {
-	if err := s.s.Run([]ort.Value{b.in}, []ort.Value{b.out}); err != nil {
-		return fmt.Errorf("onnx: run: %w", err)
-	}
-	return nil
-}
+// Run runs the model on b's input into b's output. It returns ONNX
+// Runtime's error when the run fails.
+func (s *Session) Run(b *Binding) error { return s.RunWith(b, nil) }
