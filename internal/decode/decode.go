@@ -10,7 +10,8 @@ import (
 type Image struct {
 	Width, Height int
 	Pix           []byte
-	scratch       []byte // reused by orient
+	scratch       []byte   // reused by orient
+	strips        [][]byte // reused by decodeStrips
 }
 
 // JPEGDecoder decodes a JPEG into RGB pixels.
@@ -46,7 +47,7 @@ type Decoder struct {
 // applies the EXIF orientation. It returns the header it read, and an
 // EUNSUPPORTED or ETOOLARGE *Error for an image the service cannot take.
 func (d *Decoder) Decode(data []byte, img *Image) (Header, error) {
-	return d.DecodeRows(data, img, nil)
+	return d.DecodeRows(data, img, nil, 1)
 }
 
 // RowsFunc says, given the size of an upright image, which of its rows a
@@ -56,8 +57,10 @@ type RowsFunc func(width, height int) (need []bool)
 // DecodeRows is Decode for a caller that reads only some rows of the
 // upright image, as a downscaling resize does: a rotated or flipped image
 // is turned only in those rows, and the others hold whatever the buffer
-// held before. rows may be nil (every row). Errors are those of Decode.
-func (d *Decoder) DecodeRows(data []byte, img *Image, rows RowsFunc) (Header, error) {
+// held before. rows may be nil (every row). A JPEG with restart markers
+// is decoded in strips on up to cores goroutines (see splitJPEG), with
+// the same pixels. Errors are those of Decode.
+func (d *Decoder) DecodeRows(data []byte, img *Image, rows RowsFunc, cores int) (Header, error) {
 	max := d.MaxPixels
 	if max == 0 {
 		max = DefaultMaxPixels
@@ -72,7 +75,9 @@ func (d *Decoder) DecodeRows(data []byte, img *Image, rows RowsFunc) (Header, er
 		if dec == nil {
 			dec = GoJPEG{}
 		}
-		img.Pix, err = dec.DecodeJPEG(data, h, img.Pix)
+		if !decodeStrips(dec, data, h, cores, img) {
+			img.Pix, err = dec.DecodeJPEG(data, h, img.Pix)
+		}
 	case PNG:
 		dec := d.PNG
 		if dec == nil {

@@ -2,6 +2,7 @@ package decode_test
 
 import (
 	"bytes"
+	"fmt"
 	"image"
 	"image/color"
 	"testing"
@@ -43,7 +44,8 @@ func FuzzInspect(f *testing.F) {
 // FuzzDecode: the decoder entry turns any bytes into upright pixels of the
 // size the header promised, or a typed client error, with the worker's
 // decoders (libjpeg-turbo, libpng) and with Go's; where libpng and Go's
-// decoder both take a PNG, their pixels are the same.
+// decoder both take a PNG, their pixels are the same; and decoding in
+// strips gives what decoding whole gives.
 func FuzzDecode(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s)
@@ -55,7 +57,9 @@ func FuzzDecode(f *testing.F) {
 	for i := range rgba.Pix {
 		rgba.Pix[i] = byte(i)
 	}
-	for _, s := range [][]byte{testenv.EncodePNG(f, gray), testenv.EncodePNG(f, pal), testenv.InterlacedPNG(f, rgba)} {
+	// A JPEG with a restart marker every row of MCUs, which decodes in strips.
+	restarts := testenv.JPEGTran(f, testenv.EncodeJPEG(f, testenv.Gradient(48, 160), 90), "-restart", "1")
+	for _, s := range [][]byte{testenv.EncodePNG(f, gray), testenv.EncodePNG(f, pal), testenv.InterlacedPNG(f, rgba), restarts} {
 		f.Add(s)
 	}
 	native := &decode.Decoder{JPEG: turbo(f), PNG: libpng(f), MaxPixels: 1 << 18}
@@ -79,6 +83,12 @@ func FuzzDecode(f *testing.F) {
 		}
 		if errs[0] == nil && errs[1] == nil && bytes.HasPrefix(data, []byte("\x89PNG")) && !bytes.Equal(imgs[0].Pix, imgs[1].Pix) {
 			t.Fatal("libpng and Go's decoder give different pixels")
+		}
+		var strips decode.Image
+		if _, err := native.DecodeRows(data, &strips, nil, 3); fmt.Sprint(err) != fmt.Sprint(errs[0]) {
+			t.Fatalf("in strips: error %v, whole: %v", err, errs[0])
+		} else if err == nil && !bytes.Equal(strips.Pix, imgs[0].Pix) {
+			t.Fatal("decoded in strips, the pixels differ from the whole decode's")
 		}
 	})
 }

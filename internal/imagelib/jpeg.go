@@ -98,8 +98,11 @@ const (
 	PixelGray   = 6
 	PixelCMYK   = 11
 	Subsamp444  = 0
+	Subsamp422  = 1
 	Subsamp420  = 2
 	SubsampGray = 3
+	Subsamp440  = 4
+	Subsamp411  = 5
 )
 
 const flagAccurateDCT = 4096 // TJFLAG_ACCURATEDCT: libjpeg's JDCT_ISLOW, OpenCV's default

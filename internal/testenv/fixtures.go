@@ -9,6 +9,7 @@ import (
 	"image/color"
 	"image/jpeg"
 	"image/png"
+	"os/exec"
 	"testing"
 )
 
@@ -43,6 +44,24 @@ func EncodeJPEG(tb testing.TB, m image.Image, quality int) []byte {
 		tb.Fatal(err)
 	}
 	return b.Bytes()
+}
+
+// JPEGTran rewrites a JPEG losslessly with libjpeg-turbo's jpegtran and
+// args (-restart to add restart markers, -progressive, -grayscale), for
+// the JPEG variants that no encoder the tests link can write.
+func JPEGTran(tb testing.TB, data []byte, args ...string) []byte {
+	tb.Helper()
+	path, err := exec.LookPath("jpegtran")
+	if err != nil {
+		tb.Fatalf("the JPEG variants need jpegtran (apt-get install libjpeg-turbo-progs): %v", err)
+	}
+	var out, stderr bytes.Buffer
+	cmd := exec.Command(path, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(data), &out, &stderr
+	if err := cmd.Run(); err != nil {
+		tb.Fatalf("jpegtran %v: %v: %s", args, err, stderr.String())
+	}
+	return out.Bytes()
 }
 
 // exifBlock is a little-endian TIFF block holding only an orientation tag.

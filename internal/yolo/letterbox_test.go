@@ -377,7 +377,7 @@ func TestTurnOnlyRowsRead(t *testing.T) {
 						}
 					}
 					return need
-				}); err != nil {
+				}, 1); err != nil {
 					t.Fatal(err)
 				}
 				if big := full.Height > 2*lb.NewH; big != (skipped > 0) {
