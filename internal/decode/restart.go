@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"sync"
-	"unsafe"
 )
 
 // A baseline JPEG with restart markers can be cut at a marker into pieces
@@ -52,7 +51,7 @@ func decodeStrips(dec JPEGDecoder, data []byte, h Header, cores int, img *Image)
 		at := buf[(s.top+i*gap)*pitch:]
 		sh := Header{Format: JPEG, Width: h.Width, Height: s.bottom - s.top, Components: h.Components, Orientation: 1}
 		out, err := dec.DecodeJPEG(s.data, sh, at)
-		failed[i] = err != nil || len(out) != pitch*sh.Height || unsafe.SliceData(out) != unsafe.SliceData(at)
+		failed[i] = err != nil || len(out) != pitch*sh.Height || &out[0] != &at[0]
 	}
 	var wg sync.WaitGroup
 	for i := 1; i < len(strips); i++ {
