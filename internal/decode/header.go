@@ -84,40 +84,64 @@ func malformed(f Format, what string) error {
 	return detect.Errorf(detect.EUNSUPPORTED, "The %s image is damaged or truncated (%s).", f, what)
 }
 
+// jpegSegment is one marker of a JPEG before its first scan, with its
+// segment when it has one.
+type jpegSegment struct {
+	marker     byte
+	at         int    // where the marker begins
+	body       []byte // the segment after its length; nil for a standalone marker
+	next       int    // where the next marker is looked for
+	standalone bool   // SOI, EOI, TEM or RSTn, which have no segment
+}
+
+// readSegment reads the marker at pos, after any fill bytes, and its
+// segment. It returns what is wrong ("no image data", "bad marker",
+// "segment cut short") when the data there is not a marker and segment.
+func readSegment(data []byte, pos int) (s jpegSegment, what string) {
+	for pos < len(data) && data[pos] == 0xff && pos+1 < len(data) && data[pos+1] == 0xff {
+		pos++ // fill bytes
+	}
+	if pos+2 > len(data) {
+		return s, "no image data"
+	}
+	if data[pos] != 0xff {
+		return s, "bad marker"
+	}
+	s.marker, s.at = data[pos+1], pos
+	m := s.marker
+	if m == 0x01 || m == 0xd8 || m == 0xd9 || (m >= 0xd0 && m <= 0xd7) {
+		s.standalone, s.next = true, pos+2
+		return s, ""
+	}
+	if pos+4 > len(data) {
+		return s, "segment cut short"
+	}
+	n := int(binary.BigEndian.Uint16(data[pos+2:]))
+	if n < 2 || pos+2+n > len(data) {
+		return s, "segment cut short"
+	}
+	s.body, s.next = data[pos+4:pos+2+n], pos+2+n
+	return s, ""
+}
+
 // inspectJPEG walks the marker segments up to the first scan, reading the
 // frame header and the EXIF orientation, then checks that an end-of-image
 // marker follows (entropy-coded data cannot contain one, so its absence
 // means the file was cut short).
 func inspectJPEG(data []byte) (Header, error) {
 	h := Header{Format: JPEG, Orientation: 1}
-	pos := 2
-	for {
-		for pos < len(data) && data[pos] == 0xff && pos+1 < len(data) && data[pos+1] == 0xff {
-			pos++ // fill bytes
+	for pos := 2; ; {
+		sg, what := readSegment(data, pos)
+		if what != "" {
+			return h, malformed(JPEG, what)
 		}
-		if pos+2 > len(data) {
-			return h, malformed(JPEG, "no image data")
-		}
-		if data[pos] != 0xff {
-			return h, malformed(JPEG, "bad marker")
-		}
-		m := data[pos+1]
-		pos += 2
-		if m == 0x01 || (m >= 0xd0 && m <= 0xd7) {
-			continue // standalone markers
-		}
-		if m == 0xd9 || m == 0xd8 {
-			return h, malformed(JPEG, "no image data")
-		}
-		if pos+2 > len(data) {
-			return h, malformed(JPEG, "segment cut short")
-		}
-		n := int(binary.BigEndian.Uint16(data[pos:]))
-		if n < 2 || pos+n > len(data) {
-			return h, malformed(JPEG, "segment cut short")
-		}
-		seg := data[pos+2 : pos+n]
+		pos = sg.next
+		m, seg := sg.marker, sg.body
 		switch {
+		case m == 0xd9 || m == 0xd8:
+			return h, malformed(JPEG, "no image data")
+		case sg.standalone:
+			continue
 		case m == 0xc0 || m == 0xc1 || m == 0xc2 || m == 0xc9 || m == 0xca:
 			if len(seg) < 6 {
 				return h, malformed(JPEG, "short frame header")
@@ -141,12 +165,11 @@ func inspectJPEG(data []byte) (Header, error) {
 			if h.Components == 0 {
 				return h, malformed(JPEG, "no frame header before the scan")
 			}
-			if !bytes.Contains(data[pos+n:], jpegEOI) {
+			if !bytes.Contains(data[pos:], jpegEOI) {
 				return h, malformed(JPEG, "no end-of-image marker")
 			}
 			return h, nil
 		}
-		pos += n
 	}
 }
 

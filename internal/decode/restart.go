@@ -207,21 +207,14 @@ type frame struct {
 // profiles, comments). ok is false for any other coding or for a header
 // it cannot read.
 func readFrame(data []byte) (f frame, ok bool) {
-	pos := 2
 	f.headerLen = 2
-	for {
-		for pos+1 < len(data) && data[pos] == 0xff && data[pos+1] == 0xff {
-			pos++
-		}
-		if pos+4 > len(data) || data[pos] != 0xff {
+	for pos := 2; ; {
+		sg, what := readSegment(data, pos)
+		if what != "" || sg.standalone {
 			return f, false
 		}
-		m := data[pos+1]
-		n := int(binary.BigEndian.Uint16(data[pos+2:]))
-		if n < 2 || pos+2+n > len(data) {
-			return f, false
-		}
-		seg := data[pos+4 : pos+2+n]
+		pos = sg.next
+		m, seg := sg.marker, sg.body
 		keep := true
 		switch {
 		case m == 0xc0 || m == 0xc1:
@@ -254,20 +247,17 @@ func readFrame(data []byte) (f frame, ok bool) {
 				return f, false
 			}
 			f.scanComps = int(seg[0])
-			f.segments = append(f.segments, [2]int{pos, pos + 2 + n})
-			f.headerLen += 2 + n
-			f.scanEnd = pos + 2 + n
+			f.segments = append(f.segments, [2]int{sg.at, sg.next})
+			f.headerLen += sg.next - sg.at
+			f.scanEnd = sg.next
 			return f, true
 		case m >= 0xe1 && m <= 0xef && m != 0xee, m == 0xfe:
 			keep = false
-		case m == 0xd8 || m == 0xd9 || (m >= 0xd0 && m <= 0xd7) || m == 0x01:
-			return f, false
 		}
 		if keep {
-			f.segments = append(f.segments, [2]int{pos, pos + 2 + n})
-			f.headerLen += 2 + n
+			f.segments = append(f.segments, [2]int{sg.at, sg.next})
+			f.headerLen += sg.next - sg.at
 		}
-		pos += 2 + n
 	}
 }
 
