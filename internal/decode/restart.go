@@ -246,17 +246,16 @@ func readFrame(data []byte) (f frame, ok bool) {
 			if f.width == 0 || len(seg) < 1 {
 				return f, false
 			}
-			f.scanComps = int(seg[0])
-			f.segments = append(f.segments, [2]int{sg.at, sg.next})
-			f.headerLen += sg.next - sg.at
-			f.scanEnd = sg.next
-			return f, true
+			f.scanComps, f.scanEnd = int(seg[0]), sg.next
 		case m >= 0xe1 && m <= 0xef && m != 0xee, m == 0xfe:
 			keep = false
 		}
 		if keep {
 			f.segments = append(f.segments, [2]int{sg.at, sg.next})
 			f.headerLen += sg.next - sg.at
+		}
+		if m == 0xda {
+			return f, true // the scan header, kept above, is the last segment
 		}
 	}
 }
