@@ -17,8 +17,9 @@ import (
 // with Go's decoder; a JPEG that cannot be cut is decoded whole.
 func TestStripsDecodeAsWhole(t *testing.T) {
 	tj := turbo(t)
+	zidane := testenv.ReadImage(t, "zidane.jpg") // 4:2:0, 80 MCUs a row, no restart markers
 	var photo decode.Image
-	if _, err := (&decode.Decoder{JPEG: tj}).Decode(testenv.ReadImage(t, "zidane.jpg"), &photo); err != nil {
+	if _, err := (&decode.Decoder{JPEG: tj}).Decode(zidane, &photo); err != nil {
 		t.Fatal(err)
 	}
 	encode := func(pf, subsamp int) []byte {
@@ -35,7 +36,6 @@ func TestStripsDecodeAsWhole(t *testing.T) {
 		}
 		return b
 	}
-	zidane := testenv.ReadImage(t, "zidane.jpg") // 4:2:0, 80 MCUs a row, no restart markers
 	rows := func(data []byte) []byte { return testenv.JPEGTran(t, data, "-restart", "1") }
 	cases := []struct {
 		name  string
@@ -113,8 +113,8 @@ func TestStripsDamagedData(t *testing.T) {
 		if fmt.Sprint(errWhole) != fmt.Sprint(errStrips) {
 			t.Fatalf("damage %d: whole %v, strips %v", i, errWhole, errStrips)
 		}
-		if i := firstDiff(whole.Pix, strips.Pix); errWhole == nil && i >= 0 {
-			t.Fatalf("damage %d: pixels differ, first at row %d", i, i/(3*whole.Width))
+		if at := firstDiff(whole.Pix, strips.Pix); errWhole == nil && at >= 0 {
+			t.Fatalf("damage %d: pixels differ, first at row %d", i, at/(3*whole.Width))
 		}
 	}
 	if split == 0 {
