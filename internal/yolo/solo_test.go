@@ -95,9 +95,7 @@ func TestLoneImageLeavesNoCoreSpinning(t *testing.T) {
 	data := testenv.ReadImage(t, "bus.jpg")
 	var worst time.Duration
 	for range 3 {
-		if _, err := d.Detect(context.Background(), data, detect.DefaultParams()); err != nil {
-			t.Fatal(err)
-		}
+		detectAlone(t, d, data)
 		before := yolo.ProcessCPU()
 		time.Sleep(100 * time.Millisecond)
 		worst = max(worst, yolo.ProcessCPU()-before)
@@ -121,12 +119,6 @@ func TestSoloSessionRestsWhileCoresAreTaken(t *testing.T) {
 	}
 	d := openDetector(t, "yolov8n.onnx", yolo.Config{Concurrency: 2, Threads: 1})
 	data := testenv.ReadImage(t, "bus.jpg")
-	detectAlone := func() {
-		t.Helper()
-		if _, err := d.Detect(context.Background(), data, detect.DefaultParams()); err != nil {
-			t.Fatal(err)
-		}
-	}
 
 	stop := busyCores(t, runtime.GOMAXPROCS(0))
 	deadline := time.Now().Add(20 * time.Second)
@@ -134,10 +126,10 @@ func TestSoloSessionRestsWhileCoresAreTaken(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d solo runs beside %d busy processes, none found the cores taken", d.SoloRuns(), runtime.GOMAXPROCS(0))
 		}
-		detectAlone()
+		detectAlone(t, d, data)
 	}
 	runs := d.SoloRuns()
-	detectAlone()
+	detectAlone(t, d, data)
 	if d.SoloRuns() != runs {
 		t.Errorf("the image after a crowded solo run ran on the solo session too")
 	}
@@ -148,7 +140,7 @@ func TestSoloSessionRestsWhileCoresAreTaken(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("no lone image ran on the solo session in 20 s after the cores were freed")
 		}
-		detectAlone()
+		detectAlone(t, d, data)
 	}
 }
 
