@@ -307,8 +307,8 @@ func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*d
 	// against 1.27–2.14).
 	var padded chan struct{}
 	cores := 1
-	if d.alone() && runtime.GOMAXPROCS(0) > 1 {
-		cores = runtime.GOMAXPROCS(0)
+	if n := runtime.GOMAXPROCS(0); n > 1 && d.alone() {
+		cores = n
 		padded = make(chan struct{})
 		go func() {
 			padAll(s.binding.Input())
