@@ -98,7 +98,7 @@ type jpegSegment struct {
 // segment. It returns what is wrong ("no image data", "bad marker",
 // "segment cut short") when the data there is not a marker and segment.
 func readSegment(data []byte, pos int) (s jpegSegment, what string) {
-	for pos < len(data) && data[pos] == 0xff && pos+1 < len(data) && data[pos+1] == 0xff {
+	for pos+1 < len(data) && data[pos] == 0xff && data[pos+1] == 0xff {
 		pos++ // fill bytes
 	}
 	if pos+2 > len(data) {
