@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,6 +68,8 @@ type Detector struct {
 	sessions []*onnx.Session
 	decoder  *decode.Decoder
 	slots    chan *slot
+	made     int // slots made, which Close takes back
+	closing  sync.Once
 	batcher  *batcher // nil when batching is off
 	cfg      Config
 
@@ -194,6 +197,7 @@ func Open(cfg Config) (*Detector, error) {
 			return nil, err
 		}
 		d.slots <- &slot{session: s, binding: b}
+		d.made++
 	}
 	if cfg.BatchMax > 1 {
 		d.batcher = newBatcher(d.sessions[0], model, cfg.BatchMax, cfg.BatchWait)
@@ -261,15 +265,22 @@ func (d *Detector) SoloYielded() int64 {
 	return d.solo.yielded.Load()
 }
 
-// Close releases the session and the working memory. Detect must not be
-// running.
-func (d *Detector) Close() {
+// Close waits for the images in the detector to be done, then releases
+// the sessions and the working memory; calls after the first do nothing.
+// A Detect called after Close waits for a slot until its context ends.
+func (d *Detector) Close() { d.closing.Do(d.close) }
+
+func (d *Detector) close() {
+	// Each image holds its slot until Detect returns, through its run on
+	// the solo session or in a batch: taking every slot back waits for
+	// them (a worker whose shutdown time ran out returns while its last
+	// runs go on).
+	for range d.made {
+		s := <-d.slots
+		s.binding.Close()
+	}
 	if d.batcher != nil {
 		d.batcher.close()
-	}
-	close(d.slots)
-	for s := range d.slots {
-		s.binding.Close()
 	}
 	for _, s := range d.sessions {
 		s.Close()
@@ -367,6 +378,9 @@ func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*d
 // acquire waits for a free slot and counts the image in; it returns ctx's
 // error when ctx ends first.
 func (d *Detector) acquire(ctx context.Context) (*slot, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	select {
 	case s := <-d.slots:
 		d.inside.Add(1)

@@ -43,3 +43,6 @@ func (d *Detector) GiveWay(slot, solo time.Duration) (inFlight, stopped bool) {
 	d.solo.mu.Unlock()
 	return d.solo.giveWay(slot)
 }
+
+// Inside returns how many images hold a slot.
+func (d *Detector) Inside() int32 { return d.inside.Load() }
