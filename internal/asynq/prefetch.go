@@ -55,6 +55,19 @@ func (o *occupancy) held() int {
 	return o.running
 }
 
+// idle waits until the server holds no task.
+func (o *occupancy) idle() {
+	for {
+		o.mu.Lock()
+		running, ended := o.running, o.ended
+		o.mu.Unlock()
+		if running == 0 {
+			return
+		}
+		<-ended
+	}
+}
+
 // full returns nil while a slot is free; when every slot is taken, it
 // returns a channel closed when a task ends.
 func (o *occupancy) full() <-chan struct{} {

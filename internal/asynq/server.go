@@ -144,10 +144,16 @@ func (s *Server) Stop() {
 }
 
 // Shutdown waits for running tasks up to the shutdown timeout and stops;
-// tasks still running then go back to the queue.
+// tasks still running then go back to the queue. It returns once every
+// handler has returned, so that the caller may then close what they use
+// (the detector, the Redis client).
 func (s *Server) Shutdown() {
 	s.wakeup.stop()
 	s.srv.Shutdown()
+	// asynq returns as soon as it has put the tasks still running back
+	// in the queue, and cancels their contexts; their handlers may still
+	// be in the detector, until its run ends.
+	s.occupied.idle()
 }
 
 // permanent marks err as final: the task ends as FAILURE now, its message
@@ -160,7 +166,12 @@ var skipRetry = fmt.Errorf(": %w", asynq.SkipRetry)
 // process runs one task: read the upload, detect, write the result,
 // delete the upload, announce the end. Errors from the image or the
 // parameters are final; other errors are retried, and on the last attempt
-// the upload is deleted too.
+// the upload is deleted too. An error once asynq has cancelled the task's
+// context decides nothing: asynq has already put the task back in the
+// queue (its worker's shutdown time ran out) or retries it (its lease
+// was lost), so the upload stays for the next attempt; one left by a
+// task that lost its lease on the last attempt goes with the upload
+// sweeper. A task past its deadline (TASK_TIMEOUT) fails as any other.
 func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 	s.occupied.begin()
 	defer s.occupied.end()
@@ -172,7 +183,8 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 			s.log.Error("task panicked", "task_id", id, "panic", p, "stack", string(debug.Stack()))
 			err = permanent("Internal error while processing the image.")
 		}
-		final := err == nil || errors.Is(err, asynq.SkipRetry) || lastAttempt(ctx)
+		interrupted := err != nil && errors.Is(ctx.Err(), context.Canceled)
+		final := !interrupted && (err == nil || errors.Is(err, asynq.SkipRetry) || lastAttempt(ctx))
 		switch {
 		case err == nil:
 			s.metrics.tasks.WithLabelValues("success").Inc()
@@ -199,6 +211,9 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 		return permanent("The task is malformed.")
 	}
 	data, err := s.uploads.Load(ctx, job.Upload)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
 	if err != nil {
 		if detect.ErrorCode(err) == detect.ENOTFOUND {
 			return permanent("The uploaded image is gone (it expired before a worker took it); submit it again.")
@@ -207,6 +222,12 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 		return errInternal
 	}
 	res, err := s.detector.Detect(ctx, data, job.Params)
+	if ctx.Err() != nil {
+		// The shutdown time or the lease ran out, or the deadline
+		// passed (asynq logs which): nothing more can be written for
+		// this attempt.
+		return ctx.Err()
+	}
 	switch detect.ErrorCode(err) {
 	case "":
 	case detect.EINVALID, detect.EUNSUPPORTED, detect.ETOOLARGE:

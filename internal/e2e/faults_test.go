@@ -91,11 +91,10 @@ func TestWorkerKilledMidTask(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, "uploads left behind", func() bool { return len(h.uploadsLeft()) == 0 })
 }
 
-// TestWorkerSIGTERMFinishesRunningTasks: a worker asked to stop finishes
-// what it runs, then exits 0.
-func TestWorkerSIGTERMFinishesRunningTasks(t *testing.T) {
-	h := newHarness(t, options{})
-	env := h.workerEnv(t)
+// startReadyWorker starts a worker process with env and waits until its
+// /readyz answers 200; it returns the process and its health server's URL.
+func startReadyWorker(t *testing.T, env []string) (*testenv.Process, string) {
+	t.Helper()
 	w := testenv.Start(t, "worker", env...)
 	health := "http://" + strings.TrimPrefix(env[slices.IndexFunc(env, func(e string) bool { return strings.HasPrefix(e, "WORKER_ADDR=") })], "WORKER_ADDR=")
 	testenv.Eventually(t, 30*time.Second, "worker /readyz never 200", func() bool {
@@ -105,6 +104,14 @@ func TestWorkerSIGTERMFinishesRunningTasks(t *testing.T) {
 		}
 		return err == nil && resp.StatusCode == http.StatusOK
 	})
+	return w, health
+}
+
+// TestWorkerSIGTERMFinishesRunningTasks: a worker asked to stop finishes
+// what it runs, then exits 0.
+func TestWorkerSIGTERMFinishesRunningTasks(t *testing.T) {
+	h := newHarness(t, options{})
+	w, health := startReadyWorker(t, h.workerEnv(t))
 	ids := []string{h.submit(testenv.ReadImage(t, "bus.jpg"), nil), h.submit(testenv.ReadImage(t, "zidane.jpg"), nil)}
 	testenv.Eventually(t, 30*time.Second, "the worker never started a task", func() bool { return h.status(ids[0]) == "STARTED" })
 	if m := getText(t, health+"/metrics"); !strings.Contains(m, "yoloserve_worker_tasks_in_flight") ||
@@ -123,6 +130,52 @@ func TestWorkerSIGTERMFinishesRunningTasks(t *testing.T) {
 	if s := h.status(ids[0]); s != "SUCCESS" {
 		t.Errorf("the running task ended %s", s)
 	}
+}
+
+// TestWorkerShutdownTimeoutLosesNothing: a worker whose SHUTDOWN_TIMEOUT
+// runs out while it holds tasks (running, and one taken ahead) exits 0
+// once their runs end, and another worker finishes every task, even with
+// no retries, where each attempt is the last: the tasks asynq put back in
+// the queue keep their uploads.
+func TestWorkerShutdownTimeoutLosesNothing(t *testing.T) {
+	h := newHarness(t, options{queue: asynq.QueueConfig{Retries: -1}})
+	w, _ := startReadyWorker(t, h.workerEnv(t, "SHUTDOWN_TIMEOUT=1ms"))
+	ids := make([]string, 12)
+	for i := range ids {
+		ids[i] = h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
+	}
+	testenv.Eventually(t, 30*time.Second, "the worker never started a task", func() bool { return h.status(ids[0]) == "STARTED" })
+	w.Signal(syscall.SIGTERM)
+	if err := w.Wait(t, 30*time.Second); err != nil {
+		t.Fatalf("worker exit: %v\n%s", err, w.Output())
+	}
+	if !strings.Contains(w.Output(), "Quitting worker") {
+		t.Fatalf("no task was running when the shutdown time ran out:\n%s", w.Output())
+	}
+	if strings.Contains(w.Output(), "level=ERROR") {
+		t.Errorf("the worker logged errors for tasks it put back:\n%s", w.Output())
+	}
+	startReadyWorker(t, h.workerEnv(t))
+	for _, id := range ids {
+		if ti := h.result(id); ti.Status != detect.StatusSuccess {
+			t.Errorf("task %s: %s %s", id, ti.Status, ti.Error)
+		}
+	}
+	testenv.Eventually(t, 5*time.Second, "uploads left behind", func() bool { return len(h.uploadsLeft()) == 0 })
+}
+
+// TestTaskPastItsDeadlineFails: a task still in the detector at its
+// deadline (TASK_TIMEOUT) fails on its last attempt with a sentence that
+// says so, and its upload is deleted.
+func TestTaskPastItsDeadlineFails(t *testing.T) {
+	h := newHarness(t, options{queue: asynq.QueueConfig{Retries: -1, Timeout: time.Second}})
+	g := &gate{d: detector(t), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	h.startWorker(g, 1)
+	ti := h.result(h.submit(testenv.ReadImage(t, "bus.jpg"), nil))
+	if ti.Status != detect.StatusFailure || !strings.Contains(ti.Error, "longer than the task timeout") {
+		t.Errorf("task held past its deadline: %+v", ti)
+	}
+	testenv.Eventually(t, 5*time.Second, "upload left behind", func() bool { return len(h.uploadsLeft()) == 0 })
 }
 
 // TestWorkerRefusesBadModelOrLibrary: a missing or corrupt model or

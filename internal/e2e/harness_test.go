@@ -97,8 +97,11 @@ func newHarness(t *testing.T, o options) *harness {
 	if h.uploads, err = upload.NewDir(h.uploadDir); err != nil {
 		t.Fatal(err)
 	}
-	if o.queue.Retries == 0 {
+	switch {
+	case o.queue.Retries == 0:
 		o.queue.Retries = 2
+	case o.queue.Retries < 0: // none: every attempt is the last
+		o.queue.Retries = 0
 	}
 	h.queue = asynq.NewQueue(h.rdb, o.queue)
 	t.Cleanup(func() { h.queue.Close() })
@@ -287,8 +290,18 @@ func (g *gate) Detect(ctx context.Context, data []byte, p detect.Params) (*detec
 		return nil, io.ErrUnexpectedEOF // a fault of the service, not of the image
 	}
 	if g.entered != nil {
-		g.entered <- struct{}{}
-		<-g.release
+		// A held task lets go when its context ends (the worker's
+		// shutdown time ran out), as the detector does while it waits.
+		select {
+		case g.entered <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	return g.d.Detect(ctx, data, p)
 }
