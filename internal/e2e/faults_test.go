@@ -178,6 +178,46 @@ func TestTaskPastItsDeadlineFails(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, "upload left behind", func() bool { return len(h.uploadsLeft()) == 0 })
 }
 
+// TestAPIShutdownAnswersWaitingRequests: an API asked to stop answers a
+// request waiting on ?wait at once with the task's state, so that the
+// client can ask again elsewhere, and stops without waiting out the wait.
+func TestAPIShutdownAnswersWaitingRequests(t *testing.T) {
+	h := newHarness(t, options{})
+	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil) // no worker: it stays PENDING
+	type answer struct {
+		status int
+		body   string
+		err    error
+	}
+	answers := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get(h.api.URL + "/result/" + id + "?wait=60")
+		if err != nil {
+			answers <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		answers <- answer{resp.StatusCode, string(b), err}
+	}()
+	testenv.Eventually(t, 10*time.Second, "the request never waited", func() bool {
+		return strings.Contains(getText(t, h.api.URL+"/metrics"), "yoloserve_api_result_waits 1")
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.api.srv.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v (a waiting request held it)", err)
+	}
+	select {
+	case a := <-answers:
+		if a.err != nil || a.status != http.StatusOK || !strings.Contains(a.body, `"status":"PENDING"`) {
+			t.Errorf("the waiting request got %d %s (%v), want 200 and the state PENDING", a.status, a.body, a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting request got no answer")
+	}
+}
+
 // TestWorkerRefusesBadModelOrLibrary: a missing or corrupt model or
 // library stops the worker at start with a message naming the file, and
 // a CUDA provider that cannot load with one saying how to fall back.

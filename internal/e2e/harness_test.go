@@ -84,7 +84,10 @@ type harness struct {
 }
 
 // apiServer is the real API server (with its timeouts) on a loopback port.
-type apiServer struct{ URL string }
+type apiServer struct {
+	URL string
+	srv *apihttp.Server
+}
 
 func newHarness(t *testing.T, o options) *harness {
 	t.Helper()
@@ -123,7 +126,7 @@ func (h *harness) serveAPI(o options) {
 		defer cancel()
 		srv.Shutdown(ctx)
 	})
-	h.api = &apiServer{URL: "http://" + l.Addr().String()}
+	h.api = &apiServer{URL: "http://" + l.Addr().String(), srv: srv}
 }
 
 // startWorker runs an asynq worker in process with d (the real detector

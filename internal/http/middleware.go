@@ -21,6 +21,7 @@ import (
 type apiMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	waiting  prometheus.Gauge
 }
 
 func newAPIMetrics(reg prometheus.Registerer) *apiMetrics {
@@ -32,8 +33,11 @@ func newAPIMetrics(reg prometheus.Registerer) *apiMetrics {
 			Name: "yoloserve_api_request_seconds", Help: "HTTP request duration by route.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
 		}, []string{"route"}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "yoloserve_api_result_waits", Help: "GET /result requests waiting (?wait) for their task to end.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.duration)
+	reg.MustRegister(m.requests, m.duration, m.waiting)
 	return m
 }
 

@@ -159,7 +159,7 @@ func bodyError(err error, limit int64) error {
 }
 
 // result answers a task's state, waiting up to ?wait=N seconds for it to
-// end.
+// end, or until the server begins to shut down.
 func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
 	if !validID(id) {
@@ -176,7 +176,10 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), d)
 		defer cancel()
+		defer context.AfterFunc(s.stopping, cancel)()
+		s.metrics.waiting.Inc()
 		ti, err = s.queue.Wait(ctx, id)
+		s.metrics.waiting.Dec()
 	} else {
 		ti, err = s.queue.Task(r.Context(), id)
 	}

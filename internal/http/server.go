@@ -59,6 +59,10 @@ type Server struct {
 	limiter  *rateLimiter
 	inflight chan struct{} // one token per upload being read
 	buffers  bufferPool
+	// stopping ends when Shutdown begins: requests waiting on ?wait
+	// answer the task's state then, instead of holding the shutdown.
+	stopping context.Context
+	stop     context.CancelFunc
 }
 
 // NewServer builds the API on q and up.
@@ -89,6 +93,7 @@ func NewServer(cfg Config, q Queue, up Uploads) *Server {
 	}
 	s := &Server{cfg: cfg, queue: q, uploads: up, log: cfg.Logger, metrics: newAPIMetrics(cfg.Registry),
 		inflight: make(chan struct{}, cfg.MaxInflight)}
+	s.stopping, s.stop = context.WithCancel(context.Background())
 	if cfg.RateLimit > 0 {
 		s.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst)
 	}
@@ -143,5 +148,11 @@ func (s *Server) ListenAndServe() error {
 	return s.Serve(l)
 }
 
-// Shutdown stops accepting and waits for requests in flight until ctx ends.
-func (s *Server) Shutdown(ctx context.Context) error { return s.server.Shutdown(ctx) }
+// Shutdown stops accepting and waits for requests in flight until ctx
+// ends; requests waiting on ?wait answer the task's state at once, so
+// that their clients ask again (of another replica) instead of being cut
+// off. It returns ctx's error when requests are still in flight then.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stop()
+	return s.server.Shutdown(ctx)
+}
