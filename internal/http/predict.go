@@ -178,8 +178,8 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 		defer context.AfterFunc(s.stopping, cancel)()
 		s.metrics.waiting.Inc()
+		defer s.metrics.waiting.Dec()
 		ti, err = s.queue.Wait(ctx, id)
-		s.metrics.waiting.Dec()
 	} else {
 		ti, err = s.queue.Task(r.Context(), id)
 	}
