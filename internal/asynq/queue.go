@@ -193,8 +193,9 @@ func (q *Queue) Task(ctx context.Context, id string) (detect.TaskInfo, error) {
 	if err != nil {
 		return detect.TaskInfo{}, unavailable(err)
 	}
-	if state, ok := vals[0].(string); ok && state != "archived" {
-		result, _ := vals[1].(string)
+	state, ok := vals[0].(string)
+	result, _ := vals[1].(string)
+	if ok && (state != "archived" || result != "") {
 		return stateInfo(id, state, []byte(result), ""), nil
 	}
 	t, err := q.inspector.GetTaskInfo(q.cfg.Queue, id)

@@ -164,7 +164,9 @@ func permanent(msg string) error { return fmt.Errorf("%s%w", msg, skipRetry) }
 var skipRetry = fmt.Errorf(": %w", asynq.SkipRetry)
 
 // process runs one task: read the upload, detect, write the result,
-// delete the upload, announce the end. Errors from the image or the
+// delete the upload, announce the end. A task whose upload is gone but
+// whose result an earlier attempt wrote ends with that result. Errors
+// from the image or the
 // parameters are final; other errors are retried, and on the last attempt
 // the upload is deleted too. An error once asynq has cancelled the task's
 // context decides nothing: asynq has already put the task back in the
@@ -214,10 +216,21 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if err != nil {
-		if detect.ErrorCode(err) == detect.ENOTFOUND {
-			return permanent("The uploaded image is gone (it expired before a worker took it); submit it again.")
+	if detect.ErrorCode(err) == detect.ENOTFOUND {
+		// An attempt before this one may have written the result and
+		// deleted the upload, and then not seen its end recorded: its
+		// worker's shutdown time ran out at that moment, or it died.
+		written, rerr := s.resultWritten(ctx, id)
+		switch {
+		case rerr != nil:
+			s.log.Error("reading the task's result", "task_id", id, "error", rerr)
+			return errInternal
+		case written:
+			return nil
 		}
+		return permanent("The uploaded image is gone (it expired before a worker took it); submit it again.")
+	}
+	if err != nil {
 		s.log.Error("reading upload", "task_id", id, "error", err)
 		return errInternal
 	}
@@ -246,6 +259,15 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 		return errInternal
 	}
 	return nil
+}
+
+// resultWritten reports whether the task running in ctx already has a
+// result in its hash, written by an earlier attempt. It returns Redis'
+// error when it cannot tell.
+func (s *Server) resultWritten(ctx context.Context, id string) (bool, error) {
+	queue, _ := asynq.GetQueueName(ctx)
+	n, err := s.rdb.HStrLen(ctx, taskKey(queue, id), "result").Result()
+	return n > 0, err
 }
 
 // errInternal is the message a client reads when a task failed for a

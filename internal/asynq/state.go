@@ -12,10 +12,18 @@ import (
 // wrapping asynq.SkipRetry; clients see the sentence without it.
 var skipRetrySuffix = ": " + asynq.SkipRetry.Error()
 
-// taskInfo maps an asynq task to what GET /result answers:
-// pending, scheduled and aggregating → PENDING, active → STARTED (SUCCESS
-// once its result is written), retry → RETRY, completed → SUCCESS with the
-// result, archived → FAILURE with the last error.
+// taskInfo maps an asynq task to what GET /result answers: a task with
+// a result → SUCCESS with the result, whatever its state; otherwise
+// pending, scheduled and aggregating → PENDING, active → STARTED, retry →
+// RETRY, completed → SUCCESS, archived → FAILURE with the last error.
+//
+// The worker writes the result as the last step of a successful
+// attempt, so a written result is final. asynq records the completion a
+// moment later; until then the task is active, and should that attempt's
+// end be lost (its worker's shutdown time ran out at that moment, or it
+// died), the task goes back to the queue, or to retry, or is archived
+// once its lease expires, with its result kept. A task once SUCCESS
+// stays SUCCESS.
 func taskInfo(t *asynq.TaskInfo) detect.TaskInfo {
 	return stateInfo(t.ID, t.State.String(), t.Result, t.LastErr)
 }
@@ -26,18 +34,13 @@ func taskInfo(t *asynq.TaskInfo) detect.TaskInfo {
 func stateInfo(id, state string, result []byte, lastErr string) detect.TaskInfo {
 	ti := detect.TaskInfo{ID: id}
 	switch {
-	case state == "active" && len(result) > 0:
-		// The worker writes the result as its last step; asynq records
-		// the completion a moment later. The result is final already.
+	case len(result) > 0 || state == "completed":
 		ti.Status = detect.StatusSuccess
 		ti.Result = result
 	case state == "active":
 		ti.Status = detect.StatusStarted
 	case state == "retry":
 		ti.Status = detect.StatusRetry
-	case state == "completed":
-		ti.Status = detect.StatusSuccess
-		ti.Result = result
 	case state == "archived":
 		ti.Status = detect.StatusFailure
 		ti.Error = failureMessage(lastErr)

@@ -17,12 +17,14 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	hasynq "github.com/hibiken/asynq"
 
 	"yoloserve/internal/asynq"
 	"yoloserve/internal/detect"
 	apihttp "yoloserve/internal/http"
 	"yoloserve/internal/onnx"
 	"yoloserve/internal/testenv"
+	"yoloserve/internal/upload"
 )
 
 // workerEnv is the environment of a worker process on h's Redis and
@@ -162,6 +164,73 @@ func TestWorkerShutdownTimeoutLosesNothing(t *testing.T) {
 		}
 	}
 	testenv.Eventually(t, 5*time.Second, "uploads left behind", func() bool { return len(h.uploadsLeft()) == 0 })
+}
+
+// TestResultKeptWhenWorkerStopsAsTaskEnds: a task whose worker's shutdown
+// time runs out just as it ends (its result written, its upload being
+// deleted) goes back to the queue as it succeeds. It still reads SUCCESS
+// with its result while it waits there, and the next attempt, finding no
+// upload, completes it with that result instead of failing it. A worker
+// that dies between writing a result and asynq recording the end leaves
+// the task in the same state.
+func TestResultKeptWhenWorkerStopsAsTaskEnds(t *testing.T) {
+	h := newHarness(t, options{queue: asynq.QueueConfig{Retries: -1}})
+	up := &stallingUploads{Dir: h.uploads, entered: make(chan struct{}), release: make(chan struct{})}
+	a := asynq.NewServer(h.rdb, asynq.ServerConfig{Concurrency: 1, ShutdownTimeout: time.Millisecond}, detector(t), up)
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
+	select {
+	case <-up.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the task never ended")
+	}
+	want := h.result(id)
+	if want.Status != detect.StatusSuccess {
+		t.Fatalf("task with its result written: %s %s", want.Status, want.Error)
+	}
+	stopped := make(chan struct{})
+	go func() { a.Shutdown(); close(stopped) }()
+	testenv.Eventually(t, 10*time.Second, "asynq never put the task back in the queue", func() bool {
+		n, err := h.queue.Pending(context.Background())
+		return err == nil && n == 1
+	})
+	if got := h.status(id); got != "SUCCESS" {
+		t.Errorf("task put back in the queue with its result written: %s, want SUCCESS", got)
+	}
+	close(up.release)
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return once the handler had")
+	}
+
+	h.startWorker(detector(t), 1)
+	inspector := hasynq.NewInspectorFromRedisClient(h.rdb)
+	testenv.Eventually(t, 30*time.Second, "the next attempt never ended the task", func() bool {
+		info, err := inspector.GetTaskInfo("detect", id)
+		return err == nil && (info.State == hasynq.TaskStateCompleted || info.State == hasynq.TaskStateArchived)
+	})
+	if diff := cmp.Diff(want, h.result(id)); diff != "" {
+		t.Errorf("result after the next attempt (-want +got):\n%s", diff)
+	}
+	if left := h.uploadsLeft(); len(left) != 0 {
+		t.Errorf("uploads left behind: %v", left)
+	}
+}
+
+// stallingUploads is the upload folder whose Delete, a handler's step
+// after writing its result, waits until the test lets it go.
+type stallingUploads struct {
+	*upload.Dir
+	entered, release chan struct{}
+}
+
+func (u *stallingUploads) Delete(ctx context.Context, ref string) error {
+	u.entered <- struct{}{}
+	<-u.release
+	return u.Dir.Delete(ctx, ref)
 }
 
 // TestTaskPastItsDeadlineFails: a task still in the detector at its
