@@ -125,8 +125,9 @@ func retryDelay(n int, _ error, _ *asynq.Task) time.Duration {
 	return min(time.Duration(1<<min(n, 5))*time.Second, 30*time.Second)
 }
 
-// Start starts processing tasks. It returns an error when the server
-// cannot start (Redis unreachable at start).
+// Start starts processing tasks. A Redis that does not answer yet is
+// retried, not an error; Start returns an error only when the server was
+// started or shut down before.
 func (s *Server) Start() error {
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(TaskType, s.process)
