@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"yoloserve/internal/asynq"
 	"yoloserve/internal/config"
@@ -57,6 +58,7 @@ func run() error {
 	if err := queue.Ping(ctx); err != nil {
 		log.Warn("Redis is not reachable yet; /predict answers 503 until it is", "redis", cfg.Redacted())
 	}
+	go asynq.WarnIfEvicting(ctx, rdb, 5*time.Second, log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	log.Info("api listening", "addr", cfg.APIAddr, "redis", cfg.Redacted(), "upload_dir", cfg.UploadDir,

@@ -108,6 +108,7 @@ func run() error {
 		go dir.RunSweeper(ctx, cfg.UploadMaxAge, time.Minute, log)
 	}
 	go asynq.RunJanitor(ctx, rdb, cfg.Queue, cfg.ResultTTL, time.Minute, log)
+	go asynq.WarnIfEvicting(ctx, rdb, 5*time.Second, log)
 
 	// asynq keeps reconnecting while Redis is down; /readyz says so.
 	if err := srv.Start(); err != nil {

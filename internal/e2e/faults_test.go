@@ -347,6 +347,31 @@ func TestPanicFailsOnlyThatTask(t *testing.T) {
 	}
 }
 
+// TestProcessesWarnOfAnEvictingRedis: the API and the worker say at start
+// that a Redis with a memory limit and an evicting policy would drop
+// their tasks, and which setting to change.
+func TestProcessesWarnOfAnEvictingRedis(t *testing.T) {
+	h := newHarness(t, options{})
+	if err := h.rdb.ConfigSet(context.Background(), "maxmemory", "1gb").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.rdb.ConfigSet(context.Background(), "maxmemory-policy", "allkeys-lru").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		h.rdb.ConfigSet(context.Background(), "maxmemory", "0")
+		h.rdb.ConfigSet(context.Background(), "maxmemory-policy", "noeviction")
+	})
+	api := testenv.Start(t, "api", "REDIS_URL="+h.redis.URL, "UPLOAD_DIR="+h.uploadDir, fmt.Sprintf("API_ADDR=127.0.0.1:%d", testenv.FreePort(t)))
+	worker := testenv.Start(t, "worker", h.workerEnv(t)...)
+	for name, p := range map[string]*testenv.Process{"api": api, "worker": worker} {
+		testenv.Eventually(t, 30*time.Second, name+" never warned of the evicting Redis", func() bool {
+			out := p.Output()
+			return strings.Contains(out, "level=WARN") && strings.Contains(out, "maxmemory-policy allkeys-lru") && strings.Contains(out, "set maxmemory-policy noeviction")
+		})
+	}
+}
+
 // TestRedisDownAndBack: with Redis down the API answers 503 with
 // Retry-After within a few seconds and both readiness checks fail; when it
 // is back everything works again without a restart.

@@ -68,9 +68,8 @@ func TestMain(m *testing.M) {
 
 // options tune a harness.
 type options struct {
-	api    apihttp.Config
-	queue  asynq.QueueConfig
-	noWait bool
+	api   apihttp.Config
+	queue asynq.QueueConfig
 }
 
 type harness struct {
