@@ -62,6 +62,11 @@ func failureMessage(lastErr string) string {
 		return "The workers processing this image stopped before finishing, on every attempt; submit it again."
 	case strings.Contains(msg, "context deadline exceeded"):
 		return "Processing the image took longer than the task timeout, on every attempt."
+	case msg == "context canceled":
+		// A handler whose context asynq cancelled (the task cancelled
+		// through asynq's inspector or CLI, or its lease lost) on the
+		// last attempt.
+		return "The task was cancelled, or its worker lost it, on its last attempt; submit it again."
 	}
 	return msg
 }

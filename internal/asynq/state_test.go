@@ -1,6 +1,7 @@
 package asynq
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/hibiken/asynq"
@@ -40,8 +41,10 @@ func TestTaskInfoStates(t *testing.T) {
 			t.Errorf("%v with a result → %+v, want SUCCESS with the result", tc.state, got)
 		}
 	}
-	if m := failureMessage("asynq: task lease expired"); m == "asynq: task lease expired" {
-		t.Errorf("asynq's own errors must be rephrased: %q", m)
+	for _, raw := range []string{"asynq: task lease expired", "context deadline exceeded", "context canceled"} {
+		if m := failureMessage(raw); strings.Contains(m, raw) {
+			t.Errorf("asynq's own errors must be rephrased: %q", m)
+		}
 	}
 }
 

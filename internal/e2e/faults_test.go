@@ -247,6 +247,24 @@ func TestTaskPastItsDeadlineFails(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, "upload left behind", func() bool { return len(h.uploadsLeft()) == 0 })
 }
 
+// TestTaskCancelledByOperator: a running task cancelled through asynq's
+// tools (its inspector, its CLI, asynqmon) on its last attempt fails with
+// a sentence that says so, not Go's "context canceled".
+func TestTaskCancelledByOperator(t *testing.T) {
+	h := newHarness(t, options{queue: asynq.QueueConfig{Retries: -1}})
+	g := &gate{d: detector(t), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	h.startWorker(g, 1)
+	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
+	awaitEntered(t, g, 1)
+	if err := hasynq.NewInspectorFromRedisClient(h.rdb).CancelProcessing(id); err != nil {
+		t.Fatal(err)
+	}
+	ti := h.result(id)
+	if ti.Status != detect.StatusFailure || !strings.Contains(ti.Error, "cancelled") || strings.Contains(ti.Error, "context") {
+		t.Errorf("cancelled task: %+v", ti)
+	}
+}
+
 // TestAPIShutdownAnswersWaitingRequests: an API asked to stop answers a
 // request waiting on ?wait at once with the task's state, so that the
 // client can ask again elsewhere, and stops without waiting out the wait.
