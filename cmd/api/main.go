@@ -11,6 +11,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"yoloserve/internal/asynq"
 	"yoloserve/internal/config"
 	apihttp "yoloserve/internal/http"
@@ -48,9 +51,12 @@ func run() error {
 		Retries: cfg.TaskRetries, MaxQueue: cfg.MaxQueue, ReplicaAcks: cfg.RedisWaitReplicas, Logger: log,
 	})
 	defer queue.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv := apihttp.NewServer(apihttp.Config{
 		Addr: cfg.APIAddr, APIKeys: cfg.APIKeys, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxUploadBytes: cfg.MaxUploadBytes, MaxPixels: cfg.MaxPixels, MaxInflight: cfg.MaxInflight, Logger: log,
+		Registry: reg,
 	}, queue, uploads)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

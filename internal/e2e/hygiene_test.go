@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,6 +33,32 @@ func TestFailuresExpire(t *testing.T) {
 	}
 	if r := h.get("/result/" + id); r.status != http.StatusNotFound {
 		t.Errorf("expired failure: %d %s", r.status, r.raw)
+	}
+}
+
+// TestProcessesExportRuntimeMetrics: the API and the worker processes
+// both export Go's and the process's metrics (goroutines, heap, open
+// files, resident memory) beside their own, so that a leak shows on a
+// dashboard.
+func TestProcessesExportRuntimeMetrics(t *testing.T) {
+	h := newHarness(t, options{})
+	apiAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	testenv.Start(t, "api", "REDIS_URL="+h.redis.URL, "UPLOAD_DIR="+h.uploadDir, "API_ADDR="+apiAddr)
+	_, workerHealth := startReadyWorker(t, h.workerEnv(t))
+	for name, url := range map[string]string{"api": "http://" + apiAddr, "worker": workerHealth} {
+		testenv.Eventually(t, 30*time.Second, name+" /readyz never 200", func() bool {
+			resp, err := http.Get(url + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err == nil && resp.StatusCode == http.StatusOK
+		})
+		metrics := getText(t, url+"/metrics")
+		for _, m := range []string{"go_goroutines ", "go_memstats_heap_inuse_bytes ", "process_open_fds ", "process_resident_memory_bytes "} {
+			if !strings.Contains(metrics, "\n"+m) {
+				t.Errorf("%s /metrics lacks %s", name, strings.TrimSpace(m))
+			}
+		}
 	}
 }
 
