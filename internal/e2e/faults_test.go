@@ -365,6 +365,35 @@ func TestPanicFailsOnlyThatTask(t *testing.T) {
 	}
 }
 
+// TestClientGoneIsNotAFault: an upload whose client gives up while Redis
+// is slow is counted as the client's doing (499, as nginx logs it), not
+// as a 503 of the service, so that alerts on 5xx answers mean the
+// service's faults; its upload is deleted.
+func TestClientGoneIsNotAFault(t *testing.T) {
+	h := newHarness(t, options{})
+	ctx := context.Background()
+	if err := h.rdb.Do(ctx, "CLIENT", "PAUSE", "5000", "WRITE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.rdb.Do(ctx, "CLIENT", "UNPAUSE") })
+	body, ct := multipartBody(t, "image", "bus.jpg", testenv.ReadImage(t, "bus.jpg"), nil)
+	rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(rctx, http.MethodPost, h.api.URL+"/predict", body)
+	req.Header.Set("Content-Type", ct)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("POST answered %d with Redis writes paused", resp.StatusCode)
+	}
+	testenv.Eventually(t, 5*time.Second, "the abandoned upload was never counted", func() bool {
+		return strings.Contains(getText(t, h.api.URL+"/metrics"), `yoloserve_api_requests_total{code="499",route="/predict"} 1`)
+	})
+	if m := getText(t, h.api.URL+"/metrics"); strings.Contains(m, `code="503"`) {
+		t.Errorf("an abandoned upload counted as 503:\n%s", m)
+	}
+	testenv.Eventually(t, 5*time.Second, "the abandoned upload was kept", func() bool { return len(h.uploadsLeft()) == 0 })
+}
+
 // TestProcessesWarnOfAnEvictingRedis: the API and the worker say at start
 // that a Redis with a memory limit and an evicting policy would drop
 // their tasks, and which setting to change.

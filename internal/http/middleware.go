@@ -60,7 +60,13 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-// instrument counts requests by route pattern and status.
+// statusClientClosed is nginx's status for a request whose client closed
+// the connection before the answer.
+const statusClientClosed = 499
+
+// instrument counts requests by route pattern and status, a request whose
+// client went away before its answer as statusClientClosed, and times
+// them.
 func (s *Server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -70,7 +76,15 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		if route == "" {
 			route = "other"
 		}
-		s.metrics.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
+		status := sw.status
+		if r.Context().Err() != nil {
+			// The client went away before its answer, which nobody
+			// read: counted as nginx logs it, so that 5xx counts stay
+			// the service's own faults (a Redis call cut short by the
+			// client's leaving answers 503).
+			status = statusClientClosed
+		}
+		s.metrics.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
 		s.metrics.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
 	})
 }
