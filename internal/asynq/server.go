@@ -167,14 +167,14 @@ var skipRetry = fmt.Errorf(": %w", asynq.SkipRetry)
 // process runs one task: read the upload, detect, write the result,
 // delete the upload, announce the end. A task whose upload is gone but
 // whose result an earlier attempt wrote ends with that result. Errors
-// from the image or the
-// parameters are final; other errors are retried, and on the last attempt
-// the upload is deleted too. An error once asynq has cancelled the task's
-// context decides nothing: asynq has already put the task back in the
-// queue (its worker's shutdown time ran out) or retries it (its lease
-// was lost), so the upload stays for the next attempt; one left by a
-// task that lost its lease on the last attempt goes with the upload
-// sweeper. A task past its deadline (TASK_TIMEOUT) fails as any other.
+// from the image or the parameters are final; other errors are retried,
+// and on the last attempt the upload is deleted too. An error once asynq
+// has cancelled the task's context decides nothing: asynq has already put
+// the task back in the queue (its worker's shutdown time ran out) or
+// retries it (its lease was lost), so the upload stays for the next
+// attempt; one left by a task that lost its lease on the last attempt
+// goes with the upload sweeper. A task past its deadline (TASK_TIMEOUT)
+// fails as any other.
 func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 	s.occupied.begin()
 	defer s.occupied.end()
