@@ -99,14 +99,28 @@ func startReadyWorker(t *testing.T, env []string) (*testenv.Process, string) {
 	t.Helper()
 	w := testenv.Start(t, "worker", env...)
 	health := "http://" + strings.TrimPrefix(env[slices.IndexFunc(env, func(e string) bool { return strings.HasPrefix(e, "WORKER_ADDR=") })], "WORKER_ADDR=")
-	testenv.Eventually(t, 30*time.Second, "worker /readyz never 200", func() bool {
-		resp, err := http.Get(health + "/readyz")
+	awaitReady(t, "worker", health)
+	return w, health
+}
+
+// apiEnv is the environment of an API process on h's Redis and upload
+// folder, extra added (later entries win), and the URL it serves.
+func (h *harness) apiEnv(t *testing.T, extra ...string) ([]string, string) {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	return append([]string{"REDIS_URL=" + h.redis.URL, "UPLOAD_DIR=" + h.uploadDir, "API_ADDR=" + addr}, extra...), "http://" + addr
+}
+
+// awaitReady waits up to 30 s for name's /readyz at url to answer 200.
+func awaitReady(t *testing.T, name, url string) {
+	t.Helper()
+	testenv.Eventually(t, 30*time.Second, name+" /readyz never 200", func() bool {
+		resp, err := http.Get(url + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 		}
 		return err == nil && resp.StatusCode == http.StatusOK
 	})
-	return w, health
 }
 
 // TestWorkerSIGTERMFinishesRunningTasks: a worker asked to stop finishes
@@ -409,7 +423,8 @@ func TestProcessesWarnOfAnEvictingRedis(t *testing.T) {
 		h.rdb.ConfigSet(context.Background(), "maxmemory", "0")
 		h.rdb.ConfigSet(context.Background(), "maxmemory-policy", "noeviction")
 	})
-	api := testenv.Start(t, "api", "REDIS_URL="+h.redis.URL, "UPLOAD_DIR="+h.uploadDir, fmt.Sprintf("API_ADDR=127.0.0.1:%d", testenv.FreePort(t)))
+	apiEnv, _ := h.apiEnv(t)
+	api := testenv.Start(t, "api", apiEnv...)
 	worker := testenv.Start(t, "worker", h.workerEnv(t)...)
 	for name, p := range map[string]*testenv.Process{"api": api, "worker": worker} {
 		testenv.Eventually(t, 30*time.Second, name+" never warned of the evicting Redis", func() bool {

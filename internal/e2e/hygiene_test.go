@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"os"
 	"strconv"
@@ -42,17 +41,11 @@ func TestFailuresExpire(t *testing.T) {
 // dashboard.
 func TestProcessesExportRuntimeMetrics(t *testing.T) {
 	h := newHarness(t, options{})
-	apiAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	testenv.Start(t, "api", "REDIS_URL="+h.redis.URL, "UPLOAD_DIR="+h.uploadDir, "API_ADDR="+apiAddr)
+	apiEnv, apiURL := h.apiEnv(t)
+	testenv.Start(t, "api", apiEnv...)
+	awaitReady(t, "api", apiURL)
 	_, workerHealth := startReadyWorker(t, h.workerEnv(t))
-	for name, url := range map[string]string{"api": "http://" + apiAddr, "worker": workerHealth} {
-		testenv.Eventually(t, 30*time.Second, name+" /readyz never 200", func() bool {
-			resp, err := http.Get(url + "/readyz")
-			if err == nil {
-				resp.Body.Close()
-			}
-			return err == nil && resp.StatusCode == http.StatusOK
-		})
+	for name, url := range map[string]string{"api": apiURL, "worker": workerHealth} {
 		metrics := getText(t, url+"/metrics")
 		for _, m := range []string{"go_goroutines ", "go_memstats_heap_inuse_bytes ", "process_open_fds ", "process_resident_memory_bytes "} {
 			if !strings.Contains(metrics, "\n"+m) {

@@ -29,19 +29,18 @@ func TestSeparateProcessesNoSharedDisk(t *testing.T) {
 		t.Skip("runs four processes and 200 inferences")
 	}
 	h := newHarness(t, options{}) // for its Redis and client helpers
-	apiPort := testenv.FreePort(t)
 	dirs := make([]string, 4)
 	for i := range dirs {
 		dirs[i] = t.TempDir()
 	}
-	testenv.Start(t, "api", "REDIS_URL="+h.redis.URL, "UPLOAD_STORE=redis", "UPLOAD_DIR="+dirs[0],
-		fmt.Sprintf("API_ADDR=127.0.0.1:%d", apiPort), "MAX_QUEUE=100000")
+	apiEnv, apiURL := h.apiEnv(t, "UPLOAD_STORE=redis", "UPLOAD_DIR="+dirs[0], "MAX_QUEUE=100000")
+	testenv.Start(t, "api", apiEnv...)
 	for i := 1; i <= 3; i++ {
 		env := h.workerEnv(t, "UPLOAD_STORE=redis", "WORKER_CONCURRENCY=1")
 		env = append(env, "UPLOAD_DIR="+dirs[i]) // later entries win
 		testenv.Start(t, "worker", env...)
 	}
-	h.api.URL = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
+	h.api.URL = apiURL
 	testenv.Eventually(t, 20*time.Second, "API process not ready", func() bool {
 		resp, err := http.Get(h.api.URL + "/readyz")
 		if err == nil {
