@@ -40,7 +40,38 @@ func ExpireFailures(rdb redis.UniversalClient, queue string, ttl time.Duration) 
 	}
 }
 
-// RunJanitor expires failures every interval until ctx ends.
+// reapLostCmd takes the tasks Redis lost out of a queue's active list
+// (KEYS[1]) and lease set (KEYS[2]): those whose hash (ARGV[1] .. id) has
+// no message. A hash left without one is given ARGV[2] seconds to live,
+// so that its FAILURE expires like other failures. It returns their ids.
+var reapLostCmd = redis.NewScript(`
+local lost = {}
+for _, id in ipairs(redis.call("LRANGE", KEYS[1], 0, -1)) do
+	local key = ARGV[1] .. id
+	if redis.call("HEXISTS", key, "msg") == 0 then
+		redis.call("LREM", KEYS[1], 0, id)
+		redis.call("ZREM", KEYS[2], id)
+		if redis.call("TTL", key) == -1 then
+			redis.call("EXPIRE", key, ARGV[2])
+		end
+		table.insert(lost, id)
+	end
+end
+return lost`)
+
+// ReapLostTasks takes out of queue the tasks whose data an evicting Redis
+// dropped: asynq's dequeue leaves each as an "active" hash without a
+// message, which no worker can run and asynq's recoverer never retries,
+// held in the active list and lease set for good. Their state (FAILURE,
+// see lostInfo) expires after ttl; their uploads are left to the
+// sweeper. It returns the ids it took out, or the Redis error.
+func ReapLostTasks(ctx context.Context, rdb redis.UniversalClient, queue string, ttl time.Duration) ([]string, error) {
+	return reapLostCmd.Run(ctx, rdb, []string{activeKey(queue), leaseKey(queue)},
+		taskKey(queue, ""), max(int64(ttl/time.Second), 1)).StringSlice()
+}
+
+// RunJanitor expires failures and reaps lost tasks every interval until
+// ctx ends.
 func RunJanitor(ctx context.Context, rdb redis.UniversalClient, queue string, ttl, interval time.Duration, log *slog.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -54,6 +85,12 @@ func RunJanitor(ctx context.Context, rdb redis.UniversalClient, queue string, tt
 			log.Debug("expiring failed tasks", "error", err)
 		} else if n > 0 {
 			log.Info("expired failed tasks", "count", n, "older_than", ttl)
+		}
+		if lost, err := ReapLostTasks(ctx, rdb, queue, ttl); err != nil {
+			log.Debug("reaping lost tasks", "error", err)
+		} else if len(lost) > 0 {
+			log.Warn("Redis lost tasks: their data was evicted before a worker could run them; they read FAILURE. Set maxmemory-policy noeviction.",
+				"count", len(lost), "ids", lost[:min(len(lost), 10)])
 		}
 	}
 }

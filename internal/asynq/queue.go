@@ -116,6 +116,11 @@ func taskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 // pausedKey is asynq's mark of a paused queue.
 func pausedKey(queue string) string { return "asynq:{" + queue + "}:paused" }
 
+// activeKey is asynq's list of the tasks workers hold, and leaseKey the
+// sorted set of their leases' ends.
+func activeKey(queue string) string { return "asynq:{" + queue + "}:active" }
+func leaseKey(queue string) string  { return "asynq:{" + queue + "}:lease" }
+
 // Pending returns how many tasks wait in the queue.
 func (q *Queue) Pending(ctx context.Context) (int64, error) {
 	n, err := q.rdb.LLen(ctx, pendingKey(q.cfg.Queue)).Result()
@@ -187,14 +192,18 @@ func (q *Queue) waitReplicas(ctx context.Context, id string) {
 // round trip where asynq's inspector takes two (it first checks that the
 // queue exists) and decodes the task's message. A failure's error is in
 // that message, and an id without a hash may be one of a queue Redis lost,
-// so those two go through the inspector.
+// so those two go through the inspector. A hash with a state but neither
+// message nor result is a task Redis lost (see lostInfo).
 func (q *Queue) Task(ctx context.Context, id string) (detect.TaskInfo, error) {
-	vals, err := q.rdb.HMGet(ctx, taskKey(q.cfg.Queue, id), "state", "result").Result()
+	vals, err := q.rdb.HMGet(ctx, taskKey(q.cfg.Queue, id), "state", "result", "msg").Result()
 	if err != nil {
 		return detect.TaskInfo{}, unavailable(err)
 	}
 	state, ok := vals[0].(string)
 	result, _ := vals[1].(string)
+	if _, hasMsg := vals[2].(string); ok && !hasMsg && result == "" {
+		return lostInfo(id), nil
+	}
 	if ok && (state != "archived" || result != "") {
 		return stateInfo(id, state, []byte(result), ""), nil
 	}

@@ -50,6 +50,18 @@ func stateInfo(id, state string, result []byte, lastErr string) detect.TaskInfo 
 	return ti
 }
 
+// lostInfo is what GET /result answers for a task whose data Redis lost
+// while it waited: an evicting Redis (see WarnIfEvicting) dropped the
+// task's hash, and asynq's dequeue then left an empty "active" hash with
+// no message, which no worker can run and asynq's recoverer skips.
+// Without this it read STARTED for good.
+func lostInfo(id string) detect.TaskInfo {
+	return detect.TaskInfo{ID: id, Status: detect.StatusFailure, Error: lostMessage}
+}
+
+// lostMessage is the error of a task Redis lost.
+const lostMessage = "The task was lost: Redis dropped its data before a worker could run it; submit it again."
+
 // failureMessage turns a task's last error into the sentence a client
 // reads. Worker errors are already client-safe; asynq's own (a lease that
 // expired on every attempt, a deadline) are rephrased.

@@ -1,0 +1,115 @@
+package asynq
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/hibiken/asynq"
+
+	"yoloserve/internal/detect"
+	"yoloserve/internal/testenv"
+)
+
+// TestLostTaskReadsFailure drops a waiting task's hash, as an evicting
+// Redis does, and lets a real asynq server dequeue it: asynq leaves an
+// "active" hash without a message that no worker can run. Its state must
+// read FAILURE at once (it read STARTED for good), and the janitor must
+// take it out of the active list and lease set and let it expire, leaving
+// a running task alone.
+func TestLostTaskReadsFailure(t *testing.T) {
+	rs := testenv.StartRedis(t)
+	rdb := rs.Client()
+	ctx := context.Background()
+	const queue = "lost"
+	q := NewQueue(rdb, QueueConfig{Queue: queue})
+	t.Cleanup(func() { q.Close() })
+
+	held, err := q.Enqueue(ctx, detect.Job{Upload: "held"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, err := q.Enqueue(ctx, detect.Job{Upload: "lost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Del(ctx, taskKey(queue, lost)).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	release := make(chan struct{})
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency: 2, Queues: map[string]int{queue: 1}, Logger: asynqLogger{slog.New(slog.DiscardHandler)},
+	})
+	err = srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		<-release
+		task.ResultWriter().Write([]byte(`{"done":true}`))
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(release)
+		}
+	})
+
+	testenv.Eventually(t, 10*time.Second, "both tasks dequeued", func() bool {
+		ids, _ := rdb.LRange(ctx, activeKey(queue), 0, -1).Result()
+		return len(ids) == 2
+	})
+	want := detect.TaskInfo{ID: lost, Status: detect.StatusFailure,
+		Error: "The task was lost: Redis dropped its data before a worker could run it; submit it again."}
+	got, err := q.Task(ctx, lost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("lost task (-want +got):\n%s", diff)
+	}
+	if got, err := q.Task(ctx, held); err != nil || got.Status != detect.StatusStarted {
+		t.Errorf("running task: %+v, %v; want STARTED", got, err)
+	}
+	// A wait ends at once: the failure is final.
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if got, err := q.Wait(wctx, lost); err != nil || wctx.Err() != nil {
+		t.Errorf("wait on the lost task: %+v, %v, context %v", got, err, wctx.Err())
+	}
+
+	const ttl = time.Hour
+	reaped, err := ReapLostTasks(ctx, rdb, queue, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{lost}, reaped); diff != "" {
+		t.Errorf("reaped (-want +got):\n%s", diff)
+	}
+	if ids, _ := rdb.LRange(ctx, activeKey(queue), 0, -1).Result(); !cmp.Equal(ids, []string{held}) {
+		t.Errorf("active list after reaping: %v, want only the running task %s", ids, held)
+	}
+	if ids, _ := rdb.ZRange(ctx, leaseKey(queue), 0, -1).Result(); !cmp.Equal(ids, []string{held}) {
+		t.Errorf("leases after reaping: %v, want only the running task's %s", ids, held)
+	}
+	if left, _ := rdb.TTL(ctx, taskKey(queue, lost)).Result(); left <= 0 || left > ttl {
+		t.Errorf("lost task's hash lives %v, want up to %v", left, ttl)
+	}
+	if got, _ := q.Task(ctx, lost); got.Status != detect.StatusFailure {
+		t.Errorf("lost task after reaping: %s, want FAILURE", got.Status)
+	}
+	if again, err := ReapLostTasks(ctx, rdb, queue, ttl); err != nil || len(again) != 0 {
+		t.Errorf("second reap: %v, %v; want none", again, err)
+	}
+
+	released = true
+	close(release)
+	testenv.Eventually(t, 10*time.Second, "the running task succeeds", func() bool {
+		got, err := q.Task(ctx, held)
+		return err == nil && got.Status == detect.StatusSuccess
+	})
+}
