@@ -192,8 +192,10 @@ func (q *Queue) waitReplicas(ctx context.Context, id string) {
 // round trip where asynq's inspector takes two (it first checks that the
 // queue exists) and decodes the task's message. A failure's error is in
 // that message, and an id without a hash may be one of a queue Redis lost,
-// so those two go through the inspector. A hash with a state but neither
-// message nor result is a task Redis lost (see lostInfo).
+// so those two go through the inspector. A hash with a result is SUCCESS
+// whatever else it holds (Redis may have lost the rest while the task
+// ran, see Server.writeResult); one with a state but neither message nor
+// result is a task Redis lost (see lostInfo).
 func (q *Queue) Task(ctx context.Context, id string) (detect.TaskInfo, error) {
 	vals, err := q.rdb.HMGet(ctx, taskKey(q.cfg.Queue, id), "state", "result", "msg").Result()
 	if err != nil {
@@ -201,11 +203,12 @@ func (q *Queue) Task(ctx context.Context, id string) (detect.TaskInfo, error) {
 	}
 	state, ok := vals[0].(string)
 	result, _ := vals[1].(string)
-	if _, hasMsg := vals[2].(string); ok && !hasMsg && result == "" {
-		return lostInfo(id), nil
-	}
-	if ok && (state != "archived" || result != "") {
+	_, hasMsg := vals[2].(string)
+	switch {
+	case result != "" || (ok && hasMsg && state != "archived"):
 		return stateInfo(id, state, []byte(result), ""), nil
+	case ok && !hasMsg:
+		return lostInfo(id), nil
 	}
 	t, err := q.inspector.GetTaskInfo(q.cfg.Queue, id)
 	if errors.Is(err, asynq.ErrQueueNotFound) {

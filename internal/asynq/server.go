@@ -43,20 +43,25 @@ type ServerConfig struct {
 	// the others: retries, tasks recovered from a dead worker, tasks that
 	// other asynq clients enqueued.
 	PollInterval time.Duration
-	Logger       *slog.Logger // default slog.Default()
-	Registerer   prometheus.Registerer
+	// ResultTTL is how long a result stays readable when Redis lost its
+	// task while it ran (default 1h); otherwise the API's retention, set
+	// at enqueue, holds.
+	ResultTTL  time.Duration
+	Logger     *slog.Logger // default slog.Default()
+	Registerer prometheus.Registerer
 }
 
 // Server is the worker: an asynq server running detection tasks.
 type Server struct {
-	srv      *asynq.Server
-	rdb      redis.UniversalClient
-	wakeup   *wakeup
-	detector Detector
-	uploads  Uploads
-	log      *slog.Logger
-	metrics  *workerMetrics
-	occupied *occupancy
+	srv       *asynq.Server
+	rdb       redis.UniversalClient
+	resultTTL time.Duration
+	wakeup    *wakeup
+	detector  Detector
+	uploads   Uploads
+	log       *slog.Logger
+	metrics   *workerMetrics
+	occupied  *occupancy
 }
 
 type workerMetrics struct {
@@ -80,11 +85,14 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
 	}
+	if cfg.ResultTTL <= 0 {
+		cfg.ResultTTL = time.Hour
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Prefetch = max(0, cfg.Prefetch)
-	s := &Server{rdb: rdb, detector: det, uploads: up, log: cfg.Logger, occupied: newOccupancy(cfg.Concurrency), metrics: &workerMetrics{
+	s := &Server{rdb: rdb, resultTTL: cfg.ResultTTL, detector: det, uploads: up, log: cfg.Logger, occupied: newOccupancy(cfg.Concurrency), metrics: &workerMetrics{
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "yoloserve_worker_tasks_total", Help: "Tasks processed, by outcome (success, failure, retry).",
 		}, []string{"outcome"}),
@@ -255,11 +263,36 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 		s.log.Error("encoding the result", "task_id", id, "error", err)
 		return errInternal
 	}
-	if _, err := t.ResultWriter().Write(b); err != nil {
+	if lost, err := s.writeResult(ctx, id, b); err != nil {
 		s.log.Error("writing the result", "task_id", id, "error", err)
 		return errInternal
+	} else if lost {
+		s.log.Warn("Redis lost the task while it ran (restarted without persistence, failed over, or evicting); its result is kept for its client",
+			"task_id", id, "result_ttl", s.resultTTL)
 	}
 	return nil
+}
+
+// writeResultCmd writes a task's result (ARGV[1]) into its hash
+// (KEYS[1]). A hash that is gone, its task lost by Redis while the task
+// ran, is written anew with only the result, to expire after ARGV[2]
+// seconds; it returns 1 then, 0 otherwise.
+var writeResultCmd = redis.NewScript(`
+local lost = redis.call("EXISTS", KEYS[1]) == 0
+redis.call("HSET", KEYS[1], "result", ARGV[1])
+if lost then
+	redis.call("EXPIRE", KEYS[1], ARGV[2])
+	return 1
+end
+return 0`)
+
+// writeResult writes the result of the task running in ctx, as asynq's
+// ResultWriter does, and reports whether Redis had lost the task: asynq
+// would leave such a result without an expiry. It returns Redis' error.
+func (s *Server) writeResult(ctx context.Context, id string, result []byte) (lost bool, err error) {
+	queue, _ := asynq.GetQueueName(ctx)
+	n, err := writeResultCmd.Run(ctx, s.rdb, []string{taskKey(queue, id)}, result, max(int64(s.resultTTL/time.Second), 1)).Int()
+	return n == 1, err
 }
 
 // resultWritten reports whether the task running in ctx already has a

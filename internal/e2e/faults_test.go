@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -228,6 +229,48 @@ func TestResultKeptWhenWorkerStopsAsTaskEnds(t *testing.T) {
 	})
 	if diff := cmp.Diff(want, h.result(id)); diff != "" {
 		t.Errorf("result after the next attempt (-want +got):\n%s", diff)
+	}
+	if left := h.uploadsLeft(); len(left) != 0 {
+		t.Errorf("uploads left behind: %v", left)
+	}
+}
+
+// TestResultKeptWhenRedisLosesTaskMidRun: Redis loses its data (as a
+// restart without persistence, or a failover to a replica behind, does)
+// while a worker runs a task. The worker's result still reaches the
+// client, and expires as results do. It used to read 503 "The queue is
+// unavailable" for good: the result was written into a hash with nothing
+// else, which asynq's inspector could not read, and which never expired.
+func TestResultKeptWhenRedisLosesTaskMidRun(t *testing.T) {
+	h := newHarness(t, options{})
+	g := &gate{d: detector(t), entered: make(chan struct{}), release: make(chan struct{})}
+	const ttl = 10 * time.Minute
+	h.startWorkerConfig(g, asynq.ServerConfig{Concurrency: 1, ResultTTL: ttl})
+	img := testenv.ReadImage(t, "bus.jpg")
+	id := h.submit(img, nil)
+	awaitEntered(t, g, 1)
+	ctx := context.Background()
+	if err := h.rdb.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	close(g.release)
+
+	var last response
+	testenv.Eventually(t, 30*time.Second, "no result after Redis lost the running task", func() bool {
+		last = h.get("/result/" + id)
+		return last.status == http.StatusOK && last.body["status"] == "SUCCESS"
+	})
+	var ti detect.TaskInfo
+	if err := json.Unmarshal(last.raw, &ti); err != nil {
+		t.Fatal(err)
+	}
+	res := decodeResult(t, ti)
+	if len(res.Detections) == 0 || res.Image != uprightSize(t, img) {
+		t.Errorf("result of the lost task: %d detections, image %+v", len(res.Detections), res.Image)
+	}
+	key := "asynq:{detect}:t:" + id
+	if left, err := h.rdb.TTL(ctx, key).Result(); err != nil || left <= 0 || left > ttl {
+		t.Errorf("the lost task's result lives %v (%v), want up to %v", left, err, ttl)
 	}
 	if left := h.uploadsLeft(); len(left) != 0 {
 		t.Errorf("uploads left behind: %v", left)
