@@ -89,7 +89,7 @@ func RunJanitor(ctx context.Context, rdb redis.UniversalClient, queue string, tt
 		if lost, err := ReapLostTasks(ctx, rdb, queue, ttl); err != nil {
 			log.Debug("reaping lost tasks", "error", err)
 		} else if len(lost) > 0 {
-			log.Warn("Redis lost tasks: their data was evicted before a worker could run them; they read FAILURE. Set maxmemory-policy noeviction.",
+			log.Warn("Redis lost the data of tasks in the queue's active list (evicted); those no worker was running read FAILURE. Set maxmemory-policy noeviction.",
 				"count", len(lost), "ids", lost[:min(len(lost), 10)])
 		}
 	}
