@@ -107,7 +107,7 @@ func run() error {
 	if dir, ok := uploads.(*upload.Dir); ok {
 		go dir.RunSweeper(ctx, cfg.UploadMaxAge, time.Minute, log)
 	}
-	go asynq.RunJanitor(ctx, rdb, cfg.Queue, cfg.ResultTTL, time.Minute, log)
+	go asynq.RunJanitor(ctx, rdb, asynq.JanitorConfig{Queue: cfg.Queue, TTL: cfg.ResultTTL, Logger: log, Lost: srv.LostTasks()})
 	go asynq.WarnIfEvicting(ctx, rdb, 5*time.Second, log)
 
 	// asynq keeps reconnecting while Redis is down; /readyz says so.

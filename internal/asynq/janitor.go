@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -70,10 +71,34 @@ func ReapLostTasks(ctx context.Context, rdb redis.UniversalClient, queue string,
 		taskKey(queue, ""), max(int64(ttl/time.Second), 1)).StringSlice()
 }
 
+// JanitorConfig configures RunJanitor. Zero values mean defaults.
+type JanitorConfig struct {
+	Queue    string        // asynq queue name (default "detect")
+	TTL      time.Duration // how long failures and lost tasks stay readable (default 1h)
+	Interval time.Duration // how often it looks (default 1m)
+	Logger   *slog.Logger  // default slog.Default()
+	// Lost counts the lost tasks it takes out of the queue (nil: none);
+	// a worker passes its Server's LostTasks.
+	Lost prometheus.Counter
+}
+
 // RunJanitor expires failures and reaps lost tasks every interval until
 // ctx ends.
-func RunJanitor(ctx context.Context, rdb redis.UniversalClient, queue string, ttl, interval time.Duration, log *slog.Logger) {
-	t := time.NewTicker(interval)
+func RunJanitor(ctx context.Context, rdb redis.UniversalClient, cfg JanitorConfig) {
+	if cfg.Queue == "" {
+		cfg.Queue = "detect"
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = time.Hour
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Minute
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
 	for {
 		select {
@@ -81,14 +106,17 @@ func RunJanitor(ctx context.Context, rdb redis.UniversalClient, queue string, tt
 			return
 		case <-t.C:
 		}
-		if n, err := ExpireFailures(rdb, queue, ttl); err != nil {
+		if n, err := ExpireFailures(rdb, cfg.Queue, cfg.TTL); err != nil {
 			log.Debug("expiring failed tasks", "error", err)
 		} else if n > 0 {
-			log.Info("expired failed tasks", "count", n, "older_than", ttl)
+			log.Info("expired failed tasks", "count", n, "older_than", cfg.TTL)
 		}
-		if lost, err := ReapLostTasks(ctx, rdb, queue, ttl); err != nil {
+		if lost, err := ReapLostTasks(ctx, rdb, cfg.Queue, cfg.TTL); err != nil {
 			log.Debug("reaping lost tasks", "error", err)
 		} else if len(lost) > 0 {
+			if cfg.Lost != nil {
+				cfg.Lost.Add(float64(len(lost)))
+			}
 			log.Warn("Redis lost the data of tasks in the queue's active list (evicted); those no worker was running read FAILURE. Set maxmemory-policy noeviction.",
 				"count", len(lost), "ids", lost[:min(len(lost), 10)])
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"yoloserve/internal/detect"
 	"yoloserve/internal/testenv"
@@ -17,8 +18,8 @@ import (
 // Redis does, and lets a real asynq server dequeue it: asynq leaves an
 // "active" hash without a message that no worker can run. Its state must
 // read FAILURE at once (it read STARTED for good), and the janitor must
-// take it out of the active list and lease set and let it expire, leaving
-// a running task alone.
+// count it, take it out of the active list and lease set and let it
+// expire, leaving a running task alone.
 func TestLostTaskReadsFailure(t *testing.T) {
 	rs := testenv.StartRedis(t)
 	rdb := rs.Client()
@@ -83,13 +84,14 @@ func TestLostTaskReadsFailure(t *testing.T) {
 	}
 
 	const ttl = time.Hour
-	reaped, err := ReapLostTasks(ctx, rdb, queue, ttl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]string{lost}, reaped); diff != "" {
-		t.Errorf("reaped (-want +got):\n%s", diff)
-	}
+	counted := prometheus.NewCounter(prometheus.CounterOpts{Name: "lost"})
+	jctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go RunJanitor(jctx, rdb, JanitorConfig{Queue: queue, TTL: ttl, Interval: 20 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler), Lost: counted})
+	testenv.Eventually(t, 10*time.Second, "the janitor never counted the lost task", func() bool {
+		return testenv.CounterValue(t, counted) == 1
+	})
 	if ids, _ := rdb.LRange(ctx, activeKey(queue), 0, -1).Result(); !cmp.Equal(ids, []string{held}) {
 		t.Errorf("active list after reaping: %v, want only the running task %s", ids, held)
 	}
@@ -103,7 +105,10 @@ func TestLostTaskReadsFailure(t *testing.T) {
 		t.Errorf("lost task after reaping: %s, want FAILURE", got.Status)
 	}
 	if again, err := ReapLostTasks(ctx, rdb, queue, ttl); err != nil || len(again) != 0 {
-		t.Errorf("second reap: %v, %v; want none", again, err)
+		t.Errorf("a reap after the janitor's: %v, %v; want none", again, err)
+	}
+	if n := testenv.CounterValue(t, counted); n != 1 {
+		t.Errorf("the janitor counted %v lost tasks, want 1", n)
 	}
 
 	released = true

@@ -68,6 +68,7 @@ type workerMetrics struct {
 	tasks    *prometheus.CounterVec
 	duration prometheus.Histogram
 	inFlight prometheus.GaugeFunc // reads occupied
+	lost     prometheus.Counter   // the janitor's too, see LostTasks
 }
 
 // NewServer returns a worker on rdb that runs tasks with det, reading
@@ -100,12 +101,16 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 			Name: "yoloserve_worker_task_seconds", Help: "Service time of a task: upload read to result written.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 1.6, 18),
 		}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "yoloserve_worker_lost_tasks_total",
+			Help: "Tasks whose data Redis lost (evicted, or Redis restarted without persistence or failed over): each counted when this worker wrote the result of one it ran, or its janitor took one out of the queue. Any increase means Redis is losing data.",
+		}),
 	}}
 	s.metrics.inFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "yoloserve_worker_tasks_in_flight", Help: "Tasks the worker holds: running, or taken ahead and waiting for a slot (WORKER_PREFETCH).",
 	}, func() float64 { return float64(s.occupied.held()) })
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(s.metrics.tasks, s.metrics.duration, s.metrics.inFlight)
+		cfg.Registerer.MustRegister(s.metrics.tasks, s.metrics.duration, s.metrics.inFlight, s.metrics.lost)
 	}
 	s.wakeup = newWakeup(rdb, cfg.Queue, cfg.PollInterval, s.occupied.full)
 	s.srv = asynq.NewServerFromRedisClient(wakingClient{rdb, s.wakeup}, asynq.Config{
@@ -267,11 +272,16 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 		s.log.Error("writing the result", "task_id", id, "error", err)
 		return errInternal
 	} else if lost {
+		s.metrics.lost.Inc()
 		s.log.Warn("Redis lost the task while it ran (restarted without persistence, failed over, or evicting); its result is kept for its client",
 			"task_id", id, "result_ttl", s.resultTTL)
 	}
 	return nil
 }
+
+// LostTasks is the counter of tasks whose data Redis lost, for the
+// janitor's count too (JanitorConfig.Lost).
+func (s *Server) LostTasks() prometheus.Counter { return s.metrics.lost }
 
 // writeResultCmd writes a task's result (ARGV[1]) into its hash
 // (KEYS[1]). A hash that is gone, its task lost by Redis while the task

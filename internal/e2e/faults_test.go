@@ -245,7 +245,7 @@ func TestResultKeptWhenRedisLosesTaskMidRun(t *testing.T) {
 	h := newHarness(t, options{})
 	g := &gate{d: detector(t), entered: make(chan struct{}), release: make(chan struct{})}
 	const ttl = 10 * time.Minute
-	h.startWorkerConfig(g, asynq.ServerConfig{Concurrency: 1, ResultTTL: ttl})
+	srv := h.startWorkerConfig(g, asynq.ServerConfig{Concurrency: 1, ResultTTL: ttl})
 	img := testenv.ReadImage(t, "bus.jpg")
 	id := h.submit(img, nil)
 	awaitEntered(t, g, 1)
@@ -274,6 +274,9 @@ func TestResultKeptWhenRedisLosesTaskMidRun(t *testing.T) {
 	}
 	if left := h.uploadsLeft(); len(left) != 0 {
 		t.Errorf("uploads left behind: %v", left)
+	}
+	if n := testenv.CounterValue(t, srv.LostTasks()); n != 1 {
+		t.Errorf("yoloserve_worker_lost_tasks_total: %v, want 1", n)
 	}
 }
 
