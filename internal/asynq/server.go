@@ -300,8 +300,7 @@ return 0`)
 // ResultWriter does, and reports whether Redis had lost the task: asynq
 // would leave such a result without an expiry. It returns Redis' error.
 func (s *Server) writeResult(ctx context.Context, id string, result []byte) (lost bool, err error) {
-	queue, _ := asynq.GetQueueName(ctx)
-	n, err := writeResultCmd.Run(ctx, s.rdb, []string{taskKey(queue, id)}, result, max(int64(s.resultTTL/time.Second), 1)).Int()
+	n, err := writeResultCmd.Run(ctx, s.rdb, []string{runningTaskKey(ctx, id)}, result, max(int64(s.resultTTL/time.Second), 1)).Int()
 	return n == 1, err
 }
 
@@ -309,9 +308,14 @@ func (s *Server) writeResult(ctx context.Context, id string, result []byte) (los
 // result in its hash, written by an earlier attempt. It returns Redis'
 // error when it cannot tell.
 func (s *Server) resultWritten(ctx context.Context, id string) (bool, error) {
-	queue, _ := asynq.GetQueueName(ctx)
-	n, err := s.rdb.HStrLen(ctx, taskKey(queue, id), "result").Result()
+	n, err := s.rdb.HStrLen(ctx, runningTaskKey(ctx, id), "result").Result()
 	return n > 0, err
+}
+
+// runningTaskKey is the hash of task id, which runs in ctx.
+func runningTaskKey(ctx context.Context, id string) string {
+	queue, _ := asynq.GetQueueName(ctx)
+	return taskKey(queue, id)
 }
 
 // errInternal is the message a client reads when a task failed for a
