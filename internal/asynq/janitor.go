@@ -43,13 +43,17 @@ func ExpireFailures(rdb redis.UniversalClient, queue string, ttl time.Duration) 
 
 // reapLostCmd takes the tasks Redis lost out of a queue's active list
 // (KEYS[1]) and lease set (KEYS[2]): those whose hash (ARGV[1] .. id) has
-// no message. A hash left without one is given ARGV[2] seconds to live,
-// so that its FAILURE expires like other failures. It returns their ids.
+// no message and whose lease has ended by ARGV[3] (Unix seconds). A task
+// whose lease a worker still renews is running: its worker writes its
+// result, and counts it then. A hash left without a message is given
+// ARGV[2] seconds to live, so that its FAILURE expires like other
+// failures. It returns their ids.
 var reapLostCmd = redis.NewScript(`
 local lost = {}
 for _, id in ipairs(redis.call("LRANGE", KEYS[1], 0, -1)) do
 	local key = ARGV[1] .. id
-	if redis.call("HEXISTS", key, "msg") == 0 then
+	local lease = tonumber(redis.call("ZSCORE", KEYS[2], id))
+	if redis.call("HEXISTS", key, "msg") == 0 and (lease == nil or lease < tonumber(ARGV[3])) then
 		redis.call("LREM", KEYS[1], 0, id)
 		redis.call("ZREM", KEYS[2], id)
 		if redis.call("TTL", key) == -1 then
@@ -63,12 +67,14 @@ return lost`)
 // ReapLostTasks takes out of queue the tasks whose data an evicting Redis
 // dropped: asynq's dequeue leaves each as an "active" hash without a
 // message, which no worker can run and asynq's recoverer never retries,
-// held in the active list and lease set for good. Their state (FAILURE,
-// see lostInfo) expires after ttl; their uploads are left to the
-// sweeper. It returns the ids it took out, or the Redis error.
+// held in the active list and lease set for good. It takes one once its
+// lease has ended (30s after the dequeue): a task lost while a worker
+// runs it is left to that worker, which writes its result. Their state
+// (FAILURE, see lostInfo) expires after ttl; their uploads are left to
+// the sweeper. It returns the ids it took out, or the Redis error.
 func ReapLostTasks(ctx context.Context, rdb redis.UniversalClient, queue string, ttl time.Duration) ([]string, error) {
 	return reapLostCmd.Run(ctx, rdb, []string{activeKey(queue), leaseKey(queue)},
-		taskKey(queue, ""), max(int64(ttl/time.Second), 1)).StringSlice()
+		taskKey(queue, ""), max(int64(ttl/time.Second), 1), time.Now().Unix()).StringSlice()
 }
 
 // JanitorConfig configures RunJanitor. Zero values mean defaults.
@@ -117,7 +123,7 @@ func RunJanitor(ctx context.Context, rdb redis.UniversalClient, cfg JanitorConfi
 			if cfg.Lost != nil {
 				cfg.Lost.Add(float64(len(lost)))
 			}
-			log.Warn("Redis lost the data of tasks in the queue's active list (evicted); those no worker was running read FAILURE. Set maxmemory-policy noeviction.",
+			log.Warn("Redis lost the data of tasks that no worker could run (evicted); they read FAILURE. Set maxmemory-policy noeviction.",
 				"count", len(lost), "ids", lost[:min(len(lost), 10)])
 		}
 	}

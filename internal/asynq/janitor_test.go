@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"yoloserve/internal/detect"
 	"yoloserve/internal/testenv"
@@ -17,9 +18,10 @@ import (
 // TestLostTaskReadsFailure drops a waiting task's hash, as an evicting
 // Redis does, and lets a real asynq server dequeue it: asynq leaves an
 // "active" hash without a message that no worker can run. Its state must
-// read FAILURE at once (it read STARTED for good), and the janitor must
-// count it, take it out of the active list and lease set and let it
-// expire, leaving a running task alone.
+// read FAILURE at once (it read STARTED for good), and once its lease has
+// ended the janitor must count it, take it out of the active list and
+// lease set and let it expire. A task Redis lost while a worker runs it
+// (its lease renewed) is left to that worker, and not counted.
 func TestLostTaskReadsFailure(t *testing.T) {
 	rs := testenv.StartRedis(t)
 	rdb := rs.Client()
@@ -83,7 +85,19 @@ func TestLostTaskReadsFailure(t *testing.T) {
 		t.Errorf("wait on the lost task: %+v, %v, context %v", got, err, wctx.Err())
 	}
 
+	// Redis loses the running task's hash too; its lease is still renewed.
+	if err := rdb.Del(ctx, taskKey(queue, held)).Err(); err != nil {
+		t.Fatal(err)
+	}
 	const ttl = time.Hour
+	if early, err := ReapLostTasks(ctx, rdb, queue, ttl); err != nil || len(early) != 0 {
+		t.Errorf("a reap while both leases run: %v, %v; want none", early, err)
+	}
+	// The lost task's lease ends 30s after its dequeue, as nothing renews
+	// it; end it now.
+	if err := rdb.ZAddXX(ctx, leaseKey(queue), redis.Z{Member: lost, Score: float64(time.Now().Add(-time.Second).Unix())}).Err(); err != nil {
+		t.Fatal(err)
+	}
 	counted := prometheus.NewCounter(prometheus.CounterOpts{Name: "lost"})
 	jctx, stop := context.WithCancel(ctx)
 	defer stop()
