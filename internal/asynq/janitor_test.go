@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"yoloserve/internal/detect"
@@ -104,7 +105,7 @@ func TestLostTaskReadsFailure(t *testing.T) {
 	go RunJanitor(jctx, rdb, JanitorConfig{Queue: queue, TTL: ttl, Interval: 20 * time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler), Lost: counted})
 	testenv.Eventually(t, 10*time.Second, "the janitor never counted the lost task", func() bool {
-		return testenv.CounterValue(t, counted) == 1
+		return testutil.ToFloat64(counted) == 1
 	})
 	if ids, _ := rdb.LRange(ctx, activeKey(queue), 0, -1).Result(); !cmp.Equal(ids, []string{held}) {
 		t.Errorf("active list after reaping: %v, want only the running task %s", ids, held)
@@ -121,7 +122,7 @@ func TestLostTaskReadsFailure(t *testing.T) {
 	if again, err := ReapLostTasks(ctx, rdb, queue, ttl); err != nil || len(again) != 0 {
 		t.Errorf("a reap after the janitor's: %v, %v; want none", again, err)
 	}
-	if n := testenv.CounterValue(t, counted); n != 1 {
+	if n := testutil.ToFloat64(counted); n != 1 {
 		t.Errorf("the janitor counted %v lost tasks, want 1", n)
 	}
 
