@@ -7,13 +7,31 @@ cd "$(dirname "$0")/.."
 # .env is read by the binaries too; read it here for REDIS_URL and MODEL_PATH.
 if [ -f .env ]; then set -a; . ./.env; set +a; fi
 
-pids=()
+# Stop in order: the API and the worker first (the worker finishes its
+# running tasks and records them in Redis), then the private Redis. Ctrl-C
+# in a terminal signals the whole foreground process group at once, so the
+# private Redis runs in a session of its own and stops only here. A second
+# Ctrl-C while the worker finishes stops it at once; its running tasks are
+# then run again once their lease ends.
+pids=()  # the worker and the API
+redis=   # the private Redis, if this script started one
 cleanup() {
-  trap - EXIT INT TERM
-  [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null || true
-  wait 2>/dev/null || true
+  trap - EXIT
+  trap 'kill -KILL "${pids[@]}" 2>/dev/null || true' INT TERM
+  if [ ${#pids[@]} -gt 0 ]; then
+    kill "${pids[@]}" 2>/dev/null || true
+    for p in "${pids[@]}"; do
+      while kill -0 "$p" 2>/dev/null; do wait "$p" 2>/dev/null || true; done
+    done
+  fi
+  if [ -n "$redis" ]; then
+    kill "$redis" 2>/dev/null || true
+    while kill -0 "$redis" 2>/dev/null; do wait "$redis" 2>/dev/null || true; done
+  fi
 }
 trap cleanup EXIT INT TERM
+detach=()  # the private Redis's own session, where setsid exists
+command -v setsid >/dev/null && detach=(setsid)
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -24,13 +42,13 @@ if [ -z "${REDIS_URL:-${BROKER_URL:-}}" ]; then
   if command -v redis-server >/dev/null; then
     mkdir -p .cache/redis
     echo "run: starting a private redis-server on 127.0.0.1:$port (data in .cache/redis)"
-    redis-server --port "$port" --bind 127.0.0.1 --dir .cache/redis --appendonly yes --save "" --loglevel warning &
-    pids+=($!)
+    "${detach[@]}" redis-server --port "$port" --bind 127.0.0.1 --dir .cache/redis --appendonly yes --save "" --loglevel warning &
+    redis=$!
   else
     echo "run: WARNING: redis-server is not installed; starting an embedded in-memory Redis (miniredis) on 127.0.0.1:$port."
     echo "run: WARNING: nothing persists: queued tasks and results are lost when it stops. apt-get install redis-server for a real one."
-    bin/devredis -addr "127.0.0.1:$port" &
-    pids+=($!)
+    "${detach[@]}" bin/devredis -addr "127.0.0.1:$port" &
+    redis=$!
   fi
   for _ in $(seq 100); do port_free "$port" || break; sleep 0.1; done
 fi

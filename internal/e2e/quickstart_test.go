@@ -1,0 +1,198 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"yoloserve/internal/onnx"
+	"yoloserve/internal/testenv"
+)
+
+// TestMakeRunCtrlC runs scripts/run.sh, what `make run` runs, and presses
+// Ctrl-C as a terminal does (SIGINT to its whole process group) while the
+// worker runs tasks. The worker must finish them and record them in the
+// script's private Redis before that Redis stops: nothing is logged as an
+// error, nothing is left running, and once started again every task reads
+// SUCCESS at once, none of them left to wait for its lease to end.
+func TestMakeRunCtrlC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the service twice")
+	}
+	root := quickstartTree(t)
+	lib, err := onnx.FindLibrary("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib, _ = filepath.Abs(lib)
+	model, _ := filepath.Abs(testenv.Model(t, "yolov8n.onnx"))
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	env := []string{
+		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LOG_LEVEL=warn",
+		"MODEL_PATH=" + model, "ORT_LIB=" + lib, "API_ADDR=" + addr,
+		fmt.Sprintf("WORKER_ADDR=127.0.0.1:%d", testenv.FreePort(t)),
+		"WORKER_CONCURRENCY=2", "ORT_THREADS=1",
+	}
+	h := &harness{t: t, api: &apiServer{URL: "http://" + addr}}
+
+	run := startScript(t, root, env)
+	awaitReady(t, "API", h.api.URL)
+	bus := testenv.ReadImage(t, "bus.jpg")
+	ids := make([]string, 8)
+	for i := range ids {
+		ids[i] = h.submit(bus, nil)
+	}
+	testenv.Eventually(t, 30*time.Second, "no task started", func() bool {
+		for _, id := range ids {
+			if h.status(id) == "STARTED" {
+				return true
+			}
+		}
+		return false
+	})
+	run.ctrlC(t)
+	run.wait(t, 60*time.Second)
+	if out := run.output(); strings.Contains(out, "level=ERROR") {
+		t.Errorf("errors logged while stopping:\n%s", out)
+	}
+	if c, err := net.DialTimeout("tcp", run.redisAddr(t), time.Second); err == nil {
+		c.Close()
+		t.Errorf("the private Redis at %s still runs", run.redisAddr(t))
+	}
+
+	run = startScript(t, root, env)
+	awaitReady(t, "API", h.api.URL)
+	testenv.Eventually(t, 15*time.Second, "tasks not SUCCESS after a restart", func() bool {
+		for _, id := range ids {
+			if h.status(id) != "SUCCESS" {
+				return false
+			}
+		}
+		return true
+	})
+	run.ctrlC(t)
+	run.wait(t, 60*time.Second)
+}
+
+// quickstartTree lays out what scripts/run.sh needs in a temporary folder:
+// the script and bin/ with the built binaries.
+func quickstartTree(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	script, err := os.ReadFile("../../scripts/run.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{"scripts", "bin"} {
+		if err := os.Mkdir(filepath.Join(root, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "scripts", "run.sh"), script, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"api", "worker"} {
+		if err := os.Symlink(filepath.Join(testenv.Binaries(t), name), filepath.Join(root, "bin", name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+// script is scripts/run.sh running in a process group of its own, as a
+// terminal's foreground job.
+type script struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+}
+
+func (s *script) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.out.Write(p)
+}
+
+func (s *script) output() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.out.String()
+}
+
+// startScript runs root's scripts/run.sh with env. When the test ends it
+// is stopped as by Ctrl-C, and killed if that does not end it.
+func startScript(t *testing.T, root string, env []string) *script {
+	t.Helper()
+	s := &script{cmd: exec.Command("bash", filepath.Join(root, "scripts", "run.sh")), done: make(chan struct{})}
+	s.cmd.Env = env
+	s.cmd.Stdout, s.cmd.Stderr = s, s
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		s.cmd.Wait()
+		close(s.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-s.done:
+			return
+		default:
+		}
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGINT)
+		select {
+		case <-s.done:
+		case <-time.After(60 * time.Second):
+			syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		}
+		if t.Failed() {
+			t.Logf("run.sh output:\n%s", s.output())
+		}
+	})
+	return s
+}
+
+// ctrlC sends SIGINT to the script's process group.
+func (s *script) ctrlC(t *testing.T) {
+	t.Helper()
+	if err := syscall.Kill(-s.cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wait waits up to timeout for the script to end, and fails the test if a
+// process of its group is still running then.
+func (s *script) wait(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-s.done:
+	case <-time.After(timeout):
+		t.Fatalf("run.sh still running %v after Ctrl-C; output:\n%s", timeout, s.output())
+	}
+	testenv.Eventually(t, 5*time.Second, "a process of run.sh's group still runs", func() bool {
+		return syscall.Kill(-s.cmd.Process.Pid, 0) == syscall.ESRCH
+	})
+}
+
+var privateRedis = regexp.MustCompile(`starting a private redis-server on (\S+)`)
+
+// redisAddr is the address of the private Redis the script started.
+func (s *script) redisAddr(t *testing.T) string {
+	t.Helper()
+	m := privateRedis.FindStringSubmatch(s.output())
+	if m == nil {
+		t.Fatalf("run.sh started no private Redis; output:\n%s", s.output())
+	}
+	return m[1]
+}
