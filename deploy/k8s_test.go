@@ -117,6 +117,13 @@ func TestKubernetesCPU(t *testing.T) {
 	if g := worker.Spec.Template.Spec.TerminationGracePeriodSeconds; g == nil || *g <= 75 {
 		t.Errorf("worker terminationGracePeriodSeconds %v must exceed TASK_TIMEOUT and SHUTDOWN_TIMEOUT", g)
 	}
+	// A stopping API keeps taking uploads until the proxies have let it
+	// go, then finishes those it reads.
+	if ac.Lifecycle == nil || ac.Lifecycle.PreStop == nil || ac.Lifecycle.PreStop.Sleep == nil || ac.Lifecycle.PreStop.Sleep.Seconds < 3 {
+		t.Error("API: want a preStop sleep of a few seconds, so that no upload is refused while the pod leaves its endpoints")
+	} else if g := api.Spec.Template.Spec.TerminationGracePeriodSeconds; g == nil || *g <= ac.Lifecycle.PreStop.Sleep.Seconds+75 {
+		t.Errorf("API terminationGracePeriodSeconds %v must exceed the preStop sleep and SHUTDOWN_TIMEOUT", g)
+	}
 	for _, d := range []*appsv1.Deployment{api, worker} {
 		sc := d.Spec.Template.Spec.SecurityContext
 		if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
