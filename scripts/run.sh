@@ -17,7 +17,7 @@ pids=()  # the worker and the API
 redis=   # the private Redis, if this script started one
 cleanup() {
   trap - EXIT
-  trap 'kill -KILL "${pids[@]}" 2>/dev/null || true' INT TERM
+  trap 'kill -KILL "${pids[@]}" 2>/dev/null || true' INT TERM HUP
   if [ ${#pids[@]} -gt 0 ]; then
     kill "${pids[@]}" 2>/dev/null || true
     for p in "${pids[@]}"; do
@@ -29,7 +29,7 @@ cleanup() {
     while kill -0 "$redis" 2>/dev/null; do wait "$redis" 2>/dev/null || true; done
   fi
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT INT TERM HUP  # HUP: the terminal closed
 detach=()  # the private Redis's own session, where setsid exists
 command -v setsid >/dev/null && detach=(setsid)
 
