@@ -125,8 +125,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 		Logger:                   asynqLogger{cfg.Logger},
 		LogLevel:                 asynq.WarnLevel,
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
-			id, _ := asynq.GetTaskID(ctx)
-			cfg.Logger.Warn("task failed", "task_id", id, "error", err)
+			logFailure(ctx, cfg.Logger, err)
 		}),
 	})
 	return s
@@ -326,6 +325,20 @@ func lastAttempt(ctx context.Context) bool {
 	n, ok1 := asynq.GetRetryCount(ctx)
 	max, ok2 := asynq.GetMaxRetry(ctx)
 	return ok1 && ok2 && n >= max
+}
+
+// logFailure logs the failed attempt of the task running in ctx: its end,
+// with the sentence its client reads, when it is not retried; otherwise
+// that it will be, the attempt's cause having been logged where it arose.
+func logFailure(ctx context.Context, log *slog.Logger, err error) {
+	id, _ := asynq.GetTaskID(ctx)
+	if errors.Is(err, asynq.SkipRetry) || lastAttempt(ctx) {
+		log.Warn("task failed", "task_id", id, "error", err)
+		return
+	}
+	n, _ := asynq.GetRetryCount(ctx)
+	max, _ := asynq.GetMaxRetry(ctx)
+	log.Warn("task attempt failed; it will be retried", "task_id", id, "attempt", n+1, "attempts", max+1)
 }
 
 // asynqLogger routes asynq's logs to slog.

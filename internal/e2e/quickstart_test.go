@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -112,22 +110,11 @@ func quickstartTree(t *testing.T) string {
 // terminal's foreground job.
 type script struct {
 	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  bytes.Buffer
+	out  testenv.SyncBuffer
 	done chan struct{}
 }
 
-func (s *script) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.out.Write(p)
-}
-
-func (s *script) output() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.out.String()
-}
+func (s *script) output() string { return s.out.String() }
 
 // startScript runs root's scripts/run.sh with env. When the test ends it
 // is stopped as by Ctrl-C, and killed if that does not end it.
@@ -135,7 +122,7 @@ func startScript(t *testing.T, root string, env []string) *script {
 	t.Helper()
 	s := &script{cmd: exec.Command("bash", filepath.Join(root, "scripts", "run.sh")), done: make(chan struct{})}
 	s.cmd.Env = env
-	s.cmd.Stdout, s.cmd.Stderr = s, s
+	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -315,4 +316,34 @@ func TestFiftyConcurrentSubmissions(t *testing.T) {
 		}
 	}
 	testenv.Eventually(t, 5*time.Second, "uploads left behind", func() bool { return len(h.uploadsLeft()) == 0 })
+}
+
+// TestWorkerLogsRetryAndFailure: an attempt that will be retried is logged
+// as such, not as the task's failure, and a task that fails for good is
+// logged with the sentence its client reads.
+func TestWorkerLogsRetryAndFailure(t *testing.T) {
+	h := newHarness(t, options{})
+	var logs testenv.SyncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	g := &gate{d: detector(t), fails: 1}
+	h.startWorkerConfig(g, asynq.ServerConfig{Concurrency: 1, ShutdownTimeout: 10 * time.Second, Logger: log})
+
+	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
+	if ti := h.result(id); ti.Status != detect.StatusSuccess {
+		t.Fatalf("after the retry: %+v", ti)
+	}
+	retried := fmt.Sprintf(`msg="task attempt failed; it will be retried" task_id=%s attempt=1 attempts=3`, id)
+	if out := logs.String(); !strings.Contains(out, retried) || strings.Contains(out, `msg="task failed"`) {
+		t.Errorf("logs of a task retried once, want %q and no failure:\n%s", retried, out)
+	}
+
+	id = h.submit(brokenPNG(t), nil)
+	ti := h.result(id)
+	if ti.Status != detect.StatusFailure {
+		t.Fatalf("a PNG that cannot decode: %+v", ti)
+	}
+	failed := fmt.Sprintf(`msg="task failed" task_id=%s error="%s`, id, ti.Error)
+	if out := logs.String(); !strings.Contains(out, failed) {
+		t.Errorf("logs of a failed task, want %q:\n%s", failed, out)
+	}
 }

@@ -50,23 +50,26 @@ func (e *buildError) Error() string { return "building " + e.cmd + ": " + e.err.
 // Process is a service binary run by a test.
 type Process struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *SyncBuffer
 	done   chan struct{}
 	exited error
 }
 
-type syncBuffer struct {
+// SyncBuffer collects what processes or loggers write from several
+// goroutines.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+// String is what was written so far.
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -81,7 +84,7 @@ func Start(tb testing.TB, name string, env ...string) *Process {
 	cmd.Dir = tb.TempDir()
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LOG_LEVEL=warn"}, env...)
 	cmd.SysProcAttr = DieWithTest()
-	p := &Process{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &Process{cmd: cmd, out: &SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
