@@ -33,16 +33,25 @@ import (
 // upload folder.
 func (h *harness) workerEnv(t *testing.T, extra ...string) []string {
 	t.Helper()
+	env := append([]string{"REDIS_URL=" + h.redis.URL, "UPLOAD_DIR=" + h.uploadDir}, workerProcessEnv(t)...)
+	return append(env, extra...)
+}
+
+// workerProcessEnv is what a worker process needs besides Redis and its
+// uploads: the model and ONNX Runtime by absolute path, a free health
+// port, and two slots of one thread.
+func workerProcessEnv(t *testing.T) []string {
+	t.Helper()
 	lib, err := onnx.FindLibrary("")
 	if err != nil {
 		t.Fatal(err)
 	}
 	lib, _ = filepath.Abs(lib)
 	model, _ := filepath.Abs(testenv.Model(t, "yolov8n.onnx"))
-	return append([]string{
-		"REDIS_URL=" + h.redis.URL, "UPLOAD_DIR=" + h.uploadDir, "MODEL_PATH=" + model, "ORT_LIB=" + lib,
+	return []string{
+		"MODEL_PATH=" + model, "ORT_LIB=" + lib,
 		fmt.Sprintf("WORKER_ADDR=127.0.0.1:%d", testenv.FreePort(t)), "WORKER_CONCURRENCY=2", "ORT_THREADS=1",
-	}, extra...)
+	}
 }
 
 func (h *harness) status(id string) string {

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"yoloserve/internal/onnx"
 	"yoloserve/internal/testenv"
 )
 
@@ -27,19 +26,9 @@ func TestMakeRunCtrlC(t *testing.T) {
 		t.Skip("starts the service twice")
 	}
 	root := quickstartTree(t)
-	lib, err := onnx.FindLibrary("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lib, _ = filepath.Abs(lib)
-	model, _ := filepath.Abs(testenv.Model(t, "yolov8n.onnx"))
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	env := []string{
-		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LOG_LEVEL=warn",
-		"MODEL_PATH=" + model, "ORT_LIB=" + lib, "API_ADDR=" + addr,
-		fmt.Sprintf("WORKER_ADDR=127.0.0.1:%d", testenv.FreePort(t)),
-		"WORKER_CONCURRENCY=2", "ORT_THREADS=1",
-	}
+	env := append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LOG_LEVEL=warn", "API_ADDR=" + addr},
+		workerProcessEnv(t)...)
 	h := &harness{t: t, api: &apiServer{URL: "http://" + addr}}
 
 	run := startScript(t, root, env)
