@@ -336,9 +336,9 @@ func logFailure(ctx context.Context, log *slog.Logger, err error) {
 		log.Warn("task failed", "task_id", id, "error", err)
 		return
 	}
-	n, _ := asynq.GetRetryCount(ctx)
-	max, _ := asynq.GetMaxRetry(ctx)
-	log.Warn("task attempt failed; it will be retried", "task_id", id, "attempt", n+1, "attempts", max+1)
+	retried, _ := asynq.GetRetryCount(ctx)
+	retries, _ := asynq.GetMaxRetry(ctx)
+	log.Warn("task attempt failed; it will be retried", "task_id", id, "attempt", retried+1, "attempts", retries+1)
 }
 
 // asynqLogger routes asynq's logs to slog.
