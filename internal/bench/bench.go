@@ -183,6 +183,18 @@ type LoadLevel struct {
 	Speed detect.Speed `json:"speed_ms"`
 	// SoloShare is the share of the images that ran on the solo session.
 	SoloShare float64 `json:"solo_share"`
+	// Machine is where the machine's CPU time went that CPUPerImage does
+	// not count.
+	Machine MachineShare `json:"machine"`
+}
+
+// MachineShare is the share of all cores' time, over a load's windows,
+// that went to no process: idle (with iowait), soft interrupts (loopback
+// networking among them) and time the hypervisor took (steal).
+type MachineShare struct {
+	Idle    float64 `json:"idle"`
+	SoftIRQ float64 `json:"softirq"`
+	Steal   float64 `json:"steal"`
 }
 
 // CPUShare is CPU milliseconds per image, by process.

@@ -13,16 +13,40 @@ import (
 func TestLevelPoolsWindows(t *testing.T) {
 	a := window{lat: []float64{10, 20, 30}, wall: 2 * time.Second, errs: 1,
 		cpu:   [4]time.Duration{300 * time.Millisecond, 30 * time.Millisecond, 6 * time.Millisecond, 3 * time.Millisecond},
-		speed: detect.Speed{Decode: 12, Preprocess: 6, Inference: 300, Postprocess: 3}, solo: 2}
+		speed: detect.Speed{Decode: 12, Preprocess: 6, Inference: 300, Postprocess: 3}, solo: 2,
+		machine: machineTimes{600, 0, 20, 10, 2, 0, 3, 0}}
 	b := window{lat: []float64{5, 40}, wall: time.Second,
 		cpu:   [4]time.Duration{200 * time.Millisecond, 20 * time.Millisecond, 4 * time.Millisecond, 2 * time.Millisecond},
-		speed: detect.Speed{Decode: 8, Preprocess: 4, Inference: 200, Postprocess: 2}, solo: 1}
+		speed: detect.Speed{Decode: 8, Preprocess: 4, Inference: 200, Postprocess: 2}, solo: 1,
+		machine: machineTimes{340, 0, 10, 10, 0, 0, 1, 4}}
 	got := level(16, a, b)
 	want := LoadLevel{Clients: 16, ImagesPerS: 5.0 / 3, P50MS: 20, P95MS: 40, P99MS: 40, Errors: 1,
 		CPUPerImage: CPUShare{Worker: 100, API: 10, Redis: 2, Client: 1},
-		Speed:       detect.Speed{Decode: 4, Preprocess: 2, Inference: 100, Postprocess: 1}, SoloShare: 0.6}
+		Speed:       detect.Speed{Decode: 4, Preprocess: 2, Inference: 100, Postprocess: 1}, SoloShare: 0.6,
+		Machine: MachineShare{Idle: 0.022, SoftIRQ: 0.004, Steal: 0.004}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("level (-want +got):\n%s", diff)
+	}
+}
+
+// TestMachineTimes: the machine's busy time grows while this process
+// spins, and a load's shares are fractions of all its cores' time.
+func TestMachineTimes(t *testing.T) {
+	before := readMachineTimes()
+	for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
+	}
+	spent := readMachineTimes().since(before)
+	if busy := spent[0] + spent[1] + spent[2]; busy <= 0 {
+		t.Fatalf("no busy time while spinning: %v", spent)
+	}
+	m := spent.share()
+	for name, v := range map[string]float64{"idle": m.Idle, "softirq": m.SoftIRQ, "steal": m.Steal} {
+		if v < 0 || v >= 1 {
+			t.Errorf("%s share %v, want in [0, 1)", name, v)
+		}
+	}
+	if got := (machineTimes{}).share(); got != (MachineShare{}) {
+		t.Errorf("no time: %+v, want zeros", got)
 	}
 }
 

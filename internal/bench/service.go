@@ -248,22 +248,23 @@ func closedLoop(clients int, d time.Duration, do func(client, i int) (time.Durat
 }
 
 // window is one closed-loop load: the latencies of the calls that
-// succeeded (sorted), the failures, the wall time and the CPU time each
-// process used (as cpu orders them).
+// succeeded (sorted), the failures, the wall time, the CPU time each
+// process used (as cpu orders them) and the machine's.
 type window struct {
-	lat   []float64
-	errs  int
-	wall  time.Duration
-	cpu   [4]time.Duration
-	speed detect.Speed // stage times summed over the images
-	solo  float64      // images that ran on the solo session
+	lat     []float64
+	errs    int
+	wall    time.Duration
+	cpu     [4]time.Duration
+	machine machineTimes
+	speed   detect.Speed // stage times summed over the images
+	solo    float64      // images that ran on the solo session
 }
 
 // window runs clients in closed loops of round trips for d.
 func (s *system) window(bodies []body, clients int, d time.Duration) window {
 	var mu sync.Mutex
 	var sum detect.Speed
-	before, solo := s.cpu(), s.soloRuns()
+	before, machine, solo := s.cpu(), readMachineTimes(), s.soloRuns()
 	lat, errs, wall := closedLoop(clients, d, func(_, i int) (time.Duration, error) {
 		rt, sp, err := s.roundTrip(bodies[i%len(bodies)])
 		mu.Lock()
@@ -272,7 +273,7 @@ func (s *system) window(bodies []body, clients int, d time.Duration) window {
 		return rt, err
 	})
 	after := s.cpu()
-	w := window{lat: lat, errs: errs, wall: wall, speed: sum, solo: s.soloRuns() - solo}
+	w := window{lat: lat, errs: errs, wall: wall, machine: readMachineTimes().since(machine), speed: sum, solo: s.soloRuns() - solo}
 	for i := range w.cpu {
 		w.cpu[i] = after[i] - before[i]
 	}
@@ -293,10 +294,14 @@ func level(clients int, ws ...window) LoadLevel {
 		for i := range all.cpu {
 			all.cpu[i] += w.cpu[i]
 		}
+		for i := range all.machine {
+			all.machine[i] += w.machine[i]
+		}
 	}
 	sort.Float64s(all.lat)
 	lv := LoadLevel{Clients: clients, ImagesPerS: float64(len(all.lat)) / all.wall.Seconds(),
-		P50MS: percentile(all.lat, 50), P95MS: percentile(all.lat, 95), P99MS: percentile(all.lat, 99), Errors: all.errs}
+		P50MS: percentile(all.lat, 50), P95MS: percentile(all.lat, 95), P99MS: percentile(all.lat, 99), Errors: all.errs,
+		Machine: all.machine.share()}
 	if n := float64(len(all.lat)); n > 0 {
 		lv.CPUPerImage = CPUShare{Worker: ms(all.cpu[0]) / n, API: ms(all.cpu[1]) / n, Redis: ms(all.cpu[2]) / n, Client: ms(all.cpu[3]) / n}
 		addSpeed(&lv.Speed, all.speed, 1/n)
@@ -531,8 +536,9 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 	report := func(lv LoadLevel) {
 		u := lv.CPUPerImage
 		sp := lv.Speed
-		s.cfg.printf("  worker %s, %2d clients: %6.1f img/s  p50 %6.1f  p95 %6.1f  p99 %6.1f ms  errors %d  CPU ms/img: worker %.1f api %.1f redis %.1f client %.1f  stages ms: decode %.1f letterbox %.1f inference %.1f nms %.1f  solo %.0f%%\n",
-			run.name(), lv.Clients, lv.ImagesPerS, lv.P50MS, lv.P95MS, lv.P99MS, lv.Errors, u.Worker, u.API, u.Redis, u.Client, sp.Decode, sp.Preprocess, sp.Inference, sp.Postprocess, 100*lv.SoloShare)
+		m := lv.Machine
+		s.cfg.printf("  worker %s, %2d clients: %6.1f img/s  p50 %6.1f  p95 %6.1f  p99 %6.1f ms  errors %d  CPU ms/img: worker %.1f api %.1f redis %.1f client %.1f  stages ms: decode %.1f letterbox %.1f inference %.1f nms %.1f  solo %.0f%%  machine: idle %.1f%% softirq %.1f%% steal %.1f%%\n",
+			run.name(), lv.Clients, lv.ImagesPerS, lv.P50MS, lv.P95MS, lv.P99MS, lv.Errors, u.Worker, u.API, u.Redis, u.Client, sp.Decode, sp.Preprocess, sp.Inference, sp.Postprocess, 100*lv.SoloShare, 100*m.Idle, 100*m.SoftIRQ, 100*m.Steal)
 	}
 	for _, c := range []int{1, 4} {
 		lv := level(c, s.window(bodies, c, s.cfg.Load))
