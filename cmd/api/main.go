@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -65,8 +66,12 @@ func run() error {
 		log.Warn("Redis is not reachable yet; /predict answers 503 until it is", "redis", cfg.Redacted())
 	}
 	go asynq.WarnIfEvicting(ctx, rdb, 5*time.Second, log)
+	l, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("%w; set API_ADDR to a free address", err)
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	go func() { errc <- srv.Serve(l) }()
 	log.Info("api listening", "addr", cfg.APIAddr, "redis", cfg.Redacted(), "upload_dir", cfg.UploadDir,
 		"auth", len(cfg.APIKeys) > 0, "rate_limit", cfg.RateLimit)
 	select {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -98,8 +99,12 @@ func run() error {
 		Addr: cfg.WorkerAddr, ReadHeaderTimeout: 5 * time.Second,
 		Handler: apihttp.HealthHandler(func(ctx context.Context) error { return rdb.Ping(ctx).Err() }, reg),
 	}
+	hl, err := net.Listen("tcp", cfg.WorkerAddr)
+	if err != nil {
+		return fmt.Errorf("%w; set WORKER_ADDR to a free address", err)
+	}
 	go func() {
-		if err := health.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := health.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("health server", "addr", cfg.WorkerAddr, "error", err)
 			stop()
 		}

@@ -695,3 +695,35 @@ func TestWorkerWithoutImageLibraries(t *testing.T) {
 		}
 	}
 }
+
+// TestProcessesRefuseABusyAddress: an API or worker whose address is
+// taken stops at once, saying so and which setting to change, and never
+// claims to be listening.
+func TestProcessesRefuseABusyAddress(t *testing.T) {
+	h := newHarness(t, options{})
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	apiEnv, _ := h.apiEnv(t)
+	for _, tc := range []struct{ name, setting, claim string }{
+		{"api", "API_ADDR", "api listening"},
+		{"worker", "WORKER_ADDR", "worker running"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := h.workerEnv(t)
+			if tc.name == "api" {
+				env = apiEnv
+			}
+			p := testenv.Start(t, tc.name, append(env, tc.setting+"="+busy.Addr().String(), "LOG_LEVEL=info")...)
+			if err := p.Wait(t, 30*time.Second); err == nil {
+				t.Fatal("started on a busy address")
+			}
+			out := p.Output()
+			if !strings.Contains(out, "address already in use") || !strings.Contains(out, "set "+tc.setting) || strings.Contains(out, tc.claim) {
+				t.Errorf("output should name the busy address and %s, and not say %q:\n%s", tc.setting, tc.claim, out)
+			}
+		})
+	}
+}

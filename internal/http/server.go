@@ -139,15 +139,6 @@ func (s *Server) Serve(l net.Listener) error {
 	return nil
 }
 
-// ListenAndServe listens on the configured address and serves.
-func (s *Server) ListenAndServe() error {
-	l, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		return err
-	}
-	return s.Serve(l)
-}
-
 // Shutdown stops accepting and waits for requests in flight until ctx
 // ends; requests waiting on ?wait answer the task's state at once, so
 // that their clients ask again (of another replica) instead of being cut
