@@ -74,6 +74,13 @@ func TestBadInput(t *testing.T) {
 		{"classes negative id", withFields(map[string]string{"classes": "-3"}), 400},
 		{"bad query parameter", func() req { r := withFields(nil); r.query = "?iou=-1"; return r }(), 400},
 		{"field too long", withFields(map[string]string{"conf": strings.Repeat("9", 5000)}), 400},
+		{"raw empty body", req{strings.NewReader(""), "image/jpeg", ""}, 400},
+		{"raw random bytes", req{bytes.NewReader(random), "application/octet-stream", ""}, 415},
+		{"raw text as png", req{strings.NewReader("just some text\n"), "image/png", ""}, 415},
+		{"raw truncated jpeg", req{bytes.NewReader(jpg[:len(jpg)/2]), "image/jpeg", ""}, 415},
+		{"raw body over the limit", req{bytes.NewReader(bytes.Repeat([]byte{0xff}, 3<<20)), "image/jpeg", ""}, 413},
+		{"raw body, bad query parameter", req{bytes.NewReader(jpg), "image/jpeg", "?conf=2"}, 400},
+		{"raw body of another type", req{bytes.NewReader(jpg), "image/gif", ""}, 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hreq, _ := http.NewRequest(http.MethodPost, h.api.URL+"/predict"+tc.req.query, tc.req.body)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -44,6 +45,34 @@ func TestPredictBusEndToEnd(t *testing.T) {
 	metrics := getText(t, h.api.URL+"/metrics")
 	if !strings.Contains(metrics, `yoloserve_api_requests_total{code="202",route="/predict"} 1`) {
 		t.Errorf("API /metrics does not count the upload:\n%s", metrics)
+	}
+}
+
+// TestPredictRawBody: the image sent as the body itself, its parameters
+// in the query, gets the same detections as the same image and
+// parameters in a multipart form.
+func TestPredictRawBody(t *testing.T) {
+	h := newHarness(t, options{})
+	h.startWorker(detector(t), 2)
+	bus := testenv.ReadImage(t, "bus.jpg")
+	req, _ := http.NewRequest(http.MethodPost, h.api.URL+"/predict?conf=0.5&classes=person", bytes.NewReader(bus))
+	req.Header.Set("Content-Type", "image/jpeg")
+	r := h.do(req)
+	if r.status != http.StatusAccepted || r.body["status"] != "PENDING" {
+		t.Fatalf("POST /predict with a raw body: %d %s", r.status, r.raw)
+	}
+	raw := decodeResult(t, h.result(r.body["task_id"].(string)))
+	form := decodeResult(t, h.result(h.submit(bus, map[string]string{"conf": "0.5", "classes": "person"})))
+	if len(raw.Detections) == 0 {
+		t.Fatal("no detections")
+	}
+	if diff := cmp.Diff(form.Detections, raw.Detections); diff != "" {
+		t.Errorf("raw body against multipart (-form +raw):\n%s", diff)
+	}
+	for _, d := range raw.Detections {
+		if d.Name != "person" || d.Confidence < 0.5 {
+			t.Errorf("parameters from the query not applied: %+v", d)
+		}
 	}
 }
 

@@ -12,8 +12,8 @@ import (
 )
 
 // FuzzUpload feeds arbitrary bodies and content types to the upload checks
-// the API runs before storing anything (multipart parsing with its limits,
-// then the image header check): they must answer with a typed client
+// the API runs before storing anything (multipart parsing or a raw body,
+// with their limits, then the image header check): they must answer with a typed client
 // error or accept, never panic or report an internal error.
 func FuzzUpload(f *testing.F) {
 	var b bytes.Buffer
@@ -25,6 +25,8 @@ func FuzzUpload(f *testing.F) {
 	f.Add(b.Bytes(), mw.FormDataContentType())
 	f.Add([]byte("--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"../../x\"\r\n\r\n\xff\xd8\xff\xe0\r\n--x--\r\n"), "multipart/form-data; boundary=x")
 	f.Add([]byte("hello"), "text/plain")
+	f.Add([]byte("\xff\xd8\xff\xe0\x00\x10JFIF\x00"), "image/jpeg")
+	f.Add([]byte{}, "application/octet-stream")
 	f.Add([]byte{}, "multipart/form-data; boundary=")
 	const limit = 1 << 16
 	f.Fuzz(func(t *testing.T, body []byte, contentType string) {

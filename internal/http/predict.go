@@ -88,16 +88,23 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request, buf *bytes.B
 	return parseUpload(body, r.Header.Get("Content-Type"), r.ContentLength, s.cfg.MaxUploadBytes, buf)
 }
 
-// parseUpload reads a multipart body: the image field into buf, emptied
-// first, which the upload's data then shares, and the small fields into a
-// map. body must stop at limit with an *http.MaxBytesError. It returns
-// EINVALID for a body that is not multipart, is malformed or has no image,
-// and ETOOLARGE past the limit.
+// rawTypes are the content types of a body that is the image itself.
+var rawTypes = map[string]bool{"image/jpeg": true, "image/png": true, "application/octet-stream": true}
+
+// parseUpload reads a /predict body into buf, emptied first, which the
+// upload's data then shares: a multipart body's image field, its small
+// fields into a map; or a body that is the image itself (rawTypes), whose
+// parameters come in the query. body must stop at limit with an
+// *http.MaxBytesError. It returns EINVALID for a body of another type, a
+// malformed one or one without an image, and ETOOLARGE past the limit.
 func parseUpload(body io.Reader, contentType string, contentLength, limit int64, buf *bytes.Buffer) (upload, error) {
 	var u upload
 	ct, params, _ := mime.ParseMediaType(contentType)
+	if rawTypes[ct] {
+		return readRaw(body, contentLength, limit, buf)
+	}
 	if ct != "multipart/form-data" || params["boundary"] == "" {
-		return u, detect.Errorf(detect.EINVALID, `POST /predict takes multipart/form-data with the image in the field "image".`)
+		return u, detect.Errorf(detect.EINVALID, `POST /predict takes multipart/form-data with the image in the field "image", or the image itself as the body with Content-Type image/jpeg, image/png or application/octet-stream.`)
 	}
 	mr := multipart.NewReader(body, params["boundary"])
 	u.fields = map[string]string{}
@@ -118,14 +125,9 @@ func parseUpload(body io.Reader, contentType string, contentLength, limit int64,
 			}
 			found = true
 			u.filename = detect.Sanitize(part.FileName(), 255)
-			buf.Reset()
-			if contentLength > 0 && contentLength <= limit {
-				buf.Grow(int(contentLength))
+			if u.data, err = readInto(buf, part, contentLength, limit); err != nil {
+				return u, err
 			}
-			if _, err := buf.ReadFrom(part); err != nil {
-				return u, bodyError(err, limit)
-			}
-			u.data = buf.Bytes()
 		case len(u.fields) < maxFields:
 			b, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
 			if err != nil {
@@ -143,6 +145,31 @@ func parseUpload(body io.Reader, contentType string, contentLength, limit int64,
 		return u, detect.Errorf(detect.EINVALID, `No image: send the file in the multipart field "image" (curl -F image=@photo.jpg).`)
 	}
 	return u, nil
+}
+
+// readRaw reads a body that is the image itself.
+func readRaw(body io.Reader, contentLength, limit int64, buf *bytes.Buffer) (upload, error) {
+	data, err := readInto(buf, body, contentLength, limit)
+	if err != nil {
+		return upload{}, err
+	}
+	if len(data) == 0 {
+		return upload{}, detect.Errorf(detect.EINVALID, "No image: the body is empty (curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg').")
+	}
+	return upload{data: data, fields: map[string]string{}}, nil
+}
+
+// readInto reads r into buf, emptied first and grown to the request's
+// length when it is known and within limit, and returns buf's bytes.
+func readInto(buf *bytes.Buffer, r io.Reader, contentLength, limit int64) ([]byte, error) {
+	buf.Reset()
+	if contentLength > 0 && contentLength <= limit {
+		buf.Grow(int(contentLength))
+	}
+	if _, err := buf.ReadFrom(r); err != nil {
+		return nil, bodyError(err, limit)
+	}
+	return buf.Bytes(), nil
 }
 
 func tooLarge(limit int64) error {
