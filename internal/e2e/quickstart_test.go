@@ -27,8 +27,7 @@ func TestMakeRunCtrlC(t *testing.T) {
 	}
 	root := quickstartTree(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	env := append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LOG_LEVEL=warn", "API_ADDR=" + addr},
-		workerProcessEnv(t)...)
+	env := append(append(testenv.BaseEnv(), "API_ADDR="+addr), workerProcessEnv(t)...)
 	h := &harness{t: t, api: &apiServer{URL: "http://" + addr}}
 
 	run := startScript(t, root, env)
@@ -46,14 +45,13 @@ func TestMakeRunCtrlC(t *testing.T) {
 		}
 		return false
 	})
-	run.ctrlC(t)
-	run.wait(t, 60*time.Second)
-	if out := run.output(); strings.Contains(out, "level=ERROR") {
+	ctrlC(t, run)
+	if out := run.Output(); strings.Contains(out, "level=ERROR") {
 		t.Errorf("errors logged while stopping:\n%s", out)
 	}
-	if c, err := net.DialTimeout("tcp", run.redisAddr(t), time.Second); err == nil {
+	if c, err := net.DialTimeout("tcp", redisAddr(t, run), time.Second); err == nil {
 		c.Close()
-		t.Errorf("the private Redis at %s still runs", run.redisAddr(t))
+		t.Errorf("the private Redis at %s still runs", redisAddr(t, run))
 	}
 
 	run = startScript(t, root, env)
@@ -66,8 +64,7 @@ func TestMakeRunCtrlC(t *testing.T) {
 		}
 		return true
 	})
-	run.ctrlC(t)
-	run.wait(t, 60*time.Second)
+	ctrlC(t, run)
 }
 
 // quickstartTree lays out what scripts/run.sh needs in a temporary folder:
@@ -95,80 +92,53 @@ func quickstartTree(t *testing.T) string {
 	return root
 }
 
-// script is scripts/run.sh running in a process group of its own, as a
-// terminal's foreground job.
-type script struct {
-	cmd  *exec.Cmd
-	out  testenv.SyncBuffer
-	done chan struct{}
-}
-
-func (s *script) output() string { return s.out.String() }
-
-// startScript runs root's scripts/run.sh with env. When the test ends it
-// is stopped as by Ctrl-C, and killed if that does not end it.
-func startScript(t *testing.T, root string, env []string) *script {
+// startScript runs root's scripts/run.sh with env in a process group of
+// its own, as a terminal's foreground job. When the test ends it is
+// stopped as by Ctrl-C, and killed if that does not end it.
+func startScript(t *testing.T, root string, env []string) *testenv.Process {
 	t.Helper()
-	s := &script{cmd: exec.Command("bash", filepath.Join(root, "scripts", "run.sh")), done: make(chan struct{})}
-	s.cmd.Env = env
-	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		s.cmd.Wait()
-		close(s.done)
-	}()
-	t.Cleanup(func() {
+	cmd := exec.Command("bash", filepath.Join(root, "scripts", "run.sh"))
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	p := testenv.Run(t, "run.sh", cmd)
+	t.Cleanup(func() { // before Run's, which kills only the script
 		select {
-		case <-s.done:
+		case <-p.Done():
 			return
 		default:
 		}
-		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGINT)
+		p.SignalGroup(syscall.SIGINT)
 		select {
-		case <-s.done:
+		case <-p.Done():
 		case <-time.After(60 * time.Second):
-			syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		}
-		if t.Failed() {
-			t.Logf("run.sh output:\n%s", s.output())
+			p.SignalGroup(syscall.SIGKILL)
 		}
 	})
-	return s
+	return p
 }
 
-// ctrlC sends SIGINT to the script's process group.
-func (s *script) ctrlC(t *testing.T) {
+// ctrlC sends SIGINT to the script's process group, waits up to 60 s for
+// the script to end, and fails the test if a process of its group is
+// still running then.
+func ctrlC(t *testing.T, p *testenv.Process) {
 	t.Helper()
-	if err := syscall.Kill(-s.cmd.Process.Pid, syscall.SIGINT); err != nil {
+	if err := p.SignalGroup(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// wait waits up to timeout for the script to end, and fails the test if a
-// process of its group is still running then.
-func (s *script) wait(t *testing.T, timeout time.Duration) {
-	t.Helper()
-	select {
-	case <-s.done:
-	case <-time.After(timeout):
-		t.Fatalf("run.sh still running %v after Ctrl-C; output:\n%s", timeout, s.output())
-	}
+	p.Wait(t, 60*time.Second) // its status is the interrupt's
 	testenv.Eventually(t, 5*time.Second, "a process of run.sh's group still runs", func() bool {
-		return syscall.Kill(-s.cmd.Process.Pid, 0) == syscall.ESRCH
+		return p.SignalGroup(0) == syscall.ESRCH
 	})
 }
 
 var privateRedis = regexp.MustCompile(`starting a private redis-server on (\S+)`)
 
 // redisAddr is the address of the private Redis the script started.
-func (s *script) redisAddr(t *testing.T) string {
+func redisAddr(t *testing.T, p *testenv.Process) string {
 	t.Helper()
-	m := privateRedis.FindStringSubmatch(s.output())
+	m := privateRedis.FindStringSubmatch(p.Output())
 	if m == nil {
-		t.Fatalf("run.sh started no private Redis; output:\n%s", s.output())
+		t.Fatalf("run.sh started no private Redis; output:\n%s", p.Output())
 	}
 	return m[1]
 }

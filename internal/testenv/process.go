@@ -75,15 +75,28 @@ func (s *SyncBuffer) String() string {
 	return s.b.String()
 }
 
-// Start runs a built binary ("api" or "worker") with env added to a clean
-// environment (PATH and HOME kept, no .env read from the working folder:
-// it runs in a temporary one). It is killed when the test ends.
+// BaseEnv is the clean environment a test's processes start from: PATH
+// and HOME kept, logs from warnings up.
+func BaseEnv() []string {
+	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LOG_LEVEL=warn"}
+}
+
+// Start runs a built binary ("api" or "worker") with env added to
+// BaseEnv (no .env read from the working folder: it runs in a temporary
+// one). It is killed when the test ends.
 func Start(tb testing.TB, name string, env ...string) *Process {
 	tb.Helper()
 	cmd := exec.Command(filepath.Join(Binaries(tb), name))
 	cmd.Dir = tb.TempDir()
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LOG_LEVEL=warn"}, env...)
+	cmd.Env = append(BaseEnv(), env...)
 	cmd.SysProcAttr = DieWithTest()
+	return Run(tb, name, cmd)
+}
+
+// Run starts cmd, collecting what it prints. It is killed when the test
+// ends, and its output logged under name if the test failed.
+func Run(tb testing.TB, name string, cmd *exec.Cmd) *Process {
+	tb.Helper()
 	p := &Process{cmd: cmd, out: &SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
@@ -111,6 +124,15 @@ func (p *Process) Kill() {
 
 // Signal sends sig.
 func (p *Process) Signal(sig os.Signal) { p.cmd.Process.Signal(sig) }
+
+// SignalGroup sends sig to the process group the process leads (started
+// with Setpgid), as a terminal's Ctrl-C does. It returns kill(2)'s error.
+func (p *Process) SignalGroup(sig syscall.Signal) error {
+	return syscall.Kill(-p.cmd.Process.Pid, sig)
+}
+
+// Done is closed once the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
 
 // Wait waits up to timeout for the process to exit and returns its exit
 // error (nil for status 0); it fails the test if it is still running.
