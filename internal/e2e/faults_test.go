@@ -707,16 +707,15 @@ func TestProcessesRefuseABusyAddress(t *testing.T) {
 	}
 	defer busy.Close()
 	apiEnv, _ := h.apiEnv(t)
-	for _, tc := range []struct{ name, setting, claim string }{
-		{"api", "API_ADDR", "api listening"},
-		{"worker", "WORKER_ADDR", "worker running"},
+	for _, tc := range []struct {
+		name, setting, claim string
+		env                  []string
+	}{
+		{"api", "API_ADDR", "api listening", apiEnv},
+		{"worker", "WORKER_ADDR", "worker running", h.workerEnv(t)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			env := h.workerEnv(t)
-			if tc.name == "api" {
-				env = apiEnv
-			}
-			p := testenv.Start(t, tc.name, append(env, tc.setting+"="+busy.Addr().String(), "LOG_LEVEL=info")...)
+			p := testenv.Start(t, tc.name, append(tc.env, tc.setting+"="+busy.Addr().String(), "LOG_LEVEL=info")...)
 			if err := p.Wait(t, 30*time.Second); err == nil {
 				t.Fatal("started on a busy address")
 			}

@@ -13,8 +13,8 @@ import (
 
 // FuzzUpload feeds arbitrary bodies and content types to the upload checks
 // the API runs before storing anything (multipart parsing or a raw body,
-// with their limits, then the image header check): they must answer with a typed client
-// error or accept, never panic or report an internal error.
+// with their limits, then the image header check): they must answer with
+// a typed client error or accept, never panic or report an internal error.
 func FuzzUpload(f *testing.F) {
 	var b bytes.Buffer
 	mw := multipart.NewWriter(&b)

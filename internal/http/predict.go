@@ -156,7 +156,7 @@ func readRaw(body io.Reader, contentLength, limit int64, buf *bytes.Buffer) (upl
 	if len(data) == 0 {
 		return upload{}, detect.Errorf(detect.EINVALID, "No image: the body is empty (curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg').")
 	}
-	return upload{data: data, fields: map[string]string{}}, nil
+	return upload{data: data}, nil
 }
 
 // readInto reads r into buf, emptied first and grown to the request's
