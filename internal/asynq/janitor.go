@@ -92,10 +92,10 @@ type JanitorConfig struct {
 // ctx ends.
 func RunJanitor(ctx context.Context, rdb redis.UniversalClient, cfg JanitorConfig) {
 	if cfg.Queue == "" {
-		cfg.Queue = "detect"
+		cfg.Queue = defaultQueue
 	}
 	if cfg.TTL <= 0 {
-		cfg.TTL = time.Hour
+		cfg.TTL = defaultResultTTL
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Minute

@@ -38,12 +38,19 @@ type QueueConfig struct {
 	Logger      *slog.Logger
 }
 
+// The defaults the API's Queue, the worker's Server and its janitor
+// share: they must agree on the queue and on how long a result stays.
+const (
+	defaultQueue     = "detect"
+	defaultResultTTL = time.Hour
+)
+
 func (c *QueueConfig) defaults() {
 	if c.Queue == "" {
-		c.Queue = "detect"
+		c.Queue = defaultQueue
 	}
 	if c.ResultTTL <= 0 {
-		c.ResultTTL = time.Hour
+		c.ResultTTL = defaultResultTTL
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 60 * time.Second

@@ -75,7 +75,7 @@ type workerMetrics struct {
 // uploads from up.
 func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Uploads) *Server {
 	if cfg.Queue == "" {
-		cfg.Queue = "detect"
+		cfg.Queue = defaultQueue
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 1
@@ -87,7 +87,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 		cfg.PollInterval = time.Second
 	}
 	if cfg.ResultTTL <= 0 {
-		cfg.ResultTTL = time.Hour
+		cfg.ResultTTL = defaultResultTTL
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
