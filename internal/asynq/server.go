@@ -199,7 +199,7 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 			err = permanent("Internal error while processing the image.")
 		}
 		interrupted := err != nil && errors.Is(ctx.Err(), context.Canceled)
-		final := !interrupted && (err == nil || errors.Is(err, asynq.SkipRetry) || lastAttempt(ctx))
+		final := !interrupted && (err == nil || failsForGood(ctx, err))
 		switch {
 		case err == nil:
 			s.metrics.tasks.WithLabelValues("success").Inc()
@@ -327,12 +327,19 @@ func lastAttempt(ctx context.Context) bool {
 	return ok1 && ok2 && n >= max
 }
 
+// failsForGood reports whether asynq ends the task running in ctx when
+// its attempt fails with err, instead of retrying it: a final error, or
+// the last attempt.
+func failsForGood(ctx context.Context, err error) bool {
+	return errors.Is(err, asynq.SkipRetry) || lastAttempt(ctx)
+}
+
 // logFailure logs the failed attempt of the task running in ctx: its end,
 // with the sentence its client reads, when it is not retried; otherwise
 // that it will be, the attempt's cause having been logged where it arose.
 func logFailure(ctx context.Context, log *slog.Logger, err error) {
 	id, _ := asynq.GetTaskID(ctx)
-	if errors.Is(err, asynq.SkipRetry) || lastAttempt(ctx) {
+	if failsForGood(ctx, err) {
 		log.Warn("task failed", "task_id", id, "error", err)
 		return
 	}
