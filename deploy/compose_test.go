@@ -15,6 +15,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
+
+	"yoloserve/internal/config"
 )
 
 func loadCompose(t *testing.T, files ...string) *types.Project {
@@ -80,12 +82,48 @@ func TestCompose(t *testing.T) {
 	if !hasBind(worker, "models", "/app/models", true) {
 		t.Errorf("worker must mount ./models read-only at /app/models: %v", worker.Volumes)
 	}
-	if worker.StopGracePeriod == nil || time.Duration(*worker.StopGracePeriod) <= 60*time.Second {
-		t.Errorf("worker stop_grace_period must exceed TASK_TIMEOUT (60s)")
+	// A stop lets the work in flight finish: Docker kills a container
+	// stop_grace_period after SIGTERM, and the process itself stops waiting
+	// after SHUTDOWN_TIMEOUT.
+	ac, wc := effective(t, api), effective(t, worker)
+	if g := stopGrace(api); g <= ac.ShutdownGrace {
+		t.Errorf("api stop_grace_period %v must exceed its SHUTDOWN_TIMEOUT %v", g, ac.ShutdownGrace)
+	}
+	if wc.ShutdownGrace < wc.TaskTimeout {
+		t.Errorf("worker SHUTDOWN_TIMEOUT %v must be at least TASK_TIMEOUT %v, so that a running task finishes", wc.ShutdownGrace, wc.TaskTimeout)
+	}
+	if g := stopGrace(worker); g <= wc.ShutdownGrace {
+		t.Errorf("worker stop_grace_period %v must exceed its SHUTDOWN_TIMEOUT %v", g, wc.ShutdownGrace)
 	}
 	if api.Build == nil || api.Build.Dockerfile != "Dockerfile.api" || worker.Build == nil || worker.Build.Dockerfile != "Dockerfile.worker" {
 		t.Error("api and worker must build from Dockerfile.api and Dockerfile.worker")
 	}
+}
+
+// effective returns the configuration a service's process runs with: its
+// environment in the compose file, defaults for the rest. A bad value fails
+// the test.
+func effective(t *testing.T, s types.ServiceConfig) config.Config {
+	t.Helper()
+	c, err := config.Parse(func(k string) string {
+		if v := s.Environment[k]; v != nil {
+			return *v
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", s.Name, err)
+	}
+	return c
+}
+
+// stopGrace returns how long Docker waits after SIGTERM before it kills the
+// service's container: its stop_grace_period, or Docker's default of 10s.
+func stopGrace(s types.ServiceConfig) time.Duration {
+	if s.StopGracePeriod == nil {
+		return 10 * time.Second
+	}
+	return time.Duration(*s.StopGracePeriod)
 }
 
 func TestComposeGPU(t *testing.T) {
