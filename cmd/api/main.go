@@ -82,5 +82,8 @@ func run() error {
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
-	return srv.Shutdown(sctx)
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("%w (SHUTDOWN_TIMEOUT is %v)", err, cfg.ShutdownGrace)
+	}
+	return nil
 }

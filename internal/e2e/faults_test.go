@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -373,6 +374,120 @@ func TestAPIShutdownAnswersWaitingRequests(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the waiting request got no answer")
 	}
+}
+
+// TestAPISIGTERMFinishesUploads: an API process asked to stop (SIGTERM)
+// closes its port, answers its waiting requests at once, and finishes
+// reading the upload a slow client is still sending: that upload gets its
+// 202, its task runs, and the process then exits cleanly.
+func TestAPISIGTERMFinishesUploads(t *testing.T) {
+	h := newHarness(t, options{})
+	env, url := h.apiEnv(t, "SHUTDOWN_TIMEOUT=30s", "LOG_LEVEL=info")
+	api := testenv.Start(t, "api", env...)
+	awaitReady(t, "api", url)
+	addr := strings.TrimPrefix(url, "http://")
+
+	pending := h.submit(testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90), nil) // no worker yet
+	waited := make(chan string, 1)
+	go func() {
+		resp, err := http.Get(url + "/result/" + pending + "?wait=60")
+		if err != nil {
+			waited <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		waited <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	bus := testenv.ReadImage(t, "bus.jpg")
+	conn := beginUpload(t, addr, bus)
+	testenv.Eventually(t, 10*time.Second, "the API never held both the upload and the wait", func() bool {
+		m := getText(t, url+"/metrics")
+		return strings.Contains(m, "yoloserve_api_uploads_reading 1") && strings.Contains(m, "yoloserve_api_result_waits 1")
+	})
+
+	api.Signal(syscall.SIGTERM)
+	select {
+	case got := <-waited:
+		if !strings.HasPrefix(got, "200 ") || !strings.Contains(got, `"status":"PENDING"`) {
+			t.Errorf("the waiting request got %s, want 200 and the state PENDING", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the waiting request was not answered at once")
+	}
+	testenv.Eventually(t, 10*time.Second, "the stopping API still takes connections", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+
+	conn.Write(bus[len(bus)/2:])
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("the upload begun before SIGTERM got no answer: %v\n%s", err, api.Output())
+	}
+	var accepted struct {
+		TaskID string `json:"task_id"`
+	}
+	json.NewDecoder(resp.Body).Decode(&accepted)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted || accepted.TaskID == "" {
+		t.Fatalf("the upload begun before SIGTERM got %d, want 202 with a task id", resp.StatusCode)
+	}
+	if err := api.Wait(t, 10*time.Second); err != nil {
+		t.Errorf("the API did not exit cleanly once its upload was read: %v\n%s", err, api.Output())
+	}
+	if out := api.Output(); !strings.Contains(out, "shutting down") || strings.Contains(out, "level=ERROR") {
+		t.Errorf("the API's log should say it is shutting down, with no error:\n%s", out)
+	}
+
+	testenv.Start(t, "worker", h.workerEnv(t)...)
+	if ti := h.result(accepted.TaskID); ti.Status != detect.StatusSuccess || len(decodeResult(t, ti).Detections) == 0 {
+		t.Errorf("the task of the upload read while stopping: %s %s, want SUCCESS with detections", ti.Status, ti.Error)
+	}
+}
+
+// TestAPIShutdownTimeoutCutsUploads: an upload still being read when
+// SHUTDOWN_TIMEOUT ends is cut off, and the API's last line says so and
+// names the setting.
+func TestAPIShutdownTimeoutCutsUploads(t *testing.T) {
+	h := newHarness(t, options{})
+	env, url := h.apiEnv(t, "SHUTDOWN_TIMEOUT=300ms")
+	api := testenv.Start(t, "api", env...)
+	awaitReady(t, "api", url)
+	conn := beginUpload(t, strings.TrimPrefix(url, "http://"), testenv.ReadImage(t, "bus.jpg"))
+	testenv.Eventually(t, 10*time.Second, "the API never began reading the upload", func() bool {
+		return strings.Contains(getText(t, url+"/metrics"), "yoloserve_api_uploads_reading 1")
+	})
+	api.Signal(syscall.SIGTERM)
+	if err := api.Wait(t, 10*time.Second); err == nil {
+		t.Error("the API exited cleanly, having cut off an upload")
+	}
+	if out := api.Output(); !strings.Contains(out, "1 of them uploads being read, and cut them off") || !strings.Contains(out, "SHUTDOWN_TIMEOUT is 300ms") {
+		t.Errorf("the API's log should count the upload it cut off and name SHUTDOWN_TIMEOUT:\n%s", out)
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Errorf("the cut-off upload's connection is still open (read %d bytes)", n)
+	}
+}
+
+// beginUpload opens a connection to the API at addr and sends a raw
+// POST /predict of data, stopping halfway through the body, as a slow
+// client does. The test sends the rest, or not.
+func beginUpload(t *testing.T, addr string, data []byte) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n", len(data))
+	conn.Write(data[:len(data)/2])
+	return conn
 }
 
 // TestWorkerRefusesBadModelOrLibrary: a missing or corrupt model or

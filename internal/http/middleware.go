@@ -24,7 +24,9 @@ type apiMetrics struct {
 	waiting  prometheus.Gauge
 }
 
-func newAPIMetrics(reg prometheus.Registerer) *apiMetrics {
+// newAPIMetrics registers the API's metrics on reg; inflight holds a token
+// per upload being read.
+func newAPIMetrics(reg prometheus.Registerer, inflight chan struct{}) *apiMetrics {
 	m := &apiMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "yoloserve_api_requests_total", Help: "HTTP requests by route and status.",
@@ -37,7 +39,11 @@ func newAPIMetrics(reg prometheus.Registerer) *apiMetrics {
 			Name: "yoloserve_api_result_waits", Help: "GET /result requests waiting (?wait) for their task to end.",
 		}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.waiting)
+	reading := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "yoloserve_api_uploads_reading",
+		Help: "POST /predict bodies being read; past MAX_INFLIGHT_UPLOADS an upload is refused with 503.",
+	}, func() float64 { return float64(len(inflight)) })
+	reg.MustRegister(m.requests, m.duration, m.waiting, reading)
 	return m
 }
 

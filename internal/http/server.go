@@ -3,6 +3,7 @@ package http
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -91,8 +92,9 @@ func NewServer(cfg Config, q Queue, up Uploads) *Server {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	s := &Server{cfg: cfg, queue: q, uploads: up, log: cfg.Logger, metrics: newAPIMetrics(cfg.Registry),
-		inflight: make(chan struct{}, cfg.MaxInflight)}
+	inflight := make(chan struct{}, cfg.MaxInflight)
+	s := &Server{cfg: cfg, queue: q, uploads: up, log: cfg.Logger, metrics: newAPIMetrics(cfg.Registry, inflight),
+		inflight: inflight}
 	s.stopping, s.stop = context.WithCancel(context.Background())
 	if cfg.RateLimit > 0 {
 		s.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst)
@@ -142,8 +144,16 @@ func (s *Server) Serve(l net.Listener) error {
 // Shutdown stops accepting and waits for requests in flight until ctx
 // ends; requests waiting on ?wait answer the task's state at once, so
 // that their clients ask again (of another replica) instead of being cut
-// off. It returns ctx's error when requests are still in flight then.
+// off. When ctx ends first, it closes every connection, cutting off the
+// requests still in flight, and returns an error that counts the uploads
+// among them and wraps ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stop()
-	return s.server.Shutdown(ctx)
+	err := s.server.Shutdown(ctx)
+	if err == nil {
+		return nil
+	}
+	n := len(s.inflight)
+	s.server.Close()
+	return fmt.Errorf("stopped waiting for requests in flight, %d of them uploads being read, and cut them off: %w", n, err)
 }
