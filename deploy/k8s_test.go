@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -15,6 +17,8 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/yaml"
+
+	"yoloserve/internal/config"
 )
 
 // manifests is one kustomize build, decoded strictly into the Kubernetes
@@ -92,6 +96,40 @@ func strictInto[T any](t *testing.T, js []byte, into map[string]*T, name string)
 	into[name] = v
 }
 
+// config returns the configuration c's process runs with: the config maps
+// of m it reads, then its own env, defaults for the rest. A missing config
+// map or a bad value fails the test.
+func (m *manifests) config(t *testing.T, c corev1.Container) config.Config {
+	t.Helper()
+	vars := map[string]string{}
+	for _, f := range c.EnvFrom {
+		if f.ConfigMapRef == nil {
+			continue
+		}
+		cm := m.configMaps[f.ConfigMapRef.Name]
+		if cm == nil {
+			t.Fatalf("%s reads the config map %q, which the build lacks", c.Name, f.ConfigMapRef.Name)
+		}
+		maps.Copy(vars, cm.Data)
+	}
+	maps.Copy(vars, env(c))
+	cfg, err := config.Parse(func(k string) string { return vars[k] })
+	if err != nil {
+		t.Fatalf("%s: %v", c.Name, err)
+	}
+	return cfg
+}
+
+// grace returns how long Kubernetes waits for d's pods to stop before it
+// kills them: terminationGracePeriodSeconds, or its default of 30s.
+func grace(d *appsv1.Deployment) time.Duration {
+	if g := d.Spec.Template.Spec.TerminationGracePeriodSeconds; g != nil {
+		return time.Duration(*g) * time.Second
+	}
+	return 30 * time.Second
+}
+
+// env returns c's own environment variables that have a value.
 func env(c corev1.Container) map[string]string {
 	out := map[string]string{}
 	for _, e := range c.Env {
@@ -114,15 +152,21 @@ func TestKubernetesCPU(t *testing.T) {
 		wc.ReadinessProbe.HTTPGet.Port.String() != "health" || wc.Ports[0].ContainerPort != 9091 || env(wc)["WORKER_ADDR"] != ":9091" {
 		t.Error("worker probes must hit /readyz and /healthz on WORKER_ADDR")
 	}
-	if g := worker.Spec.Template.Spec.TerminationGracePeriodSeconds; g == nil || *g <= 75 {
-		t.Errorf("worker terminationGracePeriodSeconds %v must exceed TASK_TIMEOUT and SHUTDOWN_TIMEOUT", g)
+	// A stopping worker finishes its running tasks, and Kubernetes waits
+	// for it.
+	wcfg, acfg := m.config(t, wc), m.config(t, ac)
+	if wcfg.ShutdownGrace < wcfg.TaskTimeout {
+		t.Errorf("worker SHUTDOWN_TIMEOUT %v must be at least TASK_TIMEOUT %v", wcfg.ShutdownGrace, wcfg.TaskTimeout)
+	}
+	if g := grace(worker); g <= wcfg.ShutdownGrace {
+		t.Errorf("worker terminationGracePeriodSeconds %v must exceed SHUTDOWN_TIMEOUT %v", g, wcfg.ShutdownGrace)
 	}
 	// A stopping API keeps taking uploads until the proxies have let it
 	// go, then finishes those it reads.
 	if ac.Lifecycle == nil || ac.Lifecycle.PreStop == nil || ac.Lifecycle.PreStop.Sleep == nil || ac.Lifecycle.PreStop.Sleep.Seconds < 3 {
 		t.Error("API: want a preStop sleep of a few seconds, so that no upload is refused while the pod leaves its endpoints")
-	} else if g := api.Spec.Template.Spec.TerminationGracePeriodSeconds; g == nil || *g <= ac.Lifecycle.PreStop.Sleep.Seconds+75 {
-		t.Errorf("API terminationGracePeriodSeconds %v must exceed the preStop sleep and SHUTDOWN_TIMEOUT", g)
+	} else if g, sleep := grace(api), time.Duration(ac.Lifecycle.PreStop.Sleep.Seconds)*time.Second; g <= sleep+acfg.ShutdownGrace {
+		t.Errorf("API terminationGracePeriodSeconds %v must exceed the preStop sleep %v and SHUTDOWN_TIMEOUT %v", g, sleep, acfg.ShutdownGrace)
 	}
 	for _, d := range []*appsv1.Deployment{api, worker} {
 		sc := d.Spec.Template.Spec.SecurityContext
