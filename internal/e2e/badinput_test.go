@@ -80,6 +80,9 @@ func TestBadInput(t *testing.T) {
 		{"raw truncated jpeg", req{bytes.NewReader(jpg[:len(jpg)/2]), "image/jpeg", ""}, 415},
 		{"raw body over the limit", req{bytes.NewReader(bytes.Repeat([]byte{0xff}, 3<<20)), "image/jpeg", ""}, 413},
 		{"raw body, bad query parameter", req{bytes.NewReader(jpg), "image/jpeg", "?conf=2"}, 400},
+		{"wait negative", withFields(map[string]string{"wait": "-1"}), 400},
+		{"wait over the limit", func() req { r := withFields(nil); r.query = "?wait=61"; return r }(), 400},
+		{"wait not a number", req{bytes.NewReader(jpg), "image/jpeg", "?wait=soon"}, 400},
 		{"raw body of another type", req{bytes.NewReader(jpg), "image/gif", ""}, 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 
 	"yoloserve/internal/asynq"
 	"yoloserve/internal/detect"
+	apihttp "yoloserve/internal/http"
 	"yoloserve/internal/testenv"
 )
 
@@ -73,6 +75,70 @@ func TestPredictRawBody(t *testing.T) {
 		if d.Name != "person" || d.Confidence < 0.5 {
 			t.Errorf("parameters from the query not applied: %+v", d)
 		}
+	}
+}
+
+// TestPredictWait: POST /predict?wait=N (or a wait field) answers with the
+// task's result once it ends, 200 and the body GET /result gives, or with
+// its state when N seconds pass first, 202. A waiting request holds no
+// upload slot: with MAX_INFLIGHT_UPLOADS at 1, uploads are still taken.
+func TestPredictWait(t *testing.T) {
+	h := newHarness(t, options{api: apihttp.Config{MaxInflight: 1}})
+	bus := testenv.ReadImage(t, "bus.jpg")
+
+	start := time.Now() // no worker yet: the wait runs out
+	r := h.post(bus, "bus.jpg", nil, "?wait=1")
+	if r.status != http.StatusAccepted || r.body["status"] != "PENDING" || r.header.Get("Location") != fmt.Sprint("/result/", r.body["task_id"]) {
+		t.Errorf("POST ?wait=1 with no worker: %d %s, Location %q; want 202, PENDING and the task's Location", r.status, r.raw, r.header.Get("Location"))
+	}
+	if d := time.Since(start); d < time.Second {
+		t.Errorf("POST ?wait=1 answered after %v, before its wait ran out", d)
+	}
+
+	type answer struct {
+		status   int
+		location string
+		raw      []byte
+		err      error
+	}
+	waited := make(chan answer, 1)
+	go func() {
+		body, ct := multipartBody(t, "image", "bus.jpg", bus, map[string]string{"wait": "30", "conf": "0.5"})
+		resp, err := http.Post(h.api.URL+"/predict", ct, body)
+		if err != nil {
+			waited <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		raw, err := io.ReadAll(resp.Body)
+		waited <- answer{resp.StatusCode, resp.Header.Get("Location"), raw, err}
+	}()
+	testenv.Eventually(t, 10*time.Second, "the upload never waited", func() bool {
+		return strings.Contains(getText(t, h.api.URL+"/metrics"), "yoloserve_api_result_waits 1")
+	})
+	if r := h.post(testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90), "x.jpg", nil, ""); r.status != http.StatusAccepted {
+		t.Errorf("an upload while another waits, with one upload slot: %d %s, want 202", r.status, r.raw)
+	}
+	h.startWorker(detector(t), 2)
+	var a answer
+	select {
+	case a = <-waited:
+	case <-time.After(60 * time.Second):
+		t.Fatal("POST ?wait=30 got no answer")
+	}
+	var got detect.TaskInfo
+	if a.err != nil || a.status != http.StatusOK || json.Unmarshal(a.raw, &got) != nil || got.Status != detect.StatusSuccess {
+		t.Fatalf("POST with wait=30 and a worker: %d %s (%v), want 200 and SUCCESS", a.status, a.raw, a.err)
+	}
+	if a.location != "/result/"+got.ID {
+		t.Errorf("Location %q, want /result/%s", a.location, got.ID)
+	}
+	res := decodeResult(t, got)
+	if len(res.Detections) == 0 || res.Detections[len(res.Detections)-1].Confidence < 0.5 {
+		t.Errorf("detections %+v, want some, all at conf 0.5 or more", res.Detections)
+	}
+	if diff := cmp.Diff(h.result(got.ID), got); diff != "" {
+		t.Errorf("the POST's answer against GET /result's (-get +post):\n%s", diff)
 	}
 }
 

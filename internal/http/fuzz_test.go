@@ -6,6 +6,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"testing"
+	"time"
 
 	"yoloserve/internal/decode"
 	"yoloserve/internal/detect"
@@ -19,6 +20,7 @@ func FuzzUpload(f *testing.F) {
 	var b bytes.Buffer
 	mw := multipart.NewWriter(&b)
 	mw.WriteField("conf", "0.5")
+	mw.WriteField("wait", "2.5")
 	fw, _ := mw.CreateFormFile("image", "x.png")
 	fw.Write([]byte("\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90wS\xde"))
 	mw.Close()
@@ -37,6 +39,9 @@ func FuzzUpload(f *testing.F) {
 		}
 		if err == nil {
 			_, err = detect.ParseParams(func(k string) string { return u.fields[k] })
+		}
+		if v, ok := u.fields["wait"]; ok && err == nil {
+			_, err = parseWait(v, time.Minute)
 		}
 		if code := detect.ErrorCode(err); code == detect.EINTERNAL {
 			t.Fatalf("internal error for client input: %v", err)

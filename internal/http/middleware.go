@@ -66,6 +66,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
+// Unwrap returns the ResponseWriter w wraps, for http.ResponseController.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 // statusClientClosed is nginx's status for a request whose client closed
 // the connection before the answer.
 const statusClientClosed = 499

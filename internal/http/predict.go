@@ -8,6 +8,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -22,42 +23,83 @@ const (
 
 // predict checks an upload (size while streaming, content, dimensions,
 // parameters) before storing anything, saves it under a name the server
-// makes, enqueues a task and answers 202 with its id and Location.
+// makes, enqueues a task and answers 202 with its id and Location. With
+// ?wait=N it then holds the answer until the task ends (200 with the
+// task's state, as GET /result gives it) or N seconds pass (202 with the
+// state then).
 func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
+	ti, wait, ok := s.accept(w, r)
+	if !ok {
+		return
+	}
+	w.Header().Set("Location", "/result/"+ti.ID)
+	if wait > 0 {
+		// The body may have taken most of the server's write timeout
+		// (counted from the request's headers) to arrive.
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + 30*time.Second))
+		got, err := s.wait(r.Context(), ti.ID, wait)
+		if err != nil {
+			// The task is queued: its state is for the client to ask
+			// again.
+			s.log.Warn("waiting for an accepted task", "task_id", ti.ID, "error", err)
+		} else {
+			ti = got
+		}
+	}
+	status := http.StatusAccepted
+	if ti.Status.Done() {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, ti)
+}
+
+// accept reads and checks an upload, stores it and enqueues its task,
+// holding one of the server's upload slots and a body buffer only until
+// then. It returns the task, pending, and the wait the request asks for;
+// on any error it has answered the client and returns false.
+func (s *Server) accept(w http.ResponseWriter, r *http.Request) (detect.TaskInfo, time.Duration, bool) {
 	select {
 	case s.inflight <- struct{}{}:
 		defer func() { <-s.inflight }()
 	default:
 		Error(w, r, s.log, detect.Errorf(detect.EUNAVAILABLE, "Too many uploads in progress; try again shortly."))
-		return
+		return detect.TaskInfo{}, 0, false
 	}
-	// The upload's bytes live in buf, which goes back to the pool when the
-	// handler returns: nothing below keeps them past Save.
+	// The upload's bytes live in buf, which goes back to the pool when
+	// accept returns: nothing below keeps them past Save.
 	buf := s.buffers.get()
 	defer s.buffers.put(buf)
 	u, err := s.readUpload(w, r, buf)
 	if err != nil {
 		Error(w, r, s.log, err)
-		return
+		return detect.TaskInfo{}, 0, false
 	}
-	p, err := detect.ParseParams(func(name string) string {
+	param := func(name string) string {
 		if v, ok := u.fields[name]; ok {
 			return v
 		}
 		return r.URL.Query().Get(name)
-	})
+	}
+	p, err := detect.ParseParams(param)
 	if err != nil {
 		Error(w, r, s.log, err)
-		return
+		return detect.TaskInfo{}, 0, false
+	}
+	var wait time.Duration
+	if v := param("wait"); v != "" {
+		if wait, err = parseWait(v, s.cfg.MaxWait); err != nil {
+			Error(w, r, s.log, err)
+			return detect.TaskInfo{}, 0, false
+		}
 	}
 	if _, err := decode.Inspect(u.data, s.cfg.MaxPixels); err != nil {
 		Error(w, r, s.log, err)
-		return
+		return detect.TaskInfo{}, 0, false
 	}
 	ref, err := s.uploads.Save(r.Context(), u.data)
 	if err != nil {
 		Error(w, r, s.log, err)
-		return
+		return detect.TaskInfo{}, 0, false
 	}
 	id, err := s.queue.Enqueue(r.Context(), detect.Job{Upload: ref, Filename: u.filename, Params: p})
 	if err != nil {
@@ -65,10 +107,9 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 			s.log.Warn("deleting an upload that was not enqueued", "error", derr)
 		}
 		Error(w, r, s.log, err)
-		return
+		return detect.TaskInfo{}, 0, false
 	}
-	w.Header().Set("Location", "/result/"+id)
-	writeJSON(w, http.StatusAccepted, detect.TaskInfo{ID: id, Status: detect.StatusPending})
+	return detect.TaskInfo{ID: id, Status: detect.StatusPending}, wait, true
 }
 
 // upload is what a /predict body carries.
@@ -201,12 +242,7 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 			Error(w, r, s.log, perr)
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), d)
-		defer cancel()
-		defer context.AfterFunc(s.stopping, cancel)()
-		s.metrics.waiting.Inc()
-		defer s.metrics.waiting.Dec()
-		ti, err = s.queue.Wait(ctx, id)
+		ti, err = s.wait(r.Context(), id, d)
 	} else {
 		ti, err = s.queue.Task(r.Context(), id)
 	}

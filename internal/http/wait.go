@@ -1,6 +1,7 @@
 package http
 
 import (
+	"context"
 	"strconv"
 	"time"
 
@@ -15,4 +16,16 @@ func parseWait(v string, max time.Duration) (time.Duration, error) {
 		return 0, detect.Errorf(detect.EINVALID, "wait must be a number of seconds from 0 to %d.", int(max.Seconds()))
 	}
 	return time.Duration(f * float64(time.Second)), nil
+}
+
+// wait returns task id's state once it ends, d passes, ctx ends or the
+// server begins to shut down, whichever comes first; the request counts
+// as waiting meanwhile. Errors are those of the queue's Wait.
+func (s *Server) wait(ctx context.Context, id string, d time.Duration) (detect.TaskInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	defer context.AfterFunc(s.stopping, cancel)()
+	s.metrics.waiting.Inc()
+	defer s.metrics.waiting.Dec()
+	return s.queue.Wait(ctx, id)
 }
