@@ -200,14 +200,14 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 		}
 		interrupted := err != nil && errors.Is(ctx.Err(), context.Canceled)
 		final := !interrupted && (err == nil || failsForGood(ctx, err))
+		outcome := "retry"
 		switch {
 		case err == nil:
-			s.metrics.tasks.WithLabelValues("success").Inc()
+			outcome = "success"
 		case final:
-			s.metrics.tasks.WithLabelValues("failure").Inc()
-		default:
-			s.metrics.tasks.WithLabelValues("retry").Inc()
+			outcome = "failure"
 		}
+		s.metrics.tasks.WithLabelValues(outcome).Inc()
 		if final {
 			if job.Upload != "" {
 				if derr := s.uploads.Delete(context.WithoutCancel(ctx), job.Upload); derr != nil {
@@ -220,7 +220,15 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 				s.log.Warn("announcing task end", "task_id", id, "error", aerr)
 			}
 		}
-		s.metrics.duration.Observe(time.Since(start).Seconds())
+		elapsed := time.Since(start)
+		s.metrics.duration.Observe(elapsed.Seconds())
+		if s.log.Enabled(ctx, slog.LevelDebug) {
+			args := []any{"task_id", id, "outcome", outcome, "ms", float64(elapsed.Microseconds()/10) / 100}
+			if err != nil {
+				args = append(args, "error", err)
+			}
+			s.log.Debug("task ended", args...)
+		}
 	}()
 	if err := json.Unmarshal(t.Payload(), &job); err != nil || job.Upload == "" {
 		return permanent("The task is malformed.")

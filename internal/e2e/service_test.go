@@ -142,6 +142,41 @@ func TestPredictWait(t *testing.T) {
 	}
 }
 
+// TestDebugLogs: at LOG_LEVEL=debug the API logs every request (method,
+// path, status, time, and the task's Location for an upload) and the
+// worker every task's end (id, outcome, time); at info, neither.
+func TestDebugLogs(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelDebug, slog.LevelInfo} {
+		t.Run(level.String(), func(t *testing.T) {
+			var apiLogs, workerLogs testenv.SyncBuffer
+			h := newHarness(t, options{api: apihttp.Config{Logger: slog.New(slog.NewTextHandler(&apiLogs, &slog.HandlerOptions{Level: level}))}})
+			h.startWorkerConfig(detector(t), asynq.ServerConfig{Concurrency: 1,
+				Logger: slog.New(slog.NewTextHandler(&workerLogs, &slog.HandlerOptions{Level: level}))})
+			id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
+			if ti := h.result(id); ti.Status != detect.StatusSuccess {
+				t.Fatalf("task: %+v", ti)
+			}
+			wantAPI := []string{
+				`msg=request method=POST path=/predict status=202 ms=`,
+				fmt.Sprintf(`location=/result/%s`, id),
+				fmt.Sprintf(`msg=request method=GET path=/result/%s status=200 ms=`, id),
+			}
+			wantWorker := []string{fmt.Sprintf(`msg="task ended" task_id=%s outcome=success ms=`, id)}
+			for _, c := range []struct {
+				name string
+				logs *testenv.SyncBuffer
+				want []string
+			}{{"API", &apiLogs, wantAPI}, {"worker", &workerLogs, wantWorker}} {
+				for _, w := range c.want {
+					if got := strings.Contains(c.logs.String(), w); got != (level == slog.LevelDebug) {
+						t.Errorf("%s log at %v has %q: %v, want %v:\n%s", c.name, level, w, got, !got, c.logs.String())
+					}
+				}
+			}
+		})
+	}
+}
+
 // getText GETs a URL and returns the body, failing unless 200.
 func getText(t *testing.T, url string) string {
 	t.Helper()

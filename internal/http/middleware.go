@@ -3,6 +3,7 @@ package http
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"log/slog"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -69,6 +70,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // Unwrap returns the ResponseWriter w wraps, for http.ResponseController.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// msOf returns d in milliseconds, to a hundredth, for logs.
+func msOf(d time.Duration) float64 { return float64(d.Microseconds()/10) / 100 }
+
 // statusClientClosed is nginx's status for a request whose client closed
 // the connection before the answer.
 const statusClientClosed = 499
@@ -93,8 +97,16 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 			// client's leaving answers 503).
 			status = statusClientClosed
 		}
+		elapsed := time.Since(start)
 		s.metrics.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
-		s.metrics.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		s.metrics.duration.WithLabelValues(route).Observe(elapsed.Seconds())
+		if s.log.Enabled(r.Context(), slog.LevelDebug) {
+			args := []any{"method", r.Method, "path", r.URL.Path, "status", status, "ms", msOf(elapsed)}
+			if loc := sw.Header().Get("Location"); loc != "" {
+				args = append(args, "location", loc)
+			}
+			s.log.Debug("request", args...)
+		}
 	})
 }
 
