@@ -128,6 +128,9 @@ func pausedKey(queue string) string { return "asynq:{" + queue + "}:paused" }
 func activeKey(queue string) string { return "asynq:{" + queue + "}:active" }
 func leaseKey(queue string) string  { return "asynq:{" + queue + "}:lease" }
 
+// retryKey is asynq's sorted set of tasks waiting to be retried.
+func retryKey(queue string) string { return "asynq:{" + queue + "}:retry" }
+
 // Pending returns how many tasks wait in the queue.
 func (q *Queue) Pending(ctx context.Context) (int64, error) {
 	n, err := q.rdb.LLen(ctx, pendingKey(q.cfg.Queue)).Result()

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"yoloserve/internal/detect"
@@ -178,5 +180,68 @@ func TestWaitAnswersStateAtDeadline(t *testing.T) {
 		} else if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("wait of %v (-want +got):\n%s", d, diff)
 		}
+	}
+}
+
+// TestDepthCollector: the queue's depth by state, as asynq holds it in
+// Redis, with a task running, one waiting for its retry and two pending;
+// with Redis down, no sample and the scrape goes on.
+func TestDepthCollector(t *testing.T) {
+	rs := testenv.StartRedis(t)
+	rdb := rs.Client()
+	ctx := context.Background()
+	const queue = "depth"
+	q := NewQueue(rdb, QueueConfig{Queue: queue, Retries: 1})
+	t.Cleanup(func() { q.Close() })
+	release := make(chan struct{})
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency: 1, Queues: map[string]int{queue: 1}, Logger: asynqLogger{slog.New(slog.DiscardHandler)},
+		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return time.Hour },
+	})
+	var held atomic.Bool
+	err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		var job detect.Job
+		json.Unmarshal(task.Payload(), &job)
+		if job.Upload == "fail" {
+			return errors.New("a transient fault")
+		}
+		held.Store(true)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	t.Cleanup(func() { close(release) })
+	for _, name := range []string{"fail", "hold", "wait", "wait"} {
+		if _, err := q.Enqueue(ctx, detect.Job{Upload: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, "the second task never ran", held.Load)
+
+	c := NewDepthCollector(rdb, queue)
+	want := `
+# HELP yoloserve_queue_tasks Tasks in the queue by state, read from Redis at each scrape: pending (waiting for a worker), active (held by a worker: running, or taken ahead), retry (waiting to run again after a transient fault). Every API replica reports the same queue.
+# TYPE yoloserve_queue_tasks gauge
+yoloserve_queue_tasks{queue="depth",state="active"} 1
+yoloserve_queue_tasks{queue="depth",state="pending"} 2
+yoloserve_queue_tasks{queue="depth",state="retry"} 1
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+	down := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), MaxRetries: -1})
+	t.Cleanup(func() { down.Close() })
+	start := time.Now()
+	if n := testutil.CollectAndCount(NewDepthCollector(down, queue)); n != 0 {
+		t.Errorf("with Redis down: %d samples, want none", n)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("with Redis down the scrape took %v", d)
 	}
 }

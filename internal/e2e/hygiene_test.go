@@ -38,7 +38,7 @@ func TestFailuresExpire(t *testing.T) {
 // TestProcessesExportRuntimeMetrics: the API and the worker processes
 // both export Go's and the process's metrics (goroutines, heap, open
 // files, resident memory) beside their own, so that a leak shows on a
-// dashboard.
+// dashboard; the API the queue's depth too.
 func TestProcessesExportRuntimeMetrics(t *testing.T) {
 	h := newHarness(t, options{})
 	apiEnv, apiURL := h.apiEnv(t)
@@ -47,7 +47,11 @@ func TestProcessesExportRuntimeMetrics(t *testing.T) {
 	_, workerHealth := startReadyWorker(t, h.workerEnv(t))
 	for name, url := range map[string]string{"api": apiURL, "worker": workerHealth} {
 		metrics := getText(t, url+"/metrics")
-		for _, m := range []string{"go_goroutines ", "go_memstats_heap_inuse_bytes ", "process_open_fds ", "process_resident_memory_bytes "} {
+		want := []string{"go_goroutines ", "go_memstats_heap_inuse_bytes ", "process_open_fds ", "process_resident_memory_bytes "}
+		if name == "api" {
+			want = append(want, `yoloserve_queue_tasks{queue="detect",state="pending"} 0`)
+		}
+		for _, m := range want {
 			if !strings.Contains(metrics, "\n"+m) {
 				t.Errorf("%s /metrics lacks %s", name, strings.TrimSpace(m))
 			}

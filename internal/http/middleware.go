@@ -37,7 +37,7 @@ func newAPIMetrics(reg prometheus.Registerer, inflight chan struct{}) *apiMetric
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
 		}, []string{"route"}),
 		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "yoloserve_api_result_waits", Help: "GET /result requests waiting (?wait) for their task to end.",
+			Name: "yoloserve_api_result_waits", Help: "Requests waiting (GET /result or POST /predict with ?wait) for their task to end.",
 		}),
 	}
 	reading := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
