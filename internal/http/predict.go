@@ -201,11 +201,14 @@ func readRaw(body io.Reader, contentLength, limit int64, buf *bytes.Buffer) (upl
 }
 
 // readInto reads r into buf, emptied first and grown to the request's
-// length when it is known and within limit, and returns buf's bytes.
+// length when it is known and within limit, and returns buf's bytes. The
+// room grown includes bytes.MinRead past the length: ReadFrom needs that
+// much free to read the end of the body, and would otherwise double the
+// buffer, and copy it, once the last byte is in.
 func readInto(buf *bytes.Buffer, r io.Reader, contentLength, limit int64) ([]byte, error) {
 	buf.Reset()
 	if contentLength > 0 && contentLength <= limit {
-		buf.Grow(int(contentLength))
+		buf.Grow(int(contentLength) + bytes.MinRead)
 	}
 	if _, err := buf.ReadFrom(r); err != nil {
 		return nil, bodyError(err, limit)
