@@ -129,6 +129,17 @@ func grace(d *appsv1.Deployment) time.Duration {
 	return 30 * time.Second
 }
 
+// memBytes reads a GOMEMLIMIT value: bytes, or a number of KiB, MiB or GiB.
+func memBytes(v string) (int64, error) {
+	for i, unit := range []string{"KiB", "MiB", "GiB"} {
+		if n, ok := strings.CutSuffix(v, unit); ok {
+			f, err := strconv.ParseInt(n, 10, 64)
+			return f << (10 * (i + 1)), err
+		}
+	}
+	return strconv.ParseInt(v, 10, 64)
+}
+
 // env returns c's own environment variables that have a value.
 func env(c corev1.Container) map[string]string {
 	out := map[string]string{}
@@ -167,6 +178,16 @@ func TestKubernetesCPU(t *testing.T) {
 		t.Error("API: want a preStop sleep of a few seconds, so that no upload is refused while the pod leaves its endpoints")
 	} else if g, sleep := grace(api), time.Duration(ac.Lifecycle.PreStop.Sleep.Seconds)*time.Second; g <= sleep+acfg.ShutdownGrace {
 		t.Errorf("API terminationGracePeriodSeconds %v must exceed the preStop sleep %v and SHUTDOWN_TIMEOUT %v", g, sleep, acfg.ShutdownGrace)
+	}
+	// The API's memory stays under its limit: the bodies it reads are
+	// bounded by MAX_INFLIGHT_BYTES, and Go's heap, their garbage
+	// included, by GOMEMLIMIT, with room for the rest of the process.
+	memLimit := ac.Resources.Limits.Memory().Value()
+	goLimit, err := memBytes(env(ac)["GOMEMLIMIT"])
+	if err != nil {
+		t.Errorf("API GOMEMLIMIT: %v", err)
+	} else if goLimit < acfg.MaxInflightBytes+64<<20 || goLimit > memLimit*85/100 {
+		t.Errorf("API GOMEMLIMIT %d must hold MAX_INFLIGHT_BYTES %d and 64 MiB more, and stay within 85%% of the memory limit %d", goLimit, acfg.MaxInflightBytes, memLimit)
 	}
 	for _, d := range []*appsv1.Deployment{api, worker} {
 		sc := d.Spec.Template.Spec.SecurityContext

@@ -57,7 +57,8 @@ func run() error {
 		asynq.NewDepthCollector(rdb, cfg.Queue))
 	srv := apihttp.NewServer(apihttp.Config{
 		Addr: cfg.APIAddr, APIKeys: cfg.APIKeys, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
-		MaxUploadBytes: cfg.MaxUploadBytes, MaxPixels: cfg.MaxPixels, MaxInflight: cfg.MaxInflight, Logger: log,
+		MaxUploadBytes: cfg.MaxUploadBytes, MaxPixels: cfg.MaxPixels, MaxInflight: cfg.MaxInflight,
+		MaxInflightBytes: cfg.MaxInflightBytes, Logger: log,
 		Registry: reg,
 	}, queue, uploads)
 

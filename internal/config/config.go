@@ -44,20 +44,21 @@ type Config struct {
 	BatchMax          int           // BATCH_MAX
 	BatchWait         time.Duration // BATCH_WAIT
 
-	APIKeys        []string      // API_KEYS
-	RateLimit      float64       // RATE_LIMIT: requests per second per key or address; 0 off
-	RateBurst      int           // RATE_BURST
-	MaxUploadBytes int64         // MAX_UPLOAD_BYTES
-	MaxInflight    int           // MAX_INFLIGHT_UPLOADS
-	MaxPixels      int           // MAX_PIXELS
-	MaxQueue       int           // MAX_QUEUE: pending tasks before 503
-	ResultTTL      time.Duration // RESULT_TTL
-	TaskTimeout    time.Duration // TASK_TIMEOUT
-	TaskRetries    int           // TASK_RETRIES
-	UploadMaxAge   time.Duration // UPLOAD_MAX_AGE: orphans older are swept
-	Queue          string        // QUEUE: the asynq queue name
-	ShutdownGrace  time.Duration // SHUTDOWN_TIMEOUT
-	LogLevel       string        // LOG_LEVEL: debug, info, warn, error
+	APIKeys          []string      // API_KEYS
+	RateLimit        float64       // RATE_LIMIT: requests per second per key or address; 0 off
+	RateBurst        int           // RATE_BURST
+	MaxUploadBytes   int64         // MAX_UPLOAD_BYTES
+	MaxInflight      int           // MAX_INFLIGHT_UPLOADS
+	MaxInflightBytes int64         // MAX_INFLIGHT_BYTES, its default (0) resolved
+	MaxPixels        int           // MAX_PIXELS
+	MaxQueue         int           // MAX_QUEUE: pending tasks before 503
+	ResultTTL        time.Duration // RESULT_TTL
+	TaskTimeout      time.Duration // TASK_TIMEOUT
+	TaskRetries      int           // TASK_RETRIES
+	UploadMaxAge     time.Duration // UPLOAD_MAX_AGE: orphans older are swept
+	Queue            string        // QUEUE: the asynq queue name
+	ShutdownGrace    time.Duration // SHUTDOWN_TIMEOUT
+	LogLevel         string        // LOG_LEVEL: debug, info, warn, error
 }
 
 // Vars lists every variable with its default and meaning, in the order of
@@ -88,7 +89,8 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"RATE_BURST", "20", "requests a client may send at once above RATE_LIMIT"},
 	{"MAX_UPLOAD_BYTES", "20971520", "largest accepted request body"},
 	{"MAX_PIXELS", "40000000", "largest accepted image, width × height"},
-	{"MAX_INFLIGHT_UPLOADS", "64", "uploads the API reads at once (bounds their memory); past it, 503"},
+	{"MAX_INFLIGHT_UPLOADS", "64", "uploads the API reads at once; past it, 503"},
+	{"MAX_INFLIGHT_BYTES", "0", "bytes of upload bodies the API holds at once, each counted at its Content-Length (twice MAX_UPLOAD_BYTES without one); past it, 503 (0: 256 MiB, or twice MAX_UPLOAD_BYTES if more)"},
 	{"MAX_QUEUE", "10000", "tasks waiting before POST /predict answers 503"},
 	{"RESULT_TTL", "1h", "how long a result stays readable"},
 	{"TASK_TIMEOUT", "60s", "longest a task may run"},
@@ -136,19 +138,20 @@ func Parse(getenv func(string) string) (Config, error) {
 		BatchMax:          p.int("BATCH_MAX", 1, 1024),
 		BatchWait:         p.duration("BATCH_WAIT", 0, time.Second),
 
-		RateLimit:      p.float("RATE_LIMIT", 0, 1e6),
-		RateBurst:      p.int("RATE_BURST", 1, 1e6),
-		MaxUploadBytes: int64(p.int("MAX_UPLOAD_BYTES", 1024, 1<<40)),
-		MaxPixels:      p.int("MAX_PIXELS", 1, 1<<40),
-		MaxInflight:    p.int("MAX_INFLIGHT_UPLOADS", 1, 1e6),
-		MaxQueue:       p.int("MAX_QUEUE", 1, 1e9),
-		ResultTTL:      p.duration("RESULT_TTL", time.Second, 365*24*time.Hour),
-		TaskTimeout:    p.duration("TASK_TIMEOUT", time.Second, 24*time.Hour),
-		TaskRetries:    p.int("TASK_RETRIES", 0, 100),
-		UploadMaxAge:   p.duration("UPLOAD_MAX_AGE", time.Minute, 365*24*time.Hour),
-		Queue:          p.str("QUEUE"),
-		ShutdownGrace:  p.duration("SHUTDOWN_TIMEOUT", 0, time.Hour),
-		LogLevel:       strings.ToLower(p.str("LOG_LEVEL")),
+		RateLimit:        p.float("RATE_LIMIT", 0, 1e6),
+		RateBurst:        p.int("RATE_BURST", 1, 1e6),
+		MaxUploadBytes:   int64(p.int("MAX_UPLOAD_BYTES", 1024, 1<<40)),
+		MaxPixels:        p.int("MAX_PIXELS", 1, 1<<40),
+		MaxInflight:      p.int("MAX_INFLIGHT_UPLOADS", 1, 1e6),
+		MaxInflightBytes: int64(p.int("MAX_INFLIGHT_BYTES", 0, 1<<50)),
+		MaxQueue:         p.int("MAX_QUEUE", 1, 1e9),
+		ResultTTL:        p.duration("RESULT_TTL", time.Second, 365*24*time.Hour),
+		TaskTimeout:      p.duration("TASK_TIMEOUT", time.Second, 24*time.Hour),
+		TaskRetries:      p.int("TASK_RETRIES", 0, 100),
+		UploadMaxAge:     p.duration("UPLOAD_MAX_AGE", time.Minute, 365*24*time.Hour),
+		Queue:            p.str("QUEUE"),
+		ShutdownGrace:    p.duration("SHUTDOWN_TIMEOUT", 0, time.Hour),
+		LogLevel:         strings.ToLower(p.str("LOG_LEVEL")),
 	}
 	if v := getenv("REDIS_URL"); v == "" && getenv("BROKER_URL") != "" {
 		c.RedisURL = getenv("BROKER_URL")
@@ -181,6 +184,12 @@ func Parse(getenv func(string) string) (Config, error) {
 	case "debug", "info", "warn", "error":
 	default:
 		return c, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", c.LogLevel)
+	}
+	switch {
+	case c.MaxInflightBytes == 0:
+		c.MaxInflightBytes = max(256<<20, 2*c.MaxUploadBytes)
+	case c.MaxInflightBytes < 2*c.MaxUploadBytes:
+		return c, fmt.Errorf("MAX_INFLIGHT_BYTES=%d: want at least twice MAX_UPLOAD_BYTES (%d), or 0 for the default", c.MaxInflightBytes, 2*c.MaxUploadBytes)
 	}
 	if c.UploadDir == "" {
 		return c, errors.New("UPLOAD_DIR must not be empty")

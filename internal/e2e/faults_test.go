@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -778,6 +780,61 @@ func TestInflightUploadsBounded(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, "uploads not accepted after the slow one ended", func() bool {
 		return h.post(jpg, "x.jpg", nil, "").status == http.StatusAccepted
 	})
+}
+
+// TestInflightBytesBounded: while a slow upload holds most of
+// MAX_INFLIGHT_BYTES, an upload whose Content-Length would pass it, or
+// one without a length (counted at twice MAX_UPLOAD_BYTES), gets 503 with
+// Retry-After, and one that fits is taken; once the slow one ends, the
+// large one is taken too.
+func TestInflightBytesBounded(t *testing.T) {
+	const limit = 3 << 20
+	h := newHarness(t, options{api: apihttp.Config{MaxUploadBytes: limit, MaxInflightBytes: 2 * limit}})
+	large := bytes.Repeat([]byte{0xff}, limit)
+	slow := beginUpload(t, strings.TrimPrefix(h.api.URL, "http://"), large)
+	testenv.Eventually(t, 10*time.Second, "the slow upload was never counted", func() bool {
+		return metric(t, h.api.URL, "yoloserve_api_upload_bytes_reading") == float64(len(large)+bytes.MinRead)
+	})
+	raw := func(body io.Reader) response {
+		req, _ := http.NewRequest(http.MethodPost, h.api.URL+"/predict", body)
+		req.Header.Set("Content-Type", "image/jpeg")
+		return h.do(req)
+	}
+	for name, body := range map[string]io.Reader{
+		"a large upload":     bytes.NewReader(large),
+		"one without length": io.MultiReader(bytes.NewReader(large[:10])), // no Len: sent chunked
+	} {
+		if r := raw(body); r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
+			t.Errorf("%s beside the slow one: %d %s, want 503 with Retry-After", name, r.status, r.raw)
+		}
+	}
+	if r := h.post(testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90), "x.jpg", nil, ""); r.status != http.StatusAccepted {
+		t.Errorf("a small upload beside the slow one: %d %s, want 202", r.status, r.raw)
+	}
+	slow.Close()
+	testenv.Eventually(t, 10*time.Second, "the slow upload's bytes were never given back", func() bool {
+		return metric(t, h.api.URL, "yoloserve_api_upload_bytes_reading") == 0
+	})
+	if r := raw(bytes.NewReader(large)); r.status == http.StatusServiceUnavailable {
+		t.Errorf("a large upload alone: %d %s", r.status, r.raw)
+	}
+}
+
+// metric returns the value of the metric without labels called name on
+// the /metrics page at url, failing the test when there is none.
+func metric(t *testing.T, url, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(getText(t, url+"/metrics"), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("%s/metrics has no %s", url, name)
+	return 0
 }
 
 // TestWorkerWithoutImageLibraries: a worker whose libjpeg-turbo and libpng

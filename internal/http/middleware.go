@@ -26,8 +26,8 @@ type apiMetrics struct {
 }
 
 // newAPIMetrics registers the API's metrics on reg; inflight holds a token
-// per upload being read.
-func newAPIMetrics(reg prometheus.Registerer, inflight chan struct{}) *apiMetrics {
+// per upload being read, and bodies counts their bytes.
+func newAPIMetrics(reg prometheus.Registerer, inflight chan struct{}, bodies *bodyBudget) *apiMetrics {
 	m := &apiMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "yoloserve_api_requests_total", Help: "HTTP requests by route and status.",
@@ -44,7 +44,11 @@ func newAPIMetrics(reg prometheus.Registerer, inflight chan struct{}) *apiMetric
 		Name: "yoloserve_api_uploads_reading",
 		Help: "POST /predict bodies being read; past MAX_INFLIGHT_UPLOADS an upload is refused with 503.",
 	}, func() float64 { return float64(len(inflight)) })
-	reg.MustRegister(m.requests, m.duration, m.waiting, reading)
+	reserved := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "yoloserve_api_upload_bytes_reading",
+		Help: "Bytes counted for the POST /predict bodies being read; past MAX_INFLIGHT_BYTES an upload is refused with 503.",
+	}, func() float64 { return float64(bodies.held()) })
+	reg.MustRegister(m.requests, m.duration, m.waiting, reading, reserved)
 	return m
 }
 

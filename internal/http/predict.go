@@ -65,6 +65,12 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (detect.TaskInfo
 		Error(w, r, s.log, detect.Errorf(detect.EUNAVAILABLE, "Too many uploads in progress; try again shortly."))
 		return detect.TaskInfo{}, 0, false
 	}
+	need := s.bodySize(r)
+	if !s.bodies.take(need) {
+		Error(w, r, s.log, detect.Errorf(detect.EUNAVAILABLE, "Too many uploads in progress; try again shortly."))
+		return detect.TaskInfo{}, 0, false
+	}
+	defer s.bodies.give(need)
 	// The upload's bytes live in buf, which goes back to the pool when
 	// accept returns: nothing below keeps them past Save.
 	buf := s.buffers.get()

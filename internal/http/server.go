@@ -39,13 +39,18 @@ type Config struct {
 	RateBurst      int      // burst above RateLimit (default 20)
 	MaxUploadBytes int64    // largest body (default 20 MiB)
 	MaxPixels      int      // largest image, width×height (default 40 MP)
-	// MaxInflight bounds the uploads read at once (default 64), and so the
-	// memory bodies can take: MaxInflight × MaxUploadBytes. Past it,
+	// MaxInflight bounds the uploads read at once (default 64). Past it,
 	// POST /predict answers 503 with Retry-After.
 	MaxInflight int
-	MaxWait     time.Duration
-	Logger      *slog.Logger
-	Registry    *prometheus.Registry // default: a new one
+	// MaxInflightBytes bounds the memory of the bodies read at once: each
+	// counts its Content-Length, or twice MaxUploadBytes (the most its
+	// buffer can grow to) without one, from before it is read until it is
+	// stored. Past it, POST /predict answers 503 with Retry-After. Default
+	// 256 MiB, or twice MaxUploadBytes if more.
+	MaxInflightBytes int64
+	MaxWait          time.Duration
+	Logger           *slog.Logger
+	Registry         *prometheus.Registry // default: a new one
 }
 
 // Server is the HTTP API.
@@ -59,6 +64,7 @@ type Server struct {
 	metrics  *apiMetrics
 	limiter  *rateLimiter
 	inflight chan struct{} // one token per upload being read
+	bodies   *bodyBudget   // the bytes of the bodies being read
 	buffers  bufferPool
 	// stopping ends when Shutdown begins: requests waiting on ?wait
 	// answer the task's state then, instead of holding the shutdown.
@@ -83,6 +89,9 @@ func NewServer(cfg Config, q Queue, up Uploads) *Server {
 	if cfg.MaxInflight <= 0 {
 		cfg.MaxInflight = 64
 	}
+	if cfg.MaxInflightBytes <= 0 {
+		cfg.MaxInflightBytes = max(256<<20, 2*cfg.MaxUploadBytes)
+	}
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = 60 * time.Second
 	}
@@ -93,8 +102,9 @@ func NewServer(cfg Config, q Queue, up Uploads) *Server {
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	inflight := make(chan struct{}, cfg.MaxInflight)
-	s := &Server{cfg: cfg, queue: q, uploads: up, log: cfg.Logger, metrics: newAPIMetrics(cfg.Registry, inflight),
-		inflight: inflight}
+	bodies := &bodyBudget{max: cfg.MaxInflightBytes}
+	s := &Server{cfg: cfg, queue: q, uploads: up, log: cfg.Logger, metrics: newAPIMetrics(cfg.Registry, inflight, bodies),
+		inflight: inflight, bodies: bodies}
 	s.stopping, s.stop = context.WithCancel(context.Background())
 	if cfg.RateLimit > 0 {
 		s.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst)
