@@ -268,6 +268,11 @@ func TestKubernetesRedisExample(t *testing.T) {
 	if r == nil || !strings.Contains(fmt.Sprint(r.Spec.Template.Spec.Containers[0].Args), "--appendonly yes") || len(r.Spec.VolumeClaimTemplates) != 1 {
 		t.Error("the Redis example must persist (append-only file on a volume claim)")
 	}
+	c := r.Spec.Template.Spec.Containers[0]
+	args := strings.Join(c.Args, " ")
+	if !strings.Contains(args, "--maxmemory-policy noeviction") || !strings.Contains(args, "--maxmemory 640mb") || 640<<20 > c.Resources.Limits.Memory().Value()*3/4 {
+		t.Errorf("the Redis example must refuse writes (noeviction) at a maxmemory well under its pod's limit %v: %s", c.Resources.Limits.Memory(), args)
+	}
 }
 
 func keys[V any](m map[string]V) []string {

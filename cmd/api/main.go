@@ -55,15 +55,16 @@ func run() error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		asynq.NewDepthCollector(rdb, cfg.Queue))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	memory := asynq.WatchMemory(ctx, rdb, 250*time.Millisecond, log)
 	srv := apihttp.NewServer(apihttp.Config{
 		Addr: cfg.APIAddr, APIKeys: cfg.APIKeys, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxUploadBytes: cfg.MaxUploadBytes, MaxPixels: cfg.MaxPixels, MaxInflight: cfg.MaxInflight,
-		MaxInflightBytes: cfg.MaxInflightBytes, Logger: log,
+		MaxInflightBytes: cfg.MaxInflightBytes, Admit: memory.Admit, Logger: log,
 		Registry: reg,
 	}, queue, uploads)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if err := queue.Ping(ctx); err != nil {
 		log.Warn("Redis is not reachable yet; /predict answers 503 until it is", "redis", cfg.Redacted())
 	}

@@ -607,6 +607,75 @@ func TestProcessesWarnOfAnEvictingRedis(t *testing.T) {
 	}
 }
 
+// TestNearlyFullRedisKeepsRoom: with uploads stored in Redis under a
+// memory limit (noeviction), the API refuses uploads with 503 once Redis
+// is nearly full, before Redis itself refuses writes, so that workers can
+// still write the queued tasks' results and free their uploads; then it
+// takes uploads again.
+func TestNearlyFullRedisKeepsRoom(t *testing.T) {
+	h := newHarness(t, options{})
+	ctx := context.Background()
+	used, _ := testenv.InfoField(t, h.rdb, "memory", "used_memory")
+	base, _ := strconv.ParseInt(used, 10, 64)
+	limit := base + 8<<20
+	for k, v := range map[string]string{"maxmemory": strconv.FormatInt(limit, 10), "maxmemory-policy": "noeviction"} {
+		if err := h.rdb.ConfigSet(ctx, k, v).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { h.rdb.ConfigSet(ctx, "maxmemory", "0") })
+	env, url := h.apiEnv(t, "UPLOAD_STORE=redis", "LOG_LEVEL=info")
+	api := testenv.Start(t, "api", env...)
+	awaitReady(t, "api", url)
+
+	bus := testenv.ReadImage(t, "bus.jpg")
+	post := func() (int, string) {
+		resp, err := http.Post(url+"/predict", "image/jpeg", bytes.NewReader(bus))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	var accepted []string
+	var refusal string
+	testenv.Eventually(t, 60*time.Second, "uploads were never refused", func() bool {
+		code, body := post()
+		switch code {
+		case http.StatusAccepted:
+			var ti detect.TaskInfo
+			json.Unmarshal([]byte(body), &ti)
+			accepted = append(accepted, ti.ID)
+			time.Sleep(300 * time.Millisecond) // the API reads Redis's memory every 250 ms
+			return false
+		case http.StatusServiceUnavailable:
+			refusal = body
+			return true
+		}
+		t.Fatalf("POST: %d %s", code, body)
+		return false
+	})
+	usedNow, _ := testenv.InfoField(t, h.rdb, "memory", "used_memory")
+	if n, _ := strconv.ParseInt(usedNow, 10, 64); !strings.Contains(refusal, "nearly out of memory") || n >= limit {
+		t.Fatalf("after %d uploads: %s with Redis at %s of %d bytes; want the API's refusal before Redis is full", len(accepted), refusal, usedNow, limit)
+	}
+	if !strings.Contains(api.Output(), "Redis is nearly full") {
+		t.Errorf("the API did not log that Redis is nearly full:\n%s", api.Output())
+	}
+
+	startReadyWorker(t, h.workerEnv(t, "UPLOAD_STORE=redis"))
+	testenv.Eventually(t, 60*time.Second, "uploads were not taken again once the queue was empty", func() bool {
+		code, _ := post()
+		return code == http.StatusAccepted
+	})
+	for _, id := range accepted {
+		if ti := h.result(id); ti.Status != detect.StatusSuccess {
+			t.Errorf("task %s, accepted while Redis filled up: %s %s", id, ti.Status, ti.Error)
+		}
+	}
+}
+
 // TestRedisDownAndBack: with Redis down the API answers 503 with
 // Retry-After within a few seconds and both readiness checks fail; when it
 // is back everything works again without a restart.

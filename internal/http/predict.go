@@ -65,6 +65,12 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (detect.TaskInfo
 		Error(w, r, s.log, detect.Errorf(detect.EUNAVAILABLE, "Too many uploads in progress; try again shortly."))
 		return detect.TaskInfo{}, 0, false
 	}
+	if s.cfg.Admit != nil {
+		if err := s.cfg.Admit(); err != nil {
+			Error(w, r, s.log, err)
+			return detect.TaskInfo{}, 0, false
+		}
+	}
 	need := s.bodySize(r)
 	if !s.bodies.take(need) {
 		Error(w, r, s.log, detect.Errorf(detect.EUNAVAILABLE, "Too many uploads in progress; try again shortly."))

@@ -48,9 +48,14 @@ type Config struct {
 	// stored. Past it, POST /predict answers 503 with Retry-After. Default
 	// 256 MiB, or twice MaxUploadBytes if more.
 	MaxInflightBytes int64
-	MaxWait          time.Duration
-	Logger           *slog.Logger
-	Registry         *prometheus.Registry // default: a new one
+	// Admit, when set, is asked before each upload is read; an error (an
+	// EUNAVAILABLE *Error) refuses the upload with it. The API passes
+	// Redis's memory watch, so that a nearly full Redis keeps room for
+	// the results of the tasks it holds.
+	Admit    func() error
+	MaxWait  time.Duration
+	Logger   *slog.Logger
+	Registry *prometheus.Registry // default: a new one
 }
 
 // Server is the HTTP API.
