@@ -88,8 +88,8 @@ type JanitorConfig struct {
 	Lost prometheus.Counter
 }
 
-// RunJanitor expires failures and reaps lost tasks every interval until
-// ctx ends.
+// RunJanitor expires failures and reaps lost tasks at once, then every
+// interval until ctx ends.
 func RunJanitor(ctx context.Context, rdb redis.UniversalClient, cfg JanitorConfig) {
 	if cfg.Queue == "" {
 		cfg.Queue = defaultQueue
@@ -104,14 +104,7 @@ func RunJanitor(ctx context.Context, rdb redis.UniversalClient, cfg JanitorConfi
 	if log == nil {
 		log = slog.Default()
 	}
-	t := time.NewTicker(cfg.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, cfg.Interval, func() {
 		if n, err := ExpireFailures(rdb, cfg.Queue, cfg.TTL); err != nil {
 			log.Debug("expiring failed tasks", "error", err)
 		} else if n > 0 {
@@ -125,6 +118,20 @@ func RunJanitor(ctx context.Context, rdb redis.UniversalClient, cfg JanitorConfi
 			}
 			log.Warn("Redis lost the data of tasks that no worker could run (evicted); they read FAILURE. Set maxmemory-policy noeviction.",
 				"count", len(lost), "ids", lost[:min(len(lost), 10)])
+		}
+	})
+}
+
+// every calls f at once, then every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		f()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

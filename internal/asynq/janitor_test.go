@@ -44,18 +44,11 @@ func TestLostTaskReadsFailure(t *testing.T) {
 	}
 
 	release := make(chan struct{})
-	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency: 2, Queues: map[string]int{queue: 1}, Logger: asynqLogger{slog.New(slog.DiscardHandler)},
-	})
-	err = srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+	startPlainServer(t, rdb, queue, 2, func(_ context.Context, _ detect.Job, task *asynq.Task) error {
 		<-release
 		task.ResultWriter().Write([]byte(`{"done":true}`))
 		return nil
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
+	})
 	released := false
 	t.Cleanup(func() {
 		if !released {

@@ -51,19 +51,7 @@ func WatchMemory(ctx context.Context, rdb redis.UniversalClient, interval time.D
 		}
 		full = now
 	}
-	go func() {
-		read()
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				read()
-			}
-		}
-	}()
+	go every(ctx, interval, read)
 	return m
 }
 

@@ -38,13 +38,7 @@ func TestTaskReadsEveryState(t *testing.T) {
 
 	// The handler's behaviour is the job's upload reference.
 	release := make(chan struct{})
-	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency: 4, Queues: map[string]int{queue: 1}, Logger: asynqLogger{slog.New(slog.DiscardHandler)},
-		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return time.Hour },
-	})
-	err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
-		var job detect.Job
-		json.Unmarshal(task.Payload(), &job)
+	startPlainServer(t, rdb, queue, 4, func(ctx context.Context, job detect.Job, task *asynq.Task) error {
 		switch job.Upload {
 		case "fail":
 			return errors.New("The image is bad.")
@@ -62,11 +56,7 @@ func TestTaskReadsEveryState(t *testing.T) {
 		}
 		task.ResultWriter().Write([]byte(`{"done":true}`))
 		return nil
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
+	})
 	t.Cleanup(func() { close(release) })
 
 	ids := map[string]string{}
@@ -194,14 +184,8 @@ func TestDepthCollector(t *testing.T) {
 	q := NewQueue(rdb, QueueConfig{Queue: queue, Retries: 1})
 	t.Cleanup(func() { q.Close() })
 	release := make(chan struct{})
-	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency: 1, Queues: map[string]int{queue: 1}, Logger: asynqLogger{slog.New(slog.DiscardHandler)},
-		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return time.Hour },
-	})
 	var held atomic.Bool
-	err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
-		var job detect.Job
-		json.Unmarshal(task.Payload(), &job)
+	startPlainServer(t, rdb, queue, 1, func(ctx context.Context, job detect.Job, _ *asynq.Task) error {
 		if job.Upload == "fail" {
 			return errors.New("a transient fault")
 		}
@@ -211,11 +195,7 @@ func TestDepthCollector(t *testing.T) {
 		case <-ctx.Done():
 		}
 		return nil
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
+	})
 	t.Cleanup(func() { close(release) })
 	for _, name := range []string{"fail", "hold", "wait", "wait"} {
 		if _, err := q.Enqueue(ctx, detect.Job{Upload: name}); err != nil {
@@ -244,4 +224,25 @@ yoloserve_queue_tasks{queue="depth",state="retry"} 1
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("with Redis down the scrape took %v", d)
 	}
+}
+
+// startPlainServer runs a bare asynq server (none of this package's
+// handling) on rdb with concurrency slots on queue, whose handler calls
+// handle with the task's job and whose retries wait an hour, and shuts it
+// down when the test ends.
+func startPlainServer(t *testing.T, rdb redis.UniversalClient, queue string, concurrency int, handle func(context.Context, detect.Job, *asynq.Task) error) {
+	t.Helper()
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency: concurrency, Queues: map[string]int{queue: 1}, Logger: asynqLogger{slog.New(slog.DiscardHandler)},
+		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return time.Hour },
+	})
+	err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		var job detect.Job
+		json.Unmarshal(task.Payload(), &job)
+		return handle(ctx, job, task)
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
 }
