@@ -28,8 +28,9 @@ const (
 // task's state, as GET /result gives it) or N seconds pass (202 with the
 // state then).
 func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
-	ti, wait, ok := s.accept(w, r)
-	if !ok {
+	ti, wait, err := s.accept(w, r)
+	if err != nil {
+		Error(w, r, s.log, err)
 		return
 	}
 	w.Header().Set("Location", "/result/"+ti.ID)
@@ -54,27 +55,24 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 }
 
 // accept reads and checks an upload, stores it and enqueues its task,
-// holding one of the server's upload slots and a body buffer only until
-// then. It returns the task, pending, and the wait the request asks for;
-// on any error it has answered the client and returns false.
-func (s *Server) accept(w http.ResponseWriter, r *http.Request) (detect.TaskInfo, time.Duration, bool) {
+// holding one of the server's upload slots, the body's bytes and a buffer
+// only until then. It returns the task, pending, and the wait the request
+// asks for; its errors are those to answer the client with.
+func (s *Server) accept(w http.ResponseWriter, r *http.Request) (detect.TaskInfo, time.Duration, error) {
 	select {
 	case s.inflight <- struct{}{}:
 		defer func() { <-s.inflight }()
 	default:
-		Error(w, r, s.log, detect.Errorf(detect.EUNAVAILABLE, "Too many uploads in progress; try again shortly."))
-		return detect.TaskInfo{}, 0, false
+		return detect.TaskInfo{}, 0, errTooManyUploads
 	}
 	if s.cfg.Admit != nil {
 		if err := s.cfg.Admit(); err != nil {
-			Error(w, r, s.log, err)
-			return detect.TaskInfo{}, 0, false
+			return detect.TaskInfo{}, 0, err
 		}
 	}
 	need := s.bodySize(r)
 	if !s.bodies.take(need) {
-		Error(w, r, s.log, detect.Errorf(detect.EUNAVAILABLE, "Too many uploads in progress; try again shortly."))
-		return detect.TaskInfo{}, 0, false
+		return detect.TaskInfo{}, 0, errTooManyUploads
 	}
 	defer s.bodies.give(need)
 	// The upload's bytes live in buf, which goes back to the pool when
@@ -83,8 +81,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (detect.TaskInfo
 	defer s.buffers.put(buf)
 	u, err := s.readUpload(w, r, buf)
 	if err != nil {
-		Error(w, r, s.log, err)
-		return detect.TaskInfo{}, 0, false
+		return detect.TaskInfo{}, 0, err
 	}
 	param := func(name string) string {
 		if v, ok := u.fields[name]; ok {
@@ -94,35 +91,34 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (detect.TaskInfo
 	}
 	p, err := detect.ParseParams(param)
 	if err != nil {
-		Error(w, r, s.log, err)
-		return detect.TaskInfo{}, 0, false
+		return detect.TaskInfo{}, 0, err
 	}
 	var wait time.Duration
 	if v := param("wait"); v != "" {
 		if wait, err = parseWait(v, s.cfg.MaxWait); err != nil {
-			Error(w, r, s.log, err)
-			return detect.TaskInfo{}, 0, false
+			return detect.TaskInfo{}, 0, err
 		}
 	}
 	if _, err := decode.Inspect(u.data, s.cfg.MaxPixels); err != nil {
-		Error(w, r, s.log, err)
-		return detect.TaskInfo{}, 0, false
+		return detect.TaskInfo{}, 0, err
 	}
 	ref, err := s.uploads.Save(r.Context(), u.data)
 	if err != nil {
-		Error(w, r, s.log, err)
-		return detect.TaskInfo{}, 0, false
+		return detect.TaskInfo{}, 0, err
 	}
 	id, err := s.queue.Enqueue(r.Context(), detect.Job{Upload: ref, Filename: u.filename, Params: p})
 	if err != nil {
 		if derr := s.uploads.Delete(context.WithoutCancel(r.Context()), ref); derr != nil {
 			s.log.Warn("deleting an upload that was not enqueued", "error", derr)
 		}
-		Error(w, r, s.log, err)
-		return detect.TaskInfo{}, 0, false
+		return detect.TaskInfo{}, 0, err
 	}
-	return detect.TaskInfo{ID: id, Status: detect.StatusPending}, wait, true
+	return detect.TaskInfo{ID: id, Status: detect.StatusPending}, wait, nil
 }
+
+// errTooManyUploads refuses an upload past MAX_INFLIGHT_UPLOADS or
+// MAX_INFLIGHT_BYTES.
+var errTooManyUploads = detect.Errorf(detect.EUNAVAILABLE, "Too many uploads in progress; try again shortly.")
 
 // upload is what a /predict body carries.
 type upload struct {
