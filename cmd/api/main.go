@@ -58,6 +58,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	memory := asynq.WatchMemory(ctx, rdb, 250*time.Millisecond, log)
+	reg.MustRegister(memory)
 	srv := apihttp.NewServer(apihttp.Config{
 		Addr: cfg.APIAddr, APIKeys: cfg.APIKeys, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxUploadBytes: cfg.MaxUploadBytes, MaxPixels: cfg.MaxPixels, MaxInflight: cfg.MaxInflight,

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"yoloserve/internal/detect"
@@ -64,6 +65,33 @@ func (m *RedisMemory) Admit() error {
 		return detect.Errorf(detect.EUNAVAILABLE, "The queue is full (Redis is nearly out of memory); try again shortly.")
 	}
 	return nil
+}
+
+// Redis's memory as the watch last read it, for /metrics.
+var (
+	redisUsed = prometheus.NewDesc("yoloserve_redis_memory_used_bytes",
+		"Redis's used_memory as the API last read it (four times a second).", nil, nil)
+	redisLimit = prometheus.NewDesc("yoloserve_redis_memory_limit_bytes",
+		"Redis's maxmemory as the API last read it; absent when Redis has no limit. Past 90% of it the API refuses uploads.", nil, nil)
+)
+
+// Describe sends the descriptions of the watch's metrics.
+func (m *RedisMemory) Describe(ch chan<- *prometheus.Desc) {
+	ch <- redisUsed
+	ch <- redisLimit
+}
+
+// Collect sends Redis's memory as last read: nothing before the first
+// read, and no limit when Redis has none.
+func (m *RedisMemory) Collect(ch chan<- prometheus.Metric) {
+	used, limit := m.used.Load(), m.limit.Load()
+	if used == 0 {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(redisUsed, prometheus.GaugeValue, float64(used))
+	if limit > 0 {
+		ch <- prometheus.MustNewConstMetric(redisLimit, prometheus.GaugeValue, float64(limit))
+	}
 }
 
 // infoInt returns the integer field name of an INFO reply, 0 if absent.

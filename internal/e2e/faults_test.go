@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -629,6 +630,13 @@ func TestNearlyFullRedisKeepsRoom(t *testing.T) {
 	awaitReady(t, "api", url)
 
 	bus := testenv.ReadImage(t, "bus.jpg")
+	// seen waits until the API has read Redis's memory after the last
+	// upload: at least one upload's size more than before it.
+	seen := func(before float64) {
+		testenv.Eventually(t, 10*time.Second, "the API never read Redis's memory again", func() bool {
+			return metric(t, url, "yoloserve_redis_memory_used_bytes") >= before+float64(len(bus))*3/4
+		})
+	}
 	post := func() (int, string) {
 		resp, err := http.Post(url+"/predict", "image/jpeg", bytes.NewReader(bus))
 		if err != nil {
@@ -638,16 +646,20 @@ func TestNearlyFullRedisKeepsRoom(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
+	testenv.Eventually(t, 10*time.Second, "the API never read Redis's memory limit", func() bool {
+		return metric(t, url, "yoloserve_redis_memory_limit_bytes") == float64(limit)
+	})
 	var accepted []string
 	var refusal string
 	testenv.Eventually(t, 60*time.Second, "uploads were never refused", func() bool {
+		before := metric(t, url, "yoloserve_redis_memory_used_bytes")
 		code, body := post()
 		switch code {
 		case http.StatusAccepted:
 			var ti detect.TaskInfo
 			json.Unmarshal([]byte(body), &ti)
 			accepted = append(accepted, ti.ID)
-			time.Sleep(300 * time.Millisecond) // the API reads Redis's memory every 250 ms
+			seen(before)
 			return false
 		case http.StatusServiceUnavailable:
 			refusal = body
@@ -890,7 +902,8 @@ func TestInflightBytesBounded(t *testing.T) {
 }
 
 // metric returns the value of the metric without labels called name on
-// the /metrics page at url, failing the test when there is none.
+// the /metrics page at url, or NaN when there is none (no condition on it
+// holds then).
 func metric(t *testing.T, url, name string) float64 {
 	t.Helper()
 	for _, line := range strings.Split(getText(t, url+"/metrics"), "\n") {
@@ -902,8 +915,7 @@ func metric(t *testing.T, url, name string) float64 {
 			return f
 		}
 	}
-	t.Fatalf("%s/metrics has no %s", url, name)
-	return 0
+	return math.NaN()
 }
 
 // TestWorkerWithoutImageLibraries: a worker whose libjpeg-turbo and libpng
