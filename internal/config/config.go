@@ -187,7 +187,7 @@ func Parse(getenv func(string) string) (Config, error) {
 	}
 	switch {
 	case c.MaxInflightBytes == 0:
-		c.MaxInflightBytes = max(256<<20, 2*c.MaxUploadBytes)
+		c.MaxInflightBytes = max(256<<20, 2*c.MaxUploadBytes) // as apihttp.NewServer defaults it
 	case c.MaxInflightBytes < 2*c.MaxUploadBytes:
 		return c, fmt.Errorf("MAX_INFLIGHT_BYTES=%d: want at least twice MAX_UPLOAD_BYTES (%d), or 0 for the default", c.MaxInflightBytes, 2*c.MaxUploadBytes)
 	}
