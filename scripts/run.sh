@@ -69,5 +69,7 @@ pids+=($!)
 bin/api &
 pids+=($!)
 echo "run: API on ${API_ADDR:-:5000}, worker health on ${WORKER_ADDR:-:9091}; Ctrl-C stops everything"
+api_port=${API_ADDR:-:5000}
+echo "run: try: curl -F image=@photo.jpg 'localhost:${api_port##*:}/predict?wait=30'"
 # Stop everything as soon as one process exits.
 wait -n
