@@ -779,7 +779,7 @@ func TestAPIKeys(t *testing.T) {
 	if r := h.get("/result/abc"); r.status != 401 {
 		t.Errorf("GET /result without a key: %d", r.status)
 	}
-	for _, p := range []string{"/healthz", "/readyz"} {
+	for _, p := range []string{"/healthz", "/readyz", "/openapi.json"} {
 		if r := h.get(p); r.status != 200 {
 			t.Errorf("%s must stay open: %d", p, r.status)
 		}

@@ -119,13 +119,14 @@ func NewServer(cfg Config, q Queue, up Uploads) *Server {
 	r.Get("/healthz", Healthz)
 	r.Get("/readyz", Readyz(q.Ping))
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	r.Get("/openapi.json", serveOpenAPI)
 	r.Group(func(r chi.Router) {
 		r.Use(s.authenticate, s.rateLimit)
 		r.Post("/predict", s.predict)
 		r.Get("/result/{id}", s.result)
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		Error(w, r, s.log, detect.Errorf(detect.ENOTFOUND, "No such endpoint: POST /predict, GET /result/{task_id}, /healthz, /readyz, /metrics."))
+		Error(w, r, s.log, detect.Errorf(detect.ENOTFOUND, "No such endpoint: POST /predict, GET /result/{task_id}, /healthz, /readyz, /metrics, /openapi.json."))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "Method not allowed."})
