@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -59,6 +60,7 @@ type Config struct {
 	Queue            string        // QUEUE: the asynq queue name
 	ShutdownGrace    time.Duration // SHUTDOWN_TIMEOUT
 	LogLevel         string        // LOG_LEVEL: debug, info, warn, error
+	LogFormat        string        // LOG_FORMAT: text or json
 }
 
 // Vars lists every variable with its default and meaning, in the order of
@@ -99,6 +101,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"QUEUE", "detect", "asynq queue name"},
 	{"SHUTDOWN_TIMEOUT", "30s", "how long a stopping process waits for running work"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"LOG_FORMAT", "text", "text (key=value lines) or json (one object a line, for log collectors)"},
 }
 
 // Load reads the .env file in the working directory, if any, without
@@ -152,6 +155,7 @@ func Parse(getenv func(string) string) (Config, error) {
 		Queue:            p.str("QUEUE"),
 		ShutdownGrace:    p.duration("SHUTDOWN_TIMEOUT", 0, time.Hour),
 		LogLevel:         strings.ToLower(p.str("LOG_LEVEL")),
+		LogFormat:        strings.ToLower(p.str("LOG_FORMAT")),
 	}
 	if v := getenv("REDIS_URL"); v == "" && getenv("BROKER_URL") != "" {
 		c.RedisURL = getenv("BROKER_URL")
@@ -184,6 +188,9 @@ func Parse(getenv func(string) string) (Config, error) {
 	case "debug", "info", "warn", "error":
 	default:
 		return c, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", c.LogLevel)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return c, fmt.Errorf("LOG_FORMAT=%q: want text or json", c.LogFormat)
 	}
 	switch {
 	case c.MaxInflightBytes == 0:
@@ -242,11 +249,20 @@ func (c Config) ResolveModel() string {
 	return c.ModelPath
 }
 
-// Logger returns a text logger on stderr at LOG_LEVEL.
+// Logger returns a logger on stderr at LOG_LEVEL, in LOG_FORMAT.
 func (c Config) Logger() *slog.Logger {
+	return c.loggerTo(os.Stderr)
+}
+
+// loggerTo returns the logger Logger returns, writing to w.
+func (c Config) loggerTo(w io.Writer) *slog.Logger {
 	var level slog.Level
 	level.UnmarshalText([]byte(c.LogLevel))
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 type parser struct {

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"bytes"
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -47,6 +49,7 @@ func TestBadValueNamesVariable(t *testing.T) {
 		"WORKER_CONCURRENCY": "-1", "MAX_UPLOAD_BYTES": "lots", "RESULT_TTL": "forever", "ORT_FALLBACK_CPU": "perhaps",
 		"MAX_QUEUE": "0", "LOG_LEVEL": "loud", "RATE_LIMIT": "-3", "QUEUE": "a b", "WORKER_POLL_INTERVAL": "0s",
 		"WORKER_PREFETCH": "-1", "MAX_INFLIGHT_BYTES": "1000000", // under twice MAX_UPLOAD_BYTES
+		"LOG_FORMAT": "xml",
 	} {
 		_, err := Parse(env(map[string]string{name: val}))
 		if err == nil || !strings.Contains(err.Error(), name) {
@@ -68,7 +71,7 @@ func TestEveryVariableRead(t *testing.T) {
 		"BATCH_MAX": "8", "BATCH_WAIT": "5ms", "API_KEYS": "k", "RATE_LIMIT": "10", "RATE_BURST": "5",
 		"MAX_UPLOAD_BYTES": "4096", "MAX_PIXELS": "1000", "MAX_INFLIGHT_UPLOADS": "3", "MAX_INFLIGHT_BYTES": "100000000", "MAX_QUEUE": "7",
 		"RESULT_TTL": "2h", "TASK_TIMEOUT": "10s", "TASK_RETRIES": "1", "UPLOAD_MAX_AGE": "3h", "QUEUE": "q",
-		"SHUTDOWN_TIMEOUT": "5s", "LOG_LEVEL": "debug",
+		"SHUTDOWN_TIMEOUT": "5s", "LOG_LEVEL": "debug", "LOG_FORMAT": "json",
 	}
 	def, err := Parse(env(nil))
 	if err != nil {
@@ -103,6 +106,40 @@ func TestEveryVariableDocumented(t *testing.T) {
 			if !strings.Contains(string(b), v.Name) {
 				t.Errorf("%s does not document %s", f, v.Name)
 			}
+		}
+	}
+}
+
+// TestLoggerFormats: LOG_FORMAT=json writes one JSON object a line, for log
+// collectors, with the level and the attributes as fields; text writes
+// key=value lines. Both keep to LOG_LEVEL.
+func TestLoggerFormats(t *testing.T) {
+	for format, want := range map[string]string{
+		"json": `{"level":"WARN","msg":"Redis is nearly full","used_memory":9}`,
+		"text": `level=WARN msg="Redis is nearly full" used_memory=9`,
+	} {
+		c, err := Parse(env(map[string]string{"LOG_FORMAT": format, "LOG_LEVEL": "warn"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		log := c.loggerTo(&b)
+		log.Info("not at warn")
+		log.Warn("Redis is nearly full", "used_memory", 9)
+		line := strings.TrimSpace(b.String())
+		if format == "json" {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatalf("json: %q is not one JSON object: %v", line, err)
+			}
+			delete(m, "time")
+			got, _ := json.Marshal(m)
+			line = string(got)
+		} else {
+			_, line, _ = strings.Cut(line, " ") // the time
+		}
+		if line != want {
+			t.Errorf("%s: %q, want %q", format, line, want)
 		}
 	}
 }
