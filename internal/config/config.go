@@ -46,6 +46,7 @@ type Config struct {
 	BatchWait         time.Duration // BATCH_WAIT
 
 	APIKeys          []string      // API_KEYS
+	CORSOrigins      []string      // CORS_ORIGINS
 	RateLimit        float64       // RATE_LIMIT: requests per second per key or address; 0 off
 	RateBurst        int           // RATE_BURST
 	MaxUploadBytes   int64         // MAX_UPLOAD_BYTES
@@ -87,6 +88,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"BATCH_MAX", "1", "images per inference run for dynamic-batch models (1: off)"},
 	{"BATCH_WAIT", "2ms", "how long a batch waits to fill"},
 	{"API_KEYS", "", "comma-separated keys; when set, every request but health checks needs Authorization: Bearer KEY"},
+	{"CORS_ORIGINS", "", "comma-separated origins whose web pages may call the API from a browser (https://app.example, https://*.example, or *); unset: none"},
 	{"RATE_LIMIT", "0", "requests per second per API key or client address (0: no limit)"},
 	{"RATE_BURST", "20", "requests a client may send at once above RATE_LIMIT"},
 	{"MAX_UPLOAD_BYTES", "20971520", "largest accepted request body"},
@@ -160,11 +162,11 @@ func Parse(getenv func(string) string) (Config, error) {
 	if v := getenv("REDIS_URL"); v == "" && getenv("BROKER_URL") != "" {
 		c.RedisURL = getenv("BROKER_URL")
 	}
-	if keys := strings.TrimSpace(getenv("API_KEYS")); keys != "" {
-		for _, k := range strings.Split(keys, ",") {
-			if k = strings.TrimSpace(k); k != "" {
-				c.APIKeys = append(c.APIKeys, k)
-			}
+	c.APIKeys = list(getenv("API_KEYS"))
+	c.CORSOrigins = list(getenv("CORS_ORIGINS"))
+	for _, o := range c.CORSOrigins {
+		if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
+			return c, fmt.Errorf("CORS_ORIGINS: %q: want origins such as https://app.example or https://*.example, or *", o)
 		}
 	}
 	if p.err != nil {
@@ -205,6 +207,17 @@ func Parse(getenv func(string) string) (Config, error) {
 		return c, fmt.Errorf("QUEUE=%q: want a plain name", c.Queue)
 	}
 	return c, nil
+}
+
+// list returns the non-empty, trimmed items of a comma-separated value.
+func list(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func checkRedisURL(u string) error {

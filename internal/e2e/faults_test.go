@@ -786,6 +786,59 @@ func TestAPIKeys(t *testing.T) {
 	}
 }
 
+// TestCORS: with CORS_ORIGINS set, a page of an allowed origin may call the
+// API from a browser: its preflight is answered without a key (browsers
+// send none), and the answers let it read the Location header. Another
+// origin, or a server without CORS_ORIGINS, gets no CORS header, so that
+// browsers keep its pages out.
+func TestCORS(t *testing.T) {
+	const origin = "https://app.example"
+	allowed := newHarness(t, options{api: apihttp.Config{APIKeys: []string{"k"}, CORSOrigins: []string{origin}}})
+	plain := newHarness(t, options{})
+	jpg := testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90)
+	send := func(h *harness, method, from string, header map[string]string) *http.Response {
+		var body io.Reader
+		if method == http.MethodPost {
+			body = bytes.NewReader(jpg)
+		}
+		req, _ := http.NewRequest(method, h.api.URL+"/predict", body)
+		req.Header.Set("Origin", from)
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	preflight := map[string]string{"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+	post := map[string]string{"Authorization": "Bearer k", "Content-Type": "image/jpeg"}
+
+	r := send(allowed, http.MethodOptions, origin, preflight)
+	if r.StatusCode >= 300 || r.Header.Get("Access-Control-Allow-Origin") != origin ||
+		!strings.Contains(strings.ToLower(r.Header.Get("Access-Control-Allow-Headers")), "authorization") {
+		t.Errorf("preflight from %s: %d %v", origin, r.StatusCode, r.Header)
+	}
+	r = send(allowed, http.MethodPost, origin, post)
+	if r.StatusCode != http.StatusAccepted || r.Header.Get("Access-Control-Allow-Origin") != origin ||
+		!strings.Contains(r.Header.Get("Access-Control-Expose-Headers"), "Location") {
+		t.Errorf("POST from %s: %d %v", origin, r.StatusCode, r.Header)
+	}
+	for name, r := range map[string]*http.Response{
+		"preflight from another origin":    send(allowed, http.MethodOptions, "https://other.example", preflight),
+		"POST from another origin":         send(allowed, http.MethodPost, "https://other.example", post),
+		"POST to a server without CORS":    send(plain, http.MethodPost, origin, post),
+		"preflight to a server without it": send(plain, http.MethodOptions, origin, preflight),
+	} {
+		if v := r.Header.Get("Access-Control-Allow-Origin"); v != "" {
+			t.Errorf("%s: Access-Control-Allow-Origin %q, want none", name, v)
+		}
+	}
+}
+
 func TestRateLimit(t *testing.T) {
 	h := newHarness(t, options{api: apihttp.Config{RateLimit: 1, RateBurst: 3}})
 	codes := map[int]int{}

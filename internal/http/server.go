@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/cors"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -52,10 +53,14 @@ type Config struct {
 	// EUNAVAILABLE *Error) refuses the upload with it. The API passes
 	// Redis's memory watch, so that a nearly full Redis keeps room for
 	// the results of the tasks it holds.
-	Admit    func() error
-	MaxWait  time.Duration
-	Logger   *slog.Logger
-	Registry *prometheus.Registry // default: a new one
+	Admit func() error
+	// CORSOrigins are the origins whose pages may call the API from a
+	// browser ("https://app.example", "https://*.example", "*"); none:
+	// no CORS headers, and browsers keep other origins' pages out.
+	CORSOrigins []string
+	MaxWait     time.Duration
+	Logger      *slog.Logger
+	Registry    *prometheus.Registry // default: a new one
 }
 
 // Server is the HTTP API.
@@ -116,6 +121,16 @@ func NewServer(cfg Config, q Queue, up Uploads) *Server {
 	}
 	r := chi.NewRouter()
 	r.Use(s.recoverer, s.instrument)
+	if len(cfg.CORSOrigins) > 0 {
+		// Outside the keys' check: a browser's preflight carries no key.
+		r.Use(cors.Handler(cors.Options{
+			AllowedOrigins: cfg.CORSOrigins,
+			AllowedMethods: []string{http.MethodGet, http.MethodPost},
+			AllowedHeaders: []string{"Authorization", "Content-Type"},
+			ExposedHeaders: []string{"Location", "Retry-After"},
+			MaxAge:         300,
+		}))
+	}
 	r.Get("/healthz", Healthz)
 	r.Get("/readyz", Readyz(q.Ping))
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
