@@ -29,9 +29,9 @@ type RedisMemory struct {
 }
 
 // WatchMemory returns a watch that reads Redis's memory at once and then
-// every interval, in a goroutine of its own, until ctx ends. A read that fails leaves the last
-// figures; it logs when Redis passes the share of its limit where uploads
-// are refused, and when it is back under.
+// every interval, in a goroutine of its own, until ctx ends. A read that
+// fails leaves the last figures. It logs when Redis passes the share of
+// its limit where uploads are refused, and when it is back under.
 func WatchMemory(ctx context.Context, rdb redis.UniversalClient, interval time.Duration, log *slog.Logger) *RedisMemory {
 	m := &RedisMemory{}
 	full := false
