@@ -618,7 +618,7 @@ func TestNearlyFullRedisKeepsRoom(t *testing.T) {
 	ctx := context.Background()
 	used, _ := testenv.InfoField(t, h.rdb, "memory", "used_memory")
 	base, _ := strconv.ParseInt(used, 10, 64)
-	limit := base + 8<<20
+	limit := base + 16<<20 // 90% of it leaves room for three uploads more
 	for k, v := range map[string]string{"maxmemory": strconv.FormatInt(limit, 10), "maxmemory-policy": "noeviction"} {
 		if err := h.rdb.ConfigSet(ctx, k, v).Err(); err != nil {
 			t.Fatal(err)
