@@ -345,22 +345,7 @@ func TestTaskCancelledByOperator(t *testing.T) {
 func TestAPIShutdownAnswersWaitingRequests(t *testing.T) {
 	h := newHarness(t, options{})
 	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil) // no worker: it stays PENDING
-	type answer struct {
-		status int
-		body   string
-		err    error
-	}
-	answers := make(chan answer, 1)
-	go func() {
-		resp, err := http.Get(h.api.URL + "/result/" + id + "?wait=60")
-		if err != nil {
-			answers <- answer{err: err}
-			return
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		answers <- answer{resp.StatusCode, string(b), err}
-	}()
+	answers := getLater(h.api.URL + "/result/" + id + "?wait=60")
 	testenv.Eventually(t, 10*time.Second, "the request never waited", func() bool {
 		return strings.Contains(getText(t, h.api.URL+"/metrics"), "yoloserve_api_result_waits 1")
 	})
@@ -379,6 +364,37 @@ func TestAPIShutdownAnswersWaitingRequests(t *testing.T) {
 	}
 }
 
+// answer is what a request sent in the background got.
+type answer struct {
+	status int
+	header http.Header
+	body   string
+	err    error
+}
+
+// sendLater sends req in a goroutine of its own and sends what it got on
+// the channel it returns.
+func sendLater(req *http.Request) <-chan answer {
+	answers := make(chan answer, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			answers <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		answers <- answer{resp.StatusCode, resp.Header, string(b), err}
+	}()
+	return answers
+}
+
+// getLater is sendLater with a GET of url.
+func getLater(url string) <-chan answer {
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	return sendLater(req)
+}
+
 // TestAPISIGTERMFinishesUploads: an API process asked to stop (SIGTERM)
 // closes its port, answers its waiting requests at once, and finishes
 // reading the upload a slow client is still sending: that upload gets its
@@ -391,17 +407,7 @@ func TestAPISIGTERMFinishesUploads(t *testing.T) {
 	addr := strings.TrimPrefix(url, "http://")
 
 	pending := h.submit(testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90), nil) // no worker yet
-	waited := make(chan string, 1)
-	go func() {
-		resp, err := http.Get(url + "/result/" + pending + "?wait=60")
-		if err != nil {
-			waited <- err.Error()
-			return
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		waited <- fmt.Sprintf("%d %s", resp.StatusCode, b)
-	}()
+	waited := getLater(url + "/result/" + pending + "?wait=60")
 	bus := testenv.ReadImage(t, "bus.jpg")
 	conn := beginUpload(t, addr, bus)
 	testenv.Eventually(t, 10*time.Second, "the API never held both the upload and the wait", func() bool {
@@ -411,9 +417,9 @@ func TestAPISIGTERMFinishesUploads(t *testing.T) {
 
 	api.Signal(syscall.SIGTERM)
 	select {
-	case got := <-waited:
-		if !strings.HasPrefix(got, "200 ") || !strings.Contains(got, `"status":"PENDING"`) {
-			t.Errorf("the waiting request got %s, want 200 and the state PENDING", got)
+	case a := <-waited:
+		if a.err != nil || a.status != http.StatusOK || !strings.Contains(a.body, `"status":"PENDING"`) {
+			t.Errorf("the waiting request got %d %s (%v), want 200 and the state PENDING", a.status, a.body, a.err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("the waiting request was not answered at once")

@@ -95,24 +95,10 @@ func TestPredictWait(t *testing.T) {
 		t.Errorf("POST ?wait=1 answered after %v, before its wait ran out", d)
 	}
 
-	type answer struct {
-		status   int
-		location string
-		raw      []byte
-		err      error
-	}
-	waited := make(chan answer, 1)
-	go func() {
-		body, ct := multipartBody(t, "image", "bus.jpg", bus, map[string]string{"wait": "30", "conf": "0.5"})
-		resp, err := http.Post(h.api.URL+"/predict", ct, body)
-		if err != nil {
-			waited <- answer{err: err}
-			return
-		}
-		defer resp.Body.Close()
-		raw, err := io.ReadAll(resp.Body)
-		waited <- answer{resp.StatusCode, resp.Header.Get("Location"), raw, err}
-	}()
+	body, ct := multipartBody(t, "image", "bus.jpg", bus, map[string]string{"wait": "30", "conf": "0.5"})
+	req, _ := http.NewRequest(http.MethodPost, h.api.URL+"/predict", body)
+	req.Header.Set("Content-Type", ct)
+	waited := sendLater(req)
 	testenv.Eventually(t, 10*time.Second, "the upload never waited", func() bool {
 		return strings.Contains(getText(t, h.api.URL+"/metrics"), "yoloserve_api_result_waits 1")
 	})
@@ -127,11 +113,11 @@ func TestPredictWait(t *testing.T) {
 		t.Fatal("POST ?wait=30 got no answer")
 	}
 	var got detect.TaskInfo
-	if a.err != nil || a.status != http.StatusOK || json.Unmarshal(a.raw, &got) != nil || got.Status != detect.StatusSuccess {
-		t.Fatalf("POST with wait=30 and a worker: %d %s (%v), want 200 and SUCCESS", a.status, a.raw, a.err)
+	if a.err != nil || a.status != http.StatusOK || json.Unmarshal([]byte(a.body), &got) != nil || got.Status != detect.StatusSuccess {
+		t.Fatalf("POST with wait=30 and a worker: %d %s (%v), want 200 and SUCCESS", a.status, a.body, a.err)
 	}
-	if a.location != "/result/"+got.ID {
-		t.Errorf("Location %q, want /result/%s", a.location, got.ID)
+	if loc := a.header.Get("Location"); loc != "/result/"+got.ID {
+		t.Errorf("Location %q, want /result/%s", loc, got.ID)
 	}
 	res := decodeResult(t, got)
 	if len(res.Detections) == 0 || res.Detections[len(res.Detections)-1].Confidence < 0.5 {
