@@ -37,7 +37,7 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 	if wait > 0 {
 		// The body may have taken most of the server's write timeout
 		// (counted from the request's headers) to arrive.
-		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + 30*time.Second))
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + writeSlack))
 		got, err := s.wait(r.Context(), ti.ID, wait)
 		if err != nil {
 			// The task is queued: its state is for the client to ask

@@ -152,7 +152,7 @@ func NewServer(cfg Config, q Queue, up Uploads) *Server {
 		Handler:           r,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       2 * time.Minute,
-		WriteTimeout:      cfg.MaxWait + 30*time.Second,
+		WriteTimeout:      cfg.MaxWait + writeSlack,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),

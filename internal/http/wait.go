@@ -8,6 +8,11 @@ import (
 	"yoloserve/internal/detect"
 )
 
+// writeSlack is how long an answer may take to write beyond its wait: the
+// server's write timeout is the longest wait plus it, and a POST that
+// waits sets its own deadline the same way once its body is in.
+const writeSlack = 30 * time.Second
+
 // parseWait reads ?wait=N, seconds from 0 to max. It returns an EINVALID
 // *Error for anything else.
 func parseWait(v string, max time.Duration) (time.Duration, error) {
