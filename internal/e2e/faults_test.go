@@ -354,14 +354,7 @@ func TestAPIShutdownAnswersWaitingRequests(t *testing.T) {
 	if err := h.api.srv.Shutdown(ctx); err != nil {
 		t.Errorf("Shutdown: %v (a waiting request held it)", err)
 	}
-	select {
-	case a := <-answers:
-		if a.err != nil || a.status != http.StatusOK || !strings.Contains(a.body, `"status":"PENDING"`) {
-			t.Errorf("the waiting request got %d %s (%v), want 200 and the state PENDING", a.status, a.body, a.err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the waiting request got no answer")
-	}
+	answeredPending(t, answers, 10*time.Second)
 }
 
 // answer is what a request sent in the background got.
@@ -395,6 +388,20 @@ func getLater(url string) <-chan answer {
 	return sendLater(req)
 }
 
+// answeredPending checks that a request waiting on a task that no worker
+// runs gets 200 and the state PENDING within d: a stopping API's answer.
+func answeredPending(t *testing.T, answers <-chan answer, d time.Duration) {
+	t.Helper()
+	select {
+	case a := <-answers:
+		if a.err != nil || a.status != http.StatusOK || !strings.Contains(a.body, `"status":"PENDING"`) {
+			t.Errorf("the waiting request got %d %s (%v), want 200 and the state PENDING", a.status, a.body, a.err)
+		}
+	case <-time.After(d):
+		t.Errorf("the waiting request got no answer within %v", d)
+	}
+}
+
 // TestAPISIGTERMFinishesUploads: an API process asked to stop (SIGTERM)
 // closes its port, answers its waiting requests at once, and finishes
 // reading the upload a slow client is still sending: that upload gets its
@@ -416,14 +423,7 @@ func TestAPISIGTERMFinishesUploads(t *testing.T) {
 	})
 
 	api.Signal(syscall.SIGTERM)
-	select {
-	case a := <-waited:
-		if a.err != nil || a.status != http.StatusOK || !strings.Contains(a.body, `"status":"PENDING"`) {
-			t.Errorf("the waiting request got %d %s (%v), want 200 and the state PENDING", a.status, a.body, a.err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Error("the waiting request was not answered at once")
-	}
+	answeredPending(t, waited, 5*time.Second)
 	testenv.Eventually(t, 10*time.Second, "the stopping API still takes connections", func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
