@@ -9,7 +9,7 @@ ORT_DIR := lib/onnxruntime
 ORT_LIB := $(ORT_DIR)/libonnxruntime.so.1
 CACHE := .cache
 
-.PHONY: all build test bench lint run clean model help ort fuzz soak
+.PHONY: all build test bench lint run clean model help ort fuzz soak race
 
 all: build
 
@@ -19,6 +19,7 @@ help:
 	@echo "make bench   measure the floor, the detector stages and the service; writes bench/results.json"
 	@echo "make run     set up and start the API and a worker (Ctrl-C stops both)"
 	@echo "make lint    gofmt and go vet"
+	@echo "make race    the test suite under the race detector, processes included"
 	@echo "make model   export models/yolov8n.onnx with Ultralytics"
 	@echo "make clean   remove build outputs"
 
@@ -53,6 +54,15 @@ test: ort
 	@scripts/test-deps.sh
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+
+# The suite under the race detector, the API and worker processes the
+# end-to-end tests start included (they are built with GOFLAGS too); their
+# reports go to files, since a test may not read a process's output.
+race: ort
+	@scripts/test-deps.sh
+	@d=$$(mktemp -d); \
+	GOFLAGS=-race GORACE="log_path=$$d/race" $(GO) test -count=1 -timeout 40m ./...; rc=$$?; \
+	if ls $$d/race.* >/dev/null 2>&1; then cat $$d/race.*; rc=1; fi; rm -rf $$d; exit $$rc
 
 bench: build
 	$(GO) run ./cmd/bench -out bench/results.json $(BENCH_FLAGS)

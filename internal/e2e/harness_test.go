@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime/multipart"
@@ -63,7 +64,11 @@ func TestMain(m *testing.M) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 4}))
 	slog.SetDefault(log)
 	asynq.RouteRedisLogs(log)
-	os.Exit(m.Run())
+	code := m.Run()
+	if err := testenv.RemoveBinaries(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	os.Exit(code)
 }
 
 // options tune a harness.
