@@ -26,6 +26,7 @@ const fullShare = 0.9
 // maxmemory, read with INFO memory.
 type RedisMemory struct {
 	used, limit atomic.Int64
+	readAt      atomic.Int64 // when the last reading's INFO was sent, Unix nanoseconds
 }
 
 // WatchMemory returns a watch that reads Redis's memory at once and then
@@ -36,6 +37,7 @@ func WatchMemory(ctx context.Context, rdb redis.UniversalClient, interval time.D
 	m := &RedisMemory{}
 	full := false
 	read := func() {
+		sent := time.Now()
 		info, err := rdb.Info(ctx, "memory").Result()
 		if err != nil {
 			return
@@ -43,6 +45,7 @@ func WatchMemory(ctx context.Context, rdb redis.UniversalClient, interval time.D
 		used, limit := infoInt(info, "used_memory"), infoInt(info, "maxmemory")
 		m.used.Store(used)
 		m.limit.Store(limit)
+		m.readAt.Store(sent.UnixNano())
 		now := m.Admit() != nil
 		switch {
 		case now && !full:
@@ -73,12 +76,15 @@ var (
 		"Redis's used_memory as the API last read it (four times a second).", nil, nil)
 	redisLimit = prometheus.NewDesc("yoloserve_redis_memory_limit_bytes",
 		"Redis's maxmemory as the API last read it; absent when Redis has no limit. Past 90% of it the API refuses uploads.", nil, nil)
+	redisReadAt = prometheus.NewDesc("yoloserve_redis_memory_read_timestamp_seconds",
+		"When the API sent the INFO memory of its last reading, in Unix time; it stands still while Redis does not answer.", nil, nil)
 )
 
 // Describe sends the descriptions of the watch's metrics.
 func (m *RedisMemory) Describe(ch chan<- *prometheus.Desc) {
 	ch <- redisUsed
 	ch <- redisLimit
+	ch <- redisReadAt
 }
 
 // Collect sends Redis's memory as last read: nothing before the first
@@ -89,6 +95,7 @@ func (m *RedisMemory) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(redisUsed, prometheus.GaugeValue, float64(used))
+	ch <- prometheus.MustNewConstMetric(redisReadAt, prometheus.GaugeValue, float64(m.readAt.Load())/1e9)
 	if limit > 0 {
 		ch <- prometheus.MustNewConstMetric(redisLimit, prometheus.GaugeValue, float64(limit))
 	}

@@ -63,6 +63,22 @@ func (h *harness) status(id string) string {
 	return s
 }
 
+// awaitStarted waits until one of the tasks reads STARTED, and returns
+// its id. Asking for several keeps a test from missing the state, as it
+// would for a single task that ends before the first look.
+func (h *harness) awaitStarted(ids []string) string {
+	h.t.Helper()
+	var started string
+	testenv.Eventually(h.t, 30*time.Second, "no task was ever STARTED", func() bool {
+		i := slices.IndexFunc(ids, func(id string) bool { return h.status(id) == "STARTED" })
+		if i >= 0 {
+			started = ids[i]
+		}
+		return i >= 0
+	})
+	return started
+}
+
 // TestWorkerKilledMidTask kills a worker process with SIGKILL while it
 // runs tasks; another worker finishes every one of them.
 func TestWorkerKilledMidTask(t *testing.T) {
@@ -75,14 +91,7 @@ func TestWorkerKilledMidTask(t *testing.T) {
 	for i := range ids {
 		ids[i] = h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
 	}
-	testenv.Eventually(t, 30*time.Second, "worker A never started a task", func() bool {
-		for _, id := range ids {
-			if h.status(id) == "STARTED" {
-				return true
-			}
-		}
-		return false
-	})
+	h.awaitStarted(ids)
 	a.Kill()
 	killed := time.Now()
 	inFlight := 0
@@ -143,8 +152,11 @@ func awaitReady(t *testing.T, name, url string) {
 func TestWorkerSIGTERMFinishesRunningTasks(t *testing.T) {
 	h := newHarness(t, options{})
 	w, health := startReadyWorker(t, h.workerEnv(t))
-	ids := []string{h.submit(testenv.ReadImage(t, "bus.jpg"), nil), h.submit(testenv.ReadImage(t, "zidane.jpg"), nil)}
-	testenv.Eventually(t, 30*time.Second, "the worker never started a task", func() bool { return h.status(ids[0]) == "STARTED" })
+	var ids []string
+	for _, name := range []string{"bus.jpg", "zidane.jpg", "bus.jpg", "zidane.jpg"} {
+		ids = append(ids, h.submit(testenv.ReadImage(t, name), nil))
+	}
+	running := h.awaitStarted(ids)
 	if m := getText(t, health+"/metrics"); !strings.Contains(m, "yoloserve_worker_tasks_in_flight") ||
 		!strings.Contains(m, "yoloserve_worker_solo_runs_total") || !strings.Contains(m, "yoloserve_worker_solo_crowded_total") ||
 		!strings.Contains(m, "yoloserve_worker_solo_yielded_total") ||
@@ -158,7 +170,7 @@ func TestWorkerSIGTERMFinishesRunningTasks(t *testing.T) {
 	if err := w.Wait(t, 30*time.Second); err != nil {
 		t.Errorf("worker exit: %v\n%s", err, w.Output())
 	}
-	if s := h.status(ids[0]); s != "SUCCESS" {
+	if s := h.status(running); s != "SUCCESS" {
 		t.Errorf("the running task ended %s", s)
 	}
 }
@@ -170,12 +182,12 @@ func TestWorkerSIGTERMFinishesRunningTasks(t *testing.T) {
 // the queue keep their uploads.
 func TestWorkerShutdownTimeoutLosesNothing(t *testing.T) {
 	h := newHarness(t, options{queue: asynq.QueueConfig{Retries: -1}})
-	w, _ := startReadyWorker(t, h.workerEnv(t, "SHUTDOWN_TIMEOUT=1ms"))
 	ids := make([]string, 12)
 	for i := range ids {
 		ids[i] = h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
 	}
-	testenv.Eventually(t, 30*time.Second, "the worker never started a task", func() bool { return h.status(ids[0]) == "STARTED" })
+	w, _ := startReadyWorker(t, h.workerEnv(t, "SHUTDOWN_TIMEOUT=1ms"))
+	h.awaitStarted(ids)
 	w.Signal(syscall.SIGTERM)
 	if err := w.Wait(t, 30*time.Second); err != nil {
 		t.Fatalf("worker exit: %v\n%s", err, w.Output())
@@ -636,11 +648,11 @@ func TestNearlyFullRedisKeepsRoom(t *testing.T) {
 	awaitReady(t, "api", url)
 
 	bus := testenv.ReadImage(t, "bus.jpg")
-	// seen waits until the API has read Redis's memory after the last
-	// upload: at least one upload's size more than before it.
-	seen := func(before float64) {
+	// seen waits until the API has read Redis's memory since the moment
+	// given, so that its next admission counts every upload stored before.
+	seen := func(since time.Time) {
 		testenv.Eventually(t, 10*time.Second, "the API never read Redis's memory again", func() bool {
-			return metric(t, url, "yoloserve_redis_memory_used_bytes") >= before+float64(len(bus))*3/4
+			return metric(t, url, "yoloserve_redis_memory_read_timestamp_seconds") > float64(since.UnixNano())/1e9
 		})
 	}
 	post := func() (int, string) {
@@ -658,14 +670,14 @@ func TestNearlyFullRedisKeepsRoom(t *testing.T) {
 	var accepted []string
 	var refusal string
 	testenv.Eventually(t, 60*time.Second, "uploads were never refused", func() bool {
-		before := metric(t, url, "yoloserve_redis_memory_used_bytes")
 		code, body := post()
+		stored := time.Now()
 		switch code {
 		case http.StatusAccepted:
 			var ti detect.TaskInfo
 			json.Unmarshal([]byte(body), &ti)
 			accepted = append(accepted, ti.ID)
-			seen(before)
+			seen(stored)
 			return false
 		case http.StatusServiceUnavailable:
 			refusal = body
