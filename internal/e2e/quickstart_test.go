@@ -37,14 +37,7 @@ func TestMakeRunCtrlC(t *testing.T) {
 	for i := range ids {
 		ids[i] = h.submit(bus, nil)
 	}
-	testenv.Eventually(t, 30*time.Second, "no task started", func() bool {
-		for _, id := range ids {
-			if h.status(id) == "STARTED" {
-				return true
-			}
-		}
-		return false
-	})
+	h.awaitStarted(ids)
 	ctrlC(t, run)
 	if out := run.Output(); strings.Contains(out, "level=ERROR") {
 		t.Errorf("errors logged while stopping:\n%s", out)
