@@ -57,12 +57,12 @@ func run() error {
 		asynq.NewDepthCollector(rdb, cfg.Queue))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	memory := asynq.WatchMemory(ctx, rdb, 250*time.Millisecond, log)
+	memory := asynq.WatchMemory(ctx, rdb, 250*time.Millisecond, cfg.UploadStore == "redis", log)
 	reg.MustRegister(memory)
 	srv := apihttp.NewServer(apihttp.Config{
 		Addr: cfg.APIAddr, APIKeys: cfg.APIKeys, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxUploadBytes: cfg.MaxUploadBytes, MaxPixels: cfg.MaxPixels, MaxInflight: cfg.MaxInflight,
-		MaxInflightBytes: cfg.MaxInflightBytes, Admit: memory.Admit, CORSOrigins: cfg.CORSOrigins, Logger: log,
+		MaxInflightBytes: cfg.MaxInflightBytes, Room: memory, CORSOrigins: cfg.CORSOrigins, Logger: log,
 		Registry: reg,
 	}, queue, uploads)
 

@@ -23,35 +23,56 @@ import (
 const fullShare = 0.9
 
 // RedisMemory watches how full Redis is: its used_memory against its
-// maxmemory, read with INFO memory.
+// maxmemory, read with INFO memory, and, where uploads are stored in
+// Redis, the uploads taken since: a burst between two readings counts
+// before Redis shows it.
 type RedisMemory struct {
+	uploads     bool // uploads are stored in Redis
 	used, limit atomic.Int64
 	readAt      atomic.Int64 // when the last reading's INFO was sent, Unix nanoseconds
+	// Uploads' charges (twice their bytes, see charge): those admitted
+	// and not yet stored or dropped; those stored, in all; and of those,
+	// the ones stored before the last reading's INFO was sent, which
+	// used_memory holds.
+	reading, stored, storedSeen atomic.Int64
+	// refusing: an upload was refused, with the charge refusedCharge,
+	// and Redis has not shown room for it since.
+	refusing      atomic.Bool
+	refusedCharge atomic.Int64
 }
 
 // WatchMemory returns a watch that reads Redis's memory at once and then
-// every interval, in a goroutine of its own, until ctx ends. A read that
-// fails leaves the last figures. It logs when Redis passes the share of
-// its limit where uploads are refused, and when it is back under.
-func WatchMemory(ctx context.Context, rdb redis.UniversalClient, interval time.Duration, log *slog.Logger) *RedisMemory {
-	m := &RedisMemory{}
+// every interval, in a goroutine of its own, until ctx ends. uploads says
+// whether the API stores uploads in Redis. A read that fails leaves the
+// last figures. It logs when Redis passes the share of its limit where
+// uploads are refused, and when it is back under.
+func WatchMemory(ctx context.Context, rdb redis.UniversalClient, interval time.Duration, uploads bool, log *slog.Logger) *RedisMemory {
+	m := &RedisMemory{uploads: uploads}
 	full := false
 	read := func() {
+		seen := m.stored.Load()
 		sent := time.Now()
 		info, err := rdb.Info(ctx, "memory").Result()
 		if err != nil {
 			return
 		}
 		used, limit := infoInt(info, "used_memory"), infoInt(info, "maxmemory")
+		// used first: between the two stores an upload counts twice,
+		// never not at all.
 		m.used.Store(used)
 		m.limit.Store(limit)
+		m.storedSeen.Store(seen)
 		m.readAt.Store(sent.UnixNano())
-		now := m.Admit() != nil
+		refusing := m.refusing.Swap(false)
+		now := m.over(0) || refusing && m.over(m.refusedCharge.Load())
 		switch {
 		case now && !full:
 			log.Warn("Redis is nearly full: new uploads are refused (503) until workers have emptied the queue", "used_memory", used, "maxmemory", limit)
 		case !now && full:
 			log.Info("Redis has room again: uploads are taken", "used_memory", used, "maxmemory", limit)
+		}
+		if now && refusing {
+			m.refusing.Store(true) // until Redis shows room for it
 		}
 		full = now
 	}
@@ -59,15 +80,50 @@ func WatchMemory(ctx context.Context, rdb redis.UniversalClient, interval time.D
 	return m
 }
 
-// Admit returns an EUNAVAILABLE *Error when Redis has a memory limit and
-// uses more than 90% of it, and nil otherwise, or while its memory is not
-// known.
-func (m *RedisMemory) Admit() error {
-	limit := m.limit.Load()
-	if limit > 0 && float64(m.used.Load()) > fullShare*float64(limit) {
-		return detect.Errorf(detect.EUNAVAILABLE, "The queue is full (Redis is nearly out of memory); try again shortly.")
+// errNearlyFull refuses an upload while Redis is nearly full.
+var errNearlyFull = detect.Errorf(detect.EUNAVAILABLE, "The queue is full (Redis is nearly out of memory); try again shortly.")
+
+// Admit is asked before an upload of at most size bytes is read. It
+// returns an EUNAVAILABLE *Error when Redis has a memory limit and would
+// use more than 90% of it with the upload, counting the uploads taken
+// since the last reading; otherwise the upload counts until Done, and nil
+// is returned. Without a reading yet, it admits.
+func (m *RedisMemory) Admit(size int64) error {
+	c := m.charge(size)
+	m.reading.Add(c)
+	if m.over(0) {
+		m.reading.Add(-c)
+		m.refusedCharge.Store(c)
+		m.refusing.Store(true)
+		return errNearlyFull
 	}
 	return nil
+}
+
+// Done is told, for each upload Admit let in, the size it was admitted
+// with and the bytes stored in Redis, 0 when it was not stored.
+func (m *RedisMemory) Done(size, stored int64) {
+	m.stored.Add(m.charge(stored)) // before it leaves reading: never uncounted
+	m.reading.Add(-m.charge(size))
+}
+
+// charge is what an upload of size bytes counts for until a reading
+// shows it: twice its size, since Redis holds it twice for a moment, as
+// the stored value and as a copy in its connection's query buffer, which
+// Redis trims 100–300 ms later. Nothing when uploads are not in Redis.
+func (m *RedisMemory) charge(size int64) int64 {
+	if !m.uploads {
+		return 0
+	}
+	return 2 * size
+}
+
+// over says whether Redis has a limit and the last reading, with the
+// uploads not in it and extra bytes, passes 90% of it.
+func (m *RedisMemory) over(extra int64) bool {
+	limit := m.limit.Load()
+	ahead := m.reading.Load() + m.stored.Load() - m.storedSeen.Load()
+	return limit > 0 && float64(m.used.Load()+ahead+extra) > fullShare*float64(limit)
 }
 
 // Redis's memory as the watch last read it, for /metrics.

@@ -65,12 +65,14 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (detect.TaskInfo
 	default:
 		return detect.TaskInfo{}, 0, errTooManyUploads
 	}
-	if s.cfg.Admit != nil {
-		if err := s.cfg.Admit(); err != nil {
+	need := s.bodySize(r)
+	var stored int64 // the bytes the store holds, for the Room
+	if s.cfg.Room != nil {
+		if err := s.cfg.Room.Admit(need); err != nil {
 			return detect.TaskInfo{}, 0, err
 		}
+		defer func() { s.cfg.Room.Done(need, stored) }()
 	}
-	need := s.bodySize(r)
 	if !s.bodies.take(need) {
 		return detect.TaskInfo{}, 0, errTooManyUploads
 	}
@@ -106,10 +108,13 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (detect.TaskInfo
 	if err != nil {
 		return detect.TaskInfo{}, 0, err
 	}
+	stored = int64(len(u.data))
 	id, err := s.queue.Enqueue(r.Context(), detect.Job{Upload: ref, Filename: u.filename, Params: p})
 	if err != nil {
 		if derr := s.uploads.Delete(context.WithoutCancel(r.Context()), ref); derr != nil {
 			s.log.Warn("deleting an upload that was not enqueued", "error", derr)
+		} else {
+			stored = 0
 		}
 		return detect.TaskInfo{}, 0, err
 	}

@@ -32,6 +32,16 @@ type Uploads interface {
 	Delete(ctx context.Context, ref string) error
 }
 
+// Room is where the uploads go, as the API asks it for room.
+type Room interface {
+	// Admit is asked before an upload of at most size bytes is read; an
+	// error (an EUNAVAILABLE *Error) refuses the upload with it.
+	Admit(size int64) error
+	// Done follows each admitted upload, with the size it was admitted
+	// with and the bytes stored, 0 when it was not.
+	Done(size, stored int64)
+}
+
 // Config configures the API. Zero values mean defaults.
 type Config struct {
 	Addr           string   // listen address (default ":5000")
@@ -49,11 +59,11 @@ type Config struct {
 	// stored. Past it, POST /predict answers 503 with Retry-After. Default
 	// 256 MiB, or twice MaxUploadBytes if more.
 	MaxInflightBytes int64
-	// Admit, when set, is asked before each upload is read; an error (an
-	// EUNAVAILABLE *Error) refuses the upload with it. The API passes
-	// Redis's memory watch, so that a nearly full Redis keeps room for
-	// the results of the tasks it holds.
-	Admit func() error
+	// Room, when set, is asked before each upload is read, and told once
+	// it is stored or dropped. The API passes Redis's memory watch, so
+	// that a nearly full Redis keeps room for the results of the tasks
+	// it holds.
+	Room Room
 	// CORSOrigins are the origins whose pages may call the API from a
 	// browser ("https://app.example", "https://*.example", "*"); none:
 	// no CORS headers, and browsers keep other origins' pages out.
