@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -136,11 +137,18 @@ func TestDebugLogs(t *testing.T) {
 		t.Run(level.String(), func(t *testing.T) {
 			var apiLogs, workerLogs testenv.SyncBuffer
 			h := newHarness(t, options{api: apihttp.Config{Logger: slog.New(slog.NewTextHandler(&apiLogs, &slog.HandlerOptions{Level: level}))}})
-			h.startWorkerConfig(detector(t), asynq.ServerConfig{Concurrency: 1,
+			worker := h.startWorkerConfig(detector(t), asynq.ServerConfig{Concurrency: 1,
 				Logger: slog.New(slog.NewTextHandler(&workerLogs, &slog.HandlerOptions{Level: level}))})
 			id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
 			if ti := h.result(id); ti.Status != detect.StatusSuccess {
 				t.Fatalf("task: %+v", ti)
+			}
+			// The result is readable before the worker logs the task's
+			// end; once the processes have stopped, their logs are
+			// complete.
+			worker.Shutdown()
+			if err := h.api.srv.Shutdown(context.Background()); err != nil {
+				t.Fatal(err)
 			}
 			wantAPI := []string{
 				`msg=request method=POST path=/predict status=202 ms=`,
