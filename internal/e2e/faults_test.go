@@ -626,6 +626,38 @@ func TestProcessesWarnOfAnEvictingRedis(t *testing.T) {
 	}
 }
 
+// limitRedisMemory gives h's Redis a memory limit room bytes above what
+// it holds now, refusing writes past it (noeviction), until the test
+// ends. It returns the limit.
+func (h *harness) limitRedisMemory(room int64) int64 {
+	h.t.Helper()
+	ctx := context.Background()
+	used, _ := testenv.InfoField(h.t, h.rdb, "memory", "used_memory")
+	base, _ := strconv.ParseInt(used, 10, 64)
+	limit := base + room
+	for k, v := range map[string]string{"maxmemory": strconv.FormatInt(limit, 10), "maxmemory-policy": "noeviction"} {
+		if err := h.rdb.ConfigSet(ctx, k, v).Err(); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	h.t.Cleanup(func() { h.rdb.ConfigSet(ctx, "maxmemory", "0") })
+	return limit
+}
+
+// startAPIWithRedisLimit starts an API process with env added and waits
+// until it has read Redis's memory limit; it returns the process and its
+// URL.
+func (h *harness) startAPIWithRedisLimit(limit int64, env ...string) (*testenv.Process, string) {
+	h.t.Helper()
+	env, url := h.apiEnv(h.t, env...)
+	api := testenv.Start(h.t, "api", env...)
+	awaitReady(h.t, "api", url)
+	testenv.Eventually(h.t, 10*time.Second, "the API never read Redis's memory limit", func() bool {
+		return metric(h.t, url, "yoloserve_redis_memory_limit_bytes") == float64(limit)
+	})
+	return api, url
+}
+
 // TestNearlyFullRedisKeepsRoom: with uploads stored in Redis under a
 // memory limit (noeviction), the API refuses uploads with 503 once Redis
 // is nearly full, before Redis itself refuses writes, so that workers can
@@ -633,19 +665,8 @@ func TestProcessesWarnOfAnEvictingRedis(t *testing.T) {
 // takes uploads again.
 func TestNearlyFullRedisKeepsRoom(t *testing.T) {
 	h := newHarness(t, options{})
-	ctx := context.Background()
-	used, _ := testenv.InfoField(t, h.rdb, "memory", "used_memory")
-	base, _ := strconv.ParseInt(used, 10, 64)
-	limit := base + 16<<20 // 90% of it leaves room for three uploads more
-	for k, v := range map[string]string{"maxmemory": strconv.FormatInt(limit, 10), "maxmemory-policy": "noeviction"} {
-		if err := h.rdb.ConfigSet(ctx, k, v).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() { h.rdb.ConfigSet(ctx, "maxmemory", "0") })
-	env, url := h.apiEnv(t, "UPLOAD_STORE=redis", "LOG_LEVEL=info")
-	api := testenv.Start(t, "api", env...)
-	awaitReady(t, "api", url)
+	limit := h.limitRedisMemory(16 << 20) // 90% of it leaves room for three uploads more
+	api, url := h.startAPIWithRedisLimit(limit, "UPLOAD_STORE=redis", "LOG_LEVEL=info")
 
 	bus := testenv.ReadImage(t, "bus.jpg")
 	// seen waits until the API has read Redis's memory since the moment
@@ -664,9 +685,6 @@ func TestNearlyFullRedisKeepsRoom(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	testenv.Eventually(t, 10*time.Second, "the API never read Redis's memory limit", func() bool {
-		return metric(t, url, "yoloserve_redis_memory_limit_bytes") == float64(limit)
-	})
 	var accepted []string
 	var refusal string
 	testenv.Eventually(t, 60*time.Second, "uploads were never refused", func() bool {
@@ -712,22 +730,7 @@ func TestNearlyFullRedisKeepsRoom(t *testing.T) {
 // Redis itself refuses nothing, and every upload taken is detected.
 func TestRedisBurstKeepsRoom(t *testing.T) {
 	h := newHarness(t, options{})
-	ctx := context.Background()
-	used, _ := testenv.InfoField(t, h.rdb, "memory", "used_memory")
-	base, _ := strconv.ParseInt(used, 10, 64)
-	limit := base + 40<<20
-	for k, v := range map[string]string{"maxmemory": strconv.FormatInt(limit, 10), "maxmemory-policy": "noeviction"} {
-		if err := h.rdb.ConfigSet(ctx, k, v).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() { h.rdb.ConfigSet(ctx, "maxmemory", "0") })
-	env, url := h.apiEnv(t, "UPLOAD_STORE=redis", "MAX_INFLIGHT_UPLOADS=256")
-	testenv.Start(t, "api", env...)
-	awaitReady(t, "api", url)
-	testenv.Eventually(t, 10*time.Second, "the API never read Redis's memory limit", func() bool {
-		return metric(t, url, "yoloserve_redis_memory_limit_bytes") == float64(limit)
-	})
+	_, url := h.startAPIWithRedisLimit(h.limitRedisMemory(40<<20), "UPLOAD_STORE=redis", "MAX_INFLIGHT_UPLOADS=256")
 
 	// About twice the room: 160 uploads of bus.jpg at once.
 	bus := testenv.ReadImage(t, "bus.jpg")
