@@ -122,6 +122,8 @@ func (m *RedisMemory) charge(size int64) int64 {
 // uploads not in it and extra bytes, passes 90% of it.
 func (m *RedisMemory) over(extra int64) bool {
 	limit := m.limit.Load()
+	// reading before stored: an upload that Done moves between them in
+	// the meantime counts twice, never not at all.
 	ahead := m.reading.Load() + m.stored.Load() - m.storedSeen.Load()
 	return limit > 0 && float64(m.used.Load()+ahead+extra) > fullShare*float64(limit)
 }
