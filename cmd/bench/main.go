@@ -26,7 +26,7 @@ func run() error {
 	shared := filepath.Join("..", "shared")
 	model := flag.String("model", envOr("MODEL_PATH", filepath.Join(shared, "models", "yolov8n.onnx")), "float32 static model")
 	dynamic := flag.String("dynamic", filepath.Join(shared, "models", "yolov8n-dynamic.onnx"), "dynamic-batch model (empty: skip)")
-	images := flag.String("images", filepath.Join(shared, "images"), "folder of photos")
+	images := flag.String("images", filepath.Join(shared, "images"), "folder of photos (its .jpg, .jpeg and .png files)")
 	bin := flag.String("bin", "bin", "folder with api and worker")
 	out := flag.String("out", "bench/results.json", "JSON report")
 	load := flag.Duration("load", 5*time.Second, "duration of each load window")
@@ -55,9 +55,19 @@ func run() error {
 		}
 		return json.NewEncoder(os.Stdout).Encode(r)
 	}
-	paths, err := filepath.Glob(filepath.Join(*images, "*"))
+	all, err := filepath.Glob(filepath.Join(*images, "*"))
 	if err != nil {
 		return err
+	}
+	var paths []string // the photos: other files in the folder are not the bench's
+	for _, p := range all {
+		switch strings.ToLower(filepath.Ext(p)) {
+		case ".jpg", ".jpeg", ".png":
+			paths = append(paths, p)
+		}
+	}
+	if len(paths) == 0 {
+		return fmt.Errorf("-images %s: no .jpg, .jpeg or .png file", *images)
 	}
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
 	if *provider != "cpu" && *provider != "cuda" {

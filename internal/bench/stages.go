@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,7 +33,7 @@ func stages(cfg *Config, dec *decode.Decoder, runs int) ([]StageResult, error) {
 		var res *detect.Result
 		for i := 0; i < runs; i++ {
 			if res, err = d.Detect(context.Background(), data, detect.DefaultParams()); err != nil {
-				return nil, err
+				return nil, fmt.Errorf("%s: %w", path, err)
 			}
 			decs = append(decs, res.SpeedMS.Decode)
 			pre = append(pre, res.SpeedMS.Preprocess)
