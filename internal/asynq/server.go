@@ -223,7 +223,7 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 		elapsed := time.Since(start)
 		s.metrics.duration.Observe(elapsed.Seconds())
 		if s.log.Enabled(ctx, slog.LevelDebug) {
-			args := []any{"task_id", id, "outcome", outcome, "ms", float64(elapsed.Microseconds()/10) / 100}
+			args := []any{"task_id", id, "outcome", outcome, "ms", detect.Millis(elapsed)}
 			if err != nil {
 				args = append(args, "error", err)
 			}

@@ -1,5 +1,10 @@
 package detect
 
+import (
+	"math"
+	"time"
+)
+
 // Result is what a detection returns: the `result` object of the contract,
 // the shape of Ultralytics' Results.summary().
 type Result struct {
@@ -29,6 +34,12 @@ type Box struct {
 	Y1 float64 `json:"y1"`
 	X2 float64 `json:"x2"`
 	Y2 float64 `json:"y2"`
+}
+
+// Millis returns d in milliseconds, rounded to a hundredth: the unit of
+// Speed, and of the times the processes log.
+func Millis(d time.Duration) float64 {
+	return math.Round(float64(d.Microseconds())/10) / 100
 }
 
 // Speed holds the time of each stage in milliseconds. Decode (reading the

@@ -74,9 +74,6 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // Unwrap returns the ResponseWriter w wraps, for http.ResponseController.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// msOf returns d in milliseconds, to a hundredth, for logs.
-func msOf(d time.Duration) float64 { return float64(d.Microseconds()/10) / 100 }
-
 // statusClientClosed is nginx's status for a request whose client closed
 // the connection before the answer.
 const statusClientClosed = 499
@@ -105,7 +102,7 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		s.metrics.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
 		s.metrics.duration.WithLabelValues(route).Observe(elapsed.Seconds())
 		if s.log.Enabled(r.Context(), slog.LevelDebug) {
-			args := []any{"method", r.Method, "path", r.URL.Path, "status", status, "ms", msOf(elapsed)}
+			args := []any{"method", r.Method, "path", r.URL.Path, "status", status, "ms", detect.Millis(elapsed)}
 			if loc := sw.Header().Get("Location"); loc != "" {
 				args = append(args, "location", loc)
 			}

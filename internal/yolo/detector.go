@@ -367,10 +367,10 @@ func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*d
 		Image:      size,
 		Detections: dets,
 		SpeedMS: detect.Speed{
-			Decode:      ms(t1.Sub(t0)),
-			Preprocess:  ms(t2.Sub(t1)),
-			Inference:   ms(inference),
-			Postprocess: ms(t4.Sub(t3)),
+			Decode:      detect.Millis(t1.Sub(t0)),
+			Preprocess:  detect.Millis(t2.Sub(t1)),
+			Inference:   detect.Millis(inference),
+			Postprocess: detect.Millis(t4.Sub(t3)),
 		},
 	}, nil
 }
@@ -416,8 +416,6 @@ func DefaultConcurrency() int { return max(2, runtime.GOMAXPROCS(0)/2) }
 func DefaultThreads(runs int) int {
 	return max(1, runtime.GOMAXPROCS(0)/max(1, runs))
 }
-
-func ms(d time.Duration) float64 { return round(float64(d.Microseconds())/1000, 2) }
 
 // errClosed is returned by a batch run after Close.
 var errClosed = errors.New("yolo: detector closed")
