@@ -121,17 +121,3 @@ func RunJanitor(ctx context.Context, rdb redis.UniversalClient, cfg JanitorConfi
 		}
 	})
 }
-
-// every calls f at once, then every interval until ctx ends.
-func every(ctx context.Context, interval time.Duration, f func()) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		f()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
