@@ -68,10 +68,13 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (detect.TaskInfo
 	need := s.bodySize(r)
 	var stored int64 // the bytes the store holds, for the Room
 	if s.cfg.Room != nil {
-		if err := s.cfg.Room.Admit(need); err != nil {
+		// The most the store may be given: the body's buffer may grow to
+		// twice the limit, the image not past it.
+		most := min(need, s.cfg.MaxUploadBytes)
+		if err := s.cfg.Room.Admit(most); err != nil {
 			return detect.TaskInfo{}, 0, err
 		}
-		defer func() { s.cfg.Room.Done(need, stored) }()
+		defer func() { s.cfg.Room.Done(most, stored) }()
 	}
 	if !s.bodies.take(need) {
 		return detect.TaskInfo{}, 0, errTooManyUploads
