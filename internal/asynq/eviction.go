@@ -17,25 +17,26 @@ import (
 // 404 or "The uploaded image is gone". Under noeviction it refuses writes,
 // and the API answers 503 until there is room again.
 //
-// It returns a sentence for the log when Redis would evict, "" when it
-// would not (noeviction, or no limit), and Redis' error when it cannot
-// tell: Redis does not answer, or refuses CONFIG GET, as some managed
-// Redis services do.
+// It reads INFO memory, as the memory watch does, and not CONFIG GET,
+// which some managed Redis services refuse. It returns a sentence for the
+// log when Redis would evict, "" when it would not (noeviction, or no
+// limit), and Redis' error when it cannot tell: Redis does not answer, or
+// refuses INFO.
 func EvictionRisk(ctx context.Context, rdb redis.UniversalClient) (string, error) {
-	cfg, err := rdb.ConfigGet(ctx, "maxmemory*").Result()
+	info, err := rdb.Info(ctx, "memory").Result()
 	if err != nil {
 		return "", err
 	}
-	policy, limit := cfg["maxmemory-policy"], cfg["maxmemory"]
-	if policy == "" || policy == "noeviction" || limit == "" || limit == "0" {
+	policy, limit := infoField(info, "maxmemory_policy"), infoInt(info, "maxmemory")
+	if policy == "" || policy == "noeviction" || limit == 0 {
 		return "", nil
 	}
-	return fmt.Sprintf("Redis evicts keys when full (maxmemory %s bytes, maxmemory-policy %s): it would drop queued tasks, uploads and results under load; set maxmemory-policy noeviction, so that a full Redis refuses new uploads (503) instead", limit, policy), nil
+	return fmt.Sprintf("Redis evicts keys when full (maxmemory %d bytes, maxmemory-policy %s): it would drop queued tasks, uploads and results under load; set maxmemory-policy noeviction, so that a full Redis refuses new uploads (503) instead", limit, policy), nil
 }
 
 // WarnIfEvicting logs EvictionRisk's sentence as a warning once Redis
 // first answers, trying every interval until then or until ctx ends. A
-// Redis that refuses CONFIG GET is noted at debug level.
+// Redis that refuses INFO is noted at debug level.
 func WarnIfEvicting(ctx context.Context, rdb redis.UniversalClient, interval time.Duration, log *slog.Logger) {
 	for {
 		risk, err := EvictionRisk(ctx, rdb)

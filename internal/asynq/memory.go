@@ -161,11 +161,16 @@ func (m *RedisMemory) Collect(ch chan<- prometheus.Metric) {
 
 // infoInt returns the integer field name of an INFO reply, 0 if absent.
 func infoInt(info, name string) int64 {
+	n, _ := strconv.ParseInt(infoField(info, name), 10, 64)
+	return n
+}
+
+// infoField returns the field name of an INFO reply, "" if absent.
+func infoField(info, name string) string {
 	for _, line := range strings.Split(info, "\n") {
 		if v, ok := strings.CutPrefix(line, name+":"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return n
+			return strings.TrimSpace(v)
 		}
 	}
-	return 0
+	return ""
 }
