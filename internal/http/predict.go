@@ -150,8 +150,8 @@ var rawTypes = map[string]bool{"image/jpeg": true, "image/png": true, "applicati
 
 // parseUpload reads a /predict body into buf, emptied first, which the
 // upload's data then shares: a multipart body's image field, its small
-// fields into a map; or a body that is the image itself (rawTypes), whose
-// parameters come in the query. body must stop at limit with an
+// fields into a map, files in other fields skipped; or a body that is the
+// image itself (rawTypes), whose parameters come in the query. body must stop at limit with an
 // *http.MaxBytesError. It returns EINVALID for a body of another type, a
 // malformed one or one without an image, and ETOOLARGE past the limit.
 func parseUpload(body io.Reader, contentType string, contentLength, limit int64, buf *bytes.Buffer) (upload, error) {
@@ -166,6 +166,7 @@ func parseUpload(body io.Reader, contentType string, contentLength, limit int64,
 	mr := multipart.NewReader(body, params["boundary"])
 	u.fields = map[string]string{}
 	found := false
+	stray := "" // the first field other than "image" that carried a file
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
@@ -185,6 +186,16 @@ func parseUpload(body io.Reader, contentType string, contentLength, limit int64,
 			if u.data, err = readInto(buf, part, contentLength, limit); err != nil {
 				return u, err
 			}
+		case part.FileName() != "":
+			// A file in another field ("file", as many clients name it)
+			// is skipped as unknown fields are; if no image comes, the
+			// answer names where the file was.
+			if _, err := io.Copy(io.Discard, part); err != nil {
+				return u, bodyError(err, limit)
+			}
+			if stray == "" {
+				stray = detect.Sanitize(name, 40)
+			}
 		case len(u.fields) < maxFields:
 			b, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
 			if err != nil {
@@ -198,7 +209,10 @@ func parseUpload(body io.Reader, contentType string, contentLength, limit int64,
 			return u, detect.Errorf(detect.EINVALID, "Too many form fields.")
 		}
 	}
-	if !found {
+	switch {
+	case !found && stray != "":
+		return u, detect.Errorf(detect.EINVALID, `No image: the file came in the multipart field %q; send it in the field "image" (curl -F image=@photo.jpg).`, stray)
+	case !found:
 		return u, detect.Errorf(detect.EINVALID, `No image: send the file in the multipart field "image" (curl -F image=@photo.jpg).`)
 	}
 	return u, nil
