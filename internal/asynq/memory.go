@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
@@ -22,12 +23,20 @@ import (
 // stay full.
 const fullShare = 0.9
 
+// watchersKey is the sorted set where the memory watches of the API
+// replicas that store uploads in Redis each hold a member, scored with
+// the time, in Unix milliseconds, past which it is stale.
+const watchersKey = "yoloserve:memory-watchers"
+
 // RedisMemory watches how full Redis is: its used_memory against its
 // maxmemory, read with INFO memory, and, where uploads are stored in
 // Redis, the uploads taken since: a burst between two readings counts
-// before Redis shows it.
+// before Redis shows it. Several API replicas share the room: each takes
+// its share between two readings (see over).
 type RedisMemory struct {
-	uploads     bool // uploads are stored in Redis
+	uploads     bool         // uploads are stored in Redis
+	id          string       // this watch's member of watchersKey
+	watchers    atomic.Int64 // watches sharing the room, this one included; 1 until read
 	used, limit atomic.Int64
 	readAt      atomic.Int64 // when the last reading's INFO was sent, Unix nanoseconds
 	// Uploads' charges (twice their bytes, see charge): those admitted
@@ -43,18 +52,38 @@ type RedisMemory struct {
 
 // WatchMemory returns a watch that reads Redis's memory at once and then
 // every interval, in a goroutine of its own, until ctx ends. uploads says
-// whether the API stores uploads in Redis. A read that fails leaves the
-// last figures. It logs when Redis passes the share of its limit where
-// uploads are refused, and when it is back under.
+// whether the API stores uploads in Redis; if so, each reading also
+// counts the watches of the other API replicas that do (watchersKey),
+// and the watch leaves that count when ctx ends. A read that fails leaves
+// the last figures. It logs when Redis passes the share of its limit
+// where uploads are refused, and when it is back under.
 func WatchMemory(ctx context.Context, rdb redis.UniversalClient, interval time.Duration, uploads bool, log *slog.Logger) *RedisMemory {
-	m := &RedisMemory{uploads: uploads}
+	m := &RedisMemory{uploads: uploads, id: uuid.NewString()}
+	m.watchers.Store(1)
+	// A replica that stops without leaving the count (killed) stays in it
+	// this long after its last reading, its share held back meanwhile.
+	stale := max(10*interval, 2*time.Second)
 	full := false
 	read := func() {
 		seen := m.stored.Load()
 		sent := time.Now()
-		info, err := rdb.Info(ctx, "memory").Result()
+		pipe := rdb.Pipeline()
+		infoCmd := pipe.Info(ctx, "memory")
+		var watchers *redis.IntCmd
+		if uploads {
+			now := sent.UnixMilli()
+			pipe.ZAdd(ctx, watchersKey, redis.Z{Score: float64(now + stale.Milliseconds()), Member: m.id})
+			pipe.ZRemRangeByScore(ctx, watchersKey, "-inf", strconv.FormatInt(now, 10))
+			pipe.PExpire(ctx, watchersKey, stale)
+			watchers = pipe.ZCard(ctx, watchersKey)
+		}
+		pipe.Exec(ctx) // each command's error is its own: a full Redis refuses ZADD, not INFO
+		info, err := infoCmd.Result()
 		if err != nil {
 			return
+		}
+		if watchers != nil && watchers.Val() > 0 {
+			m.watchers.Store(watchers.Val())
 		}
 		used, limit := infoInt(info, "used_memory"), infoInt(info, "maxmemory")
 		// used first: between the two stores an upload counts twice,
@@ -76,7 +105,14 @@ func WatchMemory(ctx context.Context, rdb redis.UniversalClient, interval time.D
 		}
 		full = now
 	}
-	go every(ctx, interval, read)
+	go func() {
+		every(ctx, interval, read)
+		if uploads {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			defer cancel()
+			rdb.ZRem(ctx, watchersKey, m.id)
+		}
+	}()
 	return m
 }
 
@@ -119,13 +155,16 @@ func (m *RedisMemory) charge(size int64) int64 {
 }
 
 // over says whether Redis has a limit and the last reading, with the
-// uploads not in it and extra bytes, passes 90% of it.
+// uploads not in it and extra bytes, passes 90% of it. This replica
+// cannot see the uploads the others took since their readings, so each
+// of n replicas takes 1/n of the room left: its own uploads count n
+// times.
 func (m *RedisMemory) over(extra int64) bool {
 	limit := m.limit.Load()
 	// reading before stored: an upload that Done moves between them in
 	// the meantime counts twice, never not at all.
 	ahead := m.reading.Load() + m.stored.Load() - m.storedSeen.Load()
-	return limit > 0 && float64(m.used.Load()+ahead+extra) > fullShare*float64(limit)
+	return limit > 0 && float64(m.used.Load()+m.watchers.Load()*ahead+extra) > fullShare*float64(limit)
 }
 
 // Redis's memory as the watch last read it, for /metrics.
@@ -136,6 +175,8 @@ var (
 		"Redis's maxmemory as the API last read it; absent when Redis has no limit. Past 90% of it the API refuses uploads.", nil, nil)
 	redisReadAt = prometheus.NewDesc("yoloserve_redis_memory_read_timestamp_seconds",
 		"When the API sent the INFO memory of its last reading, in Unix time; it stands still while Redis does not answer.", nil, nil)
+	redisSharing = prometheus.NewDesc("yoloserve_redis_memory_sharing_replicas",
+		"API replicas storing uploads in Redis, this one included, as the API last counted them: each takes its share of Redis's room between two readings. Absent when uploads are not stored in Redis.", nil, nil)
 )
 
 // Describe sends the descriptions of the watch's metrics.
@@ -143,10 +184,12 @@ func (m *RedisMemory) Describe(ch chan<- *prometheus.Desc) {
 	ch <- redisUsed
 	ch <- redisLimit
 	ch <- redisReadAt
+	ch <- redisSharing
 }
 
 // Collect sends Redis's memory as last read: nothing before the first
-// read, and no limit when Redis has none.
+// read, no limit when Redis has none, and no count of replicas when
+// uploads are not stored in Redis.
 func (m *RedisMemory) Collect(ch chan<- prometheus.Metric) {
 	used, limit := m.used.Load(), m.limit.Load()
 	if used == 0 {
@@ -156,6 +199,9 @@ func (m *RedisMemory) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(redisReadAt, prometheus.GaugeValue, float64(m.readAt.Load())/1e9)
 	if limit > 0 {
 		ch <- prometheus.MustNewConstMetric(redisLimit, prometheus.GaugeValue, float64(limit))
+	}
+	if m.uploads {
+		ch <- prometheus.MustNewConstMetric(redisSharing, prometheus.GaugeValue, float64(m.watchers.Load()))
 	}
 }
 

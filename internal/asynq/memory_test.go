@@ -2,10 +2,13 @@ package asynq
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"yoloserve/internal/testenv"
 )
@@ -17,33 +20,9 @@ import (
 // counts until a reading shows it. With uploads stored elsewhere, only
 // the reading counts.
 func TestMemoryCountsUploadsBetweenReadings(t *testing.T) {
-	rs := testenv.StartRedis(t)
-	rdb := rs.Client()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	used, _ := testenv.InfoField(t, rdb, "memory", "used_memory")
-	base, _ := strconv.ParseInt(used, 10, 64)
-	const mb = 1 << 20
-	if err := rdb.ConfigSet(ctx, "maxmemory", strconv.FormatInt(base+20*mb, 10)).Err(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.ConfigSet(context.Background(), "maxmemory", "0") })
-	watch := func(uploads bool, interval time.Duration) *RedisMemory {
-		m := WatchMemory(ctx, rdb, interval, uploads, slog.New(slog.DiscardHandler))
-		testenv.Eventually(t, 5*time.Second, "no first reading", func() bool { return m.readAt.Load() > 0 })
-		return m
-	}
-	admitted := func(m *RedisMemory, n int, size int64) int {
-		for i := range n {
-			if m.Admit(size) != nil {
-				return i
-			}
-		}
-		return n
-	}
-
+	rdb := roomFor20MB(t)
 	// 90% of 20 MB is room for 18 MB, each 2 MB upload counting 4 MB.
-	m := watch(true, time.Hour)
+	m, stop := startWatch(t, rdb, true, time.Hour)
 	if n := admitted(m, 10, 2*mb); n != 4 {
 		t.Fatalf("admitted %d uploads of 2 MB into 18 MB of room, want 4", n)
 	}
@@ -58,9 +37,11 @@ func TestMemoryCountsUploadsBetweenReadings(t *testing.T) {
 		t.Errorf("admitted an upload while the uploads stored since the last reading fill the room")
 	}
 
+	stop()
+
 	// A reading after the uploads were stored (here, they were not: Redis
 	// holds nothing more) lets them count as what Redis holds.
-	m = watch(true, 10*time.Millisecond)
+	m, stop = startWatch(t, rdb, true, 10*time.Millisecond)
 	for range 4 {
 		if err := m.Admit(2 * mb); err != nil {
 			t.Fatal(err)
@@ -72,10 +53,93 @@ func TestMemoryCountsUploadsBetweenReadings(t *testing.T) {
 	if err := m.Admit(2 * mb); err != nil {
 		t.Errorf("the uploads stored before a reading still counted beside it: %v", err)
 	}
+	stop()
 
 	// Uploads stored elsewhere do not count.
-	m = watch(false, time.Hour)
+	m, _ = startWatch(t, rdb, false, time.Hour)
 	if n := admitted(m, 10, 2*mb); n != 10 {
 		t.Errorf("admitted %d of 10 uploads stored outside Redis, want all", n)
 	}
+}
+
+// TestMemoryRoomSharedByReplicas: API replicas storing uploads in one
+// Redis each take their share of the room between readings, since none
+// sees the others' uploads until its next reading; where each took all
+// of it, two replicas in one burst let in twice what fits. A replica that
+// stops gives its share back at the others' next reading, and one killed
+// (that never left the count) once its entry is stale.
+func TestMemoryRoomSharedByReplicas(t *testing.T) {
+	rdb := roomFor20MB(t)
+	a, _ := startWatch(t, rdb, true, 10*time.Millisecond)
+	b, stopB := startWatch(t, rdb, true, 10*time.Millisecond)
+	sharing := func(m *RedisMemory, n int64) func() bool {
+		return func() bool { return m.watchers.Load() == n }
+	}
+	testenv.Eventually(t, 5*time.Second, "the replicas never counted each other", func() bool {
+		return sharing(a, 2)() && sharing(b, 2)()
+	})
+	// 18 MB of room, each 2 MB upload counting 4 MB: 4 uploads in all.
+	if got := [2]int{admitted(a, 10, 2*mb), admitted(b, 10, 2*mb)}; got != [2]int{2, 2} {
+		t.Errorf("two replicas admitted %v uploads of 2 MB into 18 MB of room, want 2 each", got)
+	}
+	stopB()
+	a.Done(2*mb, 0)
+	a.Done(2*mb, 0)
+	testenv.Eventually(t, 5*time.Second, "the stopped replica still holds its share", sharing(a, 1))
+	if n := admitted(a, 10, 2*mb); n != 4 {
+		t.Errorf("a replica alone admitted %d uploads of 2 MB into 18 MB of room, want 4", n)
+	}
+
+	// A killed replica's entry, stale 300 ms from now.
+	stale := time.Now().Add(300 * time.Millisecond).UnixMilli()
+	if err := rdb.ZAdd(context.Background(), watchersKey, redis.Z{Score: float64(stale), Member: "killed"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, "the killed replica was never counted", sharing(a, 2))
+	testenv.Eventually(t, 5*time.Second, "the killed replica was counted past its entry's time", sharing(a, 1))
+}
+
+const mb = 1 << 20
+
+// roomFor20MB returns a client of a fresh Redis whose maxmemory is 20 MB
+// above what it uses.
+func roomFor20MB(t *testing.T) redis.UniversalClient {
+	t.Helper()
+	rs := testenv.StartRedis(t)
+	rdb := rs.Client()
+	used, _ := testenv.InfoField(t, rdb, "memory", "used_memory")
+	base, _ := strconv.ParseInt(used, 10, 64)
+	if err := rdb.ConfigSet(context.Background(), "maxmemory", strconv.FormatInt(base+20*mb, 10)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.ConfigSet(context.Background(), "maxmemory", "0") })
+	return rdb
+}
+
+// startWatch starts a memory watch that ends with the test, and returns
+// it once it has read Redis, with a function that ends it and waits until
+// it has left the count of watches.
+func startWatch(t *testing.T, rdb redis.UniversalClient, uploads bool, interval time.Duration) (*RedisMemory, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	m := WatchMemory(ctx, rdb, interval, uploads, slog.New(slog.DiscardHandler))
+	testenv.Eventually(t, 5*time.Second, "no first reading", func() bool { return m.readAt.Load() > 0 })
+	return m, func() {
+		t.Helper()
+		cancel()
+		testenv.Eventually(t, 5*time.Second, "the stopped watch is still counted", func() bool {
+			return errors.Is(rdb.ZScore(context.Background(), watchersKey, m.id).Err(), redis.Nil)
+		})
+	}
+}
+
+// admitted returns how many of n uploads of size bytes m admits in a row.
+func admitted(m *RedisMemory, n int, size int64) int {
+	for i := range n {
+		if m.Admit(size) != nil {
+			return i
+		}
+	}
+	return n
 }

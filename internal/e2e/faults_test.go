@@ -727,16 +727,39 @@ func TestNearlyFullRedisKeepsRoom(t *testing.T) {
 // TestRedisBurstKeepsRoom: a burst of uploads that arrives between two of
 // the API's readings of Redis's memory, more than Redis has room for, is
 // refused by the API past 90% of the limit, as uploads one at a time are:
-// Redis itself refuses nothing, and every upload taken is detected.
+// Redis itself refuses nothing, and every upload taken is detected. With
+// two API replicas sharing the burst, each takes its share of the room.
 func TestRedisBurstKeepsRoom(t *testing.T) {
-	h := newHarness(t, options{})
-	_, url := h.startAPIWithRedisLimit(h.limitRedisMemory(40<<20), "UPLOAD_STORE=redis", "MAX_INFLIGHT_UPLOADS=256")
+	for _, replicas := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d replicas", replicas), func(t *testing.T) {
+			h := newHarness(t, options{})
+			limit := h.limitRedisMemory(40 << 20)
+			var urls []string
+			for range replicas {
+				_, url := h.startAPIWithRedisLimit(limit, "UPLOAD_STORE=redis", "MAX_INFLIGHT_UPLOADS=256")
+				urls = append(urls, url)
+			}
+			for _, url := range urls {
+				testenv.Eventually(t, 10*time.Second, "the replicas never counted each other", func() bool {
+					return metric(t, url, "yoloserve_redis_memory_sharing_replicas") == float64(replicas)
+				})
+			}
+			burstKeepsRoom(h, urls)
+		})
+	}
+}
 
-	// About twice the room: 160 uploads of bus.jpg at once.
+// burstKeepsRoom sends 160 uploads of bus.jpg at once, about twice the
+// room of a Redis limited to 40 MB, spread over the API replicas at urls,
+// and checks that only the API refused uploads and that every upload
+// taken is then detected.
+func burstKeepsRoom(h *harness, urls []string) {
+	t := h.t
+	t.Helper()
 	bus := testenv.ReadImage(t, "bus.jpg")
 	var sent []<-chan answer
-	for range 160 {
-		req, _ := http.NewRequest(http.MethodPost, url+"/predict", bytes.NewReader(bus))
+	for i := range 160 {
+		req, _ := http.NewRequest(http.MethodPost, urls[i%len(urls)]+"/predict", bytes.NewReader(bus))
 		req.Header.Set("Content-Type", "image/jpeg")
 		sent = append(sent, sendLater(req))
 	}
