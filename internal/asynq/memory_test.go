@@ -90,12 +90,17 @@ func TestMemoryRoomSharedByReplicas(t *testing.T) {
 		t.Errorf("a replica alone admitted %d uploads of 2 MB into 18 MB of room, want 4", n)
 	}
 
-	// A killed replica's entry, stale 300 ms from now.
-	stale := time.Now().Add(300 * time.Millisecond).UnixMilli()
-	if err := rdb.ZAdd(context.Background(), watchersKey, redis.Z{Score: float64(stale), Member: "killed"}).Err(); err != nil {
-		t.Fatal(err)
+	// A killed replica's entry, counted until its time passes (here, moved
+	// to the past rather than waited for).
+	killed := func(at time.Time) {
+		t.Helper()
+		if err := rdb.ZAdd(context.Background(), watchersKey, redis.Z{Score: float64(at.UnixMilli()), Member: "killed"}).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
+	killed(time.Now().Add(time.Hour))
 	testenv.Eventually(t, 5*time.Second, "the killed replica was never counted", sharing(a, 2))
+	killed(time.Now().Add(-time.Millisecond))
 	testenv.Eventually(t, 5*time.Second, "the killed replica was counted past its entry's time", sharing(a, 1))
 }
 
