@@ -151,9 +151,10 @@ var rawTypes = map[string]bool{"image/jpeg": true, "image/png": true, "applicati
 // parseUpload reads a /predict body into buf, emptied first, which the
 // upload's data then shares: a multipart body's image field, its small
 // fields into a map, files in other fields skipped; or a body that is the
-// image itself (rawTypes), whose parameters come in the query. body must stop at limit with an
-// *http.MaxBytesError. It returns EINVALID for a body of another type, a
-// malformed one or one without an image, and ETOOLARGE past the limit.
+// image itself (rawTypes), whose parameters come in the query. body must
+// stop at limit with an *http.MaxBytesError. It returns EINVALID for a
+// body of another type, a malformed one or one without an image, and
+// ETOOLARGE past the limit.
 func parseUpload(body io.Reader, contentType string, contentLength, limit int64, buf *bytes.Buffer) (upload, error) {
 	var u upload
 	ct, params, _ := mime.ParseMediaType(contentType)
