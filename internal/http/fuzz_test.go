@@ -26,6 +26,7 @@ func FuzzUpload(f *testing.F) {
 	mw.Close()
 	f.Add(b.Bytes(), mw.FormDataContentType())
 	f.Add([]byte("--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"../../x\"\r\n\r\n\xff\xd8\xff\xe0\r\n--x--\r\n"), "multipart/form-data; boundary=x")
+	f.Add([]byte("--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.jpg\"\r\n\r\n\xff\xd8\xff\xe0\r\n--x--\r\n"), "multipart/form-data; boundary=x")
 	f.Add([]byte("hello"), "text/plain")
 	f.Add([]byte("\xff\xd8\xff\xe0\x00\x10JFIF\x00"), "image/jpeg")
 	f.Add([]byte{}, "application/octet-stream")
