@@ -2,9 +2,8 @@ package http
 
 import (
 	"bytes"
-	"fmt"
+	"io"
 	"mime/multipart"
-	"net/textproto"
 	"runtime"
 	"strings"
 	"testing"
@@ -40,7 +39,13 @@ func TestParseUploadFiles(t *testing.T) {
 			var body bytes.Buffer
 			mw := multipart.NewWriter(&body)
 			for _, p := range tc.parts {
-				w, err := mw.CreatePart(partHeader(p.field, p.filename))
+				var w io.Writer
+				var err error
+				if p.filename != "" {
+					w, err = mw.CreateFormFile(p.field, p.filename)
+				} else {
+					w, err = mw.CreateFormField(p.field)
+				}
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -102,17 +107,4 @@ func TestReadIntoAllocatesOnce(t *testing.T) {
 			}
 		})
 	}
-}
-
-// partHeader is the header of a multipart form part: a file's when
-// filename is set, a plain field's otherwise.
-func partHeader(field, filename string) textproto.MIMEHeader {
-	h := textproto.MIMEHeader{}
-	if filename == "" {
-		h.Set("Content-Disposition", fmt.Sprintf("form-data; name=%q", field))
-		return h
-	}
-	h.Set("Content-Disposition", fmt.Sprintf("form-data; name=%q; filename=%q", field, filename))
-	h.Set("Content-Type", "application/octet-stream")
-	return h
 }
