@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strconv"
 	"testing"
 	"time"
 
@@ -110,14 +109,8 @@ const mb = 1 << 20
 // above what it uses.
 func roomFor20MB(t *testing.T) redis.UniversalClient {
 	t.Helper()
-	rs := testenv.StartRedis(t)
-	rdb := rs.Client()
-	used, _ := testenv.InfoField(t, rdb, "memory", "used_memory")
-	base, _ := strconv.ParseInt(used, 10, 64)
-	if err := rdb.ConfigSet(context.Background(), "maxmemory", strconv.FormatInt(base+20*mb, 10)).Err(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.ConfigSet(context.Background(), "maxmemory", "0") })
+	rdb := testenv.StartRedis(t).Client()
+	testenv.LimitRedisMemory(t, rdb, 20*mb)
 	return rdb
 }
 

@@ -626,24 +626,6 @@ func TestProcessesWarnOfAnEvictingRedis(t *testing.T) {
 	}
 }
 
-// limitRedisMemory gives h's Redis a memory limit room bytes above what
-// it holds now, refusing writes past it (noeviction), until the test
-// ends. It returns the limit.
-func (h *harness) limitRedisMemory(room int64) int64 {
-	h.t.Helper()
-	ctx := context.Background()
-	used, _ := testenv.InfoField(h.t, h.rdb, "memory", "used_memory")
-	base, _ := strconv.ParseInt(used, 10, 64)
-	limit := base + room
-	for k, v := range map[string]string{"maxmemory": strconv.FormatInt(limit, 10), "maxmemory-policy": "noeviction"} {
-		if err := h.rdb.ConfigSet(ctx, k, v).Err(); err != nil {
-			h.t.Fatal(err)
-		}
-	}
-	h.t.Cleanup(func() { h.rdb.ConfigSet(ctx, "maxmemory", "0") })
-	return limit
-}
-
 // startAPIWithRedisLimit starts an API process with env added and waits
 // until it has read Redis's memory limit; it returns the process and its
 // URL.
@@ -665,7 +647,7 @@ func (h *harness) startAPIWithRedisLimit(limit int64, env ...string) (*testenv.P
 // takes uploads again.
 func TestNearlyFullRedisKeepsRoom(t *testing.T) {
 	h := newHarness(t, options{})
-	limit := h.limitRedisMemory(16 << 20) // 90% of it leaves room for three uploads more
+	limit := testenv.LimitRedisMemory(t, h.rdb, 16<<20) // 90% of it leaves room for three uploads more
 	api, url := h.startAPIWithRedisLimit(limit, "UPLOAD_STORE=redis", "LOG_LEVEL=info")
 
 	bus := testenv.ReadImage(t, "bus.jpg")
@@ -733,7 +715,7 @@ func TestRedisBurstKeepsRoom(t *testing.T) {
 	for _, replicas := range []int{1, 2} {
 		t.Run(fmt.Sprintf("%d replicas", replicas), func(t *testing.T) {
 			h := newHarness(t, options{})
-			limit := h.limitRedisMemory(40 << 20)
+			limit := testenv.LimitRedisMemory(t, h.rdb, 40<<20)
 			var urls []string
 			for range replicas {
 				_, url := h.startAPIWithRedisLimit(limit, "UPLOAD_STORE=redis", "MAX_INFLIGHT_UPLOADS=256")

@@ -126,6 +126,24 @@ func InfoField(tb testing.TB, rdb redis.UniversalClient, section, key string) (s
 	return "", false
 }
 
+// LimitRedisMemory gives rdb's Redis a memory limit room bytes above what
+// it holds now, refusing writes past it (noeviction), until the test
+// ends. It returns the limit.
+func LimitRedisMemory(tb testing.TB, rdb redis.UniversalClient, room int64) int64 {
+	tb.Helper()
+	ctx := context.Background()
+	used, _ := InfoField(tb, rdb, "memory", "used_memory")
+	base, _ := strconv.ParseInt(used, 10, 64)
+	limit := base + room
+	for k, v := range map[string]string{"maxmemory": strconv.FormatInt(limit, 10), "maxmemory-policy": "noeviction"} {
+		if err := rdb.ConfigSet(ctx, k, v).Err(); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	tb.Cleanup(func() { rdb.ConfigSet(ctx, "maxmemory", "0") })
+	return limit
+}
+
 // Eventually calls cond every few milliseconds until it returns true or
 // the timeout passes, then fails the test with msg.
 func Eventually(tb testing.TB, timeout time.Duration, msg string, cond func() bool) {
