@@ -359,7 +359,7 @@ func TestAPIShutdownAnswersWaitingRequests(t *testing.T) {
 	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil) // no worker: it stays PENDING
 	answers := getLater(h.api.URL + "/result/" + id + "?wait=60")
 	testenv.Eventually(t, 10*time.Second, "the request never waited", func() bool {
-		return strings.Contains(getText(t, h.api.URL+"/metrics"), "yoloserve_api_result_waits 1")
+		return metric(t, h.api.URL, "yoloserve_api_result_waits") == 1
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -430,8 +430,7 @@ func TestAPISIGTERMFinishesUploads(t *testing.T) {
 	bus := testenv.ReadImage(t, "bus.jpg")
 	conn := beginUpload(t, addr, bus)
 	testenv.Eventually(t, 10*time.Second, "the API never held both the upload and the wait", func() bool {
-		m := getText(t, url+"/metrics")
-		return strings.Contains(m, "yoloserve_api_uploads_reading 1") && strings.Contains(m, "yoloserve_api_result_waits 1")
+		return metric(t, url, "yoloserve_api_uploads_reading") == 1 && metric(t, url, "yoloserve_api_result_waits") == 1
 	})
 
 	api.Signal(syscall.SIGTERM)
@@ -481,7 +480,7 @@ func TestAPIShutdownTimeoutCutsUploads(t *testing.T) {
 	awaitReady(t, "api", url)
 	conn := beginUpload(t, strings.TrimPrefix(url, "http://"), testenv.ReadImage(t, "bus.jpg"))
 	testenv.Eventually(t, 10*time.Second, "the API never began reading the upload", func() bool {
-		return strings.Contains(getText(t, url+"/metrics"), "yoloserve_api_uploads_reading 1")
+		return metric(t, url, "yoloserve_api_uploads_reading") == 1
 	})
 	api.Signal(syscall.SIGTERM)
 	if err := api.Wait(t, 10*time.Second); err == nil {

@@ -101,7 +101,7 @@ func TestPredictWait(t *testing.T) {
 	req.Header.Set("Content-Type", ct)
 	waited := sendLater(req)
 	testenv.Eventually(t, 10*time.Second, "the upload never waited", func() bool {
-		return strings.Contains(getText(t, h.api.URL+"/metrics"), "yoloserve_api_result_waits 1")
+		return metric(t, h.api.URL, "yoloserve_api_result_waits") == 1
 	})
 	if r := h.post(testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90), "x.jpg", nil, ""); r.status != http.StatusAccepted {
 		t.Errorf("an upload while another waits, with one upload slot: %d %s, want 202", r.status, r.raw)
