@@ -657,32 +657,21 @@ func TestNearlyFullRedisKeepsRoom(t *testing.T) {
 			return metric(t, url, "yoloserve_redis_memory_read_timestamp_seconds") > float64(since.UnixNano())/1e9
 		})
 	}
-	post := func() (int, string) {
-		resp, err := http.Post(url+"/predict", "image/jpeg", bytes.NewReader(bus))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
 	var accepted []string
 	var refusal string
 	testenv.Eventually(t, 60*time.Second, "uploads were never refused", func() bool {
-		code, body := post()
+		r := h.postRaw(url, bytes.NewReader(bus))
 		stored := time.Now()
-		switch code {
+		switch r.status {
 		case http.StatusAccepted:
-			var ti detect.TaskInfo
-			json.Unmarshal([]byte(body), &ti)
-			accepted = append(accepted, ti.ID)
+			accepted = append(accepted, r.body["task_id"].(string))
 			seen(stored)
 			return false
 		case http.StatusServiceUnavailable:
-			refusal = body
+			refusal = string(r.raw)
 			return true
 		}
-		t.Fatalf("POST: %d %s", code, body)
+		t.Fatalf("POST: %d %s", r.status, r.raw)
 		return false
 	})
 	usedNow, _ := testenv.InfoField(t, h.rdb, "memory", "used_memory")
@@ -695,8 +684,7 @@ func TestNearlyFullRedisKeepsRoom(t *testing.T) {
 
 	startReadyWorker(t, h.workerEnv(t, "UPLOAD_STORE=redis"))
 	testenv.Eventually(t, 60*time.Second, "uploads were not taken again once the queue was empty", func() bool {
-		code, _ := post()
-		return code == http.StatusAccepted
+		return h.postRaw(url, bytes.NewReader(bus)).status == http.StatusAccepted
 	})
 	for _, id := range accepted {
 		if ti := h.result(id); ti.Status != detect.StatusSuccess {
@@ -1021,16 +1009,11 @@ func TestInflightBytesBounded(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, "the slow upload was never counted", func() bool {
 		return metric(t, h.api.URL, "yoloserve_api_upload_bytes_reading") == float64(len(large)+bytes.MinRead)
 	})
-	raw := func(body io.Reader) response {
-		req, _ := http.NewRequest(http.MethodPost, h.api.URL+"/predict", body)
-		req.Header.Set("Content-Type", "image/jpeg")
-		return h.do(req)
-	}
 	for name, body := range map[string]io.Reader{
 		"a large upload":     bytes.NewReader(large),
 		"one without length": io.MultiReader(bytes.NewReader(large[:10])), // no Len: sent chunked
 	} {
-		if r := raw(body); r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
+		if r := h.postRaw(h.api.URL, body); r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
 			t.Errorf("%s beside the slow one: %d %s, want 503 with Retry-After", name, r.status, r.raw)
 		}
 	}
@@ -1041,7 +1024,7 @@ func TestInflightBytesBounded(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, "the slow upload's bytes were never given back", func() bool {
 		return metric(t, h.api.URL, "yoloserve_api_upload_bytes_reading") == 0
 	})
-	if r := raw(bytes.NewReader(large)); r.status == http.StatusServiceUnavailable {
+	if r := h.postRaw(h.api.URL, bytes.NewReader(large)); r.status == http.StatusServiceUnavailable {
 		t.Errorf("a large upload alone: %d %s", r.status, r.raw)
 	}
 }

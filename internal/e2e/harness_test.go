@@ -202,6 +202,15 @@ func (h *harness) post(data []byte, filename string, fields map[string]string, q
 	return h.do(req)
 }
 
+// postRaw posts body, the image itself (Content-Type image/jpeg), to
+// /predict of the API at url: a body without Len goes chunked.
+func (h *harness) postRaw(url string, body io.Reader) response {
+	h.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url+"/predict", body)
+	req.Header.Set("Content-Type", "image/jpeg")
+	return h.do(req)
+}
+
 // submit posts an image and returns the task id, failing unless accepted.
 func (h *harness) submit(data []byte, fields map[string]string) string {
 	h.t.Helper()
