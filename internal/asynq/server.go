@@ -46,9 +46,16 @@ type ServerConfig struct {
 	// ResultTTL is how long a result stays readable when Redis lost its
 	// task while it ran (default 1h); otherwise the API's retention, set
 	// at enqueue, holds.
-	ResultTTL  time.Duration
-	Logger     *slog.Logger // default slog.Default()
-	Registerer prometheus.Registerer
+	ResultTTL time.Duration
+	// Model is the model the detector runs, which the server announces
+	// in Redis from Start until Stop or Shutdown, so that the API can
+	// refuse classes it lacks (models.go). A zero Model is not announced.
+	Model detect.Model
+	// AnnounceInterval is how often the model is announced again
+	// (default 10s); an announcement goes stale after three intervals.
+	AnnounceInterval time.Duration
+	Logger           *slog.Logger // default slog.Default()
+	Registerer       prometheus.Registerer
 }
 
 // Server is the worker: an asynq server running detection tasks.
@@ -62,6 +69,8 @@ type Server struct {
 	log       *slog.Logger
 	metrics   *workerMetrics
 	occupied  *occupancy
+	announce  func() *announcer // nil when no model is announced
+	announcer *announcer        // running from Start until Stop or Shutdown
 }
 
 type workerMetrics struct {
@@ -92,6 +101,9 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.AnnounceInterval <= 0 {
+		cfg.AnnounceInterval = defaultAnnounceInterval
+	}
 	cfg.Prefetch = max(0, cfg.Prefetch)
 	s := &Server{rdb: rdb, resultTTL: cfg.ResultTTL, detector: det, uploads: up, log: cfg.Logger, occupied: newOccupancy(cfg.Concurrency), metrics: &workerMetrics{
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -111,6 +123,11 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 	}, func() float64 { return float64(s.occupied.held()) })
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(s.metrics.tasks, s.metrics.duration, s.metrics.inFlight, s.metrics.lost)
+	}
+	if cfg.Model.Name != "" {
+		s.announce = func() *announcer {
+			return startAnnouncer(rdb, cfg.Queue, cfg.Model, cfg.AnnounceInterval, cfg.Logger)
+		}
 	}
 	s.wakeup = newWakeup(rdb, cfg.Queue, cfg.PollInterval, s.occupied.full)
 	s.srv = asynq.NewServerFromRedisClient(wakingClient{rdb, s.wakeup}, asynq.Config{
@@ -137,23 +154,36 @@ func retryDelay(n int, _ error, _ *asynq.Task) time.Duration {
 	return min(time.Duration(1<<min(n, 5))*time.Second, 30*time.Second)
 }
 
-// Start starts processing tasks. A Redis that does not answer yet is
-// retried, not an error; Start returns an error only when the server was
-// started or shut down before.
+// Start announces the model (ServerConfig.Model) and starts processing
+// tasks. A Redis that does not answer yet is retried, not an error; Start
+// returns an error only when the server was started or shut down before.
 func (s *Server) Start() error {
+	if s.announce != nil && s.announcer == nil {
+		s.announcer = s.announce()
+	}
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(TaskType, s.process)
 	if err := s.srv.Start(mux); err != nil {
 		s.wakeup.stop()
+		s.stopAnnouncing()
 		return err
 	}
 	return nil
 }
 
-// Stop stops taking new tasks; running tasks go on.
+// Stop stops taking new tasks and announcing the model; running tasks go
+// on.
 func (s *Server) Stop() {
 	s.wakeup.stop()
+	s.stopAnnouncing()
 	s.srv.Stop()
+}
+
+// stopAnnouncing ends the model's announcements, if any run.
+func (s *Server) stopAnnouncing() {
+	if s.announcer != nil {
+		s.announcer.stop()
+	}
 }
 
 // Shutdown waits for running tasks up to the shutdown timeout and stops;
@@ -162,6 +192,7 @@ func (s *Server) Stop() {
 // (the detector, the Redis client).
 func (s *Server) Shutdown() {
 	s.wakeup.stop()
+	s.stopAnnouncing()
 	s.srv.Shutdown()
 	// asynq returns as soon as it has put the tasks still running back
 	// in the queue, and cancels their contexts; their handlers may still

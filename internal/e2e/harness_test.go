@@ -117,8 +117,13 @@ func newHarness(t *testing.T, o options) *harness {
 }
 
 // serveAPI starts the real API server on h's queue and uploads.
+// Like the API process, it checks classes against the models the workers
+// announce.
 func (h *harness) serveAPI(o options) {
 	t := h.t
+	if o.api.Models == nil {
+		o.api.Models = asynq.NewServedModels(h.rdb, o.queue.Queue)
+	}
 	srv := apihttp.NewServer(o.api, h.queue, h.uploads)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -270,6 +275,17 @@ func uprightSize(t testing.TB, data []byte) detect.Size {
 		t.Fatal(err)
 	}
 	return h.Upright()
+}
+
+// models reads GET /models.
+func (h *harness) models() []detect.Model {
+	h.t.Helper()
+	r := h.get("/models")
+	var body struct{ Models []detect.Model }
+	if err := json.Unmarshal(r.raw, &body); r.status != http.StatusOK || err != nil {
+		h.t.Fatalf("GET /models: %d %s", r.status, r.raw)
+	}
+	return body.Models
 }
 
 // uploadsLeft lists the files in the upload folder.

@@ -69,6 +69,14 @@ func TestSeparateProcessesNoSharedDisk(t *testing.T) {
 		}
 	}
 	t.Logf("API + 3 workers as processes, no shared disk: 200/200 SUCCESS in %v", time.Since(start).Round(100*time.Millisecond))
+	// The worker processes announce their model: the API process lists it
+	// once, and refuses a class it lacks.
+	if got := h.models(); len(got) != 1 || got[0].Name != "yolov8n" || len(got[0].Classes) != 80 {
+		t.Errorf("GET /models: %+v", got)
+	}
+	if r := h.post(images[0], "bus.jpg", map[string]string{"classes": "unicorn"}, ""); r.status != http.StatusBadRequest {
+		t.Errorf("classes=unicorn: %d %s, want 400", r.status, r.raw)
+	}
 	for i, d := range dirs {
 		if es, _ := os.ReadDir(d); len(es) != 0 {
 			t.Errorf("process %d wrote to its UPLOAD_DIR: %v", i, es)

@@ -294,10 +294,58 @@ func TestParametersReachDetector(t *testing.T) {
 			}
 		})
 	}
-	// A class name the model does not know ends as FAILURE with a sentence.
+	// A class name the model does not know, with a worker that has not
+	// said what model it serves, ends as FAILURE with a sentence.
 	ti := h.result(h.submit(bus, map[string]string{"classes": "unicorn"}))
 	if ti.Status != detect.StatusFailure || !strings.Contains(ti.Error, "unicorn") {
 		t.Errorf("unknown class: %+v", ti)
+	}
+}
+
+// TestClassesCheckedAtUpload: a worker announces its model; the API lists
+// it (GET /models) and refuses a class it lacks with 400 at upload,
+// nothing stored or queued, where the task would end as FAILURE. A worker
+// started since with another model counts at once.
+func TestClassesCheckedAtUpload(t *testing.T) {
+	h := newHarness(t, options{})
+	bus := testenv.ReadImage(t, "bus.jpg")
+	model := detector(t).Model().Describe()
+	h.startWorkerConfig(detector(t), asynq.ServerConfig{Concurrency: 1, ShutdownTimeout: 10 * time.Second, Model: model})
+
+	got := h.models()
+	if len(got) != 1 || got[0].Name != "yolov8n" || len(got[0].Classes) != 80 || got[0].Classes[5] != "bus" ||
+		got[0].Input != (detect.Size{Width: 640, Height: 640}) {
+		t.Fatalf("GET /models: %+v", got)
+	}
+	for _, tc := range []struct{ classes, want string }{
+		{"unicorn", `The model has no class named "unicorn". GET /models lists its classes.`},
+		{"bus,80", "Class id 80 is out of range; the model has classes 0 to 79. GET /models lists its classes."},
+	} {
+		r := h.post(bus, "bus.jpg", map[string]string{"classes": tc.classes}, "")
+		if r.status != http.StatusBadRequest || r.body["error"] != tc.want {
+			t.Errorf("classes=%s: %d %s, want 400 %q", tc.classes, r.status, r.raw, tc.want)
+		}
+	}
+	if n, err := h.queue.Pending(context.Background()); err != nil || n != 0 {
+		t.Errorf("%d tasks queued (%v), want none", n, err)
+	}
+	if left := h.uploadsLeft(); len(left) != 0 {
+		t.Errorf("uploads stored: %v", left)
+	}
+	res := decodeResult(t, h.result(h.submit(bus, map[string]string{"classes": "BUS"})))
+	if len(res.Detections) != 1 || res.Detections[0].Name != "bus" {
+		t.Errorf("classes=BUS: %+v", res.Detections)
+	}
+
+	// Another model's worker starts: its class is taken before the API's
+	// last reading of the models is old.
+	ships := detect.Model{Name: "ships", Classes: []string{"ship"}, Input: model.Input}
+	h.startWorkerConfig(detector(t), asynq.ServerConfig{Concurrency: 1, ShutdownTimeout: 10 * time.Second, Model: ships})
+	if r := h.post(bus, "bus.jpg", map[string]string{"classes": "ship"}, ""); r.status != http.StatusAccepted {
+		t.Errorf("classes=ship with a ships worker: %d %s", r.status, r.raw)
+	}
+	if diff := cmp.Diff([]detect.Model{ships, model}, h.models()); diff != "" {
+		t.Errorf("GET /models (-want +got):\n%s", diff)
 	}
 }
 

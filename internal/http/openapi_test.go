@@ -47,9 +47,10 @@ func loadSpec(t *testing.T) spec {
 func TestOpenAPIRoutes(t *testing.T) {
 	s := loadSpec(t)
 	// The routes only: nothing here reaches Redis.
-	q := asynq.NewQueue(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), asynq.QueueConfig{})
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	q := asynq.NewQueue(rdb, asynq.QueueConfig{})
 	defer q.Close()
-	srv := NewServer(Config{}, q, nil)
+	srv := NewServer(Config{Models: asynq.NewServedModels(rdb, "")}, q, nil)
 	var served, documented []string
 	chi.Walk(srv.router, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		served = append(served, strings.ToLower(method)+" "+strings.ReplaceAll(route, "{id}", "{task_id}"))
@@ -100,7 +101,7 @@ func TestOpenAPIParameters(t *testing.T) {
 func TestOpenAPISchemas(t *testing.T) {
 	s := loadSpec(t)
 	for name, v := range map[string]any{
-		"TaskInfo": detect.TaskInfo{}, "Result": detect.Result{}, "Detection": detect.Detection{},
+		"TaskInfo": detect.TaskInfo{}, "Result": detect.Result{}, "Detection": detect.Detection{}, "Model": detect.Model{},
 	} {
 		var fields []string
 		rt := reflect.TypeOf(v)

@@ -98,6 +98,9 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (detect.TaskInfo
 	if err != nil {
 		return detect.TaskInfo{}, 0, err
 	}
+	if err := s.checkClasses(r.Context(), p.Classes); err != nil {
+		return detect.TaskInfo{}, 0, err
+	}
 	var wait time.Duration
 	if v := param("wait"); v != "" {
 		if wait, err = parseWait(v, s.cfg.MaxWait); err != nil {

@@ -42,6 +42,14 @@ type Room interface {
 	Done(size, stored int64)
 }
 
+// Models is what the API needs to know of the models the workers serve.
+type Models interface {
+	// Models returns the models the workers serve, as read at most
+	// maxAge ago (0: now), empty when no worker has said; an
+	// EUNAVAILABLE *Error when they cannot be read.
+	Models(ctx context.Context, maxAge time.Duration) ([]detect.Model, error)
+}
+
 // Config configures the API. Zero values mean defaults.
 type Config struct {
 	Addr           string   // listen address (default ":5000")
@@ -64,6 +72,10 @@ type Config struct {
 	// that a nearly full Redis keeps room for the results of the tasks
 	// it holds.
 	Room Room
+	// Models, when set, are the models the workers serve: POST /predict
+	// refuses (400) classes that none of them has, and GET /models lists
+	// them. Unset: the workers check classes, and GET /models is absent.
+	Models Models
 	// CORSOrigins are the origins whose pages may call the API from a
 	// browser ("https://app.example", "https://*.example", "*"); none:
 	// no CORS headers, and browsers keep other origins' pages out.
@@ -149,9 +161,12 @@ func NewServer(cfg Config, q Queue, up Uploads) *Server {
 		r.Use(s.authenticate, s.rateLimit)
 		r.Post("/predict", s.predict)
 		r.Get("/result/{id}", s.result)
+		if cfg.Models != nil {
+			r.Get("/models", s.models)
+		}
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		Error(w, r, s.log, detect.Errorf(detect.ENOTFOUND, "No such endpoint: POST /predict, GET /result/{task_id}, /healthz, /readyz, /metrics, /openapi.json."))
+		Error(w, r, s.log, detect.Errorf(detect.ENOTFOUND, "No such endpoint: POST /predict, GET /result/{task_id}, GET /models, /healthz, /readyz, /metrics, /openapi.json."))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "Method not allowed."})

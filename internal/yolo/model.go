@@ -98,29 +98,12 @@ func (m *Model) outputShape(batch int) []int64 {
 // the model's classes, nil for all. It returns an EINVALID *Error naming an
 // id out of range or a name the model does not know.
 func (m *Model) ClassFilter(classes []string) ([]bool, error) {
-	if len(classes) == 0 {
-		return nil, nil
-	}
-	keep := make([]bool, len(m.Names))
-	for _, c := range classes {
-		if id, err := strconv.Atoi(c); err == nil {
-			if id < 0 || id >= len(m.Names) {
-				return nil, detect.Errorf(detect.EINVALID, "Class id %d is out of range; the model has classes 0 to %d.", id, len(m.Names)-1)
-			}
-			keep[id] = true
-			continue
-		}
-		found := false
-		for id, n := range m.Names {
-			if strings.EqualFold(n, c) {
-				keep[id], found = true, true
-			}
-		}
-		if !found {
-			return nil, detect.Errorf(detect.EINVALID, "The model has no class named %q.", strings.ToValidUTF8(c, "?"))
-		}
-	}
-	return keep, nil
+	return detect.ClassMask(m.Names, classes)
+}
+
+// Describe returns what the worker announces of the model.
+func (m *Model) Describe() detect.Model {
+	return detect.Model{Name: m.Name, Classes: m.Names, Input: detect.Size{Width: m.Width, Height: m.Height}}
 }
 
 // parseImgsz reads Ultralytics' imgsz metadata: "[640, 640]" or "640".

@@ -1,0 +1,151 @@
+package asynq
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"yoloserve/internal/detect"
+)
+
+// The workers of a queue say what model they serve, so that the API can
+// answer a request for a class no worker's model has with 400 at once,
+// where the worker that took the task would fail it, and can list the
+// models (GET /models). Each worker adds its model's description, as
+// JSON, to a sorted set of its queue, scored with the time (Unix
+// milliseconds, the worker's clock) past which the entry is stale, and
+// adds it again every interval. Workers serving the same model write the
+// same member, so the set holds one entry per model. A worker that stops
+// leaves its entry to go stale: others may serve the same model, and a
+// stale entry only lets the API accept a class that a worker may then
+// refuse, as it did before workers said anything.
+
+// modelsKey is the sorted set of the models queue's workers serve. Its
+// hash tag puts it beside asynq's keys of the queue on a Redis cluster.
+func modelsKey(queue string) string { return "yoloserve:{" + queue + "}:models" }
+
+// defaultAnnounceInterval is how often a worker says again what it
+// serves; its entry goes stale after three intervals.
+const defaultAnnounceInterval = 10 * time.Second
+
+// announcer keeps a worker's model in the models of its queue.
+type announcer struct {
+	rdb      redis.UniversalClient
+	key      string
+	member   []byte // the model's JSON
+	interval time.Duration
+	log      *slog.Logger
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopped  sync.Once
+}
+
+// startAnnouncer adds m to the models queue's workers serve, at once (for
+// at most a second: a Redis that does not answer yet is retried at the
+// next interval) and then every interval until stop.
+func startAnnouncer(rdb redis.UniversalClient, queue string, m detect.Model, interval time.Duration, log *slog.Logger) *announcer {
+	member, _ := json.Marshal(m) // strings and ints: it cannot fail
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &announcer{rdb: rdb, key: modelsKey(queue), member: member, interval: interval, log: log, cancel: cancel, done: make(chan struct{})}
+	first, cancelFirst := context.WithTimeout(ctx, time.Second)
+	a.write(first)
+	cancelFirst()
+	go func() {
+		defer close(a.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				a.write(ctx)
+			}
+		}
+	}()
+	return a
+}
+
+// write adds the model, its entry stale three intervals from now, and
+// drops the entries gone stale. A failure is logged at debug level:
+// Redis being down is logged elsewhere.
+func (a *announcer) write(ctx context.Context) {
+	now := time.Now().UnixMilli()
+	stale := 3 * a.interval
+	_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, a.key, redis.Z{Score: float64(now + stale.Milliseconds()), Member: a.member})
+		p.ZRemRangeByScore(ctx, a.key, "-inf", strconv.FormatInt(now, 10))
+		p.PExpire(ctx, a.key, stale)
+		return nil
+	})
+	if err != nil && ctx.Err() == nil {
+		a.log.Debug("announcing the model the worker serves", "error", err)
+	}
+}
+
+// stop ends the announcements, once the write in progress ends; the entry
+// goes stale in its time. Later calls do nothing.
+func (a *announcer) stop() {
+	a.stopped.Do(func() {
+		a.cancel()
+		<-a.done
+	})
+}
+
+// ServedModels reads the models the workers of a queue serve, as they
+// announce them (ServerConfig.Model), keeping the last reading for a while.
+type ServedModels struct {
+	rdb redis.UniversalClient
+	key string
+
+	mu     sync.Mutex // held while reading, so that concurrent readers share a read
+	models []detect.Model
+	readAt time.Time
+}
+
+// NewServedModels returns a reader of the models queue's workers serve.
+// An empty queue is the default queue, as everywhere.
+func NewServedModels(rdb redis.UniversalClient, queue string) *ServedModels {
+	if queue == "" {
+		queue = defaultQueue
+	}
+	return &ServedModels{rdb: rdb, key: modelsKey(queue)}
+}
+
+// Models returns the models the workers serve, sorted by name, read from
+// Redis at most maxAge ago (0: read now, unless a read that began after
+// the call did ended meanwhile). It returns an empty list when no worker
+// has said what it serves in the last three announce intervals, and an
+// EUNAVAILABLE *Error wrapping Redis's when it cannot read.
+func (s *ServedModels) Models(ctx context.Context, maxAge time.Duration) ([]detect.Model, error) {
+	called := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.readAt.IsZero() && (s.readAt.After(called) || time.Since(s.readAt) < maxAge) {
+		return s.models, nil
+	}
+	readAt := time.Now()
+	members, err := s.rdb.ZRangeByScore(ctx, s.key, &redis.ZRangeBy{
+		Min: "(" + strconv.FormatInt(readAt.UnixMilli(), 10), Max: "+inf",
+	}).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	models := make([]detect.Model, 0, len(members))
+	for _, m := range members {
+		var d detect.Model
+		if json.Unmarshal([]byte(m), &d) != nil || d.Name == "" {
+			continue // not a worker's: it goes stale like any other
+		}
+		models = append(models, d)
+	}
+	sort.SliceStable(models, func(i, j int) bool { return models[i].Name < models[j].Name })
+	s.models, s.readAt = models, readAt
+	return models, nil
+}

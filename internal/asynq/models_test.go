@@ -1,0 +1,99 @@
+package asynq
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/redis/go-redis/v9"
+
+	"yoloserve/internal/detect"
+	"yoloserve/internal/testenv"
+)
+
+// TestServedModels: what workers announce is what the API reads: one
+// entry per model however many workers serve it, sorted by name, stale
+// entries left out, other queues' models apart, and a reading kept for
+// the age asked.
+func TestServedModels(t *testing.T) {
+	rdb := testenv.StartRedis(t).Client()
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	const queue = "models"
+	coco := detect.Model{Name: "yolov8n", Classes: []string{"person", "bicycle"}, Input: detect.Size{Width: 640, Height: 640}}
+	ships := detect.Model{Name: "ships", Classes: []string{"ship"}, Input: detect.Size{Width: 1024, Height: 768}}
+	served := NewServedModels(rdb, queue)
+	read := func(maxAge time.Duration, want ...detect.Model) {
+		t.Helper()
+		got, err := served.Models(ctx, maxAge)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("models (-want +got):\n%s", diff)
+		}
+	}
+
+	read(0) // no worker yet
+	a := startAnnouncer(rdb, queue, coco, time.Hour, log)
+	t.Cleanup(a.stop)
+	read(time.Hour) // the reading before is kept
+	read(0, coco)
+	b := startAnnouncer(rdb, queue, coco, time.Hour, log)
+	t.Cleanup(b.stop)
+	c := startAnnouncer(rdb, queue, ships, time.Hour, log)
+	t.Cleanup(c.stop)
+	read(0, ships, coco)
+	if got, err := NewServedModels(rdb, "other").Models(ctx, 0); err != nil || len(got) != 0 {
+		t.Errorf("another queue's models: %v, %v", got, err)
+	}
+
+	// A worker that stops leaves its entry to go stale: others may serve
+	// the same model.
+	c.stop()
+	c.stop()
+	read(0, ships, coco)
+	// Past its time it is left out, and the next announcement drops it.
+	member, _ := json.Marshal(ships)
+	rdb.ZAdd(ctx, modelsKey(queue), redis.Z{Score: float64(time.Now().Add(-time.Millisecond).UnixMilli()), Member: member})
+	read(0, coco)
+	d := startAnnouncer(rdb, queue, coco, time.Hour, log)
+	t.Cleanup(d.stop)
+	if n := rdb.ZCard(ctx, modelsKey(queue)).Val(); n != 1 {
+		t.Errorf("%d entries after an announcement, want the one model's", n)
+	}
+	// The set itself expires three intervals after the last announcement.
+	if ttl := rdb.PTTL(ctx, modelsKey(queue)).Val(); ttl < 2*time.Hour || ttl > 3*time.Hour {
+		t.Errorf("the set's time to live is %v, want 3h", ttl)
+	}
+
+	// A worker announces again every interval: an entry gone stale comes
+	// back.
+	e := startAnnouncer(rdb, queue, ships, 20*time.Millisecond, log)
+	t.Cleanup(e.stop)
+	rdb.ZAdd(ctx, modelsKey(queue), redis.Z{Score: float64(time.Now().Add(-time.Millisecond).UnixMilli()), Member: member})
+	deadline := time.Now().Add(5 * time.Second)
+	for got, _ := served.Models(ctx, 0); len(got) != 2; got, _ = served.Models(ctx, 0) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ships was not announced again: %v", got)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestServedModelsRedisDown: a Redis that does not answer is an
+// EUNAVAILABLE error (GET /models answers 503; POST /predict lets the
+// worker check the classes).
+func TestServedModelsRedisDown(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), MaxRetries: -1})
+	defer rdb.Close()
+	_, err := NewServedModels(rdb, "").Models(context.Background(), 0)
+	if detect.ErrorCode(err) != detect.EUNAVAILABLE {
+		t.Errorf("got %v, want an EUNAVAILABLE error", err)
+	}
+}
