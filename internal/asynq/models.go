@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
 
 	"yoloserve/internal/detect"
 )
@@ -100,13 +101,15 @@ func (a *announcer) stop() {
 
 // ServedModels reads the models the workers of a queue serve, as they
 // announce them (ServerConfig.Model), keeping the last reading for a while.
+// Concurrent readers share one read.
 type ServedModels struct {
-	rdb redis.UniversalClient
-	key string
+	rdb   redis.UniversalClient
+	key   string
+	reads singleflight.Group
 
-	mu     sync.Mutex // held while reading, so that concurrent readers share a read
+	mu     sync.Mutex
 	models []detect.Model
-	readAt time.Time
+	readAt time.Time // when the last reading that succeeded began
 }
 
 // NewServedModels returns a reader of the models queue's workers serve.
@@ -118,18 +121,37 @@ func NewServedModels(rdb redis.UniversalClient, queue string) *ServedModels {
 	return &ServedModels{rdb: rdb, key: modelsKey(queue)}
 }
 
-// Models returns the models the workers serve, sorted by name, read from
-// Redis at most maxAge ago (0: read now, unless a read that began after
-// the call did ended meanwhile). It returns an empty list when no worker
-// has said what it serves in the last three announce intervals, and an
-// EUNAVAILABLE *Error wrapping Redis's when it cannot read.
+// Models returns the models the workers serve, sorted by name, as read
+// from Redis at most maxAge ago; with 0, or when the last reading is older,
+// as read by the reading in flight or one that begins now. It returns an
+// empty list when no worker has said what it serves in the last three
+// announce intervals, and an EUNAVAILABLE *Error when Redis does not
+// answer (within the client's timeouts: NewClient's are a second to
+// connect and two to read) or ctx ends first.
 func (s *ServedModels) Models(ctx context.Context, maxAge time.Duration) ([]detect.Model, error) {
-	called := time.Now()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.readAt.IsZero() && (s.readAt.After(called) || time.Since(s.readAt) < maxAge) {
-		return s.models, nil
+	models, readAt := s.models, s.readAt
+	s.mu.Unlock()
+	if !readAt.IsZero() && time.Since(readAt) < maxAge {
+		return models, nil
 	}
+	select {
+	case r := <-s.reads.DoChan("", s.read):
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.([]detect.Model), nil
+	case <-ctx.Done():
+		return nil, unavailable(ctx.Err())
+	}
+}
+
+// read reads the models that are not stale and keeps them as the last
+// reading. It returns an EUNAVAILABLE *Error when Redis does not answer.
+// It runs for every caller that waits for it, so no caller's context
+// ends it.
+func (s *ServedModels) read() (any, error) {
+	ctx := context.Background()
 	readAt := time.Now()
 	members, err := s.rdb.ZRangeByScore(ctx, s.key, &redis.ZRangeBy{
 		Min: "(" + strconv.FormatInt(readAt.UnixMilli(), 10), Max: "+inf",
@@ -146,6 +168,8 @@ func (s *ServedModels) Models(ctx context.Context, maxAge time.Duration) ([]dete
 		models = append(models, d)
 	}
 	sort.SliceStable(models, func(i, j int) bool { return models[i].Name < models[j].Name })
+	s.mu.Lock()
 	s.models, s.readAt = models, readAt
+	s.mu.Unlock()
 	return models, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"testing"
 	"time"
 
@@ -86,14 +87,67 @@ func TestServedModels(t *testing.T) {
 	}
 }
 
-// TestServedModelsRedisDown: a Redis that does not answer is an
-// EUNAVAILABLE error (GET /models answers 503; POST /predict lets the
-// worker check the classes).
+// TestServedModelsRedisDown: a Redis that refuses connections, or takes
+// them and never answers, is an EUNAVAILABLE error (GET /models answers
+// 503; POST /predict lets the worker check the classes). Requests that
+// ask at once wait for one read, not each for the one before: each holds
+// an upload meanwhile.
 func TestServedModelsRedisDown(t *testing.T) {
-	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), MaxRetries: -1})
-	defer rdb.Close()
-	_, err := NewServedModels(rdb, "").Models(context.Background(), 0)
-	if detect.ErrorCode(err) != detect.EUNAVAILABLE {
-		t.Errorf("got %v, want an EUNAVAILABLE error", err)
+	refused, err := NewClient(fmt.Sprintf("redis://127.0.0.1:%d", testenv.FreePort(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refused.Close()
+	if _, err := NewServedModels(refused, "").Models(context.Background(), 0); detect.ErrorCode(err) != detect.EUNAVAILABLE {
+		t.Errorf("connection refused: got %v, want an EUNAVAILABLE error", err)
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+		}
+	}()
+	silent, err := NewClient("redis://" + l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	served := NewServedModels(silent, "")
+	start := time.Now()
+	if _, err := served.Models(context.Background(), 0); detect.ErrorCode(err) != detect.EUNAVAILABLE {
+		t.Errorf("no answer: got %v, want an EUNAVAILABLE error", err)
+	}
+	one := time.Since(start)
+	start = time.Now()
+	errs := make(chan error, 20)
+	for range cap(errs) {
+		go func() {
+			_, err := served.Models(context.Background(), 0)
+			errs <- err
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; detect.ErrorCode(err) != detect.EUNAVAILABLE {
+			t.Errorf("no answer, 20 at once: got %v, want an EUNAVAILABLE error", err)
+		}
+	}
+	if all := time.Since(start); all > 3*one {
+		t.Errorf("20 requests at once waited %v for a Redis that does not answer, where one waited %v", all, one)
+	}
+	// A request that gives up does not wait for the read.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	if _, err := served.Models(ctx, 0); detect.ErrorCode(err) != detect.EUNAVAILABLE || time.Since(start) > one/2 {
+		t.Errorf("a request whose context ends: %v after %v, want an EUNAVAILABLE error at once", err, time.Since(start))
 	}
 }
