@@ -8,15 +8,19 @@ import (
 	"yoloserve/internal/detect"
 )
 
-// modelsMaxAge is how old a reading of the workers' models may be when a
-// request's classes are checked against it, or GET /models lists it.
-const modelsMaxAge = 5 * time.Second
+// How old a reading of the workers' models may be when a request's
+// classes are checked against it (a class it lacks is read again before
+// it is refused), and when GET /models lists it.
+const (
+	modelsMaxAge     = 5 * time.Second
+	modelsListMaxAge = time.Second
+)
 
 // models answers GET /models: {"models": [...]}, the models the workers
 // serve, each with its class names by id and its input size; an empty
 // list when no worker has said what it serves.
 func (s *Server) models(w http.ResponseWriter, r *http.Request) {
-	models, err := s.cfg.Models.Models(r.Context(), time.Second)
+	models, err := s.cfg.Models.Models(r.Context(), modelsListMaxAge)
 	if err != nil {
 		Error(w, r, s.log, err)
 		return
