@@ -9,7 +9,7 @@ ORT_DIR := lib/onnxruntime
 ORT_LIB := $(ORT_DIR)/libonnxruntime.so.1
 CACHE := .cache
 
-.PHONY: all build test bench lint run clean model help ort fuzz soak race
+.PHONY: all build test bench lint run clean model help ort fuzz soak race chaos
 
 all: build
 
@@ -20,6 +20,7 @@ help:
 	@echo "make run     set up and start the API and a worker (Ctrl-C stops both)"
 	@echo "make lint    gofmt and go vet"
 	@echo "make race    the test suite under the race detector, processes included"
+	@echo "make chaos   kill and restart the processes at random under load (S=seconds, default 120)"
 	@echo "make model   export models/yolov8n.onnx with Ultralytics"
 	@echo "make clean   remove build outputs"
 
@@ -73,6 +74,12 @@ lint:
 
 soak:
 	YOLOSERVE_SOAK=$${N:-10000} $(GO) test ./internal/e2e -run TestSoak -v -timeout 60m
+
+# Processes killed and restarted at random under load for S seconds
+# (default 120); every accepted task must end SUCCESS.
+chaos: ort
+	@scripts/test-deps.sh
+	YOLOSERVE_CHAOS=$${S:-120} $(GO) test ./internal/e2e -run TestChaos -v -count=1 -timeout 60m
 
 fuzz:
 	$(GO) test ./internal/http -run '^$$' -fuzz FuzzUpload -fuzztime 60s

@@ -80,6 +80,10 @@ func (r *RedisServer) Start(args ...string) {
 	}
 }
 
+// Restartable says whether the test has a server of its own, which Stop
+// and Start may kill and start again (not REDIS_URL's).
+func (r *RedisServer) Restartable() bool { return r.dir != "" }
+
 // Stop kills the server (as a crash would) and waits for it to exit.
 func (r *RedisServer) Stop() {
 	if r.cmd == nil || r.cmd.Process == nil {

@@ -1,0 +1,194 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"yoloserve/internal/detect"
+	"yoloserve/internal/testenv"
+)
+
+// TestChaos runs the service as processes (an API, two workers, a Redis
+// that writes every command to its append-only file before answering)
+// under four clients for YOLOSERVE_CHAOS seconds (make chaos), while it
+// kills and restarts them at random: a worker or the API with SIGKILL or
+// SIGTERM, Redis with SIGKILL. Then every task the API accepted must end
+// SUCCESS, and no upload may be left. YOLOSERVE_CHAOS_SEED replays a run.
+func TestChaos(t *testing.T) {
+	secs, _ := strconv.Atoi(os.Getenv("YOLOSERVE_CHAOS"))
+	if secs <= 0 {
+		t.Skip("set YOLOSERVE_CHAOS=seconds (make chaos) to run it")
+	}
+	seed, err := strconv.ParseUint(os.Getenv("YOLOSERVE_CHAOS_SEED"), 10, 64)
+	if err != nil {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("YOLOSERVE_CHAOS_SEED=%d", seed)
+	rnd := rand.New(rand.NewPCG(seed, seed))
+	h := newHarness(t, options{}) // for its Redis, upload folder and helpers
+	if !h.redis.Restartable() {
+		t.Skip("needs a redis-server of its own, not REDIS_URL's")
+	}
+	// Acknowledged writes survive a kill.
+	aof := []string{"--appendonly", "yes", "--appendfsync", "always"}
+	h.redis.Stop()
+	h.redis.Start(aof...)
+
+	apiEnv, apiURL := h.apiEnv(t)
+	h.api.URL = apiURL
+	api := testenv.Start(t, "api", apiEnv...)
+	awaitReady(t, "api", apiURL)
+	workerEnvs := [][]string{h.workerEnv(t, "WORKER_CONCURRENCY=1"), h.workerEnv(t, "WORKER_CONCURRENCY=1")}
+	workers := make([]*testenv.Process, len(workerEnvs))
+	for i, env := range workerEnvs {
+		workers[i] = testenv.Start(t, "worker", env...)
+	}
+
+	var images [][]byte
+	for _, name := range testenv.Images(t) {
+		images = append(images, testenv.ReadImage(t, name))
+	}
+	var (
+		mu       sync.Mutex
+		accepted []string
+		refused  = map[string]int{} // by status, or the client's error
+		stop     = make(chan struct{})
+		clients  sync.WaitGroup
+	)
+	client := &http.Client{Timeout: 20 * time.Second}
+	for c := range 4 {
+		clients.Add(1)
+		go func() {
+			defer clients.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				id, why := chaosPost(client, apiURL, images[(c+i)%len(images)])
+				mu.Lock()
+				if id != "" {
+					accepted = append(accepted, id)
+				} else {
+					refused[why]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+
+	actions := map[string]int{}
+	for end := time.Now().Add(time.Duration(secs) * time.Second); time.Now().Before(end); {
+		time.Sleep(time.Duration(2000+rnd.IntN(4000)) * time.Millisecond)
+		switch a := rnd.IntN(6); a {
+		case 0, 1, 2:
+			i := rnd.IntN(len(workers))
+			how := "SIGKILL"
+			if a == 2 {
+				how = "SIGTERM"
+				workers[i].Signal(syscall.SIGTERM)
+				workers[i].Wait(t, time.Minute)
+			} else {
+				workers[i].Kill()
+			}
+			workers[i] = testenv.Start(t, "worker", workerEnvs[i]...)
+			actions["worker "+how]++
+		case 3, 4:
+			how := "SIGKILL"
+			if a == 4 {
+				how = "SIGTERM"
+				api.Signal(syscall.SIGTERM)
+				api.Wait(t, time.Minute)
+			} else {
+				api.Kill()
+			}
+			api = testenv.Start(t, "api", apiEnv...)
+			actions["API "+how]++
+		case 5:
+			h.redis.Stop()
+			h.redis.Start(aof...)
+			actions["Redis SIGKILL"]++
+		}
+	}
+	close(stop)
+	clients.Wait()
+	awaitReady(t, "api", apiURL)
+	t.Logf("%d s: %v; %d tasks accepted, refused %v", secs, actions, len(accepted), refused)
+
+	ended := map[detect.Status]int{}
+	for _, id := range accepted {
+		ti, err := chaosResult(client, apiURL, id, 5*time.Minute)
+		if err != nil {
+			t.Errorf("task %s: %v", id, err)
+			continue
+		}
+		ended[ti.Status]++
+		if ti.Status != detect.StatusSuccess {
+			t.Errorf("task %s: %s %s", id, ti.Status, ti.Error)
+		}
+	}
+	t.Logf("the accepted tasks ended %v", ended)
+	testenv.Eventually(t, 30*time.Second, "uploads left behind", func() bool { return len(h.uploadsLeft()) == 0 })
+}
+
+// chaosPost posts an image and returns the task's id, or why there is
+// none: the status, or the client's error.
+func chaosPost(client *http.Client, url string, img []byte) (id, why string) {
+	var b bytes.Buffer
+	mw := multipart.NewWriter(&b)
+	fw, _ := mw.CreateFormFile("image", "image")
+	fw.Write(img)
+	mw.Close()
+	resp, err := client.Post(url+"/predict", mw.FormDataContentType(), &b)
+	if err != nil {
+		return "", "no answer"
+	}
+	defer resp.Body.Close()
+	var ti detect.TaskInfo
+	if resp.StatusCode != http.StatusAccepted || json.NewDecoder(resp.Body).Decode(&ti) != nil || ti.ID == "" {
+		io.Copy(io.Discard, resp.Body)
+		return "", strconv.Itoa(resp.StatusCode)
+	}
+	return ti.ID, ""
+}
+
+// chaosResult waits up to d for a task to end, asking again when the API
+// does not answer or answers 503. Any other answer but 200 is an error.
+func chaosResult(client *http.Client, url, id string, d time.Duration) (detect.TaskInfo, error) {
+	var ti detect.TaskInfo
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+		resp, err := client.Get(url + "/result/" + id + "?wait=15")
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == http.StatusServiceUnavailable:
+			time.Sleep(time.Second)
+			continue
+		case resp.StatusCode != http.StatusOK:
+			return ti, fmt.Errorf("GET /result: %d %s", resp.StatusCode, body)
+		}
+		if err := json.Unmarshal(body, &ti); err != nil {
+			return ti, err
+		}
+		if ti.Status.Done() {
+			return ti, nil
+		}
+	}
+	return ti, fmt.Errorf("still %s after %v", ti.Status, d)
+}
