@@ -76,7 +76,8 @@ soak:
 	YOLOSERVE_SOAK=$${N:-10000} $(GO) test ./internal/e2e -run TestSoak -v -timeout 60m
 
 # Processes killed and restarted at random under load for S seconds
-# (default 120); every accepted task must end SUCCESS.
+# (default 120; half with uploads on disk, half in Redis); every accepted
+# task must end SUCCESS.
 chaos: ort
 	@scripts/test-deps.sh
 	YOLOSERVE_CHAOS=$${S:-120} $(GO) test ./internal/e2e -run TestChaos -v -count=1 -timeout 60m

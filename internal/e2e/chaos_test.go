@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,10 +22,11 @@ import (
 
 // TestChaos runs the service as processes (an API, two workers, a Redis
 // that writes every command to its append-only file before answering)
-// under four clients for YOLOSERVE_CHAOS seconds (make chaos), while it
-// kills and restarts them at random: a worker or the API with SIGKILL or
-// SIGTERM, Redis with SIGKILL. Then every task the API accepted must end
-// SUCCESS, and no upload may be left. YOLOSERVE_CHAOS_SEED replays a run.
+// under four clients for YOLOSERVE_CHAOS seconds (make chaos), half with
+// the uploads on disk and half with them in Redis, while it kills and
+// restarts them at random: a worker or the API with SIGKILL or SIGTERM,
+// Redis with SIGKILL. Then every task the API accepted must end SUCCESS,
+// and no upload may be left. YOLOSERVE_CHAOS_SEED replays a run.
 func TestChaos(t *testing.T) {
 	secs, _ := strconv.Atoi(os.Getenv("YOLOSERVE_CHAOS"))
 	if secs <= 0 {
@@ -36,6 +38,13 @@ func TestChaos(t *testing.T) {
 	}
 	t.Logf("YOLOSERVE_CHAOS_SEED=%d", seed)
 	rnd := rand.New(rand.NewPCG(seed, seed))
+	for _, store := range []string{"dir", "redis"} {
+		t.Run(store, func(t *testing.T) { chaos(t, store, time.Duration(secs)*time.Second/2, rnd) })
+	}
+}
+
+// chaos is one run of TestChaos, for d, with uploads stored in store.
+func chaos(t *testing.T, store string, d time.Duration, rnd *rand.Rand) {
 	h := newHarness(t, options{}) // for its Redis, upload folder and helpers
 	if !h.redis.Restartable() {
 		t.Skip("needs a redis-server of its own, not REDIS_URL's")
@@ -45,11 +54,11 @@ func TestChaos(t *testing.T) {
 	h.redis.Stop()
 	h.redis.Start(aof...)
 
-	apiEnv, apiURL := h.apiEnv(t)
+	apiEnv, apiURL := h.apiEnv(t, "UPLOAD_STORE="+store)
 	h.api.URL = apiURL
 	api := testenv.Start(t, "api", apiEnv...)
 	awaitReady(t, "api", apiURL)
-	workerEnvs := [][]string{h.workerEnv(t, "WORKER_CONCURRENCY=1"), h.workerEnv(t, "WORKER_CONCURRENCY=1")}
+	workerEnvs := [][]string{h.workerEnv(t, "WORKER_CONCURRENCY=1", "UPLOAD_STORE="+store), h.workerEnv(t, "WORKER_CONCURRENCY=1", "UPLOAD_STORE="+store)}
 	workers := make([]*testenv.Process, len(workerEnvs))
 	for i, env := range workerEnvs {
 		workers[i] = testenv.Start(t, "worker", env...)
@@ -90,7 +99,7 @@ func TestChaos(t *testing.T) {
 	}
 
 	actions := map[string]int{}
-	for end := time.Now().Add(time.Duration(secs) * time.Second); time.Now().Before(end); {
+	for end := time.Now().Add(d); time.Now().Before(end); {
 		time.Sleep(time.Duration(2000+rnd.IntN(4000)) * time.Millisecond)
 		switch a := rnd.IntN(6); a {
 		case 0, 1, 2:
@@ -125,7 +134,7 @@ func TestChaos(t *testing.T) {
 	close(stop)
 	clients.Wait()
 	awaitReady(t, "api", apiURL)
-	t.Logf("%d s: %v; %d tasks accepted, refused %v", secs, actions, len(accepted), refused)
+	t.Logf("%v, uploads on %s: %v; %d tasks accepted, refused %v", d, store, actions, len(accepted), refused)
 
 	ended := map[detect.Status]int{}
 	for _, id := range accepted {
@@ -140,7 +149,10 @@ func TestChaos(t *testing.T) {
 		}
 	}
 	t.Logf("the accepted tasks ended %v", ended)
-	testenv.Eventually(t, 30*time.Second, "uploads left behind", func() bool { return len(h.uploadsLeft()) == 0 })
+	testenv.Eventually(t, 30*time.Second, "uploads left behind", func() bool {
+		n, err := h.rdb.Keys(context.Background(), "yoloserve:upload:*").Result()
+		return err == nil && len(n) == 0 && len(h.uploadsLeft()) == 0
+	})
 }
 
 // chaosPost posts an image and returns the task's id, or why there is
