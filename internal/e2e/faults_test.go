@@ -818,6 +818,52 @@ func TestRedisDownAndBack(t *testing.T) {
 	t.Logf("after Redis restarted: accepting again and the task SUCCESS within %v", time.Since(back).Round(time.Millisecond))
 }
 
+// redisDiesAtEnqueue is the real queue, but Redis is killed as a task is
+// about to be enqueued: its upload, stored in Redis just before, is there
+// again once Redis has restarted from its append-only file.
+type redisDiesAtEnqueue struct {
+	*asynq.Queue
+	redis *testenv.RedisServer
+}
+
+func (q redisDiesAtEnqueue) Enqueue(ctx context.Context, job detect.Job) (string, error) {
+	q.redis.Stop()
+	return q.Queue.Enqueue(ctx, job)
+}
+
+// TestUploadNotEnqueuedIsDropped: with uploads stored in Redis, Redis dies
+// between an upload's store and its task's enqueue. The client gets 503,
+// and the upload, which Redis could not delete then, is deleted once Redis
+// is back, not left for UPLOAD_MAX_AGE.
+func TestUploadNotEnqueuedIsDropped(t *testing.T) {
+	h := newHarness(t, options{})
+	if !h.redis.Restartable() {
+		t.Skip("needs a redis-server of its own, not REDIS_URL's")
+	}
+	aof := []string{"--appendonly", "yes", "--appendfsync", "always"}
+	h.redis.Stop()
+	h.redis.Start(aof...)
+	srv := apihttp.NewServer(apihttp.Config{}, redisDiesAtEnqueue{h.queue, h.redis}, upload.NewRedis(h.rdb, time.Hour))
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	defer srv.Shutdown(context.Background())
+
+	body, ct := multipartBody(t, "image", "bus.jpg", testenv.ReadImage(t, "bus.jpg"), nil)
+	resp, err := http.Post(ts.URL+"/predict", ct, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("POST with Redis dying: %d, want 503", resp.StatusCode)
+	}
+	h.redis.Start(aof...)
+	testenv.Eventually(t, 30*time.Second, "the upload that was not enqueued is still in Redis", func() bool {
+		keys, err := h.rdb.Keys(context.Background(), "yoloserve:upload:*").Result()
+		return err == nil && len(keys) == 0
+	})
+}
+
 // TestBackPressure: past MAX_QUEUE waiting tasks, 503 with Retry-After.
 func TestBackPressure(t *testing.T) {
 	h := newHarness(t, options{queue: asynq.QueueConfig{MaxQueue: 3}})

@@ -117,14 +117,50 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (detect.TaskInfo
 	stored = int64(len(u.data))
 	id, err := s.queue.Enqueue(r.Context(), detect.Job{Upload: ref, Filename: u.filename, Params: p})
 	if err != nil {
-		if derr := s.uploads.Delete(context.WithoutCancel(r.Context()), ref); derr != nil {
-			s.log.Warn("deleting an upload that was not enqueued", "error", derr)
-		} else {
+		if s.dropUpload(context.WithoutCancel(r.Context()), ref) {
 			stored = 0
 		}
 		return detect.TaskInfo{}, 0, err
 	}
 	return detect.TaskInfo{ID: id, Status: detect.StatusPending}, wait, nil
+}
+
+// Backoff of the background deletes of dropUpload: about a minute in all.
+const (
+	dropRetryFirst = 250 * time.Millisecond
+	dropRetryMax   = 16 * time.Second
+	dropRetryFor   = time.Minute
+)
+
+// dropUpload deletes an upload whose task was not enqueued, and says
+// whether it is gone. The store may fail as the enqueue did: with uploads
+// in Redis, a Redis that restarts refuses both, then answers "loading" for
+// a moment, and the upload is there again once it has loaded. So a delete
+// that fails is tried again in the background, backing off, for about a
+// minute or until the server shuts down; an upload left after that goes
+// at UPLOAD_MAX_AGE (the folder's sweeper, or the key's expiry).
+func (s *Server) dropUpload(ctx context.Context, ref string) bool {
+	err := s.uploads.Delete(ctx, ref)
+	if err == nil {
+		return true
+	}
+	s.log.Warn("deleting an upload that was not enqueued; trying again in the background", "error", err)
+	go func() {
+		wait := dropRetryFirst
+		for end := time.Now().Add(dropRetryFor); time.Now().Before(end); wait = min(2*wait, dropRetryMax) {
+			select {
+			case <-s.stopping.Done():
+				return
+			case <-time.After(wait):
+			}
+			if err = s.uploads.Delete(s.stopping, ref); err == nil {
+				s.log.Info("deleted an upload that was not enqueued")
+				return
+			}
+		}
+		s.log.Warn("an upload that was not enqueued is left until UPLOAD_MAX_AGE", "error", err)
+	}()
+	return false
 }
 
 // errTooManyUploads refuses an upload past MAX_INFLIGHT_UPLOADS or
