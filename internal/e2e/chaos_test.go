@@ -25,7 +25,7 @@ import (
 // under four clients for YOLOSERVE_CHAOS seconds (make chaos), half with
 // the uploads on disk and half with them in Redis, while it kills and
 // restarts them at random: a worker or the API with SIGKILL or SIGTERM,
-// Redis with SIGKILL. Then every task the API accepted must end SUCCESS,
+// Redis with SIGKILL; or pauses Redis for 3 s. Then every task the API accepted must end SUCCESS,
 // and no upload may be left. YOLOSERVE_CHAOS_SEED replays a run.
 func TestChaos(t *testing.T) {
 	secs, _ := strconv.Atoi(os.Getenv("YOLOSERVE_CHAOS"))
@@ -101,7 +101,7 @@ func chaos(t *testing.T, store string, d time.Duration, rnd *rand.Rand) {
 	actions := map[string]int{}
 	for end := time.Now().Add(d); time.Now().Before(end); {
 		time.Sleep(time.Duration(2000+rnd.IntN(4000)) * time.Millisecond)
-		switch a := rnd.IntN(6); a {
+		switch a := rnd.IntN(7); a {
 		case 0, 1, 2:
 			i := rnd.IntN(len(workers))
 			how := "SIGKILL"
@@ -129,6 +129,11 @@ func chaos(t *testing.T, store string, d time.Duration, rnd *rand.Rand) {
 			h.redis.Stop()
 			h.redis.Start(aof...)
 			actions["Redis SIGKILL"]++
+		case 6:
+			// Redis stalls (a long fork, a slow disk, a network
+			// partition): every client's commands wait.
+			h.rdb.Do(context.Background(), "CLIENT", "PAUSE", 3000, "ALL")
+			actions["Redis paused 3 s"]++
 		}
 	}
 	close(stop)
