@@ -374,10 +374,19 @@ func failsForGood(ctx context.Context, err error) bool {
 }
 
 // logFailure logs the failed attempt of the task running in ctx: its end,
-// with the sentence its client reads, when it is not retried; otherwise
-// that it will be, the attempt's cause having been logged where it arose.
+// with the sentence its client reads, when it is not retried; that its
+// worker lost its lease, when asynq cut it short for that; otherwise that
+// it will be retried, the attempt's cause having been logged where it
+// arose.
 func logFailure(ctx context.Context, log *slog.Logger, err error) {
 	id, _ := asynq.GetTaskID(ctx)
+	if errors.Is(err, asynq.ErrLeaseExpired) {
+		// asynq handed the task on when the lease ran out; it may have
+		// ended elsewhere meanwhile, and whatever this attempt did is
+		// not recorded.
+		log.Warn("task attempt cut short: this worker lost the task's lease (it was stopped, or could not reach Redis, for longer than the lease); asynq runs the task again unless another attempt has finished it", "task_id", id)
+		return
+	}
 	if failsForGood(ctx, err) {
 		log.Warn("task failed", "task_id", id, "error", err)
 		return

@@ -25,7 +25,8 @@ import (
 // under four clients for YOLOSERVE_CHAOS seconds (make chaos), half with
 // the uploads on disk and half with them in Redis, while it kills and
 // restarts them at random: a worker or the API with SIGKILL or SIGTERM,
-// Redis with SIGKILL; or pauses Redis for 3 s. Then every task the API accepted must end SUCCESS,
+// Redis with SIGKILL; or pauses Redis for 3 s, or freezes a worker for
+// 40 s, past its tasks' lease. Then every task the API accepted must end SUCCESS,
 // and no upload may be left. YOLOSERVE_CHAOS_SEED replays a run.
 func TestChaos(t *testing.T) {
 	secs, _ := strconv.Atoi(os.Getenv("YOLOSERVE_CHAOS"))
@@ -101,12 +102,13 @@ func chaos(t *testing.T, store string, d time.Duration, rnd *rand.Rand) {
 	actions := map[string]int{}
 	for end := time.Now().Add(d); time.Now().Before(end); {
 		time.Sleep(time.Duration(2000+rnd.IntN(4000)) * time.Millisecond)
-		switch a := rnd.IntN(7); a {
+		switch a := rnd.IntN(8); a {
 		case 0, 1, 2:
 			i := rnd.IntN(len(workers))
 			how := "SIGKILL"
 			if a == 2 {
 				how = "SIGTERM"
+				workers[i].Signal(syscall.SIGCONT) // if frozen (case 7)
 				workers[i].Signal(syscall.SIGTERM)
 				workers[i].Wait(t, time.Minute)
 			} else {
@@ -134,7 +136,18 @@ func chaos(t *testing.T, store string, d time.Duration, rnd *rand.Rand) {
 			// partition): every client's commands wait.
 			h.rdb.Do(context.Background(), "CLIENT", "PAUSE", 3000, "ALL")
 			actions["Redis paused 3 s"]++
+		case 7:
+			// A worker frozen past its tasks' lease (a paused VM, a
+			// stopped container): asynq hands its tasks to the other,
+			// and it finishes them too once it thaws.
+			w := workers[rnd.IntN(len(workers))]
+			w.Signal(syscall.SIGSTOP)
+			time.AfterFunc(40*time.Second, func() { w.Signal(syscall.SIGCONT) })
+			actions["worker frozen 40 s"]++
 		}
+	}
+	for _, w := range workers {
+		w.Signal(syscall.SIGCONT)
 	}
 	close(stop)
 	clients.Wait()
