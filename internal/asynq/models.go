@@ -47,18 +47,19 @@ type announcer struct {
 	stopped  sync.Once
 }
 
-// startAnnouncer adds m to the models queue's workers serve, at once (for
-// at most a second: a Redis that does not answer yet is retried at the
-// next interval) and then every interval until stop.
+// startAnnouncer adds m to the models queue's workers serve, at once, and
+// then every interval until stop. It returns once the first write has
+// ended, or after a second: a Redis that does not answer yet holds the
+// worker's start no longer, and is tried again at the next interval.
 func startAnnouncer(rdb redis.UniversalClient, queue string, m detect.Model, interval time.Duration, log *slog.Logger) *announcer {
 	member, _ := json.Marshal(m) // strings and ints: it cannot fail
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &announcer{rdb: rdb, key: modelsKey(queue), member: member, interval: interval, log: log, cancel: cancel, done: make(chan struct{})}
-	first, cancelFirst := context.WithTimeout(ctx, time.Second)
-	a.write(first)
-	cancelFirst()
+	first := make(chan struct{})
 	go func() {
 		defer close(a.done)
+		a.write(ctx)
+		close(first)
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
@@ -70,6 +71,10 @@ func startAnnouncer(rdb redis.UniversalClient, queue string, m detect.Model, int
 			}
 		}
 	}()
+	select {
+	case <-first:
+	case <-time.After(time.Second):
+	}
 	return a
 }
 

@@ -146,6 +146,7 @@ func (s *Server) dropUpload(ctx context.Context, ref string) bool {
 	}
 	s.log.Warn("deleting an upload that was not enqueued; trying again in the background", "error", err)
 	go func() {
+		var err error
 		wait := dropRetryFirst
 		for end := time.Now().Add(dropRetryFor); time.Now().Before(end); wait = min(2*wait, dropRetryMax) {
 			select {
