@@ -196,7 +196,7 @@ func chaos(t *testing.T, store string, d time.Duration, rnd *rand.Rand) {
 			}
 		}
 		if len(left) == 0 {
-			t.Logf("uploads left: %d, each stored as an API was killed", killed)
+			t.Logf("uploads left: %d, each stored in the 5 s before an API was killed", killed)
 			return
 		}
 		if time.Now().After(deadline) {
