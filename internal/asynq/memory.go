@@ -23,9 +23,8 @@ import (
 // stay full.
 const fullShare = 0.9
 
-// watchersKey is the sorted set where the memory watches of the API
-// replicas that store uploads in Redis each hold a member, scored with
-// the time, in Unix milliseconds, past which it is stale.
+// watchersKey is the live set (liveset.go) where the memory watches of
+// the API replicas that store uploads in Redis each hold a member.
 const watchersKey = "yoloserve:memory-watchers"
 
 // RedisMemory watches how full Redis is: its used_memory against its
@@ -71,10 +70,7 @@ func WatchMemory(ctx context.Context, rdb redis.UniversalClient, interval time.D
 		infoCmd := pipe.Info(ctx, "memory")
 		var watchers *redis.IntCmd
 		if uploads {
-			now := sent.UnixMilli()
-			pipe.ZAdd(ctx, watchersKey, redis.Z{Score: float64(now + stale.Milliseconds()), Member: m.id})
-			pipe.ZRemRangeByScore(ctx, watchersKey, "-inf", strconv.FormatInt(now, 10))
-			pipe.PExpire(ctx, watchersKey, stale)
+			keepLive(ctx, pipe, watchersKey, m.id, sent, stale)
 			watchers = pipe.ZCard(ctx, watchersKey)
 		}
 		pipe.Exec(ctx) // each command's error is its own: a full Redis refuses ZADD, not INFO

@@ -19,15 +19,14 @@ import (
 // answer a request for a class no worker's model has with 400 at once,
 // where the worker that took the task would fail it, and can list the
 // models (GET /models). Each worker adds its model's description, as
-// JSON, to a sorted set of its queue, scored with the time (Unix
-// milliseconds, the worker's clock) past which the entry is stale, and
-// adds it again every interval. Workers serving the same model write the
-// same member, so the set holds one entry per model. A worker that stops
-// leaves its entry to go stale: others may serve the same model, and a
-// stale entry only lets the API accept a class that a worker may then
-// refuse, as it did before workers said anything.
+// JSON, to a live set of its queue (liveset.go), and adds it again every
+// interval. Workers serving the same model write the same member, so the
+// set holds one entry per model. A worker that stops leaves its entry to
+// go stale: others may serve the same model, and a stale entry only lets
+// the API accept a class that a worker may then refuse, as it did before
+// workers said anything.
 
-// modelsKey is the sorted set of the models queue's workers serve. Its
+// modelsKey is the live set of the models queue's workers serve. Its
 // hash tag puts it beside asynq's keys of the queue on a Redis cluster.
 func modelsKey(queue string) string { return "yoloserve:{" + queue + "}:models" }
 
@@ -58,18 +57,14 @@ func startAnnouncer(rdb redis.UniversalClient, queue string, m detect.Model, int
 	first := make(chan struct{})
 	go func() {
 		defer close(a.done)
-		a.write(ctx)
-		close(first)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				a.write(ctx)
+		wrote := first // closed once, after the first write
+		every(ctx, interval, func() {
+			a.write(ctx)
+			if wrote != nil {
+				close(wrote)
+				wrote = nil
 			}
-		}
+		})
 	}()
 	select {
 	case <-first:
@@ -82,12 +77,8 @@ func startAnnouncer(rdb redis.UniversalClient, queue string, m detect.Model, int
 // drops the entries gone stale. A failure is logged at debug level:
 // Redis being down is logged elsewhere.
 func (a *announcer) write(ctx context.Context) {
-	now := time.Now().UnixMilli()
-	stale := 3 * a.interval
 	_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAdd(ctx, a.key, redis.Z{Score: float64(now + stale.Milliseconds()), Member: a.member})
-		p.ZRemRangeByScore(ctx, a.key, "-inf", strconv.FormatInt(now, 10))
-		p.PExpire(ctx, a.key, stale)
+		keepLive(ctx, p, a.key, a.member, time.Now(), 3*a.interval)
 		return nil
 	})
 	if err != nil && ctx.Err() == nil {
