@@ -54,10 +54,8 @@ func chaos(t *testing.T, store string, d time.Duration, rnd *rand.Rand) {
 	if !h.redis.Restartable() {
 		t.Skip("needs a redis-server of its own, not REDIS_URL's")
 	}
-	// Acknowledged writes survive a kill.
-	aof := []string{"--appendonly", "yes", "--appendfsync", "always"}
 	h.redis.Stop()
-	h.redis.Start(aof...)
+	h.redis.StartDurable() // acknowledged writes survive a kill
 
 	apiEnv, apiURL := h.apiEnv(t, "UPLOAD_STORE="+store, "UPLOAD_MAX_AGE=1h")
 	h.api.URL = apiURL
@@ -141,7 +139,7 @@ func chaos(t *testing.T, store string, d time.Duration, rnd *rand.Rand) {
 			act("API " + how)
 		case 5:
 			h.redis.Stop()
-			h.redis.Start(aof...)
+			h.redis.StartDurable()
 			act("Redis SIGKILL")
 		case 6:
 			// Redis stalls (a long fork, a slow disk, a network

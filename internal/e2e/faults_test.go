@@ -844,9 +844,8 @@ func TestUploadNotEnqueuedIsDropped(t *testing.T) {
 	if !h.redis.Restartable() {
 		t.Skip("needs a redis-server of its own, not REDIS_URL's")
 	}
-	aof := []string{"--appendonly", "yes", "--appendfsync", "always"}
 	h.redis.Stop()
-	h.redis.Start(aof...)
+	h.redis.StartDurable()
 	srv := apihttp.NewServer(apihttp.Config{}, redisDiesAtEnqueue{h.queue, h.redis}, upload.NewRedis(h.rdb, time.Hour))
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
@@ -861,7 +860,7 @@ func TestUploadNotEnqueuedIsDropped(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("POST with Redis dying: %d, want 503", resp.StatusCode)
 	}
-	h.redis.Start(aof...)
+	h.redis.StartDurable()
 	testenv.Eventually(t, 30*time.Second, "the upload that was not enqueued is still in Redis", func() bool {
 		keys, err := h.rdb.Keys(context.Background(), "yoloserve:upload:*").Result()
 		return err == nil && len(keys) == 0

@@ -80,6 +80,14 @@ func (r *RedisServer) Start(args ...string) {
 	}
 }
 
+// StartDurable (re)starts the server writing every command to its
+// append-only file, on disk before it answers, so that a kill loses
+// nothing it acknowledged; the file stays for the next StartDurable.
+func (r *RedisServer) StartDurable() {
+	r.tb.Helper()
+	r.Start("--appendonly", "yes", "--appendfsync", "always")
+}
+
 // Restartable says whether the test has a server of its own, which Stop
 // and Start may kill and start again (not REDIS_URL's).
 func (r *RedisServer) Restartable() bool { return r.dir != "" }
