@@ -300,7 +300,7 @@ func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*d
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	keep, err := d.model.ClassFilter(p.Classes)
+	keep, err := detect.ClassMask(d.model.Names, p.Classes)
 	if err != nil {
 		return nil, err
 	}

@@ -94,13 +94,6 @@ func (m *Model) outputShape(batch int) []int64 {
 	return []int64{int64(batch), int64(4 + len(m.Names)), int64(m.Anchors)}
 }
 
-// ClassFilter resolves a request's classes (ids or names) to a mask over
-// the model's classes, nil for all. It returns an EINVALID *Error naming an
-// id out of range or a name the model does not know.
-func (m *Model) ClassFilter(classes []string) ([]bool, error) {
-	return detect.ClassMask(m.Names, classes)
-}
-
 // Describe returns what the worker announces of the model.
 func (m *Model) Describe() detect.Model {
 	return detect.Model{Name: m.Name, Classes: m.Names, Input: detect.Size{Width: m.Width, Height: m.Height}}
