@@ -43,7 +43,8 @@ func run() error {
 		return err
 	}
 	defer rdb.Close()
-	uploads, err := upload.Open(cfg.UploadStore, cfg.UploadDir, rdb, cfg.UploadMaxAge)
+	uploads, err := upload.Open(upload.Config{Kind: cfg.UploadStore, Dir: cfg.UploadDir,
+		DiskReserve: cfg.UploadDiskReserve, MaxAge: cfg.UploadMaxAge}, rdb)
 	if err != nil {
 		return err
 	}
@@ -78,6 +79,11 @@ func run() error {
 	go func() { errc <- srv.Serve(l) }()
 	log.Info("api listening", "addr", cfg.APIAddr, "redis", cfg.Redacted(), "upload_dir", cfg.UploadDir,
 		"auth", len(cfg.APIKeys) > 0, "rate_limit", cfg.RateLimit)
+	if dir, ok := uploads.(*upload.Dir); ok {
+		if err := dir.CheckRoom(0); err != nil {
+			log.Warn("uploads are refused until the upload folder's disk has room", "error", err)
+		}
+	}
 	select {
 	case err := <-errc:
 		return err

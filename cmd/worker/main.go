@@ -73,7 +73,8 @@ func run() error {
 		return err
 	}
 	defer rdb.Close()
-	uploads, err := upload.Open(cfg.UploadStore, cfg.UploadDir, rdb, cfg.UploadMaxAge)
+	uploads, err := upload.Open(upload.Config{Kind: cfg.UploadStore, Dir: cfg.UploadDir,
+		DiskReserve: cfg.UploadDiskReserve, MaxAge: cfg.UploadMaxAge}, rdb)
 	if err != nil {
 		return err
 	}

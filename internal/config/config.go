@@ -27,6 +27,7 @@ type Config struct {
 	WorkerAddr        string // WORKER_ADDR
 	UploadDir         string // UPLOAD_DIR
 	UploadStore       string // UPLOAD_STORE: dir or redis
+	UploadDiskReserve int64  // UPLOAD_DISK_RESERVE
 	ModelPath         string // MODEL_PATH
 	ModelSet          bool   // whether MODEL_PATH was given
 
@@ -73,6 +74,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"WORKER_ADDR", ":9091", "where a worker serves /healthz, /readyz, /metrics"},
 	{"UPLOAD_DIR", "uploads", "where uploads wait for a worker (shared by API and workers)"},
 	{"UPLOAD_STORE", "dir", "dir: uploads in UPLOAD_DIR (one host); redis: in Redis beside the task (no shared disk)"},
+	{"UPLOAD_DISK_RESERVE", "1073741824", "bytes the API leaves free on UPLOAD_DIR's disk, for Redis's append-only file and the rest of the host: an upload that would leave less is answered 503 until workers free room (0: none)"},
 	{"MODEL_PATH", "models/yolov8n.onnx", "the YOLO ONNX model"},
 	{"ORT_LIB", "", "path of libonnxruntime.so (default: the one `make build` fetched)"},
 	{"ORT_PROVIDER", "cpu", "cpu or cuda"},
@@ -126,6 +128,7 @@ func Parse(getenv func(string) string) (Config, error) {
 		WorkerAddr:        p.str("WORKER_ADDR"),
 		UploadDir:         p.str("UPLOAD_DIR"),
 		UploadStore:       strings.ToLower(p.str("UPLOAD_STORE")),
+		UploadDiskReserve: int64(p.int("UPLOAD_DISK_RESERVE", 0, 1<<50)),
 		ModelPath:         p.str("MODEL_PATH"),
 		ModelSet:          getenv("MODEL_PATH") != "",
 		ORTLib:            p.str("ORT_LIB"),

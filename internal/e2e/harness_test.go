@@ -73,8 +73,9 @@ func TestMain(m *testing.M) {
 
 // options tune a harness.
 type options struct {
-	api   apihttp.Config
-	queue asynq.QueueConfig
+	api         apihttp.Config
+	queue       asynq.QueueConfig
+	diskReserve int64 // UPLOAD_DISK_RESERVE (default none)
 }
 
 type harness struct {
@@ -101,7 +102,7 @@ func newHarness(t *testing.T, o options) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.rdb.Close() })
-	if h.uploads, err = upload.NewDir(h.uploadDir); err != nil {
+	if h.uploads, err = upload.NewDir(h.uploadDir, o.diskReserve); err != nil {
 		t.Fatal(err)
 	}
 	switch {

@@ -162,7 +162,7 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	t.Cleanup(func() { rdb.Close() }) // after the worker and API stop
 	h := &harness{t: t, rdb: rdb, uploadDir: t.TempDir()}
-	if h.uploads, err = upload.NewDir(h.uploadDir); err != nil {
+	if h.uploads, err = upload.NewDir(h.uploadDir, 0); err != nil {
 		t.Fatal(err)
 	}
 	h.queue = asynq.NewQueue(rdb, asynq.QueueConfig{ReplicaAcks: 1, Retries: 3})

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sys/unix"
 
 	"yoloserve/internal/detect"
 )
@@ -23,7 +24,8 @@ import (
 // workers. File names are made by the server; the client's name is never
 // used as a path.
 type Dir struct {
-	path string
+	path    string
+	reserve int64 // bytes Save leaves free on the folder's disk
 }
 
 // refPattern is the shape of the names newRef makes.
@@ -42,9 +44,10 @@ func newRef() (string, error) {
 // newRef could not have made).
 var errNoUpload = detect.Errorf(detect.ENOTFOUND, "No such upload.")
 
-// NewDir returns a Dir on path, creating the folder when missing. It
-// returns an error when the folder cannot be created or written.
-func NewDir(path string) (*Dir, error) {
+// NewDir returns a Dir on path, creating the folder when missing, that
+// leaves reserve bytes free on the folder's disk (0: none). It returns an
+// error when the folder cannot be created or written.
+func NewDir(path string, reserve int64) (*Dir, error) {
 	if err := os.MkdirAll(path, 0o750); err != nil {
 		return nil, fmt.Errorf("UPLOAD_DIR %s: %w", path, err)
 	}
@@ -54,7 +57,7 @@ func NewDir(path string) (*Dir, error) {
 	}
 	f.Close()
 	os.Remove(f.Name())
-	return &Dir{path: path}, nil
+	return &Dir{path: path, reserve: max(reserve, 0)}, nil
 }
 
 // errStore is what a client reads when an upload cannot be stored (a full
@@ -62,8 +65,17 @@ func NewDir(path string) (*Dir, error) {
 var errStore = detect.Errorf(detect.EUNAVAILABLE, "The upload could not be stored; try again shortly.")
 
 // Save writes data under a new random name and returns that name. It
-// returns an EUNAVAILABLE *Error when the file cannot be written (a full
-// or unwritable disk), having removed what it wrote.
+// returns an EUNAVAILABLE *Error when the file would leave less than the
+// Dir's reserve free on the disk, or cannot be written (a full or
+// unwritable disk), having removed what it wrote.
+//
+// The reserve keeps uploads from filling a disk that others need: with
+// Docker Compose, Redis's append-only file is on the same disk, and a
+// Redis that cannot write it refuses every write (or, with appendfsync
+// always, exits), so the workers could not take the tasks whose uploads
+// fill the disk. Uploads saved at once each see the same free space, so
+// the disk may go below the reserve by what they hold together (at most
+// MAX_INFLIGHT_BYTES an API).
 //
 // The file is written under its final name, not aside and renamed: no
 // reader can see it half-written, since its task is enqueued only once
@@ -72,6 +84,9 @@ var errStore = detect.Errorf(detect.EUNAVAILABLE, "The upload could not be store
 // a journal transaction more per upload, which a slow disk made the
 // slowest step of an upload.
 func (d *Dir) Save(_ context.Context, data []byte) (string, error) {
+	if err := d.CheckRoom(int64(len(data))); err != nil {
+		return "", err
+	}
 	ref, err := newRef()
 	if err != nil {
 		return "", err
@@ -91,6 +106,31 @@ func (d *Dir) Save(_ context.Context, data []byte) (string, error) {
 	}
 	return ref, nil
 }
+
+// CheckRoom returns an EUNAVAILABLE *Error, saying how much is free, when
+// writing n bytes would leave less than the reserve free (to unprivileged
+// users, as the API runs) on the folder's disk. A disk whose free space
+// cannot be read is left to the write.
+func (d *Dir) CheckRoom(n int64) error {
+	if d.reserve == 0 {
+		return nil
+	}
+	var st unix.Statfs_t
+	if unix.Statfs(d.path, &st) != nil {
+		return nil
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	if free-n < d.reserve {
+		upload := ""
+		if n > 0 {
+			upload = fmt.Sprintf("; the upload has %.1f MiB", mib(n))
+		}
+		return fmt.Errorf("%w (the disk of %s has %.1f MiB free, and UPLOAD_DISK_RESERVE keeps %.1f MiB free%s)", errStore, d.path, mib(free), mib(d.reserve), upload)
+	}
+	return nil
+}
+
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
 // Load returns an upload's bytes. It returns an ENOTFOUND *Error when there
 // is no such upload (or ref is not a name Save makes).
@@ -170,15 +210,28 @@ type Store interface {
 	Delete(ctx context.Context, ref string) error
 }
 
-// Open returns the store kind names ("dir" or "redis"): a Dir on dir, or
-// Redis on rdb with uploads expiring after maxAge. It returns an error for
-// an unknown kind or a folder that cannot be used.
-func Open(kind, dir string, rdb redis.UniversalClient, maxAge time.Duration) (Store, error) {
-	switch kind {
+// Config says where uploads wait for a worker.
+type Config struct {
+	// Kind is "dir" (the default: files in Dir) or "redis" (keys beside
+	// the tasks).
+	Kind string
+	// Dir is a "dir" store's folder.
+	Dir string
+	// DiskReserve is the bytes a "dir" store leaves free on its folder's
+	// disk (0: none).
+	DiskReserve int64
+	// MaxAge is how long a "redis" store keeps an upload.
+	MaxAge time.Duration
+}
+
+// Open returns the store cfg describes, a "redis" one on rdb. It returns
+// an error for an unknown kind or a folder that cannot be used.
+func Open(cfg Config, rdb redis.UniversalClient) (Store, error) {
+	switch cfg.Kind {
 	case "", "dir":
-		return NewDir(dir)
+		return NewDir(cfg.Dir, cfg.DiskReserve)
 	case "redis":
-		return NewRedis(rdb, maxAge), nil
+		return NewRedis(rdb, cfg.MaxAge), nil
 	}
-	return nil, fmt.Errorf("UPLOAD_STORE=%q: want dir or redis", kind)
+	return nil, fmt.Errorf("UPLOAD_STORE=%q: want dir or redis", cfg.Kind)
 }

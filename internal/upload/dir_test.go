@@ -11,7 +11,7 @@ import (
 )
 
 func TestDirSaveLoadDelete(t *testing.T) {
-	d, err := NewDir(filepath.Join(t.TempDir(), "uploads"))
+	d, err := NewDir(filepath.Join(t.TempDir(), "uploads"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestDirSaveLoadDelete(t *testing.T) {
 
 func TestSweepRemovesOnlyOldOrphans(t *testing.T) {
 	dir := t.TempDir()
-	d, err := NewDir(dir)
+	d, err := NewDir(dir, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

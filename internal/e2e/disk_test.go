@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"yoloserve/internal/detect"
+	apihttp "yoloserve/internal/http"
+	"yoloserve/internal/testenv"
+)
+
+// mountSmallDisk mounts a tmpfs of size bytes on dir, unmounted when the
+// test ends: a real file system that fills up. It skips the test where
+// mounting is not permitted (not root, or no CAP_SYS_ADMIN).
+func mountSmallDisk(t *testing.T, dir string, size int) {
+	t.Helper()
+	err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size="+strconv.Itoa(size)+",mode=0700")
+	if err != nil {
+		t.Skipf("mounting a %d-byte tmpfs for the upload folder: %v (needs root)", size, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmounting %s: %v", dir, err)
+		}
+	})
+}
+
+// TestFullUploadDisk: when the upload folder's disk is full, or would be
+// left with less than UPLOAD_DISK_RESERVE free, an upload is answered 503
+// with Retry-After and a sentence, the API logs why, nothing half-written
+// stays on the disk, the uploads already accepted are processed, and once
+// the workers have freed their room uploads are accepted again, without a
+// restart.
+func TestFullUploadDisk(t *testing.T) {
+	img := testenv.ReadImage(t, "bus.jpg")
+	for _, tc := range []struct {
+		name     string
+		reserve  int64
+		accepted int    // uploads that fit in a disk of three and a half
+		logged   string // what the API's log says
+	}{
+		{"full", 0, 3, "no space left on device"},
+		{"reserve", int64(len(img)), 2, fmt.Sprintf("UPLOAD_DISK_RESERVE keeps %.1f MiB free; the upload has %.1f MiB", float64(len(img))/(1<<20), float64(len(img))/(1<<20))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs testenv.SyncBuffer
+			h := newHarness(t, options{diskReserve: tc.reserve,
+				api: apihttp.Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}})
+			mountSmallDisk(t, h.uploadDir, 7*len(img)/2)
+
+			var accepted []string
+			var refused response
+			for range 10 {
+				r := h.post(img, "bus.jpg", nil, "")
+				if r.status != http.StatusAccepted {
+					refused = r
+					break
+				}
+				accepted = append(accepted, r.body["task_id"].(string))
+			}
+			const sentence = "The upload could not be stored; try again shortly."
+			if refused.status != http.StatusServiceUnavailable || refused.header.Get("Retry-After") == "" || refused.body["error"] != sentence {
+				t.Fatalf("upload after %d accepted: %d %s (Retry-After %q), want 503 %q with Retry-After",
+					len(accepted), refused.status, refused.raw, refused.header.Get("Retry-After"), sentence)
+			}
+			if len(accepted) != tc.accepted {
+				t.Errorf("%d uploads accepted before the refusal, want %d", len(accepted), tc.accepted)
+			}
+			if out := logs.String(); !strings.Contains(out, tc.logged) {
+				t.Errorf("API log, want %q:\n%s", tc.logged, out)
+			}
+			left := h.uploadsLeft()
+			if len(left) != len(accepted) {
+				t.Errorf("files in the upload folder %v, want the %d accepted uploads only", left, len(accepted))
+			}
+			for _, name := range left {
+				if fi, err := os.Stat(filepath.Join(h.uploadDir, name)); err != nil || fi.Size() != int64(len(img)) {
+					t.Errorf("upload %s: %v, %v; want %d bytes", name, fi, err, len(img))
+				}
+			}
+			if r := h.get("/readyz"); r.status != http.StatusOK {
+				t.Errorf("API /readyz with the upload disk full: %d %s, want 200 (Redis answers)", r.status, r.raw)
+			}
+
+			h.startWorker(detector(t), 2)
+			for _, id := range accepted {
+				if ti := h.result(id); ti.Status != detect.StatusSuccess {
+					t.Errorf("task %s accepted before the refusal: %s %s", id, ti.Status, ti.Error)
+				}
+			}
+			testenv.Eventually(t, 5*time.Second, "uploads of finished tasks left on the disk", func() bool { return len(h.uploadsLeft()) == 0 })
+			for range 4 {
+				if ti := h.result(h.submit(img, nil)); ti.Status != detect.StatusSuccess {
+					t.Errorf("upload once the disk had room: %s %s", ti.Status, ti.Error)
+				}
+			}
+		})
+	}
+}
