@@ -105,3 +105,90 @@ func TestFullUploadDisk(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisDiskFull: Redis's disk fills (Compose's Redis writes an
+// append-only file, fsynced every second) and Redis refuses every write
+// with MISCONF. The API answers 503 with Retry-After and keeps no upload,
+// results stay readable, a worker starting then does not fail, and once
+// the disk has room again the tasks accepted before it filled end SUCCESS
+// and uploads are taken again, without a restart. Redis's file then holds
+// every accepted task: restarted from it, Redis still has their results.
+func TestRedisDiskFull(t *testing.T) {
+	h := newHarness(t, options{})
+	if !h.redis.Restartable() {
+		t.Skip("needs a Redis of its own (REDIS_URL is set)")
+	}
+	const size = 8 << 20
+	h.redis.Stop()
+	mountSmallDisk(t, h.redis.Dir(), size)
+	everysec := []string{"--appendonly", "yes", "--appendfsync", "everysec"}
+	h.redis.Start(everysec...)
+	img := testenv.ReadImage(t, "bus.jpg")
+	var accepted []string
+	for range 2 {
+		accepted = append(accepted, h.submit(img, nil))
+	}
+
+	// Leave Redis a few kilobytes: its next writes to its file fail.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(h.redis.Dir(), &st); err != nil {
+		t.Fatal(err)
+	}
+	ballast := filepath.Join(h.redis.Dir(), "ballast")
+	if err := os.WriteFile(ballast, make([]byte, int64(st.Bavail)*st.Bsize-4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var refused response
+	for range 20 {
+		r := h.post(img, "bus.jpg", nil, "")
+		if r.status != http.StatusAccepted {
+			refused = r
+			break
+		}
+		// Redis answered before its write to the file failed; the
+		// command waits in its buffer for room.
+		accepted = append(accepted, r.body["task_id"].(string))
+	}
+	if refused.status != http.StatusServiceUnavailable || refused.header.Get("Retry-After") == "" {
+		t.Fatalf("upload with Redis's disk full, after %d accepted: %d %s, want 503 with Retry-After", len(accepted), refused.status, refused.raw)
+	}
+	if err := h.rdb.Set(t.Context(), "probe", "1", 0).Err(); err == nil || !strings.Contains(err.Error(), "MISCONF") {
+		t.Fatalf("a write with Redis's disk full: %v, want MISCONF", err)
+	}
+	testenv.Eventually(t, 5*time.Second, "the refused upload was kept", func() bool { return len(h.uploadsLeft()) == len(accepted) })
+	for _, id := range accepted {
+		if r := h.get("/result/" + id); r.status != http.StatusOK || r.body["status"] != string(detect.StatusPending) {
+			t.Errorf("GET /result/%s with Redis's disk full: %d %s, want 200 PENDING", id, r.status, r.raw)
+		}
+	}
+	h.startWorker(detector(t), 2)
+	t.Logf("%d tasks accepted, 2 before the disk was full; then 503: %s", len(accepted), refused.raw)
+
+	if err := os.Remove(ballast); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range accepted {
+		if ti := h.result(id); ti.Status != detect.StatusSuccess {
+			t.Errorf("task %s accepted before the disk was full: %s %s", id, ti.Status, ti.Error)
+		}
+	}
+	if ti := h.result(h.submit(img, nil)); ti.Status != detect.StatusSuccess {
+		t.Errorf("upload once Redis's disk had room: %s %s", ti.Status, ti.Error)
+	}
+	testenv.Eventually(t, 5*time.Second, "uploads of finished tasks left", func() bool { return len(h.uploadsLeft()) == 0 })
+
+	// Once Redis has written what waited in its buffer, a kill (SIGKILL)
+	// loses none of it.
+	testenv.Eventually(t, 5*time.Second, "Redis's file never caught up", func() bool {
+		v, _ := testenv.InfoField(t, h.rdb, "persistence", "aof_last_write_status")
+		p, _ := testenv.InfoField(t, h.rdb, "persistence", "aof_pending_bio_fsync")
+		return v == "ok" && p == "0"
+	})
+	h.redis.Stop()
+	h.redis.Start(everysec...)
+	for _, id := range accepted {
+		if ti := h.result(id); ti.Status != detect.StatusSuccess {
+			t.Errorf("task %s after Redis restarted from its file: %s %s", id, ti.Status, ti.Error)
+		}
+	}
+}

@@ -88,6 +88,10 @@ func (r *RedisServer) StartDurable() {
 	r.Start("--appendonly", "yes", "--appendfsync", "always")
 }
 
+// Dir is the folder the server keeps its files in (empty for REDIS_URL's
+// server).
+func (r *RedisServer) Dir() string { return r.dir }
+
 // Restartable says whether the test has a server of its own, which Stop
 // and Start may kill and start again (not REDIS_URL's).
 func (r *RedisServer) Restartable() bool { return r.dir != "" }
