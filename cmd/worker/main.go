@@ -93,7 +93,7 @@ func run() error {
 		}, func() float64 { return float64(det.SoloYielded()) }))
 	srv := asynq.NewServer(rdb, asynq.ServerConfig{
 		Queue: cfg.Queue, Concurrency: dc.Concurrency, Prefetch: cfg.Prefetch, ShutdownTimeout: cfg.ShutdownGrace, PollInterval: cfg.PollInterval,
-		ResultTTL: cfg.ResultTTL, Model: det.Model().Describe(), Logger: log, Registerer: reg,
+		ResultTTL: cfg.ResultTTL, UploadMaxAge: cfg.UploadMaxAge, Model: det.Model().Describe(), Logger: log, Registerer: reg,
 	}, det, uploads)
 
 	health := &http.Server{

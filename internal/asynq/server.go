@@ -54,8 +54,12 @@ type ServerConfig struct {
 	// AnnounceInterval is how often the model is announced again
 	// (default 10s); an announcement goes stale after three intervals.
 	AnnounceInterval time.Duration
-	Logger           *slog.Logger // default slog.Default()
-	Registerer       prometheus.Registerer
+	// UploadMaxAge is how long the API keeps an upload whose task has not
+	// ended (UPLOAD_MAX_AGE, default 2h): an upload missing sooner has
+	// not expired, and the worker says it cannot see the API's uploads.
+	UploadMaxAge time.Duration
+	Logger       *slog.Logger // default slog.Default()
+	Registerer   prometheus.Registerer
 }
 
 // Server is the worker: an asynq server running detection tasks.
@@ -63,14 +67,17 @@ type Server struct {
 	srv       *asynq.Server
 	rdb       redis.UniversalClient
 	resultTTL time.Duration
-	wakeup    *wakeup
-	detector  Detector
-	uploads   Uploads
-	log       *slog.Logger
-	metrics   *workerMetrics
-	occupied  *occupancy
-	announce  func() *announcer // nil when no model is announced
-	announcer *announcer        // running from Start until Stop or Shutdown
+	// uploadMaxAge: an upload missing sooner than this after the API
+	// stored it was not expired but never seen (errUploadUnseen).
+	uploadMaxAge time.Duration
+	wakeup       *wakeup
+	detector     Detector
+	uploads      Uploads
+	log          *slog.Logger
+	metrics      *workerMetrics
+	occupied     *occupancy
+	announce     func() *announcer // nil when no model is announced
+	announcer    *announcer        // running from Start until Stop or Shutdown
 }
 
 type workerMetrics struct {
@@ -104,8 +111,11 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 	if cfg.AnnounceInterval <= 0 {
 		cfg.AnnounceInterval = defaultAnnounceInterval
 	}
+	if cfg.UploadMaxAge <= 0 {
+		cfg.UploadMaxAge = 2 * time.Hour
+	}
 	cfg.Prefetch = max(0, cfg.Prefetch)
-	s := &Server{rdb: rdb, resultTTL: cfg.ResultTTL, detector: det, uploads: up, log: cfg.Logger, occupied: newOccupancy(cfg.Concurrency), metrics: &workerMetrics{
+	s := &Server{rdb: rdb, resultTTL: cfg.ResultTTL, uploadMaxAge: cfg.UploadMaxAge, detector: det, uploads: up, log: cfg.Logger, occupied: newOccupancy(cfg.Concurrency), metrics: &workerMetrics{
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "yoloserve_worker_tasks_total", Help: "Tasks processed, by outcome (success, failure, retry).",
 		}, []string{"outcome"}),
@@ -202,6 +212,12 @@ func (s *Server) Shutdown() {
 
 // permanent marks err as final: the task ends as FAILURE now, its message
 // being the sentence clients read.
+// errUploadUnseen fails an attempt whose upload the API stored within
+// UPLOAD_MAX_AGE but this worker cannot find: a worker that does not see
+// the API's uploads (another folder, another host, another UPLOAD_STORE).
+// It is retried, so that a worker that sees them may take the task.
+var errUploadUnseen = errors.New("The workers could not find the uploaded image that the API had stored: the service is misconfigured. Submit it again later.")
+
 func permanent(msg string) error { return fmt.Errorf("%s%w", msg, skipRetry) }
 
 // skipRetry wraps asynq.SkipRetry with the separator state.go strips.
@@ -279,6 +295,11 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 			return errInternal
 		case written:
 			return nil
+		}
+		if stored := job.StoredAt; !stored.IsZero() && time.Since(stored) < s.uploadMaxAge {
+			s.log.Error("an upload the API stored within UPLOAD_MAX_AGE is missing: this worker does not see the API's uploads. The API and every worker need the same UPLOAD_STORE, and with UPLOAD_STORE=dir the same folder as UPLOAD_DIR (across hosts, set UPLOAD_STORE=redis on all)",
+				"task_id", id, "stored_ago", time.Since(stored).Round(time.Millisecond))
+			return errUploadUnseen
 		}
 		return permanent("The uploaded image is gone (it expired before a worker took it); submit it again.")
 	}

@@ -1,6 +1,9 @@
 package detect
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Status is the state of a task as clients see it.
 type Status string
@@ -26,9 +29,13 @@ type TaskInfo struct {
 }
 
 // Job is the payload of a detection task: where the upload waits and the
-// parameters. Filename is the client's name for the file, kept as data only.
+// parameters. Filename is the client's name for the file, kept as data
+// only. StoredAt is when the API stored the upload (zero from APIs before
+// it was added), which tells a worker that cannot find the upload whether
+// it may have expired.
 type Job struct {
-	Upload   string `json:"upload"`
-	Filename string `json:"filename,omitempty"`
-	Params   Params `json:"params"`
+	Upload   string    `json:"upload"`
+	Filename string    `json:"filename,omitempty"`
+	Params   Params    `json:"params"`
+	StoredAt time.Time `json:"stored_at,omitzero"`
 }

@@ -115,7 +115,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (detect.TaskInfo
 		return detect.TaskInfo{}, 0, err
 	}
 	stored = int64(len(u.data))
-	id, err := s.queue.Enqueue(r.Context(), detect.Job{Upload: ref, Filename: u.filename, Params: p})
+	id, err := s.queue.Enqueue(r.Context(), detect.Job{Upload: ref, Filename: u.filename, Params: p, StoredAt: time.Now()})
 	if err != nil {
 		if s.dropUpload(context.WithoutCancel(r.Context()), ref) {
 			stored = 0
