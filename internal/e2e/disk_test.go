@@ -33,6 +33,20 @@ func mountSmallDisk(t *testing.T, dir string, size int) {
 	})
 }
 
+// postUntilRefused posts img until the API refuses it, at most n times,
+// and returns the ids of the tasks accepted and the refusal (zero if none).
+func (h *harness) postUntilRefused(img []byte, n int) (accepted []string, refused response) {
+	h.t.Helper()
+	for range n {
+		r := h.post(img, "bus.jpg", nil, "")
+		if r.status != http.StatusAccepted {
+			return accepted, r
+		}
+		accepted = append(accepted, r.body["task_id"].(string))
+	}
+	return accepted, response{}
+}
+
 // TestFullUploadDisk: when the upload folder's disk is full, or would be
 // left with less than UPLOAD_DISK_RESERVE free, an upload is answered 503
 // with Retry-After and a sentence, the API logs why, nothing half-written
@@ -56,16 +70,7 @@ func TestFullUploadDisk(t *testing.T) {
 				api: apihttp.Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}})
 			mountSmallDisk(t, h.uploadDir, 7*len(img)/2)
 
-			var accepted []string
-			var refused response
-			for range 10 {
-				r := h.post(img, "bus.jpg", nil, "")
-				if r.status != http.StatusAccepted {
-					refused = r
-					break
-				}
-				accepted = append(accepted, r.body["task_id"].(string))
-			}
+			accepted, refused := h.postUntilRefused(img, 10)
 			const sentence = "The upload could not be stored; try again shortly."
 			if refused.status != http.StatusServiceUnavailable || refused.header.Get("Retry-After") == "" || refused.body["error"] != sentence {
 				t.Fatalf("upload after %d accepted: %d %s (Retry-After %q), want 503 %q with Retry-After",
@@ -138,17 +143,9 @@ func TestRedisDiskFull(t *testing.T) {
 	if err := os.WriteFile(ballast, make([]byte, int64(st.Bavail)*st.Bsize-4096), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var refused response
-	for range 20 {
-		r := h.post(img, "bus.jpg", nil, "")
-		if r.status != http.StatusAccepted {
-			refused = r
-			break
-		}
-		// Redis answered before its write to the file failed; the
-		// command waits in its buffer for room.
-		accepted = append(accepted, r.body["task_id"].(string))
-	}
+	// The kilobytes left take a few tasks.
+	more, refused := h.postUntilRefused(img, 20)
+	accepted = append(accepted, more...)
 	if refused.status != http.StatusServiceUnavailable || refused.header.Get("Retry-After") == "" {
 		t.Fatalf("upload with Redis's disk full, after %d accepted: %d %s, want 503 with Retry-After", len(accepted), refused.status, refused.raw)
 	}
