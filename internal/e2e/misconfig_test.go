@@ -44,7 +44,7 @@ func TestWorkerThatCannotSeeUploads(t *testing.T) {
 
 	id := h.submit(img, nil)
 	testenv.Eventually(t, 10*time.Second, "the task's first attempt was not retried", func() bool {
-		return h.get("/result/"+id).body["status"] == string(detect.StatusRetry)
+		return h.get("/result/" + id).body["status"] == string(detect.StatusRetry)
 	})
 	blind.Shutdown()
 	h.startWorker(detector(t), 1)
