@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 
@@ -18,13 +20,13 @@ import (
 // The workers of a queue say what model they serve, so that the API can
 // answer a request for a class no worker's model has with 400 at once,
 // where the worker that took the task would fail it, and can list the
-// models (GET /models). Each worker adds its model's description, as
-// JSON, to a live set of its queue (liveset.go), and adds it again every
-// interval. Workers serving the same model write the same member, so the
-// set holds one entry per model. A worker that stops leaves its entry to
-// go stale: others may serve the same model, and a stale entry only lets
+// models (GET /models). Each worker adds an announcement, its id and its
+// model's description as JSON, to a live set of its queue (liveset.go),
+// and adds it again every interval. A worker that stops removes its
+// announcement; one that is killed leaves it to go stale, which only lets
 // the API accept a class that a worker may then refuse, as it did before
-// workers said anything.
+// workers said anything. Workers from before announcements carried an id
+// wrote the model alone, one member for all the workers serving it.
 
 // modelsKey is the live set of the models queue's workers serve. Its
 // hash tag puts it beside asynq's keys of the queue on a Redis cluster.
@@ -34,11 +36,17 @@ func modelsKey(queue string) string { return "yoloserve:{" + queue + "}:models" 
 // serves; its entry goes stale after three intervals.
 const defaultAnnounceInterval = 10 * time.Second
 
+// announcement is a worker's member of the models of its queue.
+type announcement struct {
+	Worker string       `json:"worker"` // an id of its own, made at its start
+	Model  detect.Model `json:"model"`
+}
+
 // announcer keeps a worker's model in the models of its queue.
 type announcer struct {
 	rdb      redis.UniversalClient
 	key      string
-	member   []byte // the model's JSON
+	member   []byte // the announcement's JSON
 	interval time.Duration
 	log      *slog.Logger
 	cancel   context.CancelFunc
@@ -51,7 +59,7 @@ type announcer struct {
 // ended, or after a second: a Redis that does not answer yet holds the
 // worker's start no longer, and is tried again at the next interval.
 func startAnnouncer(rdb redis.UniversalClient, queue string, m detect.Model, interval time.Duration, log *slog.Logger) *announcer {
-	member, _ := json.Marshal(m) // strings and ints: it cannot fail
+	member, _ := json.Marshal(announcement{Worker: uuid.NewString(), Model: m}) // strings and ints: it cannot fail
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &announcer{rdb: rdb, key: modelsKey(queue), member: member, interval: interval, log: log, cancel: cancel, done: make(chan struct{})}
 	first := make(chan struct{})
@@ -86,13 +94,24 @@ func (a *announcer) write(ctx context.Context) {
 	}
 }
 
-// stop ends the announcements, once the write in progress ends; the entry
-// goes stale in its time. Later calls do nothing.
+// stop ends the announcements, once the write in progress ends, and
+// removes this worker's, waiting for Redis a second at most: one Redis
+// does not take then goes stale in its time. Later calls do nothing.
 func (a *announcer) stop() {
 	a.stopped.Do(func() {
 		a.cancel()
 		<-a.done
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := a.rdb.ZRem(ctx, a.key, a.member).Err(); err != nil {
+			a.log.Debug("removing the worker's announcement of its model", "error", err)
+		}
 	})
+}
+
+// sameModel says whether two announcements are of the same model.
+func sameModel(a, b detect.Model) bool {
+	return a.Name == b.Name && a.Input == b.Input && slices.Equal(a.Classes, b.Classes)
 }
 
 // ServedModels reads the models the workers of a queue serve, as they
@@ -104,7 +123,7 @@ type ServedModels struct {
 	reads singleflight.Group
 
 	mu     sync.Mutex
-	models []detect.Model
+	models []detect.ServedModel
 	readAt time.Time // when the last reading that succeeded began
 }
 
@@ -117,14 +136,15 @@ func NewServedModels(rdb redis.UniversalClient, queue string) *ServedModels {
 	return &ServedModels{rdb: rdb, key: modelsKey(queue)}
 }
 
-// Models returns the models the workers serve, sorted by name, as read
-// from Redis at most maxAge ago; with 0, or when the last reading is older,
+// Models returns the models the workers serve, each with the number of
+// workers that announce it, sorted by name, as read from Redis at most
+// maxAge ago; with 0, or when the last reading is older,
 // as read by the reading in flight or one that begins now. It returns an
 // empty list when no worker has said what it serves in the last three
 // announce intervals, and an EUNAVAILABLE *Error when Redis does not
 // answer (within the client's timeouts: NewClient's are a second to
 // connect and two to read) or ctx ends first.
-func (s *ServedModels) Models(ctx context.Context, maxAge time.Duration) ([]detect.Model, error) {
+func (s *ServedModels) Models(ctx context.Context, maxAge time.Duration) ([]detect.ServedModel, error) {
 	s.mu.Lock()
 	models, readAt := s.models, s.readAt
 	s.mu.Unlock()
@@ -136,7 +156,7 @@ func (s *ServedModels) Models(ctx context.Context, maxAge time.Duration) ([]dete
 		if r.Err != nil {
 			return nil, r.Err
 		}
-		return r.Val.([]detect.Model), nil
+		return r.Val.([]detect.ServedModel), nil
 	case <-ctx.Done():
 		return nil, unavailable(ctx.Err())
 	}
@@ -155,13 +175,22 @@ func (s *ServedModels) read() (any, error) {
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	models := make([]detect.Model, 0, len(members))
+	models := make([]detect.ServedModel, 0, len(members))
 	for _, m := range members {
-		var d detect.Model
-		if json.Unmarshal([]byte(m), &d) != nil || d.Name == "" {
-			continue // not a worker's: it goes stale like any other
+		var a announcement
+		if json.Unmarshal([]byte(m), &a) != nil || a.Model.Name == "" {
+			// A worker from before announcements had an id wrote
+			// the model alone.
+			if json.Unmarshal([]byte(m), &a.Model) != nil || a.Model.Name == "" {
+				continue // not a worker's: it goes stale like any other
+			}
 		}
-		models = append(models, d)
+		i := slices.IndexFunc(models, func(s detect.ServedModel) bool { return sameModel(s.Model, a.Model) })
+		if i < 0 {
+			models = append(models, detect.ServedModel{Model: a.Model})
+			i = len(models) - 1
+		}
+		models[i].Workers++
 	}
 	sort.SliceStable(models, func(i, j int) bool { return models[i].Name < models[j].Name })
 	s.mu.Lock()

@@ -18,9 +18,10 @@ import (
 )
 
 // TestServedModels: what workers announce is what the API reads: one
-// entry per model however many workers serve it, sorted by name, stale
-// entries left out, other queues' models apart, and a reading kept for
-// the age asked.
+// entry per model, with the number of workers that serve it, sorted by
+// name; a worker that stops leaves at once, stale entries are left out,
+// other queues' models apart, and a reading is kept for the age asked.
+// Entries of workers from before announcements carried an id count too.
 func TestServedModels(t *testing.T) {
 	rdb := testenv.StartRedis(t).Client()
 	ctx := context.Background()
@@ -29,7 +30,7 @@ func TestServedModels(t *testing.T) {
 	coco := detect.Model{Name: "yolov8n", Classes: []string{"person", "bicycle"}, Input: detect.Size{Width: 640, Height: 640}}
 	ships := detect.Model{Name: "ships", Classes: []string{"ship"}, Input: detect.Size{Width: 1024, Height: 768}}
 	served := NewServedModels(rdb, queue)
-	read := func(maxAge time.Duration, want ...detect.Model) {
+	read := func(maxAge time.Duration, want ...detect.ServedModel) {
 		t.Helper()
 		got, err := served.Models(ctx, maxAge)
 		if err != nil {
@@ -39,45 +40,59 @@ func TestServedModels(t *testing.T) {
 			t.Errorf("models (-want +got):\n%s", diff)
 		}
 	}
+	stale := func(member any) {
+		t.Helper()
+		if err := rdb.ZAdd(ctx, modelsKey(queue), redis.Z{Score: float64(time.Now().Add(-time.Millisecond).UnixMilli()), Member: member}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	read(0) // no worker yet
 	a := startAnnouncer(rdb, queue, coco, time.Hour, log)
 	t.Cleanup(a.stop)
 	read(time.Hour) // the reading before is kept
-	read(0, coco)
+	read(0, detect.ServedModel{Model: coco, Workers: 1})
 	b := startAnnouncer(rdb, queue, coco, time.Hour, log)
 	t.Cleanup(b.stop)
 	c := startAnnouncer(rdb, queue, ships, time.Hour, log)
 	t.Cleanup(c.stop)
-	read(0, ships, coco)
+	read(0, detect.ServedModel{Model: ships, Workers: 1}, detect.ServedModel{Model: coco, Workers: 2})
 	if got, err := NewServedModels(rdb, "other").Models(ctx, 0); err != nil || len(got) != 0 {
 		t.Errorf("another queue's models: %v, %v", got, err)
 	}
 
-	// A worker that stops leaves its entry to go stale: others may serve
-	// the same model.
+	// A worker that stops takes its entry away; the others serving the
+	// same model stay.
 	c.stop()
 	c.stop()
-	read(0, ships, coco)
-	// Past its time it is left out, and the next announcement drops it.
-	member, _ := json.Marshal(ships)
-	rdb.ZAdd(ctx, modelsKey(queue), redis.Z{Score: float64(time.Now().Add(-time.Millisecond).UnixMilli()), Member: member})
-	read(0, coco)
+	b.stop()
+	read(0, detect.ServedModel{Model: coco, Workers: 1})
+
+	// A worker from before announcements had an id wrote the model
+	// alone: it counts, and goes stale like any other.
+	old, _ := json.Marshal(ships)
+	if err := rdb.ZAdd(ctx, modelsKey(queue), redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: old}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	read(0, detect.ServedModel{Model: ships, Workers: 1}, detect.ServedModel{Model: coco, Workers: 1})
+	stale(old)
+	read(0, detect.ServedModel{Model: coco, Workers: 1})
+	// The next announcement drops the stale entry.
 	d := startAnnouncer(rdb, queue, coco, time.Hour, log)
 	t.Cleanup(d.stop)
-	if n := rdb.ZCard(ctx, modelsKey(queue)).Val(); n != 1 {
-		t.Errorf("%d entries after an announcement, want the one model's", n)
+	if n := rdb.ZCard(ctx, modelsKey(queue)).Val(); n != 2 {
+		t.Errorf("%d entries after an announcement, want the two live workers'", n)
 	}
 	// The set itself expires three intervals after the last announcement.
 	if ttl := rdb.PTTL(ctx, modelsKey(queue)).Val(); ttl < 2*time.Hour || ttl > 3*time.Hour {
 		t.Errorf("the set's time to live is %v, want 3h", ttl)
 	}
 
-	// A worker announces again every interval: an entry gone stale comes
+	// A worker announces again every interval: its entry gone stale comes
 	// back.
 	e := startAnnouncer(rdb, queue, ships, 20*time.Millisecond, log)
 	t.Cleanup(e.stop)
-	rdb.ZAdd(ctx, modelsKey(queue), redis.Z{Score: float64(time.Now().Add(-time.Millisecond).UnixMilli()), Member: member})
+	stale(e.member)
 	deadline := time.Now().Add(5 * time.Second)
 	for got, _ := served.Models(ctx, 0); len(got) != 2; got, _ = served.Models(ctx, 0) {
 		if time.Now().After(deadline) {

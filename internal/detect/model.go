@@ -13,6 +13,13 @@ type Model struct {
 	Input   Size     `json:"input"`   // the input the images are letterboxed to
 }
 
+// ServedModel is a model as GET /models lists it: with how many workers
+// announced it within the last three announce intervals.
+type ServedModel struct {
+	Model
+	Workers int `json:"workers"`
+}
+
 // ClassMask resolves a request's classes, ids or names (matched without
 // regard to case), to a mask over names, the model's class names by id; nil
 // for no classes (all kept). It returns an EINVALID *Error naming an id
@@ -49,7 +56,7 @@ func ClassMask(names, classes []string) ([]bool, error) {
 // serves: the worker that takes the task checks). Otherwise a worker
 // would fail the task, and it returns an EINVALID *Error that says why
 // for each model.
-func CheckClasses(classes []string, models []Model) error {
+func CheckClasses(classes []string, models []ServedModel) error {
 	if len(classes) == 0 || len(models) == 0 {
 		return nil
 	}

@@ -37,23 +37,23 @@ func TestClassMask(t *testing.T) {
 // TestCheckClasses: a request is refused only when every model the
 // workers serve would fail it, and the message says why for each.
 func TestCheckClasses(t *testing.T) {
-	coco := Model{Name: "yolov8n", Classes: []string{"person", "bicycle", "car"}}
-	ships := Model{Name: "ships", Classes: []string{"ship", "buoy"}}
+	coco := ServedModel{Model{Name: "yolov8n", Classes: []string{"person", "bicycle", "car"}}, 2}
+	ships := ServedModel{Model{Name: "ships", Classes: []string{"ship", "buoy"}}, 1}
 	for _, tc := range []struct {
 		name    string
 		classes []string
-		models  []Model
+		models  []ServedModel
 		err     string // the whole message; "" for none
 	}{
-		{"no classes asked for", nil, []Model{coco}, ""},
+		{"no classes asked for", nil, []ServedModel{coco}, ""},
 		{"no model announced", []string{"unicorn"}, nil, ""},
-		{"a known name", []string{"car"}, []Model{coco}, ""},
-		{"an unknown name", []string{"car", "unicorn"}, []Model{coco},
+		{"a known name", []string{"car"}, []ServedModel{coco}, ""},
+		{"an unknown name", []string{"car", "unicorn"}, []ServedModel{coco},
 			`The model has no class named "unicorn". GET /models lists its classes.`},
-		{"an id out of range", []string{"3"}, []Model{coco},
+		{"an id out of range", []string{"3"}, []ServedModel{coco},
 			"Class id 3 is out of range; the model has classes 0 to 2. GET /models lists its classes."},
-		{"one of two models has them all", []string{"buoy", "1"}, []Model{coco, ships}, ""},
-		{"each model lacks one", []string{"car", "ship"}, []Model{coco, ships},
+		{"one of two models has them all", []string{"buoy", "1"}, []ServedModel{coco, ships}, ""},
+		{"each model lacks one", []string{"car", "ship"}, []ServedModel{coco, ships},
 			`No model the workers serve has every class asked for. yolov8n: The model has no class named "ship". ships: The model has no class named "car". GET /models lists their classes.`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -279,10 +279,10 @@ func uprightSize(t testing.TB, data []byte) detect.Size {
 }
 
 // models reads GET /models.
-func (h *harness) models() []detect.Model {
+func (h *harness) models() []detect.ServedModel {
 	h.t.Helper()
 	r := h.get("/models")
-	var body struct{ Models []detect.Model }
+	var body struct{ Models []detect.ServedModel }
 	if err := json.Unmarshal(r.raw, &body); r.status != http.StatusOK || err != nil {
 		h.t.Fatalf("GET /models: %d %s", r.status, r.raw)
 	}

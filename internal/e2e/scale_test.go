@@ -70,9 +70,9 @@ func TestSeparateProcessesNoSharedDisk(t *testing.T) {
 	}
 	t.Logf("API + 3 workers as processes, no shared disk: 200/200 SUCCESS in %v", time.Since(start).Round(100*time.Millisecond))
 	// The worker processes announce their model: the API process lists it
-	// once, and refuses a class it lacks.
-	if got := h.models(); len(got) != 1 || got[0].Name != "yolov8n" || len(got[0].Classes) != 80 {
-		t.Errorf("GET /models: %+v", got)
+	// once, served by the three, and refuses a class it lacks.
+	if got := h.models(); len(got) != 1 || got[0].Name != "yolov8n" || len(got[0].Classes) != 80 || got[0].Workers != 3 {
+		t.Errorf("GET /models: %+v, want yolov8n served by 3 workers", got)
 	}
 	if r := h.post(images[0], "bus.jpg", map[string]string{"classes": "unicorn"}, ""); r.status != http.StatusBadRequest {
 		t.Errorf("classes=unicorn: %d %s, want 400", r.status, r.raw)

@@ -340,12 +340,27 @@ func TestClassesCheckedAtUpload(t *testing.T) {
 	// Another model's worker starts: its class is taken before the API's
 	// last reading of the models is old.
 	ships := detect.Model{Name: "ships", Classes: []string{"ship"}, Input: model.Input}
-	h.startWorkerConfig(detector(t), asynq.ServerConfig{Concurrency: 1, ShutdownTimeout: 10 * time.Second, Model: ships})
+	shipsWorker := h.startWorkerConfig(detector(t), asynq.ServerConfig{Concurrency: 1, ShutdownTimeout: 10 * time.Second, Model: ships})
 	if r := h.post(bus, "bus.jpg", map[string]string{"classes": "ship"}, ""); r.status != http.StatusAccepted {
 		t.Errorf("classes=ship with a ships worker: %d %s", r.status, r.raw)
 	}
-	if diff := cmp.Diff([]detect.Model{ships, model}, h.models()); diff != "" {
+	if diff := cmp.Diff([]detect.ServedModel{{Model: ships, Workers: 1}, {Model: model, Workers: 1}}, h.models()); diff != "" {
 		t.Errorf("GET /models (-want +got):\n%s", diff)
+	}
+
+	// The ships worker stops: its model leaves the list at once (GET
+	// /models reads Redis at most a second ago), and its class is refused
+	// once the API's reading for class checks is renewed (5 s).
+	shipsWorker.Shutdown()
+	testenv.Eventually(t, 3*time.Second, "a stopped worker's model still listed", func() bool { return len(h.models()) == 1 })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		r := h.post(bus, "bus.jpg", map[string]string{"classes": "ship"}, "")
+		if r.status == http.StatusBadRequest {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("classes=ship 10 s after the ships worker stopped: %d %s, want 400", r.status, r.raw)
+		}
 	}
 }
 

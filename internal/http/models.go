@@ -17,8 +17,8 @@ const (
 )
 
 // models answers GET /models: {"models": [...]}, the models the workers
-// serve, each with its class names by id and its input size; an empty
-// list when no worker has said what it serves.
+// serve, each with its class names by id, its input size and how many
+// workers serve it; an empty list when no worker has said what it serves.
 func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 	models, err := s.cfg.Models.Models(r.Context(), modelsListMaxAge)
 	if err != nil {
@@ -26,7 +26,7 @@ func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, struct {
-		Models []detect.Model `json:"models"`
+		Models []detect.ServedModel `json:"models"`
 	}{models})
 }
 

@@ -101,12 +101,14 @@ func TestOpenAPIParameters(t *testing.T) {
 func TestOpenAPISchemas(t *testing.T) {
 	s := loadSpec(t)
 	for name, v := range map[string]any{
-		"TaskInfo": detect.TaskInfo{}, "Result": detect.Result{}, "Detection": detect.Detection{}, "Model": detect.Model{},
+		"TaskInfo": detect.TaskInfo{}, "Result": detect.Result{}, "Detection": detect.Detection{}, "Model": detect.ServedModel{},
 	} {
 		var fields []string
-		rt := reflect.TypeOf(v)
-		for i := range rt.NumField() {
-			tag, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
+		for _, f := range reflect.VisibleFields(reflect.TypeOf(v)) {
+			if f.Anonymous { // its fields are the JSON object's, listed after it
+				continue
+			}
+			tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 			fields = append(fields, tag)
 		}
 		var documented []string

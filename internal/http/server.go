@@ -47,7 +47,7 @@ type Models interface {
 	// Models returns the models the workers serve, as read at most
 	// maxAge ago (0: now), empty when no worker has said; an
 	// EUNAVAILABLE *Error when they cannot be read.
-	Models(ctx context.Context, maxAge time.Duration) ([]detect.Model, error)
+	Models(ctx context.Context, maxAge time.Duration) ([]detect.ServedModel, error)
 }
 
 // Config configures the API. Zero values mean defaults.
