@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -60,6 +61,18 @@ func run() error {
 	defer stop()
 	memory := asynq.WatchMemory(ctx, rdb, 250*time.Millisecond, cfg.UploadStore == "redis", log)
 	reg.MustRegister(memory)
+	if dir, ok := uploads.(*upload.Dir); ok {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "yoloserve_api_upload_disk_free_bytes",
+			Help: "Bytes free on UPLOAD_DIR's disk to the API's user, read at each scrape (NaN when it cannot be read); uploads that would leave less than UPLOAD_DISK_RESERVE get 503.",
+		}, func() float64 {
+			free, err := dir.Free()
+			if err != nil {
+				return math.NaN()
+			}
+			return float64(free)
+		}))
+	}
 	srv := apihttp.NewServer(apihttp.Config{
 		Addr: cfg.APIAddr, APIKeys: cfg.APIKeys, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxUploadBytes: cfg.MaxUploadBytes, MaxPixels: cfg.MaxPixels, MaxInflight: cfg.MaxInflight,

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,7 +39,8 @@ func TestFailuresExpire(t *testing.T) {
 // TestProcessesExportRuntimeMetrics: the API and the worker processes
 // both export Go's and the process's metrics (goroutines, heap, open
 // files, resident memory) beside their own, so that a leak shows on a
-// dashboard; the API the queue's depth too.
+// dashboard; the API the queue's depth and the free space of the upload
+// folder's disk too.
 func TestProcessesExportRuntimeMetrics(t *testing.T) {
 	h := newHarness(t, options{})
 	apiEnv, apiURL := h.apiEnv(t)
@@ -54,6 +56,19 @@ func TestProcessesExportRuntimeMetrics(t *testing.T) {
 		for _, m := range want {
 			if !strings.Contains(metrics, "\n"+m) {
 				t.Errorf("%s /metrics lacks %s", name, strings.TrimSpace(m))
+			}
+		}
+		if name == "api" {
+			_, v, _ := strings.Cut(metrics, "\nyoloserve_api_upload_disk_free_bytes ")
+			v, _, _ = strings.Cut(v, "\n")
+			got, err := strconv.ParseFloat(v, 64)
+			var st syscall.Statfs_t
+			if serr := syscall.Statfs(h.uploadDir, &st); serr != nil {
+				t.Fatal(serr)
+			}
+			free := float64(st.Bavail) * float64(st.Bsize)
+			if err != nil || got < free*0.95 || got > free*1.05 {
+				t.Errorf("API yoloserve_api_upload_disk_free_bytes %q, want about %.0f (statfs of UPLOAD_DIR)", v, free)
 			}
 		}
 	}

@@ -115,11 +115,10 @@ func (d *Dir) CheckRoom(n int64) error {
 	if d.reserve == 0 {
 		return nil
 	}
-	var st unix.Statfs_t
-	if unix.Statfs(d.path, &st) != nil {
+	free, err := d.Free()
+	if err != nil {
 		return nil
 	}
-	free := int64(st.Bavail) * int64(st.Bsize)
 	if free-n < d.reserve {
 		upload := ""
 		if n > 0 {
@@ -128,6 +127,16 @@ func (d *Dir) CheckRoom(n int64) error {
 		return fmt.Errorf("%w (the disk of %s has %.1f MiB free, and UPLOAD_DISK_RESERVE keeps %.1f MiB free%s)", errStore, d.path, mib(free), mib(d.reserve), upload)
 	}
 	return nil
+}
+
+// Free returns the bytes free on the folder's disk to unprivileged users
+// (as the API runs), or the error of statfs(2).
+func (d *Dir) Free() (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(d.path, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
