@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -101,9 +102,13 @@ func unavailable(err error) error {
 	return fmt.Errorf("%w (%v)", detect.Errorf(detect.EUNAVAILABLE, "The queue is unavailable; try again in a few seconds."), err)
 }
 
-// Ping checks that Redis answers.
+// Ping checks that Redis answers. It returns an EUNAVAILABLE *Error when
+// Redis does not, or refuses (loading, a wrong password), but nil when
+// Redis refuses only writes because it cannot write its files (MISCONF: a
+// full disk), which it answers PING with too: results are still read,
+// and uploads are answered 503 by their own errors.
 func (q *Queue) Ping(ctx context.Context) error {
-	if err := q.rdb.Ping(ctx).Err(); err != nil {
+	if err := q.rdb.Ping(ctx).Err(); err != nil && !strings.HasPrefix(err.Error(), "MISCONF ") {
 		return unavailable(err)
 	}
 	return nil

@@ -114,7 +114,8 @@ func TestFullUploadDisk(t *testing.T) {
 // TestRedisDiskFull: Redis's disk fills (Compose's Redis writes an
 // append-only file, fsynced every second) and Redis refuses every write
 // with MISCONF. The API answers 503 with Retry-After and keeps no upload,
-// results stay readable, a worker starting then does not fail, and once
+// results stay readable and the API ready, a worker starting then does
+// not fail, and once
 // the disk has room again the tasks accepted before it filled end SUCCESS
 // and uploads are taken again, without a restart. Redis's file then holds
 // every accepted task: restarted from it, Redis still has their results.
@@ -157,6 +158,11 @@ func TestRedisDiskFull(t *testing.T) {
 		if r := h.get("/result/" + id); r.status != http.StatusOK || r.body["status"] != string(detect.StatusPending) {
 			t.Errorf("GET /result/%s with Redis's disk full: %d %s, want 200 PENDING", id, r.status, r.raw)
 		}
+	}
+	// Results are still served: the API stays ready, so that a load
+	// balancer keeps it (Redis answers PING with MISCONF too).
+	if r := h.get("/readyz"); r.status != http.StatusOK {
+		t.Errorf("API /readyz with Redis's disk full: %d %s, want 200", r.status, r.raw)
 	}
 	h.startWorker(detector(t), 2)
 	t.Logf("%d tasks accepted, 2 before the disk was full; then 503: %s", len(accepted), refused.raw)
