@@ -28,8 +28,8 @@ import (
 // under four clients for YOLOSERVE_CHAOS seconds (make chaos), half with
 // the uploads on disk and half with them in Redis, while it kills and
 // restarts them at random: a worker or the API with SIGKILL or SIGTERM,
-// Redis with SIGKILL; or pauses Redis for 3 s, or freezes a worker for
-// 40 s, past its tasks' lease. Then every task the API accepted must end
+// Redis with SIGKILL; or pauses Redis for 3 s, freezes a worker for 40 s,
+// past its tasks' lease, or cuts a worker off from Redis for as long. Then every task the API accepted must end
 // SUCCESS, and no upload may be left but those an API killed as it stored
 // them leaves to UPLOAD_MAX_AGE. YOLOSERVE_CHAOS_SEED replays a run.
 func TestChaos(t *testing.T) {
@@ -61,7 +61,12 @@ func chaos(t *testing.T, store string, d time.Duration, rnd *rand.Rand) {
 	h.api.URL = apiURL
 	api := testenv.Start(t, "api", apiEnv...)
 	awaitReady(t, "api", apiURL)
-	workerEnvs := [][]string{h.workerEnv(t, "WORKER_CONCURRENCY=1", "UPLOAD_STORE="+store, "UPLOAD_MAX_AGE=1h"), h.workerEnv(t, "WORKER_CONCURRENCY=1", "UPLOAD_STORE="+store, "UPLOAD_MAX_AGE=1h")}
+	// The first worker reaches Redis through a proxy that can cut it off.
+	partition := testenv.StartProxy(t, h.redis.Addr)
+	workerEnvs := [][]string{
+		h.workerEnv(t, "WORKER_CONCURRENCY=1", "UPLOAD_STORE="+store, "UPLOAD_MAX_AGE=1h", "REDIS_URL="+strings.Replace(h.redis.URL, h.redis.Addr, partition.Addr, 1)),
+		h.workerEnv(t, "WORKER_CONCURRENCY=1", "UPLOAD_STORE="+store, "UPLOAD_MAX_AGE=1h"),
+	}
 	workers := make([]*testenv.Process, len(workerEnvs))
 	for i, env := range workerEnvs {
 		workers[i] = testenv.Start(t, "worker", env...)
@@ -111,7 +116,7 @@ func chaos(t *testing.T, store string, d time.Duration, rnd *rand.Rand) {
 	}
 	for end := time.Now().Add(d); time.Now().Before(end); {
 		time.Sleep(time.Duration(2000+rnd.IntN(4000)) * time.Millisecond)
-		switch a := rnd.IntN(8); a {
+		switch a := rnd.IntN(9); a {
 		case 0, 1, 2:
 			i := rnd.IntN(len(workers))
 			how := "SIGKILL"
@@ -154,11 +159,19 @@ func chaos(t *testing.T, store string, d time.Duration, rnd *rand.Rand) {
 			w.Signal(syscall.SIGSTOP)
 			time.AfterFunc(40*time.Second, func() { w.Signal(syscall.SIGCONT) })
 			act("worker frozen 40 s")
+		case 8:
+			// The first worker cut off from Redis past its tasks' lease
+			// (a network partition) while it runs on: its writes time
+			// out, asynq hands its tasks to the other worker.
+			partition.Cut()
+			time.AfterFunc(40*time.Second, partition.Heal)
+			act("worker cut off from Redis 40 s")
 		}
 	}
 	for _, w := range workers {
 		w.Signal(syscall.SIGCONT)
 	}
+	partition.Heal()
 	close(stop)
 	clients.Wait()
 	awaitReady(t, "api", apiURL)
