@@ -212,12 +212,6 @@ func (s *Server) Shutdown() {
 
 // permanent marks err as final: the task ends as FAILURE now, its message
 // being the sentence clients read.
-// errUploadUnseen fails an attempt whose upload the API stored within
-// UPLOAD_MAX_AGE but this worker cannot find: a worker that does not see
-// the API's uploads (another folder, another host, another UPLOAD_STORE).
-// It is retried, so that a worker that sees them may take the task.
-var errUploadUnseen = errors.New("The workers could not find the uploaded image that the API had stored: the service is misconfigured. Submit it again later.")
-
 func permanent(msg string) error { return fmt.Errorf("%s%w", msg, skipRetry) }
 
 // skipRetry wraps asynq.SkipRetry with the separator state.go strips.
@@ -296,9 +290,9 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 		case written:
 			return nil
 		}
-		if stored := job.StoredAt; !stored.IsZero() && time.Since(stored) < s.uploadMaxAge {
+		if age := time.Since(job.StoredAt); !job.StoredAt.IsZero() && age < s.uploadMaxAge {
 			s.log.Error("an upload the API stored within UPLOAD_MAX_AGE is missing: this worker does not see the API's uploads. The API and every worker need the same UPLOAD_STORE, and with UPLOAD_STORE=dir the same folder as UPLOAD_DIR (across hosts, set UPLOAD_STORE=redis on all)",
-				"task_id", id, "stored_ago", time.Since(stored).Round(time.Millisecond))
+				"task_id", id, "stored_ago", age.Round(time.Millisecond))
 			return errUploadUnseen
 		}
 		return permanent("The uploaded image is gone (it expired before a worker took it); submit it again.")
@@ -376,6 +370,12 @@ func runningTaskKey(ctx context.Context, id string) string {
 	queue, _ := asynq.GetQueueName(ctx)
 	return taskKey(queue, id)
 }
+
+// errUploadUnseen fails an attempt whose upload the API stored within
+// UPLOAD_MAX_AGE but this worker cannot find: a worker that does not see
+// the API's uploads (another folder, another host, another UPLOAD_STORE).
+// It is retried, so that a worker that sees them may take the task.
+var errUploadUnseen = errors.New("The workers could not find the uploaded image that the API had stored: the service is misconfigured. Submit it again later.")
 
 // errInternal is the message a client reads when a task failed for a
 // fault of the service; the details go to the log.
