@@ -80,6 +80,10 @@ func run() error {
 		Registry: reg,
 	}, queue, uploads)
 
+	// Workers look for this mark in their upload store before they take
+	// tasks: one that reads another store takes none.
+	marks := asynq.StartUploadMarks(rdb, asynq.UploadMarksConfig{Queue: cfg.Queue, Logger: log}, uploads)
+	defer marks.Stop()
 	if err := queue.Ping(ctx); err != nil {
 		log.Warn("Redis is not reachable yet; /predict answers 503 until it is", "redis", cfg.Redacted())
 	}

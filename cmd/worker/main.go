@@ -98,7 +98,12 @@ func run() error {
 
 	health := &http.Server{
 		Addr: cfg.WorkerAddr, ReadHeaderTimeout: 5 * time.Second,
-		Handler: apihttp.HealthHandler(func(ctx context.Context) error { return rdb.Ping(ctx).Err() }, reg),
+		Handler: apihttp.HealthHandler(func(ctx context.Context) error {
+			if err := srv.Ready(); err != nil {
+				return err
+			}
+			return rdb.Ping(ctx).Err()
+		}, reg),
 	}
 	hl, err := net.Listen("tcp", cfg.WorkerAddr)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -169,9 +168,7 @@ func (s *ServedModels) Models(ctx context.Context, maxAge time.Duration) ([]dete
 func (s *ServedModels) read() (any, error) {
 	ctx := context.Background()
 	readAt := time.Now()
-	members, err := s.rdb.ZRangeByScore(ctx, s.key, &redis.ZRangeBy{
-		Min: "(" + strconv.FormatInt(readAt.UnixMilli(), 10), Max: "+inf",
-	}).Result()
+	members, err := liveMembers(ctx, s.rdb, s.key, readAt)
 	if err != nil {
 		return nil, unavailable(err)
 	}

@@ -21,10 +21,12 @@ type Detector interface {
 	Detect(ctx context.Context, data []byte, p detect.Params) (*detect.Result, error)
 }
 
-// Uploads is what the worker needs of the upload store.
+// Uploads is what the worker needs of the upload store: its uploads, and
+// the APIs' marks (uploadmarks.go).
 type Uploads interface {
 	Load(ctx context.Context, ref string) ([]byte, error)
 	Delete(ctx context.Context, ref string) error
+	MarkReader
 }
 
 // ServerConfig configures a Server. Zero values mean defaults.
@@ -58,6 +60,10 @@ type ServerConfig struct {
 	// ended (UPLOAD_MAX_AGE, default 2h): an upload missing sooner has
 	// not expired, and the worker says it cannot see the API's uploads.
 	UploadMaxAge time.Duration
+	// MarkInterval is how often the worker looks in its upload store for
+	// the marks the APIs keep (default 10s): while it finds none of them,
+	// it takes no task (uploadmarks.go).
+	MarkInterval time.Duration
 	Logger       *slog.Logger // default slog.Default()
 	Registerer   prometheus.Registerer
 }
@@ -78,6 +84,8 @@ type Server struct {
 	occupied     *occupancy
 	announce     func() *announcer // nil when no model is announced
 	announcer    *announcer        // running from Start until Stop or Shutdown
+	watch        *uploadWatch
+	stopWatch    context.CancelFunc // ends the watch's run; set by Start
 }
 
 type workerMetrics struct {
@@ -85,6 +93,7 @@ type workerMetrics struct {
 	duration prometheus.Histogram
 	inFlight prometheus.GaugeFunc // reads occupied
 	lost     prometheus.Counter   // the janitor's too, see LostTasks
+	unseen   prometheus.GaugeFunc // reads watch
 }
 
 // NewServer returns a worker on rdb that runs tasks with det, reading
@@ -114,6 +123,9 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 	if cfg.UploadMaxAge <= 0 {
 		cfg.UploadMaxAge = 2 * time.Hour
 	}
+	if cfg.MarkInterval <= 0 {
+		cfg.MarkInterval = defaultMarkInterval
+	}
 	cfg.Prefetch = max(0, cfg.Prefetch)
 	s := &Server{rdb: rdb, resultTTL: cfg.ResultTTL, uploadMaxAge: cfg.UploadMaxAge, detector: det, uploads: up, log: cfg.Logger, occupied: newOccupancy(cfg.Concurrency), metrics: &workerMetrics{
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -131,15 +143,25 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 	s.metrics.inFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "yoloserve_worker_tasks_in_flight", Help: "Tasks the worker holds: running, or taken ahead and waiting for a slot (WORKER_PREFETCH).",
 	}, func() float64 { return float64(s.occupied.held()) })
+	s.watch = newUploadWatch(rdb, cfg.Queue, up, cfg.MarkInterval, cfg.Logger)
+	s.metrics.unseen = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "yoloserve_worker_uploads_unseen",
+		Help: "1 while the worker finds none of the marks the APIs keep in their upload store, and so takes no task: it does not share the API's UPLOAD_STORE or UPLOAD_DIR. Else 0.",
+	}, func() float64 {
+		if s.watch.ready() != nil {
+			return 1
+		}
+		return 0
+	})
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(s.metrics.tasks, s.metrics.duration, s.metrics.inFlight, s.metrics.lost)
+		cfg.Registerer.MustRegister(s.metrics.tasks, s.metrics.duration, s.metrics.inFlight, s.metrics.lost, s.metrics.unseen)
 	}
 	if cfg.Model.Name != "" {
 		s.announce = func() *announcer {
 			return startAnnouncer(rdb, cfg.Queue, cfg.Model, cfg.AnnounceInterval, cfg.Logger)
 		}
 	}
-	s.wakeup = newWakeup(rdb, cfg.Queue, cfg.PollInterval, s.occupied.full)
+	s.wakeup = newWakeup(rdb, cfg.Queue, cfg.PollInterval, s.occupied.full, s.watch.held)
 	s.srv = asynq.NewServerFromRedisClient(wakingClient{rdb, s.wakeup}, asynq.Config{
 		Concurrency:     cfg.Concurrency + cfg.Prefetch,
 		Queues:          map[string]int{cfg.Queue: 1},
@@ -164,35 +186,54 @@ func retryDelay(n int, _ error, _ *asynq.Task) time.Duration {
 	return min(time.Duration(1<<min(n, 5))*time.Second, 30*time.Second)
 }
 
-// Start announces the model (ServerConfig.Model) and starts processing
-// tasks. A Redis that does not answer yet is retried, not an error; Start
-// returns an error only when the server was started or shut down before.
+// Start announces the model (ServerConfig.Model), looks for the APIs'
+// upload store marks, and starts processing tasks, which it takes none of
+// while it finds marks but none in its store (uploadmarks.go). A Redis
+// that does not answer yet is retried, not an error; Start returns an
+// error only when the server was started or shut down before.
 func (s *Server) Start() error {
 	if s.announce != nil && s.announcer == nil {
 		s.announcer = s.announce()
+	}
+	if s.stopWatch == nil {
+		first, cancel := context.WithTimeout(context.Background(), time.Second)
+		s.watch.look(first)
+		cancel()
+		ctx, stop := context.WithCancel(context.Background())
+		s.stopWatch = stop
+		go s.watch.run(ctx)
 	}
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(TaskType, s.process)
 	if err := s.srv.Start(mux); err != nil {
 		s.wakeup.stop()
-		s.stopAnnouncing()
+		s.stopBackground()
 		return err
 	}
 	return nil
 }
 
-// Stop stops taking new tasks and announcing the model; running tasks go
-// on.
+// Ready returns an EUNAVAILABLE *detect.Error, saying why, while the
+// worker takes no task because it does not see the API's uploads
+// (uploadmarks.go); else nil.
+func (s *Server) Ready() error { return s.watch.ready() }
+
+// Stop stops taking new tasks, announcing the model and looking for the
+// upload store marks; running tasks go on.
 func (s *Server) Stop() {
 	s.wakeup.stop()
-	s.stopAnnouncing()
+	s.stopBackground()
 	s.srv.Stop()
 }
 
-// stopAnnouncing ends the model's announcements, if any run.
-func (s *Server) stopAnnouncing() {
+// stopBackground ends the model's announcements, if any run, and the
+// watch for the upload store marks.
+func (s *Server) stopBackground() {
 	if s.announcer != nil {
 		s.announcer.stop()
+	}
+	if s.stopWatch != nil {
+		s.stopWatch()
 	}
 }
 
@@ -202,7 +243,7 @@ func (s *Server) stopAnnouncing() {
 // (the detector, the Redis client).
 func (s *Server) Shutdown() {
 	s.wakeup.stop()
-	s.stopAnnouncing()
+	s.stopBackground()
 	s.srv.Shutdown()
 	// asynq returns as soon as it has put the tasks still running back
 	// in the queue, and cancels their contexts; their handlers may still

@@ -68,6 +68,9 @@ type wakeup struct {
 	// full returns nil while the server has a free slot, else a channel
 	// closed when one of its tasks ends (see occupancy).
 	full func() <-chan struct{}
+	// held returns nil while the server may take tasks, else a channel
+	// closed when it may again (see uploadWatch); nil: it always may.
+	held func() <-chan struct{}
 
 	tokens  chan struct{} // a popped token, handed to a waiting dequeue
 	stopped chan struct{} // closed by stop: no dequeue waits any more
@@ -78,12 +81,15 @@ type wakeup struct {
 	popping bool // the popper runs
 }
 
-func newWakeup(rdb redis.UniversalClient, queue string, maxWait time.Duration, full func() <-chan struct{}) *wakeup {
+func newWakeup(rdb redis.UniversalClient, queue string, maxWait time.Duration, full, held func() <-chan struct{}) *wakeup {
 	maxWait = min(maxWait, maxDequeueWait)
+	if held == nil {
+		held = func() <-chan struct{} { return nil }
+	}
 	return &wakeup{
 		rdb: rdb, key: tokensKey(queue),
 		pending: pendingKey(queue), paused: pausedKey(queue),
-		maxWait: maxWait, block: max(maxWait.Round(time.Second), time.Second), full: full,
+		maxWait: maxWait, block: max(maxWait.Round(time.Second), time.Second), full: full, held: held,
 		tokens: make(chan struct{}), stopped: make(chan struct{}),
 	}
 }
@@ -98,13 +104,20 @@ func (w *wakeup) stop() {
 // dequeue runs a script with run and returns its result, unless the script
 // is asynq's dequeue (told by keys) and finds the queue empty: then it
 // waits for a free slot and a token (awaitToken), up to maxWait in all,
-// and runs it again.
+// and runs it again. While the server is held, asynq's dequeue is not run
+// but finds the queue empty, after waiting for the hold to end up to
+// maxWait.
 func (w *wakeup) dequeue(keys []string, run func() *redis.Cmd) *redis.Cmd {
 	if len(keys) < 2 || keys[0] != w.pending || keys[1] != w.paused {
 		return run()
 	}
 	timeout := time.NewTimer(w.maxWait)
 	defer timeout.Stop()
+	if !w.unheld(timeout.C) {
+		cmd := redis.NewCmd(context.Background())
+		cmd.SetErr(redis.Nil)
+		return cmd
+	}
 	for {
 		cmd := run()
 		if !errors.Is(cmd.Err(), redis.Nil) || !w.awaitToken(timeout.C) {
@@ -126,14 +139,25 @@ func (w *wakeup) awaitToken(timeout <-chan time.Time) bool {
 				return false
 			}
 		}
-		if !w.waitToken(timeout) {
+		if !w.unheld(timeout) || !w.waitToken(timeout) {
 			return false
 		}
-		if w.full() == nil {
+		if w.full() == nil && w.held() == nil {
 			return true
 		}
 		w.putBack()
 	}
+}
+
+// unheld reports whether the server may take tasks, at once or before
+// timeout fired or stop was called.
+func (w *wakeup) unheld(timeout <-chan time.Time) bool {
+	for held := w.held(); held != nil; held = w.held() {
+		if !w.wait(held, timeout) {
+			return false
+		}
+	}
+	return true
 }
 
 // putBack returns a token to the list. Should that fail, its task waits

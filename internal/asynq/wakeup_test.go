@@ -20,7 +20,7 @@ func TestTokenWakesOneWaiter(t *testing.T) {
 	const waiters = 4
 	woken := make(chan int, waiters)
 	for i := range waiters {
-		w := newWakeup(rs.Client(), "q", 10*time.Second, func() <-chan struct{} { return nil })
+		w := newWakeup(rs.Client(), "q", 10*time.Second, func() <-chan struct{} { return nil }, nil)
 		t.Cleanup(w.stop)
 		go func() {
 			if w.waitToken(nil) {
@@ -57,7 +57,7 @@ func TestTokenOutlivesItsWaiter(t *testing.T) {
 	rs := testenv.StartRedis(t)
 	rdb := rs.Client()
 	ctx := context.Background()
-	w := newWakeup(rdb, "q", time.Second, func() <-chan struct{} { return nil })
+	w := newWakeup(rdb, "q", time.Second, func() <-chan struct{} { return nil }, nil)
 	t.Cleanup(w.stop)
 	// The waiter gives up at once; its BLPOP (1 s) is left waiting.
 	if w.waitToken(time.After(time.Millisecond)) {

@@ -66,7 +66,9 @@ func TestFullUploadDisk(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs testenv.SyncBuffer
-			h := newHarness(t, options{diskReserve: tc.reserve,
+			// The mount hides the API's first mark: a worker finds the
+			// API's uploads once a turn puts one on the small disk.
+			h := newHarness(t, options{diskReserve: tc.reserve, markInterval: 100 * time.Millisecond,
 				api: apihttp.Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}})
 			mountSmallDisk(t, h.uploadDir, 7*len(img)/2)
 

@@ -122,9 +122,15 @@ func TestWorkerKilledMidTask(t *testing.T) {
 func startReadyWorker(t *testing.T, env []string) (*testenv.Process, string) {
 	t.Helper()
 	w := testenv.Start(t, "worker", env...)
-	health := "http://" + strings.TrimPrefix(env[slices.IndexFunc(env, func(e string) bool { return strings.HasPrefix(e, "WORKER_ADDR=") })], "WORKER_ADDR=")
+	health := workerHealthURL(env)
 	awaitReady(t, "worker", health)
 	return w, health
+}
+
+// workerHealthURL is the URL of the health server of a worker process with
+// env, which sets WORKER_ADDR.
+func workerHealthURL(env []string) string {
+	return "http://" + strings.TrimPrefix(env[slices.IndexFunc(env, func(e string) bool { return strings.HasPrefix(e, "WORKER_ADDR=") })], "WORKER_ADDR=")
 }
 
 // apiEnv is the environment of an API process on h's Redis and upload

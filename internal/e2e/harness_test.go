@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -76,6 +77,11 @@ type options struct {
 	api         apihttp.Config
 	queue       asynq.QueueConfig
 	diskReserve int64 // UPLOAD_DISK_RESERVE (default none)
+	// noMarks: the API keeps no mark in its upload store, as one from
+	// before marks; markInterval: how often it puts a new one, and the
+	// harness's workers look for it (default 10 s).
+	noMarks      bool
+	markInterval time.Duration
 }
 
 type harness struct {
@@ -86,6 +92,8 @@ type harness struct {
 	uploads   *upload.Dir
 	uploadDir string
 	api       *apiServer
+	// markInterval is the workers' ServerConfig.MarkInterval unless set.
+	markInterval time.Duration
 }
 
 // apiServer is the real API server (with its timeouts) on a loopback port.
@@ -96,7 +104,7 @@ type apiServer struct {
 
 func newHarness(t *testing.T, o options) *harness {
 	t.Helper()
-	h := &harness{t: t, redis: testenv.StartRedis(t), uploadDir: t.TempDir()}
+	h := &harness{t: t, redis: testenv.StartRedis(t), uploadDir: t.TempDir(), markInterval: o.markInterval}
 	var err error
 	if h.rdb, err = asynq.NewClient(h.redis.URL); err != nil {
 		t.Fatal(err)
@@ -119,9 +127,13 @@ func newHarness(t *testing.T, o options) *harness {
 
 // serveAPI starts the real API server on h's queue and uploads.
 // Like the API process, it checks classes against the models the workers
-// announce.
+// announce, and keeps a mark in its upload store for the workers to find.
 func (h *harness) serveAPI(o options) {
 	t := h.t
+	if !o.noMarks {
+		marks := asynq.StartUploadMarks(h.rdb, asynq.UploadMarksConfig{Queue: o.queue.Queue, Interval: o.markInterval}, h.uploads)
+		t.Cleanup(marks.Stop)
+	}
 	if o.api.Models == nil {
 		o.api.Models = asynq.NewServedModels(h.rdb, o.queue.Queue)
 	}
@@ -149,6 +161,9 @@ func (h *harness) startWorker(d asynq.Detector, concurrency int) *asynq.Server {
 // startWorkerConfig is startWorker with a whole configuration.
 func (h *harness) startWorkerConfig(d asynq.Detector, cfg asynq.ServerConfig) *asynq.Server {
 	h.t.Helper()
+	if cfg.MarkInterval == 0 {
+		cfg.MarkInterval = h.markInterval
+	}
 	srv := asynq.NewServer(h.rdb, cfg, d, h.uploads)
 	if err := srv.Start(); err != nil {
 		h.t.Fatal(err)
@@ -289,7 +304,8 @@ func (h *harness) models() []detect.ServedModel {
 	return body.Models
 }
 
-// uploadsLeft lists the files in the upload folder.
+// uploadsLeft lists the files in the upload folder, but for the API's
+// marks.
 func (h *harness) uploadsLeft() []string {
 	es, err := os.ReadDir(h.uploadDir)
 	if err != nil {
@@ -297,6 +313,9 @@ func (h *harness) uploadsLeft() []string {
 	}
 	var names []string
 	for _, e := range es {
+		if strings.HasPrefix(e.Name(), ".mark-") {
+			continue
+		}
 		names = append(names, e.Name())
 	}
 	return names

@@ -1,7 +1,12 @@
 package e2e
 
 import (
+	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,13 +17,108 @@ import (
 	"yoloserve/internal/upload"
 )
 
-// TestWorkerThatCannotSeeUploads: a worker whose uploads are not the API's
-// (UPLOAD_STORE=dir on another host, or another folder) says so in its
-// log, and its tasks fail with a sentence that says the service is at
-// fault, not that the upload expired. Its attempts are retried, so that a
-// worker that sees the uploads takes the task.
+// TestWorkerThatCannotSeeUploads: a worker process whose upload folder is
+// not the API's (UPLOAD_STORE=dir on another host, or another UPLOAD_DIR)
+// finds none of the marks the API keeps there. It says so in its log, on
+// /readyz and in its metrics, and takes no task: the task waits for a
+// worker that sees the uploads, which runs it at its first attempt.
 func TestWorkerThatCannotSeeUploads(t *testing.T) {
 	h := newHarness(t, options{})
+	env := h.workerEnv(t, "UPLOAD_DIR="+t.TempDir())
+	w := testenv.Start(t, "worker", env...)
+	health := workerHealthURL(env)
+	const why = "not ready: this worker does not see the API's uploads (UPLOAD_STORE, UPLOAD_DIR)"
+	var ready string
+	testenv.Eventually(t, 30*time.Second, "the worker's /readyz never said it cannot see the uploads", func() bool {
+		resp, err := http.Get(health + "/readyz")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		ready = fmt.Sprintf("%d %s", resp.StatusCode, b)
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(b), why)
+	})
+	if m := getText(t, health+"/metrics"); !strings.Contains(m, "\nyoloserve_worker_uploads_unseen 1\n") {
+		t.Errorf("worker metrics, want yoloserve_worker_uploads_unseen 1:\n%s", m)
+	}
+	if out := w.Output(); !strings.Contains(out, "this worker sees none of the uploads of the APIs on its queue, and takes no task until it does") ||
+		!strings.Contains(out, "level=ERROR") {
+		t.Errorf("worker log, want the error that it sees none of the API's uploads:\n%s", out)
+	}
+
+	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
+	// What is checked is that nothing happens: the task stays PENDING
+	// for a while, as it would not for a worker that took tasks (an idle
+	// one is woken within a Redis round trip).
+	for until := time.Now().Add(2 * time.Second); time.Now().Before(until); time.Sleep(50 * time.Millisecond) {
+		if st := h.get("/result/" + id).body["status"]; st != string(detect.StatusPending) {
+			t.Fatalf("task beside a worker that cannot see the uploads: %v, want PENDING", st)
+		}
+	}
+	h.startWorker(detector(t), 1)
+	if ti := h.result(id); ti.Status != detect.StatusSuccess {
+		t.Errorf("task on a worker that sees the uploads: %s %s", ti.Status, ti.Error)
+	}
+	if m := getText(t, health+"/metrics"); strings.Contains(m, "yoloserve_worker_tasks_total{") {
+		t.Errorf("the worker that cannot see the uploads ran tasks:\n%s", m)
+	}
+	if out := w.Output(); strings.Contains(out, "is missing") {
+		t.Errorf("worker log, want no task of its own:\n%s", out)
+	}
+	t.Logf("/readyz: %s", ready)
+}
+
+// TestWorkerTakesTasksOnceItSeesUploads: a worker held for want of the
+// API's uploads takes tasks once its folder is the API's (a volume
+// mounted late), without a restart.
+func TestWorkerTakesTasksOnceItSeesUploads(t *testing.T) {
+	h := newHarness(t, options{markInterval: 50 * time.Millisecond})
+	link := filepath.Join(t.TempDir(), "uploads")
+	if err := os.Symlink(t.TempDir(), link); err != nil {
+		t.Fatal(err)
+	}
+	store, err := upload.NewDir(link, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := asynq.NewServer(h.rdb, asynq.ServerConfig{Concurrency: 1, PollInterval: 100 * time.Millisecond, MarkInterval: 50 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)}, detector(t), store)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Shutdown)
+	if w.Ready() == nil {
+		t.Fatal("a worker on another folder than the API's started ready")
+	}
+	id := h.submit(testenv.ReadImage(t, "zidane.jpg"), nil)
+	for until := time.Now().Add(time.Second); time.Now().Before(until); time.Sleep(50 * time.Millisecond) {
+		if st := h.get("/result/" + id).body["status"]; st != string(detect.StatusPending) {
+			t.Fatalf("task beside a worker that cannot see the uploads: %v, want PENDING", st)
+		}
+	}
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(h.uploadDir, link); err != nil {
+		t.Fatal(err)
+	}
+	if ti := h.result(id); ti.Status != detect.StatusSuccess {
+		t.Errorf("task once the worker sees the uploads: %s %s", ti.Status, ti.Error)
+	}
+	if err := w.Ready(); err != nil {
+		t.Errorf("worker that sees the uploads: %v", err)
+	}
+}
+
+// TestWorkerThatCannotSeeUploadsOfAnOldAPI: beside an API that keeps no
+// marks (one from before them), a worker cannot tell whether it sees the
+// uploads, and takes tasks. One whose upload it cannot find says so in its
+// log, and its task fails with a sentence that says the service is at
+// fault, not that the upload expired. Its attempts are retried, so that a
+// worker that sees the uploads takes the task.
+func TestWorkerThatCannotSeeUploadsOfAnOldAPI(t *testing.T) {
+	h := newHarness(t, options{noMarks: true})
 	elsewhere, err := upload.NewDir(t.TempDir(), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -30,8 +130,10 @@ func TestWorkerThatCannotSeeUploads(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(blind.Shutdown)
+	if err := blind.Ready(); err != nil {
+		t.Errorf("worker beside an API that keeps no marks: %v, want it ready", err)
+	}
 	img := testenv.ReadImage(t, "bus.jpg")
-
 	ti := h.result(h.submit(img, nil))
 	const sentence = "The workers could not find the uploaded image that the API had stored: the service is misconfigured. Submit it again later."
 	if ti.Status != detect.StatusFailure || ti.Error != sentence {

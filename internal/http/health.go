@@ -10,6 +10,8 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"yoloserve/internal/detect"
 )
 
 // Healthz answers 200 while the process runs.
@@ -18,14 +20,19 @@ func Healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 // Readyz answers 200 when ready returns nil within two seconds, else 503
-// with the reason.
+// with the reason: the message of an EUNAVAILABLE *detect.Error, or a
+// sentence that names what else it checks.
 func Readyz(ready func(context.Context) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := ready(ctx); err != nil {
+			msg := "not ready: Redis unreachable or the model not loaded"
+			if detect.ErrorCode(err) == detect.EUNAVAILABLE {
+				msg = detect.ErrorMessage(err)
+			}
 			w.Header().Set("Retry-After", "5")
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "not ready: Redis unreachable or the model not loaded"})
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": msg})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

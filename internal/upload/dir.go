@@ -168,9 +168,9 @@ func (d *Dir) Delete(_ context.Context, ref string) error {
 
 // Sweep removes uploads older than maxAge: orphans whose task never ran to
 // its end (a crash during or after the save, before the enqueue; a task
-// deleted by hand). It also removes the ".tmp-" files that earlier
-// versions wrote before renaming them, left by a crash. It returns how
-// many it removed.
+// deleted by hand), and the marks of APIs that were killed (mark.go). It
+// also removes the ".tmp-" files that earlier versions wrote before
+// renaming them, left by a crash. It returns how many it removed.
 func (d *Dir) Sweep(maxAge time.Duration) (int, error) {
 	entries, err := os.ReadDir(d.path)
 	if err != nil {
@@ -180,7 +180,7 @@ func (d *Dir) Sweep(maxAge time.Duration) (int, error) {
 	n := 0
 	for _, e := range entries {
 		name := e.Name()
-		if !refPattern.MatchString(name) && !(len(name) > 5 && name[:5] == ".tmp-") {
+		if !refPattern.MatchString(name) && !isMarkFile(name) && !(len(name) > 5 && name[:5] == ".tmp-") {
 			continue
 		}
 		info, err := e.Info()
@@ -217,6 +217,9 @@ type Store interface {
 	Save(ctx context.Context, data []byte) (string, error)
 	Load(ctx context.Context, ref string) ([]byte, error)
 	Delete(ctx context.Context, ref string) error
+	PutMark(ctx context.Context) (string, error)
+	HasMark(ctx context.Context, id string) (bool, error)
+	DeleteMark(ctx context.Context, id string) error
 }
 
 // Config says where uploads wait for a worker.

@@ -1,0 +1,266 @@
+package asynq
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"yoloserve/internal/detect"
+)
+
+// The API and the workers of a queue must share an upload store: the same
+// folder with UPLOAD_STORE=dir, or Redis with redis. A worker that reads
+// another store (UPLOAD_STORE=dir on another host, another UPLOAD_DIR,
+// another UPLOAD_STORE) finds no upload for any task. So that it can tell
+// before it takes one, each API keeps a mark in its store (upload/mark.go)
+// and its id in a live set of its queue (liveset.go), and a worker looks
+// for the live marks in its own store every interval. A worker that finds
+// none of them, while some are live, sees none of the APIs' uploads: it
+// logs an error that names the settings, reports not ready, and takes no
+// task until it finds one, so that the tasks wait for a worker that can
+// run them instead of failing. Where no API keeps a mark (none runs, or
+// one from before marks), a worker cannot tell and takes tasks; one whose
+// upload it cannot find it hands back (errUploadUnseen).
+//
+// An API puts a new mark every interval and withdraws the one before, whose
+// object it deletes an interval later, so that a worker that has read an
+// id from the set still finds its object, and no mark is old enough for
+// the sweeper. A killed API's last mark goes stale in the set after three
+// intervals, and the sweeper removes its object after UPLOAD_MAX_AGE.
+
+// uploadMarksKey is the live set of the marks of the queue's APIs. Its
+// hash tag puts it beside asynq's keys of the queue on a Redis cluster.
+func uploadMarksKey(queue string) string { return "yoloserve:{" + queue + "}:upload-marks" }
+
+// defaultMarkInterval is how often an API puts a new mark, and a worker
+// looks for the marks, by default.
+const defaultMarkInterval = 10 * time.Second
+
+// UploadMarker is what the API needs of its upload store to mark it.
+type UploadMarker interface {
+	// PutMark creates a new mark and returns its id.
+	PutMark(ctx context.Context) (string, error)
+	// DeleteMark removes a mark; a missing one is not an error.
+	DeleteMark(ctx context.Context, id string) error
+}
+
+// UploadMarksConfig configures an API's marks. Zero values mean defaults.
+type UploadMarksConfig struct {
+	Queue    string        // asynq queue name (default "detect")
+	Interval time.Duration // how often a new mark is put (default 10s)
+	Logger   *slog.Logger  // default slog.Default()
+}
+
+// UploadMarks keeps an API's mark in its upload store and in Redis, from
+// StartUploadMarks until Stop.
+type UploadMarks struct {
+	rdb      redis.UniversalClient
+	key      string
+	store    UploadMarker
+	interval time.Duration
+	log      *slog.Logger
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopped  sync.Once
+
+	// current is the mark in the set; previous was withdrawn at the last
+	// turn, its object kept until the next. Only the running goroutine
+	// and Stop, after it has ended, use them.
+	current, previous string
+}
+
+// StartUploadMarks puts a mark in store and says so in Redis at once, and
+// again every interval until Stop. It returns once the first mark is
+// announced, or after a second: a Redis that does not answer yet holds
+// the API's start no longer, and is tried again at the next interval.
+func StartUploadMarks(rdb redis.UniversalClient, cfg UploadMarksConfig, store UploadMarker) *UploadMarks {
+	if cfg.Queue == "" {
+		cfg.Queue = defaultQueue
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = defaultMarkInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &UploadMarks{rdb: rdb, key: uploadMarksKey(cfg.Queue), store: store, interval: cfg.Interval, log: cfg.Logger, cancel: cancel, done: make(chan struct{})}
+	first := make(chan struct{})
+	go func() {
+		defer close(m.done)
+		turned := first // closed once, after the first turn
+		every(ctx, m.interval, func() {
+			m.turn(ctx)
+			if turned != nil {
+				close(turned)
+				turned = nil
+			}
+		})
+	}()
+	select {
+	case <-first:
+	case <-time.After(time.Second):
+	}
+	return m
+}
+
+// turn puts a new mark, announces it in place of the current one, and
+// deletes the object of the one withdrawn at the turn before. When the
+// store takes no mark (its disk full, Redis refusing writes), the current
+// mark is withdrawn too: a worker then cannot tell, and takes tasks, where
+// a mark it could not find would stop it. Failures are logged at debug
+// level: a full disk or Redis down is logged where uploads fail.
+func (m *UploadMarks) turn(ctx context.Context) {
+	id, err := m.store.PutMark(ctx)
+	if err != nil {
+		m.log.Debug("marking the upload store", "error", err)
+		m.withdraw(ctx)
+		return
+	}
+	_, err = m.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		keepLive(ctx, p, m.key, id, time.Now(), 3*m.interval)
+		if m.current != "" {
+			p.ZRem(ctx, m.key, m.current)
+		}
+		return nil
+	})
+	if err != nil {
+		m.log.Debug("announcing the upload store's mark", "error", err)
+		m.deleteMark(ctx, id)
+		return
+	}
+	m.deleteMark(ctx, m.previous)
+	m.previous, m.current = m.current, id
+}
+
+// withdraw takes the current mark out of the set and deletes the objects
+// of the current and previous marks. A failure leaves the mark in the set
+// to go stale.
+func (m *UploadMarks) withdraw(ctx context.Context) {
+	if m.current != "" {
+		if err := m.rdb.ZRem(ctx, m.key, m.current).Err(); err != nil {
+			m.log.Debug("withdrawing the upload store's mark", "error", err)
+			return
+		}
+	}
+	m.deleteMark(ctx, m.previous)
+	m.deleteMark(ctx, m.current)
+	m.previous, m.current = "", ""
+}
+
+// deleteMark deletes a mark's object, if id is one.
+func (m *UploadMarks) deleteMark(ctx context.Context, id string) {
+	if id == "" {
+		return
+	}
+	if err := m.store.DeleteMark(ctx, id); err != nil {
+		m.log.Debug("deleting an upload store mark", "id", id, "error", err)
+	}
+}
+
+// Stop ends the turns, once the one in progress ends, and withdraws the
+// API's mark, waiting for Redis a second at most: a mark Redis does not
+// take back goes stale in three intervals. Later calls do nothing.
+func (m *UploadMarks) Stop() {
+	m.stopped.Do(func() {
+		m.cancel()
+		<-m.done
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		m.withdraw(ctx)
+	})
+}
+
+// MarkReader is what a worker needs of its upload store to look for the
+// APIs' marks.
+type MarkReader interface {
+	// HasMark reports whether the store holds the mark id.
+	HasMark(ctx context.Context, id string) (bool, error)
+}
+
+// uploadWatch looks for the APIs' marks in a worker's upload store.
+type uploadWatch struct {
+	rdb      redis.UniversalClient
+	key      string
+	store    MarkReader
+	interval time.Duration
+	log      *slog.Logger
+
+	blind atomic.Bool
+	mu    sync.Mutex
+	sees  chan struct{} // closed when blind turns false; nil while it is false
+}
+
+func newUploadWatch(rdb redis.UniversalClient, queue string, store MarkReader, interval time.Duration, log *slog.Logger) *uploadWatch {
+	return &uploadWatch{rdb: rdb, key: uploadMarksKey(queue), store: store, interval: interval, log: log}
+}
+
+// run looks for the marks at once and then every interval until ctx ends.
+func (u *uploadWatch) run(ctx context.Context) {
+	every(ctx, u.interval, func() { u.look(ctx) })
+}
+
+// look reads the live marks and looks for them in the store. A worker is
+// blind when some are live and it finds none. When Redis or the store
+// does not answer, it stays as it was.
+func (u *uploadWatch) look(ctx context.Context) {
+	ids, err := liveMembers(ctx, u.rdb, u.key, time.Now())
+	if err != nil {
+		u.log.Debug("reading the APIs' upload store marks", "error", err)
+		return
+	}
+	for _, id := range ids {
+		ok, err := u.store.HasMark(ctx, id)
+		if err != nil {
+			u.log.Debug("looking for an upload store mark", "id", id, "error", err)
+			return
+		}
+		if ok {
+			u.set(false, len(ids))
+			return
+		}
+	}
+	u.set(len(ids) > 0, len(ids))
+}
+
+// set records whether the worker is blind, logging a change.
+func (u *uploadWatch) set(blind bool, marks int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if blind == u.blind.Load() {
+		return
+	}
+	u.blind.Store(blind)
+	if blind {
+		u.sees = make(chan struct{})
+		u.log.Error("this worker sees none of the uploads of the APIs on its queue, and takes no task until it does: the API and every worker need the same UPLOAD_STORE, and with UPLOAD_STORE=dir the same folder as UPLOAD_DIR (across hosts, set UPLOAD_STORE=redis on all)",
+			"api_marks", marks)
+		return
+	}
+	close(u.sees)
+	u.sees = nil
+	u.log.Info("this worker sees the APIs' uploads again: it takes tasks")
+}
+
+// held returns nil while the worker sees the uploads (or cannot tell),
+// else a channel closed when it sees them again.
+func (u *uploadWatch) held() <-chan struct{} {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.sees
+}
+
+// errBlind is what a blind worker's readiness returns.
+var errBlind = detect.Errorf(detect.EUNAVAILABLE, "not ready: this worker does not see the API's uploads (UPLOAD_STORE, UPLOAD_DIR)")
+
+// ready returns errBlind while the worker is blind, else nil.
+func (u *uploadWatch) ready() error {
+	if u.blind.Load() {
+		return errBlind
+	}
+	return nil
+}

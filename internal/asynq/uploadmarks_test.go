@@ -1,0 +1,133 @@
+package asynq
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"yoloserve/internal/testenv"
+	"yoloserve/internal/upload"
+)
+
+// TestUploadMarks: while an API turns its mark, a worker on the API's
+// upload folder finds it at every look, and one on another folder at none,
+// and is held; the held worker is let go once it finds a mark, and when
+// the marks are withdrawn (the APIs stop, or their store takes no mark),
+// every worker takes tasks, as where no API keeps marks.
+func TestUploadMarks(t *testing.T) {
+	rdb := testenv.StartRedis(t).Client()
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	const queue = "marks"
+	folder, elsewhere := t.TempDir(), t.TempDir()
+	newDir := func(path string) *upload.Dir {
+		d, err := upload.NewDir(path, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	apiStore := newDir(folder)
+	same := newUploadWatch(rdb, queue, newDir(folder), time.Hour, log)
+	other := newUploadWatch(rdb, queue, newDir(elsewhere), time.Hour, log)
+	marksIn := func(path string) int {
+		es, _ := os.ReadDir(path)
+		n := 0
+		for _, e := range es {
+			if strings.HasPrefix(e.Name(), ".mark-") {
+				n++
+			}
+		}
+		return n
+	}
+	takesTasks := func(name string, u *uploadWatch) {
+		t.Helper()
+		u.look(ctx)
+		if err := u.ready(); err != nil || u.held() != nil {
+			t.Errorf("%s: ready %v, held %v; want it to take tasks", name, err, u.held() != nil)
+		}
+	}
+
+	takesTasks("no API", other)
+
+	marks := StartUploadMarks(rdb, UploadMarksConfig{Queue: queue, Interval: 5 * time.Millisecond, Logger: log}, apiStore)
+	t.Cleanup(marks.Stop)
+	seen := map[string]bool{}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(seen) < 20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the API turned its mark %d times in 20 s, want 20", len(seen))
+		}
+		ids, err := liveMembers(ctx, rdb, uploadMarksKey(queue), time.Now())
+		if err != nil || len(ids) != 1 {
+			t.Fatalf("live marks %v (%v), want the API's one", ids, err)
+		}
+		seen[ids[0]] = true
+		same.look(ctx)
+		other.look(ctx)
+		if same.ready() != nil || same.held() != nil {
+			t.Fatalf("a worker on the API's folder did not find its mark after %d turns", len(seen))
+		}
+		if err := other.ready(); err == nil || !strings.Contains(err.Error(), "does not see the API's uploads") || other.held() == nil {
+			t.Fatalf("a worker on another folder: ready %v, held %v; want it held", err, other.held() != nil)
+		}
+		if n := marksIn(folder); n > 3 {
+			t.Fatalf("%d marks in the folder, want 3 at most: the current one, the one before, and a new one in a turn", n)
+		}
+	}
+
+	// A second API on the held worker's folder: it finds that one's mark.
+	held := other.held()
+	second := StartUploadMarks(rdb, UploadMarksConfig{Queue: queue, Interval: time.Hour, Logger: log}, newDir(elsewhere))
+	takesTasks("a worker that finds one of two APIs' marks", other)
+	select {
+	case <-held:
+	default:
+		t.Error("the hold's channel was not closed when the worker found a mark")
+	}
+
+	marks.Stop()
+	second.Stop()
+	if n, err := rdb.Exists(ctx, uploadMarksKey(queue)).Result(); n != 0 || err != nil {
+		t.Errorf("marks left in Redis after the APIs stopped: %d %v", n, err)
+	}
+	if a, b := marksIn(folder), marksIn(elsewhere); a+b != 0 {
+		t.Errorf("marks left in the folders after the APIs stopped: %d and %d", a, b)
+	}
+	takesTasks("after the APIs stopped", other)
+	takesTasks("after the APIs stopped", same)
+
+	// A store that stops taking marks (a full disk) has its mark withdrawn.
+	failing := &refusingMarks{Dir: apiStore}
+	third := StartUploadMarks(rdb, UploadMarksConfig{Queue: queue, Interval: 5 * time.Millisecond, Logger: log}, failing)
+	t.Cleanup(third.Stop)
+	other.look(ctx)
+	if other.ready() == nil {
+		t.Fatal("a worker on another folder was not held while the third API marked its store")
+	}
+	failing.refuse.Store(true)
+	testenv.Eventually(t, 5*time.Second, "the mark of a store that takes no more was not withdrawn", func() bool {
+		n, _ := rdb.ZCard(ctx, uploadMarksKey(queue)).Result()
+		return n == 0 && marksIn(folder) == 0
+	})
+	takesTasks("once the API's store took no mark", other)
+}
+
+// refusingMarks is an upload folder that takes no new mark once refuse is
+// set, as a full disk takes none.
+type refusingMarks struct {
+	*upload.Dir
+	refuse atomic.Bool
+}
+
+func (r *refusingMarks) PutMark(ctx context.Context) (string, error) {
+	if r.refuse.Load() {
+		return "", errors.New("no space left on device")
+	}
+	return r.Dir.PutMark(ctx)
+}
