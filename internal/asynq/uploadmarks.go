@@ -190,9 +190,10 @@ type uploadWatch struct {
 	interval time.Duration
 	log      *slog.Logger
 
-	blind atomic.Bool
-	mu    sync.Mutex
-	sees  chan struct{} // closed when blind turns false; nil while it is false
+	blind   atomic.Bool
+	mu      sync.Mutex
+	sees    chan struct{} // closed when blind turns false; nil while it is false
+	partial bool          // the last look found some marks, not all
 }
 
 func newUploadWatch(rdb redis.UniversalClient, queue string, store MarkReader, interval time.Duration, log *slog.Logger) *uploadWatch {
@@ -205,32 +206,60 @@ func (u *uploadWatch) run(ctx context.Context) {
 }
 
 // look reads the live marks and looks for them in the store. A worker is
-// blind when some are live and it finds none. When Redis or the store
-// does not answer, it stays as it was.
+// blind when some are live and it finds none; it sees the uploads of some
+// APIs only when it finds some but not all. What counts is the marks live
+// after the look, each of them looked for: the set is read again until it
+// holds no mark not looked for (three times at most), so that a mark
+// withdrawn meanwhile (its API stopped, its object deleted) is not taken
+// for one the worker cannot see, and a mark turned meanwhile is replaced
+// by the new one. When Redis or the store does not answer, the worker
+// stays as it was.
 func (u *uploadWatch) look(ctx context.Context) {
-	ids, err := liveMembers(ctx, u.rdb, u.key, time.Now())
-	if err != nil {
-		u.log.Debug("reading the APIs' upload store marks", "error", err)
-		return
-	}
-	for _, id := range ids {
-		ok, err := u.store.HasMark(ctx, id)
+	seen := map[string]bool{} // whether the store has each mark looked for
+	var live []string
+	for range 3 {
+		ids, err := liveMembers(ctx, u.rdb, u.key, time.Now())
 		if err != nil {
-			u.log.Debug("looking for an upload store mark", "id", id, "error", err)
+			u.log.Debug("reading the APIs' upload store marks", "error", err)
 			return
 		}
-		if ok {
-			u.set(false, len(ids))
-			return
+		live = ids
+		fresh := false
+		for _, id := range ids {
+			if _, ok := seen[id]; ok {
+				continue
+			}
+			fresh = true
+			if seen[id], err = u.store.HasMark(ctx, id); err != nil {
+				u.log.Debug("looking for an upload store mark", "id", id, "error", err)
+				return
+			}
+		}
+		if !fresh {
+			break
 		}
 	}
-	u.set(len(ids) > 0, len(ids))
+	found := 0
+	for _, id := range live {
+		if seen[id] {
+			found++
+		}
+	}
+	u.set(found, len(live))
 }
 
-// set records whether the worker is blind, logging a change.
-func (u *uploadWatch) set(blind bool, marks int) {
+// set records what a look found: the marks of found APIs of the marks
+// live; it logs a change.
+func (u *uploadWatch) set(found, live int) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	partial := found > 0 && found < live
+	if partial && !u.partial {
+		u.log.Warn("this worker sees the uploads of some of the APIs on its queue, not of all: the tasks of the others fail on it and are retried on other workers. The APIs and every worker need the same UPLOAD_STORE, and with UPLOAD_STORE=dir the same folder as UPLOAD_DIR (across hosts, set UPLOAD_STORE=redis on all)",
+			"api_marks", live, "found", found)
+	}
+	u.partial = partial
+	blind := live > 0 && found == 0
 	if blind == u.blind.Load() {
 		return
 	}
@@ -238,7 +267,7 @@ func (u *uploadWatch) set(blind bool, marks int) {
 	if blind {
 		u.sees = make(chan struct{})
 		u.log.Error("this worker sees none of the uploads of the APIs on its queue, and takes no task until it does: the API and every worker need the same UPLOAD_STORE, and with UPLOAD_STORE=dir the same folder as UPLOAD_DIR (across hosts, set UPLOAD_STORE=redis on all)",
-			"api_marks", marks)
+			"api_marks", live)
 		return
 	}
 	close(u.sees)

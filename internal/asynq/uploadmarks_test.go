@@ -16,7 +16,8 @@ import (
 
 // TestUploadMarks: while an API turns its mark, a worker on the API's
 // upload folder finds it at every look, and one on another folder at none,
-// and is held; the held worker is let go once it finds a mark, and when
+// and is held, saying so once; the held worker is let go once it finds a
+// mark, and warns while it finds the marks of some APIs but not all; when
 // the marks are withdrawn (the APIs stop, or their store takes no mark),
 // every worker takes tasks, as where no API keeps marks.
 func TestUploadMarks(t *testing.T) {
@@ -34,7 +35,8 @@ func TestUploadMarks(t *testing.T) {
 	}
 	apiStore := newDir(folder)
 	same := newUploadWatch(rdb, queue, newDir(folder), time.Hour, log)
-	other := newUploadWatch(rdb, queue, newDir(elsewhere), time.Hour, log)
+	var logs testenv.SyncBuffer
+	other := newUploadWatch(rdb, queue, newDir(elsewhere), time.Hour, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	marksIn := func(path string) int {
 		es, _ := os.ReadDir(path)
 		n := 0
@@ -81,6 +83,10 @@ func TestUploadMarks(t *testing.T) {
 		}
 	}
 
+	if n := strings.Count(logs.String(), "sees none of the uploads"); n != 1 {
+		t.Errorf("the held worker said %d times that it sees none of the uploads, want once:\n%s", n, logs.String())
+	}
+
 	// A second API on the held worker's folder: it finds that one's mark.
 	held := other.held()
 	second := StartUploadMarks(rdb, UploadMarksConfig{Queue: queue, Interval: time.Hour, Logger: log}, newDir(elsewhere))
@@ -89,6 +95,10 @@ func TestUploadMarks(t *testing.T) {
 	case <-held:
 	default:
 		t.Error("the hold's channel was not closed when the worker found a mark")
+	}
+	if out := logs.String(); !strings.Contains(out, "level=WARN msg=\"this worker sees the uploads of some of the APIs on its queue, not of all") ||
+		!strings.Contains(out, "api_marks=2 found=1") {
+		t.Errorf("worker log, want a warning that it sees the uploads of 1 of the 2 APIs:\n%s", out)
 	}
 
 	marks.Stop()
@@ -116,6 +126,38 @@ func TestUploadMarks(t *testing.T) {
 		return n == 0 && marksIn(folder) == 0
 	})
 	takesTasks("once the API's store took no mark", other)
+}
+
+// TestUploadMarkWithdrawnDuringALook: an API that stops while a worker
+// looks for its mark (read from Redis, then its object deleted before the
+// worker looks in the store) does not make the worker blind.
+func TestUploadMarkWithdrawnDuringALook(t *testing.T) {
+	rdb := testenv.StartRedis(t).Client()
+	log := slog.New(slog.DiscardHandler)
+	const queue = "withdrawn"
+	store, err := upload.NewDir(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	marks := StartUploadMarks(rdb, UploadMarksConfig{Queue: queue, Interval: time.Hour, Logger: log}, store)
+	u := newUploadWatch(rdb, queue, stoppingReader{store, marks}, time.Hour, log)
+	u.look(context.Background())
+	if err := u.ready(); err != nil {
+		t.Errorf("worker after the API it looked at stopped: %v, want it to take tasks", err)
+	}
+}
+
+// stoppingReader stops an API's marks before each look in its store, as
+// the API's stop would land between the worker's read of the live marks
+// and its look.
+type stoppingReader struct {
+	*upload.Dir
+	marks *UploadMarks
+}
+
+func (r stoppingReader) HasMark(ctx context.Context, id string) (bool, error) {
+	r.marks.Stop()
+	return r.Dir.HasMark(ctx, id)
 }
 
 // refusingMarks is an upload folder that takes no new mark once refuse is
