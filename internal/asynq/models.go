@@ -48,9 +48,7 @@ type announcer struct {
 	member   []byte // the announcement's JSON
 	interval time.Duration
 	log      *slog.Logger
-	cancel   context.CancelFunc
-	done     chan struct{}
-	stopped  sync.Once
+	writes   *periodic
 }
 
 // startAnnouncer adds m to the models queue's workers serve, at once, and
@@ -59,24 +57,8 @@ type announcer struct {
 // worker's start no longer, and is tried again at the next interval.
 func startAnnouncer(rdb redis.UniversalClient, queue string, m detect.Model, interval time.Duration, log *slog.Logger) *announcer {
 	member, _ := json.Marshal(announcement{Worker: uuid.NewString(), Model: m}) // strings and ints: it cannot fail
-	ctx, cancel := context.WithCancel(context.Background())
-	a := &announcer{rdb: rdb, key: modelsKey(queue), member: member, interval: interval, log: log, cancel: cancel, done: make(chan struct{})}
-	first := make(chan struct{})
-	go func() {
-		defer close(a.done)
-		wrote := first // closed once, after the first write
-		every(ctx, interval, func() {
-			a.write(ctx)
-			if wrote != nil {
-				close(wrote)
-				wrote = nil
-			}
-		})
-	}()
-	select {
-	case <-first:
-	case <-time.After(time.Second):
-	}
+	a := &announcer{rdb: rdb, key: modelsKey(queue), member: member, interval: interval, log: log}
+	a.writes = startPeriodic(interval, a.write)
 	return a
 }
 
@@ -97,11 +79,7 @@ func (a *announcer) write(ctx context.Context) {
 // removes this worker's, waiting for Redis a second at most: one Redis
 // does not take then goes stale in its time. Later calls do nothing.
 func (a *announcer) stop() {
-	a.stopped.Do(func() {
-		a.cancel()
-		<-a.done
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
+	a.writes.stop(func(ctx context.Context) {
 		if err := a.rdb.ZRem(ctx, a.key, a.member).Err(); err != nil {
 			a.log.Debug("removing the worker's announcement of its model", "error", err)
 		}

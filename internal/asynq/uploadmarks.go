@@ -63,13 +63,11 @@ type UploadMarks struct {
 	store    UploadMarker
 	interval time.Duration
 	log      *slog.Logger
-	cancel   context.CancelFunc
-	done     chan struct{}
-	stopped  sync.Once
+	turns    *periodic
 
 	// current is the mark in the set; previous was withdrawn at the last
-	// turn, its object kept until the next. Only the running goroutine
-	// and Stop, after it has ended, use them.
+	// turn, its object kept until the next. Only the turns, and Stop once
+	// they have ended, use them.
 	current, previous string
 }
 
@@ -87,24 +85,8 @@ func StartUploadMarks(rdb redis.UniversalClient, cfg UploadMarksConfig, store Up
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	m := &UploadMarks{rdb: rdb, key: uploadMarksKey(cfg.Queue), store: store, interval: cfg.Interval, log: cfg.Logger, cancel: cancel, done: make(chan struct{})}
-	first := make(chan struct{})
-	go func() {
-		defer close(m.done)
-		turned := first // closed once, after the first turn
-		every(ctx, m.interval, func() {
-			m.turn(ctx)
-			if turned != nil {
-				close(turned)
-				turned = nil
-			}
-		})
-	}()
-	select {
-	case <-first:
-	case <-time.After(time.Second):
-	}
+	m := &UploadMarks{rdb: rdb, key: uploadMarksKey(cfg.Queue), store: store, interval: cfg.Interval, log: cfg.Logger}
+	m.turns = startPeriodic(m.interval, m.turn)
 	return m
 }
 
@@ -165,15 +147,7 @@ func (m *UploadMarks) deleteMark(ctx context.Context, id string) {
 // Stop ends the turns, once the one in progress ends, and withdraws the
 // API's mark, waiting for Redis a second at most: a mark Redis does not
 // take back goes stale in three intervals. Later calls do nothing.
-func (m *UploadMarks) Stop() {
-	m.stopped.Do(func() {
-		m.cancel()
-		<-m.done
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		m.withdraw(ctx)
-	})
-}
+func (m *UploadMarks) Stop() { m.turns.stop(m.withdraw) }
 
 // MarkReader is what a worker needs of its upload store to look for the
 // APIs' marks.
