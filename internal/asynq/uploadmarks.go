@@ -3,6 +3,7 @@ package asynq
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,10 +66,21 @@ type UploadMarks struct {
 	log      *slog.Logger
 	turns    *periodic
 
-	// current is the mark in the set; previous was withdrawn at the last
-	// turn, its object kept until the next. Only the turns, and Stop once
-	// they have ended, use them.
-	current, previous string
+	// current is the mark in the set. unsure are marks that a turn
+	// failed to announce, which Redis may yet have taken: they are taken
+	// out of the set at the next turn that reaches Redis, or go stale.
+	// withdrawn are the marks taken out at the last turn, whose objects
+	// go at the next. Only the turns, and Stop once they have ended, use
+	// them.
+	current   string
+	unsure    []unsureMark
+	withdrawn []string
+}
+
+// unsureMark is a mark a turn failed to announce, and when.
+type unsureMark struct {
+	id string
+	at time.Time
 }
 
 // StartUploadMarks puts a mark in store and says so in Redis at once, and
@@ -90,12 +102,13 @@ func StartUploadMarks(rdb redis.UniversalClient, cfg UploadMarksConfig, store Up
 	return m
 }
 
-// turn puts a new mark, announces it in place of the current one, and
-// deletes the object of the one withdrawn at the turn before. When the
-// store takes no mark (its disk full, Redis refusing writes), the current
-// mark is withdrawn too: a worker then cannot tell, and takes tasks, where
-// a mark it could not find would stop it. Failures are logged at debug
-// level: a full disk or Redis down is logged where uploads fail.
+// turn puts a new mark and announces it in place of the current one and
+// any unsure, then deletes the objects of the marks withdrawn at the turn
+// before. When the store takes no mark (its disk full, Redis refusing
+// writes), the marks are withdrawn: a worker then cannot tell, and takes
+// tasks, where a mark it could not find would stop it. Failures are
+// logged at debug level: a full disk or Redis down is logged where
+// uploads fail.
 func (m *UploadMarks) turn(ctx context.Context) {
 	id, err := m.store.PutMark(ctx)
 	if err != nil {
@@ -103,44 +116,75 @@ func (m *UploadMarks) turn(ctx context.Context) {
 		m.withdraw(ctx)
 		return
 	}
+	out := m.takeOut(ctx)
 	_, err = m.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		keepLive(ctx, p, m.key, id, time.Now(), 3*m.interval)
-		if m.current != "" {
-			p.ZRem(ctx, m.key, m.current)
+		if len(out) > 0 {
+			p.ZRem(ctx, m.key, anySlice(out)...)
 		}
 		return nil
 	})
 	if err != nil {
+		// Redis may have run the commands and lost the reply: the new
+		// mark stays until a turn takes it out.
 		m.log.Debug("announcing the upload store's mark", "error", err)
-		m.deleteMark(ctx, id)
+		m.unsure = append(m.unsure, unsureMark{id, time.Now()})
 		return
 	}
-	m.deleteMark(ctx, m.previous)
-	m.previous, m.current = m.current, id
+	m.deleteMarks(ctx, m.withdrawn)
+	m.current, m.unsure, m.withdrawn = id, nil, out
 }
 
-// withdraw takes the current mark out of the set and deletes the objects
-// of the current and previous marks. A failure leaves the mark in the set
-// to go stale.
+// withdraw takes the current and unsure marks out of the set and deletes
+// every object it put. A failure leaves the marks in the set to go stale,
+// and their objects to the sweeper.
 func (m *UploadMarks) withdraw(ctx context.Context) {
-	if m.current != "" {
-		if err := m.rdb.ZRem(ctx, m.key, m.current).Err(); err != nil {
+	out := m.takeOut(ctx)
+	if len(out) > 0 {
+		if err := m.rdb.ZRem(ctx, m.key, anySlice(out)...).Err(); err != nil {
 			m.log.Debug("withdrawing the upload store's mark", "error", err)
 			return
 		}
 	}
-	m.deleteMark(ctx, m.previous)
-	m.deleteMark(ctx, m.current)
-	m.previous, m.current = "", ""
+	m.deleteMarks(ctx, append(out, m.withdrawn...))
+	m.current, m.unsure, m.withdrawn = "", nil, nil
 }
 
-// deleteMark deletes a mark's object, if id is one.
-func (m *UploadMarks) deleteMark(ctx context.Context, id string) {
-	if id == "" {
-		return
+// takeOut returns the marks to take out of the set: the current one and
+// the unsure ones, but for those gone stale since, whose objects it
+// deletes (Redis down for long, the unsure would pile up).
+func (m *UploadMarks) takeOut(ctx context.Context) []string {
+	var out []string
+	stale := time.Now().Add(-3 * m.interval)
+	m.unsure = slices.DeleteFunc(m.unsure, func(u unsureMark) bool {
+		if u.at.Before(stale) {
+			m.deleteMarks(ctx, []string{u.id})
+			return true
+		}
+		out = append(out, u.id)
+		return false
+	})
+	if m.current != "" {
+		out = append(out, m.current)
 	}
-	if err := m.store.DeleteMark(ctx, id); err != nil {
-		m.log.Debug("deleting an upload store mark", "id", id, "error", err)
+	return out
+}
+
+// anySlice returns ids as the arguments of a Redis command.
+func anySlice(ids []string) []any {
+	a := make([]any, len(ids))
+	for i, id := range ids {
+		a[i] = id
+	}
+	return a
+}
+
+// deleteMarks deletes the objects of the marks ids.
+func (m *UploadMarks) deleteMarks(ctx context.Context, ids []string) {
+	for _, id := range ids {
+		if err := m.store.DeleteMark(ctx, id); err != nil {
+			m.log.Debug("deleting an upload store mark", "id", id, "error", err)
+		}
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"yoloserve/internal/testenv"
 	"yoloserve/internal/upload"
 )
@@ -145,6 +147,60 @@ func TestUploadMarkWithdrawnDuringALook(t *testing.T) {
 	if err := u.ready(); err != nil {
 		t.Errorf("worker after the API it looked at stopped: %v, want it to take tasks", err)
 	}
+}
+
+// TestUploadMarksThroughAPartition: while the API is cut off from Redis,
+// its turns fail and the marks they put do not pile up in its folder, and
+// a worker on that folder is never held; once the API reaches Redis again,
+// the set holds its one current mark, found in the folder.
+func TestUploadMarksThroughAPartition(t *testing.T) {
+	rs := testenv.StartRedis(t)
+	direct := rs.Client()
+	proxy := testenv.StartProxy(t, rs.Addr)
+	cutOff := redis.NewClient(&redis.Options{Addr: proxy.Addr, ReadTimeout: 50 * time.Millisecond, WriteTimeout: 50 * time.Millisecond, DialTimeout: 50 * time.Millisecond, MaxRetries: -1})
+	t.Cleanup(func() { cutOff.Close() })
+	log := slog.New(slog.DiscardHandler)
+	const queue = "partition"
+	ctx := context.Background()
+	folder := t.TempDir()
+	store, err := upload.NewDir(folder, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	marks := StartUploadMarks(cutOff, UploadMarksConfig{Queue: queue, Interval: 10 * time.Millisecond, Logger: log}, store)
+	t.Cleanup(marks.Stop)
+	same := newUploadWatch(direct, queue, store, time.Hour, log)
+	marksIn := func() int {
+		es, _ := os.ReadDir(folder)
+		return len(es)
+	}
+	watch := func(d time.Duration, during string) {
+		t.Helper()
+		most := 0
+		for until := time.Now().Add(d); time.Now().Before(until); time.Sleep(5 * time.Millisecond) {
+			same.look(ctx)
+			if err := same.ready(); err != nil {
+				t.Fatalf("%s: a worker on the API's folder was held: %v", during, err)
+			}
+			most = max(most, marksIn())
+		}
+		if most > 6 {
+			t.Errorf("%s: up to %d marks in the folder, want a few", during, most)
+		}
+	}
+	watch(200*time.Millisecond, "before the cut")
+	proxy.Cut()
+	watch(time.Second, "while the API was cut off")
+	proxy.Heal()
+	testenv.Eventually(t, 5*time.Second, "the API's marks did not settle once it reached Redis again", func() bool {
+		ids, err := liveMembers(ctx, direct, uploadMarksKey(queue), time.Now())
+		if err != nil || len(ids) != 1 || marksIn() > 3 {
+			return false
+		}
+		ok, _ := store.HasMark(ctx, ids[0])
+		return ok
+	})
+	watch(200*time.Millisecond, "after the cut")
 }
 
 // stoppingReader stops an API's marks before each look in its store, as
