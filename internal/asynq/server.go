@@ -331,12 +331,20 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 		case written:
 			return nil
 		}
-		if age := time.Since(job.StoredAt); !job.StoredAt.IsZero() && age < s.uploadMaxAge {
+		switch age := time.Since(job.StoredAt); {
+		case job.StoredAt.IsZero() || age >= s.uploadMaxAge:
+			return permanent("The uploaded image is gone (it expired before a worker took it); submit it again.")
+		case s.watch.seesAll():
+			// This worker sees every API's store: no worker would find
+			// the upload, and the deployment is not at fault.
+			s.log.Warn("an upload the API stored within UPLOAD_MAX_AGE is missing, though this worker sees the uploads of every API on its queue: it was removed (by hand, by the sweeper of a worker with a shorter UPLOAD_MAX_AGE, or by an API whose enqueue seemed to fail)",
+				"task_id", id, "stored_ago", age.Round(time.Millisecond))
+			return permanent("The uploaded image is gone; submit it again.")
+		default:
 			s.log.Error("an upload the API stored within UPLOAD_MAX_AGE is missing: this worker does not see the API's uploads. The API and every worker need the same UPLOAD_STORE, and with UPLOAD_STORE=dir the same folder as UPLOAD_DIR (across hosts, set UPLOAD_STORE=redis on all)",
 				"task_id", id, "stored_ago", age.Round(time.Millisecond))
 			return errUploadUnseen
 		}
-		return permanent("The uploaded image is gone (it expired before a worker took it); submit it again.")
 	}
 	if err != nil {
 		s.log.Error("reading upload", "task_id", id, "error", err)

@@ -209,6 +209,7 @@ type uploadWatch struct {
 	log      *slog.Logger
 
 	blind   atomic.Bool
+	all     atomic.Bool // the last look found every live mark, and some were live
 	mu      sync.Mutex
 	sees    chan struct{} // closed when blind turns false; nil while it is false
 	partial bool          // the last look found some marks, not all
@@ -271,6 +272,7 @@ func (u *uploadWatch) look(ctx context.Context) {
 func (u *uploadWatch) set(found, live int) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.all.Store(live > 0 && found == live)
 	partial := found > 0 && found < live
 	if partial && !u.partial {
 		u.log.Warn("this worker sees the uploads of some of the APIs on its queue, not of all: the tasks of the others fail on it and are retried on other workers. The APIs and every worker need the same UPLOAD_STORE, and with UPLOAD_STORE=dir the same folder as UPLOAD_DIR (across hosts, set UPLOAD_STORE=redis on all)",
@@ -292,6 +294,11 @@ func (u *uploadWatch) set(found, live int) {
 	u.sees = nil
 	u.log.Info("this worker sees the APIs' uploads again: it takes tasks")
 }
+
+// seesAll reports whether the last look found the marks of every API on
+// the queue, and some API keeps one: an upload the worker cannot find,
+// no worker would.
+func (u *uploadWatch) seesAll() bool { return u.all.Load() }
 
 // held returns nil while the worker sees the uploads (or cannot tell),
 // else a channel closed when it sees them again.

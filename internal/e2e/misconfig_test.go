@@ -177,3 +177,30 @@ func TestExpiredUploadFails(t *testing.T) {
 		t.Errorf("worker log, want two failures at their first attempt and no misconfiguration:\n%s", out)
 	}
 }
+
+// TestRemovedUploadFails: a task whose upload is gone well within
+// UPLOAD_MAX_AGE, on a worker that sees the uploads of every API (it finds
+// their marks), fails at its first attempt with a sentence that says the
+// upload is gone: no worker would find it, and the deployment is not at
+// fault. The worker logs a warning that says what removes uploads.
+func TestRemovedUploadFails(t *testing.T) {
+	h := newHarness(t, options{})
+	var logs testenv.SyncBuffer
+	w := h.startWorkerConfig(detector(t), asynq.ServerConfig{Concurrency: 1,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err := w.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	id, err := h.queue.Enqueue(t.Context(), detect.Job{Upload: "0123456789abcdef0123456789abcdef.upload", StoredAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sentence = "The uploaded image is gone; submit it again."
+	if ti := h.result(id); ti.Status != detect.StatusFailure || ti.Error != sentence {
+		t.Errorf("task whose upload was removed: %s %q, want FAILURE %q", ti.Status, ti.Error, sentence)
+	}
+	if out := logs.String(); !strings.Contains(out, "though this worker sees the uploads of every API on its queue: it was removed") ||
+		strings.Contains(out, "does not see the API's uploads") || strings.Contains(out, "will be retried") {
+		t.Errorf("worker log, want the warning that the upload was removed, no misconfiguration and no retry:\n%s", out)
+	}
+}
