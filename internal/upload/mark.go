@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 )
 
 // A mark is an empty object that an API puts in its upload store, so that
@@ -87,7 +88,8 @@ func (d *Dir) DeleteMark(_ context.Context, id string) error {
 
 // isMarkFile says whether a folder entry is a mark.
 func isMarkFile(name string) bool {
-	return len(name) > len(markFilePrefix) && name[:len(markFilePrefix)] == markFilePrefix && markPattern.MatchString(name[len(markFilePrefix):])
+	id, ok := strings.CutPrefix(name, markFilePrefix)
+	return ok && markPattern.MatchString(id)
 }
 
 // PutMark creates a new mark, expiring after the store's maximum age as an
