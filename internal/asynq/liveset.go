@@ -30,3 +30,9 @@ func keepLive(ctx context.Context, p redis.Pipeliner, key string, member any, no
 func liveMembers(ctx context.Context, rdb redis.UniversalClient, key string, now time.Time) ([]string, error) {
 	return rdb.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "(" + strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf"}).Result()
 }
+
+// countLive queues on p the count of the members of the live set key that
+// are not stale at now.
+func countLive(ctx context.Context, p redis.Pipeliner, key string, now time.Time) *redis.IntCmd {
+	return p.ZCount(ctx, key, "("+strconv.FormatInt(now.UnixMilli(), 10), "+inf")
+}

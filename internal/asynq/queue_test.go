@@ -174,7 +174,8 @@ func TestWaitAnswersStateAtDeadline(t *testing.T) {
 }
 
 // TestDepthCollector: the queue's depth by state, as asynq holds it in
-// Redis, with a task running, one waiting for its retry and two pending;
+// Redis, with a task running, one waiting for its retry and two pending,
+// and the workers that announce themselves on it, stale ones left out;
 // with Redis down, no sample and the scrape goes on.
 func TestDepthCollector(t *testing.T) {
 	rs := testenv.StartRedis(t)
@@ -203,6 +204,13 @@ func TestDepthCollector(t *testing.T) {
 		}
 	}
 	testenv.Eventually(t, 10*time.Second, "the second task never ran", held.Load)
+	for range 2 {
+		a := startAnnouncer(rdb, queue, detect.Model{Name: "yolov8n"}, time.Hour, slog.New(slog.DiscardHandler))
+		t.Cleanup(a.stop)
+	}
+	if err := rdb.ZAdd(ctx, modelsKey(queue), redis.Z{Score: float64(time.Now().Add(-time.Second).UnixMilli()), Member: "stale"}).Err(); err != nil {
+		t.Fatal(err)
+	}
 
 	c := NewDepthCollector(rdb, queue)
 	want := `
@@ -211,6 +219,9 @@ func TestDepthCollector(t *testing.T) {
 yoloserve_queue_tasks{queue="depth",state="active"} 1
 yoloserve_queue_tasks{queue="depth",state="pending"} 2
 yoloserve_queue_tasks{queue="depth",state="retry"} 1
+# HELP yoloserve_queue_workers Workers serving the queue: those that said what model they serve in the last 30 s (GET /models), read from Redis at each scrape. Tasks pending while it reads 0 wait for a worker to start.
+# TYPE yoloserve_queue_workers gauge
+yoloserve_queue_workers{queue="depth"} 2
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want)); err != nil {
 		t.Error(err)

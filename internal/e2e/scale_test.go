@@ -74,6 +74,9 @@ func TestSeparateProcessesNoSharedDisk(t *testing.T) {
 	if got := h.models(); len(got) != 1 || got[0].Name != "yolov8n" || len(got[0].Classes) != 80 || got[0].Workers != 3 {
 		t.Errorf("GET /models: %+v, want yolov8n served by 3 workers", got)
 	}
+	if got := metric(t, apiURL, `yoloserve_queue_workers{queue="detect"}`); got != 3 {
+		t.Errorf("API process's yoloserve_queue_workers: %v, want the 3 worker processes", got)
+	}
 	if r := h.post(images[0], "bus.jpg", map[string]string{"classes": "unicorn"}, ""); r.status != http.StatusBadRequest {
 		t.Errorf("classes=unicorn: %d %s, want 400", r.status, r.raw)
 	}

@@ -1,0 +1,55 @@
+package asynq
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// WarnIfNoWorkers looks every interval, until ctx ends, at the tasks
+// pending in queue and the workers serving it (those that announce their
+// model, models.go). Once tasks have waited with no worker for after, it
+// logs a warning that names what to check: no worker runs, or the workers
+// have another QUEUE or REDIS_URL than the API. When a worker serves the
+// queue again, it says so. Tasks wait then, and are not lost; where
+// workers are scaled to zero (KEDA), their start is what after allows
+// for. A look Redis does not answer changes nothing: Redis down is logged
+// elsewhere.
+func WarnIfNoWorkers(ctx context.Context, rdb redis.UniversalClient, queue string, interval, after time.Duration, log *slog.Logger) {
+	if queue == "" {
+		queue = defaultQueue
+	}
+	var since time.Time // when tasks were first seen waiting with no worker; zero: they are not
+	warned := false
+	every(ctx, interval, func() {
+		now := time.Now()
+		var pending, workers *redis.IntCmd
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			pending = p.LLen(ctx, pendingKey(queue))
+			workers = countLive(ctx, p, modelsKey(queue), now)
+			return nil
+		})
+		switch {
+		case err != nil:
+			return
+		case workers.Val() > 0:
+			if warned {
+				log.Info("a worker serves the queue again: the waiting tasks run", "queue", queue, "workers", workers.Val())
+			}
+			since, warned = time.Time{}, false
+			return
+		case pending.Val() == 0:
+			since = time.Time{}
+			return
+		case since.IsZero():
+			since = now
+		}
+		if !warned && now.Sub(since) >= after {
+			log.Warn("tasks wait in the queue and no worker serves it: start a worker, or give the workers the API's QUEUE and REDIS_URL",
+				"queue", queue, "pending", pending.Val(), "waited", now.Sub(since).Round(time.Second))
+			warned = true
+		}
+	})
+}
