@@ -46,7 +46,8 @@ func WarnIfNoWorkers(ctx context.Context, rdb redis.UniversalClient, queue strin
 		case since.IsZero():
 			since = now
 		}
-		if !warned && now.Sub(since) >= after {
+		// A look due after the allowed time, a tick late or early, warns.
+		if !warned && now.Sub(since) >= after-interval/2 {
 			log.Warn("tasks wait in the queue and no worker serves it: start a worker, or give the workers the API's QUEUE and REDIS_URL",
 				"queue", queue, "pending", pending.Val(), "waited", now.Sub(since).Round(time.Second))
 			warned = true
