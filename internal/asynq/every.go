@@ -21,7 +21,8 @@ func every(ctx context.Context, interval time.Duration, f func()) {
 }
 
 // periodic calls a function every interval, from startPeriodic until
-// stop: a worker's announcement of its model, an API's upload store mark.
+// stop: a worker's announcement of its model and its looks for the upload
+// store marks, an API's mark.
 type periodic struct {
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when the calls have ended
@@ -55,13 +56,16 @@ func startPeriodic(interval time.Duration, f func(context.Context)) *periodic {
 }
 
 // stop ends the calls, once the one in progress returns, and then calls
-// last with a context of a second: what last cannot do in that time (take
-// back what the calls wrote) it leaves to go stale. Later calls do
-// nothing.
+// last, if not nil, with a context of a second: what last cannot do in
+// that time (take back what the calls wrote) it leaves to go stale. Later
+// calls do nothing.
 func (p *periodic) stop(last func(context.Context)) {
 	p.stopped.Do(func() {
 		p.cancel()
 		<-p.done
+		if last == nil {
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		last(ctx)

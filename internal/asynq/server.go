@@ -85,7 +85,8 @@ type Server struct {
 	announce     func() *announcer // nil when no model is announced
 	announcer    *announcer        // running from Start until Stop or Shutdown
 	watch        *uploadWatch
-	stopWatch    context.CancelFunc // ends the watch's run; set by Start
+	markInterval time.Duration
+	looks        *periodic // the watch's looks, from Start until Stop or Shutdown
 }
 
 type workerMetrics struct {
@@ -127,7 +128,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 		cfg.MarkInterval = defaultMarkInterval
 	}
 	cfg.Prefetch = max(0, cfg.Prefetch)
-	s := &Server{rdb: rdb, resultTTL: cfg.ResultTTL, uploadMaxAge: cfg.UploadMaxAge, detector: det, uploads: up, log: cfg.Logger, occupied: newOccupancy(cfg.Concurrency), metrics: &workerMetrics{
+	s := &Server{rdb: rdb, resultTTL: cfg.ResultTTL, uploadMaxAge: cfg.UploadMaxAge, markInterval: cfg.MarkInterval, detector: det, uploads: up, log: cfg.Logger, occupied: newOccupancy(cfg.Concurrency), metrics: &workerMetrics{
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "yoloserve_worker_tasks_total", Help: "Tasks processed, by outcome (success, failure, retry).",
 		}, []string{"outcome"}),
@@ -143,7 +144,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 	s.metrics.inFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "yoloserve_worker_tasks_in_flight", Help: "Tasks the worker holds: running, or taken ahead and waiting for a slot (WORKER_PREFETCH).",
 	}, func() float64 { return float64(s.occupied.held()) })
-	s.watch = newUploadWatch(rdb, cfg.Queue, up, cfg.MarkInterval, cfg.Logger)
+	s.watch = newUploadWatch(rdb, cfg.Queue, up, cfg.Logger)
 	s.metrics.unseen = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "yoloserve_worker_uploads_unseen",
 		Help: "1 while the worker finds none of the marks the APIs keep in their upload store, and so takes no task: it does not share the API's UPLOAD_STORE or UPLOAD_DIR. Else 0.",
@@ -195,13 +196,8 @@ func (s *Server) Start() error {
 	if s.announce != nil && s.announcer == nil {
 		s.announcer = s.announce()
 	}
-	if s.stopWatch == nil {
-		first, cancel := context.WithTimeout(context.Background(), time.Second)
-		s.watch.look(first)
-		cancel()
-		ctx, stop := context.WithCancel(context.Background())
-		s.stopWatch = stop
-		go s.watch.run(ctx)
+	if s.looks == nil {
+		s.looks = startPeriodic(s.markInterval, s.watch.look)
 	}
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(TaskType, s.process)
@@ -232,8 +228,8 @@ func (s *Server) stopBackground() {
 	if s.announcer != nil {
 		s.announcer.stop()
 	}
-	if s.stopWatch != nil {
-		s.stopWatch()
+	if s.looks != nil {
+		s.looks.stop(nil)
 	}
 }
 

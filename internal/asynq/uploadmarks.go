@@ -202,11 +202,10 @@ type MarkReader interface {
 
 // uploadWatch looks for the APIs' marks in a worker's upload store.
 type uploadWatch struct {
-	rdb      redis.UniversalClient
-	key      string
-	store    MarkReader
-	interval time.Duration
-	log      *slog.Logger
+	rdb   redis.UniversalClient
+	key   string
+	store MarkReader
+	log   *slog.Logger
 
 	blind   atomic.Bool
 	all     atomic.Bool // the last look found every live mark, and some were live
@@ -215,13 +214,8 @@ type uploadWatch struct {
 	partial bool          // the last look found some marks, not all
 }
 
-func newUploadWatch(rdb redis.UniversalClient, queue string, store MarkReader, interval time.Duration, log *slog.Logger) *uploadWatch {
-	return &uploadWatch{rdb: rdb, key: uploadMarksKey(queue), store: store, interval: interval, log: log}
-}
-
-// run looks for the marks at once and then every interval until ctx ends.
-func (u *uploadWatch) run(ctx context.Context) {
-	every(ctx, u.interval, func() { u.look(ctx) })
+func newUploadWatch(rdb redis.UniversalClient, queue string, store MarkReader, log *slog.Logger) *uploadWatch {
+	return &uploadWatch{rdb: rdb, key: uploadMarksKey(queue), store: store, log: log}
 }
 
 // look reads the live marks and looks for them in the store. A worker is

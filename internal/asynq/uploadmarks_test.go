@@ -36,9 +36,9 @@ func TestUploadMarks(t *testing.T) {
 		return d
 	}
 	apiStore := newDir(folder)
-	same := newUploadWatch(rdb, queue, newDir(folder), time.Hour, log)
+	same := newUploadWatch(rdb, queue, newDir(folder), log)
 	var logs testenv.SyncBuffer
-	other := newUploadWatch(rdb, queue, newDir(elsewhere), time.Hour, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	other := newUploadWatch(rdb, queue, newDir(elsewhere), slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	marksIn := func(path string) int {
 		es, _ := os.ReadDir(path)
 		n := 0
@@ -142,7 +142,7 @@ func TestUploadMarkWithdrawnDuringALook(t *testing.T) {
 		t.Fatal(err)
 	}
 	marks := StartUploadMarks(rdb, UploadMarksConfig{Queue: queue, Interval: time.Hour, Logger: log}, store)
-	u := newUploadWatch(rdb, queue, stoppingReader{store, marks}, time.Hour, log)
+	u := newUploadWatch(rdb, queue, stoppingReader{store, marks}, log)
 	u.look(context.Background())
 	if err := u.ready(); err != nil {
 		t.Errorf("worker after the API it looked at stopped: %v, want it to take tasks", err)
@@ -169,7 +169,7 @@ func TestUploadMarksThroughAPartition(t *testing.T) {
 	}
 	marks := StartUploadMarks(cutOff, UploadMarksConfig{Queue: queue, Interval: 10 * time.Millisecond, Logger: log}, store)
 	t.Cleanup(marks.Stop)
-	same := newUploadWatch(direct, queue, store, time.Hour, log)
+	same := newUploadWatch(direct, queue, store, log)
 	marksIn := func() int {
 		es, _ := os.ReadDir(folder)
 		return len(es)
