@@ -45,27 +45,42 @@ func (c *DepthCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- queueWorkers
 }
 
-// Collect reads the queue's lists and retry set, and the workers' live
-// announcements, and sends a gauge for each.
+// Collect reads the queue's depth and sends a gauge for each of its
+// counts.
 func (c *DepthCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	var pending, active, retry, workers *redis.IntCmd
-	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		pending = p.LLen(ctx, pendingKey(c.queue))
-		active = p.LLen(ctx, activeKey(c.queue))
-		retry = p.ZCard(ctx, retryKey(c.queue))
-		workers = countLive(ctx, p, modelsKey(c.queue), time.Now())
-		return nil
-	})
+	d, err := readDepth(ctx, c.rdb, c.queue)
 	if err != nil {
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(queueWorkers, prometheus.GaugeValue, float64(workers.Val()), c.queue)
+	ch <- prometheus.MustNewConstMetric(queueWorkers, prometheus.GaugeValue, float64(d.workers), c.queue)
 	for _, s := range []struct {
 		state string
-		n     *redis.IntCmd
-	}{{"pending", pending}, {"active", active}, {"retry", retry}} {
-		ch <- prometheus.MustNewConstMetric(queueTasks, prometheus.GaugeValue, float64(s.n.Val()), c.queue, s.state)
+		n     int64
+	}{{"pending", d.pending}, {"active", d.active}, {"retry", d.retry}} {
+		ch <- prometheus.MustNewConstMetric(queueTasks, prometheus.GaugeValue, float64(s.n), c.queue, s.state)
 	}
+}
+
+// depth is a queue's tasks by state, and the workers serving it.
+type depth struct {
+	pending, active, retry, workers int64
+}
+
+// readDepth reads queue's lists and retry set, and its workers' live
+// announcements (models.go), in one round trip. It returns Redis's error.
+func readDepth(ctx context.Context, rdb redis.UniversalClient, queue string) (depth, error) {
+	var pending, active, retry, workers *redis.IntCmd
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		pending = p.LLen(ctx, pendingKey(queue))
+		active = p.LLen(ctx, activeKey(queue))
+		retry = p.ZCard(ctx, retryKey(queue))
+		workers = countLive(ctx, p, modelsKey(queue), time.Now())
+		return nil
+	})
+	if err != nil {
+		return depth{}, err
+	}
+	return depth{pending.Val(), active.Val(), retry.Val(), workers.Val()}, nil
 }

@@ -25,22 +25,17 @@ func WarnIfNoWorkers(ctx context.Context, rdb redis.UniversalClient, queue strin
 	warned := false
 	every(ctx, interval, func() {
 		now := time.Now()
-		var pending, workers *redis.IntCmd
-		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			pending = p.LLen(ctx, pendingKey(queue))
-			workers = countLive(ctx, p, modelsKey(queue), now)
-			return nil
-		})
+		d, err := readDepth(ctx, rdb, queue)
 		switch {
 		case err != nil:
 			return
-		case workers.Val() > 0:
+		case d.workers > 0:
 			if warned {
-				log.Info("a worker serves the queue again: the waiting tasks run", "queue", queue, "workers", workers.Val())
+				log.Info("a worker serves the queue again: the waiting tasks run", "queue", queue, "workers", d.workers)
 			}
 			since, warned = time.Time{}, false
 			return
-		case pending.Val() == 0:
+		case d.pending == 0:
 			since = time.Time{}
 			return
 		case since.IsZero():
@@ -49,7 +44,7 @@ func WarnIfNoWorkers(ctx context.Context, rdb redis.UniversalClient, queue strin
 		// A look due after the allowed time, a tick late or early, warns.
 		if !warned && now.Sub(since) >= after-interval/2 {
 			log.Warn("tasks wait in the queue and no worker serves it: start a worker, or give the workers the API's QUEUE and REDIS_URL",
-				"queue", queue, "pending", pending.Val(), "waited", now.Sub(since).Round(time.Second))
+				"queue", queue, "pending", d.pending, "waited", now.Sub(since).Round(time.Second))
 			warned = true
 		}
 	})
