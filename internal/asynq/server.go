@@ -337,7 +337,7 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 				"task_id", id, "stored_ago", age.Round(time.Millisecond))
 			return permanent("The uploaded image is gone; submit it again.")
 		default:
-			s.log.Error("an upload the API stored within UPLOAD_MAX_AGE is missing: this worker does not see the API's uploads. The API and every worker need the same UPLOAD_STORE, and with UPLOAD_STORE=dir the same folder as UPLOAD_DIR (across hosts, set UPLOAD_STORE=redis on all)",
+			s.log.Error("an upload the API stored within UPLOAD_MAX_AGE is missing: this worker does not see the API's uploads. The API and "+sameStoreAdvice,
 				"task_id", id, "stored_ago", age.Round(time.Millisecond))
 			return errUploadUnseen
 		}

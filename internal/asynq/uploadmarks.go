@@ -269,7 +269,7 @@ func (u *uploadWatch) set(found, live int) {
 	u.all.Store(live > 0 && found == live)
 	partial := found > 0 && found < live
 	if partial && !u.partial {
-		u.log.Warn("this worker sees the uploads of some of the APIs on its queue, not of all: the tasks of the others fail on it and are retried on other workers. The APIs and every worker need the same UPLOAD_STORE, and with UPLOAD_STORE=dir the same folder as UPLOAD_DIR (across hosts, set UPLOAD_STORE=redis on all)",
+		u.log.Warn("this worker sees the uploads of some of the APIs on its queue, not of all: the tasks of the others fail on it and are retried on other workers. The APIs and "+sameStoreAdvice,
 			"api_marks", live, "found", found)
 	}
 	u.partial = partial
@@ -280,7 +280,7 @@ func (u *uploadWatch) set(found, live int) {
 	u.blind.Store(blind)
 	if blind {
 		u.sees = make(chan struct{})
-		u.log.Error("this worker sees none of the uploads of the APIs on its queue, and takes no task until it does: the API and every worker need the same UPLOAD_STORE, and with UPLOAD_STORE=dir the same folder as UPLOAD_DIR (across hosts, set UPLOAD_STORE=redis on all)",
+		u.log.Error("this worker sees none of the uploads of the APIs on its queue, and takes no task until it does: the API and "+sameStoreAdvice,
 			"api_marks", live)
 		return
 	}
@@ -301,6 +301,10 @@ func (u *uploadWatch) held() <-chan struct{} {
 	defer u.mu.Unlock()
 	return u.sees
 }
+
+// sameStoreAdvice ends the log lines of a worker that does not see (all)
+// the APIs' uploads: what the API and the workers must share.
+const sameStoreAdvice = "every worker need the same UPLOAD_STORE, and with UPLOAD_STORE=dir the same folder as UPLOAD_DIR (across hosts, set UPLOAD_STORE=redis on all)"
 
 // errBlind is what a blind worker's readiness returns.
 var errBlind = detect.Errorf(detect.EUNAVAILABLE, "not ready: this worker does not see the API's uploads (UPLOAD_STORE, UPLOAD_DIR)")
