@@ -61,7 +61,8 @@ func run() error {
 	defer stop()
 	memory := asynq.WatchMemory(ctx, rdb, 250*time.Millisecond, cfg.UploadStore == "redis", log)
 	reg.MustRegister(memory)
-	if dir, ok := uploads.(*upload.Dir); ok {
+	dir, _ := uploads.(*upload.Dir) // nil with UPLOAD_STORE=redis
+	if dir != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "yoloserve_api_upload_disk_free_bytes",
 			Help: "Bytes free on UPLOAD_DIR's disk to the API's user, read at each scrape (NaN when it cannot be read); uploads that would leave less than UPLOAD_DISK_RESERVE get 503.",
@@ -97,7 +98,7 @@ func run() error {
 	go func() { errc <- srv.Serve(l) }()
 	log.Info("api listening", "addr", cfg.APIAddr, "redis", cfg.Redacted(), "upload_dir", cfg.UploadDir,
 		"auth", len(cfg.APIKeys) > 0, "rate_limit", cfg.RateLimit)
-	if dir, ok := uploads.(*upload.Dir); ok {
+	if dir != nil {
 		if err := dir.CheckRoom(0); err != nil {
 			log.Warn("uploads are refused until the upload folder's disk has room", "error", err)
 		}
