@@ -159,7 +159,12 @@ func (d *Dir) Delete(_ context.Context, ref string) error {
 	if !refPattern.MatchString(ref) {
 		return nil
 	}
-	err := os.Remove(filepath.Join(d.path, ref))
+	return d.remove(ref)
+}
+
+// remove removes the folder's file name; a missing one is not an error.
+func (d *Dir) remove(name string) error {
+	err := os.Remove(filepath.Join(d.path, name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

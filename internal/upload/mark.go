@@ -79,11 +79,7 @@ func (d *Dir) DeleteMark(_ context.Context, id string) error {
 	if !markPattern.MatchString(id) {
 		return nil
 	}
-	err := os.Remove(filepath.Join(d.path, markFilePrefix+id))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	return err
+	return d.remove(markFilePrefix + id)
 }
 
 // isMarkFile says whether a folder entry is a mark.
