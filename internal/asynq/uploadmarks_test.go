@@ -39,16 +39,6 @@ func TestUploadMarks(t *testing.T) {
 	same := newUploadWatch(rdb, queue, newDir(folder), log)
 	var logs testenv.SyncBuffer
 	other := newUploadWatch(rdb, queue, newDir(elsewhere), slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	marksIn := func(path string) int {
-		es, _ := os.ReadDir(path)
-		n := 0
-		for _, e := range es {
-			if strings.HasPrefix(e.Name(), ".mark-") {
-				n++
-			}
-		}
-		return n
-	}
 	takesTasks := func(name string, u *uploadWatch) {
 		t.Helper()
 		u.look(ctx)
@@ -170,10 +160,6 @@ func TestUploadMarksThroughAPartition(t *testing.T) {
 	marks := StartUploadMarks(cutOff, UploadMarksConfig{Queue: queue, Interval: 10 * time.Millisecond, Logger: log}, store)
 	t.Cleanup(marks.Stop)
 	same := newUploadWatch(direct, queue, store, log)
-	marksIn := func() int {
-		es, _ := os.ReadDir(folder)
-		return len(es)
-	}
 	watch := func(d time.Duration, during string) {
 		t.Helper()
 		most := 0
@@ -182,7 +168,7 @@ func TestUploadMarksThroughAPartition(t *testing.T) {
 			if err := same.ready(); err != nil {
 				t.Fatalf("%s: a worker on the API's folder was held: %v", during, err)
 			}
-			most = max(most, marksIn())
+			most = max(most, marksIn(folder))
 		}
 		if most > 6 {
 			t.Errorf("%s: up to %d marks in the folder, want a few", during, most)
@@ -194,7 +180,7 @@ func TestUploadMarksThroughAPartition(t *testing.T) {
 	proxy.Heal()
 	testenv.Eventually(t, 5*time.Second, "the API's marks did not settle once it reached Redis again", func() bool {
 		ids, err := liveMembers(ctx, direct, uploadMarksKey(queue), time.Now())
-		if err != nil || len(ids) != 1 || marksIn() > 3 {
+		if err != nil || len(ids) != 1 || marksIn(folder) > 3 {
 			return false
 		}
 		ok, _ := store.HasMark(ctx, ids[0])
@@ -214,6 +200,18 @@ type stoppingReader struct {
 func (r stoppingReader) HasMark(ctx context.Context, id string) (bool, error) {
 	r.marks.Stop()
 	return r.Dir.HasMark(ctx, id)
+}
+
+// marksIn counts the marks in the folder path.
+func marksIn(path string) int {
+	es, _ := os.ReadDir(path)
+	n := 0
+	for _, e := range es {
+		if strings.HasPrefix(e.Name(), ".mark-") {
+			n++
+		}
+	}
+	return n
 }
 
 // refusingMarks is an upload folder that takes no new mark once refuse is

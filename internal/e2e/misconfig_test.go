@@ -48,14 +48,7 @@ func TestWorkerThatCannotSeeUploads(t *testing.T) {
 	}
 
 	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
-	// What is checked is that nothing happens: the task stays PENDING
-	// for a while, as it would not for a worker that took tasks (an idle
-	// one is woken within a Redis round trip).
-	for until := time.Now().Add(2 * time.Second); time.Now().Before(until); time.Sleep(50 * time.Millisecond) {
-		if st := h.get("/result/" + id).body["status"]; st != string(detect.StatusPending) {
-			t.Fatalf("task beside a worker that cannot see the uploads: %v, want PENDING", st)
-		}
-	}
+	h.staysPending(id, 2*time.Second)
 	h.startWorker(detector(t), 1)
 	if ti := h.result(id); ti.Status != detect.StatusSuccess {
 		t.Errorf("task on a worker that sees the uploads: %s %s", ti.Status, ti.Error)
@@ -67,6 +60,19 @@ func TestWorkerThatCannotSeeUploads(t *testing.T) {
 		t.Errorf("worker log, want no task of its own:\n%s", out)
 	}
 	t.Logf("/readyz: %s", ready)
+}
+
+// staysPending fails the test unless task id reads PENDING throughout d,
+// beside workers that cannot see the uploads. What is checked is that
+// nothing happens: a worker that took tasks would have taken it at once
+// (an idle one is woken within a Redis round trip).
+func (h *harness) staysPending(id string, d time.Duration) {
+	h.t.Helper()
+	for until := time.Now().Add(d); time.Now().Before(until); time.Sleep(50 * time.Millisecond) {
+		if st := h.get("/result/" + id).body["status"]; st != string(detect.StatusPending) {
+			h.t.Fatalf("task beside a worker that cannot see the uploads: %v, want PENDING", st)
+		}
+	}
 }
 
 // TestWorkerTakesTasksOnceItSeesUploads: a worker held for want of the
@@ -92,11 +98,7 @@ func TestWorkerTakesTasksOnceItSeesUploads(t *testing.T) {
 		t.Fatal("a worker on another folder than the API's started ready")
 	}
 	id := h.submit(testenv.ReadImage(t, "zidane.jpg"), nil)
-	for until := time.Now().Add(time.Second); time.Now().Before(until); time.Sleep(50 * time.Millisecond) {
-		if st := h.get("/result/" + id).body["status"]; st != string(detect.StatusPending) {
-			t.Fatalf("task beside a worker that cannot see the uploads: %v, want PENDING", st)
-		}
-	}
+	h.staysPending(id, time.Second)
 	if err := os.Remove(link); err != nil {
 		t.Fatal(err)
 	}
