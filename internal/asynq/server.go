@@ -64,8 +64,13 @@ type ServerConfig struct {
 	// the marks the APIs keep (default 10s): while it finds none of them,
 	// it takes no task (uploadmarks.go).
 	MarkInterval time.Duration
-	Logger       *slog.Logger // default slog.Default()
-	Registerer   prometheus.Registerer
+	// LeaseCheckInterval is how often the worker looks for tasks whose
+	// worker stopped renewing their lease (killed, frozen, cut off from
+	// Redis), to take them back 5s after the lease ended (lease.go;
+	// default 5s).
+	LeaseCheckInterval time.Duration
+	Logger             *slog.Logger // default slog.Default()
+	Registerer         prometheus.Registerer
 }
 
 // Server is the worker: an asynq server running detection tasks.
@@ -87,6 +92,11 @@ type Server struct {
 	watch        *uploadWatch
 	markInterval time.Duration
 	looks        *periodic // the watch's looks, from Start until Stop or Shutdown
+	queue        string
+	// leaseInterval is how often leases are looked at, by leases from
+	// Start until Stop or Shutdown (lease.go).
+	leaseInterval time.Duration
+	leases        *periodic
 }
 
 type workerMetrics struct {
@@ -95,6 +105,9 @@ type workerMetrics struct {
 	inFlight prometheus.GaugeFunc // reads occupied
 	lost     prometheus.Counter   // the janitor's too, see LostTasks
 	unseen   prometheus.GaugeFunc // reads watch
+	// recovered counts the tasks taken back from other workers, by
+	// outcome (retry, failure).
+	recovered *prometheus.CounterVec
 }
 
 // NewServer returns a worker on rdb that runs tasks with det, reading
@@ -127,8 +140,11 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 	if cfg.MarkInterval <= 0 {
 		cfg.MarkInterval = defaultMarkInterval
 	}
+	if cfg.LeaseCheckInterval <= 0 {
+		cfg.LeaseCheckInterval = defaultLeaseCheckInterval
+	}
 	cfg.Prefetch = max(0, cfg.Prefetch)
-	s := &Server{rdb: rdb, resultTTL: cfg.ResultTTL, uploadMaxAge: cfg.UploadMaxAge, markInterval: cfg.MarkInterval, detector: det, uploads: up, log: cfg.Logger, occupied: newOccupancy(cfg.Concurrency), metrics: &workerMetrics{
+	s := &Server{rdb: rdb, resultTTL: cfg.ResultTTL, uploadMaxAge: cfg.UploadMaxAge, markInterval: cfg.MarkInterval, queue: cfg.Queue, leaseInterval: cfg.LeaseCheckInterval, detector: det, uploads: up, log: cfg.Logger, occupied: newOccupancy(cfg.Concurrency), metrics: &workerMetrics{
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "yoloserve_worker_tasks_total", Help: "Tasks processed, by outcome (success, failure, retry).",
 		}, []string{"outcome"}),
@@ -140,6 +156,10 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 			Name: "yoloserve_worker_lost_tasks_total",
 			Help: "Tasks whose data Redis lost (evicted, or Redis restarted without persistence or failed over): each counted when this worker wrote the result of one it ran, or its janitor took one out of the queue. Any increase means Redis is losing data.",
 		}),
+		recovered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "yoloserve_worker_recovered_tasks_total",
+			Help: "Tasks this worker took back from a worker that stopped renewing their lease (killed, frozen, or cut off from Redis), by outcome: retry, or failure on their last attempt.",
+		}, []string{"outcome"}),
 	}}
 	s.metrics.inFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "yoloserve_worker_tasks_in_flight", Help: "Tasks the worker holds: running, or taken ahead and waiting for a slot (WORKER_PREFETCH).",
@@ -155,7 +175,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 		return 0
 	})
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(s.metrics.tasks, s.metrics.duration, s.metrics.inFlight, s.metrics.lost, s.metrics.unseen)
+		cfg.Registerer.MustRegister(s.metrics.tasks, s.metrics.duration, s.metrics.inFlight, s.metrics.lost, s.metrics.unseen, s.metrics.recovered)
 	}
 	if cfg.Model.Name != "" {
 		s.announce = func() *announcer {
@@ -199,6 +219,9 @@ func (s *Server) Start() error {
 	if s.looks == nil {
 		s.looks = startPeriodic(s.markInterval, s.watch.look)
 	}
+	if s.leases == nil {
+		s.leases = startPeriodic(s.leaseInterval, s.recoverLeases)
+	}
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(TaskType, s.process)
 	if err := s.srv.Start(mux); err != nil {
@@ -214,22 +237,26 @@ func (s *Server) Start() error {
 // (uploadmarks.go); else nil.
 func (s *Server) Ready() error { return s.watch.ready() }
 
-// Stop stops taking new tasks, announcing the model and looking for the
-// upload store marks; running tasks go on.
+// Stop stops taking new tasks, announcing the model, looking for the
+// upload store marks and taking back other workers' tasks; running tasks
+// go on.
 func (s *Server) Stop() {
 	s.wakeup.stop()
 	s.stopBackground()
 	s.srv.Stop()
 }
 
-// stopBackground ends the model's announcements, if any run, and the
-// watch for the upload store marks.
+// stopBackground ends the model's announcements, if any run, the watch
+// for the upload store marks, and the looks at the leases.
 func (s *Server) stopBackground() {
 	if s.announcer != nil {
 		s.announcer.stop()
 	}
 	if s.looks != nil {
 		s.looks.stop(nil)
+	}
+	if s.leases != nil {
+		s.leases.stop(nil)
 	}
 }
 

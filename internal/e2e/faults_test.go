@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	hasynq "github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 
 	"yoloserve/internal/asynq"
 	"yoloserve/internal/detect"
@@ -80,10 +81,14 @@ func (h *harness) awaitStarted(ids []string) string {
 }
 
 // TestWorkerKilledMidTask kills a worker process with SIGKILL while it
-// runs tasks; another worker finishes every one of them.
+// runs tasks; another worker finishes every one of them, within 55 s of
+// the kill. A task's lease ends up to 30 s after the kill, and a worker
+// takes the task back 5 s later, looking every 5 s (lease.go); asynq's
+// own recoverer, which waits until a minute after the lease's end, could
+// not before 55 s.
 func TestWorkerKilledMidTask(t *testing.T) {
 	if testing.Short() {
-		t.Skip("takes about a minute: asynq's lease and recoverer")
+		t.Skip("takes about 40 s: the tasks' leases")
 	}
 	h := newHarness(t, options{})
 	a := testenv.Start(t, "worker", h.workerEnv(t)...)
@@ -100,12 +105,12 @@ func TestWorkerKilledMidTask(t *testing.T) {
 			inFlight++
 		}
 	}
-	testenv.Start(t, "worker", h.workerEnv(t)...)
+	b := testenv.Start(t, "worker", h.workerEnv(t)...)
+	deadline := killed.Add(55 * time.Second)
 	for _, id := range ids {
-		deadline := time.Now().Add(150 * time.Second)
 		for !detect.Status(h.status(id)).Done() {
 			if time.Now().After(deadline) {
-				t.Fatalf("task %s still %s 150s after the kill", id, h.status(id))
+				t.Fatalf("task %s still %s 55s after the kill", id, h.status(id))
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
@@ -114,7 +119,59 @@ func TestWorkerKilledMidTask(t *testing.T) {
 		}
 	}
 	t.Logf("worker killed with %d tasks in flight; all %d tasks SUCCESS %.1fs after the kill", inFlight, len(ids), time.Since(killed).Seconds())
+	if log := b.Output(); !strings.Contains(log, "took back tasks from a worker that stopped renewing their lease") {
+		t.Errorf("the second worker did not say it took the tasks back:\n%s", log)
+	}
 	testenv.Eventually(t, 5*time.Second, "uploads left behind", func() bool { return len(h.uploadsLeft()) == 0 })
+}
+
+// TestLeaseLostOnLastAttempt: a worker cut off from Redis (a network
+// partition) holds a task on its last attempt. Once the task's lease has
+// ended, another worker fails it: the client waiting on it reads FAILURE
+// at once, saying why, and its upload is deleted.
+func TestLeaseLostOnLastAttempt(t *testing.T) {
+	h := newHarness(t, options{queue: asynq.QueueConfig{Retries: -1}})
+	proxy := testenv.StartProxy(t, h.redis.Addr)
+	cutOff := redis.NewClient(&redis.Options{Addr: proxy.Addr, ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond, DialTimeout: 100 * time.Millisecond, MaxRetries: -1})
+	t.Cleanup(func() { cutOff.Close() })
+	g := &gate{d: detector(t), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	w := asynq.NewServer(cutOff, asynq.ServerConfig{Concurrency: 1, ShutdownTimeout: time.Millisecond}, g, h.uploads)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		proxy.Heal()
+		w.Shutdown()
+	})
+	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
+	select {
+	case <-g.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the worker never took the task")
+	}
+	proxy.Cut()
+	// The lease ends 30 s after its last renewal; end it now, 6 s ago.
+	lease := redis.Z{Member: id, Score: float64(time.Now().Add(-6 * time.Second).Unix())}
+	if err := h.rdb.ZAddXX(context.Background(), "asynq:{detect}:lease", lease).Err(); err != nil {
+		t.Fatal(err)
+	}
+	answers := getLater(h.api.URL + "/result/" + id + "?wait=30")
+	testenv.Eventually(t, 10*time.Second, "the request never waited", func() bool {
+		return metric(t, h.api.URL, "yoloserve_api_result_waits") == 1
+	})
+	h.startWorkerConfig(detector(t), asynq.ServerConfig{Concurrency: 1, LeaseCheckInterval: 50 * time.Millisecond})
+	select {
+	case a := <-answers:
+		want := "The workers processing this image stopped before finishing, on every attempt; submit it again."
+		if a.err != nil || a.status != http.StatusOK || !strings.Contains(a.body, `"status":"FAILURE"`) || !strings.Contains(a.body, want) {
+			t.Errorf("the waiting request got %d %s (%v), want FAILURE and %q", a.status, a.body, a.err, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting request got no answer within 10s")
+	}
+	if left := h.uploadsLeft(); len(left) != 0 {
+		t.Errorf("uploads left: %v", left)
+	}
 }
 
 // startReadyWorker starts a worker process with env and waits until its
