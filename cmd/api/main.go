@@ -88,7 +88,7 @@ func run() error {
 	if err := queue.Ping(ctx); err != nil {
 		log.Warn("Redis is not reachable yet; /predict answers 503 until it is", "redis", cfg.Redacted())
 	}
-	go asynq.WarnIfEvicting(ctx, rdb, 5*time.Second, log)
+	go asynq.WarnOfDataLoss(ctx, rdb, 5*time.Second, log)
 	go asynq.WarnIfNoWorkers(ctx, rdb, cfg.Queue, 10*time.Second, time.Minute, log)
 	l, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {

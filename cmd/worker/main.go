@@ -119,7 +119,7 @@ func run() error {
 		go dir.RunSweeper(ctx, cfg.UploadMaxAge, time.Minute, log)
 	}
 	go asynq.RunJanitor(ctx, rdb, asynq.JanitorConfig{Queue: cfg.Queue, TTL: cfg.ResultTTL, Logger: log, Lost: srv.LostTasks()})
-	go asynq.WarnIfEvicting(ctx, rdb, 5*time.Second, log)
+	go asynq.WarnOfDataLoss(ctx, rdb, 5*time.Second, log)
 
 	// asynq keeps reconnecting while Redis is down; /readyz says so.
 	if err := srv.Start(); err != nil {

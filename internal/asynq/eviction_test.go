@@ -56,18 +56,37 @@ func TestEvictionRisk(t *testing.T) {
 	}
 }
 
-// TestWarnIfEvictingWaitsForRedis: a process that starts before Redis
-// warns once Redis answers. A Redis that refuses CONFIG, as some managed
-// services do, is still read; one that refuses INFO draws no warning, and
-// the check ends.
-func TestWarnIfEvictingWaitsForRedis(t *testing.T) {
+// TestPersistenceRisk: a Redis without an append-only file is named, with
+// the setting to change; one with it is not.
+func TestPersistenceRisk(t *testing.T) {
+	rs := testenv.StartRedis(t) // appendonly no
+	rdb := rs.Client()
+	ctx := context.Background()
+	risk, err := PersistenceRisk(ctx, rdb)
+	if err != nil || !strings.Contains(risk, "appendonly no") || !strings.Contains(risk, "set appendonly yes") {
+		t.Errorf("without an append-only file: %q, %v; want the setting named", risk, err)
+	}
+	if err := rdb.ConfigSet(ctx, "appendonly", "yes").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if risk, err := PersistenceRisk(ctx, rdb); err != nil || risk != "" {
+		t.Errorf("with an append-only file: %q, %v; want no warning", risk, err)
+	}
+}
+
+// TestWarnOfDataLossWaitsForRedis: a process that starts before Redis
+// warns once Redis answers, of its eviction policy and of its missing
+// append-only file. A Redis that refuses CONFIG, as some managed services
+// do, is still read; one that refuses INFO draws no warning, and the
+// check ends.
+func TestWarnOfDataLossWaitsForRedis(t *testing.T) {
 	rs := testenv.StartRedis(t)
 	rs.Stop()
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	done := make(chan struct{})
 	go func() {
-		WarnIfEvicting(context.Background(), rs.Client(), 20*time.Millisecond, log)
+		WarnOfDataLoss(context.Background(), rs.Client(), 20*time.Millisecond, log)
 		close(done)
 	}()
 	select {
@@ -81,8 +100,8 @@ func TestWarnIfEvictingWaitsForRedis(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no answer 10s after Redis came up")
 	}
-	if out := buf.String(); strings.Count(out, "level=WARN") != 1 || !strings.Contains(out, "maxmemory-policy allkeys-lru") {
-		t.Errorf("want one warning naming the policy, got:\n%s", out)
+	if out := buf.String(); strings.Count(out, "level=WARN") != 2 || !strings.Contains(out, "maxmemory-policy allkeys-lru") || !strings.Contains(out, "appendonly no") {
+		t.Errorf("want two warnings, naming the policy and the missing append-only file, got:\n%s", out)
 	}
 
 	for _, tc := range []struct {
@@ -96,15 +115,15 @@ func TestWarnIfEvictingWaitsForRedis(t *testing.T) {
 		rs.Start("--maxmemory", "1gb", "--maxmemory-policy", "allkeys-lru", "--rename-command", tc.refused, "")
 		buf.Reset()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		WarnIfEvicting(ctx, rs.Client(), 20*time.Millisecond, log)
+		WarnOfDataLoss(ctx, rs.Client(), 20*time.Millisecond, log)
 		timedOut := ctx.Err() != nil
 		cancel()
 		if timedOut {
 			t.Fatalf("the check went on against a Redis that refuses %s", tc.refused)
 		}
 		out := buf.String()
-		if tc.warns && (strings.Count(out, "level=WARN") != 1 || !strings.Contains(out, "maxmemory 1073741824 bytes, maxmemory-policy allkeys-lru")) {
-			t.Errorf("Redis refusing %s: want one warning naming the limit and policy, got:\n%s", tc.refused, out)
+		if tc.warns && (strings.Count(out, "level=WARN") != 2 || !strings.Contains(out, "maxmemory 1073741824 bytes, maxmemory-policy allkeys-lru")) {
+			t.Errorf("Redis refusing %s: want two warnings, one naming the limit and policy, got:\n%s", tc.refused, out)
 		}
 		if !tc.warns && (strings.Contains(out, "level=WARN") || !strings.Contains(out, "cannot read Redis' eviction policy")) {
 			t.Errorf("Redis refusing %s: want a debug line only, got:\n%s", tc.refused, out)

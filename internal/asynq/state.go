@@ -51,7 +51,7 @@ func stateInfo(id, state string, result []byte, lastErr string) detect.TaskInfo 
 }
 
 // lostInfo is what GET /result answers for a task whose data Redis lost
-// while it waited: an evicting Redis (see WarnIfEvicting) dropped the
+// while it waited: an evicting Redis (see WarnOfDataLoss) dropped the
 // task's hash, and asynq's dequeue then left an empty "active" hash with
 // no message, which no worker can run and asynq's recoverer skips.
 // Without this it read STARTED for good.

@@ -663,8 +663,8 @@ func TestClientGoneIsNotAFault(t *testing.T) {
 }
 
 // TestProcessesWarnOfAnEvictingRedis: the API and the worker say at start
-// that a Redis with a memory limit and an evicting policy would drop
-// their tasks, and which setting to change.
+// that a Redis with a memory limit and an evicting policy, or without an
+// append-only file, would drop their tasks, and which setting to change.
 func TestProcessesWarnOfAnEvictingRedis(t *testing.T) {
 	h := newHarness(t, options{})
 	if err := h.rdb.ConfigSet(context.Background(), "maxmemory", "1gb").Err(); err != nil {
@@ -683,7 +683,8 @@ func TestProcessesWarnOfAnEvictingRedis(t *testing.T) {
 	for name, p := range map[string]*testenv.Process{"api": api, "worker": worker} {
 		testenv.Eventually(t, 30*time.Second, name+" never warned of the evicting Redis", func() bool {
 			out := p.Output()
-			return strings.Contains(out, "level=WARN") && strings.Contains(out, "maxmemory-policy allkeys-lru") && strings.Contains(out, "set maxmemory-policy noeviction")
+			return strings.Contains(out, "level=WARN") && strings.Contains(out, "maxmemory-policy allkeys-lru") && strings.Contains(out, "set maxmemory-policy noeviction") &&
+				strings.Contains(out, "set appendonly yes")
 		})
 	}
 }
