@@ -16,9 +16,10 @@ import (
 	"yoloserve/internal/upload"
 )
 
-// TestUploadMarks: while an API turns its mark, a worker on the API's
-// upload folder finds it at every look, and one on another folder at none,
-// and is held, saying so once; the held worker is let go once it finds a
+// TestUploadMarks: while an API turns its mark (every 50 ms: a mark goes
+// stale after three turns, which a loaded machine under the race detector
+// missed at 5 ms), a worker on the API's upload folder finds it at every
+// look, and one on another folder at none, and is held, saying so once; the held worker is let go once it finds a
 // mark, and warns while it finds the marks of some APIs but not all; when
 // the marks are withdrawn (the APIs stop, or their store takes no mark),
 // every worker takes tasks, as where no API keeps marks.
@@ -49,7 +50,7 @@ func TestUploadMarks(t *testing.T) {
 
 	takesTasks("no API", other)
 
-	marks := StartUploadMarks(rdb, UploadMarksConfig{Queue: queue, Interval: 5 * time.Millisecond, Logger: log}, apiStore)
+	marks := StartUploadMarks(rdb, UploadMarksConfig{Queue: queue, Interval: 50 * time.Millisecond, Logger: log}, apiStore)
 	t.Cleanup(marks.Stop)
 	seen := map[string]bool{}
 	deadline := time.Now().Add(20 * time.Second)
@@ -106,7 +107,7 @@ func TestUploadMarks(t *testing.T) {
 
 	// A store that stops taking marks (a full disk) has its mark withdrawn.
 	failing := &refusingMarks{Dir: apiStore}
-	third := StartUploadMarks(rdb, UploadMarksConfig{Queue: queue, Interval: 5 * time.Millisecond, Logger: log}, failing)
+	third := StartUploadMarks(rdb, UploadMarksConfig{Queue: queue, Interval: 50 * time.Millisecond, Logger: log}, failing)
 	t.Cleanup(third.Stop)
 	other.look(ctx)
 	if other.ready() == nil {
