@@ -28,8 +28,7 @@ func TestRecoverExpiredLeases(t *testing.T) {
 	rs := testenv.StartRedis(t)
 	rdb := rs.Client()
 	proxy := testenv.StartProxy(t, rs.Addr)
-	cutOff := redis.NewClient(&redis.Options{Addr: proxy.Addr, ReadTimeout: 50 * time.Millisecond, WriteTimeout: 50 * time.Millisecond, DialTimeout: 50 * time.Millisecond, MaxRetries: -1})
-	t.Cleanup(func() { cutOff.Close() })
+	cutOff := proxy.Client(t, 50*time.Millisecond)
 	ctx := context.Background()
 	const queue = "leases"
 	again := NewQueue(rdb, QueueConfig{Queue: queue, Retries: 2})

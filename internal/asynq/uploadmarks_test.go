@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"yoloserve/internal/testenv"
 	"yoloserve/internal/upload"
 )
@@ -148,8 +146,7 @@ func TestUploadMarksThroughAPartition(t *testing.T) {
 	rs := testenv.StartRedis(t)
 	direct := rs.Client()
 	proxy := testenv.StartProxy(t, rs.Addr)
-	cutOff := redis.NewClient(&redis.Options{Addr: proxy.Addr, ReadTimeout: 50 * time.Millisecond, WriteTimeout: 50 * time.Millisecond, DialTimeout: 50 * time.Millisecond, MaxRetries: -1})
-	t.Cleanup(func() { cutOff.Close() })
+	cutOff := proxy.Client(t, 50*time.Millisecond)
 	log := slog.New(slog.DiscardHandler)
 	const queue = "partition"
 	ctx := context.Background()

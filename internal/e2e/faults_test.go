@@ -132,8 +132,7 @@ func TestWorkerKilledMidTask(t *testing.T) {
 func TestLeaseLostOnLastAttempt(t *testing.T) {
 	h := newHarness(t, options{queue: asynq.QueueConfig{Retries: -1}})
 	proxy := testenv.StartProxy(t, h.redis.Addr)
-	cutOff := redis.NewClient(&redis.Options{Addr: proxy.Addr, ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond, DialTimeout: 100 * time.Millisecond, MaxRetries: -1})
-	t.Cleanup(func() { cutOff.Close() })
+	cutOff := proxy.Client(t, 100*time.Millisecond)
 	g := &gate{d: detector(t), entered: make(chan struct{}, 1), release: make(chan struct{})}
 	w := asynq.NewServer(cutOff, asynq.ServerConfig{Concurrency: 1, ShutdownTimeout: time.Millisecond}, g, h.uploads)
 	if err := w.Start(); err != nil {

@@ -4,6 +4,9 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Proxy forwards TCP connections from a loopback port to a target, and can
@@ -46,6 +49,16 @@ func StartProxy(tb testing.TB, target string) *Proxy {
 		p.Heal()
 	})
 	return p
+}
+
+// Client returns a Redis client through the proxy whose commands give up
+// after timeout and are never retried, so that a cut shows at once as the
+// errors a process cut off from Redis meets. It is closed when the test
+// ends.
+func (p *Proxy) Client(tb testing.TB, timeout time.Duration) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: p.Addr, ReadTimeout: timeout, WriteTimeout: timeout, DialTimeout: timeout, MaxRetries: -1})
+	tb.Cleanup(func() { c.Close() })
+	return c
 }
 
 // Cut stops every byte until Heal.

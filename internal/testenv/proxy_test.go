@@ -4,8 +4,6 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // TestProxyCuts: through the proxy Redis answers; cut, a command waits
@@ -16,8 +14,7 @@ func TestProxyCuts(t *testing.T) {
 		t.Skip("needs a redis-server of its own")
 	}
 	p := StartProxy(t, r.Addr)
-	c := redis.NewClient(&redis.Options{Addr: p.Addr, ReadTimeout: 300 * time.Millisecond, DialTimeout: 300 * time.Millisecond, MaxRetries: -1})
-	defer c.Close()
+	c := p.Client(t, 300*time.Millisecond)
 	ping := func() error { return c.Ping(context.Background()).Err() }
 	if err := ping(); err != nil {
 		t.Fatalf("through the proxy: %v", err)
