@@ -105,7 +105,8 @@ func TestWorkerKilledMidTask(t *testing.T) {
 			inFlight++
 		}
 	}
-	b := testenv.Start(t, "worker", h.workerEnv(t)...)
+	bEnv := h.workerEnv(t)
+	b := testenv.Start(t, "worker", bEnv...)
 	deadline := killed.Add(55 * time.Second)
 	for _, id := range ids {
 		for !detect.Status(h.status(id)).Done() {
@@ -121,6 +122,9 @@ func TestWorkerKilledMidTask(t *testing.T) {
 	t.Logf("worker killed with %d tasks in flight; all %d tasks SUCCESS %.1fs after the kill", inFlight, len(ids), time.Since(killed).Seconds())
 	if log := b.Output(); !strings.Contains(log, "took back tasks from a worker that stopped renewing their lease") {
 		t.Errorf("the second worker did not say it took the tasks back:\n%s", log)
+	}
+	if n := metric(t, workerHealthURL(bEnv), `yoloserve_worker_recovered_tasks_total{outcome="retry"}`); n != float64(inFlight) {
+		t.Errorf("the second worker counted %v tasks taken back, want the %d in flight", n, inFlight)
 	}
 	testenv.Eventually(t, 5*time.Second, "uploads left behind", func() bool { return len(h.uploadsLeft()) == 0 })
 }
