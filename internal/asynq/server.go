@@ -161,6 +161,14 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 			Help: "Tasks this worker took back from a worker that stopped renewing their lease (killed, frozen, or cut off from Redis), by outcome: retry, or failure on their last attempt.",
 		}, []string{"outcome"}),
 	}}
+	// Each outcome's series starts at 0, so that increase() and rate()
+	// over them count the first task too.
+	for _, outcome := range []string{"success", "failure", "retry"} {
+		s.metrics.tasks.WithLabelValues(outcome)
+	}
+	for _, outcome := range []string{"retry", "failure"} {
+		s.metrics.recovered.WithLabelValues(outcome)
+	}
 	s.metrics.inFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "yoloserve_worker_tasks_in_flight", Help: "Tasks the worker holds: running, or taken ahead and waiting for a slot (WORKER_PREFETCH).",
 	}, func() float64 { return float64(s.occupied.held()) })

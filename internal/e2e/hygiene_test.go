@@ -2,14 +2,20 @@ package e2e
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/VictoriaMetrics/metricsql"
+	"sigs.k8s.io/yaml"
 
 	"yoloserve/internal/asynq"
 	"yoloserve/internal/detect"
@@ -66,6 +72,82 @@ func TestProcessesExportRuntimeMetrics(t *testing.T) {
 	free := float64(st.Bavail) * float64(st.Bsize)
 	if got := metric(t, apiURL, "yoloserve_api_upload_disk_free_bytes"); !(got >= free*0.95 && got <= free*1.05) { // NaN: absent
 		t.Errorf("API yoloserve_api_upload_disk_free_bytes %v, want about %.0f (statfs of UPLOAD_DIR)", got, free)
+	}
+}
+
+// TestAlertRules: every rule of deploy/prometheus/alerts.yml parses as
+// PromQL, says how severe it is and what happened, and names only metrics
+// that the API and worker processes export: a misspelt metric would make
+// an alert that never fires.
+func TestAlertRules(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "prometheus", "alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Groups []struct {
+			Name  string
+			Rules []struct {
+				Alert, Expr, For    string
+				Labels, Annotations map[string]string
+			}
+		}
+	}
+	if err := yaml.UnmarshalStrict(b, &file); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, options{})
+	// The limit's gauge is exported only under a limit.
+	if err := h.rdb.ConfigSet(context.Background(), "maxmemory", "1gb").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.rdb.ConfigSet(context.Background(), "maxmemory", "0") })
+	apiEnv, apiURL := h.apiEnv(t)
+	testenv.Start(t, "api", apiEnv...)
+	awaitReady(t, "api", apiURL)
+	_, workerHealth := startReadyWorker(t, h.workerEnv(t))
+	getText(t, apiURL+"/models") // a request, counted
+	var exported strings.Builder
+	testenv.Eventually(t, 10*time.Second, "the API never read Redis's memory", func() bool {
+		return !math.IsNaN(metric(t, apiURL, "yoloserve_redis_memory_limit_bytes"))
+	})
+	for _, url := range []string{apiURL, workerHealth} {
+		exported.WriteString(getText(t, url+"/metrics"))
+	}
+	rules := 0
+	for _, g := range file.Groups {
+		for _, r := range g.Rules {
+			rules++
+			expr, err := metricsql.Parse(r.Expr)
+			if err != nil {
+				t.Errorf("%s: %v", r.Alert, err)
+				continue
+			}
+			if r.For != "" {
+				if _, err := time.ParseDuration(r.For); err != nil {
+					t.Errorf("%s: for %q: %v", r.Alert, r.For, err)
+				}
+			}
+			if r.Alert == "" || !slices.Contains([]string{"warning", "critical"}, r.Labels["severity"]) || r.Annotations["summary"] == "" || r.Annotations["description"] == "" {
+				t.Errorf("rule %+v: want a name, a severity (warning or critical), a summary and a description", r)
+			}
+			metricsql.VisitAll(expr, func(e metricsql.Expr) {
+				me, ok := e.(*metricsql.MetricExpr)
+				if !ok {
+					return
+				}
+				for _, lfs := range me.LabelFilterss {
+					for _, lf := range lfs {
+						if lf.Label == "__name__" && !strings.Contains(exported.String(), "\n"+lf.Value+"{") && !strings.Contains(exported.String(), "\n"+lf.Value+" ") {
+							t.Errorf("%s: no process exports %s", r.Alert, lf.Value)
+						}
+					}
+				}
+			})
+		}
+	}
+	if rules == 0 {
+		t.Fatal("no rules")
 	}
 }
 
