@@ -205,7 +205,7 @@ func marksIn(path string) int {
 	es, _ := os.ReadDir(path)
 	n := 0
 	for _, e := range es {
-		if strings.HasPrefix(e.Name(), ".mark-") {
+		if upload.IsMarkFile(e.Name()) {
 			n++
 		}
 	}

@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -313,7 +312,7 @@ func (h *harness) uploadsLeft() []string {
 	}
 	var names []string
 	for _, e := range es {
-		if strings.HasPrefix(e.Name(), ".mark-") {
+		if upload.IsMarkFile(e.Name()) {
 			continue
 		}
 		names = append(names, e.Name())

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -175,28 +176,35 @@ func (d *Dir) remove(name string) error {
 // its end (a crash during or after the save, before the enqueue; a task
 // deleted by hand), and the marks of APIs that were killed (mark.go). It
 // also removes the ".tmp-" files that earlier versions wrote before
-// renaming them, left by a crash. It returns how many it removed.
-func (d *Dir) Sweep(maxAge time.Duration) (int, error) {
+// renaming them, left by a crash, which it counts as uploads. It returns
+// how many uploads and marks it removed, and the error of reading the
+// folder.
+func (d *Dir) Sweep(maxAge time.Duration) (uploads, marks int, err error) {
 	entries, err := os.ReadDir(d.path)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	cutoff := time.Now().Add(-maxAge)
-	n := 0
 	for _, e := range entries {
 		name := e.Name()
-		if !refPattern.MatchString(name) && !isMarkFile(name) && !(len(name) > 5 && name[:5] == ".tmp-") {
+		mark := IsMarkFile(name)
+		if !mark && !refPattern.MatchString(name) && !strings.HasPrefix(name, ".tmp-") {
 			continue
 		}
 		info, err := e.Info()
 		if err != nil || info.ModTime().After(cutoff) {
 			continue
 		}
-		if os.Remove(filepath.Join(d.path, name)) == nil {
-			n++
+		if os.Remove(filepath.Join(d.path, name)) != nil {
+			continue
+		}
+		if mark {
+			marks++
+		} else {
+			uploads++
 		}
 	}
-	return n, nil
+	return uploads, marks, nil
 }
 
 // RunSweeper sweeps every interval until ctx ends, logging what it removed.
@@ -204,10 +212,15 @@ func (d *Dir) RunSweeper(ctx context.Context, maxAge, interval time.Duration, lo
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if n, err := d.Sweep(maxAge); err != nil {
+		if uploads, marks, err := d.Sweep(maxAge); err != nil {
 			log.Warn("sweeping uploads", "error", err)
-		} else if n > 0 {
-			log.Info("removed orphaned uploads", "count", n, "older_than", maxAge)
+		} else {
+			if uploads > 0 {
+				log.Info("removed orphaned uploads", "count", uploads, "older_than", maxAge)
+			}
+			if marks > 0 {
+				log.Info("removed the upload store marks of APIs that were killed", "count", marks, "older_than", maxAge)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -54,9 +54,9 @@ func TestSweepRemovesOnlyOldOrphans(t *testing.T) {
 	for _, p := range []string{filepath.Join(dir, old), tmp, other} {
 		os.Chtimes(p, past, past)
 	}
-	n, err := d.Sweep(2 * time.Hour)
-	if err != nil || n != 2 {
-		t.Fatalf("Sweep removed %d (%v), want the old upload and temp file", n, err)
+	n, marks, err := d.Sweep(2 * time.Hour)
+	if err != nil || n != 2 || marks != 0 {
+		t.Fatalf("Sweep removed %d uploads and %d marks (%v), want the old upload and temp file", n, marks, err)
 	}
 	for p, want := range map[string]bool{filepath.Join(dir, old): false, tmp: false, filepath.Join(dir, fresh): true, other: true} {
 		if _, err := os.Stat(p); (err == nil) != want {

@@ -82,8 +82,8 @@ func (d *Dir) DeleteMark(_ context.Context, id string) error {
 	return d.remove(markFilePrefix + id)
 }
 
-// isMarkFile says whether a folder entry is a mark.
-func isMarkFile(name string) bool {
+// IsMarkFile says whether a folder entry is a mark, which is no upload.
+func IsMarkFile(name string) bool {
 	id, ok := strings.CutPrefix(name, markFilePrefix)
 	return ok && markPattern.MatchString(id)
 }

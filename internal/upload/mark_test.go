@@ -88,8 +88,8 @@ func TestSweepRemovesOldMarks(t *testing.T) {
 	fresh, _ := d.PutMark(ctx)
 	past := time.Now().Add(-3 * time.Hour)
 	os.Chtimes(filepath.Join(dir, markFilePrefix+old), past, past)
-	if n, err := d.Sweep(2 * time.Hour); err != nil || n != 1 {
-		t.Fatalf("Sweep removed %d (%v), want the old mark", n, err)
+	if uploads, n, err := d.Sweep(2 * time.Hour); err != nil || n != 1 || uploads != 0 {
+		t.Fatalf("Sweep removed %d uploads and %d marks (%v), want the old mark", uploads, n, err)
 	}
 	for id, want := range map[string]bool{old: false, fresh: true} {
 		if ok, _ := d.HasMark(ctx, id); ok != want {
