@@ -183,14 +183,7 @@ func (s *Server) recoverLeases(ctx context.Context) {
 		}
 		failed++
 		s.metrics.recovered.WithLabelValues("failure").Inc()
-		if t.Upload != "" {
-			if err := s.uploads.Delete(ctx, t.Upload); err != nil {
-				s.log.Warn("deleting upload", "task_id", t.ID, "error", err)
-			}
-		}
-		if err := Announce(ctx, s.rdb, t.ID); err != nil {
-			s.log.Warn("announcing task end", "task_id", t.ID, "error", err)
-		}
+		s.ended(ctx, t.ID, t.Upload)
 	}
 	s.log.Warn("took back tasks from a worker that stopped renewing their lease (killed, frozen, or cut off from Redis): they run again, or fail on their last attempt",
 		"retried", len(took)-failed, "failed", failed, "ids", ids)

@@ -322,16 +322,9 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 		}
 		s.metrics.tasks.WithLabelValues(outcome).Inc()
 		if final {
-			if job.Upload != "" {
-				if derr := s.uploads.Delete(context.WithoutCancel(ctx), job.Upload); derr != nil {
-					s.log.Warn("deleting upload", "task_id", id, "error", derr)
-				}
-			}
 			// The announcement races asynq's own bookkeeping of the end;
 			// waiters look again until the state is final.
-			if aerr := Announce(context.WithoutCancel(ctx), s.rdb, id); aerr != nil {
-				s.log.Warn("announcing task end", "task_id", id, "error", aerr)
-			}
+			s.ended(context.WithoutCancel(ctx), id, job.Upload)
 		}
 		elapsed := time.Since(start)
 		s.metrics.duration.Observe(elapsed.Seconds())
@@ -410,6 +403,20 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 			"task_id", id, "result_ttl", s.resultTTL)
 	}
 	return nil
+}
+
+// ended deletes the upload (if any) of task id, which ended for good, and
+// announces its end to the clients waiting on it; it logs what it could
+// not do.
+func (s *Server) ended(ctx context.Context, id, upload string) {
+	if upload != "" {
+		if err := s.uploads.Delete(ctx, upload); err != nil {
+			s.log.Warn("deleting upload", "task_id", id, "error", err)
+		}
+	}
+	if err := Announce(ctx, s.rdb, id); err != nil {
+		s.log.Warn("announcing task end", "task_id", id, "error", err)
+	}
 }
 
 // LostTasks is the counter of tasks whose data Redis lost, for the
