@@ -53,8 +53,10 @@ func TestWorkerThatCannotSeeUploads(t *testing.T) {
 	if ti := h.result(id); ti.Status != detect.StatusSuccess {
 		t.Errorf("task on a worker that sees the uploads: %s %s", ti.Status, ti.Error)
 	}
-	if m := getText(t, health+"/metrics"); strings.Contains(m, "yoloserve_worker_tasks_total{") {
-		t.Errorf("the worker that cannot see the uploads ran tasks:\n%s", m)
+	for _, outcome := range []string{"success", "failure", "retry"} {
+		if n := metric(t, health, `yoloserve_worker_tasks_total{outcome="`+outcome+`"}`); n != 0 {
+			t.Errorf("the worker that cannot see the uploads ran tasks: %v with outcome %s", n, outcome)
+		}
 	}
 	if out := w.Output(); strings.Contains(out, "is missing") {
 		t.Errorf("worker log, want no task of its own:\n%s", out)
