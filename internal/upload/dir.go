@@ -34,11 +34,21 @@ var refPattern = regexp.MustCompile(`^[0-9a-f]{32}\.upload$`)
 
 // newRef makes a new random upload name.
 func newRef() (string, error) {
+	id, err := newID()
+	if err != nil {
+		return "", err
+	}
+	return id + ".upload", nil
+}
+
+// newID makes a new random id of 32 hex digits: an upload's name before
+// its extension, a mark's id.
+func newID() (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", err
 	}
-	return hex.EncodeToString(b[:]) + ".upload", nil
+	return hex.EncodeToString(b[:]), nil
 }
 
 // errNoUpload is what Load returns for an upload that is gone (or a name

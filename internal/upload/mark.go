@@ -2,8 +2,6 @@ package upload
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,7 +20,7 @@ import (
 // them, and the sweeper removes one left by a killed API as it removes
 // orphaned uploads.
 
-// markPattern is the shape of the ids newMarkID makes.
+// markPattern is the shape of the ids newID makes.
 var markPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 // markFilePrefix begins a mark's file name in a Dir: hidden, and not a
@@ -33,20 +31,11 @@ const markFilePrefix = ".mark-"
 // its uploads.
 const redisMarkPrefix = "yoloserve:upload-mark:"
 
-// newMarkID makes a new random mark id.
-func newMarkID() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(b[:]), nil
-}
-
 // PutMark creates a new mark and returns its id. It returns an error when
 // the file cannot be created (a full or unwritable disk). A mark takes no
 // room but a name, so the reserve does not apply.
 func (d *Dir) PutMark(_ context.Context) (string, error) {
-	id, err := newMarkID()
+	id, err := newID()
 	if err != nil {
 		return "", err
 	}
@@ -91,7 +80,7 @@ func IsMarkFile(name string) bool {
 // PutMark creates a new mark, expiring after the store's maximum age as an
 // upload does, and returns its id. It returns Redis's error.
 func (s *Redis) PutMark(ctx context.Context) (string, error) {
-	id, err := newMarkID()
+	id, err := newID()
 	if err != nil {
 		return "", err
 	}
