@@ -17,10 +17,11 @@ import (
 // TestUploadMarks: while an API turns its mark (every 50 ms: a mark goes
 // stale after three turns, which a loaded machine under the race detector
 // missed at 5 ms), a worker on the API's upload folder finds it at every
-// look, and one on another folder at none, and is held, saying so once; the held worker is let go once it finds a
-// mark, and warns while it finds the marks of some APIs but not all; when
-// the marks are withdrawn (the APIs stop, or their store takes no mark),
-// every worker takes tasks, as where no API keeps marks.
+// look, and one on another folder at none, and is held, saying so once;
+// the held worker is let go once it finds a mark, and warns while it
+// finds the marks of some APIs but not all; when the marks are withdrawn
+// (the APIs stop, or their store takes no mark), every worker takes
+// tasks, as where no API keeps marks.
 func TestUploadMarks(t *testing.T) {
 	rdb := testenv.StartRedis(t).Client()
 	ctx := context.Background()

@@ -147,11 +147,7 @@ func TestLeaseLostOnLastAttempt(t *testing.T) {
 		w.Shutdown()
 	})
 	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
-	select {
-	case <-g.entered:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the worker never took the task")
-	}
+	awaitEntered(t, g, 1)
 	proxy.Cut()
 	// The lease ends 30 s after its last renewal; end it now, 6 s ago.
 	lease := redis.Z{Member: id, Score: float64(time.Now().Add(-6 * time.Second).Unix())}
