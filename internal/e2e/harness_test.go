@@ -160,10 +160,17 @@ func (h *harness) startWorker(d asynq.Detector, concurrency int) *asynq.Server {
 // startWorkerConfig is startWorker with a whole configuration.
 func (h *harness) startWorkerConfig(d asynq.Detector, cfg asynq.ServerConfig) *asynq.Server {
 	h.t.Helper()
+	return h.startWorkerOn(h.uploads, d, cfg)
+}
+
+// startWorkerOn is startWorkerConfig with the uploads read from up, which
+// may not be the API's store.
+func (h *harness) startWorkerOn(up asynq.Uploads, d asynq.Detector, cfg asynq.ServerConfig) *asynq.Server {
+	h.t.Helper()
 	if cfg.MarkInterval == 0 {
 		cfg.MarkInterval = h.markInterval
 	}
-	srv := asynq.NewServer(h.rdb, cfg, d, h.uploads)
+	srv := asynq.NewServer(h.rdb, cfg, d, up)
 	if err := srv.Start(); err != nil {
 		h.t.Fatal(err)
 	}

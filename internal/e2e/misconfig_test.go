@@ -90,12 +90,8 @@ func TestWorkerTakesTasksOnceItSeesUploads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := asynq.NewServer(h.rdb, asynq.ServerConfig{Concurrency: 1, PollInterval: 100 * time.Millisecond, MarkInterval: 50 * time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler)}, detector(t), store)
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Shutdown)
+	w := h.startWorkerOn(store, detector(t), asynq.ServerConfig{Concurrency: 1, PollInterval: 100 * time.Millisecond, MarkInterval: 50 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)})
 	if w.Ready() == nil {
 		t.Fatal("a worker on another folder than the API's started ready")
 	}
@@ -128,12 +124,8 @@ func TestWorkerThatCannotSeeUploadsOfAnOldAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs testenv.SyncBuffer
-	blind := asynq.NewServer(h.rdb, asynq.ServerConfig{Concurrency: 1, PollInterval: 100 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}, detector(t), elsewhere)
-	if err := blind.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(blind.Shutdown)
+	blind := h.startWorkerOn(elsewhere, detector(t), asynq.ServerConfig{Concurrency: 1, PollInterval: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err := blind.Ready(); err != nil {
 		t.Errorf("worker beside an API that keeps no marks: %v, want it ready", err)
 	}
