@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -31,6 +32,8 @@ type manifests struct {
 	hpas        map[string]*autoscalingv2.HorizontalPodAutoscaler
 	statefuls   map[string]*appsv1.StatefulSet
 	scaled      map[string]map[string]any // KEDA ScaledObjects (CRD), as data
+	podMonitors map[string]*monitoringv1.PodMonitor
+	rules       map[string]*monitoringv1.PrometheusRule
 }
 
 func build(t *testing.T, dir string) *manifests {
@@ -45,7 +48,8 @@ func build(t *testing.T, dir string) *manifests {
 	m := &manifests{deployments: map[string]*appsv1.Deployment{}, services: map[string]*corev1.Service{},
 		configMaps: map[string]*corev1.ConfigMap{}, pdbs: map[string]*policyv1.PodDisruptionBudget{},
 		hpas: map[string]*autoscalingv2.HorizontalPodAutoscaler{}, statefuls: map[string]*appsv1.StatefulSet{},
-		scaled: map[string]map[string]any{}}
+		scaled: map[string]map[string]any{}, podMonitors: map[string]*monitoringv1.PodMonitor{},
+		rules: map[string]*monitoringv1.PrometheusRule{}}
 	for _, doc := range strings.Split(string(out), "\n---\n") {
 		js, err := yaml.YAMLToJSON([]byte(doc))
 		if err != nil {
@@ -72,6 +76,10 @@ func build(t *testing.T, dir string) *manifests {
 			strictInto(t, js, m.hpas, name)
 		case "StatefulSet":
 			strictInto(t, js, m.statefuls, name)
+		case "PodMonitor":
+			strictInto(t, js, m.podMonitors, name)
+		case "PrometheusRule":
+			strictInto(t, js, m.rules, name)
 		case "ScaledObject":
 			var v map[string]any
 			json.Unmarshal(js, &v)

@@ -1,0 +1,164 @@
+package deploy_test
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/yaml"
+)
+
+var update = flag.Bool("update", false, "rewrite the generated manifests (the PrometheusRule) from their sources")
+
+const (
+	alertsFile = "prometheus/alerts.yml"
+	ruleFile   = "k8s/components/prometheus/prometheusrule.yaml"
+)
+
+// prometheusRule returns the PrometheusRule manifest that carries the
+// groups of alerts, a Prometheus rule file, as they are written there.
+// It returns an error when alerts has no top-level groups.
+func prometheusRule(alerts []byte) ([]byte, error) {
+	_, groups, ok := bytes.Cut(alerts, []byte("\ngroups:\n"))
+	if !ok {
+		return nil, errors.New("no top-level groups")
+	}
+	var b bytes.Buffer
+	b.WriteString(`# Generated from deploy/prometheus/alerts.yml, which is the one to edit; then
+# go test ./deploy -run TestKubernetesPrometheus -update
+apiVersion: monitoring.coreos.com/v1
+kind: PrometheusRule
+metadata:
+  name: yoloserve
+  labels:
+    app.kubernetes.io/part-of: yoloserve
+spec:
+  groups:
+`)
+	for line := range strings.Lines(string(groups)) {
+		if line != "\n" {
+			b.WriteString("  ")
+		}
+		b.WriteString(line)
+	}
+	return b.Bytes(), nil
+}
+
+// TestKubernetesPrometheus builds the CPU overlay with the prometheus
+// component, as a user's kustomization would: the PodMonitor must scrape
+// the API's and every worker's /metrics, and the PrometheusRule must carry
+// the alerts of deploy/prometheus/alerts.yml, in the operator's schema.
+func TestKubernetesPrometheus(t *testing.T) {
+	alerts, err := os.ReadFile(alertsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := prometheusRule(alerts)
+	if err != nil {
+		t.Fatalf("%s: %v", alertsFile, err)
+	}
+	if *update {
+		if err := os.WriteFile(ruleFile, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(ruleFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s is not what %s gives: edit the alerts there, then run\n\tgo test ./deploy -run TestKubernetesPrometheus -update", ruleFile, alertsFile)
+	}
+
+	m := build(t, userKustomization(t, "k8s/overlays/cpu", "k8s/components/prometheus"))
+	pm := m.podMonitors["yoloserve"]
+	if pm == nil {
+		t.Fatalf("no PodMonitor yoloserve in %v", keys(m.podMonitors))
+	}
+	sel, err := metav1.LabelSelectorAsSelector(&pm.Spec.Selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"yoloserve-api", "yoloserve-worker"} {
+		d := m.deployments[name]
+		if !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
+			t.Errorf("the PodMonitor's selector %v misses %s's pods (labels %v)", sel, name, d.Spec.Template.Labels)
+			continue
+		}
+		ports := map[string]bool{}
+		for _, c := range d.Spec.Template.Spec.Containers {
+			for _, p := range c.Ports {
+				ports[p.Name] = true
+			}
+		}
+		scraped := false
+		for _, e := range pm.Spec.PodMetricsEndpoints {
+			if e.Port != nil && ports[*e.Port] && e.Path == "/metrics" {
+				scraped = true
+			}
+		}
+		if !scraped {
+			t.Errorf("no PodMonitor endpoint scrapes /metrics on a port of %s's pods (%v)", name, keys(ports))
+		}
+	}
+
+	var file monitoringv1.PrometheusRuleSpec
+	if err := yaml.UnmarshalStrict(alerts, &file); err != nil {
+		t.Fatalf("%s in the operator's schema: %v", alertsFile, err)
+	}
+	pr := m.rules["yoloserve"]
+	if pr == nil {
+		t.Fatalf("no PrometheusRule yoloserve in %v", keys(m.rules))
+	}
+	if n := alertNames(pr.Spec); len(n) != len(alertNames(file)) || len(n) == 0 {
+		t.Errorf("the PrometheusRule has alerts %v, %s %v", n, alertsFile, alertNames(file))
+	}
+}
+
+// alertNames returns the names of the alerting rules of spec.
+func alertNames(spec monitoringv1.PrometheusRuleSpec) []string {
+	var names []string
+	for _, g := range spec.Groups {
+		for _, r := range g.Rules {
+			if r.Alert != "" {
+				names = append(names, r.Alert)
+			}
+		}
+	}
+	return names
+}
+
+// userKustomization writes, in a temporary folder, a kustomization that
+// takes resources and components (folders under deploy) by their paths
+// from there, as a user's own beside the checkout would, and returns its
+// folder.
+func userKustomization(t *testing.T, resources string, components ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	rel := func(p string) string {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := filepath.Rel(dir, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - " + rel(resources) + "\ncomponents:\n"
+	for _, c := range components {
+		k += "  - " + rel(c) + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
