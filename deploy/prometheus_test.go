@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"os"
@@ -15,11 +16,13 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-var update = flag.Bool("update", false, "rewrite the generated manifests (the PrometheusRule) from their sources")
+var update = flag.Bool("update", false, "rewrite the generated manifests (the PrometheusRule, the dashboard's ConfigMap) from their sources")
 
 const (
-	alertsFile = "prometheus/alerts.yml"
-	ruleFile   = "k8s/components/prometheus/prometheusrule.yaml"
+	alertsFile    = "prometheus/alerts.yml"
+	ruleFile      = "k8s/components/prometheus/prometheusrule.yaml"
+	dashboardFile = "grafana/yoloserve.json"
+	dashboardMap  = "k8s/components/prometheus/grafana-dashboard.yaml"
 )
 
 // prometheusRule returns the PrometheusRule manifest that carries the
@@ -30,8 +33,7 @@ func prometheusRule(alerts []byte) ([]byte, error) {
 	if !ok {
 		return nil, errors.New("no top-level groups")
 	}
-	var b bytes.Buffer
-	b.WriteString(`# Generated from deploy/prometheus/alerts.yml, which is the one to edit; then
+	return indented(`# Generated from deploy/prometheus/alerts.yml, which is the one to edit; then
 # go test ./deploy -run TestKubernetesPrometheus -update
 apiVersion: monitoring.coreos.com/v1
 kind: PrometheusRule
@@ -41,14 +43,57 @@ metadata:
     app.kubernetes.io/part-of: yoloserve
 spec:
   groups:
-`)
-	for line := range strings.Lines(string(groups)) {
+`, groups, "  "), nil
+}
+
+// dashboardConfigMap returns the ConfigMap that carries dashboard, a
+// Grafana dashboard's JSON, labelled for the Grafana sidecar of
+// kube-prometheus-stack, which loads every config map so labelled.
+func dashboardConfigMap(dashboard []byte) []byte {
+	return indented(`# Generated from deploy/grafana/yoloserve.json, which is the one to edit; then
+# go test ./deploy -run TestKubernetesPrometheus -update
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: yoloserve-grafana-dashboard
+  labels:
+    app.kubernetes.io/part-of: yoloserve
+    grafana_dashboard: "1"
+data:
+  yoloserve.json: |
+`, dashboard, "    ")
+}
+
+// indented returns head followed by the lines of body, each but the empty
+// ones indented by indent.
+func indented(head string, body []byte, indent string) []byte {
+	var b bytes.Buffer
+	b.WriteString(head)
+	for line := range strings.Lines(string(body)) {
 		if line != "\n" {
-			b.WriteString("  ")
+			b.WriteString(indent)
 		}
 		b.WriteString(line)
 	}
-	return b.Bytes(), nil
+	return b.Bytes()
+}
+
+// generated checks that the file at path holds want, what its source
+// gives; with -update it writes want there first.
+func generated(t *testing.T, path, source string, want []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s is not what %s gives: edit %[2]s, then run\n\tgo test ./deploy -run TestKubernetesPrometheus -update", path, source)
+	}
 }
 
 // TestKubernetesPrometheus builds the CPU overlay with the prometheus
@@ -60,21 +105,18 @@ func TestKubernetesPrometheus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := prometheusRule(alerts)
+	rule, err := prometheusRule(alerts)
 	if err != nil {
 		t.Fatalf("%s: %v", alertsFile, err)
 	}
-	if *update {
-		if err := os.WriteFile(ruleFile, want, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := os.ReadFile(ruleFile)
+	generated(t, ruleFile, alertsFile, rule)
+	dashboard, err := os.ReadFile(dashboardFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("%s is not what %s gives: edit the alerts there, then run\n\tgo test ./deploy -run TestKubernetesPrometheus -update", ruleFile, alertsFile)
+	generated(t, dashboardMap, dashboardFile, dashboardConfigMap(dashboard))
+	if t.Failed() {
+		t.FailNow()
 	}
 
 	m := build(t, userKustomization(t, "k8s/overlays/cpu", "k8s/components/prometheus"))
@@ -119,6 +161,18 @@ func TestKubernetesPrometheus(t *testing.T) {
 	}
 	if n := alertNames(pr.Spec); len(n) != len(alertNames(file)) || len(n) == 0 {
 		t.Errorf("the PrometheusRule has alerts %v, %s %v", n, alertsFile, alertNames(file))
+	}
+
+	cm := m.configMaps["yoloserve-grafana-dashboard"]
+	if cm == nil {
+		t.Fatalf("no dashboard ConfigMap in %v", keys(m.configMaps))
+	}
+	var d struct {
+		UID    string `json:"uid"`
+		Panels []any  `json:"panels"`
+	}
+	if err := json.Unmarshal([]byte(cm.Data["yoloserve.json"]), &d); err != nil || d.UID == "" || len(d.Panels) == 0 || cm.Labels["grafana_dashboard"] != "1" {
+		t.Errorf("the dashboard's ConfigMap (labels %v) must carry a dashboard with a uid and panels under yoloserve.json, for Grafana's sidecar: %v", cm.Labels, err)
 	}
 }
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"net/http"
 	"os"
@@ -75,11 +76,12 @@ func TestProcessesExportRuntimeMetrics(t *testing.T) {
 	}
 }
 
-// TestAlertRules: every rule of deploy/prometheus/alerts.yml parses as
-// PromQL, says how severe it is and what happened, and names only metrics
-// that the API and worker processes export: a misspelt metric would make
-// an alert that never fires.
-func TestAlertRules(t *testing.T) {
+// TestAlertsAndDashboard: every rule of deploy/prometheus/alerts.yml
+// parses as PromQL, says how severe it is and what happened, and names
+// only metrics that the API and worker processes export, as does every
+// query of the Grafana dashboard deploy/grafana/yoloserve.json: a
+// misspelt metric would make an alert that never fires, or an empty graph.
+func TestAlertsAndDashboard(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "prometheus", "alerts.yml"))
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +98,25 @@ func TestAlertRules(t *testing.T) {
 	if err := yaml.UnmarshalStrict(b, &file); err != nil {
 		t.Fatal(err)
 	}
+	b, err = os.ReadFile(filepath.Join("..", "..", "deploy", "grafana", "yoloserve.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dashboard struct {
+		UID        string
+		Templating struct{ List []struct{ Name, Type string } }
+		Panels     []struct {
+			ID          int
+			Title       string
+			Description string
+			Datasource  struct{ UID string }
+			Targets     []struct{ RefID, Expr, LegendFormat string }
+		}
+	}
+	if err := json.Unmarshal(b, &dashboard); err != nil {
+		t.Fatal(err)
+	}
+
 	h := newHarness(t, options{})
 	// The limit's gauge is exported only under a limit.
 	if err := h.rdb.ConfigSet(context.Background(), "maxmemory", "1gb").Err(); err != nil {
@@ -114,15 +135,12 @@ func TestAlertRules(t *testing.T) {
 	for _, url := range []string{apiURL, workerHealth} {
 		exported.WriteString(getText(t, url+"/metrics"))
 	}
+
 	rules := 0
 	for _, g := range file.Groups {
 		for _, r := range g.Rules {
 			rules++
-			expr, err := metricsql.Parse(r.Expr)
-			if err != nil {
-				t.Errorf("%s: %v", r.Alert, err)
-				continue
-			}
+			checkQuery(t, r.Alert, r.Expr, exported.String())
 			if r.For != "" {
 				if _, err := time.ParseDuration(r.For); err != nil {
 					t.Errorf("%s: for %q: %v", r.Alert, r.For, err)
@@ -131,24 +149,55 @@ func TestAlertRules(t *testing.T) {
 			if r.Alert == "" || !slices.Contains([]string{"warning", "critical"}, r.Labels["severity"]) || r.Annotations["summary"] == "" || r.Annotations["description"] == "" {
 				t.Errorf("rule %+v: want a name, a severity (warning or critical), a summary and a description", r)
 			}
-			metricsql.VisitAll(expr, func(e metricsql.Expr) {
-				me, ok := e.(*metricsql.MetricExpr)
-				if !ok {
-					return
-				}
-				for _, lfs := range me.LabelFilterss {
-					for _, lf := range lfs {
-						if lf.Label == "__name__" && !strings.Contains(exported.String(), "\n"+lf.Value+"{") && !strings.Contains(exported.String(), "\n"+lf.Value+" ") {
-							t.Errorf("%s: no process exports %s", r.Alert, lf.Value)
-						}
-					}
-				}
-			})
 		}
 	}
 	if rules == 0 {
-		t.Fatal("no rules")
+		t.Error("no rules")
 	}
+
+	// The dashboard's panels read the Prometheus the user picks in its
+	// datasource variable; Grafana gives rate() a range that fits the
+	// graph's step.
+	if len(dashboard.Templating.List) == 0 || dashboard.Templating.List[0].Name != "datasource" || dashboard.Templating.List[0].Type != "datasource" || dashboard.UID == "" {
+		t.Errorf("the dashboard needs a uid and a datasource variable, got %+v", dashboard.Templating.List)
+	}
+	ids := map[int]bool{}
+	for _, p := range dashboard.Panels {
+		if p.Title == "" || p.Description == "" || p.Datasource.UID != "${datasource}" || len(p.Targets) == 0 || ids[p.ID] {
+			t.Errorf("panel %d %q: want a unique id, a title, a description, the datasource variable and queries", p.ID, p.Title)
+		}
+		ids[p.ID] = true
+		for _, q := range p.Targets {
+			checkQuery(t, p.Title, strings.ReplaceAll(q.Expr, "$__rate_interval", "1m"), exported.String())
+		}
+	}
+	if len(dashboard.Panels) == 0 {
+		t.Error("no panels")
+	}
+}
+
+// checkQuery checks that expr, the query of what, parses as PromQL and
+// names only metrics in exported, the processes' /metrics text.
+func checkQuery(t *testing.T, what, expr, exported string) {
+	t.Helper()
+	e, err := metricsql.Parse(expr)
+	if err != nil {
+		t.Errorf("%s: %v", what, err)
+		return
+	}
+	metricsql.VisitAll(e, func(e metricsql.Expr) {
+		me, ok := e.(*metricsql.MetricExpr)
+		if !ok {
+			return
+		}
+		for _, lfs := range me.LabelFilterss {
+			for _, lf := range lfs {
+				if lf.Label == "__name__" && !strings.Contains(exported, "\n"+lf.Value+"{") && !strings.Contains(exported, "\n"+lf.Value+" ") {
+					t.Errorf("%s: no process exports %s", what, lf.Value)
+				}
+			}
+		}
+	})
 }
 
 // usedMemory reads Redis's used_memory.
