@@ -170,7 +170,7 @@ var (
 	redisLimit = prometheus.NewDesc("yoloserve_redis_memory_limit_bytes",
 		"Redis's maxmemory as the API last read it; absent when Redis has no limit. Past 90% of it the API refuses uploads.", nil, nil)
 	redisReadAt = prometheus.NewDesc("yoloserve_redis_memory_read_timestamp_seconds",
-		"When the API sent the INFO memory of its last reading, in Unix time; it stands still while Redis does not answer.", nil, nil)
+		"When the API sent the INFO memory of its last reading, in Unix time; it stands still while Redis does not answer, and is 0 until Redis first answers.", nil, nil)
 	redisSharing = prometheus.NewDesc("yoloserve_redis_memory_sharing_replicas",
 		"API replicas storing uploads in Redis, this one included, as the API last counted them: each takes its share of Redis's room between two readings. Absent when uploads are not stored in Redis.", nil, nil)
 )
@@ -183,16 +183,17 @@ func (m *RedisMemory) Describe(ch chan<- *prometheus.Desc) {
 	ch <- redisSharing
 }
 
-// Collect sends Redis's memory as last read: nothing before the first
-// read, no limit when Redis has none, and no count of replicas when
-// uploads are not stored in Redis.
+// Collect sends Redis's memory as last read, and when: before the first
+// read only its time, 0, so that an API that never reached Redis shows
+// as one that has not for long; no limit when Redis has none, and no
+// count of replicas when uploads are not stored in Redis.
 func (m *RedisMemory) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(redisReadAt, prometheus.GaugeValue, float64(m.readAt.Load())/1e9)
 	used, limit := m.used.Load(), m.limit.Load()
 	if used == 0 {
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(redisUsed, prometheus.GaugeValue, float64(used))
-	ch <- prometheus.MustNewConstMetric(redisReadAt, prometheus.GaugeValue, float64(m.readAt.Load())/1e9)
 	if limit > 0 {
 		ch <- prometheus.MustNewConstMetric(redisLimit, prometheus.GaugeValue, float64(limit))
 	}

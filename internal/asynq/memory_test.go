@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"yoloserve/internal/testenv"
@@ -101,6 +104,49 @@ func TestMemoryRoomSharedByReplicas(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, "the killed replica was never counted", sharing(a, 2))
 	killed(time.Now().Add(-time.Millisecond))
 	testenv.Eventually(t, 5*time.Second, "the killed replica was counted past its entry's time", sharing(a, 1))
+}
+
+// TestMemoryReadTimeBeforeRedisAnswers: an API started while Redis is
+// down serves the time of its last reading as 0, so that the alert on a
+// reading older than a minute fires for an API that never reached Redis,
+// and no memory figures; once Redis answers, the time and the figures.
+func TestMemoryReadTimeBeforeRedisAnswers(t *testing.T) {
+	srv := testenv.StartRedis(t)
+	if !srv.Restartable() {
+		t.Skip("needs a redis-server of its own, not REDIS_URL's")
+	}
+	rdb := srv.Client()
+	srv.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	m := WatchMemory(ctx, rdb, 10*time.Millisecond, false, slog.New(slog.DiscardHandler))
+	want := `
+# HELP yoloserve_redis_memory_read_timestamp_seconds When the API sent the INFO memory of its last reading, in Unix time; it stands still while Redis does not answer, and is 0 until Redis first answers.
+# TYPE yoloserve_redis_memory_read_timestamp_seconds gauge
+yoloserve_redis_memory_read_timestamp_seconds 0
+`
+	if err := testutil.CollectAndCompare(m, strings.NewReader(want)); err != nil {
+		t.Errorf("with Redis down from the start: %v", err)
+	}
+	srv.Start()
+	started := time.Now()
+	testenv.Eventually(t, 10*time.Second, "no reading once Redis answered", func() bool { return m.readAt.Load() > 0 })
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
+	}
+	if at := got["yoloserve_redis_memory_read_timestamp_seconds"]; at < float64(started.Add(-time.Second).Unix()) {
+		t.Errorf("read at %v, before Redis answered at %v", at, started.Unix())
+	}
+	if got["yoloserve_redis_memory_used_bytes"] <= 0 {
+		t.Errorf("no used_memory once Redis answered: %v", got)
+	}
 }
 
 const mb = 1 << 20
