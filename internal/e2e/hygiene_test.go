@@ -103,14 +103,9 @@ func TestAlertsAndDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	var dashboard struct {
-		UID        string
-		Templating struct{ List []struct{ Name, Type string } }
-		Panels     []struct {
-			ID          int
-			Title       string
-			Description string
-			Datasource  struct{ UID string }
-			Targets     []struct{ RefID, Expr, LegendFormat string }
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
 		}
 	}
 	if err := json.Unmarshal(b, &dashboard); err != nil {
@@ -155,24 +150,17 @@ func TestAlertsAndDashboard(t *testing.T) {
 		t.Error("no rules")
 	}
 
-	// The dashboard's panels read the Prometheus the user picks in its
-	// datasource variable; Grafana gives rate() a range that fits the
-	// graph's step.
-	if len(dashboard.Templating.List) == 0 || dashboard.Templating.List[0].Name != "datasource" || dashboard.Templating.List[0].Type != "datasource" || dashboard.UID == "" {
-		t.Errorf("the dashboard needs a uid and a datasource variable, got %+v", dashboard.Templating.List)
-	}
-	ids := map[int]bool{}
+	// The dashboard's layout and schema: deploy's TestGrafanaDashboard.
+	// Grafana gives rate() a range that fits the graph's step.
+	queries := 0
 	for _, p := range dashboard.Panels {
-		if p.Title == "" || p.Description == "" || p.Datasource.UID != "${datasource}" || len(p.Targets) == 0 || ids[p.ID] {
-			t.Errorf("panel %d %q: want a unique id, a title, a description, the datasource variable and queries", p.ID, p.Title)
-		}
-		ids[p.ID] = true
 		for _, q := range p.Targets {
+			queries++
 			checkQuery(t, p.Title, strings.ReplaceAll(q.Expr, "$__rate_interval", "1m"), exported.String())
 		}
 	}
-	if len(dashboard.Panels) == 0 {
-		t.Error("no panels")
+	if queries == 0 {
+		t.Error("no queries in the dashboard")
 	}
 }
 
