@@ -66,6 +66,12 @@ func TestGrafanaDashboard(t *testing.T) {
 	if len(d.Panels) == 0 {
 		t.Fatal("no panels")
 	}
+	name := func(s *string) string {
+		if s == nil {
+			return ""
+		}
+		return *s
+	}
 	ids := map[uint32]bool{}
 	var placed []*dashboard.GridPos
 	for i, pr := range d.Panels {
@@ -73,12 +79,6 @@ func TestGrafanaDashboard(t *testing.T) {
 		if p == nil {
 			t.Errorf("panel %d is a row; the dashboard has none", i)
 			continue
-		}
-		name := func(s *string) string {
-			if s == nil {
-				return ""
-			}
-			return *s
 		}
 		title := name(p.Title)
 		if p.Id == nil || ids[*p.Id] || title == "" || name(p.Description) == "" {
