@@ -6,6 +6,8 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -212,4 +214,32 @@ func userKustomization(t *testing.T, resources string, components ...string) str
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// TestREADMENamesOnlyAlertsThatExist: every alert the README names (its
+// table of what breaks says which alert fires) is one of alerts.yml's, so
+// that a renamed alert does not leave operators looking for a name no
+// rule has.
+func TestREADMENamesOnlyAlertsThatExist(t *testing.T) {
+	alerts, err := os.ReadFile(alertsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file monitoringv1.PrometheusRuleSpec
+	if err := yaml.UnmarshalStrict(alerts, &file); err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := regexp.MustCompile("`(Yoloserve[A-Za-z]+)`").FindAllStringSubmatch(string(readme), -1)
+	if len(named) == 0 {
+		t.Fatal("the README names no alert")
+	}
+	for _, m := range named {
+		if !slices.Contains(alertNames(file), m[1]) {
+			t.Errorf("the README names the alert %s, which %s lacks", m[1], alertsFile)
+		}
+	}
 }
