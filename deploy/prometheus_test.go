@@ -104,10 +104,7 @@ func generated(t *testing.T, path, source string, want []byte) {
 // and a ConfigMap the dashboard, for Grafana's sidecar. Both are
 // generated from their files, and must be what those give.
 func TestKubernetesPrometheus(t *testing.T) {
-	alerts, err := os.ReadFile(alertsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	alerts, file := loadAlerts(t)
 	rule, err := prometheusRule(alerts)
 	if err != nil {
 		t.Fatalf("%s: %v", alertsFile, err)
@@ -154,10 +151,6 @@ func TestKubernetesPrometheus(t *testing.T) {
 		}
 	}
 
-	var file monitoringv1.PrometheusRuleSpec
-	if err := yaml.UnmarshalStrict(alerts, &file); err != nil {
-		t.Fatalf("%s in the operator's schema: %v", alertsFile, err)
-	}
 	pr := m.rules["yoloserve"]
 	if pr == nil {
 		t.Fatalf("no PrometheusRule yoloserve in %v", keys(m.rules))
@@ -173,6 +166,22 @@ func TestKubernetesPrometheus(t *testing.T) {
 	if cm.Data["yoloserve.json"] != string(dashboard) || cm.Labels["grafana_dashboard"] != "1" {
 		t.Errorf("the dashboard's ConfigMap (labels %v) must carry %s as it is, under yoloserve.json, for Grafana's sidecar", cm.Labels, dashboardFile)
 	}
+}
+
+// loadAlerts returns deploy/prometheus/alerts.yml as it is written and
+// decoded strictly into the operator's PrometheusRuleSpec: a field the
+// operator's schema lacks fails the test.
+func loadAlerts(t *testing.T) ([]byte, monitoringv1.PrometheusRuleSpec) {
+	t.Helper()
+	alerts, err := os.ReadFile(alertsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file monitoringv1.PrometheusRuleSpec
+	if err := yaml.UnmarshalStrict(alerts, &file); err != nil {
+		t.Fatalf("%s in the operator's schema: %v", alertsFile, err)
+	}
+	return alerts, file
 }
 
 // alertNames returns the names of the alerting rules of spec.
@@ -221,14 +230,7 @@ func userKustomization(t *testing.T, resources string, components ...string) str
 // that a renamed alert does not leave operators looking for a name no
 // rule has.
 func TestREADMENamesOnlyAlertsThatExist(t *testing.T) {
-	alerts, err := os.ReadFile(alertsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var file monitoringv1.PrometheusRuleSpec
-	if err := yaml.UnmarshalStrict(alerts, &file); err != nil {
-		t.Fatal(err)
-	}
+	_, file := loadAlerts(t)
 	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
 	if err != nil {
 		t.Fatal(err)
