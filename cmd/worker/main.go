@@ -102,7 +102,7 @@ func run() error {
 			if err := srv.Ready(); err != nil {
 				return err
 			}
-			return rdb.Ping(ctx).Err()
+			return srv.Ping(ctx)
 		}, reg),
 	}
 	hl, err := net.Listen("tcp", cfg.WorkerAddr)

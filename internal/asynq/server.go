@@ -105,6 +105,7 @@ type workerMetrics struct {
 	inFlight prometheus.GaugeFunc // reads occupied
 	lost     prometheus.Counter   // the janitor's too, see LostTasks
 	unseen   prometheus.GaugeFunc // reads watch
+	redisUp  prometheus.GaugeFunc // pings Redis
 	// recovered counts the tasks taken back from other workers, by
 	// outcome (retry, failure).
 	recovered *prometheus.CounterVec
@@ -182,8 +183,17 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 		}
 		return 0
 	})
+	s.metrics.redisUp = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "yoloserve_worker_redis_up",
+		Help: "1 when Redis answered the worker's PING, sent as /metrics is read, within " + redisUpTimeout.String() + "; else 0: a worker cut off from Redis takes no task.",
+	}, func() float64 {
+		if s.Ping(context.Background()) != nil {
+			return 0
+		}
+		return 1
+	})
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(s.metrics.tasks, s.metrics.duration, s.metrics.inFlight, s.metrics.lost, s.metrics.unseen, s.metrics.recovered)
+		cfg.Registerer.MustRegister(s.metrics.tasks, s.metrics.duration, s.metrics.inFlight, s.metrics.lost, s.metrics.unseen, s.metrics.recovered, s.metrics.redisUp)
 	}
 	if cfg.Model.Name != "" {
 		s.announce = func() *announcer {
@@ -238,6 +248,17 @@ func (s *Server) Start() error {
 		return err
 	}
 	return nil
+}
+
+// redisUpTimeout bounds the PING of yoloserve_worker_redis_up and of Ping.
+const redisUpTimeout = 2 * time.Second
+
+// Ping returns nil when Redis answers a PING within two seconds (or
+// before ctx ends), else the client's error.
+func (s *Server) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, redisUpTimeout)
+	defer cancel()
+	return s.rdb.Ping(ctx).Err()
 }
 
 // Ready returns an EUNAVAILABLE *detect.Error, saying why, while the

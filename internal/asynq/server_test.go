@@ -7,8 +7,13 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"yoloserve/internal/testenv"
+	"yoloserve/internal/upload"
 )
 
 // TestLogFailure: an attempt that asynq cut short because its worker lost
@@ -28,4 +33,42 @@ func TestLogFailure(t *testing.T) {
 			t.Errorf("%v: logged %q, want one line with %q", tc.err, got, tc.want)
 		}
 	}
+}
+
+// TestRedisUpFollowsTheWorkersReach: yoloserve_worker_redis_up reads 1
+// while the worker reaches Redis, 0 while it is cut off (a network
+// partition that holds its bytes, as the alert on it is for), and 1
+// again once the partition heals.
+func TestRedisUpFollowsTheWorkersReach(t *testing.T) {
+	rs := testenv.StartRedis(t)
+	proxy := testenv.StartProxy(t, rs.Addr)
+	store, err := upload.NewDir(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	NewServer(proxy.Client(t, 100*time.Millisecond), ServerConfig{Registerer: reg, Logger: slog.New(slog.DiscardHandler)}, nil, store)
+	up := func() float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "yoloserve_worker_redis_up" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no yoloserve_worker_redis_up")
+		return 0
+	}
+	if got := up(); got != 1 {
+		t.Errorf("reaching Redis: %v, want 1", got)
+	}
+	proxy.Cut()
+	if got := up(); got != 0 {
+		t.Errorf("cut off from Redis: %v, want 0", got)
+	}
+	proxy.Heal()
+	testenv.Eventually(t, 5*time.Second, "still 0 once the partition healed", func() bool { return up() == 1 })
 }
