@@ -187,3 +187,33 @@ func admitted(m *RedisMemory, n int, size int64) int {
 	}
 	return n
 }
+
+// TestMemoryReadTimeStandsStillWhileCutOff: an API cut off from Redis (a
+// partition that holds its bytes) keeps the time of its last reading,
+// which YoloserveAPICutOffFromRedis counts from, and takes readings again
+// once the partition heals.
+func TestMemoryReadTimeStandsStillWhileCutOff(t *testing.T) {
+	rs := testenv.StartRedis(t)
+	proxy := testenv.StartProxy(t, rs.Addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	const every = 10 * time.Millisecond
+	m := WatchMemory(ctx, proxy.Client(t, 50*time.Millisecond), every, false, slog.New(slog.DiscardHandler))
+	testenv.Eventually(t, 5*time.Second, "no reading through the proxy", func() bool { return m.readAt.Load() > 0 })
+	proxy.Cut()
+	cut := time.Now()
+	last := m.readAt.Load()
+	// A reading sent just before the cut may still land; none sent after it.
+	for time.Since(cut) < 50*every {
+		if at := m.readAt.Load(); at > cut.UnixNano() {
+			t.Fatalf("a reading sent %v after the cut", time.Duration(at-cut.UnixNano()))
+		}
+		time.Sleep(every)
+	}
+	if at := m.readAt.Load(); at < last {
+		t.Fatalf("the reading's time went back from %d to %d", last, at)
+	}
+	proxy.Heal()
+	healed := time.Now()
+	testenv.Eventually(t, 5*time.Second, "no reading once the partition healed", func() bool { return m.readAt.Load() >= healed.UnixNano() })
+}
