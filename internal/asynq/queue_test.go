@@ -244,7 +244,7 @@ yoloserve_queue_workers{queue="depth"} 2
 func startPlainServer(t *testing.T, rdb redis.UniversalClient, queue string, concurrency int, handle func(context.Context, detect.Job, *asynq.Task) error) {
 	t.Helper()
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency: concurrency, Queues: map[string]int{queue: 1}, Logger: asynqLogger{slog.New(slog.DiscardHandler)},
+		Concurrency: concurrency, Queues: map[string]int{queue: 1}, Logger: asynqLogger{l: slog.New(slog.DiscardHandler)},
 		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return time.Hour },
 	})
 	err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {

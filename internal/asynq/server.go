@@ -97,6 +97,9 @@ type Server struct {
 	// Start until Stop or Shutdown (lease.go).
 	leaseInterval time.Duration
 	leases        *periodic
+	// outage turns asynq's error lines while Redis does not answer into
+	// one line when it stops and one when it answers again (outage.go).
+	outage *outage
 }
 
 type workerMetrics struct {
@@ -201,6 +204,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 		}
 	}
 	s.wakeup = newWakeup(rdb, cfg.Queue, cfg.PollInterval, s.occupied.full, s.watch.held)
+	s.outage = newOutage(s.Ping, time.Second, cfg.Logger)
 	s.srv = asynq.NewServerFromRedisClient(wakingClient{rdb, s.wakeup}, asynq.Config{
 		Concurrency:     cfg.Concurrency + cfg.Prefetch,
 		Queues:          map[string]int{cfg.Queue: 1},
@@ -210,7 +214,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 		TaskCheckInterval:        time.Millisecond,
 		DelayedTaskCheckInterval: time.Second,
 		RetryDelayFunc:           retryDelay,
-		Logger:                   asynqLogger{cfg.Logger},
+		Logger:                   asynqLogger{l: cfg.Logger, out: s.outage},
 		LogLevel:                 asynq.WarnLevel,
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
 			logFailure(ctx, cfg.Logger, err)
@@ -297,6 +301,7 @@ func (s *Server) Shutdown() {
 	s.wakeup.stop()
 	s.stopBackground()
 	s.srv.Shutdown()
+	s.outage.stop()
 	// asynq returns as soon as it has put the tasks still running back
 	// in the queue, and cancels their contexts; their handlers may still
 	// be in the detector, until its run ends.
@@ -524,12 +529,3 @@ func logFailure(ctx context.Context, log *slog.Logger, err error) {
 	retries, _ := asynq.GetMaxRetry(ctx)
 	log.Warn("task attempt failed; it will be retried", "task_id", id, "attempt", retried+1, "attempts", retries+1)
 }
-
-// asynqLogger routes asynq's logs to slog.
-type asynqLogger struct{ l *slog.Logger }
-
-func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...)) }
-func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
-func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...)) }
-func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...)) }
-func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...)) }
