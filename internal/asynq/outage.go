@@ -8,10 +8,10 @@ import (
 	"time"
 )
 
-// asynqLogger routes asynq's logs to slog. While Redis does not answer,
-// asynq's loops log each failed call at error level, some ninety lines a
-// minute; with an outage, those go to debug, and the outage logs one line
-// when it begins and one when Redis answers again.
+// asynqLogger routes asynq's logs to slog. While Redis does not answer
+// or refuses writes, asynq's loops log each failed call at error level,
+// some ninety lines a minute; with an outage, those go to debug, and the
+// outage logs one line when it begins and one when Redis answers again.
 type asynqLogger struct {
 	l   *slog.Logger
 	out *outage // nil: every line as asynq gives it
@@ -31,8 +31,10 @@ func (a asynqLogger) Error(args ...any) {
 	a.l.Error(msg)
 }
 
-// outage follows a Redis that does not answer the worker: from the first
-// error asynq logs while a PING fails, until a PING succeeds again.
+// outage follows a Redis that fails the worker's PING: one that does not
+// answer, or answers with an error (MISCONF while it cannot write to its
+// disk), from the first error asynq logs while a PING fails, until a PING
+// succeeds again.
 type outage struct {
 	ping  func(context.Context) error
 	log   *slog.Logger
@@ -71,7 +73,7 @@ func (o *outage) within(msg string) bool {
 	}
 	o.since = time.Now()
 	o.done = make(chan struct{})
-	o.log.Error("Redis does not answer: the worker takes no task until it does; asynq's errors go to the debug log meanwhile", "error", err, "asynq", msg)
+	o.log.Error("Redis fails the worker's PING: the worker takes no task until Redis answers it; asynq's errors go to the debug log meanwhile", "error", err, "asynq", msg)
 	go o.watch(o.since, o.done)
 	return true
 }

@@ -36,7 +36,7 @@ func TestRedisOutageLogsTwoLines(t *testing.T) {
 	t.Cleanup(srv.Shutdown)
 	rs.Stop()
 	testenv.Eventually(t, 10*time.Second, "no line said Redis stopped answering", func() bool {
-		return strings.Contains(out.String(), "Redis does not answer")
+		return strings.Contains(out.String(), "Redis fails the worker's PING")
 	})
 	testenv.Eventually(t, 15*time.Second, "asynq did not keep trying", func() bool {
 		return strings.Count(out.String(), "level=DEBUG") >= 5

@@ -188,9 +188,10 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 	})
 	s.metrics.redisUp = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "yoloserve_worker_redis_up",
-		Help: "1 when Redis answered the worker's PING, sent as /metrics is read, within " + redisUpTimeout.String() + "; else 0: a worker cut off from Redis takes no task.",
+		Help: "1 when Redis answered the worker's PING, sent as /metrics is read, within " + redisUpTimeout.String() + " (an error reply such as MISCONF, Redis's disk full, counts as an answer); else 0: a worker cut off from Redis takes no task.",
 	}, func() float64 {
-		if s.Ping(context.Background()) != nil {
+		var reply redis.Error
+		if err := s.Ping(context.Background()); err != nil && !errors.As(err, &reply) {
 			return 0
 		}
 		return 1

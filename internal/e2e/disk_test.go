@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"yoloserve/internal/asynq"
 	"yoloserve/internal/detect"
 	apihttp "yoloserve/internal/http"
 	"yoloserve/internal/testenv"
@@ -31,6 +34,23 @@ func mountSmallDisk(t *testing.T, dir string, size int) {
 			t.Errorf("unmounting %s: %v", dir, err)
 		}
 	})
+}
+
+// gathered returns the value of the gauge name in reg; it fails the test
+// when reg has no such gauge.
+func gathered(t *testing.T, reg prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 && mf.GetMetric()[0].GetGauge() != nil {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
 }
 
 // postUntilRefused posts img until the API refuses it, at most n times,
@@ -166,7 +186,18 @@ func TestRedisDiskFull(t *testing.T) {
 	if r := h.get("/readyz"); r.status != http.StatusOK {
 		t.Errorf("API /readyz with Redis's disk full: %d %s, want 200", r.status, r.raw)
 	}
-	h.startWorker(detector(t), 2)
+	// The worker answers its outage with one line, not asynq's errors; and
+	// since Redis answers, even with MISCONF, it is not cut off from it.
+	var log testenv.SyncBuffer
+	reg := prometheus.NewRegistry()
+	h.startWorkerConfig(detector(t), asynq.ServerConfig{Concurrency: 2, ShutdownTimeout: 10 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(&log, nil)), Registerer: reg})
+	testenv.Eventually(t, 10*time.Second, "the worker did not log that Redis fails its PING", func() bool {
+		return strings.Contains(log.String(), "Redis fails the worker's PING") && strings.Contains(log.String(), "MISCONF")
+	})
+	if up := gathered(t, reg, "yoloserve_worker_redis_up"); up != 1 {
+		t.Errorf("yoloserve_worker_redis_up %v with Redis answering MISCONF, want 1", up)
+	}
 	t.Logf("%d tasks accepted, 2 before the disk was full; then 503: %s", len(accepted), refused.raw)
 
 	if err := os.Remove(ballast); err != nil {
@@ -181,6 +212,12 @@ func TestRedisDiskFull(t *testing.T) {
 		t.Errorf("upload once Redis's disk had room: %s %s", ti.Status, ti.Error)
 	}
 	testenv.Eventually(t, 5*time.Second, "uploads of finished tasks left", func() bool { return len(h.uploadsLeft()) == 0 })
+	testenv.Eventually(t, 5*time.Second, "the worker did not log that Redis answers again", func() bool {
+		return strings.Contains(log.String(), `msg="Redis answers again"`)
+	})
+	if n := strings.Count(log.String(), "level=ERROR"); n != 1 {
+		t.Errorf("the worker logged %d errors, want the outage's one:\n%s", n, log.String())
+	}
 
 	// Once Redis has written what waited in its buffer, a kill (SIGKILL)
 	// loses none of it.
