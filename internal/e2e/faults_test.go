@@ -930,6 +930,48 @@ func TestUploadNotEnqueuedIsDropped(t *testing.T) {
 	})
 }
 
+// TestUploadStoredUnansweredIsDropped: with uploads stored in Redis, the
+// API's store command reaches Redis but its answer does not reach the API
+// (a partition that holds the bytes, as a Redis killed between its
+// append-only file and its reply does). The client gets 503, and the
+// upload Redis took meanwhile is deleted, not left for UPLOAD_MAX_AGE.
+func TestUploadStoredUnansweredIsDropped(t *testing.T) {
+	h := newHarness(t, options{})
+	proxy := testenv.StartProxy(t, h.redis.Addr)
+	through := proxy.Client(t, 200*time.Millisecond)
+	// A connection made before the cut: the store's command is sent on
+	// it, not held with a new connection's handshake.
+	if err := through.Ping(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	srv := apihttp.NewServer(apihttp.Config{}, h.queue, upload.NewRedis(through, time.Hour))
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	defer srv.Shutdown(context.Background())
+	sets := func() int {
+		v, _ := testenv.InfoField(t, h.rdb, "commandstats", "cmdstat_set")
+		n, _ := strconv.Atoi(strings.TrimPrefix(strings.Split(v, ",")[0], "calls="))
+		return n
+	}
+	before := sets()
+
+	proxy.Cut()
+	body, ct := multipartBody(t, "image", "bus.jpg", testenv.ReadImage(t, "bus.jpg"), nil)
+	resp, err := http.Post(ts.URL+"/predict", ct, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	proxy.Heal()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("POST with the store's answer held: %d, want 503", resp.StatusCode)
+	}
+	testenv.Eventually(t, 30*time.Second, "the upload Redis took unanswered is still there", func() bool {
+		keys, err := h.rdb.Keys(context.Background(), "yoloserve:upload:*").Result()
+		return err == nil && len(keys) == 0 && sets() > before
+	})
+}
+
 // TestBackPressure: past MAX_QUEUE waiting tasks, 503 with Retry-After.
 func TestBackPressure(t *testing.T) {
 	h := newHarness(t, options{queue: asynq.QueueConfig{MaxQueue: 3}})

@@ -112,6 +112,9 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (detect.TaskInfo
 	}
 	ref, err := s.uploads.Save(r.Context(), u.data)
 	if err != nil {
+		if ref != "" {
+			s.dropUpload(context.WithoutCancel(r.Context()), ref)
+		}
 		return detect.TaskInfo{}, 0, err
 	}
 	stored = int64(len(u.data))
@@ -132,8 +135,8 @@ const (
 	dropRetryFor   = time.Minute
 )
 
-// dropUpload deletes an upload whose task was not enqueued, and says
-// whether it is gone. The store may fail as the enqueue did: with uploads
+// dropUpload deletes an upload whose task was not enqueued (or that was
+// stored while its store reported an error), and says whether it is gone. The store may fail as the enqueue did: with uploads
 // in Redis, a Redis that restarts refuses both, then answers "loading" for
 // a moment, and the upload is there again once it has loaded. So a delete
 // that fails is tried again in the background, backing off, for about a

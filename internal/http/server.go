@@ -28,6 +28,8 @@ type Queue interface {
 
 // Uploads is what the API needs of the upload store.
 type Uploads interface {
+	// Save returns the new upload's name; with an error, a name is
+	// returned too when the upload may have been stored all the same.
 	Save(ctx context.Context, data []byte) (string, error)
 	Delete(ctx context.Context, ref string) error
 }

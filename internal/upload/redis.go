@@ -26,14 +26,21 @@ func NewRedis(rdb redis.UniversalClient, maxAge time.Duration) *Redis {
 }
 
 // Save stores data under a new random name and returns the name. It
-// returns an EUNAVAILABLE *Error when Redis does not take it.
+// returns an EUNAVAILABLE *Error when Redis does not take it. When Redis
+// did not answer (its connection broke or timed out), the upload may
+// have been stored all the same: Save then returns its name with the
+// error, for the caller to delete it.
 func (s *Redis) Save(ctx context.Context, data []byte) (string, error) {
 	ref, err := newRef()
 	if err != nil {
 		return "", err
 	}
 	if err := s.rdb.Set(ctx, redisPrefix+ref, data, s.maxAge).Err(); err != nil {
-		return "", fmt.Errorf("%w (%v)", errStore, err)
+		var refused redis.Error
+		if errors.As(err, &refused) {
+			ref = ""
+		}
+		return ref, fmt.Errorf("%w (%v)", errStore, err)
 	}
 	return ref, nil
 }
