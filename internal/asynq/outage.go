@@ -8,10 +8,11 @@ import (
 	"time"
 )
 
-// asynqLogger routes asynq's logs to slog. While Redis does not answer
-// or refuses writes, asynq's loops log each failed call at error level,
-// some ninety lines a minute; with an outage, those go to debug, and the
-// outage logs one line when it begins and one when Redis answers again.
+// asynqLogger routes asynq's logs to slog. While Redis does not answer,
+// or answers MISCONF (it cannot write to its disk), asynq's loops log each
+// failed call at error level, some ninety lines a minute; with an outage,
+// those go to debug, and the outage logs one line when it begins and one
+// when Redis answers again.
 type asynqLogger struct {
 	l   *slog.Logger
 	out *outage // nil: every line as asynq gives it
@@ -57,7 +58,10 @@ func newOutage(ping func(context.Context) error, probe time.Duration, log *slog.
 
 // within reports whether asynq's error line msg falls within an outage:
 // one is under way, or Redis does not answer a PING now, which begins
-// one (logged with msg).
+// one (logged with msg). Outside an outage it PINGs Redis in the caller's
+// goroutine, for up to the PING's two seconds when Redis does not answer;
+// asynq logs after its own call failed, so that goroutine is held only
+// once per outage.
 func (o *outage) within(msg string) bool {
 	if o.down() {
 		return true
