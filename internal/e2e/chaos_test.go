@@ -29,9 +29,11 @@ import (
 // the uploads on disk and half with them in Redis, while it kills and
 // restarts them at random: a worker or the API with SIGKILL or SIGTERM,
 // Redis with SIGKILL; or pauses Redis for 3 s, freezes a worker for 40 s,
-// past its tasks' lease, or cuts a worker off from Redis for as long. Then every task the API accepted must end
-// SUCCESS, and no upload may be left but those an API killed as it stored
-// them leaves to UPLOAD_MAX_AGE. YOLOSERVE_CHAOS_SEED replays a run.
+// past its tasks' lease, cuts a worker off from Redis for as long, or
+// cuts the API off from Redis for 10 s. Then every task the API accepted
+// must end SUCCESS, and no upload may be left but those an API killed as
+// it stored them leaves to UPLOAD_MAX_AGE. YOLOSERVE_CHAOS_SEED replays
+// a run.
 func TestChaos(t *testing.T) {
 	secs, _ := strconv.Atoi(os.Getenv("YOLOSERVE_CHAOS"))
 	if secs <= 0 {
@@ -57,7 +59,9 @@ func chaos(t *testing.T, store string, d time.Duration, rnd *rand.Rand) {
 	h.redis.Stop()
 	h.redis.StartDurable() // acknowledged writes survive a kill
 
-	apiEnv, apiURL := h.apiEnv(t, "UPLOAD_STORE="+store, "UPLOAD_MAX_AGE=1h")
+	// The API, too, reaches Redis through a proxy that can cut it off.
+	apiLink := testenv.StartProxy(t, h.redis.Addr)
+	apiEnv, apiURL := h.apiEnv(t, "UPLOAD_STORE="+store, "UPLOAD_MAX_AGE=1h", "REDIS_URL="+strings.Replace(h.redis.URL, h.redis.Addr, apiLink.Addr, 1))
 	h.api.URL = apiURL
 	api := testenv.Start(t, "api", apiEnv...)
 	awaitReady(t, "api", apiURL)
@@ -116,7 +120,7 @@ func chaos(t *testing.T, store string, d time.Duration, rnd *rand.Rand) {
 	}
 	for end := time.Now().Add(d); time.Now().Before(end); {
 		time.Sleep(time.Duration(2000+rnd.IntN(4000)) * time.Millisecond)
-		switch a := rnd.IntN(9); a {
+		switch a := rnd.IntN(10); a {
 		case 0, 1, 2:
 			i := rnd.IntN(len(workers))
 			how := "SIGKILL"
@@ -166,6 +170,14 @@ func chaos(t *testing.T, store string, d time.Duration, rnd *rand.Rand) {
 			partition.Cut()
 			time.AfterFunc(40*time.Second, partition.Heal)
 			act("worker cut off from Redis 40 s")
+		case 9:
+			// The API cut off from Redis (a network partition): its
+			// commands time out, their bytes held until it heals, so
+			// that an upload's store or its task's enqueue may land
+			// without the API hearing of it.
+			apiLink.Cut()
+			time.AfterFunc(10*time.Second, apiLink.Heal)
+			act("API cut off from Redis 10 s")
 		}
 	}
 	for _, w := range workers {
