@@ -85,9 +85,6 @@ func run() error {
 	// tasks: one that reads another store takes none.
 	marks := asynq.StartUploadMarks(rdb, asynq.UploadMarksConfig{Queue: cfg.Queue, Logger: log}, uploads)
 	defer marks.Stop()
-	if err := queue.Ping(ctx); err != nil {
-		log.Warn("Redis is not reachable yet; /predict answers 503 until it is", "redis", cfg.Redacted())
-	}
 	go asynq.WarnOfDataLoss(ctx, rdb, 5*time.Second, log)
 	go asynq.WarnIfNoWorkers(ctx, rdb, cfg.Queue, 10*time.Second, time.Minute, log)
 	l, err := net.Listen("tcp", cfg.APIAddr)
@@ -98,6 +95,12 @@ func run() error {
 	go func() { errc <- srv.Serve(l) }()
 	log.Info("api listening", "addr", cfg.APIAddr, "redis", cfg.Redacted(), "upload_dir", cfg.UploadDir,
 		"auth", len(cfg.APIKeys) > 0, "rate_limit", cfg.RateLimit)
+	// Checked once serving: a Redis that does not answer holds the PING
+	// for its read timeout, and clients meanwhile get 503, not a refused
+	// connection.
+	if err := queue.Ping(ctx); err != nil {
+		log.Warn("Redis is not reachable yet; /predict answers 503 until it is", "redis", cfg.Redacted())
+	}
 	if dir != nil {
 		if err := dir.CheckRoom(0); err != nil {
 			log.Warn("uploads are refused until the upload folder's disk has room", "error", err)
