@@ -1128,24 +1128,18 @@ func TestUploadFolderNeverServed(t *testing.T) {
 // read, another upload gets 503 with Retry-After instead of more memory.
 func TestInflightUploadsBounded(t *testing.T) {
 	h := newHarness(t, options{api: apihttp.Config{MaxInflight: 1}})
-	pr, pw := io.Pipe()
-	defer pw.Close()
-	req, _ := http.NewRequest(http.MethodPost, h.api.URL+"/predict", pr)
-	req.Header.Set("Content-Type", "multipart/form-data; boundary=b")
-	go func() {
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-		}
-	}()
-	// The slow upload holds the only slot once its first bytes arrive.
-	fmt.Fprint(pw, "--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.jpg\"\r\n\r\n\xff\xd8\xff")
 	jpg := testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90)
-	testenv.Eventually(t, 5*time.Second, "a second upload was never refused", func() bool {
-		r := h.post(jpg, "x.jpg", nil, "")
-		return r.status == http.StatusServiceUnavailable && r.header.Get("Retry-After") != ""
+	// The slow upload, on a connection of its own, holds the only slot
+	// from its first bytes.
+	slow := beginUpload(t, strings.TrimPrefix(h.api.URL, "http://"), jpg)
+	testenv.Eventually(t, 10*time.Second, "the slow upload never took the slot", func() bool {
+		return metric(t, h.api.URL, "yoloserve_api_uploads_reading") == 1
 	})
-	pw.CloseWithError(io.ErrUnexpectedEOF)
-	testenv.Eventually(t, 5*time.Second, "uploads not accepted after the slow one ended", func() bool {
+	if r := h.post(jpg, "x.jpg", nil, ""); r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
+		t.Errorf("an upload beside the slow one: %d %s, want 503 with Retry-After", r.status, r.raw)
+	}
+	slow.Close()
+	testenv.Eventually(t, 10*time.Second, "uploads not accepted after the slow one ended", func() bool {
 		return h.post(jpg, "x.jpg", nil, "").status == http.StatusAccepted
 	})
 }
