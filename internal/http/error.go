@@ -4,7 +4,6 @@ package http
 
 import (
 	"encoding/json"
-	"log/slog"
 	"net/http"
 
 	"yoloserve/internal/detect"
@@ -32,20 +31,20 @@ func ErrorStatus(err error) int {
 
 // Error answers {"error": message} with the status of err's code. Internal
 // errors are logged and answered with a generic message; unavailability is
-// logged as a warning and answered with Retry-After. A request whose
-// client has gone is logged only at debug level: its Redis commands were
-// cut short by its context, not by Redis.
-func Error(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+// answered with Retry-After and logged through the server's refusals
+// (refusals.go). A request whose client has gone is logged only at debug
+// level: its Redis commands were cut short by its context, not by Redis.
+func (s *Server) Error(w http.ResponseWriter, r *http.Request, err error) {
 	code, status := detect.ErrorCode(err), ErrorStatus(err)
 	switch code {
 	case detect.EINTERNAL:
-		log.Error("internal error", "method", r.Method, "path", r.URL.Path, "error", err)
+		s.log.Error("internal error", "method", r.Method, "path", r.URL.Path, "error", err)
 	case detect.EUNAVAILABLE:
-		level := slog.LevelWarn
 		if r.Context().Err() != nil {
-			level = slog.LevelDebug
+			s.log.Debug("unavailable", "method", r.Method, "path", r.URL.Path, "error", err)
+		} else {
+			s.refused.note(r, err)
 		}
-		log.Log(r.Context(), level, "unavailable", "method", r.Method, "path", r.URL.Path, "error", err)
 		w.Header().Set("Retry-After", "5")
 	case detect.ERATELIMIT:
 		if w.Header().Get("Retry-After") == "" {

@@ -9,8 +9,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"yoloserve/internal/detect"
+	"yoloserve/internal/testenv"
 )
 
 // TestErrorUnavailable checks that unavailability is answered with 503 and
@@ -37,7 +39,8 @@ func TestErrorUnavailable(t *testing.T) {
 			}
 			r := httptest.NewRequestWithContext(ctx, http.MethodGet, "/result/x", nil)
 			w := httptest.NewRecorder()
-			Error(w, r, log, errors.Join(err, cause))
+			s := &Server{log: log, refused: newRefusals(log, time.Hour)}
+			s.Error(w, r, errors.Join(err, cause))
 			if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
 				t.Errorf("status %d, Retry-After %q; want 503 with Retry-After", w.Code, w.Header().Get("Retry-After"))
 			}
@@ -48,5 +51,39 @@ func TestErrorUnavailable(t *testing.T) {
 				t.Errorf("warning logged: %v, want %v; log: %q", warned, tc.wantWarn, logs.String())
 			}
 		})
+	}
+}
+
+// TestRefusalsLogABurstInTwoLines: a burst of 503s logs, for each reason,
+// one warning with its cause at once and one with the count of the rest
+// once the interval has passed; the next refusal after that is a warning
+// again.
+func TestRefusalsLogABurstInTwoLines(t *testing.T) {
+	var logs testenv.SyncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	s := &Server{log: log, refused: newRefusals(log, 50*time.Millisecond)}
+	full := detect.Errorf(detect.EUNAVAILABLE, "The queue is full (10000 images waiting); try again shortly.")
+	down := errors.Join(detect.Errorf(detect.EUNAVAILABLE, "The queue is unavailable; try again in a few seconds."), errors.New("connection refused"))
+	refuse := func(err error, n int) {
+		for range n {
+			s.Error(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/predict", nil), err)
+		}
+	}
+	refuse(full, 100)
+	refuse(down, 3)
+	if got := strings.Count(logs.String(), "level=WARN"); got != 2 || !strings.Contains(logs.String(), "connection refused") {
+		t.Fatalf("%d warnings at once, want one for each reason, with its cause:\n%s", got, logs.String())
+	}
+	testenv.Eventually(t, 5*time.Second, "the counts were never logged", func() bool {
+		return strings.Count(logs.String(), "level=WARN") == 4
+	})
+	for _, want := range []string{`count=99 within=50ms reason="The queue is full`, `count=2 within=50ms reason="The queue is unavailable`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no line with %s:\n%s", want, logs.String())
+		}
+	}
+	refuse(down, 1)
+	if got := strings.Count(logs.String(), "level=WARN"); got != 5 {
+		t.Errorf("%d warnings, want a fifth for the refusal after the interval:\n%s", got, logs.String())
 	}
 }

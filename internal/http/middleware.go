@@ -120,7 +120,7 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 					panic(p)
 				}
 				s.log.Error("panic in handler", "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
-				Error(w, r, s.log, detect.Errorf(detect.EINTERNAL, "Internal error."))
+				s.Error(w, r, detect.Errorf(detect.EINTERNAL, "Internal error."))
 			}
 		}()
 		next.ServeHTTP(w, r)
@@ -154,7 +154,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		if ok != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="yoloserve"`)
-			Error(w, r, s.log, detect.Errorf(detect.EUNAUTHORIZED, "A valid API key is required: Authorization: Bearer KEY."))
+			s.Error(w, r, detect.Errorf(detect.EUNAUTHORIZED, "A valid API key is required: Authorization: Bearer KEY."))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -221,7 +221,7 @@ func (s *Server) rateLimit(next http.Handler) http.Handler {
 		}
 		if ok, wait := s.limiter.allow(key, time.Now()); !ok {
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
-			Error(w, r, s.log, detect.Errorf(detect.ERATELIMIT, "Too many requests; slow down."))
+			s.Error(w, r, detect.Errorf(detect.ERATELIMIT, "Too many requests; slow down."))
 			return
 		}
 		next.ServeHTTP(w, r)

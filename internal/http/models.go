@@ -22,7 +22,7 @@ const (
 func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 	models, err := s.cfg.Models.Models(r.Context(), modelsListMaxAge)
 	if err != nil {
-		Error(w, r, s.log, err)
+		s.Error(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, struct {

@@ -30,7 +30,7 @@ const (
 func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 	ti, wait, err := s.accept(w, r)
 	if err != nil {
-		Error(w, r, s.log, err)
+		s.Error(w, r, err)
 		return
 	}
 	w.Header().Set("Location", "/result/"+ti.ID)
@@ -308,7 +308,7 @@ func bodyError(err error, limit int64) error {
 func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
 	if !validID(id) {
-		Error(w, r, s.log, detect.Errorf(detect.ENOTFOUND, "No task %s.", detect.Sanitize(id, 64)))
+		s.Error(w, r, detect.Errorf(detect.ENOTFOUND, "No task %s.", detect.Sanitize(id, 64)))
 		return
 	}
 	var ti detect.TaskInfo
@@ -316,7 +316,7 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("wait"); v != "" {
 		d, perr := parseWait(v, s.cfg.MaxWait)
 		if perr != nil {
-			Error(w, r, s.log, perr)
+			s.Error(w, r, perr)
 			return
 		}
 		ti, err = s.wait(r.Context(), id, d)
@@ -324,7 +324,7 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 		ti, err = s.queue.Task(r.Context(), id)
 	}
 	if err != nil {
-		Error(w, r, s.log, err)
+		s.Error(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, ti)

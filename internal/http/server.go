@@ -84,7 +84,11 @@ type Config struct {
 	CORSOrigins []string
 	MaxWait     time.Duration
 	Logger      *slog.Logger
-	Registry    *prometheus.Registry // default: a new one
+	// RefusalLogInterval is how long the refusals (503) of one reason
+	// after the first are counted before their count is logged (default
+	// 10s): a burst logs two lines an interval, not one a request.
+	RefusalLogInterval time.Duration
+	Registry           *prometheus.Registry // default: a new one
 }
 
 // Server is the HTTP API.
@@ -93,6 +97,7 @@ type Server struct {
 	queue    Queue
 	uploads  Uploads
 	log      *slog.Logger
+	refused  *refusals // how the 503s are logged
 	router   chi.Router
 	server   *http.Server
 	metrics  *apiMetrics
@@ -132,13 +137,16 @@ func NewServer(cfg Config, q Queue, up Uploads) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.RefusalLogInterval <= 0 {
+		cfg.RefusalLogInterval = 10 * time.Second
+	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	inflight := make(chan struct{}, cfg.MaxInflight)
 	bodies := &bodyBudget{max: cfg.MaxInflightBytes}
 	s := &Server{cfg: cfg, queue: q, uploads: up, log: cfg.Logger, metrics: newAPIMetrics(cfg.Registry, inflight, bodies),
-		inflight: inflight, bodies: bodies}
+		inflight: inflight, bodies: bodies, refused: newRefusals(cfg.Logger, cfg.RefusalLogInterval)}
 	s.stopping, s.stop = context.WithCancel(context.Background())
 	if cfg.RateLimit > 0 {
 		s.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst)
@@ -168,7 +176,7 @@ func NewServer(cfg Config, q Queue, up Uploads) *Server {
 		}
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		Error(w, r, s.log, detect.Errorf(detect.ENOTFOUND, "No such endpoint: POST /predict, GET /result/{task_id}, GET /models, /healthz, /readyz, /metrics, /openapi.json."))
+		s.Error(w, r, detect.Errorf(detect.ENOTFOUND, "No such endpoint: POST /predict, GET /result/{task_id}, GET /models, /healthz, /readyz, /metrics, /openapi.json."))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "Method not allowed."})
