@@ -61,7 +61,7 @@ func TestErrorUnavailable(t *testing.T) {
 func TestRefusalsLogABurstInTwoLines(t *testing.T) {
 	var logs testenv.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	s := &Server{log: log, refused: newRefusals(log, 50*time.Millisecond)}
+	s := &Server{log: log, refused: newRefusals(log, 500*time.Millisecond)}
 	full := detect.Errorf(detect.EUNAVAILABLE, "The queue is full (10000 images waiting); try again shortly.")
 	down := errors.Join(detect.Errorf(detect.EUNAVAILABLE, "The queue is unavailable; try again in a few seconds."), errors.New("connection refused"))
 	refuse := func(err error, n int) {
@@ -77,7 +77,7 @@ func TestRefusalsLogABurstInTwoLines(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, "the counts were never logged", func() bool {
 		return strings.Count(logs.String(), "level=WARN") == 4
 	})
-	for _, want := range []string{`count=99 within=50ms reason="The queue is full`, `count=2 within=50ms reason="The queue is unavailable`} {
+	for _, want := range []string{`count=99 within=500ms reason="The queue is full`, `count=2 within=500ms reason="The queue is unavailable`} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("no line with %s:\n%s", want, logs.String())
 		}
