@@ -972,6 +972,47 @@ func TestUploadStoredUnansweredIsDropped(t *testing.T) {
 	})
 }
 
+// TestShutdownFinishesDrops: an API stopped (SIGTERM) while the delete
+// of an upload Redis took unanswered still waits for Redis goes on
+// deleting it through its shutdown, so that it is gone once Redis answers,
+// before the shutdown ends.
+func TestShutdownFinishesDrops(t *testing.T) {
+	h := newHarness(t, options{})
+	proxy := testenv.StartProxy(t, h.redis.Addr)
+	through := proxy.Client(t, 200*time.Millisecond)
+	if err := through.Ping(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	srv := apihttp.NewServer(apihttp.Config{}, h.queue, upload.NewRedis(through, time.Hour))
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+
+	proxy.Cut()
+	body, ct := multipartBody(t, "image", "bus.jpg", testenv.ReadImage(t, "bus.jpg"), nil)
+	resp, err := http.Post(ts.URL+"/predict", ct, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("POST with the store's answer held: %d, want 503", resp.StatusCode)
+	}
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		stopped <- srv.Shutdown(ctx)
+	}()
+	proxy.Heal()
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	keys, err := h.rdb.Keys(context.Background(), "yoloserve:upload:*").Result()
+	if err != nil || len(keys) != 0 {
+		t.Errorf("uploads left once the shutdown ended: %v %v", keys, err)
+	}
+}
+
 // TestBackPressure: past MAX_QUEUE waiting tasks, 503 with Retry-After.
 func TestBackPressure(t *testing.T) {
 	h := newHarness(t, options{queue: asynq.QueueConfig{MaxQueue: 3}})

@@ -136,28 +136,31 @@ const (
 )
 
 // dropUpload deletes an upload whose task was not enqueued (or that was
-// stored while its store reported an error), and says whether it is gone. The store may fail as the enqueue did: with uploads
-// in Redis, a Redis that restarts refuses both, then answers "loading" for
-// a moment, and the upload is there again once it has loaded. So a delete
-// that fails is tried again in the background, backing off, for about a
-// minute or until the server shuts down; an upload left after that goes
-// at UPLOAD_MAX_AGE (the folder's sweeper, or the key's expiry).
+// stored while its store reported an error), and says whether it is gone.
+// The store may fail as the enqueue did: with uploads in Redis, a Redis
+// that restarts refuses both, then answers "loading" for a moment, and the
+// upload is there again once it has loaded. So a delete that fails is
+// tried again in the background, backing off, for about a minute or until
+// the server's Shutdown returns; an upload left after that goes at
+// UPLOAD_MAX_AGE (the folder's sweeper, or the key's expiry).
 func (s *Server) dropUpload(ctx context.Context, ref string) bool {
 	err := s.uploads.Delete(ctx, ref)
 	if err == nil {
 		return true
 	}
 	s.log.Warn("deleting an upload that was not enqueued; trying again in the background", "error", err)
+	s.drops.Add(1)
 	go func() {
+		defer s.drops.Done()
 		var err error
 		wait := dropRetryFirst
 		for end := time.Now().Add(dropRetryFor); time.Now().Before(end); wait = min(2*wait, dropRetryMax) {
 			select {
-			case <-s.stopping.Done():
+			case <-s.dropping.Done():
 				return
 			case <-time.After(wait):
 			}
-			if err = s.uploads.Delete(s.stopping, ref); err == nil {
+			if err = s.uploads.Delete(s.dropping, ref); err == nil {
 				s.log.Info("deleted an upload that was not enqueued")
 				return
 			}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -109,6 +110,12 @@ type Server struct {
 	// answer the task's state then, instead of holding the shutdown.
 	stopping context.Context
 	stop     context.CancelFunc
+	// dropping ends when Shutdown returns: the background deletes of
+	// uploads not enqueued (dropUpload) go on through the shutdown, and
+	// drops counts them.
+	dropping context.Context
+	endDrops context.CancelFunc
+	drops    sync.WaitGroup
 }
 
 // NewServer builds the API on q and up.
@@ -148,6 +155,7 @@ func NewServer(cfg Config, q Queue, up Uploads) *Server {
 	s := &Server{cfg: cfg, queue: q, uploads: up, log: cfg.Logger, metrics: newAPIMetrics(cfg.Registry, inflight, bodies),
 		inflight: inflight, bodies: bodies, refused: newRefusals(cfg.Logger, cfg.RefusalLogInterval)}
 	s.stopping, s.stop = context.WithCancel(context.Background())
+	s.dropping, s.endDrops = context.WithCancel(context.Background())
 	if cfg.RateLimit > 0 {
 		s.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst)
 	}
@@ -212,11 +220,25 @@ func (s *Server) Serve(l net.Listener) error {
 // that their clients ask again (of another replica) instead of being cut
 // off. When ctx ends first, it closes every connection, cutting off the
 // requests still in flight, and returns an error that counts the uploads
-// among them and wraps ctx's error.
+// among them and wraps ctx's error. Once the requests are done, it waits,
+// until ctx ends, for the deletes of uploads not enqueued that still wait
+// for Redis (dropUpload).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stop()
+	defer s.endDrops()
 	err := s.server.Shutdown(ctx)
 	if err == nil {
+		// Uploads whose delete waits for Redis are deleted yet, if Redis
+		// answers before ctx ends; else they go at UPLOAD_MAX_AGE.
+		dropped := make(chan struct{})
+		go func() {
+			s.drops.Wait()
+			close(dropped)
+		}()
+		select {
+		case <-dropped:
+		case <-ctx.Done():
+		}
 		return nil
 	}
 	n := len(s.inflight)
