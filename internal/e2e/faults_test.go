@@ -914,15 +914,7 @@ func TestUploadNotEnqueuedIsDropped(t *testing.T) {
 	defer ts.Close()
 	defer srv.Shutdown(context.Background())
 
-	body, ct := multipartBody(t, "image", "bus.jpg", testenv.ReadImage(t, "bus.jpg"), nil)
-	resp, err := http.Post(ts.URL+"/predict", ct, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("POST with Redis dying: %d, want 503", resp.StatusCode)
-	}
+	postRefused(t, ts.URL, "with Redis dying")
 	h.redis.StartDurable()
 	testenv.Eventually(t, 30*time.Second, "the upload that was not enqueued is still in Redis", func() bool {
 		keys, err := h.rdb.Keys(context.Background(), "yoloserve:upload:*").Result()
@@ -930,13 +922,13 @@ func TestUploadNotEnqueuedIsDropped(t *testing.T) {
 	})
 }
 
-// TestUploadStoredUnansweredIsDropped: with uploads stored in Redis, the
-// API's store command reaches Redis but its answer does not reach the API
-// (a partition that holds the bytes, as a Redis killed between its
-// append-only file and its reply does). The client gets 503, and the
-// upload Redis took meanwhile is deleted, not left for UPLOAD_MAX_AGE.
-func TestUploadStoredUnansweredIsDropped(t *testing.T) {
-	h := newHarness(t, options{})
+// postUnanswered starts an API on h's queue whose uploads go to Redis
+// through a proxy that holds bytes, and posts an image while the proxy is
+// cut: the store's command reaches Redis once the cut heals, its answer
+// never the API, and the client gets 503. It returns the API and the
+// proxy, still cut; the test heals it.
+func postUnanswered(t *testing.T, h *harness) (*apihttp.Server, *testenv.Proxy) {
+	t.Helper()
 	proxy := testenv.StartProxy(t, h.redis.Addr)
 	through := proxy.Client(t, 200*time.Millisecond)
 	// A connection made before the cut: the store's command is sent on
@@ -946,26 +938,43 @@ func TestUploadStoredUnansweredIsDropped(t *testing.T) {
 	}
 	srv := apihttp.NewServer(apihttp.Config{}, h.queue, upload.NewRedis(through, time.Hour))
 	ts := httptest.NewServer(srv)
-	defer ts.Close()
-	defer srv.Shutdown(context.Background())
+	t.Cleanup(ts.Close)
+	proxy.Cut()
+	postRefused(t, ts.URL, "with the store's answer held")
+	return srv, proxy
+}
+
+// postRefused posts bus.jpg to the API at url, and fails the test unless
+// it is answered 503; when says in what circumstance.
+func postRefused(t *testing.T, url, when string) {
+	t.Helper()
+	body, ct := multipartBody(t, "image", "bus.jpg", testenv.ReadImage(t, "bus.jpg"), nil)
+	resp, err := http.Post(url+"/predict", ct, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("POST %s: %d, want 503", when, resp.StatusCode)
+	}
+}
+
+// TestUploadStoredUnansweredIsDropped: with uploads stored in Redis, the
+// API's store command reaches Redis but its answer does not reach the API
+// (a partition that holds the bytes, as a Redis killed between its
+// append-only file and its reply does). The client gets 503, and the
+// upload Redis took meanwhile is deleted, not left for UPLOAD_MAX_AGE.
+func TestUploadStoredUnansweredIsDropped(t *testing.T) {
+	h := newHarness(t, options{})
 	sets := func() int {
 		v, _ := testenv.InfoField(t, h.rdb, "commandstats", "cmdstat_set")
 		n, _ := strconv.Atoi(strings.TrimPrefix(strings.Split(v, ",")[0], "calls="))
 		return n
 	}
 	before := sets()
-
-	proxy.Cut()
-	body, ct := multipartBody(t, "image", "bus.jpg", testenv.ReadImage(t, "bus.jpg"), nil)
-	resp, err := http.Post(ts.URL+"/predict", ct, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	srv, proxy := postUnanswered(t, h)
+	defer srv.Shutdown(context.Background())
 	proxy.Heal()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("POST with the store's answer held: %d, want 503", resp.StatusCode)
-	}
 	testenv.Eventually(t, 30*time.Second, "the upload Redis took unanswered is still there", func() bool {
 		keys, err := h.rdb.Keys(context.Background(), "yoloserve:upload:*").Result()
 		return err == nil && len(keys) == 0 && sets() > before
@@ -978,25 +987,7 @@ func TestUploadStoredUnansweredIsDropped(t *testing.T) {
 // before the shutdown ends.
 func TestShutdownFinishesDrops(t *testing.T) {
 	h := newHarness(t, options{})
-	proxy := testenv.StartProxy(t, h.redis.Addr)
-	through := proxy.Client(t, 200*time.Millisecond)
-	if err := through.Ping(context.Background()).Err(); err != nil {
-		t.Fatal(err)
-	}
-	srv := apihttp.NewServer(apihttp.Config{}, h.queue, upload.NewRedis(through, time.Hour))
-	ts := httptest.NewServer(srv)
-	defer ts.Close()
-
-	proxy.Cut()
-	body, ct := multipartBody(t, "image", "bus.jpg", testenv.ReadImage(t, "bus.jpg"), nil)
-	resp, err := http.Post(ts.URL+"/predict", ct, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("POST with the store's answer held: %d, want 503", resp.StatusCode)
-	}
+	srv, proxy := postUnanswered(t, h)
 	stopped := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
