@@ -11,6 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"yoloserve/internal/testenv"
 	"yoloserve/internal/upload"
@@ -46,22 +47,8 @@ func TestRedisUpFollowsTheWorkersReach(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewPedanticRegistry()
-	NewServer(proxy.Client(t, 100*time.Millisecond), ServerConfig{Registerer: reg, Logger: slog.New(slog.DiscardHandler)}, nil, store)
-	up := func() float64 {
-		t.Helper()
-		mfs, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, mf := range mfs {
-			if mf.GetName() == "yoloserve_worker_redis_up" {
-				return mf.GetMetric()[0].GetGauge().GetValue()
-			}
-		}
-		t.Fatal("no yoloserve_worker_redis_up")
-		return 0
-	}
+	srv := NewServer(proxy.Client(t, 100*time.Millisecond), ServerConfig{Registerer: prometheus.NewPedanticRegistry(), Logger: slog.New(slog.DiscardHandler)}, nil, store)
+	up := func() float64 { return testutil.ToFloat64(srv.metrics.redisUp) }
 	if got := up(); got != 1 {
 		t.Errorf("reaching Redis: %v, want 1", got)
 	}

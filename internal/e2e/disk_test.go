@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -34,23 +36,6 @@ func mountSmallDisk(t *testing.T, dir string, size int) {
 			t.Errorf("unmounting %s: %v", dir, err)
 		}
 	})
-}
-
-// gathered returns the value of the gauge name in reg; it fails the test
-// when reg has no such gauge.
-func gathered(t *testing.T, reg prometheus.Gatherer, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 && mf.GetMetric()[0].GetGauge() != nil {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no gauge %s", name)
-	return 0
 }
 
 // postUntilRefused posts img until the API refuses it, at most n times,
@@ -195,7 +180,9 @@ func TestRedisDiskFull(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, "the worker did not log that Redis fails its PING", func() bool {
 		return strings.Contains(log.String(), "Redis fails the worker's PING") && strings.Contains(log.String(), "MISCONF")
 	})
-	if up := gathered(t, reg, "yoloserve_worker_redis_up"); up != 1 {
+	health := httptest.NewServer(apihttp.HealthHandler(func(context.Context) error { return nil }, reg))
+	defer health.Close()
+	if up := metric(t, health.URL, "yoloserve_worker_redis_up"); up != 1 {
 		t.Errorf("yoloserve_worker_redis_up %v with Redis answering MISCONF, want 1", up)
 	}
 	t.Logf("%d tasks accepted, 2 before the disk was full; then 503: %s", len(accepted), refused.raw)
