@@ -23,6 +23,7 @@ import (
 	apihttp "yoloserve/internal/http"
 	"yoloserve/internal/imagelib"
 	"yoloserve/internal/onnx"
+	"yoloserve/internal/sched"
 	"yoloserve/internal/upload"
 	"yoloserve/internal/yolo"
 )
@@ -44,6 +45,12 @@ func run() error {
 	}
 	log := cfg.Logger()
 	asynq.RouteRedisLogs(log)
+	// Before ONNX Runtime starts its threads, which inherit the policy.
+	policy := "batch"
+	if _, err := sched.Batch(); err != nil {
+		policy = "normal"
+		log.Warn("the worker's threads keep the normal scheduling policy", "error", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -125,7 +132,7 @@ func run() error {
 	if err := srv.Start(); err != nil {
 		return err
 	}
-	log.Info("worker running", "queue", cfg.Queue, "health", cfg.WorkerAddr, "redis", cfg.Redacted())
+	log.Info("worker running", "queue", cfg.Queue, "health", cfg.WorkerAddr, "redis", cfg.Redacted(), "sched", policy)
 	<-ctx.Done()
 	log.Info("shutting down: finishing running tasks", "timeout", cfg.ShutdownGrace)
 	srv.Stop()

@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/http"
 	"os"
@@ -74,6 +76,64 @@ func TestProcessesExportRuntimeMetrics(t *testing.T) {
 	if got := metric(t, apiURL, "yoloserve_api_upload_disk_free_bytes"); !(got >= free*0.95 && got <= free*1.05) { // NaN: absent
 		t.Errorf("API yoloserve_api_upload_disk_free_bytes %v, want about %.0f (statfs of UPLOAD_DIR)", got, free)
 	}
+}
+
+// TestWorkerThreadsRunAsBatch: every thread of a running worker, ONNX
+// Runtime's among them, is under SCHED_BATCH, so that its wake-ups do not
+// preempt an inference or the API on a shared machine (docs/performance.md,
+// "The scheduling policy"); the API's threads keep the normal policy.
+func TestWorkerThreadsRunAsBatch(t *testing.T) {
+	h := newHarness(t, options{})
+	apiEnv, apiURL := h.apiEnv(t)
+	api := testenv.Start(t, "api", apiEnv...)
+	awaitReady(t, "api", apiURL)
+	w, _ := startReadyWorker(t, h.workerEnv(t, "ORT_SOLO_THREADS=2", "LOG_LEVEL=info"))
+	// The solo session's second thread is one of ONNX Runtime's own.
+	for _, p := range []struct {
+		name   string
+		pid    int
+		policy int
+	}{{"worker", w.Pid(), 3}, {"api", api.Pid(), 0}} { // SCHED_BATCH, SCHED_OTHER
+		got := threadPolicies(t, p.pid)
+		if len(got) < 2 {
+			t.Fatalf("%s: %d threads read", p.name, len(got))
+		}
+		for tid, policy := range got {
+			if policy != p.policy {
+				t.Errorf("%s thread %d: policy %d, want %d", p.name, tid, policy, p.policy)
+			}
+		}
+	}
+	testenv.Eventually(t, 5*time.Second, `the worker never logged "worker running" with sched=batch`, func() bool {
+		return strings.Contains(w.Output(), "sched=batch")
+	})
+}
+
+// threadPolicies reads the scheduling policy of each thread of process
+// pid from /proc (field 41 of each thread's stat).
+func threadPolicies(t *testing.T, pid int) map[int]int {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int]int{}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "stat"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		// The fields after the command's closing parenthesis start at 3.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		tid, _ := strconv.Atoi(e.Name())
+		policy, err := strconv.Atoi(f[41-3])
+		if err != nil {
+			t.Fatalf("%s/%s/stat: %v", dir, e.Name(), err)
+		}
+		got[tid] = policy
+	}
+	return got
 }
 
 // TestAlertsAndDashboard: every rule of deploy/prometheus/alerts.yml

@@ -164,6 +164,9 @@ func (p *Process) Wait(tb testing.TB, timeout time.Duration) error {
 // Output is what the process printed so far.
 func (p *Process) Output() string { return p.out.String() }
 
+// Pid is the process's id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // DieWithTest makes a child process get SIGKILL when the test process
 // dies, so that a crashed test leaves no servers behind.
 func DieWithTest() *syscall.SysProcAttr {

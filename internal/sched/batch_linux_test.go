@@ -1,0 +1,78 @@
+package sched
+
+import (
+	"runtime"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// policies reads the scheduling policy of every thread of the process.
+func policies(t *testing.T) map[int]uint32 {
+	t.Helper()
+	tids, err := threads()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int]uint32{}
+	for _, tid := range tids {
+		attr, err := unix.SchedGetAttr(tid, 0)
+		if err != nil {
+			continue // exited meanwhile
+		}
+		got[tid] = attr.Policy
+	}
+	return got
+}
+
+// lockedThread runs f on a goroutine locked to its own OS thread, which
+// stays alive (and locked) until release is closed; it returns the
+// thread's id.
+func lockedThread(t *testing.T, release <-chan struct{}, f func()) int {
+	t.Helper()
+	tid := make(chan int)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		f()
+		tid <- unix.Gettid()
+		<-release
+	}()
+	return <-tid
+}
+
+func TestBatchCoversEveryThreadAndTheirOffspring(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	// A thread an operator put under another policy keeps it.
+	idle := lockedThread(t, release, func() {
+		if err := unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_IDLE}, 0); err != nil {
+			t.Errorf("setting SCHED_IDLE: %v", err)
+		}
+	})
+
+	changed, err := Batch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if changed == 0 {
+		t.Fatal("Batch changed no thread")
+	}
+	// Threads the runtime starts from now on are cloned from batch threads.
+	for range 4 {
+		lockedThread(t, release, func() {})
+	}
+
+	for tid, policy := range policies(t) {
+		want := uint32(unix.SCHED_BATCH)
+		if tid == idle {
+			want = unix.SCHED_IDLE
+		}
+		if policy != want {
+			t.Errorf("thread %d: policy %d, want %d", tid, policy, want)
+		}
+	}
+	if again, err := Batch(); err != nil || again != 0 {
+		t.Errorf("a second Batch changed %d threads (error %v), want 0", again, err)
+	}
+}
