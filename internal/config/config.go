@@ -52,7 +52,7 @@ type Config struct {
 	RateBurst        int           // RATE_BURST
 	MaxUploadBytes   int64         // MAX_UPLOAD_BYTES
 	MaxInflight      int           // MAX_INFLIGHT_UPLOADS
-	MaxInflightBytes int64         // MAX_INFLIGHT_BYTES, its default (0) resolved
+	MaxInflightBytes int64         // MAX_INFLIGHT_BYTES (0: the API's default)
 	MaxPixels        int           // MAX_PIXELS
 	MaxQueue         int           // MAX_QUEUE: pending tasks before 503
 	ResultTTL        time.Duration // RESULT_TTL
@@ -197,10 +197,8 @@ func Parse(getenv func(string) string) (Config, error) {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return c, fmt.Errorf("LOG_FORMAT=%q: want text or json", c.LogFormat)
 	}
-	switch {
-	case c.MaxInflightBytes == 0:
-		c.MaxInflightBytes = max(256<<20, 2*c.MaxUploadBytes) // as apihttp.NewServer defaults it
-	case c.MaxInflightBytes < 2*c.MaxUploadBytes:
+	// 0 is left for the API to resolve (apihttp.Config.MaxInflightBytes).
+	if c.MaxInflightBytes != 0 && c.MaxInflightBytes < 2*c.MaxUploadBytes {
 		return c, fmt.Errorf("MAX_INFLIGHT_BYTES=%d: want at least twice MAX_UPLOAD_BYTES (%d), or 0 for the default", c.MaxInflightBytes, 2*c.MaxUploadBytes)
 	}
 	if c.UploadDir == "" {
