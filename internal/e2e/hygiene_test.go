@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metricsql"
+	"golang.org/x/sys/unix"
 	"sigs.k8s.io/yaml"
 
 	"yoloserve/internal/asynq"
@@ -81,7 +81,7 @@ func TestProcessesExportRuntimeMetrics(t *testing.T) {
 // TestWorkerThreadsRunAsBatch: every thread of a running worker, ONNX
 // Runtime's among them, is under SCHED_BATCH, so that its wake-ups do not
 // preempt an inference or the API on a shared machine (docs/performance.md,
-// "The scheduling policy"); the API's threads keep the normal policy.
+// "What each choice bought"); the API's threads keep the normal policy.
 func TestWorkerThreadsRunAsBatch(t *testing.T) {
 	h := newHarness(t, options{})
 	apiEnv, apiURL := h.apiEnv(t)
@@ -92,8 +92,8 @@ func TestWorkerThreadsRunAsBatch(t *testing.T) {
 	for _, p := range []struct {
 		name   string
 		pid    int
-		policy int
-	}{{"worker", w.Pid(), 3}, {"api", api.Pid(), 0}} { // SCHED_BATCH, SCHED_OTHER
+		policy uint32
+	}{{"worker", w.Pid(), unix.SCHED_BATCH}, {"api", api.Pid(), unix.SCHED_NORMAL}} {
 		got := threadPolicies(t, p.pid)
 		if len(got) < 2 {
 			t.Fatalf("%s: %d threads read", p.name, len(got))
@@ -109,29 +109,25 @@ func TestWorkerThreadsRunAsBatch(t *testing.T) {
 	})
 }
 
-// threadPolicies reads the scheduling policy of each thread of process
-// pid from /proc (field 41 of each thread's stat).
-func threadPolicies(t *testing.T, pid int) map[int]int {
+// threadPolicies asks the kernel the scheduling policy of each thread of
+// process pid.
+func threadPolicies(t *testing.T, pid int) map[int]uint32 {
 	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/task", pid)
-	ents, err := os.ReadDir(dir)
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[int]int{}
+	got := map[int]uint32{}
 	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "stat"))
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		attr, err := unix.SchedGetAttr(tid, 0)
 		if err != nil {
 			continue // exited meanwhile
 		}
-		// The fields after the command's closing parenthesis start at 3.
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		tid, _ := strconv.Atoi(e.Name())
-		policy, err := strconv.Atoi(f[41-3])
-		if err != nil {
-			t.Fatalf("%s/%s/stat: %v", dir, e.Name(), err)
-		}
-		got[tid] = policy
+		got[tid] = attr.Policy
 	}
 	return got
 }
