@@ -6,11 +6,15 @@ import (
 	"yoloserve/internal/detect"
 )
 
-// Image is an 8-bit RGB image, three bytes a pixel, rows packed.
+// Image is an 8-bit RGB image, three bytes a pixel, rows packed, as stored
+// in its file: Width and Height are the stored size, and Orientation the
+// EXIF orientation that turns it upright (1 when it is; Upright, Orient and
+// UprightRows apply it).
 type Image struct {
 	Width, Height int
+	Orientation   int
 	Pix           []byte
-	scratch       []byte   // reused by orient
+	scratch       []byte   // reused by Orient
 	strips        [][]byte // reused by decodeStrips
 }
 
@@ -44,23 +48,22 @@ type Decoder struct {
 }
 
 // Decode inspects data, decodes it into img (reusing img's buffers) and
-// applies the EXIF orientation. It returns the header it read, and an
-// EUNSUPPORTED or ETOOLARGE *Error for an image the service cannot take.
+// turns it upright. It returns the header it read, and an EUNSUPPORTED or
+// ETOOLARGE *Error for an image the service cannot take.
 func (d *Decoder) Decode(data []byte, img *Image) (Header, error) {
-	return d.DecodeRows(data, img, nil, 1)
+	h, err := d.DecodeStored(data, img, 1)
+	if err == nil {
+		img.Orient()
+	}
+	return h, err
 }
 
-// RowsFunc says, given the size of an upright image, which of its rows a
-// caller will read (need[y]), or nil for all of them.
-type RowsFunc func(width, height int) (need []bool)
-
-// DecodeRows is Decode for a caller that reads only some rows of the
-// upright image, as a downscaling resize does: a rotated or flipped image
-// is turned only in those rows, and the others hold whatever the buffer
-// held before. rows may be nil (every row). A JPEG with restart markers
-// is decoded in strips on up to cores goroutines (see splitJPEG), with
-// the same pixels. Errors are those of Decode.
-func (d *Decoder) DecodeRows(data []byte, img *Image, rows RowsFunc, cores int) (Header, error) {
+// DecodeStored is Decode without the turn: img holds the pixels as stored,
+// with the header's Orientation, for a caller that reads its upright rows
+// as it goes (UprightRows) instead of writing the whole image again. A JPEG
+// with restart markers is decoded in strips on up to cores goroutines (see
+// splitJPEG), with the same pixels. Errors are those of Decode.
+func (d *Decoder) DecodeStored(data []byte, img *Image, cores int) (Header, error) {
 	max := d.MaxPixels
 	if max == 0 {
 		max = DefaultMaxPixels
@@ -91,15 +94,7 @@ func (d *Decoder) DecodeRows(data []byte, img *Image, rows RowsFunc, cores int) 
 	if len(img.Pix) != h.Width*h.Height*3 {
 		return h, fmt.Errorf("decode: %s decoder returned %d bytes for %d×%d", h.Format, len(img.Pix), h.Width, h.Height)
 	}
-	img.Width, img.Height = h.Width, h.Height
-	var need []bool
-	if rows != nil && h.Orientation > 1 && h.Orientation <= 8 {
-		up := h.Upright()
-		if need = rows(up.Width, up.Height); need != nil && len(need) != up.Height {
-			return h, fmt.Errorf("decode: rows for %d×%d gave %d flags", up.Width, up.Height, len(need))
-		}
-	}
-	orient(img, h.Orientation, need)
+	img.Width, img.Height, img.Orientation = h.Width, h.Height, h.Orientation
 	return h, nil
 }
 

@@ -1,6 +1,6 @@
 package decode
 
-// StripCount returns how many strips DecodeRows would decode data in on
+// StripCount returns how many strips DecodeStored would decode data in on
 // cores goroutines: 0 when it decodes it whole.
 func StripCount(data []byte, cores int) int {
 	h, err := Inspect(data, 0)

@@ -2,106 +2,164 @@ package decode
 
 import (
 	"encoding/binary"
-	"runtime"
-	"sync"
+
+	"yoloserve/internal/detect"
 )
 
-// orient applies an EXIF orientation to img the way OpenCV's
-// ApplyExifOrientation does (flips and transposes), using img's scratch
-// buffer for the result. With need, only the output rows y with need[y]
-// are written.
-func orient(img *Image, o int, need []bool) {
-	if o <= 1 || o > 8 {
-		return
-	}
-	w, h := img.Width, img.Height
-	ow, oh := w, h
-	if o >= 5 {
-		ow, oh = h, w
-	}
-	dst := grow(img.scratch, ow*oh*3)
-	src := img.Pix
-	// For output row y the source pixel of column x is at
-	// first(y) + x*step (bytes); each orientation is a flip or transpose.
-	var first func(y int) int
-	var step int
-	switch o {
-	case 2: // flip horizontally
-		first, step = func(y int) int { return (y*w + w - 1) * 3 }, -3
-	case 3: // rotate 180
-		first, step = func(y int) int { return ((h-1-y)*w + w - 1) * 3 }, -3
-	case 4: // flip vertically
-		first, step = func(y int) int { return (h - 1 - y) * w * 3 }, 3
-	case 5: // transpose
-		first, step = func(y int) int { return y * 3 }, 3*w
-	case 6: // transpose, flip horizontally: 90° clockwise
-		first, step = func(y int) int { return ((h-1)*w + y) * 3 }, -3*w
-	case 7: // flip both, transpose
-		first, step = func(y int) int { return ((h-1)*w + w - 1 - y) * 3 }, -3*w
-	case 8: // transpose, flip vertically: 90° counter-clockwise
-		first, step = func(y int) int { return (w - 1 - y) * 3 }, 3*w
-	}
-	// span copies output row y's columns x0 to x1. A pixel moves as one
-	// 4-byte word whose last byte the next pixel overwrites: a span must
-	// therefore come before the one to its right in the same row. The
-	// row's last pixel moves byte by byte, as its word would reach past the
-	// row (or the image).
-	span := func(y, x0, x1 int) {
-		row := dst[y*ow*3 : (y+1)*ow*3]
-		s := first(y) + x0*step
-		x, end := x0*3, x1*3
-		for ; x < end && x+3 < len(row) && s+3 < len(src); x, s = x+3, s+step {
-			binary.LittleEndian.PutUint32(row[x:x+4], binary.LittleEndian.Uint32(src[s:s+4]))
-		}
-		for ; x < end; x, s = x+3, s+step {
-			row[x], row[x+1], row[x+2] = src[s], src[s+1], src[s+2]
-		}
-	}
-	copyRows := func(y0, y1 int) {
-		if o < 5 {
-			// A flip reads each source row in order.
-			for y := y0; y < y1; y++ {
-				if need == nil || need[y] {
-					span(y, 0, ow)
-				}
-			}
-			return
-		}
-		// A transpose reads a source column for each output row: it goes
-		// tile by tile, so that the source rows a tile reads stay in
-		// cache from one output row to the next (a 12 MP photo turned 90°
-		// in 20–21 ms on one core, against 25–30 ms row by row).
-		for ty := y0; ty < y1; ty += orientTile {
-			for tx := 0; tx < ow; tx += orientTile {
-				for y := ty; y < min(ty+orientTile, y1); y++ {
-					if need == nil || need[y] {
-						span(y, tx, min(tx+orientTile, ow))
-					}
-				}
-			}
-		}
-	}
-	// A large image is turned in two bands at once.
-	if ow*oh < 200_000 || runtime.GOMAXPROCS(0) < 2 {
-		copyRows(0, oh)
-	} else {
-		var wg sync.WaitGroup
-		mid := oh / 2
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			copyRows(0, mid)
-		}()
-		copyRows(mid, oh)
-		wg.Wait()
-	}
-	img.scratch, img.Pix = img.Pix, dst
-	img.Width, img.Height = ow, oh
+// Upright returns the size of img as a person sees it, after its
+// Orientation.
+func (img *Image) Upright() detect.Size {
+	return Header{Width: img.Width, Height: img.Height, Orientation: img.Orientation}.Upright()
 }
 
-// orientTile is the side, in pixels, of the tiles a transpose moves
-// one at a time.
-const orientTile = 64
+// Orient turns img upright the way OpenCV's ApplyExifOrientation does
+// (flips and transposes), using img's scratch buffer for the result, and
+// sets its Orientation to 1.
+func (img *Image) Orient() {
+	t, ok := newTurn(img)
+	if !ok {
+		img.Orientation = 1
+		return
+	}
+	dst := grow(img.scratch, t.ow*t.oh*3)
+	t.rows(dst, 0, t.oh)
+	img.scratch, img.Pix = img.Pix, dst
+	img.Width, img.Height, img.Orientation = t.ow, t.oh, 1
+}
+
+// UprightRows writes rows y to y+n-1 of img as a person sees it (after its
+// Orientation) into dst, resized as needed, and returns dst: n rows of
+// Upright().Width RGB pixels. It reads only the stored pixels those rows
+// come from, so that a caller working down the image a few rows at a time
+// turns it without writing the whole of it again. y and n must lie within
+// the upright image.
+func (img *Image) UprightRows(y, n int, dst []byte) []byte {
+	t, ok := newTurn(img)
+	if !ok {
+		pitch := img.Width * 3
+		return append(dst[:0], img.Pix[y*pitch:(y+n)*pitch]...)
+	}
+	dst = grow(dst, n*t.ow*3)
+	t.rows(dst, y, y+n)
+	return dst
+}
+
+// turn maps the rows of an upright image to the stored pixels they come
+// from: for upright row y, the source pixel of column x is at byte
+// base + y*dy + x*step. Each EXIF orientation is a flip or a transpose.
+type turn struct {
+	src            []byte
+	ow, oh         int // the upright size
+	base, dy, step int
+}
+
+// newTurn returns img's turn, or false when img is upright.
+func newTurn(img *Image) (turn, bool) {
+	o, w, h := img.Orientation, img.Width, img.Height
+	if o <= 1 || o > 8 {
+		return turn{}, false
+	}
+	t := turn{src: img.Pix, ow: w, oh: h}
+	if o >= 5 {
+		t.ow, t.oh = h, w
+	}
+	last, bottom := 3*(w-1), 3*(h-1)*w // the last pixel of row 0, the first of the last row
+	switch o {
+	case 2: // flip horizontally
+		t.base, t.dy, t.step = last, 3*w, -3
+	case 3: // rotate 180
+		t.base, t.dy, t.step = bottom+last, -3*w, -3
+	case 4: // flip vertically
+		t.base, t.dy, t.step = bottom, -3*w, 3
+	case 5: // transpose
+		t.base, t.dy, t.step = 0, 3, 3*w
+	case 6: // transpose, flip horizontally: 90° clockwise
+		t.base, t.dy, t.step = bottom, 3, -3*w
+	case 7: // flip both, transpose
+		t.base, t.dy, t.step = bottom+last, -3, -3*w
+	case 8: // transpose, flip vertically: 90° counter-clockwise
+		t.base, t.dy, t.step = last, -3, 3*w
+	}
+	return t, true
+}
+
+// first returns the byte of the stored pixel that upright row y starts at.
+func (t turn) first(y int) int { return t.base + y*t.dy }
+
+// rows writes upright rows y0 to y1-1 into dst, which holds them from
+// its start. A flip reads each row's source row in order. A transpose reads
+// a source column for each upright row, so it goes eight rows at a time:
+// their pixels of column x lie side by side in one source row, which it
+// reads 24 bytes at a time along the rows (see transpose8). On bus.jpg's
+// size this turns 90° in 0.85 ms against 1.18 ms a row at a time in
+// 64-pixel tiles.
+func (t turn) rows(dst []byte, y0, y1 int) {
+	pitch := t.ow * 3
+	y := y0
+	if t.step != 3 && t.step != -3 {
+		// In orientations 7 and 8 row y+1 reads the pixel left of row y's.
+		reversed := t.dy < 0
+		for ; y+8 <= y1; y += 8 {
+			base := t.first(y)
+			if reversed {
+				base = t.first(y + 7)
+			}
+			at := (y - y0) * pitch
+			transpose8(dst[at:at+8*pitch], t.src, t.ow, base, t.step, reversed)
+		}
+	}
+	for ; y < y1; y++ {
+		at := (y - y0) * pitch
+		t.row(dst[at:at+pitch], y)
+	}
+}
+
+// row writes upright row y into dst. A pixel moves as one 4-byte word
+// whose last byte the next pixel overwrites; the row's last pixel moves
+// byte by byte, as its word would reach past the row (or the image).
+func (t turn) row(dst []byte, y int) {
+	src, step := t.src, t.step
+	s, x := t.first(y), 0
+	for ; x+3 < len(dst) && s+3 < len(src); x, s = x+3, s+step {
+		binary.LittleEndian.PutUint32(dst[x:x+4], binary.LittleEndian.Uint32(src[s:s+4]))
+	}
+	for ; x < len(dst); x, s = x+3, s+step {
+		dst[x], dst[x+1], dst[x+2] = src[s], src[s+1], src[s+2]
+	}
+}
+
+// transpose8 writes eight upright rows of a transpose, dst (ow pixels
+// each), from src: the eight pixels of column x lie side by side in a
+// source row, at base + x*step, in row order, or in reverse order when
+// reversed. Each pixel moves as a 4-byte word whose last byte the next
+// column's overwrites; the last column moves byte by byte.
+func transpose8(dst, src []byte, ow, base, step int, reversed bool) {
+	pitch := ow * 3
+	r0, r1, r2, r3 := dst[:pitch], dst[pitch:2*pitch], dst[2*pitch:3*pitch], dst[3*pitch:4*pitch]
+	r4, r5, r6, r7 := dst[4*pitch:5*pitch], dst[5*pitch:6*pitch], dst[6*pitch:7*pitch], dst[7*pitch:8*pitch]
+	if reversed {
+		r0, r1, r2, r3, r4, r5, r6, r7 = r7, r6, r5, r4, r3, r2, r1, r0
+	}
+	le := binary.LittleEndian
+	s := base
+	for o := 0; o+3 < pitch; o, s = o+3, s+step {
+		p := src[s : s+24 : s+24]
+		a, b, c := le.Uint64(p), le.Uint64(p[8:]), le.Uint64(p[16:])
+		le.PutUint32(r0[o:o+4], uint32(a))
+		le.PutUint32(r1[o:o+4], uint32(a>>24))
+		le.PutUint32(r2[o:o+4], uint32(a>>48|b<<16))
+		le.PutUint32(r3[o:o+4], uint32(b>>8))
+		le.PutUint32(r4[o:o+4], uint32(b>>32))
+		le.PutUint32(r5[o:o+4], uint32(b>>56|c<<8))
+		le.PutUint32(r6[o:o+4], uint32(c>>16))
+		le.PutUint32(r7[o:o+4], uint32(c>>40))
+	}
+	o := pitch - 3
+	p := src[base+(ow-1)*step:][:24]
+	for k, r := range [8][]byte{r0, r1, r2, r3, r4, r5, r6, r7} {
+		copy(r[o:o+3], p[3*k:3*k+3])
+	}
+}
 
 // grow returns b resized to n bytes, reusing its storage when it can.
 func grow(b []byte, n int) []byte {

@@ -6,9 +6,9 @@ import (
 	"testing"
 )
 
-// TestOrientPixelMap turns images whose sizes cross the transpose's tiles
-// unevenly, one of them large enough to be turned in two bands, and checks
-// every pixel against the orientation's mapping of coordinates.
+// TestOrientPixelMap turns images whose sizes cross the transpose's blocks
+// of eight rows unevenly, whole and a few rows at a time, and checks every
+// pixel against the orientation's mapping of coordinates.
 func TestOrientPixelMap(t *testing.T) {
 	// source returns the stored pixel that upright pixel (x, y) comes
 	// from, for a stored image w wide and h high.
@@ -31,52 +31,67 @@ func TestOrientPixelMap(t *testing.T) {
 		}
 		return x, y
 	}
-	for _, size := range [][2]int{{1, 1}, {64, 64}, {97, 45}, {700, 333}} {
+	for _, size := range [][2]int{{1, 1}, {64, 64}, {97, 45}, {700, 333}, {8, 9}, {13, 8}} {
 		w, h := size[0], size[1]
 		for o := 1; o <= 8; o++ {
-			for _, some := range []bool{false, true} {
-				name := fmt.Sprintf("%dx%d/%d", w, h, o)
-				if some {
-					name += "/some rows"
+			stored := func() *Image {
+				img := &Image{Width: w, Height: h, Orientation: o, Pix: make([]byte, w*h*3)}
+				for i := 0; i < w*h; i++ {
+					img.Pix[3*i], img.Pix[3*i+1], img.Pix[3*i+2] = byte(i), byte(i>>8), byte(i>>16)
 				}
-				t.Run(name, func(t *testing.T) {
-					uw, uh := w, h
-					if o >= 5 {
-						uw, uh = h, w
-					}
-					// Asked for some rows, orient writes those and leaves
-					// the others as the buffer held them.
-					var need []bool
-					if some {
-						need = make([]bool, uh)
-						for y := range need {
-							need[y] = y%3 != 1
-						}
-					}
-					img := &Image{Width: w, Height: h, Pix: make([]byte, w*h*3), scratch: bytes.Repeat([]byte{0xee}, w*h*3)}
-					for i := 0; i < w*h; i++ {
-						img.Pix[3*i], img.Pix[3*i+1], img.Pix[3*i+2] = byte(i), byte(i>>8), byte(i>>16)
-					}
-					orient(img, o, need)
-					if img.Width != uw || img.Height != uh {
-						t.Fatalf("turned to %dx%d, want %dx%d", img.Width, img.Height, uw, uh)
-					}
-					for y := 0; y < uh; y++ {
-						for x := 0; x < uw; x++ {
-							sx, sy := source(o, x, y, w, h)
-							i := sy*w + sx
-							want := [3]byte{byte(i), byte(i >> 8), byte(i >> 16)}
-							if o > 1 && need != nil && !need[y] {
-								want = [3]byte{0xee, 0xee, 0xee}
-							}
-							p := (y*uw + x) * 3
-							if got := [3]byte(img.Pix[p : p+3]); got != want {
-								t.Fatalf("pixel (%d, %d) is %v, want %v (stored pixel (%d, %d), row asked for: %v)", x, y, got, want, sx, sy, need == nil || need[y])
-							}
-						}
-					}
-				})
+				return img
 			}
+			uw, uh := w, h
+			if o >= 5 {
+				uw, uh = h, w
+			}
+			// check compares rows y0 to y0+n-1 of the upright image with
+			// rows, which holds them.
+			check := func(t *testing.T, rows []byte, y0, n int) {
+				t.Helper()
+				if len(rows) != n*uw*3 {
+					t.Fatalf("rows %d to %d: %d bytes, want %d", y0, y0+n-1, len(rows), n*uw*3)
+				}
+				for y := y0; y < y0+n; y++ {
+					for x := 0; x < uw; x++ {
+						sx, sy := source(o, x, y, w, h)
+						i := sy*w + sx
+						want := [3]byte{byte(i), byte(i >> 8), byte(i >> 16)}
+						p := ((y-y0)*uw + x) * 3
+						if got := [3]byte(rows[p : p+3]); got != want {
+							t.Fatalf("pixel (%d, %d) is %v, want %v (stored pixel (%d, %d))", x, y, got, want, sx, sy)
+						}
+					}
+				}
+			}
+			t.Run(fmt.Sprintf("%dx%d/%d/whole", w, h, o), func(t *testing.T) {
+				img := stored()
+				img.scratch = bytes.Repeat([]byte{0xee}, w*h*3)
+				if up := img.Upright(); up.Width != uw || up.Height != uh {
+					t.Fatalf("upright size %dx%d, want %dx%d", up.Width, up.Height, uw, uh)
+				}
+				img.Orient()
+				if img.Width != uw || img.Height != uh || img.Orientation != 1 {
+					t.Fatalf("turned to %dx%d, orientation %d; want %dx%d, 1", img.Width, img.Height, img.Orientation, uw, uh)
+				}
+				check(t, img.Pix, 0, uh)
+			})
+			// Rows asked for in runs of every length up to two blocks of
+			// eight and beyond, from every offset, into a buffer that
+			// held other pixels.
+			t.Run(fmt.Sprintf("%dx%d/%d/rows", w, h, o), func(t *testing.T) {
+				img := stored()
+				buf := bytes.Repeat([]byte{0xee}, 20*uw*3)
+				for n := 1; n <= 17; n++ {
+					for y := 0; y+n <= uh; y += max(1, uh/7) {
+						buf = img.UprightRows(y, n, buf)
+						check(t, buf, y, n)
+					}
+				}
+				if img.Width != w || img.Height != h || img.Orientation != o {
+					t.Fatalf("UprightRows changed the image to %dx%d, orientation %d", img.Width, img.Height, img.Orientation)
+				}
+			})
 		}
 	}
 }
@@ -88,7 +103,8 @@ func BenchmarkOrient(b *testing.B) {
 			b.Run(name, func(b *testing.B) {
 				img := &Image{Width: size[0], Height: size[1], Pix: make([]byte, size[0]*size[1]*3)}
 				for b.Loop() {
-					orient(img, o, nil)
+					img.Width, img.Height, img.Orientation = size[0], size[1], o
+					img.Orient()
 				}
 			})
 		}

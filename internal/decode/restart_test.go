@@ -64,14 +64,14 @@ func TestStripsDecodeAsWhole(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(dec.Name()+"/"+tc.name, func(t *testing.T) {
 				var whole decode.Image
-				_, errWhole := d.DecodeRows(tc.data, &whole, nil, 1)
+				_, errWhole := d.DecodeStored(tc.data, &whole, 1)
 				for _, cores := range []int{2, 3, 8} {
 					if n := decode.StripCount(tc.data, cores); (n >= 2) != tc.split || n > cores {
 						t.Errorf("%d cores: %d strips, want split %v", cores, n, tc.split)
 					}
 					// The buffers first hold another image, as a worker's do.
 					strips := decode.Image{Pix: bytes.Repeat([]byte{0xee}, len(whole.Pix)/2)}
-					_, err := d.DecodeRows(tc.data, &strips, nil, cores)
+					_, err := d.DecodeStored(tc.data, &strips, cores)
 					if fmt.Sprint(err) != fmt.Sprint(errWhole) {
 						t.Fatalf("%d cores: error %v, want the whole decode's %v", cores, err, errWhole)
 					}
@@ -108,8 +108,8 @@ func TestStripsDamagedData(t *testing.T) {
 			split++
 		}
 		var whole, strips decode.Image
-		_, errWhole := d.DecodeRows(bad, &whole, nil, 1)
-		_, errStrips := d.DecodeRows(bad, &strips, nil, 2)
+		_, errWhole := d.DecodeStored(bad, &whole, 1)
+		_, errStrips := d.DecodeStored(bad, &strips, 2)
 		if fmt.Sprint(errWhole) != fmt.Sprint(errStrips) {
 			t.Fatalf("damage %d: whole %v, strips %v", i, errWhole, errStrips)
 		}

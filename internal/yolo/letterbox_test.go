@@ -2,7 +2,6 @@ package yolo
 
 import (
 	"fmt"
-	"image"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -10,7 +9,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"yoloserve/internal/decode"
-	"yoloserve/internal/testenv"
 )
 
 func TestLetterboxGeometry(t *testing.T) {
@@ -160,15 +158,19 @@ func TestResizeUniformStaysUniform(t *testing.T) {
 func BenchmarkLetterbox(b *testing.B) {
 	avx2 := useAVX2
 	b.Cleanup(func() { useAVX2 = avx2 })
-	for _, sz := range [][2]int{{810, 1080}, {1280, 720}} {
+	// The stored size and EXIF orientation: bus.jpg, a video frame, and
+	// bus.jpg stored turned 90° (bus_exif6.jpg).
+	for _, sz := range [][3]int{{810, 1080, 1}, {1280, 720, 1}, {1080, 810, 6}} {
 		for _, loops := range []string{"avx2", "go"} {
 			if loops == "avx2" && !avx2 {
 				continue
 			}
-			b.Run(fmt.Sprintf("%dx%d/%s", sz[0], sz[1], loops), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%dx%d/o%d/%s", sz[0], sz[1], sz[2], loops), func(b *testing.B) {
 				useAVX2 = loops == "avx2"
 				img := randomImage(sz[0], sz[1], 1)
-				lb := NewLetterbox(sz[0], sz[1], 640, 640)
+				img.Orientation = sz[2]
+				up := img.Upright()
+				lb := NewLetterbox(up.Width, up.Height, 640, 640)
 				dst := make([]float32, 3*640*640)
 				var rz resizer
 				b.ReportAllocs()
@@ -336,56 +338,40 @@ func sameBits(t *testing.T, what string, want, got []float32) {
 	}
 }
 
-// TestTurnOnlyRowsRead decodes rotated and flipped photos turning only the
-// rows the letterbox reads, over a buffer that held another photo, and
-// checks the input against a full turn's, bit for bit. Photos well above
-// the input's size must skip rows, and the others none that matter.
-func TestTurnOnlyRowsRead(t *testing.T) {
-	for _, size := range [][2]int{{1600, 1200}, {2000, 900}, {641, 1500}, {700, 500}} {
+// TestLetterboxTurnsAsItReads letterboxes photos stored turned (every EXIF
+// orientation), turning them as the resize reads their rows, and checks the
+// input against the letterbox of the same photo turned whole first, bit for
+// bit: photos brought down a little (turned eight rows at a time), a lot
+// (two at a time), copied at their size and halved (turned whole). The
+// resizer first letterboxes another turned image, whose turned rows it must
+// not reuse.
+func TestLetterboxTurnsAsItReads(t *testing.T) {
+	for _, size := range [][2]int{{1600, 1200}, {2000, 900}, {641, 1500}, {700, 500}, {4000, 300}, {640, 480}, {1280, 960}, {97, 45}} {
 		w, h := size[0], size[1]
-		m := image.NewRGBA(image.Rect(0, 0, w, h))
-		r := rand.New(rand.NewPCG(uint64(w), uint64(h)))
-		for i := range m.Pix {
-			m.Pix[i] = byte(r.IntN(256))
-		}
-		stored := testenv.EncodeJPEG(t, m, 90)
-		for _, o := range []int{2, 3, 6, 8} {
+		for o := 2; o <= 8; o++ {
 			t.Run(fmt.Sprintf("%dx%d/%d", w, h, o), func(t *testing.T) {
-				data := testenv.WithJPEGOrientation(stored, o)
-				var d decode.Decoder
-				var full decode.Image
-				if _, err := d.Decode(data, &full); err != nil {
-					t.Fatal(err)
-				}
-				lb := NewLetterbox(full.Width, full.Height, 640, 640)
+				stored := randomImage(w, h, uint64(o))
+				stored.Orientation = o
+				up := *stored
+				up.Pix = append([]byte(nil), stored.Pix...)
+				up.Orient()
+				lb := NewLetterbox(up.Width, up.Height, 640, 640)
 				want := garbage(3 * 640 * 640)
-				var rz resizer
-				rz.Fill(&full, lb, want)
+				var fresh resizer
+				fresh.Fill(&up, lb, want)
 
-				// The buffers first hold another photo, turned the same way.
-				var part decode.Image
-				other := testenv.WithJPEGOrientation(testenv.EncodeJPEG(t, testenv.Gradient(w, h), 90), o)
-				if _, err := d.Decode(other, &part); err != nil {
-					t.Fatal(err)
+				// The resizer last turned the top rows of a strip as wide
+				// as the photo stands.
+				var rz resizer
+				other := randomImage(w, 5, 99)
+				if o >= 5 {
+					other = randomImage(5, h, 99)
 				}
-				skipped := 0
-				if _, err := d.DecodeRows(data, &part, func(w, h int) []bool {
-					need := rz.rowsRead(w, h, 640, 640)
-					for _, n := range need {
-						if !n {
-							skipped++
-						}
-					}
-					return need
-				}, 1); err != nil {
-					t.Fatal(err)
-				}
-				if big := full.Height > 2*lb.NewH; big != (skipped > 0) {
-					t.Errorf("%d of %d rows skipped", skipped, full.Height)
-				}
+				other.Orientation = o
+				rz.Fill(other, NewLetterbox(up.Width, 5, 640, 640), garbage(3*640*640))
 				got := garbage(3 * 640 * 640)
-				rz.Fill(&part, lb, got)
-				sameBits(t, "turned in the rows read", want, got)
+				rz.Fill(stored, lb, got)
+				sameBits(t, "turned as read", want, got)
 			})
 		}
 	}
