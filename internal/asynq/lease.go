@@ -183,7 +183,7 @@ func (s *Server) recoverLeases(ctx context.Context) {
 		}
 		failed++
 		s.metrics.recovered.WithLabelValues("failure").Inc()
-		s.ended(ctx, t.ID, t.Upload)
+		s.ended(ctx, t.ID, t.Upload, true)
 	}
 	s.log.Warn("took back tasks from a worker that stopped renewing their lease (killed, frozen, or cut off from Redis): they run again, or fail on their last attempt",
 		"retried", len(took)-failed, "failed", failed, "ids", ids)

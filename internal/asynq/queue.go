@@ -20,9 +20,9 @@ import (
 // TaskType is the asynq type name of a detection task.
 const TaskType = "detect:image"
 
-// doneChannel is the Redis pub/sub channel on which workers announce the
+// DoneChannel is the Redis pub/sub channel on which workers announce the
 // id of each task they finished, so that waiting requests need not poll.
-const doneChannel = "yoloserve:done"
+const DoneChannel = "yoloserve:done"
 
 // QueueConfig configures a Queue. Zero values mean defaults.
 type QueueConfig struct {
@@ -298,7 +298,7 @@ func (q *Queue) settle(ctx, read context.Context, id string) (detect.TaskInfo, e
 // Announce publishes that a task finished. Workers call it after writing
 // the result.
 func Announce(ctx context.Context, rdb redis.UniversalClient, id string) error {
-	return rdb.Publish(ctx, doneChannel, id).Err()
+	return rdb.Publish(ctx, DoneChannel, id).Err()
 }
 
 // waiters fans the done channel out to the requests waiting on each id,
@@ -321,7 +321,7 @@ func (w *waiters) add(id string) (<-chan struct{}, func()) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.sub == nil {
-		w.sub = w.rdb.Subscribe(context.Background(), doneChannel)
+		w.sub = w.rdb.Subscribe(context.Background(), DoneChannel)
 		go w.dispatch(w.sub)
 	}
 	w.byID[id] = append(w.byID[id], ch)

@@ -333,6 +333,7 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 	start := time.Now()
 	id, _ := asynq.GetTaskID(ctx)
 	var job detect.Job
+	announced := false // by the result's write
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("task panicked", "task_id", id, "panic", p, "stack", string(debug.Stack()))
@@ -351,7 +352,7 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 		if final {
 			// The announcement races asynq's own bookkeeping of the end;
 			// waiters look again until the state is final.
-			s.ended(context.WithoutCancel(ctx), id, job.Upload)
+			s.ended(context.WithoutCancel(ctx), id, job.Upload, !announced)
 		}
 		elapsed := time.Since(start)
 		s.metrics.duration.Observe(elapsed.Seconds())
@@ -421,10 +422,13 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 		s.log.Error("encoding the result", "task_id", id, "error", err)
 		return errInternal
 	}
-	if lost, err := s.writeResult(ctx, id, b); err != nil {
+	lost, err := s.writeResult(ctx, id, b)
+	if err != nil {
 		s.log.Error("writing the result", "task_id", id, "error", err)
 		return errInternal
-	} else if lost {
+	}
+	announced = true
+	if lost {
 		s.metrics.lost.Inc()
 		s.log.Warn("Redis lost the task while it ran (restarted without persistence, failed over, or evicting); its result is kept for its client",
 			"task_id", id, "result_ttl", s.resultTTL)
@@ -433,13 +437,17 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 }
 
 // ended deletes the upload (if any) of task id, which ended for good, and
-// announces its end to the clients waiting on it; it logs what it could
-// not do.
-func (s *Server) ended(ctx context.Context, id, upload string) {
+// then, when announce is set, announces its end to the clients waiting on
+// it (a result's write announces it itself, see writeResultCmd); it logs
+// what it could not do.
+func (s *Server) ended(ctx context.Context, id, upload string, announce bool) {
 	if upload != "" {
 		if err := s.uploads.Delete(ctx, upload); err != nil {
 			s.log.Warn("deleting upload", "task_id", id, "error", err)
 		}
+	}
+	if !announce {
+		return
 	}
 	if err := Announce(ctx, s.rdb, id); err != nil {
 		s.log.Warn("announcing task end", "task_id", id, "error", err)
@@ -451,23 +459,34 @@ func (s *Server) ended(ctx context.Context, id, upload string) {
 func (s *Server) LostTasks() prometheus.Counter { return s.metrics.lost }
 
 // writeResultCmd writes a task's result (ARGV[1]) into its hash
-// (KEYS[1]). A hash that is gone, its task lost by Redis while the task
-// ran, is written anew with only the result, to expire after ARGV[2]
-// seconds; it returns 1 then, 0 otherwise.
+// (KEYS[1]) and announces the task's end (ARGV[4]) on the done channel
+// (ARGV[3]), as Announce does. A hash that is gone, its task lost by Redis
+// while the task ran, is written anew with only the result, to expire
+// after ARGV[2] seconds; it returns 1 then, 0 otherwise.
+//
+// The announcement goes out with the write, in one round trip, before
+// the worker deletes the upload: a client waiting on the task is answered
+// without waiting for either (docs/performance.md, "The result's
+// announcement").
 var writeResultCmd = redis.NewScript(`
 local lost = redis.call("EXISTS", KEYS[1]) == 0
 redis.call("HSET", KEYS[1], "result", ARGV[1])
 if lost then
 	redis.call("EXPIRE", KEYS[1], ARGV[2])
+end
+redis.call("PUBLISH", ARGV[3], ARGV[4])
+if lost then
 	return 1
 end
 return 0`)
 
 // writeResult writes the result of the task running in ctx, as asynq's
-// ResultWriter does, and reports whether Redis had lost the task: asynq
-// would leave such a result without an expiry. It returns Redis' error.
+// ResultWriter does, announces the task's end, and reports whether Redis
+// had lost the task: asynq would leave such a result without an expiry.
+// It returns Redis' error.
 func (s *Server) writeResult(ctx context.Context, id string, result []byte) (lost bool, err error) {
-	n, err := writeResultCmd.Run(ctx, s.rdb, []string{runningTaskKey(ctx, id)}, result, max(int64(s.resultTTL/time.Second), 1)).Int()
+	n, err := writeResultCmd.Run(ctx, s.rdb, []string{runningTaskKey(ctx, id)},
+		result, max(int64(s.resultTTL/time.Second), 1), DoneChannel, id).Int()
 	return n == 1, err
 }
 

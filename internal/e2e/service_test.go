@@ -534,3 +534,62 @@ func TestWorkerLogsRetryAndFailure(t *testing.T) {
 		t.Errorf("logs of a failed task, want %q:\n%s", failed, out)
 	}
 }
+
+// heldDeletes is an upload store whose deletes begin by sending their
+// upload on deleting, then wait for release to close.
+type heldDeletes struct {
+	asynq.Uploads
+	deleting chan string
+	release  chan struct{}
+}
+
+func (u heldDeletes) Delete(ctx context.Context, ref string) error {
+	u.deleting <- ref
+	<-u.release
+	return u.Uploads.Delete(ctx, ref)
+}
+
+// TestResultAnnouncedBeforeUploadDeleted: a worker announces a task's end
+// as it writes the result, so that waiting clients are answered without
+// waiting for the worker to delete the upload. With the delete held, the
+// result is readable and announced, and the upload is still there; once
+// the delete goes on, the upload is gone.
+func TestResultAnnouncedBeforeUploadDeleted(t *testing.T) {
+	h := newHarness(t, options{})
+	sub := h.rdb.Subscribe(context.Background(), asynq.DoneChannel)
+	t.Cleanup(func() { sub.Close() })
+	if _, err := sub.Receive(context.Background()); err != nil { // the subscription's confirmation
+		t.Fatal(err)
+	}
+	up := heldDeletes{Uploads: h.uploads, deleting: make(chan string, 1), release: make(chan struct{})}
+	h.startWorkerOn(up, detector(t), asynq.ServerConfig{Concurrency: 1, ShutdownTimeout: 10 * time.Second})
+	release := sync.OnceFunc(func() { close(up.release) })
+	t.Cleanup(release) // before the worker's shutdown, which waits for the delete
+
+	r := h.post(testenv.ReadImage(t, "bus.jpg"), "bus.jpg", nil, "")
+	id, _ := r.body["task_id"].(string)
+	if r.status != http.StatusAccepted || id == "" {
+		t.Fatalf("POST: %d %s", r.status, r.raw)
+	}
+	select {
+	case <-up.deleting:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the worker did not delete the upload within 60 s")
+	}
+	select {
+	case m := <-sub.Channel():
+		if m.Payload != id {
+			t.Errorf("announced %q, want the task %q", m.Payload, id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the task's end was not announced while its upload's delete was held")
+	}
+	if got := h.result(id); got.Status != detect.StatusSuccess {
+		t.Errorf("GET /result while the upload's delete is held: %+v, want SUCCESS", got)
+	}
+	if left := h.uploadsLeft(); len(left) != 1 {
+		t.Errorf("uploads while the delete is held: %v, want the task's", left)
+	}
+	release()
+	testenv.Eventually(t, 5*time.Second, "the upload left after its delete went on", func() bool { return len(h.uploadsLeft()) == 0 })
+}
