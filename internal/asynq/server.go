@@ -24,7 +24,9 @@ type Detector interface {
 // Uploads is what the worker needs of the upload store: its uploads, and
 // the APIs' marks (uploadmarks.go).
 type Uploads interface {
-	Load(ctx context.Context, ref string) ([]byte, error)
+	// Load reads an upload into buf (grown as needed; a store may return
+	// other memory instead) and returns its bytes.
+	Load(ctx context.Context, ref string, buf []byte) ([]byte, error)
 	Delete(ctx context.Context, ref string) error
 	MarkReader
 }
@@ -84,6 +86,7 @@ type Server struct {
 	wakeup       *wakeup
 	detector     Detector
 	uploads      Uploads
+	buffers      *uploadBuffers // the memory uploads are read into
 	log          *slog.Logger
 	metrics      *workerMetrics
 	occupied     *occupancy
@@ -148,7 +151,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 		cfg.LeaseCheckInterval = defaultLeaseCheckInterval
 	}
 	cfg.Prefetch = max(0, cfg.Prefetch)
-	s := &Server{rdb: rdb, resultTTL: cfg.ResultTTL, uploadMaxAge: cfg.UploadMaxAge, markInterval: cfg.MarkInterval, queue: cfg.Queue, leaseInterval: cfg.LeaseCheckInterval, detector: det, uploads: up, log: cfg.Logger, occupied: newOccupancy(cfg.Concurrency), metrics: &workerMetrics{
+	s := &Server{rdb: rdb, resultTTL: cfg.ResultTTL, uploadMaxAge: cfg.UploadMaxAge, markInterval: cfg.MarkInterval, queue: cfg.Queue, leaseInterval: cfg.LeaseCheckInterval, detector: det, uploads: up, buffers: newUploadBuffers(cfg.Concurrency + cfg.Prefetch), log: cfg.Logger, occupied: newOccupancy(cfg.Concurrency), metrics: &workerMetrics{
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "yoloserve_worker_tasks_total", Help: "Tasks processed, by outcome (success, failure, retry).",
 		}, []string{"outcome"}),
@@ -367,7 +370,8 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 	if err := json.Unmarshal(t.Payload(), &job); err != nil || job.Upload == "" {
 		return permanent("The task is malformed.")
 	}
-	data, err := s.uploads.Load(ctx, job.Upload)
+	data, err := s.uploads.Load(ctx, job.Upload, s.buffers.get())
+	defer func() { s.buffers.put(data) }() // the detector keeps no part of it
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

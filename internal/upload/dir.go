@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -152,17 +153,42 @@ func (d *Dir) Free() (int64, error) {
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
-// Load returns an upload's bytes. It returns an ENOTFOUND *Error when there
-// is no such upload (or ref is not a name Save makes).
-func (d *Dir) Load(_ context.Context, ref string) ([]byte, error) {
+// Load reads an upload into buf, grown as needed, and returns its bytes.
+// It returns an ENOTFOUND *Error when there is no such upload (or ref is
+// not a name Save makes).
+func (d *Dir) Load(_ context.Context, ref string, buf []byte) ([]byte, error) {
 	if !refPattern.MatchString(ref) {
 		return nil, errNoUpload
 	}
-	b, err := os.ReadFile(filepath.Join(d.path, ref))
+	f, err := os.Open(filepath.Join(d.path, ref))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, errNoUpload
+	} else if err != nil {
+		return nil, err
 	}
-	return b, err
+	defer f.Close()
+	// As os.ReadFile reads, into buf: room for one byte more than the
+	// file holds, so that the read that finds its end need not grow it.
+	size := 0
+	if fi, err := f.Stat(); err == nil {
+		size = int(fi.Size())
+	}
+	buf = buf[:0]
+	if cap(buf) < size+1 {
+		buf = make([]byte, 0, size+1)
+	}
+	for {
+		n, err := f.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		} else if err != nil {
+			return nil, err
+		}
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+	}
 }
 
 // Delete removes an upload; a missing one is not an error.
@@ -243,7 +269,9 @@ func (d *Dir) RunSweeper(ctx context.Context, maxAge, interval time.Duration, lo
 // Store is an upload store as the API and the workers use it.
 type Store interface {
 	Save(ctx context.Context, data []byte) (string, error)
-	Load(ctx context.Context, ref string) ([]byte, error)
+	// Load reads an upload into buf (grown as needed; a store may return
+	// other memory instead) and returns its bytes.
+	Load(ctx context.Context, ref string, buf []byte) ([]byte, error)
 	Delete(ctx context.Context, ref string) error
 	PutMark(ctx context.Context) (string, error)
 	HasMark(ctx context.Context, id string) (bool, error)

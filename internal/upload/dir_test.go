@@ -1,6 +1,7 @@
 package upload
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -20,20 +21,56 @@ func TestDirSaveLoadDelete(t *testing.T) {
 	if err != nil || !refPattern.MatchString(ref) {
 		t.Fatalf("Save: %q %v", ref, err)
 	}
-	if b, err := d.Load(ctx, ref); err != nil || string(b) != "data" {
+	if b, err := d.Load(ctx, ref, nil); err != nil || string(b) != "data" {
 		t.Fatalf("Load: %q %v", b, err)
 	}
 	if err := d.Delete(ctx, ref); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.Load(ctx, ref); detect.ErrorCode(err) != detect.ENOTFOUND {
+	if _, err := d.Load(ctx, ref, nil); detect.ErrorCode(err) != detect.ENOTFOUND {
 		t.Errorf("Load after Delete: %v", err)
 	}
 	// Names that are not Save's are never opened.
 	for _, bad := range []string{"../../etc/passwd", "/etc/passwd", "x.upload", ""} {
-		if _, err := d.Load(ctx, bad); detect.ErrorCode(err) != detect.ENOTFOUND {
+		if _, err := d.Load(ctx, bad, nil); detect.ErrorCode(err) != detect.ENOTFOUND {
 			t.Errorf("Load(%q): %v", bad, err)
 		}
+	}
+}
+
+// TestDirLoadIntoBuffer: Load reads an upload into the caller's buffer
+// when it has room, so that a worker reuses its memory from task to task,
+// and into memory of its own when it has not; either way the bytes are the
+// upload's, whatever the buffer held.
+func TestDirLoadIntoBuffer(t *testing.T) {
+	d, err := NewDir(filepath.Join(t.TempDir(), "uploads"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("0123456789abcdef"), 10_000) // 160 KB
+	ref, err := d.Save(ctx, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		buf   []byte
+		reuse bool
+	}{
+		{"no buffer", nil, false},
+		{"a buffer with room, holding other bytes", bytes.Repeat([]byte{0xee}, 200_000), true},
+		{"a buffer one byte too short", make([]byte, len(data)-1), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := d.Load(ctx, ref, tc.buf)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("Load: %d bytes, %v; want the upload's %d", len(got), err, len(data))
+			}
+			if reused := cap(tc.buf) > 0 && &got[:1][0] == &tc.buf[:1][0]; reused != tc.reuse {
+				t.Errorf("read into the buffer given: %v, want %v", reused, tc.reuse)
+			}
+		})
 	}
 }
 

@@ -49,7 +49,7 @@ func TestMarks(t *testing.T) {
 					t.Errorf("HasMark from %s: %v %v, want %v", s.name, ok, err, s.want)
 				}
 			}
-			if _, err := c.same.Load(ctx, id); detect.ErrorCode(err) != detect.ENOTFOUND {
+			if _, err := c.same.Load(ctx, id, nil); detect.ErrorCode(err) != detect.ENOTFOUND {
 				t.Errorf("Load(mark id): %v, want ENOTFOUND", err)
 			}
 			if n := c.countItems(); n != 1 {

@@ -46,7 +46,8 @@ func (s *Redis) Save(ctx context.Context, data []byte) (string, error) {
 }
 
 // Load returns an upload's bytes, or an ENOTFOUND *Error when it is gone.
-func (s *Redis) Load(ctx context.Context, ref string) ([]byte, error) {
+// The reply is read into memory of the client's, not into buf.
+func (s *Redis) Load(ctx context.Context, ref string, _ []byte) ([]byte, error) {
 	if !refPattern.MatchString(ref) {
 		return nil, errNoUpload
 	}
