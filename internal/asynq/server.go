@@ -470,8 +470,8 @@ func (s *Server) LostTasks() prometheus.Counter { return s.metrics.lost }
 //
 // The announcement goes out with the write, in one round trip, before
 // the worker deletes the upload: a client waiting on the task is answered
-// without waiting for either (docs/performance.md, "The result's
-// announcement").
+// without waiting for either (docs/performance.md, What each choice
+// bought).
 var writeResultCmd = redis.NewScript(`
 local lost = redis.call("EXISTS", KEYS[1]) == 0
 redis.call("HSET", KEYS[1], "result", ARGV[1])
