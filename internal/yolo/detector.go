@@ -94,8 +94,9 @@ const keepPixels = 12_000_000
 // trim drops the slot's decoding buffers when they are larger than
 // keepPixels needs (three bytes a pixel) and has the memory handed back to
 // the operating system in the background, so that one huge upload does not
-// leave the worker holding hundreds of megabytes: two slots were still holding 725 MB after two rotated 40 MP
-// photos, against 200 MB before them; with trim, 208 MB.
+// leave the worker holding hundreds of megabytes: two slots were still
+// holding 725 MB after two rotated 40 MP photos, against 200 MB before
+// them; with trim, 208 MB.
 func (s *slot) trim() {
 	if cap(s.img.Pix) <= 3*keepPixels {
 		return

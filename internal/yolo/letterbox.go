@@ -79,12 +79,12 @@ var lut = func() (t [256]float32) {
 }()
 
 // Fill writes img, turned upright and letterboxed by lb, into dst as
-// planar RGB float32 [3, DstH, DstW] scaled to 0–1. The resize reproduces OpenCV's
-// cv::resize(INTER_LINEAR) on 8-bit images bit for bit: 11-bit fixed-point
-// coefficients with half-pixel centres and the rounding of its SIMD
-// vertical pass; an exact 2× reduction is an area average, as OpenCV
-// switches to INTER_AREA there. On CPUs with AVX2 the resize's inner
-// loops run as vector code (resize_amd64.s), to the same bits.
+// planar RGB float32 [3, DstH, DstW] scaled to 0–1. The resize reproduces
+// OpenCV's cv::resize(INTER_LINEAR) on 8-bit images bit for bit: 11-bit
+// fixed-point coefficients with half-pixel centres and the rounding of its
+// SIMD vertical pass; an exact 2× reduction is an area average, as OpenCV
+// switches to INTER_AREA there. On CPUs with AVX2 the resize's inner loops
+// run as vector code (resize_amd64.s), to the same bits.
 func (rz *resizer) Fill(img *decode.Image, lb Letterbox, dst []float32) {
 	pad(dst, lb)
 	rz.fillImage(img, lb, dst)
