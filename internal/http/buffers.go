@@ -1,7 +1,9 @@
 package http
 
 import (
+	"bufio"
 	"bytes"
+	"io"
 	"sync"
 )
 
@@ -31,4 +33,28 @@ func (p *bufferPool) put(buf *bytes.Buffer) {
 	}
 	buf.Reset()
 	p.pool.Put(buf)
+}
+
+// readerPool keeps the readers that upload bodies are read through.
+// mime/multipart reads its body 4 KiB at a time, each read a system call
+// on a socket; through a 64 KiB reader, one call takes what the socket
+// holds.
+type readerPool struct{ pool sync.Pool }
+
+// readerBytes is the size of a pooled reader's buffer.
+const readerBytes = 64 << 10
+
+// get returns a reader of r.
+func (p *readerPool) get(r io.Reader) *bufio.Reader {
+	if br, ok := p.pool.Get().(*bufio.Reader); ok {
+		br.Reset(r)
+		return br
+	}
+	return bufio.NewReaderSize(r, readerBytes)
+}
+
+// put hands br back once the body is read.
+func (p *readerPool) put(br *bufio.Reader) {
+	br.Reset(nil)
+	p.pool.Put(br)
 }

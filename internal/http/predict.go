@@ -187,7 +187,8 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request, buf *bytes.B
 	if r.ContentLength > s.cfg.MaxUploadBytes {
 		return upload{}, tooLarge(s.cfg.MaxUploadBytes)
 	}
-	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes)
+	body := s.readers.get(http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes))
+	defer s.readers.put(body)
 	return parseUpload(body, r.Header.Get("Content-Type"), r.ContentLength, s.cfg.MaxUploadBytes, buf)
 }
 

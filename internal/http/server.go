@@ -106,6 +106,7 @@ type Server struct {
 	inflight chan struct{} // one token per upload being read
 	bodies   *bodyBudget   // the bytes of the bodies being read
 	buffers  bufferPool
+	readers  readerPool
 	// stopping ends when Shutdown begins: requests waiting on ?wait
 	// answer the task's state then, instead of holding the shutdown.
 	stopping context.Context
