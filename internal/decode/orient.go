@@ -91,8 +91,8 @@ func (t turn) first(y int) int { return t.base + y*t.dy }
 // a source column for each upright row, so it goes eight rows at a time:
 // their pixels of column x lie side by side in one source row, which it
 // reads 24 bytes at a time along the rows (see transpose8). On bus.jpg's
-// size this turns 90° in 0.85 ms against 1.18 ms a row at a time in
-// 64-pixel tiles.
+// size this turns 90° in 0.51–0.61 ms against 1.15–1.33 ms a row at a time
+// in 64-pixel tiles.
 func (t turn) rows(dst []byte, y0, y1 int) {
 	pitch := t.ow * 3
 	y := y0

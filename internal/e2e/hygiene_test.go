@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"math"
 	"net/http"
 	"os"
@@ -94,7 +93,7 @@ func TestWorkerThreadsRunAsBatch(t *testing.T) {
 		pid    int
 		policy uint32
 	}{{"worker", w.Pid(), unix.SCHED_BATCH}, {"api", api.Pid(), unix.SCHED_NORMAL}} {
-		got := threadPolicies(t, p.pid)
+		got := testenv.ThreadPolicies(t, p.pid)
 		if len(got) < 2 {
 			t.Fatalf("%s: %d threads read", p.name, len(got))
 		}
@@ -107,29 +106,6 @@ func TestWorkerThreadsRunAsBatch(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, `the worker never logged "worker running" with sched=batch`, func() bool {
 		return strings.Contains(w.Output(), "sched=batch")
 	})
-}
-
-// threadPolicies asks the kernel the scheduling policy of each thread of
-// process pid.
-func threadPolicies(t *testing.T, pid int) map[int]uint32 {
-	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[int]uint32{}
-	for _, e := range ents {
-		tid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		attr, err := unix.SchedGetAttr(tid, 0)
-		if err != nil {
-			continue // exited meanwhile
-		}
-		got[tid] = attr.Policy
-	}
-	return got
 }
 
 // TestAlertsAndDashboard: every rule of deploy/prometheus/alerts.yml

@@ -1,29 +1,14 @@
 package sched
 
 import (
+	"os"
 	"runtime"
 	"testing"
 
 	"golang.org/x/sys/unix"
-)
 
-// policies reads the scheduling policy of every thread of the process.
-func policies(t *testing.T) map[int]uint32 {
-	t.Helper()
-	tids, err := threads()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[int]uint32{}
-	for _, tid := range tids {
-		attr, err := unix.SchedGetAttr(tid, 0)
-		if err != nil {
-			continue // exited meanwhile
-		}
-		got[tid] = attr.Policy
-	}
-	return got
-}
+	"yoloserve/internal/testenv"
+)
 
 // lockedThread runs f on a goroutine locked to its own OS thread, which
 // stays alive (and locked) until release is closed; it returns the
@@ -63,7 +48,7 @@ func TestBatchCoversEveryThreadAndTheirOffspring(t *testing.T) {
 		lockedThread(t, release, func() {})
 	}
 
-	for tid, policy := range policies(t) {
+	for tid, policy := range testenv.ThreadPolicies(t, os.Getpid()) {
 		want := uint32(unix.SCHED_BATCH)
 		if tid == idle {
 			want = unix.SCHED_IDLE
