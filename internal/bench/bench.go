@@ -146,7 +146,24 @@ type WorkerRun struct {
 	Rounds          []Round `json:"rounds"`
 	ThroughputRatio float64 `json:"throughput_ratio"`
 	BareBestPS      float64 `json:"bare_best_per_s"`
-	PeakRSSMiB      float64 `json:"peak_rss_mib"`
+	// CeilingRatio is the throughput ratio the 16-client costs allow with
+	// every core busy: see ceiling. A throughput ratio close to it is
+	// bounded by the costs beside the inference, not by idle cores.
+	CeilingRatio float64 `json:"ceiling_ratio"`
+	PeakRSSMiB   float64 `json:"peak_rss_mib"`
+}
+
+// ceiling returns the throughput, as a share of the bare sessions', that
+// a machine of ncpu cores would reach if every core were busy with the
+// service: the bare sessions' CPU per image (one core each, barePS
+// images/s on ncpu cores) over the CPU the service's processes used per
+// image. It returns 0 when either is unknown.
+func ceiling(ncpu int, barePS float64, used CPUShare) float64 {
+	total := used.Worker + used.API + used.Redis + used.Client
+	if barePS <= 0 || total <= 0 {
+		return 0
+	}
+	return float64(ncpu) * 1000 / barePS / total
 }
 
 // name is the configuration in short: slots × threads / sessions, and

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"math"
 	"os"
 	"testing"
 	"time"
@@ -26,6 +27,27 @@ func TestLevelPoolsWindows(t *testing.T) {
 		Machine: MachineShare{Idle: 0.022, SoftIRQ: 0.004, Steal: 0.004}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("level (-want +got):\n%s", diff)
+	}
+}
+
+// TestCeiling: two cores whose bare sessions do 35 images/s spend 57.1
+// ms of a core an image; a service that spends 67.5 ms of CPU an image
+// in all its processes can reach 0.846 of them.
+func TestCeiling(t *testing.T) {
+	used := CPUShare{Worker: 62.7, API: 2.3, Redis: 0.9, Client: 1.6}
+	if got, want := ceiling(2, 35, used), 2000.0/35/67.5; math.Abs(got-want) > 1e-9 {
+		t.Errorf("ceiling = %v, want %v", got, want)
+	}
+	if got := ceiling(4, 35, used); math.Abs(got-2*2000.0/35/67.5) > 1e-9 {
+		t.Errorf("four cores: ceiling = %v, want twice two cores'", got)
+	}
+	for _, c := range []struct {
+		barePS float64
+		used   CPUShare
+	}{{0, used}, {35, CPUShare{}}} {
+		if got := ceiling(2, c.barePS, c.used); got != 0 {
+			t.Errorf("ceiling(2, %v, %+v) = %v, want 0 (unknown)", c.barePS, c.used, got)
+		}
 	}
 }
 

@@ -563,6 +563,10 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 	report(lv)
 	run.ThroughputRatio = median(ratios)
 	run.BareBestPS = median(barePS)
+	if run.CeilingRatio = ceiling(ncpu, run.BareBestPS, lv.CPUPerImage); run.CeilingRatio > 0 {
+		s.cfg.printf("  with every core busy, these costs allow %.3f of the floor (bare sessions: %.1f ms of a core an image)\n",
+			run.CeilingRatio, float64(ncpu)*1000/run.BareBestPS)
+	}
 	run.PeakRSSMiB = s.peakRSS()
 	return run, nil
 }
