@@ -32,7 +32,7 @@ func TestLevelPoolsWindows(t *testing.T) {
 
 // TestCeiling: two cores whose bare sessions do 35 images/s spend 57.1
 // ms of a core an image; a service that spends 67.5 ms of CPU an image
-// in all its processes can reach 0.846 of them.
+// in all its processes can reach 0.847 of them.
 func TestCeiling(t *testing.T) {
 	used := CPUShare{Worker: 62.7, API: 2.3, Redis: 0.9, Client: 1.6}
 	if got, want := ceiling(2, 35, used), 2000.0/35/67.5; math.Abs(got-want) > 1e-9 {
