@@ -2,12 +2,12 @@
 package upload
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -167,28 +167,16 @@ func (d *Dir) Load(_ context.Context, ref string, buf []byte) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	// As os.ReadFile reads, into buf: room for one byte more than the
-	// file holds, so that the read that finds its end need not grow it.
-	size := 0
+	// bytes.Buffer reads until the end, growing buf only when it lacks
+	// room for the file and the read that finds its end (bytes.MinRead).
+	b := bytes.NewBuffer(buf[:0])
 	if fi, err := f.Stat(); err == nil {
-		size = int(fi.Size())
+		b.Grow(int(fi.Size()) + bytes.MinRead)
 	}
-	buf = buf[:0]
-	if cap(buf) < size+1 {
-		buf = make([]byte, 0, size+1)
+	if _, err := b.ReadFrom(f); err != nil {
+		return nil, err
 	}
-	for {
-		n, err := f.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		} else if err != nil {
-			return nil, err
-		}
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-	}
+	return b.Bytes(), nil
 }
 
 // Delete removes an upload; a missing one is not an error.
