@@ -479,10 +479,7 @@ if lost then
 	redis.call("EXPIRE", KEYS[1], ARGV[2])
 end
 redis.call("PUBLISH", ARGV[3], ARGV[4])
-if lost then
-	return 1
-end
-return 0`)
+return lost and 1 or 0`)
 
 // writeResult writes the result of the task running in ctx, as asynq's
 // ResultWriter does, announces the task's end, and reports whether Redis
