@@ -265,11 +265,7 @@ func (h *harness) uploadsStored(t *testing.T) []storedUpload {
 			ups = append(ups, storedUpload{name, fi.ModTime()})
 		}
 	}
-	keys, err := h.rdb.Keys(context.Background(), "yoloserve:upload:*").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range keys {
+	for _, k := range h.uploadsInRedis() {
 		if ttl := h.rdb.PTTL(context.Background(), k).Val(); ttl > 0 {
 			ups = append(ups, storedUpload{k, time.Now().Add(ttl - time.Hour)})
 		}

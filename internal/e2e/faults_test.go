@@ -917,8 +917,7 @@ func TestUploadNotEnqueuedIsDropped(t *testing.T) {
 	postRefused(t, ts.URL, "with Redis dying")
 	h.redis.StartDurable()
 	testenv.Eventually(t, 30*time.Second, "the upload that was not enqueued is still in Redis", func() bool {
-		keys, err := h.rdb.Keys(context.Background(), "yoloserve:upload:*").Result()
-		return err == nil && len(keys) == 0
+		return len(h.uploadsInRedis()) == 0
 	})
 }
 
@@ -976,8 +975,7 @@ func TestUploadStoredUnansweredIsDropped(t *testing.T) {
 	defer srv.Shutdown(context.Background())
 	proxy.Heal()
 	testenv.Eventually(t, 30*time.Second, "the upload Redis took unanswered is still there", func() bool {
-		keys, err := h.rdb.Keys(context.Background(), "yoloserve:upload:*").Result()
-		return err == nil && len(keys) == 0 && sets() > before
+		return len(h.uploadsInRedis()) == 0 && sets() > before
 	})
 }
 
@@ -998,9 +996,8 @@ func TestShutdownFinishesDrops(t *testing.T) {
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
 	}
-	keys, err := h.rdb.Keys(context.Background(), "yoloserve:upload:*").Result()
-	if err != nil || len(keys) != 0 {
-		t.Errorf("uploads left once the shutdown ended: %v %v", keys, err)
+	if left := h.uploadsInRedis(); len(left) != 0 {
+		t.Errorf("uploads left once the shutdown ended: %v", left)
 	}
 }
 

@@ -327,6 +327,25 @@ func (h *harness) uploadsLeft() []string {
 	return names
 }
 
+// uploadsInRedis lists the upload keys in Redis that hold an upload,
+// leaving out the empty values that discarded uploads leave in their
+// place until they expire.
+func (h *harness) uploadsInRedis() []string {
+	h.t.Helper()
+	ctx := context.Background()
+	keys, err := h.rdb.Keys(ctx, "yoloserve:upload:*").Result()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var held []string
+	for _, k := range keys {
+		if h.rdb.StrLen(ctx, k).Val() > 0 {
+			held = append(held, k)
+		}
+	}
+	return held
+}
+
 // gate wraps the real detector so a test can hold tasks in STARTED, or
 // make the first attempts fail with a transient fault.
 type gate struct {

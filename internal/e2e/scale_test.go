@@ -85,9 +85,8 @@ func TestSeparateProcessesNoSharedDisk(t *testing.T) {
 			t.Errorf("process %d wrote to its UPLOAD_DIR: %v", i, es)
 		}
 	}
-	keys, _ := h.rdb.Keys(context.Background(), "yoloserve:upload:*").Result()
-	if len(keys) != 0 {
-		t.Errorf("%d uploads left in Redis", len(keys))
+	if left := h.uploadsInRedis(); len(left) != 0 {
+		t.Errorf("%d uploads left in Redis", len(left))
 	}
 }
 

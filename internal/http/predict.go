@@ -144,7 +144,7 @@ const (
 // the server's Shutdown returns; an upload left after that goes at
 // UPLOAD_MAX_AGE (the folder's sweeper, or the key's expiry).
 func (s *Server) dropUpload(ctx context.Context, ref string) bool {
-	err := s.uploads.Delete(ctx, ref)
+	err := s.uploads.Discard(ctx, ref)
 	if err == nil {
 		return true
 	}
@@ -160,7 +160,7 @@ func (s *Server) dropUpload(ctx context.Context, ref string) bool {
 				return
 			case <-time.After(wait):
 			}
-			if err = s.uploads.Delete(s.dropping, ref); err == nil {
+			if err = s.uploads.Discard(s.dropping, ref); err == nil {
 				s.log.Info("deleted an upload that was not enqueued")
 				return
 			}

@@ -32,7 +32,10 @@ type Uploads interface {
 	// Save returns the new upload's name; with an error, a name is
 	// returned too when the upload may have been stored all the same.
 	Save(ctx context.Context, data []byte) (string, error)
-	Delete(ctx context.Context, ref string) error
+	// Discard removes an upload that was not enqueued, such that a save
+	// of it still on its way cannot land after it; a missing one is not
+	// an error.
+	Discard(ctx context.Context, ref string) error
 }
 
 // Room is where the uploads go, as the API asks it for room.

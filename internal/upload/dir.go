@@ -187,6 +187,12 @@ func (d *Dir) Delete(_ context.Context, ref string) error {
 	return d.remove(ref)
 }
 
+// Discard removes an upload whose task was not enqueued, as Delete does:
+// a file's write has ended when Save returns.
+func (d *Dir) Discard(ctx context.Context, ref string) error {
+	return d.Delete(ctx, ref)
+}
+
 // remove removes the folder's file name; a missing one is not an error.
 func (d *Dir) remove(name string) error {
 	err := os.Remove(filepath.Join(d.path, name))
@@ -261,6 +267,9 @@ type Store interface {
 	// other memory instead) and returns its bytes.
 	Load(ctx context.Context, ref string, buf []byte) ([]byte, error)
 	Delete(ctx context.Context, ref string) error
+	// Discard removes an upload whose task was not enqueued, such that a
+	// Save still on its way cannot store it after (see Redis.Discard).
+	Discard(ctx context.Context, ref string) error
 	PutMark(ctx context.Context) (string, error)
 	HasMark(ctx context.Context, id string) (bool, error)
 	DeleteMark(ctx context.Context, id string) error
