@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,7 +30,11 @@ func Batch() (int, error) {
 	changed := 0
 	seen := map[int]bool{}
 	// A thread not yet changed may start another while the folder is read:
-	// read it again until a pass finds nothing new.
+	// read it again until a pass finds nothing new. The new thread takes
+	// its policy as its clone begins but shows in the folder only once the
+	// clone has ended, so a pass that finds nothing new is made once more
+	// after settle, for a clone begun before its parent was changed.
+	settled := false
 	for {
 		tids, err := threads()
 		if err != nil {
@@ -50,11 +55,21 @@ func Batch() (int, error) {
 				changed++
 			}
 		}
-		if fresh == 0 {
+		switch {
+		case fresh > 0:
+			settled = false
+		case settled:
 			return changed, nil
+		default:
+			settled = true
+			time.Sleep(settle)
 		}
 	}
 }
+
+// settle is how long Batch waits before its last look for new threads:
+// far longer than a clone takes, even one preempted on a busy machine.
+const settle = 5 * time.Millisecond
 
 // batch moves thread tid from SCHED_OTHER to SCHED_BATCH. It reports
 // whether it did; a thread that exited meanwhile is no error.
