@@ -68,7 +68,9 @@ func Batch() (int, error) {
 }
 
 // settle is how long Batch waits before its last look for new threads:
-// far longer than a clone takes, even one preempted on a busy machine.
+// some hundred times what a clone takes. A clone preempted for longer
+// still leaves its thread under the normal policy, which its wake-ups
+// then cost in preemptions, not in correctness.
 const settle = 5 * time.Millisecond
 
 // batch moves thread tid from SCHED_OTHER to SCHED_BATCH. It reports
