@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"errors"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -104,13 +102,13 @@ func TestTaskWakesOneIdleWorker(t *testing.T) {
 		t.Fatalf("task: %s %s", ti.Status, ti.Error)
 	}
 	const tasks = 10
-	before := h.commandCalls("rpoplpush") // asynq's dequeue script moves a task with it
+	before := testenv.CommandCalls(h.t, h.rdb, "rpoplpush") // asynq's dequeue script moves a task with it
 	for i := range tasks {
 		if ti := h.result(h.submit(img, nil)); ti.Status != detect.StatusSuccess {
 			t.Fatalf("task %d: %s %s", i, ti.Status, ti.Error)
 		}
 	}
-	n := h.commandCalls("rpoplpush") - before
+	n := testenv.CommandCalls(h.t, h.rdb, "rpoplpush") - before
 	if n > 3*tasks {
 		t.Errorf("%d dequeues for %d tasks one at a time with four idle workers, want about 2 a task", n, tasks)
 	}
@@ -120,25 +118,5 @@ func TestTaskWakesOneIdleWorker(t *testing.T) {
 // scriptCalls returns how many scripts Redis has run.
 func (h *harness) scriptCalls() int {
 	h.t.Helper()
-	return h.commandCalls("evalsha", "eval")
-}
-
-// commandCalls returns how many times Redis has run the commands, by
-// clients or by scripts.
-func (h *harness) commandCalls(cmds ...string) int {
-	h.t.Helper()
-	n := 0
-	for _, cmd := range cmds {
-		v, ok := testenv.InfoField(h.t, h.rdb, "commandstats", "cmdstat_"+cmd)
-		if !ok {
-			continue // never run
-		}
-		calls, _, _ := strings.Cut(strings.TrimPrefix(v, "calls="), ",")
-		c, err := strconv.Atoi(calls)
-		if err != nil {
-			h.t.Fatalf("INFO commandstats %s: %q", cmd, v)
-		}
-		n += c
-	}
-	return n
+	return testenv.CommandCalls(h.t, h.rdb, "evalsha", "eval")
 }

@@ -142,6 +142,28 @@ func InfoField(tb testing.TB, rdb redis.UniversalClient, section, key string) (s
 	return "", false
 }
 
+// CommandCalls returns how many times rdb's Redis has run the commands,
+// by clients or by scripts, as INFO commandstats counts them (a command
+// never run counts 0). It fails the test when Redis does not answer or
+// the count cannot be read.
+func CommandCalls(tb testing.TB, rdb redis.UniversalClient, cmds ...string) int {
+	tb.Helper()
+	n := 0
+	for _, cmd := range cmds {
+		v, ok := InfoField(tb, rdb, "commandstats", "cmdstat_"+cmd)
+		if !ok {
+			continue // never run
+		}
+		calls, _, _ := strings.Cut(strings.TrimPrefix(v, "calls="), ",")
+		c, err := strconv.Atoi(calls)
+		if err != nil {
+			tb.Fatalf("INFO commandstats %s: %q", cmd, v)
+		}
+		n += c
+	}
+	return n
+}
+
 // LimitRedisMemory gives rdb's Redis a memory limit room bytes above what
 // it holds now, refusing writes past it (noeviction), until the test
 // ends. It returns the limit.

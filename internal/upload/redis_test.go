@@ -3,8 +3,6 @@ package upload
 import (
 	"bytes"
 	"context"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -31,11 +29,7 @@ func TestDiscardFencesHeldSave(t *testing.T) {
 		t.Fatal(err)
 	}
 	held, direct := NewRedis(through, time.Hour), NewRedis(rdb, time.Hour)
-	sets := func() int {
-		v, _ := testenv.InfoField(t, rdb, "commandstats", "cmdstat_set")
-		n, _ := strconv.Atoi(strings.TrimPrefix(strings.Split(v, ",")[0], "calls="))
-		return n
-	}
+	sets := func() int { return testenv.CommandCalls(t, rdb, "set") }
 
 	data := bytes.Repeat([]byte{0xff, 0xd8}, 1000)
 	proxy.Cut()
