@@ -351,14 +351,16 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 		case final:
 			outcome = "failure"
 		}
-		s.metrics.tasks.WithLabelValues(outcome).Inc()
+		// The service time ends with the result's write: the upload's
+		// delete that follows is not the client's wait.
+		elapsed := time.Since(start)
+		s.metrics.duration.Observe(elapsed.Seconds())
 		if final {
 			// The announcement races asynq's own bookkeeping of the end;
 			// waiters look again until the state is final.
 			s.ended(context.WithoutCancel(ctx), id, job.Upload, !announced)
 		}
-		elapsed := time.Since(start)
-		s.metrics.duration.Observe(elapsed.Seconds())
+		s.metrics.tasks.WithLabelValues(outcome).Inc()
 		if s.log.Enabled(ctx, slog.LevelDebug) {
 			args := []any{"task_id", id, "outcome", outcome, "ms", detect.Millis(elapsed)}
 			if err != nil {
