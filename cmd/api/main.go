@@ -45,7 +45,7 @@ func run() error {
 	}
 	defer rdb.Close()
 	uploads, err := upload.Open(upload.Config{Kind: cfg.UploadStore, Dir: cfg.UploadDir,
-		DiskReserve: cfg.UploadDiskReserve, MaxAge: cfg.UploadMaxAge}, rdb)
+		DiskReserve: cfg.UploadDiskReserve, MaxAge: cfg.UploadMaxAge, Fsync: cfg.UploadFsync}, rdb)
 	if err != nil {
 		return err
 	}
@@ -85,6 +85,9 @@ func run() error {
 	// tasks: one that reads another store takes none.
 	marks := asynq.StartUploadMarks(rdb, asynq.UploadMarksConfig{Queue: cfg.Queue, Logger: log}, uploads)
 	defer marks.Stop()
+	if dir != nil && cfg.UploadFsync == upload.FsyncEverySec {
+		go dir.RunSyncer(ctx, time.Second, log)
+	}
 	go asynq.WarnOfDataLoss(ctx, rdb, 5*time.Second, log)
 	go asynq.WarnIfNoWorkers(ctx, rdb, cfg.Queue, 10*time.Second, time.Minute, log)
 	l, err := net.Listen("tcp", cfg.APIAddr)
@@ -94,7 +97,7 @@ func run() error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	log.Info("api listening", "addr", cfg.APIAddr, "redis", cfg.Redacted(), "upload_dir", cfg.UploadDir,
-		"auth", len(cfg.APIKeys) > 0, "rate_limit", cfg.RateLimit)
+		"upload_fsync", cfg.UploadFsync, "auth", len(cfg.APIKeys) > 0, "rate_limit", cfg.RateLimit)
 	// Checked once serving: a Redis that does not answer holds the PING
 	// for its read timeout, and clients meanwhile get 503, not a refused
 	// connection.
@@ -114,8 +117,15 @@ func run() error {
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("%w (SHUTDOWN_TIMEOUT is %v)", err, cfg.ShutdownGrace)
+	err = srv.Shutdown(sctx)
+	if err != nil {
+		err = fmt.Errorf("%w (SHUTDOWN_TIMEOUT is %v)", err, cfg.ShutdownGrace)
 	}
-	return nil
+	// The uploads accepted since the syncer's last round.
+	if dir != nil && cfg.UploadFsync == upload.FsyncEverySec {
+		if serr := dir.Sync(); serr != nil {
+			log.Error("the last uploads could not be made to reach the disk", "upload_dir", cfg.UploadDir, "error", serr)
+		}
+	}
+	return err
 }

@@ -28,6 +28,7 @@ type Config struct {
 	UploadDir         string // UPLOAD_DIR
 	UploadStore       string // UPLOAD_STORE: dir or redis
 	UploadDiskReserve int64  // UPLOAD_DISK_RESERVE
+	UploadFsync       string // UPLOAD_FSYNC: everysec, always or no
 	ModelPath         string // MODEL_PATH
 	ModelSet          bool   // whether MODEL_PATH was given
 
@@ -75,6 +76,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"UPLOAD_DIR", "uploads", "where uploads wait for a worker (shared by API and workers)"},
 	{"UPLOAD_STORE", "dir", "dir: uploads in UPLOAD_DIR (one host); redis: in Redis beside the task (no shared disk)"},
 	{"UPLOAD_DISK_RESERVE", "1073741824", "bytes the API leaves free on UPLOAD_DIR's disk, for Redis's append-only file and the rest of the host: an upload that would leave less is answered 503 until workers free room (0: none)"},
+	{"UPLOAD_FSYNC", "everysec", "when the API makes the uploads it writes to UPLOAD_DIR reach the disk, as Redis's appendfsync: everysec (within a second: a host crash loses at most the last second's, and a backlog is written steadily instead of in bursts that stall intake), always (before answering 202), no (when the kernel does, after up to 30 s)"},
 	{"MODEL_PATH", "models/yolov8n.onnx", "the YOLO ONNX model"},
 	{"ORT_LIB", "", "path of libonnxruntime.so (default: the one `make build` fetched)"},
 	{"ORT_PROVIDER", "cpu", "cpu or cuda"},
@@ -129,6 +131,7 @@ func Parse(getenv func(string) string) (Config, error) {
 		UploadDir:         p.str("UPLOAD_DIR"),
 		UploadStore:       strings.ToLower(p.str("UPLOAD_STORE")),
 		UploadDiskReserve: int64(p.int("UPLOAD_DISK_RESERVE", 0, 1<<50)),
+		UploadFsync:       strings.ToLower(p.str("UPLOAD_FSYNC")),
 		ModelPath:         p.str("MODEL_PATH"),
 		ModelSet:          getenv("MODEL_PATH") != "",
 		ORTLib:            p.str("ORT_LIB"),
@@ -185,6 +188,11 @@ func Parse(getenv func(string) string) (Config, error) {
 	}
 	if c.UploadStore != "dir" && c.UploadStore != "redis" {
 		return c, fmt.Errorf("UPLOAD_STORE=%q: want dir or redis", c.UploadStore)
+	}
+	switch c.UploadFsync {
+	case "everysec", "always", "no":
+	default:
+		return c, fmt.Errorf("UPLOAD_FSYNC=%q: want everysec, always or no", c.UploadFsync)
 	}
 	if c.ORTProvider != "cpu" && c.ORTProvider != "cuda" {
 		return c, fmt.Errorf("ORT_PROVIDER=%q: want cpu or cuda", c.ORTProvider)

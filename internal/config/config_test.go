@@ -49,7 +49,7 @@ func TestBadValueNamesVariable(t *testing.T) {
 		"WORKER_CONCURRENCY": "-1", "MAX_UPLOAD_BYTES": "lots", "RESULT_TTL": "forever", "ORT_FALLBACK_CPU": "perhaps",
 		"MAX_QUEUE": "0", "LOG_LEVEL": "loud", "RATE_LIMIT": "-3", "QUEUE": "a b", "WORKER_POLL_INTERVAL": "0s",
 		"WORKER_PREFETCH": "-1", "MAX_INFLIGHT_BYTES": "1000000", // under twice MAX_UPLOAD_BYTES
-		"LOG_FORMAT": "xml", "CORS_ORIGINS": "app.example",
+		"LOG_FORMAT": "xml", "CORS_ORIGINS": "app.example", "UPLOAD_FSYNC": "sometimes",
 	} {
 		_, err := Parse(env(map[string]string{name: val}))
 		if err == nil || !strings.Contains(err.Error(), name) {
@@ -69,7 +69,7 @@ func TestEveryVariableRead(t *testing.T) {
 		"TURBOJPEG_LIB": "/x/libturbojpeg.so", "LIBPNG_LIB": "/x/libpng16.so",
 		"WORKER_CONCURRENCY": "5", "WORKER_PREFETCH": "0", "WORKER_POLL_INTERVAL": "50ms",
 		"BATCH_MAX": "8", "BATCH_WAIT": "5ms", "API_KEYS": "k", "RATE_LIMIT": "10", "RATE_BURST": "5",
-		"MAX_UPLOAD_BYTES": "4096", "MAX_PIXELS": "1000", "MAX_INFLIGHT_UPLOADS": "3", "MAX_INFLIGHT_BYTES": "100000000", "MAX_QUEUE": "7", "UPLOAD_DISK_RESERVE": "0",
+		"MAX_UPLOAD_BYTES": "4096", "MAX_PIXELS": "1000", "MAX_INFLIGHT_UPLOADS": "3", "MAX_INFLIGHT_BYTES": "100000000", "MAX_QUEUE": "7", "UPLOAD_DISK_RESERVE": "0", "UPLOAD_FSYNC": "always",
 		"RESULT_TTL": "2h", "TASK_TIMEOUT": "10s", "TASK_RETRIES": "1", "UPLOAD_MAX_AGE": "3h", "QUEUE": "q",
 		"SHUTDOWN_TIMEOUT": "5s", "LOG_LEVEL": "debug", "LOG_FORMAT": "json", "CORS_ORIGINS": "https://app.example",
 	}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -26,8 +27,11 @@ import (
 // workers. File names are made by the server; the client's name is never
 // used as a path.
 type Dir struct {
-	path    string
-	reserve int64 // bytes Save leaves free on the folder's disk
+	path     string
+	reserve  int64 // bytes Save leaves free on the folder's disk
+	syncEach bool  // Save syncs each upload (FsyncAlways)
+	// unsynced is set by Save and cleared by Sync (fsync.go).
+	unsynced atomic.Bool
 }
 
 // refPattern is the shape of the names newRef makes.
@@ -79,7 +83,9 @@ var errStore = detect.Errorf(detect.EUNAVAILABLE, "The upload could not be store
 // Save writes data under a new random name and returns that name. It
 // returns an EUNAVAILABLE *Error when the file would leave less than the
 // Dir's reserve free on the disk, or cannot be written (a full or
-// unwritable disk), having removed what it wrote.
+// unwritable disk), having removed what it wrote. With FsyncAlways it
+// returns once the file and its name are on the disk; else Sync writes
+// them (fsync.go).
 //
 // The reserve keeps uploads from filling a disk that others need: with
 // Docker Compose, Redis's append-only file is on the same disk, and a
@@ -109,12 +115,21 @@ func (d *Dir) Save(_ context.Context, data []byte) (string, error) {
 		return "", fmt.Errorf("%w (%v)", errStore, err)
 	}
 	_, err = f.Write(data)
+	if err == nil && d.syncEach {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil && d.syncEach {
+		err = d.syncDir()
 	}
 	if err != nil {
 		os.Remove(name)
 		return "", fmt.Errorf("%w (%v)", errStore, err)
+	}
+	if !d.syncEach {
+		d.unsynced.Store(true)
 	}
 	return ref, nil
 }
@@ -287,6 +302,10 @@ type Config struct {
 	DiskReserve int64
 	// MaxAge is how long a "redis" store keeps an upload.
 	MaxAge time.Duration
+	// Fsync is when a "dir" store's uploads reach the disk: FsyncAlways
+	// in Save; otherwise (FsyncEverySec, FsyncNo, "") when Sync is
+	// called, or the kernel writes them.
+	Fsync string
 }
 
 // Open returns the store cfg describes, a "redis" one on rdb. It returns
@@ -294,7 +313,12 @@ type Config struct {
 func Open(cfg Config, rdb redis.UniversalClient) (Store, error) {
 	switch cfg.Kind {
 	case "", "dir":
-		return NewDir(cfg.Dir, cfg.DiskReserve)
+		d, err := NewDir(cfg.Dir, cfg.DiskReserve)
+		if err != nil {
+			return nil, err
+		}
+		d.syncEach = cfg.Fsync == FsyncAlways
+		return d, nil
 	case "redis":
 		return NewRedis(rdb, cfg.MaxAge), nil
 	}
