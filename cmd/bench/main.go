@@ -33,6 +33,8 @@ func run() error {
 	workers := flag.String("workers", "", "worker configurations to measure, CONCURRENCYxTHREADSxSESSIONS[xSOLO_THREADS],... (SOLO_THREADS 1: no solo session; default: the default configuration and its alternatives)")
 	serviceOnly := flag.Bool("service-only", false, "measure only the processes under load")
 	detectorOnly := flag.Bool("detector-only", false, "skip the processes (a machine without redis-server)")
+	intakeOnly := flag.Bool("intake-only", false, "measure only the API's intake")
+	intakeRounds := flag.Int("intake-rounds", 1, "times the API's intake is measured in a row against one API, its uploads piling up as a backlog's")
 	provider := flag.String("provider", "cpu", "where the floor and the detector run: cpu or cuda (the processes run on CPU)")
 	neighbour := flag.String("neighbour", "", "run as one of two neighbouring detectors (JSON, given by the bench itself) and print what it did")
 	flag.Parse()
@@ -74,7 +76,7 @@ func run() error {
 		return fmt.Errorf("-provider %q: want cpu or cuda", *provider)
 	}
 	cfg := bench.Config{Model: abs(*model), Library: abs(lib), Images: paths, BinDir: abs(*bin), Load: *load, Out: os.Stdout,
-		ServiceOnly: *serviceOnly, DetectorOnly: *detectorOnly, Provider: *provider}
+		ServiceOnly: *serviceOnly, DetectorOnly: *detectorOnly, IntakeOnly: *intakeOnly, IntakeRounds: *intakeRounds, Provider: *provider}
 	if exe, err := os.Executable(); err == nil {
 		cfg.Exe = exe
 	}

@@ -25,8 +25,14 @@ type Config struct {
 	// and its alternatives.
 	Workers []WorkerConfig
 	// ServiceOnly skips the floor tables and the detector figures;
-	// DetectorOnly skips the processes (for a machine without Redis).
-	ServiceOnly, DetectorOnly bool
+	// DetectorOnly skips the processes (for a machine without Redis);
+	// IntakeOnly measures only the API's intake.
+	ServiceOnly, DetectorOnly, IntakeOnly bool
+	// IntakeRounds is how many times the API's intake is measured in a
+	// row against one API (default 1). With the workers paused, each
+	// round's uploads stay on the disk, so later rounds meet a backlog of
+	// gigabytes, as when workers are down or slower than the uploads.
+	IntakeRounds int
 	// Provider is where the floor and the detector run: "cpu" (default) or
 	// "cuda". The processes are measured on CPU only.
 	Provider  string
@@ -72,7 +78,10 @@ type Report struct {
 	// sessions and without, in alternating rounds.
 	Neighbours []NeighboursRun `json:"neighbours"`
 	Upload     UploadResult    `json:"upload"`
-	Ratios     []Ratio         `json:"ratios"`
+	// UploadRounds holds every round of the intake when there were
+	// several (Config.IntakeRounds); Upload is the first.
+	UploadRounds []UploadResult `json:"upload_rounds,omitempty"`
+	Ratios       []Ratio        `json:"ratios"`
 }
 
 // FloorResult is one bare-session figure.

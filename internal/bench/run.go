@@ -29,6 +29,9 @@ func Run(cfg Config) (*Report, error) {
 	if cfg.Provider == "" {
 		cfg.Provider = "cpu"
 	}
+	if cfg.IntakeOnly {
+		cfg.ServiceOnly = true
+	}
 	rep := &Report{Machine: fmt.Sprintf("%s/%s, %d CPUs", runtime.GOOS, runtime.GOARCH, runtime.NumCPU())}
 	// Cores as the worker counts them (a container's CPU limit, if any).
 	ncpu := runtime.GOMAXPROCS(0)
@@ -175,6 +178,9 @@ func (rep *Report) service(cfg *Config, ncpu int) error {
 	if len(configs) == 0 {
 		configs = []WorkerConfig{{dc, dt, dc, 0}, {dc, dt, dc, 1}, {dc, ncpu, dc, 1}, {dc, ncpu, 1, 1}}
 	}
+	if cfg.IntakeOnly {
+		configs = nil
+	}
 	for _, wc := range configs {
 		run, err := sys.measureWorker(bodies, wc, ncpu)
 		if err != nil {
@@ -185,10 +191,20 @@ func (rep *Report) service(cfg *Config, ncpu int) error {
 			run.name(), run.loneThreads(), run.BareMS, run.BareBestPS, run.ServiceMS, run.Speed.Decode, run.Speed.Preprocess, run.Speed.Inference, run.Speed.Postprocess, run.IdleLatencyMS, 100*run.LoneSoloShare, run.PeakRSSMiB)
 	}
 	up := jpegOfSize(100 << 10)
-	rep.Upload = sys.measureUpload(up, 32, 1000, 5*time.Second)
-	u := rep.Upload
-	cfg.printf("== API intake, workers paused, %d-byte JPEG: %d clients back to back: %.0f accepted/s, p50 %.1f ms, p99 %.1f ms, errors %d; at %.0f/s: p50 %.1f ms, p99 %.1f ms, max %.1f ms, errors %d\n",
-		u.Bytes, u.Clients, u.AcceptedPS, u.P50MS, u.P99MS, u.Errors, u.Rate, u.RateP50MS, u.RateP99MS, u.RateMaxMS, u.RateErrors)
+	rounds := max(cfg.IntakeRounds, 1)
+	for i := range rounds {
+		u := sys.measureUpload(up, 32, 1000, 5*time.Second)
+		round := ""
+		if rounds > 1 {
+			rep.UploadRounds = append(rep.UploadRounds, u)
+			round = fmt.Sprintf(", round %d of %d", i+1, rounds)
+		}
+		if i == 0 {
+			rep.Upload = u
+		}
+		cfg.printf("== API intake, workers paused%s, %d-byte JPEG: %d clients back to back: %.0f accepted/s, p50 %.1f ms, p99 %.1f ms, errors %d; at %.0f/s: p50 %.1f ms, p99 %.1f ms, max %.1f ms, errors %d\n",
+			round, u.Bytes, u.Clients, u.AcceptedPS, u.P50MS, u.P99MS, u.Errors, u.Rate, u.RateP50MS, u.RateP99MS, u.RateMaxMS, u.RateErrors)
+	}
 	return nil
 }
 
