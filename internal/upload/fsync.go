@@ -15,12 +15,15 @@ import (
 // a tenth of the machine's. A backlog (workers paused, or slower than
 // the uploads) then piles up gigabytes of it, and when the kernel writes
 // them out at once, the API's writes wait: on a 2-core machine with 24 GB,
-// the API's intake at 1,000 uploads/s stalled for 120–480 ms in half of
-// its 5 s windows once 1–2 GB were waiting, refusing 39–311 uploads past
-// MAX_INFLIGHT_UPLOADS (docs/performance.md, The API's intake). Synced
-// every second, a backlog is written as it comes, and a host that crashes
+// once 1–2 GB were waiting, the API's intake at 1,000 uploads/s stalled
+// for over 100 ms in 12 of 36 windows of 5 s (the longest upload 965 ms),
+// refusing 3,053 uploads past MAX_INFLIGHT_UPLOADS; synced every second,
+// in 5 of 36 (212 ms), refusing 555 (docs/performance.md, The API's
+// intake). So a backlog is written as it comes, and a host that crashes
 // or loses power loses at most the last second's uploads, as Redis with
-// appendfsync everysec loses its last second's tasks.
+// appendfsync everysec loses its last second's tasks. The price is paid
+// in short bursts: there, the uploads are written where the kernel would
+// have kept them in memory.
 const (
 	// FsyncEverySec: RunSyncer makes them reach the disk every second.
 	FsyncEverySec = "everysec"
