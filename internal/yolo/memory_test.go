@@ -2,10 +2,7 @@ package yolo_test
 
 import (
 	"context"
-	"os"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,18 +17,7 @@ import (
 // residentMB reads this process's resident memory, in MB.
 func residentMB(tb testing.TB) int {
 	tb.Helper()
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		tb.Skipf("no /proc: %v", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			return kb / 1024
-		}
-	}
-	tb.Fatal("no VmRSS in /proc/self/status")
-	return 0
+	return int(testenv.ProcKB(tb, "/proc/self/status", "VmRSS") / 1024)
 }
 
 // TestHugePhotoMemoryReturns checks that a detector does not hold on to a

@@ -1,18 +1,15 @@
 package upload
 
 import (
-	"bufio"
 	"context"
 	"log/slog"
-	"os"
 	"path/filepath"
-	"runtime"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"yoloserve/internal/testenv"
 )
 
 // fsyncUpload is the size of the uploads the fsync tests write: well above
@@ -24,32 +21,29 @@ const fsyncUpload = 64 << 20
 // (Dirty in /proc/meminfo).
 func dirtyBytes(tb testing.TB) int64 {
 	tb.Helper()
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
+	return testenv.ProcKB(tb, "/proc/meminfo", "Dirty") << 10
+}
+
+// saveWaiting saves an upload of fsyncUpload bytes in d and returns the
+// machine's dirty memory then, having checked that the upload waits in
+// it; it skips the test where the kernel wrote it at once.
+func saveWaiting(tb testing.TB, d *Dir) int64 {
+	tb.Helper()
+	before := dirtyBytes(tb)
+	if _, err := d.Save(context.Background(), make([]byte, fsyncUpload)); err != nil {
 		tb.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "Dirty:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				tb.Fatal(err)
-			}
-			return kb << 10
-		}
+	saved := dirtyBytes(tb)
+	if saved-before < fsyncUpload/2 {
+		tb.Skipf("the kernel wrote the upload at once (dirty memory %d MiB before, %d after)", before>>20, saved>>20)
 	}
-	tb.Fatal("no Dirty in /proc/meminfo")
-	return 0
+	return saved
 }
 
 // diskDir returns a Dir on a disk the kernel writes back (not tmpfs), or
 // skips the test where there is none.
 func diskDir(tb testing.TB, fsync string) *Dir {
 	tb.Helper()
-	if runtime.GOOS != "linux" {
-		tb.Skip("reads /proc/meminfo")
-	}
 	path := filepath.Join(tb.TempDir(), "uploads")
 	s, err := Open(Config{Dir: path, Fsync: fsync}, nil)
 	if err != nil {
@@ -70,14 +64,7 @@ func diskDir(tb testing.TB, fsync string) *Dir {
 // to write.
 func TestSyncWritesUploads(t *testing.T) {
 	d := diskDir(t, FsyncEverySec)
-	before := dirtyBytes(t)
-	if _, err := d.Save(context.Background(), make([]byte, fsyncUpload)); err != nil {
-		t.Fatal(err)
-	}
-	saved := dirtyBytes(t)
-	if saved-before < fsyncUpload/2 {
-		t.Skipf("the kernel wrote the upload before Sync (dirty memory %d MiB before, %d after)", before>>20, saved>>20)
-	}
+	saved := saveWaiting(t, d)
 	if err := d.Sync(); err != nil {
 		t.Fatal(err)
 	}
@@ -108,14 +95,7 @@ func TestSyncerWritesUploads(t *testing.T) {
 	d := diskDir(t, FsyncEverySec)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	before := dirtyBytes(t)
-	if _, err := d.Save(ctx, make([]byte, fsyncUpload)); err != nil {
-		t.Fatal(err)
-	}
-	saved := dirtyBytes(t)
-	if saved-before < fsyncUpload/2 {
-		t.Skipf("the kernel wrote the upload at once (dirty memory %d MiB before, %d after)", before>>20, saved>>20)
-	}
+	saved := saveWaiting(t, d)
 	go d.RunSyncer(ctx, 100*time.Millisecond, slog.New(slog.DiscardHandler))
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		synced := dirtyBytes(t)
