@@ -85,8 +85,8 @@ func run() error {
 	// tasks: one that reads another store takes none.
 	marks := asynq.StartUploadMarks(rdb, asynq.UploadMarksConfig{Queue: cfg.Queue, Logger: log}, uploads)
 	defer marks.Stop()
-	if dir != nil && cfg.UploadFsync == upload.FsyncEverySec {
-		go dir.RunSyncer(ctx, time.Second, log)
+	if dir != nil {
+		go dir.RunSyncer(ctx, time.Second, log) // UPLOAD_FSYNC=everysec
 	}
 	go asynq.WarnOfDataLoss(ctx, rdb, 5*time.Second, log)
 	go asynq.WarnIfNoWorkers(ctx, rdb, cfg.Queue, 10*time.Second, time.Minute, log)
@@ -122,7 +122,7 @@ func run() error {
 		err = fmt.Errorf("%w (SHUTDOWN_TIMEOUT is %v)", err, cfg.ShutdownGrace)
 	}
 	// The uploads accepted since the syncer's last round.
-	if dir != nil && cfg.UploadFsync == upload.FsyncEverySec {
+	if dir != nil {
 		if serr := dir.Sync(); serr != nil {
 			log.Error("the last uploads could not be made to reach the disk", "upload_dir", cfg.UploadDir, "error", serr)
 		}

@@ -27,10 +27,10 @@ import (
 // workers. File names are made by the server; the client's name is never
 // used as a path.
 type Dir struct {
-	path     string
-	reserve  int64 // bytes Save leaves free on the folder's disk
-	syncEach bool  // Save syncs each upload (FsyncAlways)
-	// unsynced is set by Save and cleared by Sync (fsync.go).
+	path    string
+	reserve int64  // bytes Save leaves free on the folder's disk
+	fsync   string // FsyncEverySec, FsyncAlways; else FsyncNo (fsync.go)
+	// unsynced is set by Save under FsyncEverySec and cleared by Sync.
 	unsynced atomic.Bool
 }
 
@@ -84,8 +84,8 @@ var errStore = detect.Errorf(detect.EUNAVAILABLE, "The upload could not be store
 // returns an EUNAVAILABLE *Error when the file would leave less than the
 // Dir's reserve free on the disk, or cannot be written (a full or
 // unwritable disk), having removed what it wrote. With FsyncAlways it
-// returns once the file and its name are on the disk; else Sync writes
-// them (fsync.go).
+// returns once the file and its name are on the disk; with FsyncEverySec
+// the next Sync writes them (fsync.go).
 //
 // The reserve keeps uploads from filling a disk that others need: with
 // Docker Compose, Redis's append-only file is on the same disk, and a
@@ -115,20 +115,20 @@ func (d *Dir) Save(_ context.Context, data []byte) (string, error) {
 		return "", fmt.Errorf("%w (%v)", errStore, err)
 	}
 	_, err = f.Write(data)
-	if err == nil && d.syncEach {
+	if err == nil && d.fsync == FsyncAlways {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil && d.syncEach {
+	if err == nil && d.fsync == FsyncAlways {
 		err = d.syncDir()
 	}
 	if err != nil {
 		os.Remove(name)
 		return "", fmt.Errorf("%w (%v)", errStore, err)
 	}
-	if !d.syncEach {
+	if d.fsync == FsyncEverySec {
 		d.unsynced.Store(true)
 	}
 	return ref, nil
@@ -302,9 +302,9 @@ type Config struct {
 	DiskReserve int64
 	// MaxAge is how long a "redis" store keeps an upload.
 	MaxAge time.Duration
-	// Fsync is when a "dir" store's uploads reach the disk: FsyncAlways
-	// in Save; otherwise (FsyncEverySec, FsyncNo, "") when Sync is
-	// called, or the kernel writes them.
+	// Fsync is when a "dir" store's uploads reach the disk: in Save
+	// (FsyncAlways), in the Dir's syncer (FsyncEverySec), or when the
+	// kernel writes them (FsyncNo, "").
 	Fsync string
 }
 
@@ -317,7 +317,7 @@ func Open(cfg Config, rdb redis.UniversalClient) (Store, error) {
 		if err != nil {
 			return nil, err
 		}
-		d.syncEach = cfg.Fsync == FsyncAlways
+		d.fsync = cfg.Fsync
 		return d, nil
 	case "redis":
 		return NewRedis(rdb, cfg.MaxAge), nil

@@ -25,7 +25,8 @@ import (
 // in short bursts: there, the uploads are written where the kernel would
 // have kept them in memory.
 const (
-	// FsyncEverySec: RunSyncer makes them reach the disk every second.
+	// FsyncEverySec: RunSyncer makes them reach the disk every second,
+	// and Sync once more at the end.
 	FsyncEverySec = "everysec"
 	// FsyncAlways: Save returns once the upload is on the disk.
 	FsyncAlways = "always"
@@ -33,12 +34,13 @@ const (
 	FsyncNo = "no"
 )
 
-// Sync makes the uploads Save wrote since the last Sync reach the disk,
-// with whatever else the folder's file system holds in memory (syncfs(2):
-// one call whatever their number, where an fsync of each would commit the
-// file system's journal once an upload). It does nothing when Save wrote
-// nothing since. It returns the error of opening the folder or of the
-// sync (a failing disk); those uploads are then synced again next time.
+// Sync makes the uploads Save wrote under FsyncEverySec since the last
+// Sync reach the disk, with whatever else the folder's file system holds
+// in memory (syncfs(2): one call whatever their number, where an fsync of
+// each would commit the file system's journal once an upload). It does
+// nothing when Save wrote nothing since, and under the other policies. It
+// returns the error of opening the folder or of the sync (a failing
+// disk); those uploads are then synced again next time.
 func (d *Dir) Sync() error {
 	if !d.unsynced.Swap(false) {
 		return nil
@@ -54,9 +56,13 @@ func (d *Dir) Sync() error {
 	return err
 }
 
-// RunSyncer calls Sync every interval until ctx ends. It logs the first
-// failure of a run of them, and when syncs work again.
+// RunSyncer calls Sync every interval until ctx ends, under
+// FsyncEverySec; under the other policies it returns at once. It logs the
+// first failure of a run of syncs, and when they work again.
 func (d *Dir) RunSyncer(ctx context.Context, interval time.Duration, log *slog.Logger) {
+	if d.fsync != FsyncEverySec {
+		return
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	failing := false
