@@ -14,11 +14,14 @@ import (
 	"yoloserve/internal/yolo"
 )
 
-// stages runs each image through a detector with the decoders of dec (one
-// image at a time, two threads) and takes the median of each stage.
+// stages runs each image through a detector with the decoders of dec and
+// takes the median of each stage. The detector is the default worker's
+// (its slots, threads and solo session), fed one image at a time, so that
+// each image is a lone task's: on a CPU with two cores or more it runs on
+// the solo session, whose threads spin through a run as the bare session's
+// do.
 func stages(cfg *Config, dec *decode.Decoder, runs int) ([]StageResult, error) {
-	d, err := yolo.Open(yolo.Config{ModelPath: cfg.Model, Library: cfg.Library, Provider: cfg.Provider, Concurrency: 1, Threads: 2,
-		Decoder: dec})
+	d, err := yolo.Open(yolo.Config{ModelPath: cfg.Model, Library: cfg.Library, Provider: cfg.Provider, Decoder: dec})
 	if err != nil {
 		return nil, err
 	}
