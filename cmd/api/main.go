@@ -96,8 +96,12 @@ func run() error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
-	log.Info("api listening", "addr", cfg.APIAddr, "redis", cfg.Redacted(), "upload_dir", cfg.UploadDir,
-		"upload_fsync", cfg.UploadFsync, "auth", len(cfg.APIKeys) > 0, "rate_limit", cfg.RateLimit)
+	// The folder's settings only where uploads go to a folder.
+	attrs := []any{"addr", cfg.APIAddr, "redis", cfg.Redacted(), "upload_store", cfg.UploadStore}
+	if dir != nil {
+		attrs = append(attrs, "upload_dir", cfg.UploadDir, "upload_fsync", cfg.UploadFsync)
+	}
+	log.Info("api listening", append(attrs, "auth", len(cfg.APIKeys) > 0, "rate_limit", cfg.RateLimit)...)
 	// Checked once serving: a Redis that does not answer holds the PING
 	// for its read timeout, and clients meanwhile get 503, not a refused
 	// connection.
