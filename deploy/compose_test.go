@@ -19,13 +19,17 @@ import (
 	"yoloserve/internal/config"
 )
 
-func loadCompose(t *testing.T, files ...string) *types.Project {
+// loadCompose loads the Compose files, as `docker compose` run in the
+// project's root with no variables set would, with the services of the
+// given profiles as well as those in none.
+func loadCompose(t *testing.T, profiles []string, files ...string) *types.Project {
 	t.Helper()
 	var paths []string
 	for _, f := range files {
 		paths = append(paths, filepath.Join("..", f))
 	}
-	opts, err := cli.NewProjectOptions(paths, cli.WithName("yoloserve"), cli.WithWorkingDirectory(".."), cli.WithEnv([]string{}))
+	opts, err := cli.NewProjectOptions(paths, cli.WithName("yoloserve"), cli.WithWorkingDirectory(".."), cli.WithEnv([]string{}),
+		cli.WithProfiles(profiles))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +41,7 @@ func loadCompose(t *testing.T, files ...string) *types.Project {
 }
 
 func TestCompose(t *testing.T) {
-	p := loadCompose(t, "docker-compose.yml")
+	p := loadCompose(t, nil, "docker-compose.yml")
 	if diff := slices.Compare(p.ServiceNames(), []string{"api", "redis", "worker"}); diff != 0 {
 		t.Fatalf("services %v", p.ServiceNames())
 	}
@@ -127,7 +131,7 @@ func stopGrace(s types.ServiceConfig) time.Duration {
 }
 
 func TestComposeGPU(t *testing.T) {
-	p := loadCompose(t, "docker-compose.yml", "docker-compose.gpu.yml")
+	p := loadCompose(t, nil, "docker-compose.yml", "docker-compose.gpu.yml")
 	w := p.Services["worker"]
 	if w.Build.Args["FLAVOR"] == nil || *w.Build.Args["FLAVOR"] != "cuda" || *w.Environment["ORT_PROVIDER"] != "cuda" {
 		t.Errorf("gpu worker: build args %v, ORT_PROVIDER %v", w.Build.Args, w.Environment["ORT_PROVIDER"])
