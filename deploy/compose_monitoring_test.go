@@ -65,7 +65,7 @@ func TestComposeMonitoring(t *testing.T) {
 	}
 	for _, s := range []types.ServiceConfig{prom, graf} {
 		if len(s.Ports) != 1 || s.Ports[0].HostIP != "127.0.0.1" {
-			t.Errorf("%s must publish one port, on 127.0.0.1 only: %+v", s.Name, s.Ports)
+			t.Fatalf("%s must publish one port, on 127.0.0.1 only: %+v", s.Name, s.Ports)
 		}
 		if _, tag, ok := strings.Cut(s.Image, ":"); !ok || tag == "latest" {
 			t.Errorf("%s's image %q must name its version", s.Name, s.Image)
