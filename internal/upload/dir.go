@@ -309,10 +309,16 @@ type Config struct {
 }
 
 // Open returns the store cfg describes, a "redis" one on rdb. It returns
-// an error for an unknown kind or a folder that cannot be used.
+// an error for an unknown kind or sync policy, or a folder that cannot be
+// used.
 func Open(cfg Config, rdb redis.UniversalClient) (Store, error) {
 	switch cfg.Kind {
 	case "", "dir":
+		switch cfg.Fsync {
+		case "", FsyncEverySec, FsyncAlways, FsyncNo:
+		default:
+			return nil, fmt.Errorf("UPLOAD_FSYNC=%q: want %s, %s or %s", cfg.Fsync, FsyncEverySec, FsyncAlways, FsyncNo)
+		}
 		d, err := NewDir(cfg.Dir, cfg.DiskReserve)
 		if err != nil {
 			return nil, err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,6 +99,23 @@ func TestSweepRemovesOnlyOldOrphans(t *testing.T) {
 	for p, want := range map[string]bool{filepath.Join(dir, old): false, tmp: false, filepath.Join(dir, fresh): true, other: true} {
 		if _, err := os.Stat(p); (err == nil) != want {
 			t.Errorf("%s exists: %v, want %v", p, err == nil, want)
+		}
+	}
+}
+
+// TestOpenRefusesUnknownSettings: a store kind or sync policy Open does
+// not know is an error that names the variable, not a store that quietly
+// runs as another (an unknown policy would leave uploads unsynced).
+func TestOpenRefusesUnknownSettings(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		name string
+	}{
+		{Config{Kind: "disk", Dir: t.TempDir()}, "UPLOAD_STORE"},
+		{Config{Dir: t.TempDir(), Fsync: "sometimes"}, "UPLOAD_FSYNC"},
+	} {
+		if s, err := Open(tc.cfg, nil); err == nil || !strings.Contains(err.Error(), tc.name) {
+			t.Errorf("Open(%+v) = %v, %v; want an error naming %s", tc.cfg, s, err, tc.name)
 		}
 	}
 }
