@@ -3,6 +3,7 @@ package bench
 import (
 	"math"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -81,6 +82,28 @@ func TestProcCPU(t *testing.T) {
 	}
 	if got := procCPU(1 << 30); got != 0 {
 		t.Errorf("a missing process reads %v, want 0", got)
+	}
+}
+
+// TestPeakRSS: a process's peak resident memory, in MiB, holds what it
+// has touched. The buffer is larger than the peak before, which earlier
+// allocations may have set.
+func TestPeakRSS(t *testing.T) {
+	before := peakRSS(os.Getpid())
+	if before <= 0 {
+		t.Fatalf("peak RSS %v MiB, want above 0", before)
+	}
+	n := int(before) + 64
+	b := make([]byte, n<<20)
+	for i := range b {
+		b[i] = 1
+	}
+	if after := peakRSS(os.Getpid()); after < float64(n) || after > before+float64(n)+16 {
+		t.Errorf("peak RSS %v MiB after touching %d MiB, %v before", after, n, before)
+	}
+	runtime.KeepAlive(b)
+	if got := peakRSS(1 << 30); got != 0 {
+		t.Errorf("a missing process reads %v MiB, want 0", got)
 	}
 }
 

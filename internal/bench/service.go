@@ -352,32 +352,6 @@ func (s *system) cpu() [4]time.Duration {
 	return t
 }
 
-// procCPU reads a process's user and system time from /proc; 0 when it
-// cannot.
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The fields after the command name, which is in parentheses:
-	// utime and stime are the 12th and 13th.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+st) * time.Second / clockTicks
-}
-
-// clockTicks is USER_HZ, the unit of /proc/PID/stat times; 100 on Linux
-// for every architecture Go supports.
-const clockTicks = 100
-
 // metrics reads the named samples from the worker's /metrics. It returns
 // an error when one is missing.
 func (s *system) metrics(names ...string) ([]float64, error) {
@@ -456,21 +430,6 @@ func (s *system) recorded() (float64, error) {
 			return 0, fmt.Errorf("the worker recorded %v tasks where %v were sent", n, want)
 		}
 	}
-}
-
-// peakRSS reads VmHWM of the worker process, in MiB.
-func (s *system) peakRSS() float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.worker.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024
-		}
-	}
-	return 0
 }
 
 // measureWorker runs one worker configuration against the floor, each
@@ -567,7 +526,7 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 		s.cfg.printf("  with every core busy, these costs allow %.3f of the floor (bare sessions: %.1f ms of a core an image)\n",
 			run.CeilingRatio, float64(ncpu)*1000/run.BareBestPS)
 	}
-	run.PeakRSSMiB = s.peakRSS()
+	run.PeakRSSMiB = peakRSS(s.worker.Process.Pid)
 	return run, nil
 }
 
