@@ -27,14 +27,28 @@ import (
 // So each run checks that the process had the cores: one in which it used
 // less than minShare × threads × the run's wall time of CPU found them
 // taken (crowded), and the solo session rests, first for soloRestMin,
-// twice as long after each crowded run that follows, up to soloRestMax;
-// an uncrowded run ends that. Meanwhile images run on their slots'
-// sessions. The threads spin through the whole run (ONNX Runtime spins
-// for milliseconds before it blocks), so an uncrowded run uses about all
-// of its cores whatever their number. Measured on two cores: an uncrowded
-// run used 0.80–1.00 of them, a crowded one 0.48–0.57 beside another
-// worker and 0.63–0.75 beside a busy thread; the two workers then did
-// 16.1–18.0 images/s together.
+// soloRestGrowth times as long after each crowded run that follows, up
+// to soloRestMax; an uncrowded run ends that. Meanwhile images run on
+// their slots' sessions. The threads spin through the whole run (ONNX
+// Runtime spins for milliseconds before it blocks), so an uncrowded run
+// uses about all of its cores whatever their number. Measured on two
+// cores: an uncrowded run used 0.80–1.00 of them, a crowded one 0.48–0.57
+// beside another worker and 0.63–0.75 beside a busy thread; the two
+// workers then did 16.1–18.0 images/s together.
+//
+// The first rest is short, so that a moment's load (another process's
+// burst, the host's) costs the lone images that follow a tenth of a
+// second on their slots, and the rests grow fast, so that a neighbour
+// that stays busy is left alone after as few crowded runs as before.
+// Measured on two cores (1 December), lone bus.jpg images 30 ms apart
+// beside a process that took both cores for 40 ms every 1.5 s: 485–496
+// of 500 ran on the solo session, against 331–383 with a first rest of a
+// second, doubling; their inference took 45.0–52.2 ms on average (90th
+// percentile 47.0–57.0) against 49.7–54.9 (61.9–66.5), five alternating
+// rounds. Two detectors on the same cores, each with lone images back to
+// back for about 14 s, did 28.4–28.5 images/s together against 28.5–29.0
+// (29.1–29.7 without solo sessions): five crowded runs each against four
+// to six.
 //
 // The worker's own images would crowd a solo run too: the first image of
 // a burst is alone, and the next reaches its inference a few milliseconds
@@ -63,9 +77,10 @@ type soloSession struct {
 }
 
 const (
-	soloMinShare = 0.75
-	soloRestMin  = time.Second
-	soloRestMax  = time.Minute
+	soloMinShare   = 0.75
+	soloRestMin    = 100 * time.Millisecond
+	soloRestGrowth = 4
+	soloRestMax    = time.Minute
 )
 
 // tryRun runs the model on b when the solo session is free and not
@@ -108,7 +123,7 @@ func (so *soloSession) tryRun(b *onnx.Binding) (ran bool, err error) {
 		return true, nil
 	}
 	so.crowded.Add(1)
-	so.rest = min(soloRestMax, max(soloRestMin, 2*so.rest))
+	so.rest = min(soloRestMax, max(soloRestMin, soloRestGrowth*so.rest))
 	so.until.Store(time.Now().Add(so.rest).UnixNano())
 	return true, nil
 }
