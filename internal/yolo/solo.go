@@ -28,8 +28,9 @@ import (
 // less than minShare × threads × the run's wall time of CPU found them
 // taken (crowded), and the solo session rests, first for soloRestMin,
 // soloRestGrowth times as long after each crowded run that follows, up
-// to soloRestMax; an uncrowded run ends that. Meanwhile images run on
-// their slots' sessions. The threads spin through the whole run (ONNX
+// to soloRestMax; each uncrowded run shortens the next rest by as much,
+// so that a few of them bring it back to the first. Meanwhile images run
+// on their slots' sessions. The threads spin through the whole run (ONNX
 // Runtime spins for milliseconds before it blocks), so an uncrowded run
 // uses about all of its cores whatever their number. Measured on two
 // cores: an uncrowded run used 0.80–1.00 of them, a crowded one 0.48–0.57
@@ -39,16 +40,20 @@ import (
 // The first rest is short, so that a moment's load (another process's
 // burst, the host's) costs the lone images that follow a tenth of a
 // second on their slots, and the rests grow fast, so that a neighbour
-// that stays busy is left alone after as few crowded runs as before.
+// that stays busy is left alone after as few crowded runs as before. A
+// run beside a neighbour can find the cores free by chance; were that to
+// end the rests, the next crowded run would start them over from the
+// first.
 // Measured on two cores (1 December), lone bus.jpg images 30 ms apart
 // beside a process that took both cores for 40 ms every 1.5 s: 485–496
 // of 500 ran on the solo session, against 331–383 with a first rest of a
 // second, doubling; their inference took 45.0–52.2 ms on average (90th
 // percentile 47.0–57.0) against 49.7–54.9 (61.9–66.5), five alternating
 // rounds. Two detectors on the same cores, each with lone images back to
-// back for about 14 s, did 28.4–28.5 images/s together against 28.5–29.0
-// (29.1–29.7 without solo sessions): five crowded runs each against four
-// to six.
+// back for about 20 s, did 28.5–29.2 images/s together against 27.4–29.2
+// with the old rests (27.8–30.1 without solo sessions; three alternating
+// rounds, in which the machine slowed): 5–7 crowded runs each, against
+// 5–9 when an uncrowded run ended the rests and 5–8 with the old rests.
 //
 // The worker's own images would crowd a solo run too: the first image of
 // a burst is alone, and the next reaches its inference a few milliseconds
@@ -63,7 +68,7 @@ type soloSession struct {
 	minShare float64
 
 	busy    sync.Mutex    // held while a run goes on
-	rest    time.Duration // the next rest; guarded by busy
+	rest    time.Duration // the last rest, shortened by each uncrowded run since; guarded by busy
 	until   atomic.Int64  // no run starts before this time, in Unix ns
 	runs    atomic.Int64
 	crowded atomic.Int64
@@ -116,7 +121,7 @@ func (so *soloSession) tryRun(b *onnx.Binding) (ran bool, err error) {
 	}
 	cpu, wall := processCPU()-cpu0, time.Since(t0)
 	if float64(cpu) >= so.minShare*float64(so.threads)*float64(wall) {
-		so.rest = 0
+		so.rest /= soloRestGrowth
 		so.mu.Lock()
 		so.took = wall
 		so.mu.Unlock()
