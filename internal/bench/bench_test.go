@@ -98,7 +98,9 @@ func TestPeakRSS(t *testing.T) {
 	for i := range b {
 		b[i] = 1
 	}
-	if after := peakRSS(os.Getpid()); after < float64(n) || after > before+float64(n)+16 {
+	// The bound above is loose: under the race detector every byte
+	// touched takes shadow memory too. A unit off by 1,024 still breaks it.
+	if after := peakRSS(os.Getpid()); after < float64(n) || after > 16*(before+float64(n)) {
 		t.Errorf("peak RSS %v MiB after touching %d MiB, %v before", after, n, before)
 	}
 	runtime.KeepAlive(b)
