@@ -2,6 +2,7 @@ package yolo
 
 import (
 	"context"
+	"math"
 	"time"
 )
 
@@ -23,6 +24,27 @@ func (d *Detector) IgnoreCrowding() {
 		d.solo.minShare = 0
 	}
 }
+
+// CrowdEveryRun has the solo session find every run crowded (true) or
+// none (false), whatever the cores do, for tests of its rests.
+func (d *Detector) CrowdEveryRun(crowded bool) {
+	d.solo.minShare = 0
+	if crowded {
+		d.solo.minShare = math.Inf(1)
+	}
+}
+
+// SoloRest returns the solo session's last rest, as shortened by the
+// uncrowded runs since.
+func (d *Detector) SoloRest() time.Duration {
+	d.solo.busy.Lock()
+	defer d.solo.busy.Unlock()
+	return d.solo.rest
+}
+
+// EndSoloRest ends the rest in course, so that the next lone image runs on
+// the solo session.
+func (d *Detector) EndSoloRest() { d.solo.until.Store(0) }
 
 // ProcessCPU returns the CPU time the process has used.
 var ProcessCPU = processCPU

@@ -147,6 +147,45 @@ func TestSoloSessionRestsWhileCoresAreTaken(t *testing.T) {
 	}
 }
 
+// TestSoloRestsGrowAndShrink: each crowded run in a row rests the solo
+// session four times as long, from 100 ms up to a minute, and each
+// uncrowded run shortens the next rest as much. So one run that finds the
+// cores free by chance beside a busy neighbour does not start the rests
+// over, and a few bring them back to 100 ms for a moment's load.
+func TestSoloRestsGrowAndShrink(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("a solo session needs more cores than a slot's share")
+	}
+	d := openDetector(t, "yolov8n.onnx", yolo.Config{Concurrency: 2, Threads: 1})
+	data := testenv.ReadImage(t, "bus.jpg")
+	run := func(crowded bool) time.Duration {
+		t.Helper()
+		d.CrowdEveryRun(crowded)
+		d.EndSoloRest()
+		runs := d.SoloRuns()
+		detectAlone(t, d, data)
+		if d.SoloRuns() != runs+1 {
+			t.Fatalf("a lone image after the rest ran on its slot's session")
+		}
+		return d.SoloRest()
+	}
+	const ms = time.Millisecond
+	var got []time.Duration
+	for _, crowded := range []bool{true, true, true, false, true, false, false, false, false, false, true} {
+		got = append(got, run(crowded))
+	}
+	want := []time.Duration{100 * ms, 400 * ms, 1600 * ms, 400 * ms, 1600 * ms, 400 * ms, 100 * ms, 25 * ms, 6250 * time.Microsecond, 1562500 * time.Nanosecond, 100 * ms}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("rests after crowded (true) and uncrowded runs (-want +got):\n%s", diff)
+	}
+	for range 5 {
+		run(true)
+	}
+	if got := d.SoloRest(); got != time.Minute {
+		t.Errorf("rest after a long series of crowded runs: %v, want a minute", got)
+	}
+}
+
 // TestSoloRunGivesWay: an image about to run on its slot's session does
 // not share the cores with a solo run's spinning threads. A solo run that
 // has only begun is stopped, and the lone image runs again on its slot's
