@@ -7,9 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
-
-	"yoloserve/internal/testenv"
 )
 
 // fsyncUpload is the size of the uploads the fsync tests write: well above
@@ -21,7 +20,15 @@ const fsyncUpload = 64 << 20
 // (Dirty in /proc/meminfo).
 func dirtyBytes(tb testing.TB) int64 {
 	tb.Helper()
-	return testenv.ProcKB(tb, "/proc/meminfo", "Dirty") << 10
+	fs, err := procfs.NewDefaultFS()
+	if err != nil {
+		tb.Skipf("no /proc: %v", err)
+	}
+	m, err := fs.Meminfo()
+	if err != nil || m.DirtyBytes == nil {
+		tb.Fatalf("no Dirty in /proc/meminfo (%v)", err)
+	}
+	return int64(*m.DirtyBytes)
 }
 
 // saveWaiting saves an upload of fsyncUpload bytes in d and returns the

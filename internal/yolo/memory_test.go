@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/procfs"
 
 	"yoloserve/internal/detect"
 	"yoloserve/internal/imagelib"
@@ -17,7 +18,15 @@ import (
 // residentMB reads this process's resident memory, in MB.
 func residentMB(tb testing.TB) int {
 	tb.Helper()
-	return int(testenv.ProcKB(tb, "/proc/self/status", "VmRSS") / 1024)
+	p, err := procfs.Self()
+	if err != nil {
+		tb.Skipf("no /proc: %v", err)
+	}
+	st, err := p.NewStatus()
+	if err != nil || st.VmRSS == 0 {
+		tb.Fatalf("no VmRSS in /proc/self/status (%v)", err)
+	}
+	return int(st.VmRSS >> 20)
 }
 
 // TestHugePhotoMemoryReturns checks that a detector does not hold on to a
