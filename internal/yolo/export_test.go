@@ -21,7 +21,7 @@ func (d *Detector) Occupy(ctx context.Context) (func(), error) {
 // binaries of other packages, run alongside, may crowd the cores.
 func (d *Detector) IgnoreCrowding() {
 	if d.solo != nil {
-		d.solo.minShare = 0
+		d.CrowdEveryRun(false)
 	}
 }
 

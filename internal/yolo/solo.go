@@ -44,6 +44,7 @@ import (
 // run beside a neighbour can find the cores free by chance; were that to
 // end the rests, the next crowded run would start them over from the
 // first.
+//
 // Measured on two cores (1 December), lone bus.jpg images 30 ms apart
 // beside a process that took both cores for 40 ms every 1.5 s: 485–496
 // of 500 ran on the solo session, against 331–383 with a first rest of a
