@@ -91,8 +91,8 @@ func (t turn) first(y int) int { return t.base + y*t.dy }
 // a source column for each upright row, so it goes eight rows at a time:
 // their pixels of column x lie side by side in one source row, which it
 // reads 24 bytes at a time along the rows (see transpose8). On bus.jpg's
-// size this turns 90° in 0.51–0.61 ms against 1.15–1.33 ms a row at a time
-// in 64-pixel tiles.
+// size this turns 90° in 0.14 ms with AVX2 and 0.40 ms with the Go loop,
+// against 1.15–1.33 ms a row at a time in 64-pixel tiles.
 func (t turn) rows(dst []byte, y0, y1 int) {
 	pitch := t.ow * 3
 	y := y0
@@ -131,18 +131,68 @@ func (t turn) row(dst []byte, y int) {
 // transpose8 writes eight upright rows of a transpose, dst (ow pixels
 // each), from src: the eight pixels of column x lie side by side in a
 // source row, at base + x*step, in row order, or in reverse order when
-// reversed. Each pixel moves as a 4-byte word whose last byte the next
-// column's overwrites; the last column moves byte by byte.
+// reversed. Where the CPU has AVX2, the columns whose loads and stores
+// stay inside src and the rows go eight at a time (transpose8SIMD); the
+// others move as 4-byte words whose last byte the next column's
+// overwrites, and the last column byte by byte.
 func transpose8(dst, src []byte, ow, base, step int, reversed bool) {
 	pitch := ow * 3
-	r0, r1, r2, r3 := dst[:pitch], dst[pitch:2*pitch], dst[2*pitch:3*pitch], dst[3*pitch:4*pitch]
-	r4, r5, r6, r7 := dst[4*pitch:5*pitch], dst[5*pitch:6*pitch], dst[6*pitch:7*pitch], dst[7*pitch:8*pitch]
+	first, rowStep := 0, pitch // where row 0 starts in dst, and row k+1 after row k
 	if reversed {
-		r0, r1, r2, r3, r4, r5, r6, r7 = r7, r6, r5, r4, r3, r2, r1, r0
+		first, rowStep = 7*pitch, -pitch
 	}
+	x0, x1 := simdColumns(len(src), ow, base, step)
+	transpose8Words(dst, src, first, rowStep, base, step, 0, x0)
+	if x1 > x0 {
+		transpose8SIMD(dst, first+3*x0, rowStep, src, base+x0*step, step, (x1-x0)/8)
+	}
+	transpose8Words(dst, src, first, rowStep, base, step, x1, ow-1)
+	p := src[base+(ow-1)*step:][:24]
+	for k := range 8 {
+		at := first + k*rowStep + pitch - 3
+		copy(dst[at:at+3], p[3*k:3*k+3])
+	}
+}
+
+// simdColumns returns the columns [x0, x1) of a transpose8 that its AVX2
+// code moves, a multiple of eight (none without AVX2): those whose 32-byte
+// loads at base + x*step stay inside src's n bytes, in blocks of eight
+// whose 32-byte stores of 24 bytes end before the row's last column, so
+// that their last eight bytes land on columns still to be written.
+func simdColumns(n, ow, base, step int) (x0, x1 int) {
+	if !useAVX2 || ow < 16 {
+		return 0, 0
+	}
+	lastCol := ow - 2            // the last column is moved byte by byte
+	lastStart := (3*ow - 35) / 3 // a block starting here stores up to 3*(ow-1)
+	if step < 0 {                // loads at base + x*step + 32 <= n
+		if over := base + 32 - n; over > 0 {
+			x0 = (over - step - 1) / -step
+		}
+	} else {
+		lastCol = min(lastCol, (n-32-base)/step)
+	}
+	blocks := min((lastStart-x0)/8+1, (lastCol-x0+1)/8)
+	if lastStart < x0 || blocks <= 0 {
+		return 0, 0
+	}
+	return x0, x0 + 8*blocks
+}
+
+// transpose8Words moves columns [x0, x1) of a transpose8, each pixel as a
+// 4-byte word whose last byte the next column's overwrites: x1 must be
+// short of the last column, and the 24 bytes at each column's source
+// inside src.
+func transpose8Words(dst, src []byte, first, rowStep, base, step, x0, x1 int) {
+	if x1 <= x0 {
+		return
+	}
+	row := func(k int) []byte { return dst[first+k*rowStep:] }
+	r0, r1, r2, r3 := row(0), row(1), row(2), row(3)
+	r4, r5, r6, r7 := row(4), row(5), row(6), row(7)
 	le := binary.LittleEndian
-	s := base
-	for o := 0; o+3 < pitch; o, s = o+3, s+step {
+	s := base + x0*step
+	for o := 3 * x0; o < 3*x1; o, s = o+3, s+step {
 		p := src[s : s+24 : s+24]
 		a, b, c := le.Uint64(p), le.Uint64(p[8:]), le.Uint64(p[16:])
 		le.PutUint32(r0[o:o+4], uint32(a))
@@ -153,11 +203,6 @@ func transpose8(dst, src []byte, ow, base, step int, reversed bool) {
 		le.PutUint32(r5[o:o+4], uint32(b>>56|c<<8))
 		le.PutUint32(r6[o:o+4], uint32(c>>16))
 		le.PutUint32(r7[o:o+4], uint32(c>>40))
-	}
-	o := pitch - 3
-	p := src[base+(ow-1)*step:][:24]
-	for k, r := range [8][]byte{r0, r1, r2, r3, r4, r5, r6, r7} {
-		copy(r[o:o+3], p[3*k:3*k+3])
 	}
 }
 

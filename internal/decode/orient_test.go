@@ -7,9 +7,22 @@ import (
 )
 
 // TestOrientPixelMap turns images whose sizes cross the transpose's blocks
-// of eight rows unevenly, whole and a few rows at a time, and checks every
-// pixel against the orientation's mapping of coordinates.
+// of eight rows and eight columns unevenly, whole and a few rows at a
+// time, with the AVX2 code where the CPU has it and with the Go loop, and
+// checks every pixel against the orientation's mapping of coordinates.
 func TestOrientPixelMap(t *testing.T) {
+	avx2 := useAVX2
+	t.Cleanup(func() { useAVX2 = avx2 })
+	for _, loops := range []string{"avx2", "go"} {
+		if loops == "avx2" && !avx2 {
+			continue
+		}
+		useAVX2 = loops == "avx2"
+		t.Run(loops, testOrientPixelMap)
+	}
+}
+
+func testOrientPixelMap(t *testing.T) {
 	// source returns the stored pixel that upright pixel (x, y) comes
 	// from, for a stored image w wide and h high.
 	source := func(o, x, y, w, h int) (int, int) {
@@ -31,7 +44,7 @@ func TestOrientPixelMap(t *testing.T) {
 		}
 		return x, y
 	}
-	for _, size := range [][2]int{{1, 1}, {64, 64}, {97, 45}, {700, 333}, {8, 9}, {13, 8}} {
+	for _, size := range [][2]int{{1, 1}, {64, 64}, {97, 45}, {700, 333}, {8, 9}, {13, 8}, {16, 17}, {29, 26}} {
 		w, h := size[0], size[1]
 		for o := 1; o <= 8; o++ {
 			stored := func() *Image {
@@ -96,17 +109,27 @@ func TestOrientPixelMap(t *testing.T) {
 	}
 }
 
+// BenchmarkOrient turns a photo of bus.jpg's size and a 12 MP one whole,
+// with the AVX2 code where the CPU has it and with the Go loop.
 func BenchmarkOrient(b *testing.B) {
+	avx2 := useAVX2
+	b.Cleanup(func() { useAVX2 = avx2 })
 	for _, size := range [][2]int{{1080, 810}, {4032, 3024}} {
 		for _, o := range []int{3, 6} {
-			name := fmt.Sprintf("%s/%dx%d", map[int]string{3: "rotate180", 6: "rotate90"}[o], size[0], size[1])
-			b.Run(name, func(b *testing.B) {
-				img := &Image{Width: size[0], Height: size[1], Pix: make([]byte, size[0]*size[1]*3)}
-				for b.Loop() {
-					img.Width, img.Height, img.Orientation = size[0], size[1], o
-					img.Orient()
+			for _, loops := range []string{"avx2", "go"} {
+				if loops == "avx2" && !avx2 {
+					continue
 				}
-			})
+				name := fmt.Sprintf("%s/%dx%d/%s", map[int]string{3: "rotate180", 6: "rotate90"}[o], size[0], size[1], loops)
+				b.Run(name, func(b *testing.B) {
+					useAVX2 = loops == "avx2"
+					img := &Image{Width: size[0], Height: size[1], Pix: make([]byte, size[0]*size[1]*3)}
+					for b.Loop() {
+						img.Width, img.Height, img.Orientation = size[0], size[1], o
+						img.Orient()
+					}
+				})
+			}
 		}
 	}
 }
