@@ -43,6 +43,11 @@ type resizer struct {
 	xo1   []int32 // and of its right tap (the same at the border)
 	inner int     // the first columns, whose right tap follows the left
 	wide  int     // the first inner columns, whose taps the vector loop may read as dwords
+	// perm holds, for each block of eight of the wide columns, the bytes
+	// of their taps' dwords within the 64 bytes from the block's first
+	// tap, for the AVX-512 loop (hrowSIMD); empty where the blocks span
+	// more, as when a large photo is brought down, or without AVX-512.
+	perm  []byte
 	a0    []int32 // the left tap's coefficient of each column
 	a1    []int32 // and the right tap's
 	yofs  []int32
@@ -84,7 +89,9 @@ var lut = func() (t [256]float32) {
 // fixed-point coefficients with half-pixel centres and the rounding of its
 // SIMD vertical pass; an exact 2× reduction is an area average, as OpenCV
 // switches to INTER_AREA there. On CPUs with AVX2 the resize's inner loops
-// run as vector code (resize_amd64.s), to the same bits.
+// run as vector code (resize_amd64.s), to the same bits; on those with
+// AVX-512 VBMI the horizontal pass reads its taps by a byte permute
+// instead of gathers.
 func (rz *resizer) Fill(img *decode.Image, lb Letterbox, dst []float32) {
 	pad(dst, lb)
 	rz.fillImage(img, lb, dst)
@@ -220,6 +227,29 @@ func coefficients(src, dst int, ofs, c0, c1 []int32, clamp bool) {
 	}
 }
 
+// tapBytes returns, in perm's memory, the byte indexes a block of eight
+// columns of xo0 reads, relative to the block's first tap: 32 for the
+// left taps' dwords (bytes o to o+3 of each column), then 32 for the right
+// taps' (o+3 to o+6). It returns none when a block spans 64 bytes or
+// more, more than one AVX-512 permute reaches.
+func tapBytes(perm []byte, xo0 []int32) []byte {
+	blocks := len(xo0) / 8
+	perm = grow(perm, 64*blocks)
+	for b := range blocks {
+		cols, p := xo0[8*b:8*b+8], perm[64*b:64*b+64]
+		if cols[7]-cols[0]+6 >= 64 {
+			return perm[:0]
+		}
+		for j, o := range cols {
+			for t := range 4 {
+				p[4*j+t] = byte(o - cols[0] + int32(t))
+				p[32+4*j+t] = byte(o - cols[0] + 3 + int32(t))
+			}
+		}
+	}
+	return perm
+}
+
 // saturate16 is OpenCV's saturate_cast<short>: round half to even, clamp.
 func saturate16(v float64) int16 {
 	r := math.RoundToEven(v)
@@ -253,6 +283,10 @@ func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32) {
 				rz.wide = x + 1
 			}
 		}
+	}
+	rz.perm = rz.perm[:0]
+	if useVBMI {
+		rz.perm = tapBytes(rz.perm, rz.xo0[:rz.wide])
 	}
 	// OpenCV's vertical pass runs over the interleaved row 16 bytes at a
 	// time, then 8 while more than 8 remain, then one at a time; the
@@ -360,7 +394,7 @@ func (rz *resizer) hrow(img *decode.Image, lb Letterbox, c *rowCache, sy int) *[
 	// window; at the right border both taps are the last pixel. The
 	// vector loop takes the first of the inner columns.
 	inner := rz.inner
-	v := hrowSIMD(src, xo0[:rz.wide], alpha0, alpha1, r, g, b)
+	v := hrowSIMD(src, xo0[:rz.wide], rz.perm, alpha0, alpha1, r, g, b)
 	for x := v; x < inner; x++ {
 		o := int(xo0[x])
 		a0, a1 := alpha0[x], alpha1[x]

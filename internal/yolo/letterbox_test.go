@@ -156,17 +156,17 @@ func TestResizeUniformStaysUniform(t *testing.T) {
 // reduction, zidane.jpg), with the AVX2 loops where the CPU has them and
 // with the Go loops.
 func BenchmarkLetterbox(b *testing.B) {
-	avx2 := useAVX2
-	b.Cleanup(func() { useAVX2 = avx2 })
+	avx2, vbmi := useAVX2, useVBMI
+	b.Cleanup(func() { useAVX2, useVBMI = avx2, vbmi })
 	// The stored size and EXIF orientation: bus.jpg, a video frame, and
 	// bus.jpg stored turned 90° (bus_exif6.jpg).
 	for _, sz := range [][3]int{{810, 1080, 1}, {1280, 720, 1}, {1080, 810, 6}} {
-		for _, loops := range []string{"avx2", "go"} {
-			if loops == "avx2" && !avx2 {
+		for _, loops := range []string{"vbmi", "avx2", "go"} {
+			if loops == "avx2" && !avx2 || loops == "vbmi" && !vbmi {
 				continue
 			}
 			b.Run(fmt.Sprintf("%dx%d/o%d/%s", sz[0], sz[1], sz[2], loops), func(b *testing.B) {
-				useAVX2 = loops == "avx2"
+				useAVX2, useVBMI = loops != "go", loops == "vbmi"
 				img := randomImage(sz[0], sz[1], 1)
 				img.Orientation = sz[2]
 				up := img.Upright()
@@ -266,30 +266,39 @@ func TestResizeMatchesOpenCVTranscription(t *testing.T) {
 	}
 }
 
-// TestResizeVectorLoopsMatchGoLoops checks that the AVX2 loops write the
-// same float32 values as the Go loops, bit for bit, over sizes that put
-// the gathered columns' end and the vector lanes' end everywhere, the area
-// and copy paths among them.
+// TestResizeVectorLoopsMatchGoLoops checks that the AVX2 loops, and the
+// AVX-512 permute of the taps where the CPU has it, write the same float32
+// values as the Go loops, bit for bit, over sizes that put the gathered
+// columns' end and the vector lanes' end everywhere, the area and copy
+// paths among them.
 func TestResizeVectorLoopsMatchGoLoops(t *testing.T) {
 	if !useAVX2 {
 		t.Skip("this machine runs the Go loops only")
 	}
-	t.Cleanup(func() { useAVX2 = true })
+	vbmi := useVBMI
+	t.Cleanup(func() { useAVX2, useVBMI = true, vbmi })
+	loops := []string{"avx2"}
+	if vbmi {
+		loops = append(loops, "vbmi")
+	}
 	for _, sz := range resizeSizes(8) {
 		img := randomImage(sz[0], sz[1], uint64(sz[0]*3+sz[1]))
 		lb := NewLetterbox(sz[0], sz[1], 640, 640)
-		fill := func(avx2 bool) []float32 {
-			useAVX2 = avx2
+		fill := func(l string) []float32 {
+			useAVX2, useVBMI = l != "go", l == "vbmi"
 			dst := make([]float32, 3*640*640)
 			var rz resizer
 			rz.Fill(img, lb, dst)
 			return dst
 		}
-		want, got := fill(false), fill(true)
-		for i := range want {
-			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-				t.Fatalf("%dx%d: value %d (channel %d, y %d, x %d) = %v with AVX2, %v without",
-					sz[0], sz[1], i, i/(640*640), i/640%640, i%640, got[i], want[i])
+		want := fill("go")
+		for _, l := range loops {
+			got := fill(l)
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%dx%d: value %d (channel %d, y %d, x %d) = %v with %s, %v with the Go loops",
+						sz[0], sz[1], i, i/(640*640), i/640%640, i%640, got[i], l, want[i])
+				}
 			}
 		}
 	}

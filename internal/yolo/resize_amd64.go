@@ -7,18 +7,29 @@ import "golang.org/x/sys/cpu"
 // Go loops.
 var useAVX2 = cpu.X86.HasAVX2
 
+// useVBMI says whether the resize's horizontal pass reads its taps with
+// one AVX-512 byte permute per eight columns instead of two AVX2 gathers;
+// tests turn it off to compare.
+var useVBMI = useAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512VBMI
+
 //go:noescape
 func hrowAVX2(src *byte, xo0, a0, a1, rout, gout, bout *int32, n int)
 
 //go:noescape
 func blendAVX2(out *float32, asrc, bsrc *int32, n int, b0, b1 int32)
 
+//go:noescape
+func hrowVBMI(src *byte, xo0 *int32, perm *byte, a0, a1, rout, gout, bout *int32, n int)
+
 // hrowSIMD computes the first columns of a horizontally resized row, as
 // hrow's loop over neighbouring taps does, eight at a time; it returns how
 // many it computed (none without AVX2). The offsets in xo0 rise from
 // column to column, and the dwords at each and three bytes after it are
-// read: it panics when the last of them would pass the end of src.
-func hrowSIMD(src []byte, xo0, a0, a1, r, g, b []int32) int {
+// read: it panics when the last of them would pass the end of src. Where
+// the CPU has AVX-512 VBMI and perm holds xo0's tap bytes (tapBytes), the
+// blocks whose 64 bytes from their first tap lie in src read them with
+// one permute; the others are gathered.
+func hrowSIMD(src []byte, xo0 []int32, perm []byte, a0, a1, r, g, b []int32) int {
 	n := len(xo0) &^ 7
 	if !useAVX2 || n == 0 {
 		return 0
@@ -27,7 +38,18 @@ func hrowSIMD(src []byte, xo0, a0, a1, r, g, b []int32) int {
 	if int(xo0[0]) < 0 || int(xo0[n-1])+7 > len(src) {
 		panic("yolo: hrowSIMD: a tap past the row")
 	}
-	hrowAVX2(&src[0], &xo0[0], &a0[0], &a1[0], &r[0], &g[0], &b[0], n)
+	v := 0
+	if useVBMI && len(perm) >= 8*n {
+		for v < n && int(xo0[v])+64 <= len(src) {
+			v += 8
+		}
+		if v > 0 {
+			hrowVBMI(&src[0], &xo0[0], &perm[0], &a0[0], &a1[0], &r[0], &g[0], &b[0], v)
+		}
+	}
+	if v < n {
+		hrowAVX2(&src[0], &xo0[v], &a0[v], &a1[v], &r[v], &g[v], &b[v], n-v)
+	}
 	return n
 }
 

@@ -68,6 +68,48 @@ done:
 	VZEROUPPER
 	RET
 
+// func hrowVBMI(src *byte, xo0 *int32, perm *byte, a0, a1, rout, gout, bout *int32, n int)
+//
+// hrowAVX2's work with the taps read by AVX-512 VBMI: for each block of
+// eight columns, the 64 bytes from its first tap are permuted by the
+// block's 64 bytes of perm into the left taps' dwords (the low half) and
+// the right taps' (the high half), where hrowAVX2 gathers them.
+TEXT ·hrowVBMI(SB), NOSPLIT, $0-72
+	MOVQ src+0(FP), SI
+	MOVQ xo0+8(FP), DI
+	MOVQ perm+16(FP), R13
+	MOVQ a0+24(FP), R8
+	MOVQ a1+32(FP), R9
+	MOVQ rout+40(FP), R10
+	MOVQ gout+48(FP), R11
+	MOVQ bout+56(FP), R12
+	MOVQ n+64(FP), CX
+	XORQ AX, AX
+	VPCMPEQD Y15, Y15, Y15
+	VPSRLD $24, Y15, Y14 // 0xff in each lane
+	TESTQ CX, CX
+	JZ vdone
+
+vloop:
+	MOVLQSX (DI)(AX*1), DX        // the block's first tap
+	VMOVDQU64 (R13)(AX*2), Z1     // its 64 bytes of perm
+	VPERMB (SI)(DX*1), Z1, Z2
+	VEXTRACTI64X4 $1, Z2, Y3
+	VMOVDQU (R8)(AX*1), Y4
+	VMOVDQU (R9)(AX*1), Y5
+
+	TAPS(0, R10)
+	TAPS(8, R11)
+	TAPS(16, R12)
+
+	ADDQ $32, AX
+	SUBQ $8, CX
+	JNZ vloop
+
+vdone:
+	VZEROUPPER
+	RET
+
 // func blendAVX2(out *float32, asrc, bsrc *int32, n int, b0, b1 int32)
 //
 // For each of the n values (n a multiple of 8):

@@ -5,8 +5,11 @@ package yolo
 // useAVX2 is false off amd64: the resize and the NMS run their Go loops.
 var useAVX2 = false
 
+// useVBMI is false off amd64.
+var useVBMI = false
+
 // hrowSIMD computes no column: hrow's Go loops compute them all.
-func hrowSIMD(src []byte, xo0, a0, a1, r, g, b []int32) int { return 0 }
+func hrowSIMD(src []byte, xo0 []int32, perm []byte, a0, a1, r, g, b []int32) int { return 0 }
 
 // blendVectorSIMD blends no value: blendVector does them all.
 func blendVectorSIMD(out []float32, a, b []int32, b0, b1 int32) int { return 0 }
