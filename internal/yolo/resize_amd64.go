@@ -13,13 +13,10 @@ var useAVX2 = cpu.X86.HasAVX2
 var useVBMI = useAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512VBMI
 
 //go:noescape
-func hrowAVX2(src *byte, xo0, a0, a1, rout, gout, bout *int32, n int)
+func hrowAVX2(src *byte, xo0 *int32, perm *byte, a0, a1, rout, gout, bout *int32, n, permuted int)
 
 //go:noescape
 func blendAVX2(out *float32, asrc, bsrc *int32, n int, b0, b1 int32)
-
-//go:noescape
-func hrowVBMI(src *byte, xo0 *int32, perm *byte, a0, a1, rout, gout, bout *int32, n int)
 
 // hrowSIMD computes the first columns of a horizontally resized row, as
 // hrow's loop over neighbouring taps does, eight at a time; it returns how
@@ -38,18 +35,14 @@ func hrowSIMD(src []byte, xo0 []int32, perm []byte, a0, a1, r, g, b []int32) int
 	if int(xo0[0]) < 0 || int(xo0[n-1])+7 > len(src) {
 		panic("yolo: hrowSIMD: a tap past the row")
 	}
-	v := 0
+	permuted, p := 0, (*byte)(nil)
 	if useVBMI && len(perm) >= 8*n {
-		for v < n && int(xo0[v])+64 <= len(src) {
-			v += 8
+		for permuted < n && int(xo0[permuted])+64 <= len(src) {
+			permuted += 8
 		}
-		if v > 0 {
-			hrowVBMI(&src[0], &xo0[0], &perm[0], &a0[0], &a1[0], &r[0], &g[0], &b[0], v)
-		}
+		p = &perm[0]
 	}
-	if v < n {
-		hrowAVX2(&src[0], &xo0[v], &a0[v], &a1[v], &r[v], &g[v], &b[v], n-v)
-	}
+	hrowAVX2(&src[0], &xo0[0], p, &a0[0], &a1[0], &r[0], &g[0], &b[0], n, permuted)
 	return n
 }
 

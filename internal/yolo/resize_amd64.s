@@ -29,21 +29,27 @@
 	VPADDD Y7, Y6, Y6; \
 	VMOVDQU Y6, (out)(AX*1)
 
-// func hrowAVX2(src *byte, xo0, a0, a1, rout, gout, bout *int32, n int)
+// func hrowAVX2(src *byte, xo0 *int32, perm *byte, a0, a1, rout, gout, bout *int32, n, permuted int)
 //
 // For each of the n columns x (n a multiple of 8), with o = xo0[x]:
 // r[x] = src[o]*a0[x] + src[o+3]*a1[x], and g, b from src[o+1], src[o+4]
 // and src[o+2], src[o+5]. Eight columns at a time: the dwords at o and
-// o+3 are gathered and their low three bytes split.
-TEXT ·hrowAVX2(SB), NOSPLIT, $0-64
+// o+3 are gathered and their low three bytes split. In the first permuted
+// columns (a multiple of 8; none without AVX-512 VBMI) each block's dwords
+// are instead its 64 bytes from o permuted by its 64 bytes of perm: the
+// left taps' in the low half, the right taps' in the high half.
+TEXT ·hrowAVX2(SB), NOSPLIT, $0-80
 	MOVQ src+0(FP), SI
 	MOVQ xo0+8(FP), DI
-	MOVQ a0+16(FP), R8
-	MOVQ a1+24(FP), R9
-	MOVQ rout+32(FP), R10
-	MOVQ gout+40(FP), R11
-	MOVQ bout+48(FP), R12
-	MOVQ n+56(FP), CX
+	MOVQ perm+16(FP), R13
+	MOVQ a0+24(FP), R8
+	MOVQ a1+32(FP), R9
+	MOVQ rout+40(FP), R10
+	MOVQ gout+48(FP), R11
+	MOVQ bout+56(FP), R12
+	MOVQ n+64(FP), CX
+	MOVQ permuted+72(FP), BX
+	SHLQ $2, BX // the byte offset in xo0 where the gathers begin
 	XORQ AX, AX
 	VPCMPEQD Y15, Y15, Y15
 	VPSRLD $24, Y15, Y14 // 0xff in each lane
@@ -51,8 +57,19 @@ TEXT ·hrowAVX2(SB), NOSPLIT, $0-64
 	JZ done
 
 loop:
+	CMPQ AX, BX
+	JGE gather
+	MOVLQSX (DI)(AX*1), DX    // the block's first tap
+	VMOVDQU64 (R13)(AX*2), Z1 // its 64 bytes of perm
+	VPERMB (SI)(DX*1), Z1, Z2
+	VEXTRACTI64X4 $1, Z2, Y3
+	JMP taps
+
+gather:
 	VMOVDQU (DI)(AX*1), Y0
 	GATHERPAIR(SI, Y2, Y3) // bytes o..o+3 and o+3..o+6
+
+taps:
 	VMOVDQU (R8)(AX*1), Y4
 	VMOVDQU (R9)(AX*1), Y5
 
@@ -65,48 +82,6 @@ loop:
 	JNZ loop
 
 done:
-	VZEROUPPER
-	RET
-
-// func hrowVBMI(src *byte, xo0 *int32, perm *byte, a0, a1, rout, gout, bout *int32, n int)
-//
-// hrowAVX2's work with the taps read by AVX-512 VBMI: for each block of
-// eight columns, the 64 bytes from its first tap are permuted by the
-// block's 64 bytes of perm into the left taps' dwords (the low half) and
-// the right taps' (the high half), where hrowAVX2 gathers them.
-TEXT ·hrowVBMI(SB), NOSPLIT, $0-72
-	MOVQ src+0(FP), SI
-	MOVQ xo0+8(FP), DI
-	MOVQ perm+16(FP), R13
-	MOVQ a0+24(FP), R8
-	MOVQ a1+32(FP), R9
-	MOVQ rout+40(FP), R10
-	MOVQ gout+48(FP), R11
-	MOVQ bout+56(FP), R12
-	MOVQ n+64(FP), CX
-	XORQ AX, AX
-	VPCMPEQD Y15, Y15, Y15
-	VPSRLD $24, Y15, Y14 // 0xff in each lane
-	TESTQ CX, CX
-	JZ vdone
-
-vloop:
-	MOVLQSX (DI)(AX*1), DX        // the block's first tap
-	VMOVDQU64 (R13)(AX*2), Z1     // its 64 bytes of perm
-	VPERMB (SI)(DX*1), Z1, Z2
-	VEXTRACTI64X4 $1, Z2, Y3
-	VMOVDQU (R8)(AX*1), Y4
-	VMOVDQU (R9)(AX*1), Y5
-
-	TAPS(0, R10)
-	TAPS(8, R11)
-	TAPS(16, R12)
-
-	ADDQ $32, AX
-	SUBQ $8, CX
-	JNZ vloop
-
-vdone:
 	VZEROUPPER
 	RET
 
