@@ -43,10 +43,11 @@ type resizer struct {
 	xo1   []int32 // and of its right tap (the same at the border)
 	inner int     // the first columns, whose right tap follows the left
 	wide  int     // the first inner columns, whose taps the vector loop may read as dwords
-	// perm holds, for each block of eight of the wide columns, the bytes
-	// of their taps' dwords within the 64 bytes from the block's first
-	// tap, for the AVX-512 loop (hrowSIMD); empty where the blocks span
-	// more, as when a large photo is brought down, or without AVX-512.
+	// perm holds, for each block of eight of the wide columns whose 64
+	// bytes from the first tap lie in the row, the bytes of their taps'
+	// dwords within those 64, for the AVX-512 loop (hrowSIMD); empty where
+	// the blocks span more, as when a large photo is brought down, or
+	// without AVX-512.
 	perm  []byte
 	a0    []int32 // the left tap's coefficient of each column
 	a1    []int32 // and the right tap's
@@ -230,10 +231,15 @@ func coefficients(src, dst int, ofs, c0, c1 []int32, clamp bool) {
 // tapBytes returns, in perm's memory, the byte indexes a block of eight
 // columns of xo0 reads, relative to the block's first tap: 32 for the
 // left taps' dwords (bytes o to o+3 of each column), then 32 for the right
-// taps' (o+3 to o+6). It returns none when a block spans 64 bytes or
-// more, more than one AVX-512 permute reaches.
-func tapBytes(perm []byte, xo0 []int32) []byte {
+// taps' (o+3 to o+6). It stops before the first block whose 64 bytes from
+// its first tap would pass the end of a row of rowLen bytes, and returns
+// none when a block spans 64 bytes or more, more than one AVX-512 permute
+// reaches.
+func tapBytes(perm []byte, xo0 []int32, rowLen int) []byte {
 	blocks := len(xo0) / 8
+	for blocks > 0 && int(xo0[8*(blocks-1)])+64 > rowLen {
+		blocks--
+	}
 	perm = grow(perm, 64*blocks)
 	for b := range blocks {
 		cols, p := xo0[8*b:8*b+8], perm[64*b:64*b+64]
@@ -286,7 +292,7 @@ func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32) {
 	}
 	rz.perm = rz.perm[:0]
 	if useVBMI {
-		rz.perm = tapBytes(rz.perm, rz.xo0[:rz.wide])
+		rz.perm = tapBytes(rz.perm, rz.xo0[:rz.wide], 3*sw)
 	}
 	// OpenCV's vertical pass runs over the interleaved row 16 bytes at a
 	// time, then 8 while more than 8 remain, then one at a time; the

@@ -23,9 +23,10 @@ func blendAVX2(out *float32, asrc, bsrc *int32, n int, b0, b1 int32)
 // many it computed (none without AVX2). The offsets in xo0 rise from
 // column to column, and the dwords at each and three bytes after it are
 // read: it panics when the last of them would pass the end of src. Where
-// the CPU has AVX-512 VBMI and perm holds xo0's tap bytes (tapBytes), the
-// blocks whose 64 bytes from their first tap lie in src read them with
-// one permute; the others are gathered.
+// the CPU has AVX-512 VBMI, the first blocks, for which perm holds the tap
+// bytes (tapBytes), read their 64 bytes from the first tap with one
+// permute; it panics when those would pass the end of src. The other
+// blocks' taps are gathered.
 func hrowSIMD(src []byte, xo0 []int32, perm []byte, a0, a1, r, g, b []int32) int {
 	n := len(xo0) &^ 7
 	if !useAVX2 || n == 0 {
@@ -36,9 +37,10 @@ func hrowSIMD(src []byte, xo0 []int32, perm []byte, a0, a1, r, g, b []int32) int
 		panic("yolo: hrowSIMD: a tap past the row")
 	}
 	permuted, p := 0, (*byte)(nil)
-	if useVBMI && len(perm) >= 8*n {
-		for permuted < n && int(xo0[permuted])+64 <= len(src) {
-			permuted += 8
+	if useVBMI && len(perm) >= 64 {
+		permuted = min(n, len(perm)/64*8)
+		if int(xo0[permuted-8])+64 > len(src) {
+			panic("yolo: hrowSIMD: a permute past the row")
 		}
 		p = &perm[0]
 	}
