@@ -7,9 +7,9 @@ import "golang.org/x/sys/cpu"
 // Go loops.
 var useAVX2 = cpu.X86.HasAVX2
 
-// useVBMI says whether the resize's horizontal pass reads its taps with
-// one AVX-512 byte permute per eight columns instead of two AVX2 gathers;
-// tests turn it off to compare.
+// useVBMI says whether the resize's horizontal pass and the 2× reduction
+// read their source bytes with one AVX-512 byte permute per eight columns
+// and row instead of two AVX2 gathers; tests turn it off to compare.
 var useVBMI = useAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512VBMI
 
 //go:noescape
@@ -61,18 +61,25 @@ func blendVectorSIMD(out []float32, a, b []int32, b0, b1 int32) int {
 }
 
 //go:noescape
-func area2AVX2(row0, row1 *byte, rout, gout, bout *float32, n int)
+func area2AVX2(row0, row1 *byte, rout, gout, bout *float32, n, permuted int)
 
 // area2SIMD does area2's work for the first pixels of an output row from
 // its two source rows, eight at a time, and returns how many it did (none
 // without AVX2). It leaves the last pixel to the Go loop: its dwords would
-// pass the end of the rows.
+// pass the end of the rows. Where the CPU has AVX-512 VBMI, the blocks of
+// eight whose 64 bytes from their first source pixel lie in the rows read
+// them with one permute; the others are gathered.
 func area2SIMD(row0, row1 []byte, r, g, b []float32) int {
 	n := (len(r) - 1) &^ 7
 	if !useAVX2 || n <= 0 {
 		return 0
 	}
 	_, _, _, _ = g[n-1], b[n-1], row0[6*n], row1[6*n]
-	area2AVX2(&row0[0], &row1[0], &r[0], &g[0], &b[0], n)
+	permuted := 0
+	if rows := min(len(row0), len(row1)); useVBMI && rows >= 64 {
+		// The block at x reads bytes 6x to 6x+63.
+		permuted = min(n, 8*((rows-64)/48+1))
+	}
+	area2AVX2(&row0[0], &row1[0], &r[0], &g[0], &b[0], n, permuted)
 	return n
 }

@@ -160,19 +160,36 @@ GLOBL area2idx<>(SB), RODATA|NOPTR, $32
 	VPSRLD $8, Y4, Y4; \
 	VPSRLD $8, Y5, Y5
 
-// func area2AVX2(row0, row1 *byte, rout, gout, bout *float32, n int)
+// area2perm permutes the 64 bytes from the first source pixel of eight
+// output pixels of an exact 2× reduction into the dwords at 6x (the low
+// half) and at 6x+3 (the high half), x = 0 to 7: what GATHERPAIR gathers
+// with area2idx.
+DATA area2perm<>+0(SB)/8, $0x0908070603020100
+DATA area2perm<>+8(SB)/8, $0x151413120f0e0d0c
+DATA area2perm<>+16(SB)/8, $0x21201f1e1b1a1918
+DATA area2perm<>+24(SB)/8, $0x2d2c2b2a27262524
+DATA area2perm<>+32(SB)/8, $0x0c0b0a0906050403
+DATA area2perm<>+40(SB)/8, $0x181716151211100f
+DATA area2perm<>+48(SB)/8, $0x242322211e1d1c1b
+DATA area2perm<>+56(SB)/8, $0x302f2e2d2a292827
+GLOBL area2perm<>(SB), RODATA|NOPTR, $64
+
+// func area2AVX2(row0, row1 *byte, rout, gout, bout *float32, n, permuted int)
 //
 // For each of the n output pixels x (n a multiple of 8), each channel c:
 // the rounded mean of row0[6x+c], row0[6x+3+c], row1[6x+c], row1[6x+3+c],
 // divided by 255. The dwords at 6x and 6x+3 of both rows are gathered and
-// their low three bytes split.
-TEXT ·area2AVX2(SB), NOSPLIT, $0-48
+// their low three bytes split. In the first permuted pixels (a multiple of
+// 8; none without AVX-512 VBMI) each row's dwords are instead its 64 bytes
+// from 6x permuted by area2perm.
+TEXT ·area2AVX2(SB), NOSPLIT, $0-56
 	MOVQ row0+0(FP), SI
 	MOVQ row1+8(FP), DI
 	MOVQ rout+16(FP), R10
 	MOVQ gout+24(FP), R11
 	MOVQ bout+32(FP), R12
 	MOVQ n+40(FP), CX
+	MOVQ permuted+48(FP), BX
 	VMOVDQU area2idx<>(SB), Y0
 	VPCMPEQD Y15, Y15, Y15
 	VPSRLD $24, Y15, Y14 // 0xff in each lane
@@ -180,11 +197,25 @@ TEXT ·area2AVX2(SB), NOSPLIT, $0-48
 	SPLATL($0x437f0000, X12, Y12) // 255.0
 	TESTQ CX, CX
 	JZ adone
+	TESTQ BX, BX
+	JZ aloop
+	VMOVDQU64 area2perm<>(SB), Z9
 
 aloop:
+	TESTQ BX, BX
+	JZ agather
+	VPERMB (SI), Z9, Z2
+	VEXTRACTI64X4 $1, Z2, Y3
+	VPERMB (DI), Z9, Z4
+	VEXTRACTI64X4 $1, Z4, Y5
+	SUBQ $8, BX
+	JMP ameans
+
+agather:
 	GATHERPAIR(SI, Y2, Y3)
 	GATHERPAIR(DI, Y4, Y5)
 
+ameans:
 	MEAN4(R10)
 	NEXTBYTE
 	MEAN4(R11)
