@@ -61,14 +61,19 @@ func blendVectorSIMD(out []float32, a, b []int32, b0, b1 int32) int {
 }
 
 //go:noescape
-func area2AVX2(row0, row1 *byte, rout, gout, bout *float32, n, permuted int)
+func area2AVX2(row0, row1, perm *byte, rout, gout, bout *float32, n, permuted int)
+
+// area2Perm is the permute of a block of an exact 2× reduction, whose
+// eight output pixels read the source pixels at 6x and 6x+3: the tap
+// bytes of a horizontal pass with those offsets.
+var area2Perm = tapBytes(nil, []int32{0, 6, 12, 18, 24, 30, 36, 42}, 64)
 
 // area2SIMD does area2's work for the first pixels of an output row from
 // its two source rows, eight at a time, and returns how many it did (none
 // without AVX2). It leaves the last pixel to the Go loop: its dwords would
 // pass the end of the rows. Where the CPU has AVX-512 VBMI, the blocks of
 // eight whose 64 bytes from their first source pixel lie in the rows read
-// them with one permute; the others are gathered.
+// them with one permute (area2Perm); the others are gathered.
 func area2SIMD(row0, row1 []byte, r, g, b []float32) int {
 	n := (len(r) - 1) &^ 7
 	if !useAVX2 || n <= 0 {
@@ -80,6 +85,6 @@ func area2SIMD(row0, row1 []byte, r, g, b []float32) int {
 		// The block at x reads bytes 6x to 6x+63.
 		permuted = min(n, 8*((rows-64)/48+1))
 	}
-	area2AVX2(&row0[0], &row1[0], &r[0], &g[0], &b[0], n, permuted)
+	area2AVX2(&row0[0], &row1[0], &area2Perm[0], &r[0], &g[0], &b[0], n, permuted)
 	return n
 }

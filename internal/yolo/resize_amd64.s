@@ -160,36 +160,23 @@ GLOBL area2idx<>(SB), RODATA|NOPTR, $32
 	VPSRLD $8, Y4, Y4; \
 	VPSRLD $8, Y5, Y5
 
-// area2perm permutes the 64 bytes from the first source pixel of eight
-// output pixels of an exact 2× reduction into the dwords at 6x (the low
-// half) and at 6x+3 (the high half), x = 0 to 7: what GATHERPAIR gathers
-// with area2idx.
-DATA area2perm<>+0(SB)/8, $0x0908070603020100
-DATA area2perm<>+8(SB)/8, $0x151413120f0e0d0c
-DATA area2perm<>+16(SB)/8, $0x21201f1e1b1a1918
-DATA area2perm<>+24(SB)/8, $0x2d2c2b2a27262524
-DATA area2perm<>+32(SB)/8, $0x0c0b0a0906050403
-DATA area2perm<>+40(SB)/8, $0x181716151211100f
-DATA area2perm<>+48(SB)/8, $0x242322211e1d1c1b
-DATA area2perm<>+56(SB)/8, $0x302f2e2d2a292827
-GLOBL area2perm<>(SB), RODATA|NOPTR, $64
-
-// func area2AVX2(row0, row1 *byte, rout, gout, bout *float32, n, permuted int)
+// func area2AVX2(row0, row1, perm *byte, rout, gout, bout *float32, n, permuted int)
 //
 // For each of the n output pixels x (n a multiple of 8), each channel c:
 // the rounded mean of row0[6x+c], row0[6x+3+c], row1[6x+c], row1[6x+3+c],
 // divided by 255. The dwords at 6x and 6x+3 of both rows are gathered and
 // their low three bytes split. In the first permuted pixels (a multiple of
 // 8; none without AVX-512 VBMI) each row's dwords are instead its 64 bytes
-// from 6x permuted by area2perm.
-TEXT ·area2AVX2(SB), NOSPLIT, $0-56
+// from 6x permuted by the 64 bytes at perm.
+TEXT ·area2AVX2(SB), NOSPLIT, $0-64
 	MOVQ row0+0(FP), SI
 	MOVQ row1+8(FP), DI
-	MOVQ rout+16(FP), R10
-	MOVQ gout+24(FP), R11
-	MOVQ bout+32(FP), R12
-	MOVQ n+40(FP), CX
-	MOVQ permuted+48(FP), BX
+	MOVQ perm+16(FP), R13
+	MOVQ rout+24(FP), R10
+	MOVQ gout+32(FP), R11
+	MOVQ bout+40(FP), R12
+	MOVQ n+48(FP), CX
+	MOVQ permuted+56(FP), BX
 	VMOVDQU area2idx<>(SB), Y0
 	VPCMPEQD Y15, Y15, Y15
 	VPSRLD $24, Y15, Y14 // 0xff in each lane
@@ -199,7 +186,7 @@ TEXT ·area2AVX2(SB), NOSPLIT, $0-56
 	JZ adone
 	TESTQ BX, BX
 	JZ aloop
-	VMOVDQU64 area2perm<>(SB), Z9
+	VMOVDQU64 (R13), Z9
 
 aloop:
 	TESTQ BX, BX
