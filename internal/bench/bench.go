@@ -172,8 +172,12 @@ func ceiling(ncpu int, barePS float64, used CPUShare) float64 {
 	if barePS <= 0 || total <= 0 {
 		return 0
 	}
-	return float64(ncpu) * 1000 / barePS / total
+	return coreMSPerImage(ncpu, barePS) / total
 }
+
+// coreMSPerImage returns the milliseconds of one core an image takes when
+// ncpu cores together do perS images a second.
+func coreMSPerImage(ncpu int, perS float64) float64 { return float64(ncpu) * 1000 / perS }
 
 // name is the configuration in short: slots × threads / sessions, and
 // the solo session.

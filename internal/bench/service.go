@@ -524,7 +524,7 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 	run.BareBestPS = median(barePS)
 	if run.CeilingRatio = ceiling(ncpu, run.BareBestPS, lv.CPUPerImage); run.CeilingRatio > 0 {
 		s.cfg.printf("  with every core busy, these costs allow %.3f of the floor (bare sessions: %.1f ms of a core an image)\n",
-			run.CeilingRatio, float64(ncpu)*1000/run.BareBestPS)
+			run.CeilingRatio, coreMSPerImage(ncpu, run.BareBestPS))
 	}
 	run.PeakRSSMiB = peakRSS(s.worker.Process.Pid)
 	return run, nil
