@@ -21,6 +21,8 @@ help:
 	@echo "make lint    gofmt and go vet"
 	@echo "make race    the test suite under the race detector, processes included"
 	@echo "make chaos   kill and restart the processes at random under load (S=seconds, default 120)"
+	@echo "make soak    N tasks (default 10000) through the service; nothing lost or left behind"
+	@echo "make fuzz    the upload, decoder and parameter fuzzers, 60 s each"
 	@echo "make model   export models/yolov8n.onnx with Ultralytics"
 	@echo "make clean   remove build outputs"
 
@@ -72,8 +74,12 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-soak:
-	YOLOSERVE_SOAK=$${N:-10000} $(GO) test ./internal/e2e -run TestSoak -v -timeout 60m
+# N tasks (default 10,000) through the API, Redis and a worker; nothing may
+# be lost or left behind. -count=1: a soak that passed once is not a result
+# to reuse from Go's test cache.
+soak: ort
+	@scripts/test-deps.sh
+	YOLOSERVE_SOAK=$${N:-10000} $(GO) test ./internal/e2e -run TestSoak -v -count=1 -timeout 60m
 
 # Processes killed and restarted at random under load for S seconds
 # (default 120; half with uploads on disk, half in Redis); every accepted
