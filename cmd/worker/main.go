@@ -70,7 +70,7 @@ func run() error {
 	}
 	defer det.Close()
 	dc := det.Config()
-	log.Info("model loaded", "model", model, "ort_lib", dc.Library, "provider", det.Provider(),
+	log.Info("model loaded", "model", model, "ort_lib", dc.Library, "ort_version", onnx.Version(), "provider", det.Provider(),
 		"classes", det.Model().Classes(), "input", fmt.Sprintf("%dx%d", det.Model().Width, det.Model().Height),
 		"dynamic_batch", det.Model().DynamicBatch, "batch_max", dc.BatchMax,
 		"concurrency", dc.Concurrency, "prefetch", cfg.Prefetch, "ort_sessions", dc.Sessions, "ort_threads", dc.Threads, "ort_solo_threads", dc.SoloThreads, "jpeg", jpeg.Name(), "png", png.Name())

@@ -65,11 +65,13 @@ func ParseWorkerConfig(s string) (WorkerConfig, error) {
 
 // Report is everything make bench measured; it is written as JSON.
 type Report struct {
-	Machine  string        `json:"machine"`
-	Floor    []FloorResult `json:"floor"`
-	Stages   []StageResult `json:"stages"`
-	Decoders []StageResult `json:"decoders"`
-	Batching []FloorResult `json:"batching"`
+	Machine string `json:"machine"`
+	// ONNXRuntime is the version of the ONNX Runtime library measured.
+	ONNXRuntime string        `json:"onnxruntime"`
+	Floor       []FloorResult `json:"floor"`
+	Stages      []StageResult `json:"stages"`
+	Decoders    []StageResult `json:"decoders"`
+	Batching    []FloorResult `json:"batching"`
 	// DetectorBatching is the detector path on the dynamic model at each
 	// batch size, against Batching's bare session at the same size.
 	DetectorBatching []DetectorRun `json:"detector_batching"`

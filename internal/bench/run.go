@@ -12,6 +12,7 @@ import (
 
 	"yoloserve/internal/decode"
 	"yoloserve/internal/imagelib"
+	"yoloserve/internal/onnx"
 	"yoloserve/internal/yolo"
 )
 
@@ -32,7 +33,9 @@ func Run(cfg Config) (*Report, error) {
 	if cfg.IntakeOnly {
 		cfg.ServiceOnly = true
 	}
-	rep := &Report{Machine: fmt.Sprintf("%s/%s, %d CPUs", runtime.GOOS, runtime.GOARCH, runtime.NumCPU())}
+	rep := &Report{Machine: fmt.Sprintf("%s/%s, %d CPUs", runtime.GOOS, runtime.GOARCH, runtime.NumCPU()),
+		ONNXRuntime: onnx.Version()}
+	cfg.printf("== %s; ONNX Runtime %s (%s)\n", rep.Machine, rep.ONNXRuntime, cfg.Library)
 	// Cores as the worker counts them (a container's CPU limit, if any).
 	ncpu := runtime.GOMAXPROCS(0)
 	if !cfg.ServiceOnly {

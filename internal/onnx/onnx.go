@@ -58,15 +58,18 @@ var (
 )
 
 // Init loads the library at path and creates the ONNX Runtime environment,
-// once per process; a second call with the same path does nothing, with
-// another path it fails. It returns an error naming the file when the
-// library cannot be loaded.
+// once per process; a second call with the same path, relative or absolute,
+// does nothing, with another path it fails. It returns an error naming the file
+// when the library cannot be loaded.
 func Init(path string) error {
 	initMu.Lock()
 	defer initMu.Unlock()
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
 	if initLib != "" {
 		if initLib != path {
-			return fmt.Errorf("onnx: already initialised with %s", initLib)
+			return fmt.Errorf("onnx: already initialised with %s, not %s", initLib, path)
 		}
 		return nil
 	}
@@ -79,6 +82,17 @@ func Init(path string) error {
 	}
 	initLib = path
 	return nil
+}
+
+// Version is the loaded library's version ("1.30.0"), or "" before Init
+// has loaded one.
+func Version() string {
+	initMu.Lock()
+	defer initMu.Unlock()
+	if initLib == "" {
+		return ""
+	}
+	return ort.GetVersion()
 }
 
 // ModelInfo describes a model's single input and first output.
