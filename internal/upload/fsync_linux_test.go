@@ -97,23 +97,39 @@ func saveWaiting(tb testing.TB, d *Dir) string {
 	return path
 }
 
-// diskDir returns a Dir on a disk the kernel writes back (not tmpfs), or
-// skips the test where there is none.
+// diskDir returns a Dir on a disk the kernel writes back: in the test's
+// temporary folder, or, where that is in memory (a tmpfs /tmp), in one
+// made beside the test's sources and removed after it. It skips the test
+// where both are in memory.
 func diskDir(tb testing.TB, fsync string) *Dir {
 	tb.Helper()
-	path := filepath.Join(tb.TempDir(), "uploads")
-	s, err := Open(Config{Dir: path, Fsync: fsync}, nil)
+	dir := tb.TempDir()
+	if inMemory(tb, dir) {
+		d, err := os.MkdirTemp(".", ".fsynctest-")
+		if err != nil {
+			tb.Skipf("the test folder is in memory (tmpfs) and none can be made here: %v", err)
+		}
+		tb.Cleanup(func() { os.RemoveAll(d) })
+		if dir = d; inMemory(tb, dir) {
+			tb.Skip("the test folders are in memory (tmpfs); set TMPDIR to a folder on a disk")
+		}
+	}
+	s, err := Open(Config{Dir: filepath.Join(dir, "uploads"), Fsync: fsync}, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return s.(*Dir)
+}
+
+// inMemory reports whether dir is on a file system the kernel never writes
+// to a disk (tmpfs, ramfs).
+func inMemory(tb testing.TB, dir string) bool {
+	tb.Helper()
 	var st unix.Statfs_t
-	if err := unix.Statfs(path, &st); err != nil {
+	if err := unix.Statfs(dir, &st); err != nil {
 		tb.Fatal(err)
 	}
-	if st.Type == unix.TMPFS_MAGIC || st.Type == unix.RAMFS_MAGIC {
-		tb.Skip("the test folder is in memory (tmpfs); set TMPDIR to a folder on a disk")
-	}
-	return s.(*Dir)
+	return st.Type == unix.TMPFS_MAGIC || st.Type == unix.RAMFS_MAGIC
 }
 
 // TestSyncWritesUploads: an upload Save wrote waits in memory until Sync,
