@@ -47,8 +47,11 @@ func unwrittenBytes(tb testing.TB, path string) int64 {
 	}
 	defer f.Close()
 	fi, err := f.Stat()
-	if err != nil || fi.Size() == 0 {
-		tb.Fatalf("upload %s: size %v, %v", path, fi.Size(), err)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if fi.Size() == 0 {
+		tb.Fatalf("upload %s is empty", path)
 	}
 	// MAP_POPULATE maps every page now: those in the cache as they are,
 	// any the kernel wrote and dropped read back clean.
