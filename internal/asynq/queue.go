@@ -246,17 +246,34 @@ func (q *Queue) Task(ctx context.Context, id string) (detect.TaskInfo, error) {
 // Wait returns the task's state once it is final, or its state when ctx
 // ends first. It reads the state again when a worker announces the task
 // done, and once a second in case an announcement was missed. Errors are
-// those of Task.
+// those of Task, except that a read finding Redis unavailable is tried
+// again, ever less often up to once a second, until ctx ends: a wait rides
+// out an outage shorter than itself, and the second after one during which
+// go-redis still refuses to dial (its pool stops dialing after as many
+// failed dials as it has connections, and tries again once a second). The
+// EUNAVAILABLE error is returned when ctx ends first.
 //
 // ctx bounds the wait, not the reads: a read that starts as the wait's
 // time runs out (or after) still answers the state.
 func (q *Queue) Wait(ctx context.Context, id string) (detect.TaskInfo, error) {
 	read := context.WithoutCancel(ctx)
+	pause := firstUnavailablePause
 	for {
 		// Listen before looking, so that an end announced in between is
 		// not missed.
 		done, cancel := q.waiters.add(id)
 		ti, err := q.Task(read, id)
+		if ridesOut(ctx, err) {
+			cancel()
+			select {
+			case <-ctx.Done():
+				return ti, err
+			case <-time.After(pause):
+			}
+			pause = min(2*pause, time.Second)
+			continue
+		}
+		pause = firstUnavailablePause
 		if err != nil || ti.Status.Done() {
 			cancel()
 			return ti, err
@@ -267,13 +284,28 @@ func (q *Queue) Wait(ctx context.Context, id string) (detect.TaskInfo, error) {
 			return ti, nil
 		case <-done:
 			cancel()
-			if ti, err := q.settle(ctx, read, id); err != nil || ti.Status.Done() || ctx.Err() != nil {
+			ti, err := q.settle(ctx, read, id)
+			if ridesOut(ctx, err) {
+				continue
+			}
+			if err != nil || ti.Status.Done() || ctx.Err() != nil {
 				return ti, err
 			}
 		case <-time.After(time.Second):
 			cancel()
 		}
 	}
+}
+
+// firstUnavailablePause is how long a wait pauses after its first read
+// that found Redis unavailable; each failure after it doubles the pause,
+// up to a second.
+const firstUnavailablePause = 50 * time.Millisecond
+
+// ridesOut reports whether a wait on ctx reads again after err: Redis was
+// unavailable and the wait has time left.
+func ridesOut(ctx context.Context, err error) bool {
+	return err != nil && detect.ErrorCode(err) == detect.EUNAVAILABLE && ctx.Err() == nil
 }
 
 // settle reads a task announced as ended, with read, until asynq has

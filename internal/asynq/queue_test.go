@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -171,6 +172,73 @@ func TestWaitAnswersStateAtDeadline(t *testing.T) {
 			t.Errorf("wait of %v (-want +got):\n%s", d, diff)
 		}
 	}
+}
+
+// TestWaitRidesOutOutage: a wait that begins while Redis is down answers
+// the task's end once Redis is back and a worker has run it, though the
+// service's go-redis client, after a burst of failed dials, refuses to
+// dial for up to a second more; a wait whose time runs out first answers
+// that the queue is unavailable, when its time is up.
+func TestWaitRidesOutOutage(t *testing.T) {
+	rs := testenv.StartRedis(t)
+	rs.Stop()
+	rs.StartDurable() // the task outlives the restart
+	rdb, err := NewClient(rs.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	var sent commandCounter
+	rdb.AddHook(&sent)
+	q := NewQueue(rdb, QueueConfig{Queue: "outage"})
+	t.Cleanup(func() { q.Close() })
+	ctx := context.Background()
+	id, err := q.Enqueue(ctx, detect.Job{Upload: "nobody takes it"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	rs.Stop()
+	// A burst of requests fails to dial, more than the pool's size.
+	var burst sync.WaitGroup
+	for range 64 {
+		burst.Go(func() { rdb.Ping(ctx) })
+	}
+	burst.Wait()
+
+	const short = 500 * time.Millisecond
+	wctx, cancel := context.WithTimeout(ctx, short)
+	start := time.Now()
+	_, err = q.Wait(wctx, id)
+	cancel()
+	if took := time.Since(start); detect.ErrorCode(err) != detect.EUNAVAILABLE || took < short {
+		t.Errorf("wait of %v with Redis down: %v after %v, want EUNAVAILABLE when its time is up", short, err, took)
+	}
+
+	type answer struct {
+		ti  detect.TaskInfo
+		err error
+	}
+	answered := make(chan answer, 1)
+	before := sent.n.Load()
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		ti, err := q.Wait(wctx, id)
+		answered <- answer{ti, err}
+	}()
+	testenv.Eventually(t, 10*time.Second, "the wait sent no read", func() bool { return sent.n.Load() > before })
+	rs.StartDurable()
+	back := time.Now()
+	startPlainServer(t, rs.Client(), "outage", 1, func(_ context.Context, _ detect.Job, task *asynq.Task) error {
+		_, err := task.ResultWriter().Write([]byte(`{"detections":[]}`))
+		return err
+	})
+	got := <-answered
+	if got.err != nil || got.ti.Status != detect.StatusSuccess {
+		t.Fatalf("wait across the outage: %+v, %v; want SUCCESS", got.ti, got.err)
+	}
+	t.Logf("answered SUCCESS %v after Redis came back", time.Since(back).Round(time.Millisecond))
 }
 
 // TestDepthCollector: the queue's depth by state, as asynq holds it in
