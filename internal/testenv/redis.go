@@ -1,13 +1,16 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,6 +69,7 @@ func (r *RedisServer) Start(args ...string) {
 	base := []string{"--port", port, "--bind", "127.0.0.1", "--dir", r.dir, "--save", "", "--appendonly", "no", "--loglevel", "warning"}
 	r.cmd = exec.Command("redis-server", append(base, args...)...)
 	r.cmd.SysProcAttr = DieWithTest()
+	r.cmd.SysProcAttr.Setpgid = true // Stop kills the children it forks too
 	if err := r.cmd.Start(); err != nil {
 		r.tb.Fatal(err)
 	}
@@ -96,14 +100,53 @@ func (r *RedisServer) Dir() string { return r.dir }
 // and Start may kill and start again (not REDIS_URL's).
 func (r *RedisServer) Restartable() bool { return r.dir != "" }
 
-// Stop kills the server (as a crash would) and waits for it to exit.
+// Stop kills the server and the children it forked, a background save
+// or append-only rewrite that would otherwise go on writing into its
+// folder (as a crash of its container would), and waits for them to exit.
 func (r *RedisServer) Stop() {
 	if r.cmd == nil || r.cmd.Process == nil {
 		return
 	}
-	r.cmd.Process.Kill()
+	pid := r.cmd.Process.Pid
+	syscall.Kill(-pid, syscall.SIGKILL)
 	r.cmd.Wait()
 	r.cmd = nil
+	deadline := time.Now().Add(10 * time.Second)
+	for groupRuns(pid) {
+		if time.Now().After(deadline) {
+			r.tb.Logf("a child of redis-server %d still runs 10s after the kill", pid)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// groupRuns reports whether a process of group pgid runs, one not yet
+// exited (an exited one left unreaped, whose parent died, counts as gone).
+func groupRuns(pgid int) bool {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range stats {
+		fields := statFields(f)
+		if len(fields) < 3 || fields[0] == "Z" || fields[0] == "X" {
+			continue
+		}
+		if g, _ := strconv.Atoi(fields[2]); g == pgid {
+			return true
+		}
+	}
+	return false
+}
+
+// statFields returns the fields of a /proc stat file after the command's
+// name (state, ppid, pgrp, ...), or nil when it cannot be read (the
+// process has exited).
+func statFields(path string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	// pid (comm) state ...; comm may hold spaces and parentheses.
+	return strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
 }
 
 // Client returns a go-redis client on the server's database, closed when
