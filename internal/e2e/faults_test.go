@@ -885,6 +885,58 @@ func TestRedisDownAndBack(t *testing.T) {
 	t.Logf("after Redis restarted: accepting again and the task SUCCESS within %v", time.Since(back).Round(time.Millisecond))
 }
 
+// TestWaitAcrossRedisRestart: a client waiting on GET /result?wait=30 while
+// Redis restarts (with its append-only file) gets its task's SUCCESS once
+// Redis is back and a worker has run the task, not a 503 at the outage's
+// start.
+func TestWaitAcrossRedisRestart(t *testing.T) {
+	h := newHarness(t, options{})
+	if !h.redis.Restartable() {
+		t.Skip("needs a redis-server of its own, not REDIS_URL's")
+	}
+	h.redis.Stop()
+	h.redis.StartDurable()
+	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil) // no worker yet
+
+	h.redis.Stop()
+	var failed failedReads
+	h.rdb.AddHook(&failed)
+	answers := getLater(h.api.URL + "/result/" + id + "?wait=30")
+	testenv.Eventually(t, 10*time.Second, "the waiting request read nothing while Redis was down", func() bool {
+		return failed.n.Load() > 0
+	})
+	h.redis.StartDurable()
+	h.startWorker(detector(t), 1)
+	select {
+	case a := <-answers:
+		if a.err != nil || a.status != http.StatusOK || !strings.Contains(a.body, `"status":"SUCCESS"`) {
+			t.Errorf("the waiting request got %d %s (%v), want 200 and SUCCESS", a.status, a.body, a.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the waiting request got no answer within 30s")
+	}
+}
+
+// failedReads counts the task-state reads (HMGET) a go-redis client sent
+// that failed.
+type failedReads struct{ n atomic.Int64 }
+
+func (f *failedReads) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (f *failedReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if err != nil && cmd.Name() == "hmget" {
+			f.n.Add(1)
+		}
+		return err
+	}
+}
+
+func (f *failedReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
 // redisDiesAtEnqueue is the real queue, but Redis is killed as a task is
 // about to be enqueued: its upload, stored in Redis just before, is there
 // again once Redis has restarted from its append-only file.
