@@ -486,12 +486,34 @@ return lost and 1 or 0`)
 // writeResult writes the result of the task running in ctx, as asynq's
 // ResultWriter does, announces the task's end, and reports whether Redis
 // had lost the task: asynq would leave such a result without an expiry.
-// It returns Redis' error.
+// A write that fails is tried again, ever less often up to once a second,
+// for resultWriteRetry or until ctx ends: a result in hand outlives a
+// short Redis outage, and the second after one in which go-redis still
+// refuses to dial, instead of failing the attempt, whose retry would
+// detect the image again (or, on the last attempt, fail the task). It
+// returns Redis' last error.
 func (s *Server) writeResult(ctx context.Context, id string, result []byte) (lost bool, err error) {
-	n, err := writeResultCmd.Run(ctx, s.rdb, []string{runningTaskKey(ctx, id)},
-		result, max(int64(s.resultTTL/time.Second), 1), DoneChannel, id).Int()
-	return n == 1, err
+	give := time.Now().Add(resultWriteRetry)
+	pause := 50 * time.Millisecond
+	for {
+		n, err := writeResultCmd.Run(ctx, s.rdb, []string{runningTaskKey(ctx, id)},
+			result, max(int64(s.resultTTL/time.Second), 1), DoneChannel, id).Int()
+		if err == nil || time.Now().Add(pause).After(give) {
+			return n == 1, err
+		}
+		s.log.Debug("writing the result failed; trying again", "task_id", id, "in", pause, "error", err)
+		select {
+		case <-ctx.Done():
+			return false, err
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, time.Second)
+	}
 }
+
+// resultWriteRetry is how long a worker tries to write a result that
+// Redis fails to take.
+const resultWriteRetry = 10 * time.Second
 
 // resultWritten reports whether the task running in ctx already has a
 // result in its hash, written by an earlier attempt. It returns Redis'

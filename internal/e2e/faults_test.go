@@ -899,8 +899,8 @@ func TestWaitAcrossRedisRestart(t *testing.T) {
 	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil) // no worker yet
 
 	h.redis.Stop()
-	var failed failedReads
-	h.rdb.AddHook(&failed)
+	failed := &failedCommands{name: "hmget"} // the task's state, read
+	h.rdb.AddHook(failed)
 	answers := getLater(h.api.URL + "/result/" + id + "?wait=30")
 	testenv.Eventually(t, 10*time.Second, "the waiting request read nothing while Redis was down", func() bool {
 		return failed.n.Load() > 0
@@ -917,23 +917,58 @@ func TestWaitAcrossRedisRestart(t *testing.T) {
 	}
 }
 
-// failedReads counts the task-state reads (HMGET) a go-redis client sent
-// that failed.
-type failedReads struct{ n atomic.Int64 }
+// TestResultWriteRidesOutRedisRestart: Redis restarts (with its
+// append-only file) while a worker detects an image; the result, in hand
+// before Redis is back, is written by that attempt once it is: the task
+// reads SUCCESS, and the image was detected once, not again by a retry.
+func TestResultWriteRidesOutRedisRestart(t *testing.T) {
+	h := newHarness(t, options{})
+	if !h.redis.Restartable() {
+		t.Skip("needs a redis-server of its own, not REDIS_URL's")
+	}
+	h.redis.Stop()
+	h.redis.StartDurable()
+	g := &gate{d: detector(t), entered: make(chan struct{}, 2), release: make(chan struct{})}
+	h.startWorker(g, 1)
+	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
+	awaitEntered(t, g, 1)
 
-func (f *failedReads) DialHook(next redis.DialHook) redis.DialHook { return next }
+	h.redis.Stop()
+	failed := &failedCommands{name: "evalsha"} // the result's write script
+	h.rdb.AddHook(failed)
+	close(g.release)
+	testenv.Eventually(t, 10*time.Second, "the worker did not try to write the result while Redis was down", func() bool {
+		return failed.n.Load() > 0
+	})
+	h.redis.StartDurable()
+	if ti := h.result(id); ti.Status != detect.StatusSuccess {
+		t.Fatalf("after the restart: %+v", ti)
+	}
+	if n := len(g.entered); n != 0 {
+		t.Errorf("the image was detected %d more times, want once", n)
+	}
+}
 
-func (f *failedReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+// failedCommands counts the commands of one name (lower case) that a
+// go-redis client sent and that failed.
+type failedCommands struct {
+	name string
+	n    atomic.Int64
+}
+
+func (f *failedCommands) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (f *failedCommands) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		if err != nil && cmd.Name() == "hmget" {
+		if err != nil && cmd.Name() == f.name {
 			f.n.Add(1)
 		}
 		return err
 	}
 }
 
-func (f *failedReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (f *failedCommands) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
 
