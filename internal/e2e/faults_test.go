@@ -891,11 +891,7 @@ func TestRedisDownAndBack(t *testing.T) {
 // start.
 func TestWaitAcrossRedisRestart(t *testing.T) {
 	h := newHarness(t, options{})
-	if !h.redis.Restartable() {
-		t.Skip("needs a redis-server of its own, not REDIS_URL's")
-	}
-	h.redis.Stop()
-	h.redis.StartDurable()
+	h.durableRedis()
 	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil) // no worker yet
 
 	h.redis.Stop()
@@ -923,11 +919,7 @@ func TestWaitAcrossRedisRestart(t *testing.T) {
 // reads SUCCESS, and the image was detected once, not again by a retry.
 func TestResultWriteRidesOutRedisRestart(t *testing.T) {
 	h := newHarness(t, options{})
-	if !h.redis.Restartable() {
-		t.Skip("needs a redis-server of its own, not REDIS_URL's")
-	}
-	h.redis.Stop()
-	h.redis.StartDurable()
+	h.durableRedis()
 	g := &gate{d: detector(t), entered: make(chan struct{}, 2), release: make(chan struct{})}
 	h.startWorker(g, 1)
 	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
@@ -991,11 +983,7 @@ func (q redisDiesAtEnqueue) Enqueue(ctx context.Context, job detect.Job) (string
 // is back, not left for UPLOAD_MAX_AGE.
 func TestUploadNotEnqueuedIsDropped(t *testing.T) {
 	h := newHarness(t, options{})
-	if !h.redis.Restartable() {
-		t.Skip("needs a redis-server of its own, not REDIS_URL's")
-	}
-	h.redis.Stop()
-	h.redis.StartDurable()
+	h.durableRedis()
 	srv := apihttp.NewServer(apihttp.Config{}, redisDiesAtEnqueue{h.queue, h.redis}, upload.NewRedis(h.rdb, time.Hour))
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
