@@ -1,19 +1,18 @@
 package testenv
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -124,29 +123,27 @@ func (r *RedisServer) Stop() {
 // groupRuns reports whether a process of group pgid runs, one not yet
 // exited (an exited one left unreaped, whose parent died, counts as gone).
 func groupRuns(pgid int) bool {
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, f := range stats {
-		fields := statFields(f)
-		if len(fields) < 3 || fields[0] == "Z" || fields[0] == "X" {
-			continue
-		}
-		if g, _ := strconv.Atoi(fields[2]); g == pgid {
-			return true
-		}
-	}
-	return false
+	return liveProcess(func(st procfs.ProcStat) bool { return st.PGRP == pgid }) != 0
 }
 
-// statFields returns the fields of a /proc stat file after the command's
-// name (state, ppid, pgrp, ...), or nil when it cannot be read (the
-// process has exited).
-func statFields(path string) []string {
-	b, err := os.ReadFile(path)
+// liveProcess returns the id of a running process that match accepts, or
+// 0 when there is none; one that exited but is left unreaped counts as
+// gone.
+func liveProcess(match func(procfs.ProcStat) bool) int {
+	procs, err := procfs.AllProcs()
 	if err != nil {
-		return nil
+		return 0
 	}
-	// pid (comm) state ...; comm may hold spaces and parentheses.
-	return strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	for _, p := range procs {
+		st, err := p.Stat()
+		if err != nil || st.State == "Z" || st.State == "X" {
+			continue // exited since the listing, or unreaped
+		}
+		if match(st) {
+			return st.PID
+		}
+	}
+	return 0
 }
 
 // Client returns a go-redis client on the server's database, closed when

@@ -3,10 +3,10 @@ package testenv
 import (
 	"context"
 	"fmt"
-	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
+
+	"github.com/prometheus/procfs"
 )
 
 // TestStopKillsForkedChildren: a server stopped while its child rewrites
@@ -44,23 +44,20 @@ func TestStopKillsForkedChildren(t *testing.T) {
 	}
 }
 
-// childOf returns a running child of process pid, or 0.
+// childOf returns a live child of process pid, or 0.
 func childOf(pid int) int {
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, f := range stats {
-		fields := statFields(f)
-		if len(fields) >= 2 && fields[0] != "Z" && fields[1] == strconv.Itoa(pid) {
-			n, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
-			return n
-		}
-	}
-	return 0
+	return liveProcess(func(st procfs.ProcStat) bool { return st.PPID == pid })
 }
 
 // procState returns process pid's state letter, or "" when it is gone.
 func procState(pid int) string {
-	if fields := statFields(fmt.Sprintf("/proc/%d/stat", pid)); len(fields) > 0 {
-		return fields[0]
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return ""
 	}
-	return ""
+	st, err := p.Stat()
+	if err != nil {
+		return ""
+	}
+	return st.State
 }
