@@ -270,7 +270,7 @@ func (q *Queue) Wait(ctx context.Context, id string) (detect.TaskInfo, error) {
 				return ti, err
 			case <-time.After(pause):
 			}
-			pause = min(2*pause, time.Second)
+			pause = min(2*pause, maxUnavailablePause)
 			continue
 		}
 		pause = firstUnavailablePause
@@ -297,10 +297,13 @@ func (q *Queue) Wait(ctx context.Context, id string) (detect.TaskInfo, error) {
 	}
 }
 
-// firstUnavailablePause is how long a wait pauses after its first read
-// that found Redis unavailable; each failure after it doubles the pause,
-// up to a second.
-const firstUnavailablePause = 50 * time.Millisecond
+// The pauses of a wait's read, or a worker's result write, that found
+// Redis unavailable: the first one, doubled after each failure up to the
+// longest.
+const (
+	firstUnavailablePause = 50 * time.Millisecond
+	maxUnavailablePause   = time.Second
+)
 
 // ridesOut reports whether a wait on ctx reads again after err: Redis was
 // unavailable and the wait has time left.

@@ -494,7 +494,7 @@ return lost and 1 or 0`)
 // returns Redis' last error.
 func (s *Server) writeResult(ctx context.Context, id string, result []byte) (lost bool, err error) {
 	give := time.Now().Add(resultWriteRetry)
-	pause := 50 * time.Millisecond
+	pause := firstUnavailablePause
 	for {
 		n, err := writeResultCmd.Run(ctx, s.rdb, []string{runningTaskKey(ctx, id)},
 			result, max(int64(s.resultTTL/time.Second), 1), DoneChannel, id).Int()
@@ -507,7 +507,7 @@ func (s *Server) writeResult(ctx context.Context, id string, result []byte) (los
 			return false, err
 		case <-time.After(pause):
 		}
-		pause = min(2*pause, time.Second)
+		pause = min(2*pause, maxUnavailablePause)
 	}
 }
 
