@@ -1,0 +1,241 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"yoloserve/internal/asynq"
+	apihttp "yoloserve/internal/http"
+	"yoloserve/internal/testenv"
+)
+
+// TestBackPressure: past MAX_QUEUE waiting tasks, 503 with Retry-After.
+func TestBackPressure(t *testing.T) {
+	h := newHarness(t, options{queue: asynq.QueueConfig{MaxQueue: 3}})
+	jpg := testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90)
+	for i := 0; i < 3; i++ {
+		h.submit(jpg, nil)
+	}
+	r := h.post(jpg, "x.jpg", nil, "")
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" || !strings.Contains(r.body["error"].(string), "full") {
+		t.Errorf("4th task: %d %s", r.status, r.raw)
+	}
+	if n := len(h.uploadsLeft()); n != 3 {
+		t.Errorf("%d uploads stored, want the 3 accepted", n)
+	}
+	// A worker drains the queue; submissions are accepted again.
+	h.startWorker(detector(t), 2)
+	testenv.Eventually(t, 30*time.Second, "queue never drained", func() bool {
+		return h.post(jpg, "x.jpg", nil, "").status == http.StatusAccepted
+	})
+}
+
+func TestAPIKeys(t *testing.T) {
+	h := newHarness(t, options{api: apihttp.Config{APIKeys: []string{"s3cret", "other"}}})
+	jpg := testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90)
+	send := func(auth string) int {
+		body, ct := multipartBody(t, "image", "x.jpg", jpg, nil)
+		req, _ := http.NewRequest(http.MethodPost, h.api.URL+"/predict", body)
+		req.Header.Set("Content-Type", ct)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		return h.do(req).status
+	}
+	for auth, want := range map[string]int{"": 401, "Bearer wrong": 401, "Bearer s3cre": 401, "Basic s3cret": 401, "Bearer s3cret": 202, "bearer other": 202} {
+		if got := send(auth); got != want {
+			t.Errorf("Authorization %q: %d, want %d", auth, got, want)
+		}
+	}
+	if r := h.get("/result/abc"); r.status != 401 {
+		t.Errorf("GET /result without a key: %d", r.status)
+	}
+	for _, p := range []string{"/healthz", "/readyz", "/openapi.json"} {
+		if r := h.get(p); r.status != 200 {
+			t.Errorf("%s must stay open: %d", p, r.status)
+		}
+	}
+}
+
+// TestCORS: with CORS_ORIGINS set, a page of an allowed origin may call the
+// API from a browser: its preflight is answered without a key (browsers
+// send none), and the answers let it read the Location header. Another
+// origin, or a server without CORS_ORIGINS, gets no CORS header, so that
+// browsers keep its pages out.
+func TestCORS(t *testing.T) {
+	const origin = "https://app.example"
+	allowed := newHarness(t, options{api: apihttp.Config{APIKeys: []string{"k"}, CORSOrigins: []string{origin}}})
+	plain := newHarness(t, options{})
+	jpg := testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90)
+	send := func(h *harness, method, from string, header map[string]string) *http.Response {
+		var body io.Reader
+		if method == http.MethodPost {
+			body = bytes.NewReader(jpg)
+		}
+		req, _ := http.NewRequest(method, h.api.URL+"/predict", body)
+		req.Header.Set("Origin", from)
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	preflight := map[string]string{"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+	post := map[string]string{"Authorization": "Bearer k", "Content-Type": "image/jpeg"}
+
+	r := send(allowed, http.MethodOptions, origin, preflight)
+	if r.StatusCode >= 300 || r.Header.Get("Access-Control-Allow-Origin") != origin ||
+		!strings.Contains(strings.ToLower(r.Header.Get("Access-Control-Allow-Headers")), "authorization") {
+		t.Errorf("preflight from %s: %d %v", origin, r.StatusCode, r.Header)
+	}
+	r = send(allowed, http.MethodPost, origin, post)
+	if r.StatusCode != http.StatusAccepted || r.Header.Get("Access-Control-Allow-Origin") != origin ||
+		!strings.Contains(r.Header.Get("Access-Control-Expose-Headers"), "Location") {
+		t.Errorf("POST from %s: %d %v", origin, r.StatusCode, r.Header)
+	}
+	for name, r := range map[string]*http.Response{
+		"preflight from another origin":    send(allowed, http.MethodOptions, "https://other.example", preflight),
+		"POST from another origin":         send(allowed, http.MethodPost, "https://other.example", post),
+		"POST to a server without CORS":    send(plain, http.MethodPost, origin, post),
+		"preflight to a server without it": send(plain, http.MethodOptions, origin, preflight),
+	} {
+		if v := r.Header.Get("Access-Control-Allow-Origin"); v != "" {
+			t.Errorf("%s: Access-Control-Allow-Origin %q, want none", name, v)
+		}
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	h := newHarness(t, options{api: apihttp.Config{RateLimit: 1, RateBurst: 3}})
+	codes := map[int]int{}
+	var retryAfter string
+	for i := 0; i < 6; i++ {
+		r := h.get("/result/00000000-0000-0000-0000-000000000000")
+		codes[r.status]++
+		if r.status == http.StatusTooManyRequests {
+			retryAfter = r.header.Get("Retry-After")
+		}
+	}
+	if codes[404] < 3 || codes[429] < 2 || retryAfter == "" {
+		t.Errorf("statuses %v, Retry-After %q; want the burst of 3 then 429s", codes, retryAfter)
+	}
+}
+
+// TestSlowClient: a client that never finishes its headers is cut off.
+func TestSlowClient(t *testing.T) {
+	h := newHarness(t, options{})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.api.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /predict HTTP/1.1\r\nHost: x\r\n") // and nothing more
+	start := time.Now()
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var closed atomic.Bool
+	buf := make([]byte, 512)
+	for {
+		if _, err := conn.Read(buf); err != nil {
+			closed.Store(true)
+			break
+		}
+	}
+	if d := time.Since(start); !closed.Load() || d > 15*time.Second {
+		t.Errorf("slow client held the connection %v", d)
+	}
+}
+
+func TestUploadFolderNeverServed(t *testing.T) {
+	h := newHarness(t, options{})
+	h.submit(testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90), nil)
+	name := h.uploadsLeft()[0]
+	for _, p := range []string{"/uploads/" + name, "/" + name, "/result/../uploads/" + name, "/static/" + name} {
+		if r := h.get(p); r.status != http.StatusNotFound {
+			t.Errorf("GET %s: %d", p, r.status)
+		}
+	}
+}
+
+// TestInflightUploadsBounded: while MAX_INFLIGHT_UPLOADS bodies are being
+// read, another upload gets 503 with Retry-After instead of more memory.
+func TestInflightUploadsBounded(t *testing.T) {
+	h := newHarness(t, options{api: apihttp.Config{MaxInflight: 1}})
+	jpg := testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90)
+	// The slow upload, on a connection of its own, holds the only slot
+	// from its first bytes.
+	slow := beginUpload(t, strings.TrimPrefix(h.api.URL, "http://"), jpg)
+	testenv.Eventually(t, 10*time.Second, "the slow upload never took the slot", func() bool {
+		return metric(t, h.api.URL, "yoloserve_api_uploads_reading") == 1
+	})
+	if r := h.post(jpg, "x.jpg", nil, ""); r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
+		t.Errorf("an upload beside the slow one: %d %s, want 503 with Retry-After", r.status, r.raw)
+	}
+	slow.Close()
+	testenv.Eventually(t, 10*time.Second, "uploads not accepted after the slow one ended", func() bool {
+		return h.post(jpg, "x.jpg", nil, "").status == http.StatusAccepted
+	})
+}
+
+// TestInflightBytesBounded: while a slow upload holds most of
+// MAX_INFLIGHT_BYTES, an upload whose Content-Length would pass it, or
+// one without a length (counted at twice MAX_UPLOAD_BYTES), gets 503 with
+// Retry-After, and one that fits is taken; once the slow one ends, the
+// large one is taken too.
+func TestInflightBytesBounded(t *testing.T) {
+	const limit = 3 << 20
+	h := newHarness(t, options{api: apihttp.Config{MaxUploadBytes: limit, MaxInflightBytes: 2 * limit}})
+	large := bytes.Repeat([]byte{0xff}, limit)
+	slow := beginUpload(t, strings.TrimPrefix(h.api.URL, "http://"), large)
+	testenv.Eventually(t, 10*time.Second, "the slow upload was never counted", func() bool {
+		return metric(t, h.api.URL, "yoloserve_api_upload_bytes_reading") == float64(len(large)+bytes.MinRead)
+	})
+	for name, body := range map[string]io.Reader{
+		"a large upload":     bytes.NewReader(large),
+		"one without length": io.MultiReader(bytes.NewReader(large[:10])), // no Len: sent chunked
+	} {
+		if r := h.postRaw(h.api.URL, body); r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
+			t.Errorf("%s beside the slow one: %d %s, want 503 with Retry-After", name, r.status, r.raw)
+		}
+	}
+	if r := h.post(testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90), "x.jpg", nil, ""); r.status != http.StatusAccepted {
+		t.Errorf("a small upload beside the slow one: %d %s, want 202", r.status, r.raw)
+	}
+	slow.Close()
+	testenv.Eventually(t, 10*time.Second, "the slow upload's bytes were never given back", func() bool {
+		return metric(t, h.api.URL, "yoloserve_api_upload_bytes_reading") == 0
+	})
+	if r := h.postRaw(h.api.URL, bytes.NewReader(large)); r.status == http.StatusServiceUnavailable {
+		t.Errorf("a large upload alone: %d %s", r.status, r.raw)
+	}
+}
+
+// metric returns the value of the metric without labels called name on
+// the /metrics page at url, or NaN when there is none (no condition on it
+// holds then).
+func metric(t *testing.T, url, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(getText(t, url+"/metrics"), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return math.NaN()
+}
