@@ -468,14 +468,16 @@ func (s *Server) LostTasks() prometheus.Counter { return s.metrics.lost }
 // (KEYS[1]) and announces the task's end (ARGV[4]) on the done channel
 // (ARGV[3]), as Announce does. A hash that is gone, its task lost by Redis
 // while the task ran, is written anew with only the result, to expire
-// after ARGV[2] seconds; it returns 1 then, 0 otherwise.
+// after ARGV[2] seconds; it returns 1 then, 0 otherwise. A hash without
+// the task's message ("msg", which asynq writes at the enqueue) is such a
+// hash written by an earlier try whose reply was lost, and returns 1 too.
 //
 // The announcement goes out with the write, in one round trip, before
 // the worker deletes the upload: a client waiting on the task is answered
 // without waiting for either (docs/performance.md, What each choice
 // bought).
 var writeResultCmd = redis.NewScript(`
-local lost = redis.call("EXISTS", KEYS[1]) == 0
+local lost = redis.call("HEXISTS", KEYS[1], "msg") == 0
 redis.call("HSET", KEYS[1], "result", ARGV[1])
 if lost then
 	redis.call("EXPIRE", KEYS[1], ARGV[2])

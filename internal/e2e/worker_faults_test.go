@@ -3,12 +3,14 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -337,6 +339,75 @@ func TestResultKeptWhenRedisLosesTaskMidRun(t *testing.T) {
 	if n := testutil.ToFloat64(srv.LostTasks()); n != 1 {
 		t.Errorf("yoloserve_worker_lost_tasks_total: %v, want 1", n)
 	}
+}
+
+// TestLostTaskCountedWhenWriteReplyLost: Redis loses a running task, and
+// then the reply to the first write of its result: the write ran, the
+// worker could not know, and wrote it again. The task is still counted
+// as lost, and its result expires.
+func TestLostTaskCountedWhenWriteReplyLost(t *testing.T) {
+	h := newHarness(t, options{})
+	g := &gate{d: detector(t), entered: make(chan struct{}), release: make(chan struct{})}
+	const ttl = 10 * time.Minute
+	srv := h.startWorkerConfig(g, asynq.ServerConfig{Concurrency: 1, ResultTTL: ttl})
+	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
+	awaitEntered(t, g, 1)
+	ctx := context.Background()
+	if err := h.rdb.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	lose := &lostReplies{id: id}
+	h.rdb.AddHook(lose)
+	close(g.release)
+
+	testenv.Eventually(t, 30*time.Second, "no result after Redis lost the running task", func() bool {
+		last := h.get("/result/" + id)
+		return last.status == http.StatusOK && last.body["status"] == "SUCCESS"
+	})
+	// The worker deletes the upload once it has written the result and
+	// counted the task.
+	testenv.Eventually(t, 30*time.Second, "the worker did not finish the task", func() bool {
+		return len(h.uploadsLeft()) == 0
+	})
+	if n := lose.n.Load(); n != 2 {
+		t.Fatalf("%d writes of the result, want 2: the first (its reply dropped), and the one after", n)
+	}
+	if left, err := h.rdb.TTL(ctx, "asynq:{detect}:t:"+id).Result(); err != nil || left <= 0 || left > ttl {
+		t.Errorf("the lost task's result lives %v (%v), want up to %v", left, err, ttl)
+	}
+	if n := testutil.ToFloat64(srv.LostTasks()); n != 1 {
+		t.Errorf("yoloserve_worker_lost_tasks_total: %v, want 1", n)
+	}
+}
+
+// lostReplies drops Redis' reply to the first write of task id's result
+// (the script that announces id on asynq.DoneChannel), after Redis ran
+// it, and counts the writes that Redis ran.
+type lostReplies struct {
+	id string
+	n  atomic.Int64
+}
+
+func (l *lostReplies) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (l *lostReplies) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		args := cmd.Args()
+		script := cmd.Name() == "evalsha" || cmd.Name() == "eval"
+		if err != nil || !script || len(args) < 2 || args[len(args)-1] != l.id || args[len(args)-2] != asynq.DoneChannel {
+			return err
+		}
+		if l.n.Add(1) == 1 {
+			err = errors.New("the reply was lost")
+			cmd.SetErr(err)
+		}
+		return err
+	}
+}
+
+func (l *lostReplies) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 // stallingUploads is the upload folder whose Delete, a handler's step
