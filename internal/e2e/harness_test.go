@@ -407,3 +407,18 @@ func awaitEntered(t *testing.T, g *gate, n int) {
 		}
 	}
 }
+
+// afterCommand is a go-redis hook: it is called with each command a
+// client sends outside a pipeline, once Redis has answered it or the
+// command has failed, and what it returns is the command's error.
+type afterCommand func(cmd redis.Cmder, err error) error
+
+func (f afterCommand) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (f afterCommand) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { return f(cmd, next(ctx, cmd)) }
+}
+
+func (f afterCommand) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}

@@ -254,11 +254,11 @@ func TestWaitAcrossRedisRestart(t *testing.T) {
 	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil) // no worker yet
 
 	h.redis.Stop()
-	failed := &failedCommands{name: "hmget"} // the task's state, read
-	h.rdb.AddHook(failed)
+	var failed atomic.Int64
+	h.rdb.AddHook(failedCommands("hmget", &failed)) // the task's state, read
 	answers := getLater(h.api.URL + "/result/" + id + "?wait=30")
 	testenv.Eventually(t, 10*time.Second, "the waiting request read nothing while Redis was down", func() bool {
-		return failed.n.Load() > 0
+		return failed.Load() > 0
 	})
 	h.redis.StartDurable()
 	h.startWorker(detector(t), 1)
@@ -285,11 +285,11 @@ func TestResultWriteRidesOutRedisRestart(t *testing.T) {
 	awaitEntered(t, g, 1)
 
 	h.redis.Stop()
-	failed := &failedCommands{name: "evalsha"} // the result's write script
-	h.rdb.AddHook(failed)
+	var failed atomic.Int64
+	h.rdb.AddHook(failedCommands("evalsha", &failed)) // the result's write script
 	close(g.release)
 	testenv.Eventually(t, 10*time.Second, "the worker did not try to write the result while Redis was down", func() bool {
-		return failed.n.Load() > 0
+		return failed.Load() > 0
 	})
 	h.redis.StartDurable()
 	if ti := h.result(id); ti.Status != detect.StatusSuccess {
@@ -300,25 +300,13 @@ func TestResultWriteRidesOutRedisRestart(t *testing.T) {
 	}
 }
 
-// failedCommands counts the commands of one name (lower case) that a
-// go-redis client sent and that failed.
-type failedCommands struct {
-	name string
-	n    atomic.Int64
-}
-
-func (f *failedCommands) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (f *failedCommands) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		if err != nil && cmd.Name() == f.name {
-			f.n.Add(1)
+// failedCommands returns a hook that counts in n the commands named name
+// (lower case) that a go-redis client sent and that failed.
+func failedCommands(name string, n *atomic.Int64) redis.Hook {
+	return afterCommand(func(cmd redis.Cmder, err error) error {
+		if err != nil && cmd.Name() == name {
+			n.Add(1)
 		}
 		return err
-	}
-}
-
-func (f *failedCommands) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	})
 }
