@@ -107,9 +107,11 @@ type StageResult struct {
 	InferenceMS float64 `json:"inference_ms"`
 	PostMS      float64 `json:"postprocess_ms"`
 	Overhead    float64 `json:"overhead_ratio"` // (decode+pre+post) / inference
-	// Runs is how many times the image was detected; SoloRuns how many
-	// of those ran on the solo session, whose runs alone the medians are
-	// of when there are any (0 for a detector without one).
+	// Runs is how many times the image was detected (more than asked
+	// for when other processes took the cores); SoloRuns how many of
+	// those ran on the solo session with the cores free, whose runs alone
+	// the medians are of when there are any (0 for a detector without a
+	// solo session).
 	Runs     int `json:"runs"`
 	SoloRuns int `json:"solo_runs"`
 }

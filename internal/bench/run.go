@@ -114,7 +114,7 @@ func (rep *Report) floorAndStages(cfg *Config, ncpu int) error {
 	if err != nil {
 		return fmt.Errorf("bench needs libpng: %w", err)
 	}
-	cfg.printf("== detector stages, one image at a time through the default worker's detector (median ms of the runs on its solo session, when any; solo: how many ran there)\n")
+	cfg.printf("== detector stages, one image at a time through the default worker's detector (median ms of the runs on its solo session with the cores free, when any; solo: how many of the runs)\n")
 	cfg.printf("  %-16s %-14s %8s %8s %8s %9s %8s %9s %5s\n", "image", "decoder", "pixels", "decode", "letterbox", "inference", "nms", "overhead", "solo")
 	for i, dec := range []*decode.Decoder{{JPEG: turbo, PNG: libpng}, {JPEG: decode.GoJPEG{}, PNG: decode.GoPNG{}}} {
 		rs, err := stages(cfg, dec, 7)

@@ -19,17 +19,21 @@ import (
 // (its slots, threads and solo session), fed one image at a time, so that
 // each image is a lone task's: on a CPU with two cores or more it runs on
 // the solo session, whose threads spin through a run as the bare session's
-// do. A run that found the cores taken sends the next lone images to a
-// slot's 1-thread session for a rest (solo.go), whose inference is half
-// again as long and would flatter the overhead; so the medians are of the
-// runs on the solo session, or of all runs when none of an image's ran
-// there (StageResult.SoloRuns says how many did).
+// do. The figures are meant for free cores: a run that found the cores
+// taken by another process is slower, and sends the next lone images to
+// a slot's 1-thread session for a rest (solo.go), whose inference is half
+// again as long and would flatter the overhead. So an image runs until
+// runs of its runs were on the solo session with the cores free, up to
+// three times as many runs in all, and the medians are of those runs, or
+// of all runs when none of an image's was one (StageResult.SoloRuns says
+// how many were).
 func stages(cfg *Config, dec *decode.Decoder, runs int) ([]StageResult, error) {
 	d, err := yolo.Open(yolo.Config{ModelPath: cfg.Model, Library: cfg.Library, Provider: cfg.Provider, Decoder: dec})
 	if err != nil {
 		return nil, err
 	}
 	defer d.Close()
+	hasSolo := d.Config().SoloThreads > 0
 	var out []StageResult
 	for _, path := range cfg.Images {
 		data, err := os.ReadFile(path)
@@ -38,13 +42,13 @@ func stages(cfg *Config, dec *decode.Decoder, runs int) ([]StageResult, error) {
 		}
 		var all, solo []detect.Speed
 		var res *detect.Result
-		for i := 0; i < runs; i++ {
-			before := d.SoloRuns()
+		for i := 0; i < runs || hasSolo && len(solo) < runs && i < 3*runs; i++ {
+			ran, crowded := d.SoloRuns(), d.SoloCrowded()
 			if res, err = d.Detect(context.Background(), data, detect.DefaultParams()); err != nil {
 				return nil, fmt.Errorf("%s: %w", path, err)
 			}
 			all = append(all, res.SpeedMS)
-			if d.SoloRuns() > before {
+			if d.SoloRuns() > ran && d.SoloCrowded() == crowded {
 				solo = append(solo, res.SpeedMS)
 			}
 		}
@@ -65,7 +69,7 @@ func stages(cfg *Config, dec *decode.Decoder, runs int) ([]StageResult, error) {
 		}
 		r := StageResult{Image: filepath.Base(path), Decoder: name, Pixels: res.Image.Width * res.Image.Height,
 			DecodeMS: median(decs), PreMS: median(pre), InferenceMS: median(inf), PostMS: median(post),
-			Runs: runs, SoloRuns: len(solo)}
+			Runs: len(all), SoloRuns: len(solo)}
 		r.Overhead = (r.DecodeMS + r.PreMS + r.PostMS) / r.InferenceMS
 		out = append(out, r)
 	}
