@@ -257,7 +257,7 @@ func (q *Queue) Task(ctx context.Context, id string) (detect.TaskInfo, error) {
 // time runs out (or after) still answers the state.
 func (q *Queue) Wait(ctx context.Context, id string) (detect.TaskInfo, error) {
 	read := context.WithoutCancel(ctx)
-	pause := firstUnavailablePause
+	var unavailable backoff
 	for {
 		// Listen before looking, so that an end announced in between is
 		// not missed.
@@ -265,15 +265,12 @@ func (q *Queue) Wait(ctx context.Context, id string) (detect.TaskInfo, error) {
 		ti, err := q.Task(read, id)
 		if ridesOut(ctx, err) {
 			cancel()
-			select {
-			case <-ctx.Done():
+			if !unavailable.sleep(ctx) {
 				return ti, err
-			case <-time.After(pause):
 			}
-			pause = min(2*pause, maxUnavailablePause)
 			continue
 		}
-		pause = firstUnavailablePause
+		unavailable = backoff{}
 		if err != nil || ti.Status.Done() {
 			cancel()
 			return ti, err
@@ -304,6 +301,33 @@ const (
 	firstUnavailablePause = 50 * time.Millisecond
 	maxUnavailablePause   = time.Second
 )
+
+// backoff paces the reads of a wait, or the result writes of a worker,
+// that found Redis unavailable; its zero value starts at
+// firstUnavailablePause.
+type backoff struct{ pause time.Duration }
+
+// next returns the pause the next sleep waits.
+func (b *backoff) next() time.Duration {
+	if b.pause == 0 {
+		return firstUnavailablePause
+	}
+	return b.pause
+}
+
+// sleep waits the next pause, or until ctx ends, and doubles the pause
+// after it up to maxUnavailablePause. It returns false when ctx ended
+// first.
+func (b *backoff) sleep(ctx context.Context) bool {
+	pause := b.next()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(pause):
+	}
+	b.pause = min(2*pause, maxUnavailablePause)
+	return true
+}
 
 // ridesOut reports whether a wait on ctx reads again after err: Redis was
 // unavailable and the wait has time left.

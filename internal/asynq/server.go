@@ -496,20 +496,17 @@ return lost and 1 or 0`)
 // returns Redis' last error.
 func (s *Server) writeResult(ctx context.Context, id string, result []byte) (lost bool, err error) {
 	give := time.Now().Add(resultWriteRetry)
-	pause := firstUnavailablePause
+	var unavailable backoff
 	for {
 		n, err := writeResultCmd.Run(ctx, s.rdb, []string{runningTaskKey(ctx, id)},
 			result, max(int64(s.resultTTL/time.Second), 1), DoneChannel, id).Int()
-		if err == nil || time.Now().Add(pause).After(give) {
+		if err == nil || time.Now().Add(unavailable.next()).After(give) {
 			return n == 1, err
 		}
-		s.log.Debug("writing the result failed; trying again", "task_id", id, "in", pause, "error", err)
-		select {
-		case <-ctx.Done():
+		s.log.Debug("writing the result failed; trying again", "task_id", id, "in", unavailable.next(), "error", err)
+		if !unavailable.sleep(ctx) {
 			return false, err
-		case <-time.After(pause):
 		}
-		pause = min(2*pause, maxUnavailablePause)
 	}
 }
 
