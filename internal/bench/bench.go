@@ -184,6 +184,23 @@ func ceiling(ncpu int, barePS float64, used CPUShare) float64 {
 	return coreMSPerImage(ncpu, barePS) / total
 }
 
+// slowShare is the share of the run's fastest bare throughput under
+// which a configuration's rounds are taken to have met a slow stretch.
+const slowShare = 0.8
+
+// slowStretch returns a note for a configuration whose rounds' bare
+// sessions did under slowShare of the fastest configuration's images a
+// second in the same run (barePS and fastest), else "". In such a
+// stretch the inference slows down more than the service's costs beside
+// it (the API, Redis, the load generator), so its throughput ratio reads
+// higher than the machine's usual and does not compare.
+func slowStretch(barePS, fastest float64) string {
+	if barePS <= 0 || barePS >= slowShare*fastest {
+		return ""
+	}
+	return fmt.Sprintf("a slow stretch: its bare sessions did %.1f img/s against %.1f in this run's fastest rounds; not comparable", barePS, fastest)
+}
+
 // coreMSPerImage returns the milliseconds of one core an image takes when
 // ncpu cores together do perS images a second.
 func coreMSPerImage(ncpu int, perS float64) float64 { return float64(ncpu) * 1000 / perS }
@@ -266,6 +283,9 @@ type Ratio struct {
 	Value  float64 `json:"value"`
 	Target string  `json:"target"`
 	Met    bool    `json:"met"`
+	// Note says why the figure does not compare with other runs', when
+	// it does not (see slowStretch).
+	Note string `json:"note,omitempty"`
 }
 
 func percentile(sorted []float64, p float64) float64 {
