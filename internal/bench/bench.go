@@ -184,21 +184,22 @@ func ceiling(ncpu int, barePS float64, used CPUShare) float64 {
 	return coreMSPerImage(ncpu, barePS) / total
 }
 
-// slowShare is the share of the run's fastest bare throughput under
-// which a configuration's rounds are taken to have met a slow stretch.
-const slowShare = 0.8
+// slowShare is the share of the run's fastest bare speed under which a
+// configuration's bare measurements are taken to have met a slow stretch.
+const slowShare = 0.7
 
-// slowStretch returns a note for a configuration whose rounds' bare
-// sessions did under slowShare of the fastest configuration's images a
-// second in the same run (barePS and fastest), else "". In such a
-// stretch the inference slows down more than the service's costs beside
-// it (the API, Redis, the load generator), so its throughput ratio reads
-// higher than the machine's usual and does not compare.
-func slowStretch(barePS, fastest float64) string {
-	if barePS <= 0 || barePS >= slowShare*fastest {
+// slowStretch returns a note for a figure whose bare measurement ran at
+// speed, under slowShare of the fastest like measurement of the run
+// (fastest; both in runs or images a second), else "": what says which
+// measurement. In such a stretch the inference slows down more than the
+// service's costs beside it (decoding, the API, Redis, the load
+// generator), so the figure's ratio to its bare measurement reads better
+// than the machine's usual and does not compare with other runs'.
+func slowStretch(speed, fastest float64, what string) string {
+	if speed <= 0 || speed >= slowShare*fastest {
 		return ""
 	}
-	return fmt.Sprintf("a slow stretch: its bare sessions did %.1f img/s against %.1f in this run's fastest rounds; not comparable", barePS, fastest)
+	return fmt.Sprintf("a slow stretch: %s at %.2f of this run's fastest; not comparable", what, speed/fastest)
 }
 
 // coreMSPerImage returns the milliseconds of one core an image takes when
