@@ -248,7 +248,7 @@ func (q redisDiesAtEnqueue) Enqueue(ctx context.Context, job detect.Job) (string
 // is back, not left for UPLOAD_MAX_AGE.
 func TestUploadNotEnqueuedIsDropped(t *testing.T) {
 	h := newHarness(t, options{})
-	h.durableRedis()
+	h.redis.RestartDurable()
 	srv := apihttp.NewServer(apihttp.Config{}, redisDiesAtEnqueue{h.queue, h.redis}, upload.NewRedis(h.rdb, time.Hour))
 	ts := httptest.NewServer(srv)
 	defer ts.Close()

@@ -60,7 +60,7 @@ func TestChaos(t *testing.T) {
 // chaos is one run of TestChaos, for d, with uploads stored in store.
 func chaos(t *testing.T, store string, d time.Duration, rnd *rand.Rand) {
 	h := newHarness(t, options{}) // for its Redis, upload folder and helpers
-	h.durableRedis()              // acknowledged writes survive a kill
+	h.redis.RestartDurable()      // acknowledged writes survive a kill
 
 	// The API, too, reaches Redis through a proxy that can cut it off.
 	apiLink := testenv.StartProxy(t, h.redis.Addr)

@@ -124,19 +124,6 @@ func newHarness(t *testing.T, o options) *harness {
 	return h
 }
 
-// durableRedis restarts h's Redis writing every command to its
-// append-only file before it answers, so that the test may kill and start
-// it again without losing what it acknowledged. A test on REDIS_URL's
-// server, which it may not restart, is skipped.
-func (h *harness) durableRedis() {
-	h.t.Helper()
-	if !h.redis.Restartable() {
-		h.t.Skip("needs a redis-server of its own, not REDIS_URL's")
-	}
-	h.redis.Stop()
-	h.redis.StartDurable()
-}
-
 // serveAPI starts the real API server on h's queue and uploads.
 // Like the API process, it checks classes against the models the workers
 // announce, and keeps a mark in its upload store for the workers to find.

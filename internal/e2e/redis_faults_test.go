@@ -250,7 +250,7 @@ func TestRedisDownAndBack(t *testing.T) {
 // start.
 func TestWaitAcrossRedisRestart(t *testing.T) {
 	h := newHarness(t, options{})
-	h.durableRedis()
+	h.redis.RestartDurable()
 	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil) // no worker yet
 
 	h.redis.Stop()
@@ -278,7 +278,7 @@ func TestWaitAcrossRedisRestart(t *testing.T) {
 // reads SUCCESS, and the image was detected once, not again by a retry.
 func TestResultWriteRidesOutRedisRestart(t *testing.T) {
 	h := newHarness(t, options{})
-	h.durableRedis()
+	h.redis.RestartDurable()
 	g := &gate{d: detector(t), entered: make(chan struct{}, 2), release: make(chan struct{})}
 	h.startWorker(g, 1)
 	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil)

@@ -91,6 +91,19 @@ func (r *RedisServer) StartDurable() {
 	r.Start("--appendonly", "yes", "--appendfsync", "always")
 }
 
+// RestartDurable restarts the server as StartDurable starts it, for a
+// test that kills it and starts it again without losing what it
+// acknowledged. A test on REDIS_URL's server, which it may not restart,
+// is skipped.
+func (r *RedisServer) RestartDurable() {
+	r.tb.Helper()
+	if !r.Restartable() {
+		r.tb.Skip("needs a redis-server of its own, not REDIS_URL's")
+	}
+	r.Stop()
+	r.StartDurable()
+}
+
 // Dir is the folder the server keeps its files in (empty for REDIS_URL's
 // server).
 func (r *RedisServer) Dir() string { return r.dir }
