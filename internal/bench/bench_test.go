@@ -152,7 +152,8 @@ func TestRatiosMarkSlowStretch(t *testing.T) {
 		"worker 2x1/2s, solo 2: idle POST→result / bare 2-thread session": false,
 		"worker 2x1/2s, solo 2: 16-client throughput / best bare":         false,
 		"worker 2x1/2s, solo 2: peak RSS MiB":                             false,
-		// The only configuration with 1-thread pairs: the fastest of its kind.
+		// The only configuration with 1-thread pairs, and no floor: the
+		// fastest of its kind.
 		"worker 2x1/2s, no solo: service time / bare 1-thread session":     false,
 		"worker 2x1/2s, no solo: idle POST→result / bare 1-thread session": false,
 		"worker 2x1/2s, no solo: 16-client throughput / best bare":         true,
@@ -168,5 +169,59 @@ func TestRatiosMarkSlowStretch(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ratios noted as from a slow stretch (-want +got):\n%s", diff)
+	}
+}
+
+// TestRatiosMarkSlowStretchAgainstFloor checks that the run's floor is a
+// reference too: a slow stretch over the only configuration with 1-thread
+// pairs, or over every configuration, is marked against it.
+func TestRatiosMarkSlowStretchAgainstFloor(t *testing.T) {
+	// The floor of a run on this machine (stop 53's second).
+	floor := []FloorResult{
+		{Sessions: 1, Threads: 1, Batch: 1, MedianMS: 54.5, ImagesPerS: 18.3},
+		{Sessions: 1, Threads: 2, Batch: 1, MedianMS: 36.6, ImagesPerS: 27.3},
+		{Sessions: 2, Threads: 1, Batch: 1, MedianMS: 58.1, ImagesPerS: 34.4},
+	}
+	noted := func(workers ...WorkerRun) map[string]bool {
+		rep := Report{Floor: floor, Workers: workers}
+		rep.ratios()
+		got := map[string]bool{}
+		for _, r := range rep.Ratios {
+			if r.Note != "" {
+				got[r.Name] = true
+			}
+		}
+		return got
+	}
+	solo := WorkerRun{Concurrency: 2, Threads: 1, Sessions: 2, SoloThreads: 2, BareMS: 36.8, BareBestPS: 31.3}
+	noSolo := WorkerRun{Concurrency: 2, Threads: 1, Sessions: 2, BareMS: 61.4, BareBestPS: 31.8}
+
+	// The usual run: nothing marked.
+	if diff := cmp.Diff(map[string]bool{}, noted(solo, noSolo)); diff != "" {
+		t.Errorf("an ordinary run (-want +got):\n%s", diff)
+	}
+	// The no-solo worker's pairs alone in a slow stretch.
+	slowPairs := noSolo
+	slowPairs.BareMS = 95
+	want := map[string]bool{
+		"worker 2x1/2s, no solo: service time / bare 1-thread session":     true,
+		"worker 2x1/2s, no solo: idle POST→result / bare 1-thread session": true,
+	}
+	if diff := cmp.Diff(want, noted(solo, slowPairs)); diff != "" {
+		t.Errorf("the only configuration with 1-thread pairs in a slow stretch (-want +got):\n%s", diff)
+	}
+	// Every configuration after the floor in a slow stretch.
+	slowSolo := WorkerRun{Concurrency: 2, Threads: 1, Sessions: 2, SoloThreads: 2, BareMS: 58, BareBestPS: 20}
+	slowNoSolo := WorkerRun{Concurrency: 2, Threads: 1, Sessions: 2, BareMS: 95, BareBestPS: 20}
+	want = map[string]bool{
+		"worker 2x1/2s, solo 2: service time / bare 2-thread session":      true,
+		"worker 2x1/2s, solo 2: idle POST→result / bare 2-thread session":  true,
+		"worker 2x1/2s, solo 2: 16-client throughput / best bare":          true,
+		"worker 2x1/2s, no solo: service time / bare 1-thread session":     true,
+		"worker 2x1/2s, no solo: idle POST→result / bare 1-thread session": true,
+		"worker 2x1/2s, no solo: 16-client throughput / best bare":         true,
+	}
+	if diff := cmp.Diff(want, noted(slowSolo, slowNoSolo)); diff != "" {
+		t.Errorf("every configuration in a slow stretch (-want +got):\n%s", diff)
 	}
 }
