@@ -230,10 +230,8 @@ func (rep *Report) ratios() {
 	// to 1/0.73 as fast as the pairs' in ordinary runs.
 	fastest := 0.0
 	fastestPairs := map[int]float64{}
-	for _, f := range rep.Floor {
-		if f.Batch <= 1 {
-			fastest = max(fastest, f.ImagesPerS)
-		}
+	for _, f := range rep.Floor { // batch 1 only; batches are in rep.Batching
+		fastest = max(fastest, f.ImagesPerS)
 	}
 	for _, w := range rep.Workers {
 		fastest = max(fastest, w.BareBestPS)
