@@ -113,7 +113,7 @@ func WatchMemory(ctx context.Context, rdb redis.UniversalClient, interval time.D
 }
 
 // errNearlyFull refuses an upload while Redis is nearly full.
-var errNearlyFull = detect.Errorf(detect.EUNAVAILABLE, "The queue is full (Redis is nearly out of memory); try again shortly.")
+var errNearlyFull = detect.Unavailable(detect.ReasonRedisMemory, "The queue is full (Redis is nearly out of memory); try again shortly.")
 
 // Admit is asked before an upload of at most size bytes is read. It
 // returns an EUNAVAILABLE *Error when Redis has a memory limit and would

@@ -99,7 +99,7 @@ func (q *Queue) Close() error {
 
 // unavailable wraps a Redis failure as the EUNAVAILABLE error clients see.
 func unavailable(err error) error {
-	return fmt.Errorf("%w (%v)", detect.Errorf(detect.EUNAVAILABLE, "The queue is unavailable; try again in a few seconds."), err)
+	return fmt.Errorf("%w (%v)", detect.Unavailable(detect.ReasonRedis, "The queue is unavailable; try again in a few seconds."), err)
 }
 
 // Ping checks that Redis answers. It returns an EUNAVAILABLE *Error when
@@ -154,7 +154,7 @@ func (q *Queue) Enqueue(ctx context.Context, job detect.Job) (string, error) {
 		return "", err
 	}
 	if n >= int64(q.cfg.MaxQueue) {
-		return "", detect.Errorf(detect.EUNAVAILABLE, "The queue is full (%d images waiting); try again shortly.", n)
+		return "", detect.Unavailable(detect.ReasonQueueFull, "The queue is full (%d images waiting); try again shortly.", n)
 	}
 	payload, err := json.Marshal(job)
 	if err != nil {

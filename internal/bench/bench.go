@@ -271,11 +271,17 @@ type UploadResult struct {
 	P50MS      float64 `json:"p50_ms"`
 	P99MS      float64 `json:"p99_ms"`
 	Errors     int     `json:"errors"`
-	Rate       float64 `json:"rate_per_s"`
-	RateP50MS  float64 `json:"rate_p50_ms"`
-	RateP99MS  float64 `json:"rate_p99_ms"`
-	RateMaxMS  float64 `json:"rate_max_ms"`
-	RateErrors int     `json:"rate_errors"`
+	// Refused counts the window's uploads the API answered 503, by the
+	// reason it counted them under (yoloserve_api_refusals_total); the
+	// other errors are the client's own (a timeout, a refused connection).
+	Refused    map[string]int `json:"refused,omitempty"`
+	Rate       float64        `json:"rate_per_s"`
+	RateP50MS  float64        `json:"rate_p50_ms"`
+	RateP99MS  float64        `json:"rate_p99_ms"`
+	RateMaxMS  float64        `json:"rate_max_ms"`
+	RateErrors int            `json:"rate_errors"`
+	// RateRefused is Refused for the window at a fixed rate.
+	RateRefused map[string]int `json:"rate_refused,omitempty"`
 }
 
 // Ratio is a figure against its target.

@@ -212,3 +212,20 @@ func TestRatiosMarkSlowStretchAgainstFloor(t *testing.T) {
 		t.Errorf("every configuration in a slow stretch (-want +got):\n%s", diff)
 	}
 }
+
+// TestRefusedText: an intake window's line names its refusals by reason,
+// in a fixed order, and says nothing when there were none.
+func TestRefusedText(t *testing.T) {
+	for _, tc := range []struct {
+		refused map[string]int
+		want    string
+	}{
+		{nil, ""},
+		{map[string]int{"uploads_in_flight": 9}, " (503: uploads_in_flight 9)"},
+		{map[string]int{"upload_store": 2, "queue_full": 1, "redis": 4}, " (503: queue_full 1, redis 4, upload_store 2)"},
+	} {
+		if got := refusedText(tc.refused); got != tc.want {
+			t.Errorf("refusedText(%v) = %q, want %q", tc.refused, got, tc.want)
+		}
+	}
+}

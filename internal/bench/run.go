@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"image"
 	"image/jpeg"
+	"maps"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -208,8 +210,8 @@ func (rep *Report) service(cfg *Config, ncpu int) error {
 		if i == 0 {
 			rep.Upload = u
 		}
-		cfg.printf("== API intake, workers paused%s, %d-byte JPEG: %d clients back to back: %.0f accepted/s, p50 %.1f ms, p99 %.1f ms, errors %d; at %.0f/s: p50 %.1f ms, p99 %.1f ms, max %.1f ms, errors %d\n",
-			round, u.Bytes, u.Clients, u.AcceptedPS, u.P50MS, u.P99MS, u.Errors, u.Rate, u.RateP50MS, u.RateP99MS, u.RateMaxMS, u.RateErrors)
+		cfg.printf("== API intake, workers paused%s, %d-byte JPEG: %d clients back to back: %.0f accepted/s, p50 %.1f ms, p99 %.1f ms, errors %d%s; at %.0f/s: p50 %.1f ms, p99 %.1f ms, max %.1f ms, errors %d%s\n",
+			round, u.Bytes, u.Clients, u.AcceptedPS, u.P50MS, u.P99MS, u.Errors, refusedText(u.Refused), u.Rate, u.RateP50MS, u.RateP99MS, u.RateMaxMS, u.RateErrors, refusedText(u.RateRefused))
 	}
 	return nil
 }
@@ -265,6 +267,19 @@ func (rep *Report) ratios() {
 		add("API accepted 100 KB uploads per second (32 clients back to back)", rep.Upload.AcceptedPS, "≥ 1000", rep.Upload.AcceptedPS >= 1000, "")
 		add(fmt.Sprintf("API upload p99 ms at %.0f uploads/s", rep.Upload.Rate), rep.Upload.RateP99MS, "≤ 50", rep.Upload.RateP99MS <= 50 && rep.Upload.RateErrors == 0, "")
 	}
+}
+
+// refusedText says how many of a window's errors the API refused, by
+// reason ("" when none): " (503: uploads_in_flight 9)".
+func refusedText(refused map[string]int) string {
+	if len(refused) == 0 {
+		return ""
+	}
+	parts := make([]string, 0, len(refused))
+	for _, reason := range slices.Sorted(maps.Keys(refused)) {
+		parts = append(parts, fmt.Sprintf("%s %d", reason, refused[reason]))
+	}
+	return " (503: " + strings.Join(parts, ", ") + ")"
 }
 
 // jpegOfSize makes a noisy photo-like JPEG of at least n bytes.

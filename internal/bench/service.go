@@ -355,7 +355,51 @@ func (s *system) cpu() [4]time.Duration {
 // metrics reads the named samples from the worker's /metrics. It returns
 // an error when one is missing.
 func (s *system) metrics(names ...string) ([]float64, error) {
-	resp, err := http.Get(s.metricsURL)
+	return readMetrics(s.metricsURL, names...)
+}
+
+// refusals reads the API's count of refused requests by reason
+// (yoloserve_api_refusals_total), or returns an error when the API does
+// not answer or lacks one.
+func (s *system) refusals() (map[string]float64, error) {
+	reasons := append(detect.UnavailableReasons(), "other")
+	names := make([]string, len(reasons))
+	for i, r := range reasons {
+		names[i] = `yoloserve_api_refusals_total{reason="` + r + `"}`
+	}
+	v, err := readMetrics(s.api+"/metrics", names...)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]float64{}
+	for i, r := range reasons {
+		m[r] = v[i]
+	}
+	return m, nil
+}
+
+// refusedSince returns the refusals by reason counted since before, a
+// reading of s.refusals, leaving out the reasons with none; nil when
+// either reading failed (before is nil then).
+func (s *system) refusedSince(before map[string]float64) map[string]int {
+	after, err := s.refusals()
+	if before == nil || err != nil {
+		return nil
+	}
+	d := map[string]int{}
+	for r, n := range after {
+		if k := int(n - before[r]); k > 0 {
+			d[r] = k
+		}
+	}
+	return d
+}
+
+// readMetrics reads the named samples, each a name with its labels as the
+// page writes them, from the Prometheus text page at url. It returns an
+// error when one is missing.
+func readMetrics(url string, names ...string) ([]float64, error) {
+	resp, err := http.Get(url)
 	if err != nil {
 		return nil, err
 	}
@@ -376,7 +420,7 @@ func (s *system) metrics(names ...string) ([]float64, error) {
 		}
 	}
 	if i := slices.Index(found, false); i >= 0 {
-		return nil, fmt.Errorf("the worker's /metrics lacks %s", names[i])
+		return nil, fmt.Errorf("%s lacks %s", url, names[i])
 	}
 	return vals, sc.Err()
 }
@@ -536,13 +580,15 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 // from when it was due, so that a stall counts in full).
 func (s *system) measureUpload(image []byte, clients int, rate float64, d time.Duration) UploadResult {
 	b := newBody(image)
+	before, _ := s.refusals() // nil when the API does not answer
 	lat, errs, wall := closedLoop(clients, d, func(_, _ int) (time.Duration, error) {
 		t := time.Now()
 		_, err := s.submit(b)
 		return time.Since(t), err
 	})
 	res := UploadResult{Bytes: len(image), Clients: clients, AcceptedPS: float64(len(lat)) / wall.Seconds(),
-		P50MS: percentile(lat, 50), P99MS: percentile(lat, 99), Errors: errs, Rate: rate}
+		P50MS: percentile(lat, 50), P99MS: percentile(lat, 99), Errors: errs, Refused: s.refusedSince(before), Rate: rate}
+	before, _ = s.refusals()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	lat = lat[:0]
@@ -571,5 +617,6 @@ func (s *system) measureUpload(image []byte, clients int, rate float64, d time.D
 	wg.Wait()
 	sort.Float64s(lat)
 	res.RateP50MS, res.RateP99MS, res.RateMaxMS, res.RateErrors = percentile(lat, 50), percentile(lat, 99), percentile(lat, 100), errs
+	res.RateRefused = s.refusedSince(before)
 	return res
 }

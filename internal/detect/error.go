@@ -26,6 +26,26 @@ const (
 type Error struct {
 	Code    string
 	Message string
+	// Reason says, for an EUNAVAILABLE error, which limit or dependency
+	// refused: one of the Reason constants, a fixed set that metrics can
+	// count by, where the message may carry numbers. Empty otherwise.
+	Reason string
+}
+
+// The reasons of the EUNAVAILABLE errors the API answers with.
+const (
+	ReasonUploadsInFlight     = "uploads_in_flight"      // MAX_INFLIGHT_UPLOADS bodies being read
+	ReasonUploadBytesInFlight = "upload_bytes_in_flight" // MAX_INFLIGHT_BYTES of them
+	ReasonQueueFull           = "queue_full"             // MAX_QUEUE tasks waiting
+	ReasonRedisMemory         = "redis_memory"           // Redis nearly out of memory
+	ReasonRedis               = "redis"                  // Redis does not answer, or refuses
+	ReasonUploadStore         = "upload_store"           // the upload store cannot take the upload
+)
+
+// UnavailableReasons returns every Reason constant.
+func UnavailableReasons() []string {
+	return []string{ReasonUploadsInFlight, ReasonUploadBytesInFlight, ReasonQueueFull,
+		ReasonRedisMemory, ReasonRedis, ReasonUploadStore}
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -33,6 +53,12 @@ func (e *Error) Error() string { return e.Message }
 // Errorf returns an *Error with the code and a formatted message.
 func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Unavailable returns an EUNAVAILABLE *Error with the reason, one of the
+// Reason constants, and a formatted message.
+func Unavailable(reason, format string, args ...any) *Error {
+	return &Error{Code: EUNAVAILABLE, Message: fmt.Sprintf(format, args...), Reason: reason}
 }
 
 // ErrorCode returns the code of the first *Error in err's chain, EINTERNAL
@@ -57,4 +83,14 @@ func ErrorMessage(err error) string {
 		return e.Message
 	}
 	return "Internal error."
+}
+
+// ErrorReason returns the reason of the first *Error in err's chain, and
+// "" when it has none or err holds no *Error.
+func ErrorReason(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return ""
 }

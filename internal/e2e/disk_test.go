@@ -86,6 +86,7 @@ func TestFullUploadDisk(t *testing.T) {
 			if len(accepted) != tc.accepted {
 				t.Errorf("%d uploads accepted before the refusal, want %d", len(accepted), tc.accepted)
 			}
+			wantRefusals(t, h.api.URL, map[string]float64{"upload_store": 1})
 			if out := logs.String(); !strings.Contains(out, tc.logged) {
 				t.Errorf("API log, want %q:\n%s", tc.logged, out)
 			}

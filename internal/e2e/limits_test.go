@@ -13,12 +13,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"yoloserve/internal/asynq"
 	apihttp "yoloserve/internal/http"
 	"yoloserve/internal/testenv"
 )
 
-// TestBackPressure: past MAX_QUEUE waiting tasks, 503 with Retry-After.
+// TestBackPressure: past MAX_QUEUE waiting tasks, 503 with Retry-After,
+// counted as queue_full.
 func TestBackPressure(t *testing.T) {
 	h := newHarness(t, options{queue: asynq.QueueConfig{MaxQueue: 3}})
 	jpg := testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90)
@@ -29,6 +32,7 @@ func TestBackPressure(t *testing.T) {
 	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" || !strings.Contains(r.body["error"].(string), "full") {
 		t.Errorf("4th task: %d %s", r.status, r.raw)
 	}
+	wantRefusals(t, h.api.URL, map[string]float64{"queue_full": 1})
 	if n := len(h.uploadsLeft()); n != 3 {
 		t.Errorf("%d uploads stored, want the 3 accepted", n)
 	}
@@ -171,7 +175,8 @@ func TestUploadFolderNeverServed(t *testing.T) {
 }
 
 // TestInflightUploadsBounded: while MAX_INFLIGHT_UPLOADS bodies are being
-// read, another upload gets 503 with Retry-After instead of more memory.
+// read, another upload gets 503 with Retry-After instead of more memory,
+// counted as uploads_in_flight.
 func TestInflightUploadsBounded(t *testing.T) {
 	h := newHarness(t, options{api: apihttp.Config{MaxInflight: 1}})
 	jpg := testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90)
@@ -184,6 +189,7 @@ func TestInflightUploadsBounded(t *testing.T) {
 	if r := h.post(jpg, "x.jpg", nil, ""); r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
 		t.Errorf("an upload beside the slow one: %d %s, want 503 with Retry-After", r.status, r.raw)
 	}
+	wantRefusals(t, h.api.URL, map[string]float64{"uploads_in_flight": 1})
 	slow.Close()
 	testenv.Eventually(t, 10*time.Second, "uploads not accepted after the slow one ended", func() bool {
 		return h.post(jpg, "x.jpg", nil, "").status == http.StatusAccepted
@@ -193,8 +199,8 @@ func TestInflightUploadsBounded(t *testing.T) {
 // TestInflightBytesBounded: while a slow upload holds most of
 // MAX_INFLIGHT_BYTES, an upload whose Content-Length would pass it, or
 // one without a length (counted at twice MAX_UPLOAD_BYTES), gets 503 with
-// Retry-After, and one that fits is taken; once the slow one ends, the
-// large one is taken too.
+// Retry-After (counted as upload_bytes_in_flight), and one that fits is
+// taken; once the slow one ends, the large one is taken too.
 func TestInflightBytesBounded(t *testing.T) {
 	const limit = 3 << 20
 	h := newHarness(t, options{api: apihttp.Config{MaxUploadBytes: limit, MaxInflightBytes: 2 * limit}})
@@ -211,6 +217,7 @@ func TestInflightBytesBounded(t *testing.T) {
 			t.Errorf("%s beside the slow one: %d %s, want 503 with Retry-After", name, r.status, r.raw)
 		}
 	}
+	wantRefusals(t, h.api.URL, map[string]float64{"upload_bytes_in_flight": 2})
 	if r := h.post(testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90), "x.jpg", nil, ""); r.status != http.StatusAccepted {
 		t.Errorf("a small upload beside the slow one: %d %s, want 202", r.status, r.raw)
 	}
@@ -238,4 +245,19 @@ func metric(t *testing.T, url, name string) float64 {
 		}
 	}
 	return math.NaN()
+}
+
+// wantRefusals checks yoloserve_api_refusals_total on the /metrics page at
+// url: want's counts for their reasons, and 0 for every other reason.
+func wantRefusals(t *testing.T, url string, want map[string]float64) {
+	t.Helper()
+	got := map[string]float64{}
+	all := map[string]float64{}
+	for _, reason := range []string{"uploads_in_flight", "upload_bytes_in_flight", "queue_full", "redis_memory", "redis", "upload_store", "other"} {
+		all[reason] = want[reason]
+		got[reason] = metric(t, url, `yoloserve_api_refusals_total{reason="`+reason+`"}`)
+	}
+	if diff := cmp.Diff(all, got); diff != "" {
+		t.Errorf("refusals by reason (-want +got):\n%s", diff)
+	}
 }

@@ -222,6 +222,7 @@ func TestRedisDownAndBack(t *testing.T) {
 	if r := h.get("/result/00000000-0000-0000-0000-000000000000"); r.status != http.StatusServiceUnavailable {
 		t.Errorf("GET /result with Redis down: %d", r.status)
 	}
+	wantRefusals(t, h.api.URL, map[string]float64{"redis": 2}) // the POST and the GET, not /readyz
 	if left := h.uploadsLeft(); len(left) != 0 {
 		t.Errorf("refused upload kept: %v", left)
 	}

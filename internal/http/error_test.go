@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -11,16 +12,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"yoloserve/internal/detect"
 	"yoloserve/internal/testenv"
 )
 
 // TestErrorUnavailable checks that unavailability is answered with 503 and
-// Retry-After, and logged as a warning unless the client has gone, whose
-// request's commands its own context cut short.
+// Retry-After, and counted by its reason and logged as a warning unless
+// the client has gone, whose request's commands its own context cut short.
 func TestErrorUnavailable(t *testing.T) {
 	cause := errors.New("dial tcp 10.0.0.7:6379: connection refused")
-	err := detect.Errorf(detect.EUNAVAILABLE, "The queue is unavailable; try again in a few seconds.")
+	err := detect.Unavailable(detect.ReasonRedis, "The queue is unavailable; try again in a few seconds.")
 	for _, tc := range []struct {
 		name     string
 		gone     bool
@@ -39,7 +43,8 @@ func TestErrorUnavailable(t *testing.T) {
 			}
 			r := httptest.NewRequestWithContext(ctx, http.MethodGet, "/result/x", nil)
 			w := httptest.NewRecorder()
-			s := &Server{log: log, refused: newRefusals(log, time.Hour)}
+			total := newRefusalCounter()
+			s := &Server{log: log, refused: newRefusals(log, time.Hour, total)}
 			s.Error(w, r, errors.Join(err, cause))
 			if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
 				t.Errorf("status %d, Retry-After %q; want 503 with Retry-After", w.Code, w.Header().Get("Retry-After"))
@@ -50,7 +55,45 @@ func TestErrorUnavailable(t *testing.T) {
 			if warned := strings.Contains(logs.String(), "level=WARN"); warned != tc.wantWarn {
 				t.Errorf("warning logged: %v, want %v; log: %q", warned, tc.wantWarn, logs.String())
 			}
+			want := 0.0
+			if tc.wantWarn {
+				want = 1
+			}
+			if got := testutil.ToFloat64(total.WithLabelValues(detect.ReasonRedis)); got != want {
+				t.Errorf("refusals counted with reason %q: %v, want %v", detect.ReasonRedis, got, want)
+			}
 		})
+	}
+}
+
+// TestRefusalsCountedByReason: each refusal is counted under its error's
+// reason, one without a reason as "other", and every reason is present
+// from the start, at 0.
+func TestRefusalsCountedByReason(t *testing.T) {
+	total := newRefusalCounter()
+	log := slog.New(slog.DiscardHandler)
+	s := &Server{log: log, refused: newRefusals(log, time.Hour, total)}
+	for _, err := range []error{
+		detect.Unavailable(detect.ReasonQueueFull, "The queue is full (7 images waiting); try again shortly."),
+		detect.Unavailable(detect.ReasonQueueFull, "The queue is full (8 images waiting); try again shortly."),
+		fmt.Errorf("%w (no space left on device)", detect.Unavailable(detect.ReasonUploadStore, "The upload could not be stored; try again shortly.")),
+		detect.Errorf(detect.EUNAVAILABLE, "not ready"),
+	} {
+		s.Error(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/predict", nil), err)
+	}
+	got := map[string]float64{}
+	for _, reason := range append(detect.UnavailableReasons(), "other") {
+		got[reason] = testutil.ToFloat64(total.WithLabelValues(reason))
+	}
+	want := map[string]float64{
+		detect.ReasonUploadsInFlight: 0, detect.ReasonUploadBytesInFlight: 0, detect.ReasonQueueFull: 2,
+		detect.ReasonRedisMemory: 0, detect.ReasonRedis: 0, detect.ReasonUploadStore: 1, "other": 1,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("refusals by reason (-want +got):\n%s", diff)
+	}
+	if n := testutil.CollectAndCount(total); n != len(want) {
+		t.Errorf("%d series, want one for each reason and other (%d)", n, len(want))
 	}
 }
 
@@ -61,7 +104,7 @@ func TestErrorUnavailable(t *testing.T) {
 func TestRefusalsLogABurstInTwoLines(t *testing.T) {
 	var logs testenv.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	s := &Server{log: log, refused: newRefusals(log, 500*time.Millisecond)}
+	s := &Server{log: log, refused: newRefusals(log, 500*time.Millisecond, newRefusalCounter())}
 	full := detect.Errorf(detect.EUNAVAILABLE, "The queue is full (10000 images waiting); try again shortly.")
 	down := errors.Join(detect.Errorf(detect.EUNAVAILABLE, "The queue is unavailable; try again in a few seconds."), errors.New("connection refused"))
 	refuse := func(err error, n int) {

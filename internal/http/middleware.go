@@ -23,6 +23,7 @@ type apiMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	waiting  prometheus.Gauge
+	refusals *prometheus.CounterVec // by reason (refusals.go)
 }
 
 // newAPIMetrics registers the API's metrics on reg; inflight holds a token
@@ -39,6 +40,7 @@ func newAPIMetrics(reg prometheus.Registerer, inflight chan struct{}, bodies *bo
 		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "yoloserve_api_result_waits", Help: "Requests waiting (GET /result or POST /predict with ?wait) for their task to end.",
 		}),
+		refusals: newRefusalCounter(),
 	}
 	reading := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "yoloserve_api_uploads_reading",
@@ -48,7 +50,7 @@ func newAPIMetrics(reg prometheus.Registerer, inflight chan struct{}, bodies *bo
 		Name: "yoloserve_api_upload_bytes_reading",
 		Help: "Bytes counted for the POST /predict bodies being read; past MAX_INFLIGHT_BYTES an upload is refused with 503.",
 	}, func() float64 { return float64(bodies.held()) })
-	reg.MustRegister(m.requests, m.duration, m.waiting, reading, reserved)
+	reg.MustRegister(m.requests, m.duration, m.waiting, m.refusals, reading, reserved)
 	return m
 }
 

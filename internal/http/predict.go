@@ -77,7 +77,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (detect.TaskInfo
 		defer func() { s.cfg.Room.Done(most, stored) }()
 	}
 	if !s.bodies.take(need) {
-		return detect.TaskInfo{}, 0, errTooManyUploads
+		return detect.TaskInfo{}, 0, errTooManyBytes
 	}
 	defer s.bodies.give(need)
 	// The upload's bytes live in buf, which goes back to the pool when
@@ -170,9 +170,12 @@ func (s *Server) dropUpload(ctx context.Context, ref string) bool {
 	return false
 }
 
-// errTooManyUploads refuses an upload past MAX_INFLIGHT_UPLOADS or
-// MAX_INFLIGHT_BYTES.
-var errTooManyUploads = detect.Errorf(detect.EUNAVAILABLE, "Too many uploads in progress; try again shortly.")
+// errTooManyUploads refuses an upload past MAX_INFLIGHT_UPLOADS, and
+// errTooManyBytes one past MAX_INFLIGHT_BYTES; the client reads the same.
+var (
+	errTooManyUploads = detect.Unavailable(detect.ReasonUploadsInFlight, "Too many uploads in progress; try again shortly.")
+	errTooManyBytes   = detect.Unavailable(detect.ReasonUploadBytesInFlight, "Too many uploads in progress; try again shortly.")
+)
 
 // upload is what a /predict body carries.
 type upload struct {

@@ -6,28 +6,57 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"yoloserve/internal/detect"
 )
 
-// refusals logs the requests answered 503 so that a burst of them (the
-// queue full, Redis down, at hundreds of uploads a second) does not flood
-// the log: for each reason, the first refusal is a warning with its
-// cause; those in the interval after it are counted, and their count is
-// one warning when the interval ends. Each refusal is also a debug line.
+// refusals counts the requests answered 503 by the reason of their error
+// (detect.Error's Reason, a fixed set), and logs them so that a burst of
+// them (the queue full, Redis down, at hundreds of uploads a second) does
+// not flood the log: for each message the clients read, the first refusal
+// is a warning with its cause; those in the interval after it are
+// counted, and their count is one warning when the interval ends. Each
+// refusal is also a debug line.
 type refusals struct {
 	log   *slog.Logger
 	every time.Duration
+	total *prometheus.CounterVec // by reason
 
 	mu      sync.Mutex
 	counted map[string]int // by reason (the client's message), while its interval runs
 }
 
-func newRefusals(log *slog.Logger, every time.Duration) *refusals {
-	return &refusals{log: log, every: every, counted: map[string]int{}}
+// newRefusals returns refusals that log to log, a warning at most every
+// interval for each message, and count in total, a counter with the label
+// reason: each Reason constant, and "other" for an error without one.
+func newRefusals(log *slog.Logger, every time.Duration, total *prometheus.CounterVec) *refusals {
+	for _, reason := range append(detect.UnavailableReasons(), reasonOther) {
+		total.WithLabelValues(reason) // present at 0 from the start
+	}
+	return &refusals{log: log, every: every, total: total, counted: map[string]int{}}
 }
 
-// note logs the refusal of r with err, an EUNAVAILABLE *detect.Error.
+// reasonOther counts the refusals whose error has no reason.
+const reasonOther = "other"
+
+// newRefusalCounter returns the counter of refusals by reason; the caller
+// registers it.
+func newRefusalCounter() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "yoloserve_api_refusals_total",
+		Help: "Requests answered 503 by reason: uploads_in_flight (MAX_INFLIGHT_UPLOADS), upload_bytes_in_flight (MAX_INFLIGHT_BYTES), queue_full (MAX_QUEUE), redis_memory (Redis nearly out of memory), redis (Redis unreachable), upload_store (the upload could not be stored: the disk under UPLOAD_DISK_RESERVE, full or unwritable, or Redis refusing it).",
+	}, []string{"reason"})
+}
+
+// note counts and logs the refusal of r with err, an EUNAVAILABLE
+// *detect.Error.
 func (f *refusals) note(r *http.Request, err error) {
+	label := detect.ErrorReason(err)
+	if label == "" {
+		label = reasonOther
+	}
+	f.total.WithLabelValues(label).Inc()
 	reason := detect.ErrorMessage(err)
 	f.mu.Lock()
 	n, counting := f.counted[reason]

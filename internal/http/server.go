@@ -101,7 +101,7 @@ type Server struct {
 	queue    Queue
 	uploads  Uploads
 	log      *slog.Logger
-	refused  *refusals // how the 503s are logged
+	refused  *refusals // how the 503s are counted and logged
 	router   chi.Router
 	server   *http.Server
 	metrics  *apiMetrics
@@ -156,8 +156,9 @@ func NewServer(cfg Config, q Queue, up Uploads) *Server {
 	}
 	inflight := make(chan struct{}, cfg.MaxInflight)
 	bodies := &bodyBudget{max: cfg.MaxInflightBytes}
-	s := &Server{cfg: cfg, queue: q, uploads: up, log: cfg.Logger, metrics: newAPIMetrics(cfg.Registry, inflight, bodies),
-		inflight: inflight, bodies: bodies, refused: newRefusals(cfg.Logger, cfg.RefusalLogInterval)}
+	metrics := newAPIMetrics(cfg.Registry, inflight, bodies)
+	s := &Server{cfg: cfg, queue: q, uploads: up, log: cfg.Logger, metrics: metrics,
+		inflight: inflight, bodies: bodies, refused: newRefusals(cfg.Logger, cfg.RefusalLogInterval, metrics.refusals)}
 	s.stopping, s.stop = context.WithCancel(context.Background())
 	s.dropping, s.endDrops = context.WithCancel(context.Background())
 	if cfg.RateLimit > 0 {

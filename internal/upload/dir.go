@@ -78,7 +78,7 @@ func NewDir(path string, reserve int64) (*Dir, error) {
 
 // errStore is what a client reads when an upload cannot be stored (a full
 // or unwritable disk): a fault of the service, worth a retry.
-var errStore = detect.Errorf(detect.EUNAVAILABLE, "The upload could not be stored; try again shortly.")
+var errStore = detect.Unavailable(detect.ReasonUploadStore, "The upload could not be stored; try again shortly.")
 
 // Save writes data under a new random name and returns that name. It
 // returns an EUNAVAILABLE *Error when the file would leave less than the
