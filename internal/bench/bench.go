@@ -153,7 +153,7 @@ type WorkerRun struct {
 	// moments).
 	ServiceRatio float64      `json:"service_ratio"`
 	IdleRatio    float64      `json:"idle_ratio"`
-	Speed        detect.Speed `json:"speed_ms"` // the worker's stages, mean over the sequential run
+	Speed        detect.Speed `json:"speed_ms"` // the worker's stages, each its median over the sequential run
 	// LoneSoloShare is the share of the sequential tasks that ran on the
 	// solo session: below 1 when some found the cores taken.
 	LoneSoloShare float64     `json:"lone_solo_share"`

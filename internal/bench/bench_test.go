@@ -229,3 +229,17 @@ func TestRefusedText(t *testing.T) {
 		}
 	}
 }
+
+// TestMedianSpeed: the pairs' stages are each a median, so that one slow
+// pair moves them no more than it moves the service time.
+func TestMedianSpeed(t *testing.T) {
+	speeds := []detect.Speed{
+		{Decode: 5, Preprocess: 0.7, Inference: 40, Postprocess: 0.2},
+		{Decode: 4, Preprocess: 0.9, Inference: 41, Postprocess: 0.3},
+		{Decode: 6, Preprocess: 0.8, Inference: 180, Postprocess: 0.2}, // a slow pair
+	}
+	want := detect.Speed{Decode: 5, Preprocess: 0.8, Inference: 41, Postprocess: 0.2}
+	if diff := cmp.Diff(want, medianSpeed(speeds)); diff != "" {
+		t.Errorf("medianSpeed (-want +got):\n%s", diff)
+	}
+}

@@ -310,6 +310,24 @@ func level(clients int, ws ...window) LoadLevel {
 	return lv
 }
 
+// medianSpeed returns each stage's median over speeds: like the service
+// time's, unmoved by a pair or two that a slow moment caught.
+func medianSpeed(speeds []detect.Speed) detect.Speed {
+	stage := func(f func(detect.Speed) float64) float64 {
+		v := make([]float64, len(speeds))
+		for i, sp := range speeds {
+			v[i] = f(sp)
+		}
+		return median(v)
+	}
+	return detect.Speed{
+		Decode:      stage(func(sp detect.Speed) float64 { return sp.Decode }),
+		Preprocess:  stage(func(sp detect.Speed) float64 { return sp.Preprocess }),
+		Inference:   stage(func(sp detect.Speed) float64 { return sp.Inference }),
+		Postprocess: stage(func(sp detect.Speed) float64 { return sp.Postprocess }),
+	}
+}
+
 // addSpeed adds k times sp's stage times to dst.
 func addSpeed(dst *detect.Speed, sp detect.Speed, k float64) {
 	dst.Decode += k * sp.Decode
@@ -512,6 +530,7 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 	// service-time sum grows by exactly that task's time. Medians resist
 	// the outliers of a shared machine.
 	var bareMS, idle, service, serviceRatio, idleRatio []float64
+	var speeds []detect.Speed
 	const n = 20
 	solo := s.soloRuns()
 	for range n {
@@ -529,8 +548,9 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 		service, idle = append(service, st), append(idle, rt)
 		b := bareMS[len(bareMS)-1]
 		serviceRatio, idleRatio = append(serviceRatio, st/b), append(idleRatio, rt/b)
-		addSpeed(&run.Speed, sp, 1.0/n)
+		speeds = append(speeds, sp)
 	}
+	run.Speed = medianSpeed(speeds)
 	run.BareMS = median(bareMS)
 	run.ServiceMS = median(service)
 	run.IdleLatencyMS = median(idle)
