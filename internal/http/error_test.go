@@ -99,20 +99,21 @@ func TestRefusalsCountedByReason(t *testing.T) {
 
 // TestRefusalsLogABurstInTwoLines: a burst of 503s logs, for each reason,
 // one warning with its cause at once and one with the count of the rest
-// once the interval has passed; the next refusal after that is a warning
-// again.
+// once the interval has passed, even where the messages differ in their
+// numbers; the next refusal after that is a warning again.
 func TestRefusalsLogABurstInTwoLines(t *testing.T) {
 	var logs testenv.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	s := &Server{log: log, refused: newRefusals(log, 500*time.Millisecond, newRefusalCounter())}
-	full := detect.Errorf(detect.EUNAVAILABLE, "The queue is full (10000 images waiting); try again shortly.")
-	down := errors.Join(detect.Errorf(detect.EUNAVAILABLE, "The queue is unavailable; try again in a few seconds."), errors.New("connection refused"))
+	down := errors.Join(detect.Unavailable(detect.ReasonRedis, "The queue is unavailable; try again in a few seconds."), errors.New("connection refused"))
 	refuse := func(err error, n int) {
 		for range n {
 			s.Error(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/predict", nil), err)
 		}
 	}
-	refuse(full, 100)
+	for i := range 100 {
+		refuse(detect.Unavailable(detect.ReasonQueueFull, "The queue is full (%d images waiting); try again shortly.", 10000+i%7), 1)
+	}
 	refuse(down, 3)
 	if got := strings.Count(logs.String(), "level=WARN"); got != 2 || !strings.Contains(logs.String(), "connection refused") {
 		t.Fatalf("%d warnings at once, want one for each reason, with its cause:\n%s", got, logs.String())
@@ -120,7 +121,7 @@ func TestRefusalsLogABurstInTwoLines(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, "the counts were never logged", func() bool {
 		return strings.Count(logs.String(), "level=WARN") == 4
 	})
-	for _, want := range []string{`count=99 within=500ms reason="The queue is full`, `count=2 within=500ms reason="The queue is unavailable`} {
+	for _, want := range []string{`count=99 within=500ms reason=queue_full`, `count=2 within=500ms reason=redis`} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("no line with %s:\n%s", want, logs.String())
 		}
