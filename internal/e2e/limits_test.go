@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"yoloserve/internal/asynq"
+	"yoloserve/internal/detect"
 	apihttp "yoloserve/internal/http"
 	"yoloserve/internal/testenv"
 )
@@ -253,7 +254,7 @@ func wantRefusals(t *testing.T, url string, want map[string]float64) {
 	t.Helper()
 	got := map[string]float64{}
 	all := map[string]float64{}
-	for _, reason := range []string{"uploads_in_flight", "upload_bytes_in_flight", "queue_full", "redis_memory", "redis", "upload_store", "other"} {
+	for _, reason := range append(detect.UnavailableReasons(), "other") {
 		all[reason] = want[reason]
 		got[reason] = metric(t, url, `yoloserve_api_refusals_total{reason="`+reason+`"}`)
 	}
