@@ -243,3 +243,20 @@ func TestMedianSpeed(t *testing.T) {
 		t.Errorf("medianSpeed (-want +got):\n%s", diff)
 	}
 }
+
+// TestRefusedBetween: a window's refusals are the counter's growth over
+// it, by reason, leaving out the reasons that did not grow; nothing when
+// either reading failed.
+func TestRefusedBetween(t *testing.T) {
+	before := map[string]float64{"uploads_in_flight": 3, "queue_full": 0, "redis": 2}
+	after := map[string]float64{"uploads_in_flight": 12, "queue_full": 0, "redis": 2}
+	if diff := cmp.Diff(map[string]int{"uploads_in_flight": 9}, refusedBetween(before, after)); diff != "" {
+		t.Errorf("refusedBetween (-want +got):\n%s", diff)
+	}
+	if got := refusedBetween(nil, after); got != nil {
+		t.Errorf("refusedBetween without a reading before = %v, want nil", got)
+	}
+	if got := refusedBetween(before, nil); got != nil {
+		t.Errorf("refusedBetween without a reading after = %v, want nil", got)
+	}
+}

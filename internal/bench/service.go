@@ -377,9 +377,9 @@ func (s *system) metrics(names ...string) ([]float64, error) {
 }
 
 // refusals reads the API's count of refused requests by reason
-// (yoloserve_api_refusals_total), or returns an error when the API does
-// not answer or lacks one.
-func (s *system) refusals() (map[string]float64, error) {
+// (yoloserve_api_refusals_total); nil when the API does not answer or
+// lacks one.
+func (s *system) refusals() map[string]float64 {
 	reasons := append(detect.UnavailableReasons(), "other")
 	names := make([]string, len(reasons))
 	for i, r := range reasons {
@@ -387,21 +387,20 @@ func (s *system) refusals() (map[string]float64, error) {
 	}
 	v, err := readMetrics(s.api+"/metrics", names...)
 	if err != nil {
-		return nil, err
+		return nil
 	}
 	m := map[string]float64{}
 	for i, r := range reasons {
 		m[r] = v[i]
 	}
-	return m, nil
+	return m
 }
 
-// refusedSince returns the refusals by reason counted since before, a
-// reading of s.refusals, leaving out the reasons with none; nil when
-// either reading failed (before is nil then).
-func (s *system) refusedSince(before map[string]float64) map[string]int {
-	after, err := s.refusals()
-	if before == nil || err != nil {
+// refusedBetween returns the refusals by reason counted between two
+// readings of s.refusals, leaving out the reasons with none; nil when
+// either reading failed.
+func refusedBetween(before, after map[string]float64) map[string]int {
+	if before == nil || after == nil {
 		return nil
 	}
 	d := map[string]int{}
@@ -600,15 +599,16 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 // from when it was due, so that a stall counts in full).
 func (s *system) measureUpload(image []byte, clients int, rate float64, d time.Duration) UploadResult {
 	b := newBody(image)
-	before, _ := s.refusals() // nil when the API does not answer
+	before := s.refusals()
 	lat, errs, wall := closedLoop(clients, d, func(_, _ int) (time.Duration, error) {
 		t := time.Now()
 		_, err := s.submit(b)
 		return time.Since(t), err
 	})
 	res := UploadResult{Bytes: len(image), Clients: clients, AcceptedPS: float64(len(lat)) / wall.Seconds(),
-		P50MS: percentile(lat, 50), P99MS: percentile(lat, 99), Errors: errs, Refused: s.refusedSince(before), Rate: rate}
-	before, _ = s.refusals()
+		P50MS: percentile(lat, 50), P99MS: percentile(lat, 99), Errors: errs, Rate: rate}
+	between := s.refusals() // after the first window, before the second
+	res.Refused = refusedBetween(before, between)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	lat = lat[:0]
@@ -637,6 +637,6 @@ func (s *system) measureUpload(image []byte, clients int, rate float64, d time.D
 	wg.Wait()
 	sort.Float64s(lat)
 	res.RateP50MS, res.RateP99MS, res.RateMaxMS, res.RateErrors = percentile(lat, 50), percentile(lat, 99), percentile(lat, 100), errs
-	res.RateRefused = s.refusedSince(before)
+	res.RateRefused = refusedBetween(between, s.refusals())
 	return res
 }
