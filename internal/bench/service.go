@@ -313,19 +313,12 @@ func level(clients int, ws ...window) LoadLevel {
 // medianSpeed returns each stage's median over speeds: like the service
 // time's, unmoved by a pair or two that a slow moment caught.
 func medianSpeed(speeds []detect.Speed) detect.Speed {
-	stage := func(f func(detect.Speed) float64) float64 {
-		v := make([]float64, len(speeds))
-		for i, sp := range speeds {
-			v[i] = f(sp)
-		}
-		return median(v)
+	var dec, pre, inf, post []float64
+	for _, sp := range speeds {
+		dec, pre = append(dec, sp.Decode), append(pre, sp.Preprocess)
+		inf, post = append(inf, sp.Inference), append(post, sp.Postprocess)
 	}
-	return detect.Speed{
-		Decode:      stage(func(sp detect.Speed) float64 { return sp.Decode }),
-		Preprocess:  stage(func(sp detect.Speed) float64 { return sp.Preprocess }),
-		Inference:   stage(func(sp detect.Speed) float64 { return sp.Inference }),
-		Postprocess: stage(func(sp detect.Speed) float64 { return sp.Postprocess }),
-	}
+	return detect.Speed{Decode: median(dec), Preprocess: median(pre), Inference: median(inf), Postprocess: median(post)}
 }
 
 // addSpeed adds k times sp's stage times to dst.
