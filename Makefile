@@ -116,4 +116,4 @@ models/yolov8n.onnx:
 	@scripts/export-model.sh
 
 clean:
-	rm -rf bin lib $(CACHE) bench/*.json
+	rm -rf bin lib $(CACHE) bench/*.json bench/*.log

@@ -29,6 +29,7 @@ func run() error {
 	images := flag.String("images", filepath.Join(shared, "images"), "folder of photos (its .jpg, .jpeg and .png files)")
 	bin := flag.String("bin", "bin", "folder with api and worker")
 	out := flag.String("out", "bench/results.json", "JSON report")
+	logs := flag.String("logs", "", "folder for the processes' warnings and errors: redis.log, api.log, worker.log (default: the JSON report's; - for none)")
 	load := flag.Duration("load", 5*time.Second, "duration of each load window")
 	workers := flag.String("workers", "", "worker configurations to measure, CONCURRENCYxTHREADSxSESSIONS[xSOLO_THREADS],... (SOLO_THREADS 1: no solo session; default: the default configuration and its alternatives)")
 	serviceOnly := flag.Bool("service-only", false, "measure only the processes under load")
@@ -92,6 +93,13 @@ func run() error {
 	if *dynamic != "" {
 		cfg.Dynamic = abs(*dynamic)
 	}
+	switch *logs {
+	case "":
+		cfg.LogDir = abs(filepath.Dir(*out))
+	case "-":
+	default:
+		cfg.LogDir = abs(*logs)
+	}
 	start := time.Now()
 	rep, err := bench.Run(cfg)
 	if err != nil {
@@ -105,6 +113,9 @@ func run() error {
 		return err
 	}
 	fmt.Printf("== done in %v; wrote %s\n", time.Since(start).Round(time.Second), *out)
+	if cfg.LogDir != "" && !cfg.DetectorOnly {
+		fmt.Printf("== the processes' warnings and errors: %s\n", filepath.Join(cfg.LogDir, "{redis,api,worker}.log"))
+	}
 	return nil
 }
 

@@ -44,6 +44,13 @@ type Config struct {
 	// figures; empty skips them.
 	Exe string
 	Out io.Writer // the table (default: none)
+	// LogDir is where the processes keep their warnings and errors:
+	// redis.log, api.log and worker.log (every worker configuration's in
+	// turn), each written afresh by a run, so that a figure that missed
+	// can be read against what the service said meanwhile (an upload
+	// refused, Redis's memory, a slow disk). Empty: they log only errors,
+	// to the bench's stderr.
+	LogDir string
 }
 
 // WorkerConfig is a worker's WORKER_CONCURRENCY, ORT_THREADS,

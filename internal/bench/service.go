@@ -43,6 +43,7 @@ type system struct {
 	apiP       *exec.Cmd
 	worker     *exec.Cmd
 	client     *http.Client
+	logs       map[string]*os.File // by process name, when Config.LogDir is set
 }
 
 func freePort() int {
@@ -54,16 +55,50 @@ func freePort() int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// start runs a program in the system's folder. With Config.LogDir set,
+// its output goes, at warn level, to NAME.log there (NAME the program's
+// base name; redis-server's is redis.log), appended to what the program
+// wrote before in this run; otherwise it logs only errors, to stderr.
 func (s *system) start(name string, args []string, env ...string) (*exec.Cmd, error) {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = s.dir
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LOG_LEVEL=error"}, env...)
+	level := "error"
 	cmd.Stderr = os.Stderr
+	if s.cfg.LogDir != "" {
+		f, err := s.log(strings.TrimSuffix(filepath.Base(name), "-server"))
+		if err != nil {
+			return nil, err
+		}
+		level = "warn"
+		cmd.Stdout, cmd.Stderr = f, f
+	}
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LOG_LEVEL=" + level}, env...)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	s.procs = append(s.procs, cmd)
 	return cmd, nil
+}
+
+// log returns the file NAME.log in Config.LogDir, created afresh by its
+// first call in this system and appended to after; it returns an error
+// when it cannot be created.
+func (s *system) log(name string) (*os.File, error) {
+	if f := s.logs[name]; f != nil {
+		return f, nil
+	}
+	if err := os.MkdirAll(s.cfg.LogDir, 0o755); err != nil {
+		return nil, fmt.Errorf("bench logs: %w", err)
+	}
+	f, err := os.Create(filepath.Join(s.cfg.LogDir, name+".log"))
+	if err != nil {
+		return nil, fmt.Errorf("bench logs: %w", err)
+	}
+	if s.logs == nil {
+		s.logs = map[string]*os.File{}
+	}
+	s.logs[name] = f
+	return f, nil
 }
 
 func waitHTTP(url string, timeout time.Duration) error {
@@ -88,7 +123,7 @@ func newSystem(cfg *Config) (*system, error) {
 	}
 	s := &system{cfg: cfg, dir: dir, client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	rport := freePort()
-	if s.redisP, err = s.start("redis-server", []string{"--port", strconv.Itoa(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir}); err != nil {
+	if s.redisP, err = s.start("redis-server", []string{"--port", strconv.Itoa(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--loglevel", "warning"}); err != nil {
 		return nil, fmt.Errorf("redis-server: %w", err)
 	}
 	s.redis = fmt.Sprintf("redis://127.0.0.1:%d/0", rport)
@@ -138,6 +173,9 @@ func (s *system) stop() {
 	for _, p := range s.procs {
 		p.Process.Kill()
 		p.Wait()
+	}
+	for _, f := range s.logs {
+		f.Close()
 	}
 	os.RemoveAll(s.dir)
 }

@@ -1,0 +1,57 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"yoloserve/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if err := testenv.RemoveBinaries(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	os.Exit(code)
+}
+
+// The bench's Redis keeps no append-only file, which the API warns of as
+// it starts: with a log folder, that warning is kept in api.log, the
+// API's info lines are not, and a second system in the same folder writes
+// its logs afresh.
+func TestSystemKeepsProcessWarnings(t *testing.T) {
+	dir := t.TempDir()
+	cfg := &Config{BinDir: testenv.Binaries(t), LogDir: dir}
+	for range 2 {
+		s, err := newSystem(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.stop()
+	}
+	api := readLog(t, dir, "api")
+	if n := strings.Count(api, "appendonly no"); n != 1 {
+		t.Errorf("api.log holds the append-only warning %d times, want 1:\n%s", n, api)
+	}
+	if strings.Contains(api, "level=INFO") {
+		t.Errorf("api.log holds info lines, want warnings and errors only:\n%s", api)
+	}
+	if redis := readLog(t, dir, "redis"); !strings.Contains(redis, "Redis is starting") {
+		t.Errorf("redis.log does not say Redis started:\n%s", redis)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "worker.log")); !os.IsNotExist(err) {
+		t.Errorf("worker.log without a worker: %v, want none", err)
+	}
+}
+
+func readLog(t *testing.T, dir, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
