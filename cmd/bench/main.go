@@ -113,8 +113,8 @@ func run() error {
 		return err
 	}
 	fmt.Printf("== done in %v; wrote %s\n", time.Since(start).Round(time.Second), *out)
-	if cfg.LogDir != "" && !cfg.DetectorOnly {
-		fmt.Printf("== the processes' warnings and errors: %s\n", filepath.Join(cfg.LogDir, "{redis,api,worker}.log"))
+	if len(rep.Logs) > 0 {
+		fmt.Printf("== the processes' warnings and errors: %s\n", strings.Join(rep.Logs, ", "))
 	}
 	return nil
 }

@@ -91,6 +91,9 @@ type Report struct {
 	// several (Config.IntakeRounds); Upload is the first.
 	UploadRounds []UploadResult `json:"upload_rounds,omitempty"`
 	Ratios       []Ratio        `json:"ratios"`
+	// Logs lists the files the processes wrote their warnings and errors
+	// to (Config.LogDir), none when they logged to stderr or did not run.
+	Logs []string `json:"logs,omitempty"`
 }
 
 // FloorResult is one bare-session figure.

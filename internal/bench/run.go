@@ -172,7 +172,10 @@ func (rep *Report) service(cfg *Config, ncpu int) error {
 	if err != nil {
 		return err
 	}
-	defer sys.stop()
+	defer func() {
+		sys.stop()
+		rep.Logs = sys.logPaths()
+	}()
 	var bodies []body
 	for _, data := range images {
 		bodies = append(bodies, newBody(data))

@@ -101,6 +101,16 @@ func (s *system) log(name string) (*os.File, error) {
 	return f, nil
 }
 
+// logPaths returns the paths of the log files the system wrote, sorted.
+func (s *system) logPaths() []string {
+	var paths []string
+	for _, f := range s.logs {
+		paths = append(paths, f.Name())
+	}
+	slices.Sort(paths)
+	return paths
+}
+
 func waitHTTP(url string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"yoloserve/internal/testenv"
 )
 
@@ -20,8 +22,8 @@ func TestMain(m *testing.M) {
 
 // The bench's Redis keeps no append-only file, which the API warns of as
 // it starts: with a log folder, that warning is kept in api.log, the
-// API's info lines are not, and a second system in the same folder writes
-// its logs afresh.
+// API's info lines are not, the system lists the logs it wrote, and a
+// second system in the same folder writes its logs afresh.
 func TestSystemKeepsProcessWarnings(t *testing.T) {
 	dir := t.TempDir()
 	cfg := &Config{BinDir: testenv.Binaries(t), LogDir: dir}
@@ -31,6 +33,10 @@ func TestSystemKeepsProcessWarnings(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.stop()
+		want := []string{filepath.Join(dir, "api.log"), filepath.Join(dir, "redis.log")}
+		if diff := cmp.Diff(want, s.logPaths()); diff != "" {
+			t.Errorf("logPaths() (-want +got):\n%s", diff)
+		}
 	}
 	api := readLog(t, dir, "api")
 	if n := strings.Count(api, "appendonly no"); n != 1 {
