@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -260,5 +262,50 @@ func wantRefusals(t *testing.T, url string, want map[string]float64) {
 	}
 	if diff := cmp.Diff(all, got); diff != "" {
 		t.Errorf("refusals by reason (-want +got):\n%s", diff)
+	}
+}
+
+// slowDisk is the real upload folder behind a disk that takes delay to
+// write each upload, as a disk stall does.
+type slowDisk struct {
+	apihttp.Uploads
+	delay time.Duration
+}
+
+func (d slowDisk) Save(ctx context.Context, data []byte) (string, error) {
+	time.Sleep(d.delay)
+	return d.Uploads.Save(ctx, data)
+}
+
+// TestUploadStepsTimed: an upload's write to the store and its task's
+// enqueue are timed in yoloserve_api_upload_step_seconds, so that a slow
+// disk shows as the store's step: with every write held 150 ms, the
+// uploads' store steps fall past the 128 ms bucket and their enqueues
+// under it, and the enqueue of an upload refused for a full queue is
+// timed too.
+func TestUploadStepsTimed(t *testing.T) {
+	h := newHarness(t, options{queue: asynq.QueueConfig{MaxQueue: 2}})
+	srv := apihttp.NewServer(apihttp.Config{}, h.queue, slowDisk{h.uploads, 150 * time.Millisecond})
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	defer srv.Shutdown(context.Background())
+	jpg := testenv.EncodeJPEG(t, testenv.Gradient(64, 48), 90)
+	for range 2 {
+		if r := h.postRaw(ts.URL, bytes.NewReader(jpg)); r.status != http.StatusAccepted {
+			t.Fatalf("POST: %d %s, want 202", r.status, r.raw)
+		}
+	}
+	if r := h.postRaw(ts.URL, bytes.NewReader(jpg)); r.status != http.StatusServiceUnavailable {
+		t.Fatalf("POST with the queue full: %d %s, want 503", r.status, r.raw)
+	}
+	const name = "yoloserve_api_upload_step_seconds"
+	got := map[string]float64{}
+	for _, step := range []string{"store", "enqueue"} {
+		got[step+" count"] = metric(t, ts.URL, name+`_count{step="`+step+`"}`)
+		got[step+" within 128 ms"] = metric(t, ts.URL, name+`_bucket{step="`+step+`",le="0.128"}`)
+	}
+	want := map[string]float64{"store count": 3, "store within 128 ms": 0, "enqueue count": 3, "enqueue within 128 ms": 3}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("%s (-want +got):\n%s", name, diff)
 	}
 }

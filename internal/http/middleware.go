@@ -24,7 +24,16 @@ type apiMetrics struct {
 	duration *prometheus.HistogramVec
 	waiting  prometheus.Gauge
 	refusals *prometheus.CounterVec // by reason (refusals.go)
+	// store and enqueue time an upload's two steps that wait on other
+	// systems: its write to the upload store, and its task's enqueue.
+	store, enqueue prometheus.Observer
 }
+
+// The steps of an upload that yoloserve_api_upload_step_seconds times.
+const (
+	stepStore   = "store"
+	stepEnqueue = "enqueue"
+)
 
 // newAPIMetrics registers the API's metrics on reg; inflight holds a token
 // per upload being read, and bodies counts their bytes.
@@ -42,6 +51,12 @@ func newAPIMetrics(reg prometheus.Registerer, inflight chan struct{}, bodies *bo
 		}),
 		refusals: newRefusalCounter(),
 	}
+	steps := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "yoloserve_api_upload_step_seconds",
+		Help:    "Time a POST /predict spent in each step that waits on another system, failed or not: store (writing the upload to UPLOAD_DIR or Redis) and enqueue (the queue's length checked, the task queued and the workers woken, in Redis). A slow disk shows in store.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
+	}, []string{"step"})
+	m.store, m.enqueue = steps.WithLabelValues(stepStore), steps.WithLabelValues(stepEnqueue)
 	reading := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "yoloserve_api_uploads_reading",
 		Help: "POST /predict bodies being read; past MAX_INFLIGHT_UPLOADS an upload is refused with 503.",
@@ -50,7 +65,7 @@ func newAPIMetrics(reg prometheus.Registerer, inflight chan struct{}, bodies *bo
 		Name: "yoloserve_api_upload_bytes_reading",
 		Help: "Bytes counted for the POST /predict bodies being read; past MAX_INFLIGHT_BYTES an upload is refused with 503.",
 	}, func() float64 { return float64(bodies.held()) })
-	reg.MustRegister(m.requests, m.duration, m.waiting, m.refusals, reading, reserved)
+	reg.MustRegister(m.requests, m.duration, m.waiting, m.refusals, steps, reading, reserved)
 	return m
 }
 

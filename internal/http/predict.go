@@ -110,7 +110,9 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (detect.TaskInfo
 	if _, err := decode.Inspect(u.data, s.cfg.MaxPixels); err != nil {
 		return detect.TaskInfo{}, 0, err
 	}
+	began := time.Now()
 	ref, err := s.uploads.Save(r.Context(), u.data)
+	s.metrics.store.Observe(time.Since(began).Seconds())
 	if err != nil {
 		if ref != "" {
 			s.dropUpload(context.WithoutCancel(r.Context()), ref)
@@ -118,7 +120,9 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (detect.TaskInfo
 		return detect.TaskInfo{}, 0, err
 	}
 	stored = int64(len(u.data))
-	id, err := s.queue.Enqueue(r.Context(), detect.Job{Upload: ref, Filename: u.filename, Params: p, StoredAt: time.Now()})
+	began = time.Now()
+	id, err := s.queue.Enqueue(r.Context(), detect.Job{Upload: ref, Filename: u.filename, Params: p, StoredAt: began})
+	s.metrics.enqueue.Observe(time.Since(began).Seconds())
 	if err != nil {
 		if s.dropUpload(context.WithoutCancel(r.Context()), ref) {
 			stored = 0
