@@ -284,7 +284,11 @@ type UploadResult struct {
 	// Refused counts the window's uploads the API answered 503, by the
 	// reason it counted them under (yoloserve_api_refusals_total); the
 	// other errors are the client's own (a timeout, a refused connection).
-	Refused    map[string]int `json:"refused,omitempty"`
+	Refused map[string]int `json:"refused,omitempty"`
+	// Slow counts the window's uploads whose step took over 32 ms, by
+	// step (yoloserve_api_upload_step_seconds): store, the write to the
+	// upload folder (a disk stall shows here), and enqueue, Redis.
+	Slow       map[string]int `json:"slow_steps,omitempty"`
 	Rate       float64        `json:"rate_per_s"`
 	RateP50MS  float64        `json:"rate_p50_ms"`
 	RateP99MS  float64        `json:"rate_p99_ms"`
@@ -292,6 +296,8 @@ type UploadResult struct {
 	RateErrors int            `json:"rate_errors"`
 	// RateRefused is Refused for the window at a fixed rate.
 	RateRefused map[string]int `json:"rate_refused,omitempty"`
+	// RateSlow is Slow for the window at a fixed rate.
+	RateSlow map[string]int `json:"rate_slow_steps,omitempty"`
 }
 
 // Ratio is a figure against its target.

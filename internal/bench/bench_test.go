@@ -213,19 +213,23 @@ func TestRatiosMarkSlowStretchAgainstFloor(t *testing.T) {
 	}
 }
 
-// TestRefusedText: an intake window's line names its refusals by reason,
-// in a fixed order, and says nothing when there were none.
-func TestRefusedText(t *testing.T) {
+// TestWindowNotes: an intake window's line names its refusals by reason
+// and its slow uploads by step, each in a fixed order, and says nothing
+// when there were none.
+func TestWindowNotes(t *testing.T) {
 	for _, tc := range []struct {
-		refused map[string]int
-		want    string
+		refused, slow map[string]int
+		want          string
 	}{
-		{nil, ""},
-		{map[string]int{"uploads_in_flight": 9}, " (503: uploads_in_flight 9)"},
-		{map[string]int{"upload_store": 2, "queue_full": 1, "redis": 4}, " (503: queue_full 1, redis 4, upload_store 2)"},
+		{nil, nil, ""},
+		{map[string]int{}, map[string]int{}, ""},
+		{map[string]int{"uploads_in_flight": 9}, nil, " (503: uploads_in_flight 9)"},
+		{map[string]int{"upload_store": 2, "queue_full": 1, "redis": 4}, nil, " (503: queue_full 1, redis 4, upload_store 2)"},
+		{nil, map[string]int{"store": 41}, " (over 32 ms: store 41)"},
+		{map[string]int{"uploads_in_flight": 9}, map[string]int{"store": 41, "enqueue": 2}, " (503: uploads_in_flight 9; over 32 ms: enqueue 2, store 41)"},
 	} {
-		if got := refusedText(tc.refused); got != tc.want {
-			t.Errorf("refusedText(%v) = %q, want %q", tc.refused, got, tc.want)
+		if got := windowNotes(tc.refused, tc.slow); got != tc.want {
+			t.Errorf("windowNotes(%v, %v) = %q, want %q", tc.refused, tc.slow, got, tc.want)
 		}
 	}
 }
@@ -244,19 +248,31 @@ func TestMedianSpeed(t *testing.T) {
 	}
 }
 
-// TestRefusedBetween: a window's refusals are the counter's growth over
-// it, by reason, leaving out the reasons that did not grow; nothing when
-// either reading failed.
-func TestRefusedBetween(t *testing.T) {
-	before := map[string]float64{"uploads_in_flight": 3, "queue_full": 0, "redis": 2}
-	after := map[string]float64{"uploads_in_flight": 12, "queue_full": 0, "redis": 2}
-	if diff := cmp.Diff(map[string]int{"uploads_in_flight": 9}, refusedBetween(before, after)); diff != "" {
-		t.Errorf("refusedBetween (-want +got):\n%s", diff)
+// TestBetween: a window's refusals and slow steps are the counters'
+// growth over it, by label, leaving out those that did not grow; nothing
+// when either reading failed.
+func TestBetween(t *testing.T) {
+	before := &apiReading{
+		refused: map[string]float64{"uploads_in_flight": 3, "queue_full": 0, "redis": 2},
+		slow:    map[string]float64{"store": 5, "enqueue": 1},
 	}
-	if got := refusedBetween(nil, after); got != nil {
-		t.Errorf("refusedBetween without a reading before = %v, want nil", got)
+	after := &apiReading{
+		refused: map[string]float64{"uploads_in_flight": 12, "queue_full": 0, "redis": 2},
+		slow:    map[string]float64{"store": 46, "enqueue": 1},
 	}
-	if got := refusedBetween(before, nil); got != nil {
-		t.Errorf("refusedBetween without a reading after = %v, want nil", got)
+	refused, slow := between(before, after)
+	if diff := cmp.Diff(map[string]int{"uploads_in_flight": 9}, refused); diff != "" {
+		t.Errorf("refused (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]int{"store": 41}, slow); diff != "" {
+		t.Errorf("slow (-want +got):\n%s", diff)
+	}
+	for _, tc := range []struct {
+		name          string
+		before, after *apiReading
+	}{{"before", nil, after}, {"after", before, nil}} {
+		if refused, slow := between(tc.before, tc.after); refused != nil || slow != nil {
+			t.Errorf("between without a reading %s = %v, %v, want nil", tc.name, refused, slow)
+		}
 	}
 }

@@ -214,7 +214,7 @@ func (rep *Report) service(cfg *Config, ncpu int) error {
 			rep.Upload = u
 		}
 		cfg.printf("== API intake, workers paused%s, %d-byte JPEG: %d clients back to back: %.0f accepted/s, p50 %.1f ms, p99 %.1f ms, errors %d%s; at %.0f/s: p50 %.1f ms, p99 %.1f ms, max %.1f ms, errors %d%s\n",
-			round, u.Bytes, u.Clients, u.AcceptedPS, u.P50MS, u.P99MS, u.Errors, refusedText(u.Refused), u.Rate, u.RateP50MS, u.RateP99MS, u.RateMaxMS, u.RateErrors, refusedText(u.RateRefused))
+			round, u.Bytes, u.Clients, u.AcceptedPS, u.P50MS, u.P99MS, u.Errors, windowNotes(u.Refused, u.Slow), u.Rate, u.RateP50MS, u.RateP99MS, u.RateMaxMS, u.RateErrors, windowNotes(u.RateRefused, u.RateSlow))
 	}
 	return nil
 }
@@ -272,17 +272,32 @@ func (rep *Report) ratios() {
 	}
 }
 
-// refusedText says how many of a window's errors the API refused, by
-// reason ("" when none): " (503: uploads_in_flight 9)".
-func refusedText(refused map[string]int) string {
-	if len(refused) == 0 {
+// windowNotes says, after an intake window's figures, how many of its
+// uploads the API refused, by reason, and how many spent over slowStep in
+// a step, by step: " (503: uploads_in_flight 9; over 32 ms: store 41)";
+// nothing when there were none.
+func windowNotes(refused, slow map[string]int) string {
+	var notes []string
+	if len(refused) > 0 {
+		notes = append(notes, "503: "+countsText(refused))
+	}
+	if len(slow) > 0 {
+		notes = append(notes, fmt.Sprintf("over %d ms: %s", slowStep.Milliseconds(), countsText(slow)))
+	}
+	if len(notes) == 0 {
 		return ""
 	}
-	parts := make([]string, 0, len(refused))
-	for _, reason := range slices.Sorted(maps.Keys(refused)) {
-		parts = append(parts, fmt.Sprintf("%s %d", reason, refused[reason]))
+	return " (" + strings.Join(notes, "; ") + ")"
+}
+
+// countsText lists counts by key, in the keys' order: "queue_full 1,
+// redis 4".
+func countsText(counts map[string]int) string {
+	parts := make([]string, 0, len(counts))
+	for _, k := range slices.Sorted(maps.Keys(counts)) {
+		parts = append(parts, fmt.Sprintf("%s %d", k, counts[k]))
 	}
-	return " (503: " + strings.Join(parts, ", ") + ")"
+	return strings.Join(parts, ", ")
 }
 
 // jpegOfSize makes a noisy photo-like JPEG of at least n bytes.

@@ -417,37 +417,69 @@ func (s *system) metrics(names ...string) ([]float64, error) {
 	return readMetrics(s.metricsURL, names...)
 }
 
-// refusals reads the API's count of refused requests by reason
-// (yoloserve_api_refusals_total); nil when the API does not answer or
-// lacks one.
-func (s *system) refusals() map[string]float64 {
+// apiReading is one reading of the API's counters that an intake
+// window's figures are the growth of: its refusals by reason
+// (yoloserve_api_refusals_total), and by step the uploads whose step took
+// over slowStep (yoloserve_api_upload_step_seconds), each keyed by its
+// label.
+type apiReading struct {
+	refused, slow map[string]float64
+}
+
+// slowStep is where an upload's step counts as slow in the intake windows,
+// a bucket boundary of yoloserve_api_upload_step_seconds: one such step
+// takes most of the 50 ms the p99 target gives an upload.
+const (
+	slowStep   = 32 * time.Millisecond
+	slowStepLE = "0.032"
+)
+
+// uploadSteps are the steps of yoloserve_api_upload_step_seconds.
+var uploadSteps = []string{"store", "enqueue"}
+
+// readAPI reads the API's counters; it returns nil when the API does not
+// answer or lacks one.
+func (s *system) readAPI() *apiReading {
 	reasons := append(detect.UnavailableReasons(), "other")
-	names := make([]string, len(reasons))
-	for i, r := range reasons {
-		names[i] = `yoloserve_api_refusals_total{reason="` + r + `"}`
+	var names []string
+	for _, r := range reasons {
+		names = append(names, `yoloserve_api_refusals_total{reason="`+r+`"}`)
+	}
+	const steps = "yoloserve_api_upload_step_seconds"
+	for _, st := range uploadSteps {
+		names = append(names, steps+`_count{step="`+st+`"}`, steps+`_bucket{step="`+st+`",le="`+slowStepLE+`"}`)
 	}
 	v, err := readMetrics(s.api+"/metrics", names...)
 	if err != nil {
 		return nil
 	}
-	m := map[string]float64{}
+	a := &apiReading{refused: map[string]float64{}, slow: map[string]float64{}}
 	for i, r := range reasons {
-		m[r] = v[i]
+		a.refused[r] = v[i]
 	}
-	return m
+	v = v[len(reasons):]
+	for i, st := range uploadSteps {
+		a.slow[st] = v[2*i] - v[2*i+1]
+	}
+	return a
 }
 
-// refusedBetween returns the refusals by reason counted between two
-// readings of s.refusals, leaving out the reasons with none; nil when
-// either reading failed.
-func refusedBetween(before, after map[string]float64) map[string]int {
+// between sets a window's refusals and slow steps from the readings
+// before and after it, leaving them nil when either failed.
+func between(before, after *apiReading) (refused, slow map[string]int) {
 	if before == nil || after == nil {
-		return nil
+		return nil, nil
 	}
+	return grown(before.refused, after.refused), grown(before.slow, after.slow)
+}
+
+// grown returns how much each count grew from before to after, leaving
+// out those that did not.
+func grown(before, after map[string]float64) map[string]int {
 	d := map[string]int{}
-	for r, n := range after {
-		if k := int(n - before[r]); k > 0 {
-			d[r] = k
+	for k, n := range after {
+		if g := int(n - before[k]); g > 0 {
+			d[k] = g
 		}
 	}
 	return d
@@ -640,7 +672,7 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 // from when it was due, so that a stall counts in full).
 func (s *system) measureUpload(image []byte, clients int, rate float64, d time.Duration) UploadResult {
 	b := newBody(image)
-	before := s.refusals()
+	before := s.readAPI()
 	lat, errs, wall := closedLoop(clients, d, func(_, _ int) (time.Duration, error) {
 		t := time.Now()
 		_, err := s.submit(b)
@@ -648,8 +680,8 @@ func (s *system) measureUpload(image []byte, clients int, rate float64, d time.D
 	})
 	res := UploadResult{Bytes: len(image), Clients: clients, AcceptedPS: float64(len(lat)) / wall.Seconds(),
 		P50MS: percentile(lat, 50), P99MS: percentile(lat, 99), Errors: errs, Rate: rate}
-	between := s.refusals() // after the first window, before the second
-	res.Refused = refusedBetween(before, between)
+	mid := s.readAPI() // after the first window, before the second
+	res.Refused, res.Slow = between(before, mid)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	lat = lat[:0]
@@ -678,6 +710,6 @@ func (s *system) measureUpload(image []byte, clients int, rate float64, d time.D
 	wg.Wait()
 	sort.Float64s(lat)
 	res.RateP50MS, res.RateP99MS, res.RateMaxMS, res.RateErrors = percentile(lat, 50), percentile(lat, 99), percentile(lat, 100), errs
-	res.RateRefused = refusedBetween(between, s.refusals())
+	res.RateRefused, res.RateSlow = between(mid, s.readAPI())
 	return res
 }
