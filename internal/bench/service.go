@@ -429,10 +429,7 @@ type apiReading struct {
 // slowStep is where an upload's step counts as slow in the intake windows,
 // a bucket boundary of yoloserve_api_upload_step_seconds: one such step
 // takes most of the 50 ms the p99 target gives an upload.
-const (
-	slowStep   = 32 * time.Millisecond
-	slowStepLE = "0.032"
-)
+const slowStep = 32 * time.Millisecond
 
 // uploadSteps are the steps of yoloserve_api_upload_step_seconds.
 var uploadSteps = []string{"store", "enqueue"}
@@ -446,8 +443,9 @@ func (s *system) readAPI() *apiReading {
 		names = append(names, `yoloserve_api_refusals_total{reason="`+r+`"}`)
 	}
 	const steps = "yoloserve_api_upload_step_seconds"
+	le := strconv.FormatFloat(slowStep.Seconds(), 'g', -1, 64) // as the page writes it: 0.032
 	for _, st := range uploadSteps {
-		names = append(names, steps+`_count{step="`+st+`"}`, steps+`_bucket{step="`+st+`",le="`+slowStepLE+`"}`)
+		names = append(names, steps+`_count{step="`+st+`"}`, steps+`_bucket{step="`+st+`",le="`+le+`"}`)
 	}
 	v, err := readMetrics(s.api+"/metrics", names...)
 	if err != nil {
