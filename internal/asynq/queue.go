@@ -75,6 +75,7 @@ type Queue struct {
 	inspector *asynq.Inspector
 	cfg       QueueConfig
 	waiters   *waiters
+	unfolded  sync.Once // the log line of an enqueue without enqueueScript
 }
 
 // NewQueue returns a Queue on rdb and starts listening for finished tasks.
@@ -83,7 +84,7 @@ func NewQueue(rdb redis.UniversalClient, cfg QueueConfig) *Queue {
 	cfg.defaults()
 	q := &Queue{
 		rdb:       rdb,
-		client:    asynq.NewClientFromRedisClient(rdb),
+		client:    asynq.NewClientFromRedisClient(enqueueClient{rdb, cfg.Queue, cfg.MaxQueue}),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		cfg:       cfg,
 		waiters:   newWaiters(rdb),
@@ -146,32 +147,36 @@ func (q *Queue) Pending(ctx context.Context) (int64, error) {
 }
 
 // Enqueue adds a detection job with a new id and returns the id. It
-// returns an EUNAVAILABLE *Error when Redis does not answer or more than
-// MaxQueue tasks are waiting.
+// returns an EUNAVAILABLE *Error when Redis does not answer or MaxQueue
+// tasks are waiting.
+//
+// The check, the task and the wake-up token for an idle worker are one
+// script, one round trip (enqueue.go). Should asynq enqueue without the
+// script this package knows (a newer asynq), the task is enqueued
+// unchecked, and the token pushed after it.
 func (q *Queue) Enqueue(ctx context.Context, job detect.Job) (string, error) {
-	n, err := q.Pending(ctx)
-	if err != nil {
-		return "", err
-	}
-	if n >= int64(q.cfg.MaxQueue) {
-		return "", detect.Unavailable(detect.ReasonQueueFull, "The queue is full (%d images waiting); try again shortly.", n)
-	}
 	payload, err := json.Marshal(job)
 	if err != nil {
 		return "", err
 	}
 	id := uuid.NewString()
-	_, err = q.client.EnqueueContext(ctx, asynq.NewTask(TaskType, payload),
+	out := &enqueueOutcome{}
+	_, err = q.client.EnqueueContext(context.WithValue(ctx, outcomeKey{}, out), asynq.NewTask(TaskType, payload),
 		asynq.TaskID(id), asynq.Queue(q.cfg.Queue), asynq.Retention(q.cfg.ResultTTL),
 		asynq.Timeout(q.cfg.Timeout), asynq.MaxRetry(q.cfg.Retries))
-	if err != nil {
+	switch {
+	case out.full:
+		return "", detect.Unavailable(detect.ReasonQueueFull, "The queue is full (%d images waiting); try again shortly.", out.waiting)
+	case err != nil:
 		return "", unavailable(err)
-	}
-	// Wake an idle worker, even if the client has gone meanwhile. The
-	// task is in the queue whether or not the announcement goes out;
-	// without it a worker finds the task at its next poll.
-	if err := announce(context.WithoutCancel(ctx), q.rdb, q.cfg.Queue); err != nil {
-		q.cfg.Logger.Warn("announcing a task", "task_id", id, "error", err)
+	case !out.folded:
+		q.unfolded.Do(func() {
+			q.cfg.Logger.Error("asynq enqueued without the script this service knows: MAX_QUEUE is not checked, and idle workers are woken by a second round trip")
+		})
+		// Wake an idle worker, even if the client has gone meanwhile.
+		if err := announce(context.WithoutCancel(ctx), q.rdb, q.cfg.Queue); err != nil {
+			q.cfg.Logger.Warn("announcing a task", "task_id", id, "error", err)
+		}
 	}
 	if q.cfg.ReplicaAcks > 0 {
 		q.waitReplicas(ctx, id)

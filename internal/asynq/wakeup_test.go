@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"yoloserve/internal/detect"
 	"yoloserve/internal/testenv"
 )
 
@@ -75,18 +76,26 @@ func TestTokenOutlivesItsWaiter(t *testing.T) {
 	}
 }
 
-// TestTokensBounded: tokens nobody takes stop piling up at maxTokens.
+// TestTokensBounded: tokens nobody takes stop piling up at maxTokens,
+// whether an Enqueue pushed them or announce.
 func TestTokensBounded(t *testing.T) {
 	rs := testenv.StartRedis(t)
 	rdb := rs.Client()
 	ctx := context.Background()
+	q := NewQueue(rdb, QueueConfig{Queue: "enqueued"})
+	t.Cleanup(func() { q.Close() })
 	for range maxTokens + 10 {
 		if err := announce(ctx, rdb, "q"); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := q.Enqueue(ctx, detect.Job{Upload: "u"}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if n, err := rdb.LLen(ctx, tokensKey("q")).Result(); err != nil || n != maxTokens {
-		t.Errorf("token list: %d (%v) after %d announcements, want %d", n, err, maxTokens+10, maxTokens)
+	for _, queue := range []string{"q", "enqueued"} {
+		if n, err := rdb.LLen(ctx, tokensKey(queue)).Result(); err != nil || n != maxTokens {
+			t.Errorf("%s: token list %d (%v) after %d tasks, want %d", queue, n, err, maxTokens+10, maxTokens)
+		}
 	}
 }
 
