@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -289,7 +290,8 @@ func (h *harness) uploadsStored(t *testing.T) []storedUpload {
 }
 
 // chaosPost posts an image and returns the task's id, or why there is
-// none: the status, or the client's error.
+// none: the status and the API's error message, its numbers left out (the
+// refusals' reasons told apart), or the client's error.
 func chaosPost(client *http.Client, url string, img []byte) (id, why string) {
 	var b bytes.Buffer
 	mw := multipart.NewWriter(&b)
@@ -302,12 +304,17 @@ func chaosPost(client *http.Client, url string, img []byte) (id, why string) {
 	}
 	defer resp.Body.Close()
 	var ti detect.TaskInfo
-	if resp.StatusCode != http.StatusAccepted || json.NewDecoder(resp.Body).Decode(&ti) != nil || ti.ID == "" {
-		io.Copy(io.Discard, resp.Body)
-		return "", strconv.Itoa(resp.StatusCode)
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusAccepted && json.Unmarshal(body, &ti) == nil && ti.ID != "" {
+		return ti.ID, ""
 	}
-	return ti.ID, ""
+	var answer struct{ Error string }
+	json.Unmarshal(body, &answer)
+	return "", strings.TrimSpace(strconv.Itoa(resp.StatusCode) + " " + digits.ReplaceAllString(answer.Error, "N"))
 }
+
+// digits are the numbers in a refusal's message.
+var digits = regexp.MustCompile(`[0-9]+`)
 
 // chaosResult waits up to d for a task to end, asking again when the API
 // does not answer or answers 503. Any other answer but 200 is an error.
