@@ -24,9 +24,7 @@ import (
 func TestEnqueueIsOneStep(t *testing.T) {
 	rs := testenv.StartRedis(t)
 	rdb := rs.Client()
-	counter := &commandCounter{}
-	qrdb := rs.Client()
-	qrdb.AddHook(counter)
+	qrdb, counter := countedClient(rs)
 	ctx := context.Background()
 	const queue, max = "one-step", 3
 	q := NewQueue(qrdb, QueueConfig{Queue: queue, MaxQueue: max, Retries: 2, Timeout: 7 * time.Second, ResultTTL: time.Minute})

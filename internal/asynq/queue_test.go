@@ -29,9 +29,7 @@ func TestTaskReadsEveryState(t *testing.T) {
 	rs := testenv.StartRedis(t)
 	rdb := rs.Client()
 	// The queues get a client of their own, whose commands are counted.
-	counter := &commandCounter{}
-	qrdb := rs.Client()
-	qrdb.AddHook(counter)
+	qrdb, counter := countedClient(rs)
 	ctx := context.Background()
 	const queue = "states"
 	q := NewQueue(qrdb, QueueConfig{Queue: queue, Retries: 1})
@@ -128,6 +126,15 @@ func TestTaskReadsEveryState(t *testing.T) {
 	if _, err := q.Task(ctx, "no-such-task"); detect.ErrorCode(err) != detect.ENOTFOUND {
 		t.Errorf("unknown id: %v, want ENOTFOUND", err)
 	}
+}
+
+// countedClient returns a new client of rs and the count of the commands
+// it sends.
+func countedClient(rs *testenv.RedisServer) (*redis.Client, *commandCounter) {
+	counter := &commandCounter{}
+	rdb := rs.Client()
+	rdb.AddHook(counter)
+	return rdb, counter
 }
 
 // commandCounter counts the commands a go-redis client sends.
