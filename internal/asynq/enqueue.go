@@ -16,9 +16,9 @@ import (
 // API to be scheduled again, which on a busy machine is most of an
 // upload's time; and the check was not atomic with the enqueue, so that
 // concurrent uploads could each find room for one more. The Queue's asynq
-// client runs on enqueueClient, which runs asynq's enqueue script as
-// enqueueScript instead: the same writes, with the check before them and
-// the token after, in one step.
+// client runs on a scriptClient whose enqueuer runs asynq's enqueue script
+// as enqueueScript instead: the same writes, with the check before them
+// and the token after, in one step.
 
 // enqueueScript is asynq v0.26's enqueue script (enqueueCmd in its
 // internal/rdb), with the queue's limit checked first and a wake-up token
@@ -52,7 +52,7 @@ return 1
 // Enqueue reads the refusal from its enqueueOutcome instead.
 var errQueueFull = errors.New("queue full")
 
-// enqueueOutcome is what enqueueClient tells the Enqueue whose context
+// enqueueOutcome is what the enqueuer tells the Enqueue whose context
 // carries it (under outcomeKey): whether it ran enqueueScript, and whether
 // the queue was full, with how many tasks waiting.
 type enqueueOutcome struct {
@@ -64,44 +64,32 @@ type enqueueOutcome struct {
 // outcomeKey is the context key of an Enqueue's *enqueueOutcome.
 type outcomeKey struct{}
 
-// enqueueClient is the Redis client the Queue's asynq client runs on:
-// rdb, with asynq's enqueue script on queue run as enqueueScript when an
-// Enqueue asks for it (its context carries an enqueueOutcome). asynq runs
-// its scripts with EvalSha, and with Eval when Redis lacks the script.
-type enqueueClient struct {
-	redis.UniversalClient
-	queue    string
-	maxQueue int
+// enqueuer runs asynq's enqueue script on a queue as enqueueScript when an
+// Enqueue asks for it (its context carries an enqueueOutcome).
+type enqueuer struct {
+	rdb                         redis.UniversalClient
+	taskPrefix, pending, tokens string // the queue's keys
+	maxQueue                    int
 }
 
-func (c enqueueClient) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
-	if cmd := c.enqueue(ctx, keys, args); cmd != nil {
-		return cmd
-	}
-	return c.UniversalClient.EvalSha(ctx, sha, keys, args...)
+func newEnqueuer(rdb redis.UniversalClient, queue string, maxQueue int) enqueuer {
+	return enqueuer{rdb: rdb, taskPrefix: taskKey(queue, ""), pending: pendingKey(queue), tokens: tokensKey(queue), maxQueue: maxQueue}
 }
 
-func (c enqueueClient) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
-	if cmd := c.enqueue(ctx, keys, args); cmd != nil {
-		return cmd
-	}
-	return c.UniversalClient.Eval(ctx, script, keys, args...)
-}
-
-// enqueue runs enqueueScript in place of asynq's enqueue script, told by
-// its keys and arguments, and returns its result; nil when the script is
-// not asynq's enqueue on the queue or no Enqueue asked. A full queue is an
-// error to asynq, and the count of waiting tasks to the Enqueue.
-func (c enqueueClient) enqueue(ctx context.Context, keys []string, args []any) *redis.Cmd {
+// run is the Queue's scriptClient's: it runs enqueueScript in place of
+// asynq's enqueue script, told by its keys and arguments, and returns its
+// result; any other script, or one no Enqueue asked for, it runs as asynq
+// sent it (next). A full queue is an error to asynq, and the count of
+// waiting tasks to the Enqueue.
+func (e enqueuer) run(ctx context.Context, keys []string, args []any, next func() *redis.Cmd) *redis.Cmd {
 	out, _ := ctx.Value(outcomeKey{}).(*enqueueOutcome)
 	if out == nil || len(keys) != 2 || len(args) != 3 ||
-		!strings.HasPrefix(keys[0], taskKey(c.queue, "")) || keys[1] != pendingKey(c.queue) {
-		return nil
+		!strings.HasPrefix(keys[0], e.taskPrefix) || keys[1] != e.pending {
+		return next()
 	}
 	out.folded = true
-	cmd := enqueueScript.Run(ctx, c.UniversalClient,
-		[]string{keys[0], keys[1], tokensKey(c.queue)},
-		args[0], args[1], args[2], c.maxQueue, maxTokens)
+	cmd := enqueueScript.Run(ctx, e.rdb, []string{keys[0], keys[1], e.tokens},
+		args[0], args[1], args[2], e.maxQueue, maxTokens)
 	if n, err := cmd.Int64(); err == nil && n < 0 {
 		out.full, out.waiting = true, -1-n
 		cmd.SetErr(errQueueFull)

@@ -84,7 +84,7 @@ func NewQueue(rdb redis.UniversalClient, cfg QueueConfig) *Queue {
 	cfg.defaults()
 	q := &Queue{
 		rdb:       rdb,
-		client:    asynq.NewClientFromRedisClient(enqueueClient{rdb, cfg.Queue, cfg.MaxQueue}),
+		client:    asynq.NewClientFromRedisClient(scriptClient{rdb, newEnqueuer(rdb, cfg.Queue, cfg.MaxQueue).run}),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		cfg:       cfg,
 		waiters:   newWaiters(rdb),

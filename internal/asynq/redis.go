@@ -4,6 +4,7 @@
 package asynq
 
 import (
+	"context"
 	"fmt"
 	neturl "net/url"
 	"strconv"
@@ -58,4 +59,23 @@ func NewClient(url string) (redis.UniversalClient, error) {
 		return nil, err
 	}
 	return opt.MakeRedisClient().(redis.UniversalClient), nil
+}
+
+// scriptClient is a Redis client for asynq: rdb, with every script asynq
+// runs on it passed to run, which returns the script's result, its own or
+// next's (the script as asynq sent it). asynq runs its scripts with
+// EvalSha, and with Eval when Redis lacks the script; both come to run.
+// The worker's server waits in its empty dequeues (wakeup.go), and the
+// API's client folds the enqueue's steps into one script (enqueue.go).
+type scriptClient struct {
+	redis.UniversalClient
+	run func(ctx context.Context, keys []string, args []any, next func() *redis.Cmd) *redis.Cmd
+}
+
+func (c scriptClient) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	return c.run(ctx, keys, args, func() *redis.Cmd { return c.UniversalClient.EvalSha(ctx, sha, keys, args...) })
+}
+
+func (c scriptClient) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+	return c.run(ctx, keys, args, func() *redis.Cmd { return c.UniversalClient.Eval(ctx, script, keys, args...) })
 }

@@ -209,7 +209,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 	}
 	s.wakeup = newWakeup(rdb, cfg.Queue, cfg.PollInterval, s.occupied.full, s.watch.held)
 	s.outage = newOutage(s.Ping, time.Second, cfg.Logger)
-	s.srv = asynq.NewServerFromRedisClient(wakingClient{rdb, s.wakeup}, asynq.Config{
+	s.srv = asynq.NewServerFromRedisClient(scriptClient{rdb, s.wakeup.dequeue}, asynq.Config{
 		Concurrency:     cfg.Concurrency + cfg.Prefetch,
 		Queues:          map[string]int{cfg.Queue: 1},
 		ShutdownTimeout: cfg.ShutdownTimeout,

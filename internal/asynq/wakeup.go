@@ -101,15 +101,15 @@ func (w *wakeup) stop() {
 	w.once.Do(func() { close(w.stopped) })
 }
 
-// dequeue runs a script with run and returns its result, unless the script
-// is asynq's dequeue (told by keys) and finds the queue empty: then it
-// waits for a free slot and a token (awaitToken), up to maxWait in all,
-// and runs it again. While the server is held, asynq's dequeue is not run
-// but finds the queue empty, after waiting for the hold to end up to
-// maxWait.
-func (w *wakeup) dequeue(keys []string, run func() *redis.Cmd) *redis.Cmd {
+// dequeue runs a script asynq sent (next) and returns its result, unless
+// the script is asynq's dequeue (told by keys) and finds the queue empty:
+// then it waits for a free slot and a token (awaitToken), up to maxWait in
+// all, and runs it again. While the server is held, asynq's dequeue is not
+// run but finds the queue empty, after waiting for the hold to end up to
+// maxWait. It is the worker's scriptClient's run.
+func (w *wakeup) dequeue(_ context.Context, keys []string, _ []any, next func() *redis.Cmd) *redis.Cmd {
 	if len(keys) < 2 || keys[0] != w.pending || keys[1] != w.paused {
-		return run()
+		return next()
 	}
 	timeout := time.NewTimer(w.maxWait)
 	defer timeout.Stop()
@@ -119,7 +119,7 @@ func (w *wakeup) dequeue(keys []string, run func() *redis.Cmd) *redis.Cmd {
 		return cmd
 	}
 	for {
-		cmd := run()
+		cmd := next()
 		if !errors.Is(cmd.Err(), redis.Nil) || !w.awaitToken(timeout.C) {
 			return cmd
 		}
@@ -243,20 +243,4 @@ func (w *wakeup) isStopped() bool {
 	default:
 		return false
 	}
-}
-
-// wakingClient is the Redis client the worker's asynq server runs on:
-// rdb, with asynq's dequeue waiting for tokens. asynq runs its scripts
-// with EvalSha, and with Eval when Redis lacks the script.
-type wakingClient struct {
-	redis.UniversalClient
-	w *wakeup
-}
-
-func (c wakingClient) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
-	return c.w.dequeue(keys, func() *redis.Cmd { return c.UniversalClient.EvalSha(ctx, sha, keys, args...) })
-}
-
-func (c wakingClient) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
-	return c.w.dequeue(keys, func() *redis.Cmd { return c.UniversalClient.Eval(ctx, script, keys, args...) })
 }
