@@ -160,7 +160,7 @@ func TestEnqueueWithoutTheScript(t *testing.T) {
 	rdb := rs.Client()
 	var logs bytes.Buffer
 	const queue = "unfolded"
-	q := NewQueue(rdb, QueueConfig{Queue: queue, MaxQueue: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	q := NewQueue(rdb, QueueConfig{Queue: queue, MaxQueue: 2, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	t.Cleanup(func() { q.Close() })
 	q.client = asynq.NewClientFromRedisClient(rdb) // asynq's enqueue as it comes
 	ctx := context.Background()
@@ -169,13 +169,19 @@ func TestEnqueueWithoutTheScript(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The queue is at MaxQueue: the check of its own refuses the third.
+	_, err := q.Enqueue(ctx, detect.Job{Upload: "u"})
+	if detect.ErrorCode(err) != detect.EUNAVAILABLE || detect.ErrorReason(err) != detect.ReasonQueueFull ||
+		!strings.Contains(detect.ErrorMessage(err), "(2 images waiting)") {
+		t.Errorf("third enqueue: %v, want EUNAVAILABLE queue_full with (2 images waiting)", err)
+	}
 	if n, err := q.Pending(ctx); err != nil || n != 2 {
 		t.Errorf("pending: %d (%v), want 2", n, err)
 	}
 	if n, err := rdb.LLen(ctx, tokensKey(queue)).Result(); err != nil || n != 2 {
 		t.Errorf("wake-up tokens: %d (%v), want 2", n, err)
 	}
-	if n := strings.Count(logs.String(), "MAX_QUEUE is not checked"); n != 1 {
+	if n := strings.Count(logs.String(), "without the script this service knows"); n != 1 {
 		t.Errorf("%d log lines about the missing script, want 1:\n%s", n, logs.String())
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -75,7 +76,9 @@ type Queue struct {
 	inspector *asynq.Inspector
 	cfg       QueueConfig
 	waiters   *waiters
-	unfolded  sync.Once // the log line of an enqueue without enqueueScript
+	// unfolded is set once asynq has enqueued without enqueueScript (a
+	// newer asynq): MaxQueue is then checked by a command of its own.
+	unfolded atomic.Bool
 }
 
 // NewQueue returns a Queue on rdb and starts listening for finished tasks.
@@ -146,18 +149,36 @@ func (q *Queue) Pending(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
+// queueFull is the EUNAVAILABLE error of an upload refused while waiting
+// tasks are at MaxQueue.
+func queueFull(waiting int64) error {
+	return detect.Unavailable(detect.ReasonQueueFull, "The queue is full (%d images waiting); try again shortly.", waiting)
+}
+
 // Enqueue adds a detection job with a new id and returns the id. It
 // returns an EUNAVAILABLE *Error when Redis does not answer or MaxQueue
 // tasks are waiting.
 //
 // The check, the task and the wake-up token for an idle worker are one
 // script, one round trip (enqueue.go). Should asynq enqueue without the
-// script this package knows (a newer asynq), the task is enqueued
-// unchecked, and the token pushed after it.
+// script this package knows (a newer asynq), that task is enqueued
+// unchecked and the token pushed after it; from then on each Enqueue
+// reads the queue's length first, as a command of its own, so that
+// MaxQueue still holds, though concurrent uploads may each find room for
+// one more.
 func (q *Queue) Enqueue(ctx context.Context, job detect.Job) (string, error) {
 	payload, err := json.Marshal(job)
 	if err != nil {
 		return "", err
+	}
+	if q.unfolded.Load() {
+		n, err := q.Pending(ctx)
+		if err != nil {
+			return "", err
+		}
+		if n >= int64(q.cfg.MaxQueue) {
+			return "", queueFull(n)
+		}
 	}
 	id := uuid.NewString()
 	out := &enqueueOutcome{}
@@ -166,13 +187,13 @@ func (q *Queue) Enqueue(ctx context.Context, job detect.Job) (string, error) {
 		asynq.Timeout(q.cfg.Timeout), asynq.MaxRetry(q.cfg.Retries))
 	switch {
 	case out.full:
-		return "", detect.Unavailable(detect.ReasonQueueFull, "The queue is full (%d images waiting); try again shortly.", out.waiting)
+		return "", queueFull(out.waiting)
 	case err != nil:
 		return "", unavailable(err)
 	case !out.folded:
-		q.unfolded.Do(func() {
-			q.cfg.Logger.Error("asynq enqueued without the script this service knows: MAX_QUEUE is not checked, and idle workers are woken by a second round trip")
-		})
+		if !q.unfolded.Swap(true) {
+			q.cfg.Logger.Error("asynq enqueued without the script this service knows: MAX_QUEUE is now checked by a command of its own before each enqueue, and idle workers are woken by another")
+		}
 		// Wake an idle worker, even if the client has gone meanwhile.
 		if err := announce(context.WithoutCancel(ctx), q.rdb, q.cfg.Queue); err != nil {
 			q.cfg.Logger.Warn("announcing a task", "task_id", id, "error", err)
