@@ -166,8 +166,12 @@ type WorkerRun struct {
 	Speed        detect.Speed `json:"speed_ms"` // the worker's stages, each its median over the sequential run
 	// LoneSoloShare is the share of the sequential tasks that ran on the
 	// solo session: below 1 when some found the cores taken.
-	LoneSoloShare float64     `json:"lone_solo_share"`
-	Loads         []LoadLevel `json:"loads"` // 1, 4 and 16 clients (16: pooled over the rounds)
+	LoneSoloShare float64 `json:"lone_solo_share"`
+	// LoneCrowded counts the sequential tasks' solo runs that found the
+	// cores taken, after each of which the solo session rested and the
+	// lone tasks meanwhile ran on their slots' sessions.
+	LoneCrowded int64       `json:"lone_crowded"`
+	Loads       []LoadLevel `json:"loads"` // 1, 4 and 16 clients (16: pooled over the rounds)
 	// Rounds pairs the best bare throughput with the 16-client throughput
 	// measured right after it; ThroughputRatio is the median of their
 	// ratios and BareBestPS the median bare figure.

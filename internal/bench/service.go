@@ -312,7 +312,8 @@ type window struct {
 func (s *system) window(bodies []body, clients int, d time.Duration) window {
 	var mu sync.Mutex
 	var sum detect.Speed
-	before, machine, solo := s.cpu(), readMachineTimes(), s.soloRuns()
+	before, machine := s.cpu(), readMachineTimes()
+	solo, _ := s.solo()
 	lat, errs, wall := closedLoop(clients, d, func(_, i int) (time.Duration, error) {
 		rt, sp, err := s.roundTrip(bodies[i%len(bodies)])
 		mu.Lock()
@@ -321,7 +322,8 @@ func (s *system) window(bodies []body, clients int, d time.Duration) window {
 		return rt, err
 	})
 	after := s.cpu()
-	w := window{lat: lat, errs: errs, wall: wall, machine: readMachineTimes().since(machine), speed: sum, solo: s.soloRuns() - solo}
+	soloAfter, _ := s.solo()
+	w := window{lat: lat, errs: errs, wall: wall, machine: readMachineTimes().since(machine), speed: sum, solo: soloAfter - solo}
 	for i := range w.cpu {
 		w.cpu[i] = after[i] - before[i]
 	}
@@ -523,13 +525,16 @@ func (s *system) taskSeconds() (sum, count float64, err error) {
 	return v[0], v[1], nil
 }
 
-// soloRuns reads how many images ran on the worker's solo session.
-func (s *system) soloRuns() float64 {
-	v, err := s.metrics("yoloserve_worker_solo_runs_total")
+// solo reads how many images ran on the worker's solo session, and how
+// many of those runs found the cores taken (crowded: the solo session then
+// rests, and lone images run on their slots' sessions); zeros when the
+// worker does not answer.
+func (s *system) solo() (runs, crowded float64) {
+	v, err := s.metrics("yoloserve_worker_solo_runs_total", "yoloserve_worker_solo_crowded_total")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
-	return v[0]
+	return v[0], v[1]
 }
 
 // serviceTime runs one task and returns the worker's service time for it
@@ -602,7 +607,7 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 	var bareMS, idle, service, serviceRatio, idleRatio []float64
 	var speeds []detect.Speed
 	const n = 20
-	solo := s.soloRuns()
+	solo, crowded := s.solo()
 	for range n {
 		s.pause()
 		one.once()
@@ -625,7 +630,9 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 	run.ServiceMS = median(service)
 	run.IdleLatencyMS = median(idle)
 	run.ServiceRatio, run.IdleRatio = median(serviceRatio), median(idleRatio)
-	run.LoneSoloShare = (s.soloRuns() - solo) / (2 * n)
+	soloAfter, crowdedAfter := s.solo()
+	run.LoneSoloShare = (soloAfter - solo) / (2 * n)
+	run.LoneCrowded = int64(crowdedAfter - crowded)
 	report := func(lv LoadLevel) {
 		u := lv.CPUPerImage
 		sp := lv.Speed
