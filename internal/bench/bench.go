@@ -164,6 +164,10 @@ type WorkerRun struct {
 	ServiceRatio float64      `json:"service_ratio"`
 	IdleRatio    float64      `json:"idle_ratio"`
 	Speed        detect.Speed `json:"speed_ms"` // the worker's stages, each its median over the sequential run
+	// OutsideMS is the median over the pairs of the counted task's service
+	// time less its detector stages: the upload's read, the result's write
+	// to Redis, and the steps between.
+	OutsideMS float64 `json:"outside_ms"`
 	// LoneSoloShare is the share of the sequential tasks that ran on the
 	// solo session: below 1 when some found the cores taken.
 	LoneSoloShare float64 `json:"lone_solo_share"`

@@ -198,8 +198,8 @@ func (rep *Report) service(cfg *Config, ncpu int) error {
 			return err
 		}
 		rep.Workers = append(rep.Workers, run)
-		cfg.printf("  worker %s (bare %d-thread session %.1f ms, best bare %.1f img/s, in pairs): service %.1f ms (decode %.1f, letterbox %.1f, inference %.1f, nms %.1f), idle POST→result %.1f ms, solo %.0f%% (%d crowded), peak RSS %.0f MiB\n",
-			run.name(), run.loneThreads(), run.BareMS, run.BareBestPS, run.ServiceMS, run.Speed.Decode, run.Speed.Preprocess, run.Speed.Inference, run.Speed.Postprocess, run.IdleLatencyMS, 100*run.LoneSoloShare, run.LoneCrowded, run.PeakRSSMiB)
+		cfg.printf("  worker %s (bare %d-thread session %.1f ms, best bare %.1f img/s, in pairs): service %.1f ms (decode %.1f, letterbox %.1f, inference %.1f, nms %.1f, outside the detector %.1f), idle POST→result %.1f ms, solo %.0f%% (%d crowded), peak RSS %.0f MiB\n",
+			run.name(), run.loneThreads(), run.BareMS, run.BareBestPS, run.ServiceMS, run.Speed.Decode, run.Speed.Preprocess, run.Speed.Inference, run.Speed.Postprocess, run.OutsideMS, run.IdleLatencyMS, 100*run.LoneSoloShare, run.LoneCrowded, run.PeakRSSMiB)
 	}
 	up := jpegOfSize(100 << 10)
 	rounds := max(cfg.IntakeRounds, 1)

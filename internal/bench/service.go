@@ -604,7 +604,7 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 	// the worker runs two tasks and the second counts. The worker's
 	// service-time sum grows by exactly that task's time. Medians resist
 	// the outliers of a shared machine.
-	var bareMS, idle, service, serviceRatio, idleRatio []float64
+	var bareMS, idle, service, outside, serviceRatio, idleRatio []float64
 	var speeds []detect.Speed
 	const n = 20
 	solo, crowded := s.solo()
@@ -621,6 +621,7 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 			return run, err
 		}
 		service, idle = append(service, st), append(idle, rt)
+		outside = append(outside, st-(sp.Decode+sp.Preprocess+sp.Inference+sp.Postprocess))
 		b := bareMS[len(bareMS)-1]
 		serviceRatio, idleRatio = append(serviceRatio, st/b), append(idleRatio, rt/b)
 		speeds = append(speeds, sp)
@@ -628,6 +629,7 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 	run.Speed = medianSpeed(speeds)
 	run.BareMS = median(bareMS)
 	run.ServiceMS = median(service)
+	run.OutsideMS = median(outside)
 	run.IdleLatencyMS = median(idle)
 	run.ServiceRatio, run.IdleRatio = median(serviceRatio), median(idleRatio)
 	soloAfter, crowdedAfter := s.solo()
