@@ -99,7 +99,7 @@ func run() error {
 	// The folder's settings only where uploads go to a folder.
 	attrs := []any{"addr", cfg.APIAddr, "redis", cfg.Redacted(), "upload_store", cfg.UploadStore}
 	if dir != nil {
-		attrs = append(attrs, "upload_dir", cfg.UploadDir, "upload_fsync", cfg.UploadFsync)
+		attrs = append(attrs, "upload_dir", cfg.UploadDir, "upload_fsync", cfg.UploadFsync, "upload_spares", dir.KeepsSpares())
 	}
 	log.Info("api listening", append(attrs, "auth", len(cfg.APIKeys) > 0, "rate_limit", cfg.RateLimit)...)
 	// Checked once serving: a Redis that does not answer holds the PING

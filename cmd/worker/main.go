@@ -122,8 +122,10 @@ func run() error {
 			stop()
 		}
 	}()
+	attrs := []any{"queue", cfg.Queue, "health", cfg.WorkerAddr, "redis", cfg.Redacted(), "sched", policy, "upload_store", cfg.UploadStore}
 	if dir, ok := uploads.(*upload.Dir); ok {
 		go dir.RunSweeper(ctx, cfg.UploadMaxAge, time.Minute, log)
+		attrs = append(attrs, "upload_spares", dir.KeepsSpares())
 	}
 	go asynq.RunJanitor(ctx, rdb, asynq.JanitorConfig{Queue: cfg.Queue, TTL: cfg.ResultTTL, Logger: log, Lost: srv.LostTasks()})
 	go asynq.WarnOfDataLoss(ctx, rdb, 5*time.Second, log)
@@ -132,7 +134,7 @@ func run() error {
 	if err := srv.Start(); err != nil {
 		return err
 	}
-	log.Info("worker running", "queue", cfg.Queue, "health", cfg.WorkerAddr, "redis", cfg.Redacted(), "sched", policy)
+	log.Info("worker running", attrs...)
 	<-ctx.Done()
 	log.Info("shutting down: finishing running tasks", "timeout", cfg.ShutdownGrace)
 	srv.Stop()

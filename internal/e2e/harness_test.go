@@ -311,7 +311,7 @@ func (h *harness) models() []detect.ServedModel {
 }
 
 // uploadsLeft lists the files in the upload folder, but for the API's
-// marks.
+// marks and the folder of spare files, which hold no upload.
 func (h *harness) uploadsLeft() []string {
 	es, err := os.ReadDir(h.uploadDir)
 	if err != nil {
@@ -319,7 +319,7 @@ func (h *harness) uploadsLeft() []string {
 	}
 	var names []string
 	for _, e := range es {
-		if upload.IsMarkFile(e.Name()) {
+		if upload.IsMarkFile(e.Name()) || e.Name() == upload.SpareFolder {
 			continue
 		}
 		names = append(names, e.Name())

@@ -32,6 +32,9 @@ type Dir struct {
 	fsync   string // FsyncEverySec, FsyncAlways; else FsyncNo (fsync.go)
 	// unsynced is set by Save under FsyncEverySec and cleared by Sync.
 	unsynced atomic.Bool
+	// spares are the files of finished uploads that Save reuses, where
+	// the file system makes creating files dear (spare.go); nil: none.
+	spares *spares
 }
 
 // refPattern is the shape of the names newRef makes.
@@ -61,8 +64,9 @@ func newID() (string, error) {
 var errNoUpload = detect.Errorf(detect.ENOTFOUND, "No such upload.")
 
 // NewDir returns a Dir on path, creating the folder when missing, that
-// leaves reserve bytes free on the folder's disk (0: none). It returns an
-// error when the folder cannot be created or written.
+// leaves reserve bytes free on the folder's disk (0: none), and that
+// keeps spare files where the folder's file system can (spare.go). It
+// returns an error when the folder cannot be created or written.
 func NewDir(path string, reserve int64) (*Dir, error) {
 	if err := os.MkdirAll(path, 0o750); err != nil {
 		return nil, fmt.Errorf("UPLOAD_DIR %s: %w", path, err)
@@ -72,9 +76,14 @@ func NewDir(path string, reserve int64) (*Dir, error) {
 		return nil, fmt.Errorf("UPLOAD_DIR %s is not writable: %w", path, err)
 	}
 	f.Close()
+	sp := newSpares(path, f.Name())
 	os.Remove(f.Name())
-	return &Dir{path: path, reserve: max(reserve, 0)}, nil
+	return &Dir{path: path, reserve: max(reserve, 0), spares: sp}, nil
 }
+
+// KeepsSpares reports whether the Dir reuses the files of finished
+// uploads (spare.go).
+func (d *Dir) KeepsSpares() bool { return d.spares != nil }
 
 // errStore is what a client reads when an upload cannot be stored (a full
 // or unwritable disk): a fault of the service, worth a retry.
@@ -95,26 +104,40 @@ var errStore = detect.Unavailable(detect.ReasonUploadStore, "The upload could no
 // the disk may go below the reserve by what they hold together (at most
 // MAX_INFLIGHT_BYTES an API).
 //
-// The file is written under its final name, not aside and renamed: no
-// reader can see it half-written, since its task is enqueued only once
-// Save has returned, and one left half-written by a crash is an orphan
-// that Sweep removes like any other. A rename took the folder's lock and
-// a journal transaction more per upload, which a slow disk made the
+// The file is a spare renamed to the upload's name, its bytes
+// overwritten, where the Dir has one (spare.go), and only what the upload
+// adds to a spare's size counts against the reserve; else a new file. It
+// is written under its final name, not aside and renamed: no reader can
+// see it half-written, since its task is enqueued only once Save has
+// returned, and one left half-written by a crash is an orphan that Sweep
+// removes like any other. A rename after the write took the folder's lock
+// and a journal transaction more per upload, which a slow disk made the
 // slowest step of an upload.
 func (d *Dir) Save(_ context.Context, data []byte) (string, error) {
-	if err := d.CheckRoom(int64(len(data))); err != nil {
-		return "", err
-	}
 	ref, err := newRef()
 	if err != nil {
 		return "", err
 	}
 	name := filepath.Join(d.path, ref)
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, size := d.spares.take(name)
+	if err := d.CheckRoom(max(int64(len(data))-size, 0)); err != nil {
+		if f != nil {
+			// Removed, not kept: the disk needs the room.
+			f.Close()
+			os.Remove(name)
+		}
+		return "", err
+	}
+	if f == nil {
+		f, err = os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	}
 	if err != nil {
 		return "", fmt.Errorf("%w (%v)", errStore, err)
 	}
 	_, err = f.Write(data)
+	if err == nil && size > int64(len(data)) {
+		err = f.Truncate(int64(len(data))) // a spare's bytes past the upload's
+	}
 	if err == nil && d.fsync == FsyncAlways {
 		err = f.Sync()
 	}
@@ -194,12 +217,27 @@ func (d *Dir) Load(_ context.Context, ref string, buf []byte) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// Delete removes an upload; a missing one is not an error.
+// Delete removes an upload, moving its file to the spares where the Dir
+// keeps them (spare.go) and the disk is not short of room; a missing one
+// is not an error.
 func (d *Dir) Delete(_ context.Context, ref string) error {
 	if !refPattern.MatchString(ref) {
 		return nil
 	}
+	if !d.short() && d.spares.keep(filepath.Join(d.path, ref)) {
+		return nil
+	}
 	return d.remove(ref)
+}
+
+// short reports whether the folder's disk has less free than the reserve
+// (never without one, or when its free space cannot be read).
+func (d *Dir) short() bool {
+	if d.reserve == 0 {
+		return false
+	}
+	free, err := d.Free()
+	return err == nil && free < d.reserve
 }
 
 // Discard removes an upload whose task was not enqueued, as Delete does:
@@ -221,15 +259,17 @@ func (d *Dir) remove(name string) error {
 // its end (a crash during or after the save, before the enqueue; a task
 // deleted by hand), and the marks of APIs that were killed (mark.go). It
 // also removes the ".tmp-" files that earlier versions wrote before
-// renaming them, left by a crash, which it counts as uploads. It returns
-// how many uploads and marks it removed, and the error of reading the
-// folder.
+// renaming them, left by a crash, which it counts as uploads, and the
+// spare files unused for maxAge, or all of them while the disk is short
+// of room (spare.go), which it does not count. It returns how many
+// uploads and marks it removed, and the error of reading the folder.
 func (d *Dir) Sweep(maxAge time.Duration) (uploads, marks int, err error) {
 	entries, err := os.ReadDir(d.path)
 	if err != nil {
 		return 0, 0, err
 	}
 	cutoff := time.Now().Add(-maxAge)
+	d.spares.sweep(cutoff, d.short)
 	for _, e := range entries {
 		name := e.Name()
 		mark := IsMarkFile(name)
