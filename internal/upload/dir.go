@@ -32,8 +32,9 @@ type Dir struct {
 	fsync   string // FsyncEverySec, FsyncAlways; else FsyncNo (fsync.go)
 	// unsynced is set by Save under FsyncEverySec and cleared by Sync.
 	unsynced atomic.Bool
-	// spares are the files of finished uploads that Save reuses, where
-	// the file system makes creating files dear (spare.go); nil: none.
+	// spares are the files of finished uploads that Save writes over
+	// (spare.go); nil where the file system cannot rename without
+	// replacing.
 	spares *spares
 }
 

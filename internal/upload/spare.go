@@ -14,13 +14,16 @@ import (
 // done with, but moves it to a subfolder of spares, and Save writes the
 // next upload over a spare's bytes instead of creating a file. Creating a
 // file and deleting it cost more than renaming one and overwriting its
-// blocks on every file system measured (docs/performance.md, The API's
-// intake): for a 110 KB upload saved, synced and later deleted, 0.38 ms
-// against 1.1–1.2 ms on the development machine's root file system (ext4
-// without a journal, mounted with discard: each new inode passes over
-// those deleted in the last minutes, each freed block is discarded at
-// once), 0.43 against 0.47–0.54 ms on ext4 with a journal, 0.09 against
-// 0.13 ms on tmpfs.
+// blocks on every file system measured (BenchmarkDirUploads;
+// docs/performance.md, The API's intake): for a 110 KB upload saved,
+// synced and later deleted, 0.36–0.43 ms against 1.10–1.12 ms on a
+// development machine's root file system (ext4 without a journal, mounted
+// with discard: each new inode passes over those deleted in the last
+// minutes, each freed block is discarded at once), 0.43–0.50 against
+// 0.47–0.58 ms on ext4 with a journal, 0.09 against 0.13–0.15 ms on tmpfs.
+// Emptying a spare as it is kept cost 0.93 ms there: ext4 then writes the
+// next upload out when its file is closed (auto_da_alloc), and discards
+// the freed blocks.
 //
 // Spares wait under random names. Each was once an upload, and Save
 // creates a file only when it finds no spare, so they number about as
