@@ -95,7 +95,13 @@ func (s *spares) take(name string) (*os.File, int64) {
 		if spare == "" {
 			return nil, 0
 		}
-		switch err := renameNoReplace(filepath.Join(s.folder, spare), name); {
+		// Dated now before it takes the upload's name, so that the
+		// sweeper never finds an upload dated when its file became a
+		// spare (and removes it as an orphan) before Save writes it.
+		from := filepath.Join(s.folder, spare)
+		now := time.Now()
+		os.Chtimes(from, now, now)
+		switch err := renameNoReplace(from, name); {
 		case errors.Is(err, fs.ErrNotExist):
 			continue // taken by another process, or swept
 		case errors.Is(err, errNoRenameNoReplace):

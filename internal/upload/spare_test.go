@@ -211,6 +211,34 @@ func TestSparesSwept(t *testing.T) {
 	}
 }
 
+// TestSpareTakenIsNoOrphan: a spare unused for longer than the uploads'
+// maximum age is new from the moment it takes an upload's name, before
+// the upload is written, so that a sweep then leaves it.
+func TestSpareTakenIsNoOrphan(t *testing.T) {
+	folder := filepath.Join(t.TempDir(), "uploads")
+	d := newSpareDir(t, folder, 0)
+	ctx := context.Background()
+	ref, err := d.Save(ctx, []byte("first"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Delete(ctx, ref)
+	past := time.Now().Add(-3 * time.Hour)
+	os.Chtimes(filepath.Join(folder, SpareFolder, spareNames(t, folder)[0]), past, past)
+	ref, err = newRef()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := d.spares.take(filepath.Join(folder, ref))
+	if f == nil {
+		t.Fatal("no spare taken")
+	}
+	defer f.Close()
+	if n, _, err := d.Sweep(2 * time.Hour); err != nil || n != 0 {
+		t.Errorf("Sweep removed %d uploads (%v), want the one being written left", n, err)
+	}
+}
+
 // BenchmarkDirUploads saves 110 KB uploads, syncs them every 100 as
 // UPLOAD_FSYNC=everysec would at 100 a second, and deletes each 200
 // uploads later, as a worker would once done: with spares (the default)
