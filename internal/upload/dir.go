@@ -78,7 +78,7 @@ func NewDir(path string, reserve int64) (*Dir, error) {
 	}
 	f.Close()
 	sp := newSpares(path, f.Name())
-	os.Remove(f.Name())
+	os.Remove(f.Name()) // where newSpares did not move it
 	return &Dir{path: path, reserve: max(reserve, 0), spares: sp}, nil
 }
 
@@ -225,7 +225,7 @@ func (d *Dir) Delete(_ context.Context, ref string) error {
 	if !refPattern.MatchString(ref) {
 		return nil
 	}
-	if !d.short() && d.spares.keep(filepath.Join(d.path, ref)) {
+	if d.spares != nil && !d.short() && d.spares.keep(filepath.Join(d.path, ref)) {
 		return nil
 	}
 	return d.remove(ref)

@@ -67,7 +67,7 @@ type spares struct {
 // newSpares returns the spares of the upload folder path, making their
 // subfolder, or nil when it cannot be made or the folder's file system
 // cannot rename without replacing (tried on probe, a file in path, which
-// stays where it is).
+// it removes once moved).
 func newSpares(path, probe string) *spares {
 	folder := filepath.Join(path, SpareFolder)
 	if err := os.MkdirAll(folder, 0o750); err != nil {
@@ -77,9 +77,7 @@ func newSpares(path, probe string) *spares {
 	if renameNoReplace(probe, moved) != nil {
 		return nil
 	}
-	if os.Rename(moved, probe) != nil {
-		os.Remove(moved)
-	}
+	os.Remove(moved)
 	return &spares{folder: folder}
 }
 
