@@ -84,7 +84,7 @@ func NewDir(path string, reserve int64) (*Dir, error) {
 
 // KeepsSpares reports whether the Dir reuses the files of finished
 // uploads (spare.go).
-func (d *Dir) KeepsSpares() bool { return d.spares != nil }
+func (d *Dir) KeepsSpares() bool { return d.spares.on() }
 
 // errStore is what a client reads when an upload cannot be stored (a full
 // or unwritable disk): a fault of the service, worth a retry.
@@ -225,7 +225,7 @@ func (d *Dir) Delete(_ context.Context, ref string) error {
 	if !refPattern.MatchString(ref) {
 		return nil
 	}
-	if d.spares != nil && !d.short() && d.spares.keep(filepath.Join(d.path, ref)) {
+	if d.spares.on() && !d.short() && d.spares.keep(filepath.Join(d.path, ref)) {
 		return nil
 	}
 	return d.remove(ref)

@@ -81,11 +81,16 @@ func newSpares(path, probe string) *spares {
 	return &spares{folder: folder}
 }
 
+// on reports whether there are spares to take and keep: false for a nil
+// *spares, and once the file system turned out not to rename without
+// replacing.
+func (s *spares) on() bool { return s != nil && !s.off.Load() }
+
 // take renames a spare file to name (which must not exist) and returns it
 // opened for writing at its start, with its size; or nil when there is
 // none to take, so that the caller creates the file.
 func (s *spares) take(name string) (*os.File, int64) {
-	if s == nil || s.off.Load() {
+	if !s.on() {
 		return nil, 0
 	}
 	for {
@@ -161,7 +166,7 @@ func readNames(folder string, n int) []string {
 // did not (no spares, or the move failed), and the caller then removes the
 // file.
 func (s *spares) keep(path string) bool {
-	if s == nil || s.off.Load() {
+	if !s.on() {
 		return false
 	}
 	id, err := newID()
