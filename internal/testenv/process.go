@@ -166,9 +166,3 @@ func (p *Process) Output() string { return p.out.String() }
 
 // Pid is the process's id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
-
-// DieWithTest makes a child process get SIGKILL when the test process
-// dies, so that a crashed test leaves no servers behind.
-func DieWithTest() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-}
