@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"yoloserve/internal/bench"
+	"yoloserve/internal/config"
 	"yoloserve/internal/onnx"
 )
 
@@ -23,8 +24,16 @@ func main() {
 }
 
 func run() error {
+	env, err := config.Parse(os.Getenv) // MODEL_PATH and ORT_LIB, as the worker reads them
+	if err != nil {
+		return err
+	}
 	shared := filepath.Join("..", "shared")
-	model := flag.String("model", envOr("MODEL_PATH", filepath.Join(shared, "models", "yolov8n.onnx")), "float32 static model")
+	defModel := filepath.Join(shared, "models", "yolov8n.onnx")
+	if env.ModelSet {
+		defModel = env.ModelPath
+	}
+	model := flag.String("model", defModel, "float32 static model (default: MODEL_PATH, else the shared folder's yolov8n.onnx)")
 	dynamic := flag.String("dynamic", filepath.Join(shared, "models", "yolov8n-dynamic.onnx"), "dynamic-batch model (empty: skip)")
 	images := flag.String("images", filepath.Join(shared, "images"), "folder of photos (its .jpg, .jpeg and .png files)")
 	bin := flag.String("bin", "bin", "folder with api and worker")
@@ -40,7 +49,7 @@ func run() error {
 	neighbour := flag.String("neighbour", "", "run as one of two neighbouring detectors (JSON, given by the bench itself) and print what it did")
 	flag.Parse()
 
-	lib, err := onnx.FindLibrary(os.Getenv("ORT_LIB"))
+	lib, err := onnx.FindLibrary(env.ORTLib)
 	if err != nil {
 		return err
 	}
@@ -117,11 +126,4 @@ func run() error {
 		fmt.Printf("== the processes' warnings and errors: %s\n", strings.Join(rep.Logs, ", "))
 	}
 	return nil
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }
