@@ -174,8 +174,12 @@ type WorkerRun struct {
 	// LoneCrowded counts the sequential tasks' solo runs that found the
 	// cores taken, after each of which the solo session rested and the
 	// lone tasks meanwhile ran on their slots' sessions.
-	LoneCrowded int64       `json:"lone_crowded"`
-	Loads       []LoadLevel `json:"loads"` // 1, 4 and 16 clients (16: pooled over the rounds)
+	LoneCrowded int64 `json:"lone_crowded"`
+	// Pairs are the sequential tasks, each with the bare run just before
+	// it, in the order they ran: the figures above are their medians, and
+	// a pair's stages show where its service time went.
+	Pairs []Pair      `json:"pairs"`
+	Loads []LoadLevel `json:"loads"` // 1, 4 and 16 clients (16: pooled over the rounds)
 	// Rounds pairs the best bare throughput with the 16-client throughput
 	// measured right after it; ThroughputRatio is the median of their
 	// ratios and BareBestPS the median bare figure.
@@ -187,6 +191,39 @@ type WorkerRun struct {
 	// bounded by the costs beside the inference, not by idle cores.
 	CeilingRatio float64 `json:"ceiling_ratio"`
 	PeakRSSMiB   float64 `json:"peak_rss_mib"`
+}
+
+// Pair is one sequential task and the bare session's run just before it,
+// in ms.
+type Pair struct {
+	BareMS    float64      `json:"bare_ms"`
+	ServiceMS float64      `json:"service_ms"` // the worker's: upload read → result written
+	IdleMS    float64      `json:"idle_ms"`    // POST until the result was readable
+	Speed     detect.Speed `json:"speed_ms"`   // the task's detector stages
+}
+
+// summarize sets the run's sequential figures from its pairs: each the
+// median over the pairs, the ratios too (so that a pair's task is set
+// against the bare run that shared its moment). With no pairs it leaves
+// them zero.
+func (run *WorkerRun) summarize(pairs []Pair) {
+	run.Pairs = pairs
+	if len(pairs) == 0 {
+		return
+	}
+	var bare, service, idle, outside, serviceRatio, idleRatio []float64
+	var speeds []detect.Speed
+	for _, p := range pairs {
+		sp := p.Speed
+		bare, service, idle = append(bare, p.BareMS), append(service, p.ServiceMS), append(idle, p.IdleMS)
+		outside = append(outside, p.ServiceMS-(sp.Decode+sp.Preprocess+sp.Inference+sp.Postprocess))
+		serviceRatio, idleRatio = append(serviceRatio, p.ServiceMS/p.BareMS), append(idleRatio, p.IdleMS/p.BareMS)
+		speeds = append(speeds, sp)
+	}
+	run.BareMS, run.ServiceMS, run.IdleLatencyMS = median(bare), median(service), median(idle)
+	run.OutsideMS = median(outside)
+	run.ServiceRatio, run.IdleRatio = median(serviceRatio), median(idleRatio)
+	run.Speed = medianSpeed(speeds)
 }
 
 // ceiling returns the throughput, as a share of the bare sessions', that

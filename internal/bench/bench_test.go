@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"yoloserve/internal/detect"
 )
@@ -245,6 +246,35 @@ func TestMedianSpeed(t *testing.T) {
 	want := detect.Speed{Decode: 5, Preprocess: 0.8, Inference: 41, Postprocess: 0.2}
 	if diff := cmp.Diff(want, medianSpeed(speeds)); diff != "" {
 		t.Errorf("medianSpeed (-want +got):\n%s", diff)
+	}
+}
+
+// TestSummarizePairs: the sequential figures are medians over the pairs,
+// each ratio set against its own pair's bare run (not the ratio of two
+// medians, which may come from different moments), the time outside the
+// detector each pair's own; and the JSON keeps every pair.
+func TestSummarizePairs(t *testing.T) {
+	pairs := []Pair{
+		{BareMS: 30, ServiceMS: 36, IdleMS: 39, Speed: detect.Speed{Decode: 4, Preprocess: 0.5, Inference: 30, Postprocess: 0.2}},
+		{BareMS: 40, ServiceMS: 44, IdleMS: 48, Speed: detect.Speed{Decode: 3, Preprocess: 0.4, Inference: 39, Postprocess: 0.1}},
+		{BareMS: 35, ServiceMS: 49, IdleMS: 52, Speed: detect.Speed{Decode: 5, Preprocess: 0.6, Inference: 41, Postprocess: 0.2}}, // a slow task in a slow moment
+	}
+	var run WorkerRun
+	run.summarize(pairs)
+	want := WorkerRun{
+		BareMS: 35, ServiceMS: 44, IdleLatencyMS: 48,
+		ServiceRatio: 1.2, IdleRatio: 1.3, // of 1.2, 1.1, 1.4 and 1.3, 1.2, 1.486; 44/35 would be 1.257
+		Speed:     detect.Speed{Decode: 4, Preprocess: 0.5, Inference: 39, Postprocess: 0.2},
+		OutsideMS: 1.5, // of 1.3, 1.5, 2.2
+		Pairs:     pairs,
+	}
+	if diff := cmp.Diff(want, run, cmpopts.EquateApprox(0, 1e-9)); diff != "" {
+		t.Errorf("summarize (-want +got):\n%s", diff)
+	}
+	var none WorkerRun
+	none.summarize(nil)
+	if diff := cmp.Diff(WorkerRun{}, none); diff != "" {
+		t.Errorf("summarize(nil) (-want +got):\n%s", diff)
 	}
 }
 

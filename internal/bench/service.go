@@ -604,14 +604,13 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 	// the worker runs two tasks and the second counts. The worker's
 	// service-time sum grows by exactly that task's time. Medians resist
 	// the outliers of a shared machine.
-	var bareMS, idle, service, outside, serviceRatio, idleRatio []float64
-	var speeds []detect.Speed
 	const n = 20
+	pairs := make([]Pair, 0, n)
 	solo, crowded := s.solo()
 	for range n {
 		s.pause()
 		one.once()
-		bareMS = append(bareMS, one.once())
+		bare := one.once()
 		s.resume()
 		if _, _, err := s.roundTrip(bodies[0]); err != nil {
 			return run, err
@@ -620,18 +619,9 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 		if err != nil {
 			return run, err
 		}
-		service, idle = append(service, st), append(idle, rt)
-		outside = append(outside, st-(sp.Decode+sp.Preprocess+sp.Inference+sp.Postprocess))
-		b := bareMS[len(bareMS)-1]
-		serviceRatio, idleRatio = append(serviceRatio, st/b), append(idleRatio, rt/b)
-		speeds = append(speeds, sp)
+		pairs = append(pairs, Pair{BareMS: bare, ServiceMS: st, IdleMS: rt, Speed: sp})
 	}
-	run.Speed = medianSpeed(speeds)
-	run.BareMS = median(bareMS)
-	run.ServiceMS = median(service)
-	run.OutsideMS = median(outside)
-	run.IdleLatencyMS = median(idle)
-	run.ServiceRatio, run.IdleRatio = median(serviceRatio), median(idleRatio)
+	run.summarize(pairs)
 	soloAfter, crowdedAfter := s.solo()
 	run.LoneSoloShare = (soloAfter - solo) / (2 * n)
 	run.LoneCrowded = int64(crowdedAfter - crowded)
