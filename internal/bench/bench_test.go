@@ -256,8 +256,8 @@ func TestMedianSpeed(t *testing.T) {
 func TestSummarizePairs(t *testing.T) {
 	pairs := []Pair{
 		{BareMS: 30, ServiceMS: 36, IdleMS: 39, Speed: detect.Speed{Decode: 4, Preprocess: 0.5, Inference: 30, Postprocess: 0.2}},
-		{BareMS: 40, ServiceMS: 44, IdleMS: 48, Speed: detect.Speed{Decode: 3, Preprocess: 0.4, Inference: 39, Postprocess: 0.1}},
-		{BareMS: 35, ServiceMS: 49, IdleMS: 52, Speed: detect.Speed{Decode: 5, Preprocess: 0.6, Inference: 41, Postprocess: 0.2}}, // a slow task in a slow moment
+		{BareMS: 40, ServiceMS: 44, IdleMS: 48, Speed: detect.Speed{Decode: 3, Preprocess: 0.4, Inference: 39, Postprocess: 0.1}}, // a slow moment
+		{BareMS: 35, ServiceMS: 49, IdleMS: 52, Speed: detect.Speed{Decode: 5, Preprocess: 0.6, Inference: 41, Postprocess: 0.2}}, // a slow task
 	}
 	var run WorkerRun
 	run.summarize(pairs)
