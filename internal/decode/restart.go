@@ -3,6 +3,7 @@ package decode
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"sync"
 )
 
@@ -24,7 +25,8 @@ import (
 // cores strips side by side, into img.Pix (resized as needed). It returns
 // false, with nothing decoded, when the JPEG cannot be cut (see
 // splitJPEG) or a strip fails: the caller then decodes it whole, which
-// reports the fault.
+// reports the fault. A StripDecoder spreads the strips over the cores
+// itself; with another decoder each strip but the first gets a goroutine.
 //
 // Strip i is decoded 2i MCU rows further down the buffer than its place
 // in the image, so that the strips' margins fall between their kept rows
@@ -45,22 +47,17 @@ func decodeStrips(dec JPEGDecoder, data []byte, h Header, cores int, img *Image)
 		img.Pix = make([]byte, need)
 	}
 	buf := img.Pix[:cap(img.Pix)]
-	failed := make([]bool, len(strips))
-	run := func(i int) {
-		s := strips[i]
-		at := buf[(s.top+i*gap)*pitch:]
+	jobs := make([]Strip, len(strips))
+	for i, s := range strips {
 		sh := Header{Format: JPEG, Width: h.Width, Height: s.bottom - s.top, Components: h.Components, Orientation: 1}
-		out, err := dec.DecodeJPEG(s.data, sh, at)
-		failed[i] = err != nil || len(out) != pitch*sh.Height || &out[0] != &at[0]
+		at := (s.top + i*gap) * pitch
+		jobs[i] = Strip{Data: s.data, Header: sh, Dst: buf[at : at+pitch*sh.Height]}
 	}
-	var wg sync.WaitGroup
-	for i := 1; i < len(strips); i++ {
-		wg.Go(func() { run(i) })
+	if sd, ok := dec.(StripDecoder); !ok || !sd.DecodeJPEGStrips(jobs) {
+		decodeEach(dec, jobs)
 	}
-	run(0)
-	wg.Wait()
-	for _, f := range failed {
-		if f {
+	for _, j := range jobs {
+		if j.Err != nil {
 			return false
 		}
 	}
@@ -70,6 +67,46 @@ func decodeStrips(dec JPEGDecoder, data []byte, h Header, cores int, img *Image)
 	}
 	img.Pix = buf[:pitch*h.Height]
 	return true
+}
+
+// A Strip is one piece of a JPEG cut at restart markers: a JPEG of its own.
+type Strip struct {
+	Data   []byte
+	Header Header
+	// Dst is where its pixels go, len(Dst) bytes, the strip's RGB rows.
+	Dst []byte
+	// Err is what decoding it met; nil when its pixels are in Dst.
+	Err error
+}
+
+// A StripDecoder is a JPEGDecoder that decodes a JPEG's strips side by
+// side itself, the way it best spreads them over the cores.
+type StripDecoder interface {
+	JPEGDecoder
+	// DecodeJPEGStrips decodes each strip into its Dst, the first on the
+	// calling goroutine, and sets its Err. It returns false, having
+	// decoded none, when it does not take these strips; the caller then
+	// decodes them itself.
+	DecodeJPEGStrips(strips []Strip) bool
+}
+
+// decodeEach decodes the strips with dec, the first on the calling
+// goroutine and each other on a goroutine of its own, and sets their Err,
+// also when the decoder put the pixels elsewhere than Dst.
+func decodeEach(dec JPEGDecoder, strips []Strip) {
+	run := func(s *Strip) {
+		out, err := dec.DecodeJPEG(s.Data, s.Header, s.Dst)
+		if err == nil && (len(out) != len(s.Dst) || &out[0] != &s.Dst[0]) {
+			err = errors.New("decode: the strip's pixels were not written in place")
+		}
+		s.Err = err
+	}
+	var wg sync.WaitGroup
+	for i := 1; i < len(strips); i++ {
+		wg.Go(func() { run(&strips[i]) })
+	}
+	run(&strips[0])
+	wg.Wait()
 }
 
 // jpegStrip is one piece of a JPEG cut at restart markers.

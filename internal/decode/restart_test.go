@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"testing"
 
 	"yoloserve/internal/decode"
@@ -121,6 +122,37 @@ func TestStripsDamagedData(t *testing.T) {
 		t.Error("no damaged image was decoded in strips")
 	}
 	t.Logf("%d of 60 damaged images decoded in strips", split)
+}
+
+// TestStripsAtOnce: images decoded in strips by several goroutines at
+// once, as a worker's slots and a neighbouring detector may, each come out
+// as the whole decode, whether its strips found the cores free or not.
+func TestStripsAtOnce(t *testing.T) {
+	d := &decode.Decoder{JPEG: turbo(t)}
+	var wg sync.WaitGroup
+	for g := range 6 {
+		name := []string{"bus.jpg", "dog.jpg", "horses.jpg"}[g%3]
+		data := testenv.ReadImage(t, name)
+		var whole decode.Image
+		if _, err := d.DecodeStored(data, &whole, 1); err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			var img decode.Image
+			for i := range 20 {
+				cores := 2 + i%3
+				if _, err := d.DecodeStored(data, &img, cores); err != nil {
+					t.Errorf("%s, %d cores: %v", name, cores, err)
+					return
+				}
+				if at := firstDiff(whole.Pix, img.Pix); at >= 0 {
+					t.Errorf("%s, %d cores: pixels differ from the whole decode's, first at row %d", name, cores, at/(3*whole.Width))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // firstDiff returns the index of the first byte where a and b differ, or

@@ -2,5 +2,7 @@
 // libjpeg-turbo through its TurboJPEG API (jpeg.go) and libpng (png.go).
 // Each library is opened at run time with dlopen, so building needs no
 // headers and a machine without one falls back to Go's decoder for that
-// format. All of the project's own cgo lives here.
+// format. jpeg.go also keeps a thread bound to each CPU, on which a lone
+// JPEG's strips are decoded beside the caller's (decode.StripDecoder). All
+// of the project's own cgo lives here.
 package imagelib

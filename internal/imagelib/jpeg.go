@@ -1,10 +1,19 @@
 package imagelib
 
 /*
-#cgo LDFLAGS: -ldl
+#cgo LDFLAGS: -ldl -lpthread
+#define _GNU_SOURCE
 #include <dlfcn.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 typedef void *tjhandle;
 
@@ -76,12 +85,129 @@ static unsigned char *tj_encode(const unsigned char *pix, int w, int h, int pf, 
 }
 
 static void tj_free(unsigned char *p) { p_free(p); }
+
+// A strip of a JPEG, decoded by tj_decode_strips: rc and err as tj_decode
+// leaves them.
+typedef struct {
+	const unsigned char *jpeg;
+	unsigned long size;
+	unsigned char *buf;
+	int w, h, pf, flags, rc;
+	char err[256];
+} tj_strip;
+
+static void tj_run(tj_strip *s) {
+	s->rc = tj_decode(s->jpeg, s->size, s->buf, s->w, s->h, s->pf, s->flags, s->err, sizeof s->err);
+}
+
+// A helper is a thread bound to one CPU that decodes a strip for a caller
+// on another CPU. The kernel wakes a thread where its waker runs when it
+// may (this machine's packs woken threads onto busy virtual CPUs), and a
+// strip woken there waits for the caller's own strip; a thread bound to
+// another CPU is run there. The caller posts a strip to an idle helper,
+// and takes it back if the helper has not begun it by the time the
+// caller's own strips are done.
+enum { H_IDLE, H_RESERVED, H_POSTED, H_TAKEN, H_DONE, H_CLAIMED };
+
+typedef struct {
+	_Atomic int state;
+	tj_strip *strip; // set while H_RESERVED, read once H_POSTED
+	int cpu;
+} tj_helper;
+
+#define TJ_MAX_HELPERS 256
+static tj_helper tj_helpers[TJ_MAX_HELPERS];
+static int tj_nhelpers;
+static pthread_once_t tj_helpers_once = PTHREAD_ONCE_INIT;
+
+static void tj_wait(_Atomic int *a, int v) { syscall(SYS_futex, a, FUTEX_WAIT_PRIVATE, v, NULL, NULL, 0); }
+static void tj_wake(_Atomic int *a) { syscall(SYS_futex, a, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0); }
+
+static void *tj_helper_loop(void *arg) {
+	tj_helper *hp = arg;
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL); // signals are Go's threads' to take
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(hp->cpu, &set);
+	pthread_setaffinity_np(pthread_self(), sizeof set, &set); // unbound, it still helps
+	for (;;) {
+		int s = atomic_load(&hp->state);
+		int want = H_POSTED;
+		if (s == H_POSTED && atomic_compare_exchange_strong(&hp->state, &want, H_TAKEN)) {
+			tj_run(hp->strip);
+			atomic_store(&hp->state, H_DONE);
+			tj_wake(&hp->state);
+			continue;
+		}
+		if (s != H_POSTED) tj_wait(&hp->state, s);
+	}
+	return NULL;
+}
+
+// tj_start_helpers starts a helper on each CPU the process may run on. The
+// helpers live as long as the process, asleep when there is nothing to do.
+static void tj_start_helpers(void) {
+	cpu_set_t set;
+	if (sched_getaffinity(0, sizeof set, &set) != 0) return;
+	for (int c = 0; c < CPU_SETSIZE && tj_nhelpers < TJ_MAX_HELPERS; c++) {
+		if (!CPU_ISSET(c, &set)) continue;
+		tj_helper *hp = &tj_helpers[tj_nhelpers];
+		hp->cpu = c;
+		pthread_attr_t attr;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		pthread_t th;
+		int rc = pthread_create(&th, &attr, tj_helper_loop, hp);
+		pthread_attr_destroy(&attr);
+		if (rc != 0) break;
+		tj_nhelpers++;
+	}
+}
+
+// tj_decode_strips decodes n strips: the first on the calling thread, the
+// others each on an idle helper bound to another CPU while there are any,
+// and the rest, with any a helper has not begun, on the calling thread.
+// It returns the number of strips helpers decoded.
+static int tj_decode_strips(tj_strip *strips, int n) {
+	pthread_once(&tj_helpers_once, tj_start_helpers);
+	tj_helper *posted[TJ_MAX_HELPERS];
+	int cpu = sched_getcpu(), next = 1;
+	for (int i = 0; i < tj_nhelpers && next < n; i++) {
+		tj_helper *hp = &tj_helpers[i];
+		int want = H_IDLE;
+		if (hp->cpu == cpu || !atomic_compare_exchange_strong(&hp->state, &want, H_RESERVED)) continue;
+		hp->strip = &strips[next];
+		atomic_store(&hp->state, H_POSTED);
+		tj_wake(&hp->state);
+		posted[next++] = hp;
+	}
+	tj_run(&strips[0]);
+	for (int i = next; i < n; i++) tj_run(&strips[i]);
+	int helped = 0;
+	for (int i = 1; i < next; i++) {
+		tj_helper *hp = posted[i];
+		int want = H_POSTED;
+		if (atomic_compare_exchange_strong(&hp->state, &want, H_CLAIMED)) {
+			tj_run(&strips[i]);
+		} else {
+			int s;
+			while ((s = atomic_load(&hp->state)) == H_TAKEN) tj_wait(&hp->state, s);
+			helped++;
+		}
+		atomic_store(&hp->state, H_IDLE);
+	}
+	return helped;
+}
 */
 import "C"
 
 import (
 	"errors"
 	"log/slog"
+	"runtime"
+	"sync/atomic"
 	"unsafe"
 
 	"yoloserve/internal/decode"
@@ -147,6 +273,47 @@ func (JPEG) DecodeJPEG(data []byte, h decode.Header, dst []byte) ([]byte, error)
 		decode.CMYKToRGB(buf, dst)
 	}
 	return dst, nil
+}
+
+// helpedStrips counts the strips DecodeJPEGStrips had decoded by helpers.
+var helpedStrips atomic.Int64
+
+// DecodeJPEGStrips implements decode.StripDecoder. The first strip is
+// decoded on the calling thread and each other one, while there are idle
+// ones, on a thread of this package's bound to another CPU than the
+// caller's (one per CPU, started at the first call); a strip such a
+// thread has not begun by the time the caller's are done, the caller
+// decodes too. It declines CMYK and YCCK JPEGs, whose pixels are converted
+// after decoding, and strips whose Dst is short.
+func (JPEG) DecodeJPEGStrips(strips []decode.Strip) bool {
+	if C.tj_loaded() == 0 || len(strips) < 2 {
+		return false
+	}
+	for _, s := range strips {
+		if s.Header.Components == 4 || len(s.Data) == 0 || len(s.Dst) < 3*s.Header.Width*s.Header.Height {
+			return false
+		}
+	}
+	var pin runtime.Pinner // the C strips hold the Go buffers' addresses
+	defer pin.Unpin()
+	cs := make([]C.tj_strip, len(strips))
+	for i, s := range strips {
+		pin.Pin(&s.Data[0])
+		pin.Pin(&s.Dst[0])
+		cs[i] = C.tj_strip{
+			jpeg: (*C.uchar)(unsafe.Pointer(&s.Data[0])), size: C.ulong(len(s.Data)),
+			buf: (*C.uchar)(unsafe.Pointer(&s.Dst[0])), w: C.int(s.Header.Width), h: C.int(s.Header.Height),
+			pf: PixelRGB, flags: flagAccurateDCT,
+		}
+	}
+	helpedStrips.Add(int64(C.tj_decode_strips(&cs[0], C.int(len(cs)))))
+	for i := range strips {
+		strips[i].Err = nil
+		if cs[i].rc < 0 {
+			strips[i].Err = errors.New(C.GoString(&cs[i].err[0]))
+		}
+	}
+	return true
 }
 
 // JPEGOrFallback returns libjpeg-turbo's decoder when the library at path
