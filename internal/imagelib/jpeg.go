@@ -172,7 +172,7 @@ static void tj_start_helpers(void) {
 // It returns the number of strips helpers decoded.
 static int tj_decode_strips(tj_strip *strips, int n) {
 	pthread_once(&tj_helpers_once, tj_start_helpers);
-	tj_helper *posted[TJ_MAX_HELPERS];
+	tj_helper *posted[TJ_MAX_HELPERS + 1]; // by strip, from 1
 	int cpu = sched_getcpu(), next = 1;
 	for (int i = 0; i < tj_nhelpers && next < n; i++) {
 		tj_helper *hp = &tj_helpers[i];
