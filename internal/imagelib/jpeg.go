@@ -132,13 +132,22 @@ static void *tj_helper_loop(void *arg) {
 	CPU_ZERO(&set);
 	CPU_SET(hp->cpu, &set);
 	pthread_setaffinity_np(pthread_self(), sizeof set, &set); // unbound, it still helps
+	// A helper waits under SCHED_IDLE, so that it starts a strip only on a
+	// CPU nothing else wants (another process's inference keeps it off,
+	// and the caller then decodes the strip itself), and decodes under the
+	// policy it was started with, so that it is not starved half-way.
+	struct sched_param prio = {0};
+	int policy = sched_getscheduler(0);
+	int idle = sched_setscheduler(0, SCHED_IDLE, &prio) == 0;
 	for (;;) {
 		int s = atomic_load(&hp->state);
 		int want = H_POSTED;
 		if (s == H_POSTED && atomic_compare_exchange_strong(&hp->state, &want, H_TAKEN)) {
+			if (idle) sched_setscheduler(0, policy, &prio);
 			tj_run(hp->strip);
 			atomic_store(&hp->state, H_DONE);
 			tj_wake(&hp->state);
+			if (idle) sched_setscheduler(0, SCHED_IDLE, &prio);
 			continue;
 		}
 		if (s != H_POSTED) tj_wait(&hp->state, s);
@@ -281,9 +290,9 @@ var helpedStrips atomic.Int64
 // DecodeJPEGStrips implements decode.StripDecoder. The first strip is
 // decoded on the calling thread and each other one, while there are idle
 // ones, on a thread of this package's bound to another CPU than the
-// caller's (one per CPU, started at the first call); a strip such a
-// thread has not begun by the time the caller's are done, the caller
-// decodes too. It declines CMYK and YCCK JPEGs, whose pixels are converted
+// caller's (one per CPU, started at the first call), which takes it only
+// if nothing else wants that CPU; a strip such a thread has not begun by
+// the time the caller's are done, the caller decodes too. It declines CMYK and YCCK JPEGs, whose pixels are converted
 // after decoding, and strips whose Dst is short.
 func (JPEG) DecodeJPEGStrips(strips []decode.Strip) bool {
 	if C.tj_loaded() == 0 || len(strips) < 2 {
