@@ -292,8 +292,9 @@ var helpedStrips atomic.Int64
 // ones, on a thread of this package's bound to another CPU than the
 // caller's (one per CPU, started at the first call), which takes it only
 // if nothing else wants that CPU; a strip such a thread has not begun by
-// the time the caller's are done, the caller decodes too. It declines CMYK and YCCK JPEGs, whose pixels are converted
-// after decoding, and strips whose Dst is short.
+// the time the caller's are done, the caller decodes too. It declines
+// CMYK and YCCK JPEGs, whose pixels are converted after decoding, and
+// strips whose Dst is short.
 func (JPEG) DecodeJPEGStrips(strips []decode.Strip) bool {
 	if C.tj_loaded() == 0 || len(strips) < 2 {
 		return false

@@ -10,6 +10,17 @@ import (
 	"yoloserve/internal/testenv"
 )
 
+// turbo returns libjpeg-turbo's decoder, or fails the test saying what to
+// install.
+func turbo(tb testing.TB) JPEG {
+	tb.Helper()
+	tj, err := OpenJPEG("")
+	if err != nil {
+		tb.Fatalf("libjpeg-turbo (apt-get install libturbojpeg0): %v", err)
+	}
+	return tj
+}
+
 // TestStripsOnOtherCores: a lone JPEG's strips are decoded by the threads
 // bound to the other cores, not only by the caller, and the pixels are the
 // whole decode's. Those threads take a strip only when their core is
@@ -18,10 +29,7 @@ func TestStripsOnOtherCores(t *testing.T) {
 	if runtime.NumCPU() < 2 {
 		t.Skip("one CPU: no other core to decode on")
 	}
-	tj, err := OpenJPEG("")
-	if err != nil {
-		t.Fatalf("libjpeg-turbo (apt-get install libturbojpeg0): %v", err)
-	}
+	tj := turbo(t)
 	data := testenv.ReadImage(t, "bus.jpg") // a restart marker every MCU row
 	d := &decode.Decoder{JPEG: tj}
 	var whole, strips decode.Image
@@ -47,10 +55,7 @@ func TestStripsOnOtherCores(t *testing.T) {
 // TestStripErrors: a strip that cannot be decoded gets libjpeg-turbo's
 // error, on the caller's thread or another's, and the others decode.
 func TestStripErrors(t *testing.T) {
-	tj, err := OpenJPEG("")
-	if err != nil {
-		t.Fatalf("libjpeg-turbo (apt-get install libturbojpeg0): %v", err)
-	}
+	tj := turbo(t)
 	good := testenv.ReadImage(t, "dog.jpg")
 	h, err := decode.Inspect(good, 0)
 	if err != nil {
