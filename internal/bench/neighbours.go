@@ -13,6 +13,7 @@ import (
 	"yoloserve/internal/decode"
 	"yoloserve/internal/detect"
 	"yoloserve/internal/imagelib"
+	"yoloserve/internal/sched"
 	"yoloserve/internal/yolo"
 )
 
@@ -35,6 +36,7 @@ type Neighbour struct {
 // NeighbourResult is what one neighbour did.
 type NeighbourResult struct {
 	SoloThreads int              `json:"solo_threads"` // 0: no solo session
+	Policy      string           `json:"policy"`       // its threads' scheduling policy: "batch" as a worker's, or "normal"
 	Windows     []NeighbourCount `json:"windows"`
 }
 
@@ -46,11 +48,18 @@ type NeighbourCount struct {
 	Crowded  int64   `json:"crowded"` // solo runs that found the cores taken
 }
 
-// RunNeighbour opens a detector with the worker's defaults and n.Solo,
-// and runs n.Image through it one at a time for n.Windows windows of
-// n.For. It returns an error when the detector cannot be opened or an
-// image fails.
+// RunNeighbour puts the process's threads under SCHED_BATCH as a worker
+// does, opens a detector with the worker's defaults and n.Solo, and runs
+// n.Image through it one at a time for n.Windows windows of n.For. It
+// returns an error when the detector cannot be opened or an image fails;
+// a kernel that refuses SCHED_BATCH leaves the normal policy, as a
+// worker's does, and the result says so.
 func RunNeighbour(n Neighbour) (NeighbourResult, error) {
+	// Before ONNX Runtime starts its threads, which inherit the policy.
+	policy := "batch"
+	if _, err := sched.Batch(); err != nil {
+		policy = "normal"
+	}
 	jpeg, err := imagelib.OpenJPEG("")
 	if err != nil {
 		return NeighbourResult{}, err
@@ -65,7 +74,7 @@ func RunNeighbour(n Neighbour) (NeighbourResult, error) {
 	if err != nil {
 		return NeighbourResult{}, err
 	}
-	r := NeighbourResult{SoloThreads: d.Config().SoloThreads}
+	r := NeighbourResult{SoloThreads: d.Config().SoloThreads, Policy: policy}
 	for range n.Windows {
 		c := NeighbourCount{SoloRuns: -d.SoloRuns(), Crowded: -d.SoloCrowded()}
 		start := time.Now()
@@ -87,6 +96,7 @@ func RunNeighbour(n Neighbour) (NeighbourResult, error) {
 // solo sessions, window by window.
 type NeighboursRun struct {
 	SoloThreads int               `json:"solo_threads"` // each one's; 0: none
+	Policy      string            `json:"policy"`       // "batch", or "normal" where a neighbour's kernel refused SCHED_BATCH
 	Windows     []NeighboursCount `json:"windows"`
 }
 
@@ -118,6 +128,9 @@ func (rep *Report) neighbours(cfg *Config) error {
 			name := "no solo sessions"
 			if run.SoloThreads > 0 {
 				name = fmt.Sprintf("solo sessions of %d threads", run.SoloThreads)
+			}
+			if run.Policy != "batch" {
+				name += ", " + run.Policy + " policy"
 			}
 			cfg.printf("  %-28s", name)
 			for _, w := range run.Windows {
@@ -165,6 +178,9 @@ func runNeighbours(exe string, n Neighbour) (NeighboursRun, error) {
 			return run, fmt.Errorf("neighbour's answer %q: %d windows, want %d", outs[i].String(), len(r.Windows), n.Windows)
 		}
 		run.SoloThreads = r.SoloThreads
+		if run.Policy == "" || r.Policy == "normal" {
+			run.Policy = r.Policy
+		}
 		for j, w := range r.Windows {
 			run.Windows[j].ImagesPerS += float64(w.Images) / w.Seconds
 			run.Windows[j].Crowded += w.Crowded
