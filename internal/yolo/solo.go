@@ -134,6 +134,13 @@ func (so *soloSession) tryRun(b *onnx.Binding) (ran bool, err error) {
 	return true, nil
 }
 
+// resting reports whether the solo session rests after a run that found
+// the cores taken by other processes (not one given up for good).
+func (so *soloSession) resting() bool {
+	until := so.until.Load()
+	return until != math.MaxInt64 && time.Now().UnixNano() < until
+}
+
 // processCPU returns the CPU time the process has used, or 0 when the
 // system cannot say (every run then looks crowded).
 func processCPU() time.Duration {

@@ -4,12 +4,15 @@ import (
 	"context"
 	"os/exec"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"yoloserve/internal/decode"
 	"yoloserve/internal/detect"
+	"yoloserve/internal/imagelib"
 	"yoloserve/internal/testenv"
 	"yoloserve/internal/yolo"
 )
@@ -184,6 +187,61 @@ func TestSoloRestsGrowAndShrink(t *testing.T) {
 	if got := d.SoloRest(); got != time.Minute {
 		t.Errorf("rest after a long series of crowded runs: %v, want a minute", got)
 	}
+}
+
+// TestLoneImageKeepsToItsCoreWhileSoloRests: while the solo session rests
+// because other processes took the cores, a lone image is decoded on its
+// own core, as one with company is: a strip handed to another core would
+// wait for it, or hold up the process that has it. Once the rest is over,
+// lone images are decoded in strips again.
+func TestLoneImageKeepsToItsCoreWhileSoloRests(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("a solo session needs more cores than a slot's share")
+	}
+	jpeg, err := imagelib.OpenJPEG("")
+	if err != nil {
+		t.Fatalf("needs libjpeg-turbo (apt-get install libturbojpeg0): %v", err)
+	}
+	counter := &stripCounter{StripDecoder: jpeg}
+	d := openDetector(t, "yolov8n.onnx", yolo.Config{Concurrency: 2, Threads: 1, Decoder: &decode.Decoder{JPEG: counter}})
+	data := testenv.ReadImage(t, "bus.jpg") // with restart markers
+	d.CrowdEveryRun(true)
+	want := detectAlone(t, d, data)
+	if counter.calls.Load() != 1 {
+		t.Fatalf("the first lone image was decoded in strips %d times, want 1", counter.calls.Load())
+	}
+	// Two more crowded solo runs: the rest is then 1.6 s, longer than an
+	// image takes under the race detector.
+	for range 2 {
+		d.EndSoloRest()
+		detectAlone(t, d, data)
+	}
+	calls, runs := counter.calls.Load(), d.SoloRuns()
+	if diff := cmp.Diff(want, detectAlone(t, d, data)); diff != "" {
+		t.Errorf("a lone image while the solo session rests (-first +resting):\n%s", diff)
+	}
+	if d.SoloRuns() != runs {
+		t.Fatal("a lone image ran on the solo session during its rest")
+	}
+	if got := counter.calls.Load() - calls; got != 0 {
+		t.Errorf("a lone image during the solo session's rest was decoded in strips (%d calls)", got)
+	}
+	d.EndSoloRest()
+	detectAlone(t, d, data)
+	if got := counter.calls.Load() - calls; got != 1 {
+		t.Errorf("the lone image after the rest was decoded in strips %d times, want 1", got)
+	}
+}
+
+// stripCounter counts the calls of the strip decoder it wraps.
+type stripCounter struct {
+	decode.StripDecoder
+	calls atomic.Int64
+}
+
+func (c *stripCounter) DecodeJPEGStrips(strips []decode.Strip) bool {
+	c.calls.Add(1)
+	return c.StripDecoder.DecodeJPEGStrips(strips)
 }
 
 // TestSoloRunGivesWay: an image about to run on its slot's session does
