@@ -47,6 +47,7 @@ func run() error {
 	intakeRounds := flag.Int("intake-rounds", 1, "times the API's intake is measured in a row against one API, its uploads piling up as a backlog's")
 	provider := flag.String("provider", "cpu", "where the floor and the detector run: cpu or cuda (the processes run on CPU)")
 	neighbour := flag.String("neighbour", "", "run as one of two neighbouring detectors (JSON, given by the bench itself) and print what it did")
+	stagesJob := flag.String("stages", "", "measure the detector's stages under the worker's scheduling policy (JSON, given by the bench itself) and print them")
 	flag.Parse()
 
 	lib, err := onnx.FindLibrary(env.ORTLib)
@@ -57,15 +58,10 @@ func run() error {
 		return err
 	}
 	if *neighbour != "" {
-		var n bench.Neighbour
-		if err := json.Unmarshal([]byte(*neighbour), &n); err != nil {
-			return fmt.Errorf("-neighbour: %w", err)
-		}
-		r, err := bench.RunNeighbour(n)
-		if err != nil {
-			return err
-		}
-		return json.NewEncoder(os.Stdout).Encode(r)
+		return answer("-neighbour", *neighbour, bench.RunNeighbour)
+	}
+	if *stagesJob != "" {
+		return answer("-stages", *stagesJob, bench.RunStages)
 	}
 	all, err := filepath.Glob(filepath.Join(*images, "*"))
 	if err != nil {
@@ -126,4 +122,19 @@ func run() error {
 		fmt.Printf("== the processes' warnings and errors: %s\n", strings.Join(rep.Logs, ", "))
 	}
 	return nil
+}
+
+// answer does a job the bench gave this program with the flag name (its JSON in
+// arg) and prints what it measured as JSON. It returns an error when arg
+// is not such a job or the job fails.
+func answer[J, R any](name, arg string, do func(J) (R, error)) error {
+	var job J
+	if err := json.Unmarshal([]byte(arg), &job); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	r, err := do(job)
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(r)
 }

@@ -78,7 +78,10 @@ type Report struct {
 	Floor       []FloorResult `json:"floor"`
 	Stages      []StageResult `json:"stages"`
 	Decoders    []StageResult `json:"decoders"`
-	Batching    []FloorResult `json:"batching"`
+	// StagesPolicy is the scheduling policy the stages ran under: "batch"
+	// as a worker's, or "normal".
+	StagesPolicy string        `json:"stages_policy"`
+	Batching     []FloorResult `json:"batching"`
 	// DetectorBatching is the detector path on the dynamic model at each
 	// batch size, against Batching's bare session at the same size.
 	DetectorBatching []DetectorRun `json:"detector_batching"`

@@ -13,7 +13,6 @@ import (
 	"yoloserve/internal/decode"
 	"yoloserve/internal/detect"
 	"yoloserve/internal/imagelib"
-	"yoloserve/internal/sched"
 	"yoloserve/internal/yolo"
 )
 
@@ -55,11 +54,7 @@ type NeighbourCount struct {
 // a kernel that refuses SCHED_BATCH leaves the normal policy, as a
 // worker's does, and the result says so.
 func RunNeighbour(n Neighbour) (NeighbourResult, error) {
-	// Before ONNX Runtime starts its threads, which inherit the policy.
-	policy := "batch"
-	if _, err := sched.Batch(); err != nil {
-		policy = "normal"
-	}
+	policy := batchPolicy()
 	jpeg, err := imagelib.OpenJPEG("")
 	if err != nil {
 		return NeighbourResult{}, err
@@ -145,16 +140,12 @@ func (rep *Report) neighbours(cfg *Config) error {
 // runNeighbours starts two neighbours at once and adds up what they did,
 // window by window. It waits for both before it returns, also on error.
 func runNeighbours(exe string, n Neighbour) (NeighboursRun, error) {
-	arg, err := json.Marshal(n)
-	if err != nil {
-		return NeighboursRun{}, err
-	}
+	var err error
 	var cmds []*exec.Cmd
 	var outs [2]bytes.Buffer
 	for i := range outs {
-		c := exec.Command(exe, "-neighbour", string(arg))
-		c.Stdout, c.Stderr = &outs[i], os.Stderr
-		if err = c.Start(); err != nil {
+		var c *exec.Cmd
+		if c, err = startSelf(exe, "-neighbour", n, &outs[i]); err != nil {
 			break
 		}
 		cmds = append(cmds, c)

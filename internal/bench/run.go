@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"yoloserve/internal/decode"
 	"yoloserve/internal/imagelib"
 	"yoloserve/internal/onnx"
 	"yoloserve/internal/yolo"
@@ -115,25 +114,15 @@ func (rep *Report) floorAndStages(cfg *Config, ncpu int) error {
 	if err != nil {
 		return fmt.Errorf("bench needs libjpeg-turbo: %w", err)
 	}
-	libpng, err := imagelib.OpenPNG("")
+	sr, err := runStages(cfg, 15)
 	if err != nil {
-		return fmt.Errorf("bench needs libpng: %w", err)
+		return err
 	}
-	cfg.printf("== detector stages, one image at a time through the default worker's detector (median ms of the runs on its solo session with the cores free, when any; solo: how many of the runs)\n")
+	rep.Stages, rep.Decoders, rep.StagesPolicy = sr.Stages, sr.Decoders, sr.Policy
+	cfg.printf("== detector stages, one image at a time through the default worker's detector, in a process under the %s scheduling policy (median ms of the runs on its solo session with the cores free, when any; solo: how many of the runs)\n", sr.Policy)
 	cfg.printf("  %-16s %-14s %8s %8s %8s %9s %8s %9s %5s\n", "image", "decoder", "pixels", "decode", "letterbox", "inference", "nms", "overhead", "solo")
-	for i, dec := range []*decode.Decoder{{JPEG: turbo, PNG: libpng}, {JPEG: decode.GoJPEG{}, PNG: decode.GoPNG{}}} {
-		rs, err := stages(cfg, dec, 7)
-		if err != nil {
-			return err
-		}
-		for _, r := range rs {
-			cfg.printf("  %-16s %-14s %8d %8.2f %8.2f %9.2f %8.2f %8.1f%% %2d/%d\n", r.Image, r.Decoder, r.Pixels, r.DecodeMS, r.PreMS, r.InferenceMS, r.PostMS, 100*r.Overhead, r.SoloRuns, r.Runs)
-		}
-		if i == 0 {
-			rep.Stages = rs
-		} else {
-			rep.Decoders = rs
-		}
+	for _, r := range append(sr.Stages, sr.Decoders...) {
+		cfg.printf("  %-16s %-14s %8d %8.2f %8.2f %9.2f %8.2f %8.1f%% %2d/%d\n", r.Image, r.Decoder, r.Pixels, r.DecodeMS, r.PreMS, r.InferenceMS, r.PostMS, 100*r.Overhead, r.SoloRuns, r.Runs)
 	}
 	if cfg.Dynamic != "" {
 		images, err := readJPEGs(cfg.Images)

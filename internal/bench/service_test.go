@@ -13,6 +13,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if len(os.Args) == 3 && os.Args[1] == "-stages" { // run again by runStages
+		os.Exit(stagesProcess(os.Args[2]))
+	}
 	code := m.Run()
 	if err := testenv.RemoveBinaries(); err != nil {
 		fmt.Fprintln(os.Stderr, err)

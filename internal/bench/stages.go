@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -11,8 +13,85 @@ import (
 
 	"yoloserve/internal/decode"
 	"yoloserve/internal/detect"
+	"yoloserve/internal/imagelib"
 	"yoloserve/internal/yolo"
 )
+
+// StagesJob is what a stages process measures (this program run again
+// with -stages): each photo through the default worker's detector, Runs
+// times, with libjpeg-turbo and libpng, then with Go's decoders.
+type StagesJob struct {
+	Model    string   `json:"model"`
+	Library  string   `json:"library"`
+	Provider string   `json:"provider"`
+	Images   []string `json:"images"`
+	Runs     int      `json:"runs"`
+}
+
+// StagesRun is what a stages process measured.
+type StagesRun struct {
+	Policy   string        `json:"policy"`   // its threads' scheduling policy: "batch" as a worker's, or "normal"
+	Stages   []StageResult `json:"stages"`   // libjpeg-turbo and libpng
+	Decoders []StageResult `json:"decoders"` // Go's decoders
+}
+
+// RunStages puts the process's threads under SCHED_BATCH as a worker
+// does and measures job. It returns an error when a decoder library or
+// the detector cannot be opened or an image fails; a kernel that refuses
+// SCHED_BATCH leaves the normal policy, as a worker's does, and the
+// result says so.
+func RunStages(job StagesJob) (StagesRun, error) {
+	policy := batchPolicy()
+	r, err := measureStages(job)
+	r.Policy = policy
+	return r, err
+}
+
+// measureStages measures job in this process, under the policy it has.
+// It returns an error when a decoder library or the detector cannot be
+// opened or an image fails.
+func measureStages(job StagesJob) (StagesRun, error) {
+	var r StagesRun
+	turbo, err := imagelib.OpenJPEG("")
+	if err != nil {
+		return r, fmt.Errorf("bench needs libjpeg-turbo: %w", err)
+	}
+	libpng, err := imagelib.OpenPNG("")
+	if err != nil {
+		return r, fmt.Errorf("bench needs libpng: %w", err)
+	}
+	if r.Stages, err = stages(job, &decode.Decoder{JPEG: turbo, PNG: libpng}); err != nil {
+		return r, err
+	}
+	r.Decoders, err = stages(job, &decode.Decoder{JPEG: decode.GoJPEG{}, PNG: decode.GoPNG{}})
+	return r, err
+}
+
+// runStages measures the detector's stages in a process of its own
+// (cfg.Exe), under the worker's scheduling policy, which the bare
+// sessions of the rest of the bench do not take; in this process when
+// there is no cfg.Exe.
+func runStages(cfg *Config, runs int) (StagesRun, error) {
+	job := StagesJob{Model: cfg.Model, Library: cfg.Library, Provider: cfg.Provider, Images: cfg.Images, Runs: runs}
+	if cfg.Exe == "" {
+		r, err := measureStages(job)
+		r.Policy = "normal"
+		return r, err
+	}
+	var out bytes.Buffer
+	c, err := startSelf(cfg.Exe, "-stages", job, &out)
+	if err != nil {
+		return StagesRun{}, err
+	}
+	if err := c.Wait(); err != nil {
+		return StagesRun{}, fmt.Errorf("stages: %w", err)
+	}
+	var r StagesRun
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		return r, fmt.Errorf("stages' answer %q: %w", out.String(), err)
+	}
+	return r, nil
+}
 
 // stages runs each image through a detector with the decoders of dec and
 // takes the median of each stage. The detector is the default worker's
@@ -26,19 +105,26 @@ import (
 // runs of its runs were on the solo session with the cores free, up to
 // three times as many runs in all, and the medians are of those runs, or
 // of all runs when none of an image's was one (StageResult.SoloRuns says
-// how many were).
-func stages(cfg *Config, dec *decode.Decoder, runs int) ([]StageResult, error) {
-	d, err := yolo.Open(yolo.Config{ModelPath: cfg.Model, Library: cfg.Library, Provider: cfg.Provider, Decoder: dec})
+// how many were). Each image first runs once uncounted: a fresh
+// detector's first runs grow its buffers and start the strips' threads
+// (bus.jpg, the first photo, decoded in a median 3.9 ms of five runs
+// against 3.1 once warm).
+func stages(job StagesJob, dec *decode.Decoder) ([]StageResult, error) {
+	runs := job.Runs
+	d, err := yolo.Open(yolo.Config{ModelPath: job.Model, Library: job.Library, Provider: job.Provider, Decoder: dec})
 	if err != nil {
 		return nil, err
 	}
 	defer d.Close()
 	hasSolo := d.Config().SoloThreads > 0
 	var out []StageResult
-	for _, path := range cfg.Images {
+	for _, path := range job.Images {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return nil, err
+		}
+		if _, err := d.Detect(context.Background(), data, detect.DefaultParams()); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		var all, solo []detect.Speed
 		var res *detect.Result
