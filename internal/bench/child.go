@@ -10,13 +10,13 @@ import (
 )
 
 // Parts of the bench that must run as a worker does, or beside another
-// process, run in this program run again (Config.Exe) with a flag and a
-// job as JSON, and print what they measured as JSON.
+// process, run in a child: this program run again (Config.Exe) with a
+// flag and a job as JSON, which prints what it measured as JSON.
 
-// startSelf starts exe with flag and job as JSON, its output into out and
+// startChild starts exe with flag and job as JSON, its output into out and
 // its errors to the bench's. It returns an error when job cannot be
 // written as JSON or the process cannot start.
-func startSelf(exe, flag string, job any, out *bytes.Buffer) (*exec.Cmd, error) {
+func startChild(exe, flag string, job any, out *bytes.Buffer) (*exec.Cmd, error) {
 	arg, err := json.Marshal(job)
 	if err != nil {
 		return nil, err
