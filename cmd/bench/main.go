@@ -58,10 +58,10 @@ func run() error {
 		return err
 	}
 	if *neighbour != "" {
-		return answer("-neighbour", *neighbour, bench.RunNeighbour)
+		return bench.RunChild("-neighbour", *neighbour, os.Stdout)
 	}
 	if *stagesJob != "" {
-		return answer("-stages", *stagesJob, bench.RunStages)
+		return bench.RunChild("-stages", *stagesJob, os.Stdout)
 	}
 	all, err := filepath.Glob(filepath.Join(*images, "*"))
 	if err != nil {
@@ -122,19 +122,4 @@ func run() error {
 		fmt.Printf("== the processes' warnings and errors: %s\n", strings.Join(rep.Logs, ", "))
 	}
 	return nil
-}
-
-// answer does a job the bench gave this program with the flag name (its JSON in
-// arg) and prints what it measured as JSON. It returns an error when arg
-// is not such a job or the job fails.
-func answer[J, R any](name, arg string, do func(J) (R, error)) error {
-	var job J
-	if err := json.Unmarshal([]byte(arg), &job); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	r, err := do(job)
-	if err != nil {
-		return err
-	}
-	return json.NewEncoder(os.Stdout).Encode(r)
 }

@@ -13,8 +13,12 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if len(os.Args) == 3 && os.Args[1] == "-stages" { // run again by runStages
-		os.Exit(stagesProcess(os.Args[2]))
+	if len(os.Args) == 3 && os.Args[1] == stagesFlag { // run again by runStages
+		if err := RunChild(os.Args[1], os.Args[2], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
 	code := m.Run()
 	if err := testenv.RemoveBinaries(); err != nil {

@@ -79,7 +79,7 @@ func runStages(cfg *Config, runs int) (StagesRun, error) {
 		return r, err
 	}
 	var out bytes.Buffer
-	c, err := startChild(cfg.Exe, "-stages", job, &out)
+	c, err := startChild(cfg.Exe, stagesFlag, job, &out)
 	if err != nil {
 		return StagesRun{}, err
 	}

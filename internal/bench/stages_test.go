@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"encoding/json"
-	"fmt"
 	"os"
 	"testing"
 
@@ -11,25 +9,6 @@ import (
 
 	"yoloserve/internal/testenv"
 )
-
-// stagesProcess does what cmd/bench does with -stages, for this test
-// binary run again by runStages; it returns the exit code.
-func stagesProcess(arg string) int {
-	var job StagesJob
-	if err := json.Unmarshal([]byte(arg), &job); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	r, err := RunStages(job)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
-		return 1
-	}
-	return 0
-}
 
 // TestStagesRunUnderTheWorkersPolicy: the detector's stages are measured
 // in a process of their own under the worker's scheduling policy
