@@ -46,9 +46,8 @@ func run() error {
 	log := cfg.Logger()
 	asynq.RouteRedisLogs(log)
 	// Before ONNX Runtime starts its threads, which inherit the policy.
-	policy := "batch"
-	if _, err := sched.Batch(); err != nil {
-		policy = "normal"
+	policy, err := sched.BatchOrNormal()
+	if err != nil {
 		log.Warn("the worker's threads keep the normal scheduling policy", "error", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

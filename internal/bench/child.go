@@ -7,8 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-
-	"yoloserve/internal/sched"
 )
 
 // Parts of the bench that must run as a worker does, or beside another
@@ -63,15 +61,4 @@ func startChild(exe, flag string, job any, out *bytes.Buffer) (*exec.Cmd, error)
 		return nil, err
 	}
 	return c, nil
-}
-
-// batchPolicy puts the process's threads under SCHED_BATCH, as a worker
-// does at its start, before ONNX Runtime starts its threads (which
-// inherit the policy), and returns the policy they run under: "batch", or
-// "normal" where the kernel refused.
-func batchPolicy() string {
-	if _, err := sched.Batch(); err != nil {
-		return "normal"
-	}
-	return "batch"
 }

@@ -13,6 +13,7 @@ import (
 	"yoloserve/internal/decode"
 	"yoloserve/internal/detect"
 	"yoloserve/internal/imagelib"
+	"yoloserve/internal/sched"
 	"yoloserve/internal/yolo"
 )
 
@@ -54,7 +55,7 @@ type NeighbourCount struct {
 // a kernel that refuses SCHED_BATCH leaves the normal policy, as a
 // worker's does, and the result says so.
 func RunNeighbour(n Neighbour) (NeighbourResult, error) {
-	policy := batchPolicy()
+	policy, _ := sched.BatchOrNormal() // as a worker does at its start, before ONNX Runtime starts its threads
 	jpeg, err := imagelib.OpenJPEG("")
 	if err != nil {
 		return NeighbourResult{}, err

@@ -14,6 +14,7 @@ import (
 	"yoloserve/internal/decode"
 	"yoloserve/internal/detect"
 	"yoloserve/internal/imagelib"
+	"yoloserve/internal/sched"
 	"yoloserve/internal/yolo"
 )
 
@@ -41,7 +42,7 @@ type StagesRun struct {
 // SCHED_BATCH leaves the normal policy, as a worker's does, and the
 // result says so.
 func RunStages(job StagesJob) (StagesRun, error) {
-	policy := batchPolicy()
+	policy, _ := sched.BatchOrNormal() // as a worker does at its start, before ONNX Runtime starts its threads
 	r, err := measureStages(job)
 	r.Policy = policy
 	return r, err

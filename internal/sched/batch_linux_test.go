@@ -60,4 +60,7 @@ func TestBatchCoversEveryThreadAndTheirOffspring(t *testing.T) {
 	if again, err := Batch(); err != nil || again != 0 {
 		t.Errorf("a second Batch changed %d threads (error %v), want 0", again, err)
 	}
+	if policy, err := BatchOrNormal(); err != nil || policy != "batch" {
+		t.Errorf("BatchOrNormal() = %q, %v; want \"batch\", nil", policy, err)
+	}
 }
