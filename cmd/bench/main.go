@@ -46,8 +46,8 @@ func run() error {
 	intakeOnly := flag.Bool("intake-only", false, "measure only the API's intake")
 	intakeRounds := flag.Int("intake-rounds", 1, "times the API's intake is measured in a row against one API, its uploads piling up as a backlog's")
 	provider := flag.String("provider", "cpu", "where the floor and the detector run: cpu or cuda (the processes run on CPU)")
-	neighbour := flag.String("neighbour", "", "run as one of two neighbouring detectors (JSON, given by the bench itself) and print what it did")
-	stagesJob := flag.String("stages", "", "measure the detector's stages under the worker's scheduling policy (JSON, given by the bench itself) and print them")
+	neighbour := flag.String(bench.NeighbourFlag, "", "run as one of two neighbouring detectors (JSON, given by the bench itself) and print what it did")
+	stagesJob := flag.String(bench.StagesFlag, "", "measure the detector's stages under the worker's scheduling policy (JSON, given by the bench itself) and print them")
 	flag.Parse()
 
 	lib, err := onnx.FindLibrary(env.ORTLib)
@@ -58,10 +58,10 @@ func run() error {
 		return err
 	}
 	if *neighbour != "" {
-		return bench.RunChild("-neighbour", *neighbour, os.Stdout)
+		return bench.RunChild(bench.NeighbourFlag, *neighbour, os.Stdout)
 	}
 	if *stagesJob != "" {
-		return bench.RunChild("-stages", *stagesJob, os.Stdout)
+		return bench.RunChild(bench.StagesFlag, *stagesJob, os.Stdout)
 	}
 	all, err := filepath.Glob(filepath.Join(*images, "*"))
 	if err != nil {

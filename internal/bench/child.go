@@ -13,24 +13,25 @@ import (
 // process, run in a child: this program run again (Config.Exe) with a
 // flag and a job as JSON, which prints what it measured as JSON.
 
-// The flags a child is started with, one per job.
+// The names of the flags a child is started with (-name JSON), one per
+// job; cmd/bench declares its flags by them.
 const (
-	neighbourFlag = "-neighbour"
-	stagesFlag    = "-stages"
+	NeighbourFlag = "neighbour"
+	StagesFlag    = "stages"
 )
 
-// RunChild does the job a child was started with: flag and its JSON arg,
-// as startChild passes them. It writes what the job measured to w as
+// RunChild does the job a child was started with: the flag's name and its
+// JSON arg, as startChild passes them. It writes what the job measured to w as
 // JSON, and returns an error for an unknown flag, an arg that is not such
 // a job, or a job that fails.
 func RunChild(flag, arg string, w io.Writer) error {
 	switch flag {
-	case neighbourFlag:
+	case NeighbourFlag:
 		return answer(flag, arg, w, RunNeighbour)
-	case stagesFlag:
+	case StagesFlag:
 		return answer(flag, arg, w, RunStages)
 	}
-	return fmt.Errorf("bench: no child job %s", flag)
+	return fmt.Errorf("bench: no child job -%s", flag)
 }
 
 // answer decodes arg as do's job, does it and writes its result to w as
@@ -38,7 +39,7 @@ func RunChild(flag, arg string, w io.Writer) error {
 func answer[J, R any](flag, arg string, w io.Writer, do func(J) (R, error)) error {
 	var job J
 	if err := json.Unmarshal([]byte(arg), &job); err != nil {
-		return fmt.Errorf("%s: %w", flag, err)
+		return fmt.Errorf("-%s: %w", flag, err)
 	}
 	r, err := do(job)
 	if err != nil {
@@ -47,7 +48,7 @@ func answer[J, R any](flag, arg string, w io.Writer, do func(J) (R, error)) erro
 	return json.NewEncoder(w).Encode(r)
 }
 
-// startChild starts exe with flag and job as JSON, its output into out and
+// startChild starts exe with -flag and job as JSON, its output into out and
 // its errors to the bench's. It returns an error when job cannot be
 // written as JSON or the process cannot start.
 func startChild(exe, flag string, job any, out *bytes.Buffer) (*exec.Cmd, error) {
@@ -55,7 +56,7 @@ func startChild(exe, flag string, job any, out *bytes.Buffer) (*exec.Cmd, error)
 	if err != nil {
 		return nil, err
 	}
-	c := exec.Command(exe, flag, string(arg))
+	c := exec.Command(exe, "-"+flag, string(arg))
 	c.Stdout, c.Stderr = out, os.Stderr
 	if err := c.Start(); err != nil {
 		return nil, err

@@ -146,7 +146,7 @@ func runNeighbours(exe string, n Neighbour) (NeighboursRun, error) {
 	var outs [2]bytes.Buffer
 	for i := range outs {
 		var c *exec.Cmd
-		if c, err = startChild(exe, neighbourFlag, n, &outs[i]); err != nil {
+		if c, err = startChild(exe, NeighbourFlag, n, &outs[i]); err != nil {
 			break
 		}
 		cmds = append(cmds, c)

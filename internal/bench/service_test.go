@@ -13,8 +13,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if len(os.Args) == 3 && os.Args[1] == stagesFlag { // run again by runStages
-		if err := RunChild(os.Args[1], os.Args[2], os.Stdout); err != nil {
+	if len(os.Args) == 3 && os.Args[1] == "-"+StagesFlag { // run again by runStages
+		if err := RunChild(StagesFlag, os.Args[2], os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}

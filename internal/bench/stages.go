@@ -80,7 +80,7 @@ func runStages(cfg *Config, runs int) (StagesRun, error) {
 		return r, err
 	}
 	var out bytes.Buffer
-	c, err := startChild(cfg.Exe, stagesFlag, job, &out)
+	c, err := startChild(cfg.Exe, StagesFlag, job, &out)
 	if err != nil {
 		return StagesRun{}, err
 	}
