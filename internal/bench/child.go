@@ -49,17 +49,77 @@ func answer[J, R any](flag, arg string, w io.Writer, do func(J) (R, error)) erro
 }
 
 // startChild starts exe with -flag and job as JSON, its output into out and
-// its errors to the bench's. It returns an error when job cannot be
-// written as JSON or the process cannot start.
-func startChild(exe, flag string, job any, out *bytes.Buffer) (*exec.Cmd, error) {
+// its errors to the bench's, the last of them kept in errs for waitChild.
+// It returns an error when job cannot be written as JSON or the process
+// cannot start.
+func startChild(exe, flag string, job any, out *bytes.Buffer, errs *lastLine) (*exec.Cmd, error) {
 	arg, err := json.Marshal(job)
 	if err != nil {
 		return nil, err
 	}
 	c := exec.Command(exe, "-"+flag, string(arg))
-	c.Stdout, c.Stderr = out, os.Stderr
+	c.Stdout, c.Stderr = out, io.MultiWriter(os.Stderr, errs)
 	if err := c.Start(); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// waitChild waits for a child startChild started. When the child fails it
+// returns an error that names the flag and ends with the child's last
+// line of errors (its own error, which RunChild's caller prints last), so
+// that the bench's error says why and not only "exit status 1".
+func waitChild(c *exec.Cmd, flag string, errs *lastLine) error {
+	err := c.Wait()
+	if err == nil {
+		return nil
+	}
+	if why := errs.String(); why != "" {
+		return fmt.Errorf("%s: %w: %s", flag, err, why)
+	}
+	return fmt.Errorf("%s: %w", flag, err)
+}
+
+// maxLastLine is as much of a child's last line of errors as lastLine
+// keeps.
+const maxLastLine = 1 << 10
+
+// lastLine is an io.Writer that keeps the last non-empty line written to
+// it, up to maxLastLine bytes of its end.
+type lastLine struct {
+	line, next []byte // the last complete line; the one being written
+}
+
+// Write keeps p's last line; it never fails.
+func (l *lastLine) Write(p []byte) (int, error) {
+	for rest := p; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			l.next = keepEnd(append(l.next, rest...))
+			break
+		}
+		l.next = keepEnd(append(l.next, rest[:i]...))
+		if len(bytes.TrimSpace(l.next)) > 0 {
+			l.line = append(l.line[:0], l.next...)
+		}
+		l.next, rest = l.next[:0], rest[i+1:]
+	}
+	return len(p), nil
+}
+
+// String returns the last non-empty line, or the unfinished one when it
+// is not empty, without surrounding space.
+func (l *lastLine) String() string {
+	if s := bytes.TrimSpace(l.next); len(s) > 0 {
+		return string(s)
+	}
+	return string(bytes.TrimSpace(l.line))
+}
+
+// keepEnd returns b's last maxLastLine bytes.
+func keepEnd(b []byte) []byte {
+	if len(b) <= maxLastLine {
+		return b
+	}
+	return append(b[:0], b[len(b)-maxLastLine:]...)
 }

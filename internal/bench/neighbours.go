@@ -144,16 +144,17 @@ func runNeighbours(exe string, n Neighbour) (NeighboursRun, error) {
 	var err error
 	var cmds []*exec.Cmd
 	var outs [2]bytes.Buffer
+	var errs [2]lastLine
 	for i := range outs {
 		var c *exec.Cmd
-		if c, err = startChild(exe, NeighbourFlag, n, &outs[i]); err != nil {
+		if c, err = startChild(exe, NeighbourFlag, n, &outs[i], &errs[i]); err != nil {
 			break
 		}
 		cmds = append(cmds, c)
 	}
-	for _, c := range cmds {
-		if werr := c.Wait(); werr != nil && err == nil {
-			err = fmt.Errorf("neighbour: %w", werr)
+	for i, c := range cmds {
+		if werr := waitChild(c, NeighbourFlag, &errs[i]); werr != nil && err == nil {
+			err = werr
 		}
 	}
 	if err != nil {

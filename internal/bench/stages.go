@@ -80,12 +80,13 @@ func runStages(cfg *Config, runs int) (StagesRun, error) {
 		return r, err
 	}
 	var out bytes.Buffer
-	c, err := startChild(cfg.Exe, StagesFlag, job, &out)
+	var errs lastLine
+	c, err := startChild(cfg.Exe, StagesFlag, job, &out, &errs)
 	if err != nil {
 		return StagesRun{}, err
 	}
-	if err := c.Wait(); err != nil {
-		return StagesRun{}, fmt.Errorf("stages: %w", err)
+	if err := waitChild(c, StagesFlag, &errs); err != nil {
+		return StagesRun{}, err
 	}
 	var r StagesRun
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil {

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -44,5 +46,23 @@ func TestStagesRunUnderTheWorkersPolicy(t *testing.T) {
 		if policy != unix.SCHED_NORMAL {
 			t.Errorf("the bench's thread %d under policy %d, want the normal one", tid, policy)
 		}
+	}
+}
+
+// A stages child that fails says why in the bench's error, not only
+// that it exited: here, the model it was given is not there.
+func TestStagesChildSaysWhyItFailed(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "missing.onnx")
+	cfg := &Config{Model: missing, Provider: "cpu", Exe: exe, Images: []string{testenv.Image(t, "bus.jpg")}}
+	_, err = runStages(cfg, 1)
+	if err == nil {
+		t.Fatal("stages measured with no model")
+	}
+	if !strings.HasPrefix(err.Error(), "stages: exit status 1: ") || !strings.Contains(err.Error(), missing) {
+		t.Errorf("error %q, want the child's exit and its reason, which names %s", err, missing)
 	}
 }
