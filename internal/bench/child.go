@@ -48,36 +48,46 @@ func answer[J, R any](flag, arg string, w io.Writer, do func(J) (R, error)) erro
 	return json.NewEncoder(w).Encode(r)
 }
 
-// startChild starts exe with -flag and job as JSON, its output into out and
-// its errors to the bench's, the last of them kept in errs for waitChild.
-// It returns an error when job cannot be written as JSON or the process
-// cannot start.
-func startChild(exe, flag string, job any, out *bytes.Buffer, errs *lastLine) (*exec.Cmd, error) {
+// child is a child the bench started: its answer, and the last line of
+// its errors, which also go to the bench's.
+type child struct {
+	flag string
+	cmd  *exec.Cmd
+	out  bytes.Buffer
+	errs lastLine
+}
+
+// startChild starts exe with -flag and job as JSON. It returns an error
+// when job cannot be written as JSON or the process cannot start.
+func startChild(exe, flag string, job any) (*child, error) {
 	arg, err := json.Marshal(job)
 	if err != nil {
 		return nil, err
 	}
-	c := exec.Command(exe, "-"+flag, string(arg))
-	c.Stdout, c.Stderr = out, io.MultiWriter(os.Stderr, errs)
-	if err := c.Start(); err != nil {
+	c := &child{flag: flag, cmd: exec.Command(exe, "-"+flag, string(arg))}
+	c.cmd.Stdout, c.cmd.Stderr = &c.out, io.MultiWriter(os.Stderr, &c.errs)
+	if err := c.cmd.Start(); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// waitChild waits for a child startChild started. When the child fails it
-// returns an error that names the flag and ends with the child's last
-// line of errors (its own error, which RunChild's caller prints last), so
-// that the bench's error says why and not only "exit status 1".
-func waitChild(c *exec.Cmd, flag string, errs *lastLine) error {
-	err := c.Wait()
-	if err == nil {
-		return nil
+// wait waits for the child to exit and reads its answer into r. When the
+// child fails it returns an error that names the flag and ends with the
+// child's last line of errors (its own error, which RunChild's caller
+// prints last), so that the bench says why and not only "exit status 1";
+// when the answer is not r's JSON, an error that quotes it.
+func (c *child) wait(r any) error {
+	if err := c.cmd.Wait(); err != nil {
+		if why := c.errs.String(); why != "" {
+			return fmt.Errorf("%s: %w: %s", c.flag, err, why)
+		}
+		return fmt.Errorf("%s: %w", c.flag, err)
 	}
-	if why := errs.String(); why != "" {
-		return fmt.Errorf("%s: %w: %s", flag, err, why)
+	if err := json.Unmarshal(c.out.Bytes(), r); err != nil {
+		return fmt.Errorf("%s's answer %q: %w", c.flag, c.out.String(), err)
 	}
-	return fmt.Errorf("%s: %w", flag, err)
+	return nil
 }
 
 // maxLastLine is as much of a child's last line of errors as lastLine

@@ -1,12 +1,9 @@
 package bench
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -142,18 +139,17 @@ func (rep *Report) neighbours(cfg *Config) error {
 // window by window. It waits for both before it returns, also on error.
 func runNeighbours(exe string, n Neighbour) (NeighboursRun, error) {
 	var err error
-	var cmds []*exec.Cmd
-	var outs [2]bytes.Buffer
-	var errs [2]lastLine
-	for i := range outs {
-		var c *exec.Cmd
-		if c, err = startChild(exe, NeighbourFlag, n, &outs[i], &errs[i]); err != nil {
+	var children []*child
+	for range 2 {
+		var c *child
+		if c, err = startChild(exe, NeighbourFlag, n); err != nil {
 			break
 		}
-		cmds = append(cmds, c)
+		children = append(children, c)
 	}
-	for i, c := range cmds {
-		if werr := waitChild(c, NeighbourFlag, &errs[i]); werr != nil && err == nil {
+	results := make([]NeighbourResult, len(children))
+	for i, c := range children {
+		if werr := c.wait(&results[i]); werr != nil && err == nil {
 			err = werr
 		}
 	}
@@ -162,13 +158,9 @@ func runNeighbours(exe string, n Neighbour) (NeighboursRun, error) {
 	}
 	run := NeighboursRun{Windows: make([]NeighboursCount, n.Windows)}
 	images, solo := make([]float64, n.Windows), make([]float64, n.Windows)
-	for i := range outs {
-		var r NeighbourResult
-		if err := json.Unmarshal(outs[i].Bytes(), &r); err != nil {
-			return run, fmt.Errorf("neighbour's answer %q: %w", outs[i].String(), err)
-		}
+	for i, r := range results {
 		if len(r.Windows) != n.Windows {
-			return run, fmt.Errorf("neighbour's answer %q: %d windows, want %d", outs[i].String(), len(r.Windows), n.Windows)
+			return run, fmt.Errorf("%s's answer %q: %d windows, want %d", NeighbourFlag, children[i].out.String(), len(r.Windows), n.Windows)
 		}
 		run.SoloThreads = r.SoloThreads
 		if run.Policy == "" || r.Policy == "normal" {

@@ -1,9 +1,7 @@
 package bench
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -79,18 +77,13 @@ func runStages(cfg *Config, runs int) (StagesRun, error) {
 		r.Policy = "normal"
 		return r, err
 	}
-	var out bytes.Buffer
-	var errs lastLine
-	c, err := startChild(cfg.Exe, StagesFlag, job, &out, &errs)
+	c, err := startChild(cfg.Exe, StagesFlag, job)
 	if err != nil {
 		return StagesRun{}, err
 	}
-	if err := waitChild(c, StagesFlag, &errs); err != nil {
-		return StagesRun{}, err
-	}
 	var r StagesRun
-	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
-		return r, fmt.Errorf("stages' answer %q: %w", out.String(), err)
+	if err := c.wait(&r); err != nil {
+		return StagesRun{}, err
 	}
 	return r, nil
 }
