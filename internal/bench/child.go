@@ -85,7 +85,7 @@ func (c *child) wait(r any) error {
 		return fmt.Errorf("%s: %w", c.flag, err)
 	}
 	if err := json.Unmarshal(c.out.Bytes(), r); err != nil {
-		return fmt.Errorf("%s's answer %q: %w", c.flag, c.out.String(), err)
+		return fmt.Errorf("%s: answer %q: %w", c.flag, c.out.String(), err)
 	}
 	return nil
 }
