@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 
 	"yoloserve/internal/asynq"
@@ -87,6 +88,51 @@ func TestSeparateProcessesNoSharedDisk(t *testing.T) {
 	}
 	if left := h.uploadsInRedis(); len(left) != 0 {
 		t.Errorf("%d uploads left in Redis", len(left))
+	}
+}
+
+// TestProcessesOverRedisSocket runs the API and a worker as processes on
+// a Redis that listens on a Unix socket only, as where the three share a
+// host (REDIS_URL=unix:///path?db=2): an upload is detected, the worker's
+// model is announced, and the task lives in the database the URL names.
+func TestProcessesOverRedisSocket(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs redis-server, the API and a worker as processes")
+	}
+	h := newHarness(t, options{}) // for its upload folder and client helpers
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "redis.sock")
+	startRedisProc(t, "redis-server", "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", dir)
+	rc := redis.NewClient(&redis.Options{Network: "unix", Addr: sock, DB: 2})
+	defer rc.Close()
+	ctx := context.Background()
+	testenv.Eventually(t, 10*time.Second, "redis-server never answered on its socket", func() bool { return rc.Ping(ctx).Err() == nil })
+	url := "REDIS_URL=unix://" + sock + "?db=2" // later entries win
+	apiEnv, apiURL := h.apiEnv(t, url)
+	testenv.Start(t, "api", apiEnv...)
+	workerEnv := h.workerEnv(t, url)
+	testenv.Start(t, "worker", workerEnv...)
+	h.api.URL = apiURL
+	awaitReady(t, "API", apiURL)
+	awaitReady(t, "worker", workerHealthURL(workerEnv))
+
+	r := h.post(testenv.ReadImage(t, "bus.jpg"), "bus.jpg", nil, "?wait=60")
+	if r.status != http.StatusOK {
+		t.Fatalf("POST /predict?wait=60: %d %s", r.status, r.raw)
+	}
+	id := r.body["task_id"].(string)
+	var names []string
+	for _, d := range decodeResult(t, h.result(id)).Detections {
+		names = append(names, d.Name)
+	}
+	if diff := cmp.Diff([]string{"person", "person", "person", "bus", "person"}, names); diff != "" {
+		t.Errorf("detections (-want +got):\n%s", diff)
+	}
+	if got := h.models(); len(got) != 1 || got[0].Name != "yolov8n" || got[0].Workers != 1 {
+		t.Errorf("GET /models: %+v, want yolov8n served by the worker", got)
+	}
+	if n, err := rc.Exists(ctx, "asynq:{detect}:t:"+id).Result(); err != nil || n != 1 {
+		t.Errorf("task %s in database 2: %d keys, %v; want its hash there", id, n, err)
 	}
 }
 
