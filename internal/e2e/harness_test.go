@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 
 	"yoloserve/internal/asynq"
@@ -287,6 +288,19 @@ func decodeResult(t testing.TB, ti detect.TaskInfo) detect.Result {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// checkBusDetections checks the classes, in order, of bus.jpg's
+// detections with the default parameters.
+func checkBusDetections(t testing.TB, r detect.Result) {
+	t.Helper()
+	var names []string
+	for _, d := range r.Detections {
+		names = append(names, d.Name)
+	}
+	if diff := cmp.Diff([]string{"person", "person", "person", "bus", "person"}, names); diff != "" {
+		t.Errorf("bus.jpg's detections (-want +got):\n%s", diff)
+	}
 }
 
 // uprightSize returns the size of an image as its result gives it.

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 
 	"yoloserve/internal/asynq"
@@ -110,24 +109,16 @@ func TestProcessesOverRedisSocket(t *testing.T) {
 	url := "REDIS_URL=unix://" + sock + "?db=2" // later entries win
 	apiEnv, apiURL := h.apiEnv(t, url)
 	testenv.Start(t, "api", apiEnv...)
-	workerEnv := h.workerEnv(t, url)
-	testenv.Start(t, "worker", workerEnv...)
+	startReadyWorker(t, h.workerEnv(t, url))
 	h.api.URL = apiURL
 	awaitReady(t, "API", apiURL)
-	awaitReady(t, "worker", workerHealthURL(workerEnv))
 
 	r := h.post(testenv.ReadImage(t, "bus.jpg"), "bus.jpg", nil, "?wait=60")
 	if r.status != http.StatusOK {
 		t.Fatalf("POST /predict?wait=60: %d %s", r.status, r.raw)
 	}
 	id := r.body["task_id"].(string)
-	var names []string
-	for _, d := range decodeResult(t, h.result(id)).Detections {
-		names = append(names, d.Name)
-	}
-	if diff := cmp.Diff([]string{"person", "person", "person", "bus", "person"}, names); diff != "" {
-		t.Errorf("detections (-want +got):\n%s", diff)
-	}
+	checkBusDetections(t, decodeResult(t, h.result(id)))
 	if got := h.models(); len(got) != 1 || got[0].Name != "yolov8n" || got[0].Workers != 1 {
 		t.Errorf("GET /models: %+v, want yolov8n served by the worker", got)
 	}
