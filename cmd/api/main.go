@@ -106,7 +106,7 @@ func run() error {
 	// for its read timeout, and clients meanwhile get 503, not a refused
 	// connection.
 	if err := queue.Ping(ctx); err != nil {
-		log.Warn("Redis is not reachable yet; /predict answers 503 until it is", "redis", cfg.Redacted())
+		log.Warn("Redis does not answer the API yet; /predict answers 503 until it does", "redis", cfg.Redacted(), "error", err)
 	}
 	if dir != nil {
 		if err := dir.CheckRoom(0); err != nil {

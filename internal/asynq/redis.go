@@ -24,27 +24,40 @@ const (
 
 // ConnOpt parses a Redis URL (redis://, rediss://, redis-socket://,
 // unix:// or redis-sentinel://host:port,host:port/master/db) into asynq's
-// connection options with the service's timeouts. It returns an error
-// saying what is wrong with the URL.
+// connection options with the service's timeouts. A URL's user and
+// password authenticate as that Redis ACL user (redis://user:pw@host/0;
+// a password alone, as the default user). A sentinel URL's user and
+// password are the sentinels', and its query's username and password the
+// primary's, as go-redis reads them. It returns an error saying what is
+// wrong with the URL.
 func ConnOpt(url string) (asynq.RedisConnOpt, error) {
 	url = sentinelURL(url)
 	opt, err := asynq.ParseRedisURI(url)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
+	u, err := neturl.Parse(url)
+	if err != nil { // asynq parsed it
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
 	switch o := opt.(type) {
 	case asynq.RedisClientOpt:
+		// asynq passes the password on and drops the user name.
+		o.Username = u.User.Username()
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = dialTimeout, readTimeout, writeTimeout
 		return o, nil
 	case asynq.RedisFailoverClientOpt:
 		if o.MasterName == "" {
 			return nil, fmt.Errorf("REDIS_URL: a sentinel URL needs the master name: redis-sentinel://host:26379,host2:26379/mymaster/0")
 		}
-		if u, err := neturl.Parse(url); err == nil && u.Query().Get("db") != "" {
-			if o.DB, err = strconv.Atoi(u.Query().Get("db")); err != nil {
+		q := u.Query()
+		if q.Get("db") != "" {
+			if o.DB, err = strconv.Atoi(q.Get("db")); err != nil {
 				return nil, fmt.Errorf("REDIS_URL: the database must be a number")
 			}
 		}
+		o.SentinelUsername = u.User.Username()
+		o.Username, o.Password = q.Get("username"), q.Get("password")
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = dialTimeout, readTimeout, writeTimeout
 		return o, nil
 	}

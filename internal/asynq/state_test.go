@@ -47,27 +47,3 @@ func TestTaskInfoStates(t *testing.T) {
 		}
 	}
 }
-
-func TestSentinelURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"redis-sentinel://h1:26379,h2:26379/mymaster/2": "redis-sentinel://h1:26379,h2:26379?db=2&master=mymaster",
-		"redis-sentinel://h1:26379?master=m":            "redis-sentinel://h1:26379?master=m",
-		"redis://localhost:6379/0":                      "redis://localhost:6379/0",
-		"unix:///run/redis.sock":                        "redis-socket:///run/redis.sock",
-	} {
-		if got := sentinelURL(in); got != want {
-			t.Errorf("sentinelURL(%q) = %q, want %q", in, got, want)
-		}
-	}
-	opt, err := ConnOpt("redis-sentinel://h1:26379,h2:26379/mymaster/2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := opt.(asynq.RedisFailoverClientOpt)
-	if f.MasterName != "mymaster" || f.DB != 2 || len(f.SentinelAddrs) != 2 {
-		t.Errorf("%+v", f)
-	}
-	if _, err := ConnOpt("redis-sentinel://h1:26379"); err == nil {
-		t.Error("a sentinel URL without a master must be refused")
-	}
-}

@@ -229,15 +229,22 @@ func list(v string) []string {
 	return out
 }
 
+// checkRedisURL returns an error naming what is wrong with u's form. The
+// error never carries u's password: a URL is echoed redacted, and one
+// that does not parse not at all.
 func checkRedisURL(u string) error {
 	pu, err := url.Parse(u)
 	if err != nil {
-		return fmt.Errorf("REDIS_URL=%q: %v", u, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("REDIS_URL is not a URL: %v", err)
 	}
 	switch pu.Scheme {
 	case "redis", "rediss", "unix", "redis-sentinel", "memory":
 	default:
-		return fmt.Errorf("REDIS_URL=%q: want redis://, rediss://, unix:// or redis-sentinel://", u)
+		return fmt.Errorf("REDIS_URL=%q: want redis://, rediss://, unix:// or redis-sentinel://", pu.Redacted())
 	}
 	return nil
 }

@@ -143,3 +143,18 @@ func TestLoggerFormats(t *testing.T) {
 		}
 	}
 }
+
+// TestBadRedisURLHidesPassword: the error for a REDIS_URL of the wrong
+// form, which the processes print as they exit, must not carry its
+// password into the logs.
+func TestBadRedisURLHidesPassword(t *testing.T) {
+	for _, u := range []string{"http://app:s3cret@redis:6379/0", "redis://:s3cret@redis:port/0"} {
+		_, err := Parse(env(map[string]string{"REDIS_URL": u}))
+		if err == nil {
+			t.Fatalf("REDIS_URL=%s was accepted", u)
+		}
+		if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "REDIS_URL") {
+			t.Errorf("REDIS_URL=%s: error %q must name the variable and hide the password", u, err)
+		}
+	}
+}

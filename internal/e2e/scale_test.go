@@ -92,8 +92,11 @@ func TestSeparateProcessesNoSharedDisk(t *testing.T) {
 
 // TestProcessesOverRedisSocket runs the API and a worker as processes on
 // a Redis that listens on a Unix socket only, as where the three share a
-// host (REDIS_URL=unix:///path?db=2): an upload is detected, the worker's
-// model is announced, and the task lives in the database the URL names.
+// host, and lets in only a named ACL user
+// (REDIS_URL=unix://user:password@/path?db=2): an upload is detected, the
+// worker's model is announced, and the task lives in the database the URL
+// names. An API given a wrong password says at start what Redis answered,
+// and its log never shows the password.
 func TestProcessesOverRedisSocket(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs redis-server, the API and a worker as processes")
@@ -101,12 +104,13 @@ func TestProcessesOverRedisSocket(t *testing.T) {
 	h := newHarness(t, options{}) // for its upload folder and client helpers
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "redis.sock")
-	startRedisProc(t, "redis-server", "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", dir)
-	rc := redis.NewClient(&redis.Options{Network: "unix", Addr: sock, DB: 2})
+	startRedisProc(t, "redis-server", "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", dir,
+		"--user", "yolo", "on", ">s3cret", "~*", "&*", "+@all", "--user", "default", "off")
+	rc := redis.NewClient(&redis.Options{Network: "unix", Addr: sock, DB: 2, Username: "yolo", Password: "s3cret"})
 	defer rc.Close()
 	ctx := context.Background()
 	testenv.Eventually(t, 10*time.Second, "redis-server never answered on its socket", func() bool { return rc.Ping(ctx).Err() == nil })
-	url := "REDIS_URL=unix://" + sock + "?db=2" // later entries win
+	url := "REDIS_URL=unix://yolo:s3cret@" + sock + "?db=2" // later entries win
 	apiEnv, apiURL := h.apiEnv(t, url)
 	testenv.Start(t, "api", apiEnv...)
 	startReadyWorker(t, h.workerEnv(t, url))
@@ -125,9 +129,26 @@ func TestProcessesOverRedisSocket(t *testing.T) {
 	if n, err := rc.Exists(ctx, "asynq:{detect}:t:"+id).Result(); err != nil || n != 1 {
 		t.Errorf("task %s in database 2: %d keys, %v; want its hash there", id, n, err)
 	}
+
+	badEnv, badURL := h.apiEnv(t, "REDIS_URL=unix://yolo:n0tit@"+sock+"?db=2")
+	bad := testenv.Start(t, "api", badEnv...)
+	testenv.Eventually(t, 10*time.Second, "the API given a wrong password never said why Redis refused it", func() bool {
+		return strings.Contains(bad.Output(), "Redis does not answer the API yet") && strings.Contains(bad.Output(), "WRONGPASS")
+	})
+	h.api.URL = badURL
+	if r := h.post(testenv.ReadImage(t, "bus.jpg"), "bus.jpg", nil, ""); r.status != http.StatusServiceUnavailable {
+		t.Errorf("POST /predict to the API with a wrong password: %d %s, want 503", r.status, r.raw)
+	}
+	if out := bad.Output(); strings.Contains(out, "n0tit") {
+		t.Errorf("the API's log shows REDIS_URL's password:\n%s", out)
+	}
 }
 
-// sentinelSet is a Redis primary, a replica and three sentinels.
+// sentinelSet is a Redis primary, a replica and three sentinels. The
+// primary and replica ask for dataPassword, the sentinels for
+// sentinelPassword.
+const dataPassword, sentinelPassword = "data-pw", "sentinel-pw"
+
 type sentinelSet struct {
 	primary, replica *exec.Cmd
 	primaryPort      int
@@ -153,10 +174,11 @@ func startSentinels(t *testing.T) *sentinelSet {
 	dir := t.TempDir()
 	s := &sentinelSet{primaryPort: testenv.FreePort(t)}
 	rport := testenv.FreePort(t)
-	s.primary = startRedisProc(t, "redis-server", "--port", strconv.Itoa(s.primaryPort), "--bind", "127.0.0.1", "--save", "", "--dir", dir)
-	s.replica = startRedisProc(t, "redis-server", "--port", strconv.Itoa(rport), "--bind", "127.0.0.1", "--save", "", "--dir", dir,
-		"--replicaof", "127.0.0.1", strconv.Itoa(s.primaryPort))
-	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", rport)})
+	auth := []string{"--requirepass", dataPassword, "--masterauth", dataPassword}
+	s.primary = startRedisProc(t, "redis-server", append([]string{"--port", strconv.Itoa(s.primaryPort), "--bind", "127.0.0.1", "--save", "", "--dir", dir}, auth...)...)
+	s.replica = startRedisProc(t, "redis-server", append([]string{"--port", strconv.Itoa(rport), "--bind", "127.0.0.1", "--save", "", "--dir", dir,
+		"--replicaof", "127.0.0.1", strconv.Itoa(s.primaryPort)}, auth...)...)
+	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", rport), Password: dataPassword})
 	defer rc.Close()
 	testenv.Eventually(t, 20*time.Second, "replica never synced", func() bool {
 		info, _ := rc.Info(context.Background(), "replication").Result()
@@ -167,16 +189,18 @@ func startSentinels(t *testing.T) *sentinelSet {
 		conf := filepath.Join(dir, fmt.Sprintf("sentinel-%d.conf", i))
 		os.WriteFile(conf, []byte(fmt.Sprintf(`port %d
 bind 127.0.0.1
+requirepass %s
 sentinel monitor mymaster 127.0.0.1 %d 2
+sentinel auth-pass mymaster %s
 sentinel down-after-milliseconds mymaster 1000
 sentinel failover-timeout mymaster 5000
 sentinel parallel-syncs mymaster 1
-`, port, s.primaryPort)), 0o644)
+`, port, sentinelPassword, s.primaryPort, dataPassword)), 0o644)
 		startRedisProc(t, "redis-sentinel", conf)
 		s.sentinels = append(s.sentinels, fmt.Sprintf("127.0.0.1:%d", port))
 	}
 	for _, addr := range s.sentinels {
-		sc := redis.NewSentinelClient(&redis.Options{Addr: addr})
+		sc := redis.NewSentinelClient(&redis.Options{Addr: addr, Password: sentinelPassword})
 		testenv.Eventually(t, 20*time.Second, "sentinel never saw the replica", func() bool {
 			reps, err := sc.Replicas(context.Background(), "mymaster").Result()
 			return err == nil && len(reps) == 1
@@ -188,13 +212,15 @@ sentinel parallel-syncs mymaster 1
 
 // TestSentinelFailover kills the Redis primary under load: Sentinel
 // promotes the replica, the API answers 503 for a short window, and every
-// task it accepted ends SUCCESS.
+// task it accepted ends SUCCESS. Sentinels and Redis ask for passwords,
+// which the URL gives as go-redis reads them: the sentinels' before the
+// hosts, the primary's in the query.
 func TestSentinelFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts five Redis processes and waits for a failover")
 	}
 	s := startSentinels(t)
-	url := "redis-sentinel://" + strings.Join(s.sentinels, ",") + "/mymaster/0"
+	url := "redis-sentinel://:" + sentinelPassword + "@" + strings.Join(s.sentinels, ",") + "/mymaster/0?password=" + dataPassword
 	rdb, err := asynq.NewClient(url)
 	if err != nil {
 		t.Fatal(err)
@@ -217,6 +243,7 @@ func TestSentinelFailover(t *testing.T) {
 	killed := false
 	var killedAt, lastAccept time.Time
 	var gap time.Duration // longest time without an accepted task
+	afterKill := 0        // tasks accepted after the kill
 	for time.Since(start) < 15*time.Second {
 		if !killed && time.Since(start) > 3*time.Second {
 			s.primary.Process.Kill()
@@ -226,6 +253,9 @@ func TestSentinelFailover(t *testing.T) {
 		switch r.status {
 		case http.StatusAccepted:
 			accepted = append(accepted, r.body["task_id"].(string))
+			if killed {
+				afterKill++
+			}
 			if !lastAccept.IsZero() {
 				gap = max(gap, time.Since(lastAccept))
 			}
@@ -241,6 +271,10 @@ func TestSentinelFailover(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	if afterKill == 0 || afterKill == len(accepted) {
+		t.Fatalf("tasks accepted before the kill: %d, after it: %d; want some of each (%d answers 503)", len(accepted)-afterKill, afterKill, n503)
+	}
+	gap = max(gap, time.Since(lastAccept))
 	lost := 0
 	for _, id := range accepted {
 		if ti := h.result(id); ti.Status != detect.StatusSuccess {
