@@ -90,60 +90,6 @@ func TestSeparateProcessesNoSharedDisk(t *testing.T) {
 	}
 }
 
-// TestProcessesOverRedisSocket runs the API and a worker as processes on
-// a Redis that listens on a Unix socket only, as where the three share a
-// host, and lets in only a named ACL user
-// (REDIS_URL=unix://user:password@/path?db=2): an upload is detected, the
-// worker's model is announced, and the task lives in the database the URL
-// names. An API given a wrong password says at start what Redis answered,
-// and its log never shows the password.
-func TestProcessesOverRedisSocket(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs redis-server, the API and a worker as processes")
-	}
-	h := newHarness(t, options{}) // for its upload folder and client helpers
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "redis.sock")
-	startRedisProc(t, "redis-server", "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", dir,
-		"--user", "yolo", "on", ">s3cret", "~*", "&*", "+@all", "--user", "default", "off")
-	rc := redis.NewClient(&redis.Options{Network: "unix", Addr: sock, DB: 2, Username: "yolo", Password: "s3cret"})
-	defer rc.Close()
-	ctx := context.Background()
-	testenv.Eventually(t, 10*time.Second, "redis-server never answered on its socket", func() bool { return rc.Ping(ctx).Err() == nil })
-	url := "REDIS_URL=unix://yolo:s3cret@" + sock + "?db=2" // later entries win
-	apiEnv, apiURL := h.apiEnv(t, url)
-	testenv.Start(t, "api", apiEnv...)
-	startReadyWorker(t, h.workerEnv(t, url))
-	h.api.URL = apiURL
-	awaitReady(t, "API", apiURL)
-
-	r := h.post(testenv.ReadImage(t, "bus.jpg"), "bus.jpg", nil, "?wait=60")
-	if r.status != http.StatusOK {
-		t.Fatalf("POST /predict?wait=60: %d %s", r.status, r.raw)
-	}
-	id := r.body["task_id"].(string)
-	checkBusDetections(t, decodeResult(t, h.result(id)))
-	if got := h.models(); len(got) != 1 || got[0].Name != "yolov8n" || got[0].Workers != 1 {
-		t.Errorf("GET /models: %+v, want yolov8n served by the worker", got)
-	}
-	if n, err := rc.Exists(ctx, "asynq:{detect}:t:"+id).Result(); err != nil || n != 1 {
-		t.Errorf("task %s in database 2: %d keys, %v; want its hash there", id, n, err)
-	}
-
-	badEnv, badURL := h.apiEnv(t, "REDIS_URL=unix://yolo:n0tit@"+sock+"?db=2")
-	bad := testenv.Start(t, "api", badEnv...)
-	testenv.Eventually(t, 10*time.Second, "the API given a wrong password never said why Redis refused it", func() bool {
-		return strings.Contains(bad.Output(), "Redis does not answer the API yet") && strings.Contains(bad.Output(), "WRONGPASS")
-	})
-	h.api.URL = badURL
-	if r := h.post(testenv.ReadImage(t, "bus.jpg"), "bus.jpg", nil, ""); r.status != http.StatusServiceUnavailable {
-		t.Errorf("POST /predict to the API with a wrong password: %d %s, want 503", r.status, r.raw)
-	}
-	if out := bad.Output(); strings.Contains(out, "n0tit") {
-		t.Errorf("the API's log shows REDIS_URL's password:\n%s", out)
-	}
-}
-
 // sentinelSet is a Redis primary, a replica and three sentinels. The
 // primary and replica ask for dataPassword, the sentinels for
 // sentinelPassword.
