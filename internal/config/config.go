@@ -360,11 +360,16 @@ func (p *parser) duration(name string, lo, hi time.Duration) time.Duration {
 	return d
 }
 
-// Redacted returns the Redis URL with any password hidden, for logs.
+// Redacted returns the Redis URL with any password hidden, for logs: the
+// one before the host and a sentinel URL's primary's, in its query.
 func (c Config) Redacted() string {
 	u, err := url.Parse(c.RedisURL)
 	if err != nil {
 		return "(unparsable)"
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
 }

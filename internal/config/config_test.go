@@ -158,3 +158,18 @@ func TestBadRedisURLHidesPassword(t *testing.T) {
 		}
 	}
 }
+
+// TestRedactedHidesPasswords: the Redis URL the processes log at start
+// hides both places a password can be given, before the host and, for a
+// sentinel URL, the primary's in the query; the rest stays readable.
+func TestRedactedHidesPasswords(t *testing.T) {
+	for u, want := range map[string]string{
+		"redis://app:s3cret@redis:6379/0":                               "redis://app:xxxxx@redis:6379/0",
+		"redis-sentinel://:s3cret@s1:26379/mymaster/0?password=s3cret2": "redis-sentinel://:xxxxx@s1:26379/mymaster/0?password=xxxxx",
+		"redis://redis:6379/0":                                          "redis://redis:6379/0",
+	} {
+		if got := (Config{RedisURL: u}).Redacted(); got != want {
+			t.Errorf("Redacted(%s) = %s, want %s", u, got, want)
+		}
+	}
+}
