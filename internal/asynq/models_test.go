@@ -108,7 +108,7 @@ func TestServedModels(t *testing.T) {
 // ask at once wait for one read, not each for the one before: each holds
 // an upload meanwhile.
 func TestServedModelsRedisDown(t *testing.T) {
-	refused, err := NewClient(fmt.Sprintf("redis://127.0.0.1:%d", testenv.FreePort(t)))
+	refused, err := NewClient(fmt.Sprintf("redis://127.0.0.1:%d", testenv.FreePort(t)), TLSFiles{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestServedModelsRedisDown(t *testing.T) {
 			defer c.Close() // held open, never answered
 		}
 	}()
-	silent, err := NewClient("redis://" + l.Addr().String())
+	silent, err := NewClient("redis://"+l.Addr().String(), TLSFiles{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -189,7 +189,7 @@ func TestWaitAnswersStateAtDeadline(t *testing.T) {
 func TestWaitRidesOutOutage(t *testing.T) {
 	rs := testenv.StartRedis(t)
 	rs.RestartDurable() // the task outlives the restart
-	rdb, err := NewClient(rs.URL)
+	rdb, err := NewClient(rs.URL, TLSFiles{})
 	if err != nil {
 		t.Fatal(err)
 	}

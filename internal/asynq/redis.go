@@ -5,8 +5,11 @@ package asynq
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	neturl "net/url"
+	"os"
 	"strconv"
 	"time"
 
@@ -22,15 +25,48 @@ const (
 	writeTimeout = 2 * time.Second
 )
 
+// TLSFiles are the PEM files of a rediss:// connection, each optional: a
+// CA to trust beside the system's (CA), and the client's certificate and
+// key (Cert, Key), for a Redis that asks clients for one.
+type TLSFiles struct{ CA, Cert, Key string }
+
+// config returns base (asynq's, which names the server) with the files
+// loaded into it. It returns an error naming the variable whose file
+// cannot be read or holds no certificate.
+func (f TLSFiles) config(base *tls.Config) (*tls.Config, error) {
+	c := base.Clone()
+	if f.CA != "" {
+		pem, err := os.ReadFile(f.CA)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_TLS_CA: %w", err)
+		}
+		if c.RootCAs, err = x509.SystemCertPool(); err != nil {
+			c.RootCAs = x509.NewCertPool()
+		}
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("REDIS_TLS_CA: no PEM certificate in %s", f.CA)
+		}
+	}
+	if f.Cert != "" || f.Key != "" {
+		cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_TLS_CERT, REDIS_TLS_KEY: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
 // ConnOpt parses a Redis URL (redis://, rediss://, redis-socket://,
 // unix:// or redis-sentinel://host:port,host:port/master/db) into asynq's
 // connection options with the service's timeouts. A URL's user and
 // password authenticate as that Redis ACL user (redis://user:pw@host/0;
 // a password alone, as the default user). A sentinel URL's user and
 // password are the sentinels', and its query's username and password the
-// primary's, as go-redis reads them. It returns an error saying what is
-// wrong with the URL.
-func ConnOpt(url string) (asynq.RedisConnOpt, error) {
+// primary's, as go-redis reads them. A rediss:// URL's connections use
+// tf's files (the config checks that tf is empty for other URLs). It
+// returns an error saying what is wrong with the URL or a file.
+func ConnOpt(url string, tf TLSFiles) (asynq.RedisConnOpt, error) {
 	url = sentinelURL(url)
 	opt, err := asynq.ParseRedisURI(url)
 	if err != nil {
@@ -44,6 +80,11 @@ func ConnOpt(url string) (asynq.RedisConnOpt, error) {
 	case asynq.RedisClientOpt:
 		// asynq passes the password on and drops the user name.
 		o.Username = u.User.Username()
+		if o.TLSConfig != nil {
+			if o.TLSConfig, err = tf.config(o.TLSConfig); err != nil {
+				return nil, err
+			}
+		}
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = dialTimeout, readTimeout, writeTimeout
 		return o, nil
 	case asynq.RedisFailoverClientOpt:
@@ -64,10 +105,11 @@ func ConnOpt(url string) (asynq.RedisConnOpt, error) {
 	return opt, nil
 }
 
-// NewClient opens a go-redis client for url, which asynq's client,
-// inspector and server share. The caller closes it.
-func NewClient(url string) (redis.UniversalClient, error) {
-	opt, err := ConnOpt(url)
+// NewClient opens a go-redis client for url, with tf's files for a
+// rediss:// URL, which asynq's client, inspector and server share. The
+// caller closes it. It returns ConnOpt's errors.
+func NewClient(url string, tf TLSFiles) (redis.UniversalClient, error) {
+	opt, err := ConnOpt(url, tf)
 	if err != nil {
 		return nil, err
 	}

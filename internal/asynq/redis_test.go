@@ -40,7 +40,7 @@ func TestURLLogsInAsACLUser(t *testing.T) {
 		"redis://yolo:s3cret@" + rs.Addr + "/3",
 		"unix://yolo:s3cret@" + sock + "?db=3",
 	} {
-		rdb, err := NewClient(url)
+		rdb, err := NewClient(url, TLSFiles{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -53,7 +53,7 @@ func TestURLLogsInAsACLUser(t *testing.T) {
 		}
 		rdb.Close()
 	}
-	rdb, err := NewClient("redis://yolo:wrong@" + rs.Addr + "/0")
+	rdb, err := NewClient("redis://yolo:wrong@"+rs.Addr+"/0", TLSFiles{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestSentinelURL(t *testing.T) {
 			t.Errorf("sentinelURL(%q) = %q, want %q", in, got, want)
 		}
 	}
-	opt, err := ConnOpt("redis-sentinel://h1:26379,h2:26379/mymaster/2")
+	opt, err := ConnOpt("redis-sentinel://h1:26379,h2:26379/mymaster/2", TLSFiles{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestSentinelURL(t *testing.T) {
 	if f.MasterName != "mymaster" || f.DB != 2 || len(f.SentinelAddrs) != 2 {
 		t.Errorf("%+v", f)
 	}
-	opt, err = ConnOpt("redis-sentinel://sen:pw1@h1:26379/mymaster/0?username=app&password=pw2")
+	opt, err = ConnOpt("redis-sentinel://sen:pw1@h1:26379/mymaster/0?username=app&password=pw2", TLSFiles{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestSentinelURL(t *testing.T) {
 	if want := [4]string{"sen", "pw1", "app", "pw2"}; got != want {
 		t.Errorf("sentinel URL's credentials: sentinels' user and password, primary's = %q, want %q", got, want)
 	}
-	if _, err := ConnOpt("redis-sentinel://h1:26379"); err == nil {
+	if _, err := ConnOpt("redis-sentinel://h1:26379", TLSFiles{}); err == nil {
 		t.Error("a sentinel URL without a master must be refused")
 	}
 }

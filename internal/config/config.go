@@ -23,6 +23,9 @@ import (
 type Config struct {
 	RedisURL          string // REDIS_URL (alias BROKER_URL)
 	RedisWaitReplicas int    // REDIS_WAIT_REPLICAS
+	RedisTLSCert      string // REDIS_TLS_CERT: the client's certificate for a rediss:// Redis
+	RedisTLSKey       string // REDIS_TLS_KEY: its key
+	RedisTLSCA        string // REDIS_TLS_CA: a CA to trust beside the system's
 	APIAddr           string // API_ADDR
 	WorkerAddr        string // WORKER_ADDR
 	UploadDir         string // UPLOAD_DIR
@@ -71,6 +74,9 @@ type Config struct {
 var Vars = []struct{ Name, Default, Meaning string }{
 	{"REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for the queue and the results (BROKER_URL is an alias)"},
 	{"REDIS_WAIT_REPLICAS", "0", "replicas that must hold an enqueued task before the API answers 202 (1 with Sentinel: a failover loses no accepted task)"},
+	{"REDIS_TLS_CA", "", "with rediss://: a PEM file of the CA that signed Redis's certificate, trusted beside the system's"},
+	{"REDIS_TLS_CERT", "", "with rediss://: a PEM file of the client certificate, for a Redis that asks for one (tls-auth-clients)"},
+	{"REDIS_TLS_KEY", "", "the key of REDIS_TLS_CERT, a PEM file"},
 	{"API_ADDR", ":5000", "where the API listens"},
 	{"WORKER_ADDR", ":9091", "where a worker serves /healthz, /readyz, /metrics"},
 	{"UPLOAD_DIR", "uploads", "where uploads wait for a worker (shared by API and workers)"},
@@ -127,6 +133,9 @@ func Parse(getenv func(string) string) (Config, error) {
 		RedisURL:          p.str("REDIS_URL"),
 		APIAddr:           p.str("API_ADDR"),
 		RedisWaitReplicas: p.int("REDIS_WAIT_REPLICAS", 0, 100),
+		RedisTLSCert:      p.str("REDIS_TLS_CERT"),
+		RedisTLSKey:       p.str("REDIS_TLS_KEY"),
+		RedisTLSCA:        p.str("REDIS_TLS_CA"),
 		WorkerAddr:        p.str("WORKER_ADDR"),
 		UploadDir:         p.str("UPLOAD_DIR"),
 		UploadStore:       strings.ToLower(p.str("UPLOAD_STORE")),
@@ -179,6 +188,9 @@ func Parse(getenv func(string) string) (Config, error) {
 		return c, p.err
 	}
 	if err := checkRedisURL(c.RedisURL); err != nil {
+		return c, err
+	}
+	if err := checkRedisTLS(c); err != nil {
 		return c, err
 	}
 	for _, a := range []struct{ name, addr string }{{"API_ADDR", c.APIAddr}, {"WORKER_ADDR", c.WorkerAddr}} {
@@ -245,6 +257,22 @@ func checkRedisURL(u string) error {
 	case "redis", "rediss", "unix", "redis-sentinel", "memory":
 	default:
 		return fmt.Errorf("REDIS_URL=%q: want redis://, rediss://, unix:// or redis-sentinel://", pu.Redacted())
+	}
+	return nil
+}
+
+// checkRedisTLS returns an error when the REDIS_TLS_ files are given
+// without a rediss:// REDIS_URL, which they would not apply to, or a
+// certificate without its key or a key without its certificate.
+func checkRedisTLS(c Config) error {
+	if c.RedisTLSCert == "" && c.RedisTLSKey == "" && c.RedisTLSCA == "" {
+		return nil
+	}
+	if u, _ := url.Parse(c.RedisURL); u.Scheme != "rediss" {
+		return fmt.Errorf("REDIS_TLS_CA, REDIS_TLS_CERT and REDIS_TLS_KEY apply to a rediss:// REDIS_URL, not %s://", u.Scheme)
+	}
+	if (c.RedisTLSCert == "") != (c.RedisTLSKey == "") {
+		return fmt.Errorf("REDIS_TLS_CERT and REDIS_TLS_KEY go together: the client certificate and its key")
 	}
 	return nil
 }

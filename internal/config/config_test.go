@@ -72,6 +72,15 @@ func TestEveryVariableRead(t *testing.T) {
 		"MAX_UPLOAD_BYTES": "4096", "MAX_PIXELS": "1000", "MAX_INFLIGHT_UPLOADS": "3", "MAX_INFLIGHT_BYTES": "100000000", "MAX_QUEUE": "7", "UPLOAD_DISK_RESERVE": "0", "UPLOAD_FSYNC": "always",
 		"RESULT_TTL": "2h", "TASK_TIMEOUT": "10s", "TASK_RETRIES": "1", "UPLOAD_MAX_AGE": "3h", "QUEUE": "q",
 		"SHUTDOWN_TIMEOUT": "5s", "LOG_LEVEL": "debug", "LOG_FORMAT": "json", "CORS_ORIGINS": "https://app.example",
+		"REDIS_TLS_CA": "ca.pem", "REDIS_TLS_CERT": "client.pem", "REDIS_TLS_KEY": "client.key",
+	}
+	// What a variable needs beside it to be valid; compared with the
+	// defaults all the same, so the variable's own value must show.
+	const rediss = "rediss://r:6380/0"
+	companions := map[string]map[string]string{
+		"REDIS_TLS_CA":   {"REDIS_URL": rediss},
+		"REDIS_TLS_CERT": {"REDIS_URL": rediss, "REDIS_TLS_KEY": "c.key"},
+		"REDIS_TLS_KEY":  {"REDIS_URL": rediss, "REDIS_TLS_CERT": "c.pem"},
 	}
 	def, err := Parse(env(nil))
 	if err != nil {
@@ -83,7 +92,11 @@ func TestEveryVariableRead(t *testing.T) {
 			t.Errorf("no test value for %s", v.Name)
 			continue
 		}
-		c, err := Parse(env(map[string]string{v.Name: val}))
+		set := map[string]string{v.Name: val}
+		for name, val := range companions[v.Name] {
+			set[name] = val
+		}
+		c, err := Parse(env(set))
 		if err != nil {
 			t.Errorf("%s=%s: %v", v.Name, val, err)
 			continue
@@ -171,5 +184,25 @@ func TestRedactedHidesPasswords(t *testing.T) {
 		if got := (Config{RedisURL: u}).Redacted(); got != want {
 			t.Errorf("Redacted(%s) = %s, want %s", u, got, want)
 		}
+	}
+}
+
+// TestRedisTLSFilesNeedRediss: the REDIS_TLS_ files apply only to a
+// rediss:// URL, and the client certificate goes with its key; a
+// configuration that breaks either is refused with the variables named,
+// where it would otherwise be ignored or fail at the first connection.
+func TestRedisTLSFilesNeedRediss(t *testing.T) {
+	for _, tc := range []map[string]string{
+		{"REDIS_URL": "redis://r:6379/0", "REDIS_TLS_CA": "ca.pem"},
+		{"REDIS_URL": "rediss://r:6379/0", "REDIS_TLS_CERT": "c.pem"},
+		{"REDIS_URL": "rediss://r:6379/0", "REDIS_TLS_KEY": "c.key"},
+	} {
+		if _, err := Parse(env(tc)); err == nil || !strings.Contains(err.Error(), "REDIS_TLS_") {
+			t.Errorf("%v: error %v, want one naming the REDIS_TLS_ variables", tc, err)
+		}
+	}
+	c, err := Parse(env(map[string]string{"REDIS_URL": "rediss://r:6379/0", "REDIS_TLS_CA": "ca.pem", "REDIS_TLS_CERT": "c.pem", "REDIS_TLS_KEY": "c.key"}))
+	if err != nil || c.RedisTLSCA != "ca.pem" || c.RedisTLSCert != "c.pem" || c.RedisTLSKey != "c.key" {
+		t.Errorf("a rediss:// URL with all three files: %+v, %v", c, err)
 	}
 }

@@ -106,7 +106,7 @@ func newHarness(t *testing.T, o options) *harness {
 	t.Helper()
 	h := &harness{t: t, redis: testenv.StartRedis(t), uploadDir: t.TempDir(), markInterval: o.markInterval}
 	var err error
-	if h.rdb, err = asynq.NewClient(h.redis.URL); err != nil {
+	if h.rdb, err = asynq.NewClient(h.redis.URL, asynq.TLSFiles{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.rdb.Close() })

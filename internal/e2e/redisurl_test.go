@@ -50,26 +50,31 @@ func TestProcessesOverRedisSocket(t *testing.T) {
 }
 
 // TestProcessesOverRedisTLS runs the API and a worker as processes on a
-// Redis that speaks TLS only, with a certificate of a private CA, as
-// managed Redis services do (REDIS_URL=rediss://host:port/2, the CA given
-// by SSL_CERT_FILE): an upload is detected over it. An API that does not
-// trust the CA says at start why Redis cannot be reached.
+// Redis that speaks TLS only, with a certificate of a private CA, and asks
+// clients for theirs, as Redis does by default once TLS is on
+// (tls-auth-clients): with REDIS_URL=rediss://host:port/2 and the CA,
+// certificate and key in REDIS_TLS_CA, REDIS_TLS_CERT and REDIS_TLS_KEY,
+// an upload is detected over it. An API that does not trust the CA, or
+// has no client certificate, says at start why Redis refuses it.
 func TestProcessesOverRedisTLS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs redis-server, the API and a worker as processes")
 	}
 	h := newHarness(t, options{})
 	dir := t.TempDir()
-	ca, pool := writeTLSFiles(t, dir)
+	ca, pool, client := writeTLSFiles(t, dir)
 	port := strconv.Itoa(testenv.FreePort(t))
 	startRedisProc(t, "redis-server", "--port", "0", "--tls-port", port, "--bind", "127.0.0.1",
 		"--tls-cert-file", filepath.Join(dir, "redis.crt"), "--tls-key-file", filepath.Join(dir, "redis.key"),
-		"--tls-ca-cert-file", ca, "--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", dir)
+		"--tls-ca-cert-file", ca, "--tls-auth-clients", "yes", "--save", "", "--appendonly", "no", "--dir", dir)
 	addr := "127.0.0.1:" + port
-	rc := redis.NewClient(&redis.Options{Addr: addr, DB: 2, TLSConfig: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}})
+	rc := redis.NewClient(&redis.Options{Addr: addr, DB: 2, TLSConfig: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{client}}})
 	defer rc.Close()
-	detectsOver(t, h, rc, "REDIS_URL=rediss://"+addr+"/2", "SSL_CERT_FILE="+ca)
-	refusedBy(t, h, "certificate signed by unknown authority", "", "REDIS_URL=rediss://"+addr+"/2", "SSL_CERT_FILE="+filepath.Join(dir, "none.pem"))
+	url := "REDIS_URL=rediss://" + addr + "/2"
+	certs := []string{"REDIS_TLS_CERT=" + filepath.Join(dir, "client.crt"), "REDIS_TLS_KEY=" + filepath.Join(dir, "client.key")}
+	detectsOver(t, h, rc, append([]string{url, "REDIS_TLS_CA=" + ca}, certs...)...)
+	refusedBy(t, h, "certificate signed by unknown authority", "", append([]string{url}, certs...)...)
+	refusedBy(t, h, "certificate required", "", url, "REDIS_TLS_CA="+ca)
 }
 
 // detectsOver starts the API and a worker as processes with env (REDIS_URL
@@ -119,35 +124,49 @@ func refusedBy(t *testing.T, h *harness, want, secret string, env ...string) {
 	}
 }
 
-// writeTLSFiles writes a private CA (ca.crt, returned) and a certificate
-// for 127.0.0.1 it signed (redis.crt, redis.key) into dir. It returns the
-// CA's path and a pool that trusts it.
-func writeTLSFiles(t *testing.T, dir string) (string, *x509.CertPool) {
+// writeTLSFiles writes a private CA (ca.crt) and two certificates it
+// signed into dir: Redis's, for 127.0.0.1 (redis.crt, redis.key), and a
+// client's (client.crt, client.key). It returns the CA's path, a pool
+// that trusts it and the client's certificate.
+func writeTLSFiles(t *testing.T, dir string) (string, *x509.CertPool, tls.Certificate) {
 	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now()
 	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "yoloserve test CA"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	caDER, caKey := issue(t, dir, "ca", caTmpl, nil, nil)
 	caCert, err := x509.ParseCertificate(caDER)
 	if err != nil {
 		t.Fatal(err)
 	}
+	issue(t, dir, "redis", &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "redis"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, caCert, caKey)
+	issue(t, dir, "client", &x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "yoloserve"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, caCert, caKey)
+	client, err := tls.LoadX509KeyPair(filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+	return filepath.Join(dir, "ca.crt"), pool, client
+}
+
+// issue makes a key and the certificate tmpl for it, signed by parent's
+// key (self-signed when parent is nil), and writes them to dir as
+// name.crt and name.key. It returns the certificate and the key.
+func issue(t *testing.T, dir, name string, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) ([]byte, *ecdsa.PrivateKey) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "redis"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,17 +174,13 @@ func writeTLSFiles(t *testing.T, dir string) (string, *x509.CertPool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := filepath.Join(dir, "ca.crt")
-	for path, block := range map[string]*pem.Block{
-		ca:                              {Type: "CERTIFICATE", Bytes: caDER},
-		filepath.Join(dir, "redis.crt"): {Type: "CERTIFICATE", Bytes: der},
-		filepath.Join(dir, "redis.key"): {Type: "EC PRIVATE KEY", Bytes: keyDER},
+	for file, block := range map[string]*pem.Block{
+		name + ".crt": {Type: "CERTIFICATE", Bytes: der},
+		name + ".key": {Type: "EC PRIVATE KEY", Bytes: keyDER},
 	} {
-		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, file), pem.EncodeToMemory(block), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	return ca, pool
+	return der, key
 }

@@ -167,7 +167,7 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	s := startSentinels(t)
 	url := "redis-sentinel://:" + sentinelPassword + "@" + strings.Join(s.sentinels, ",") + "/mymaster/0?password=" + dataPassword
-	rdb, err := asynq.NewClient(url)
+	rdb, err := asynq.NewClient(url, asynq.TLSFiles{})
 	if err != nil {
 		t.Fatal(err)
 	}
