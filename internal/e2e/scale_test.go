@@ -90,11 +90,13 @@ func TestSeparateProcessesNoSharedDisk(t *testing.T) {
 	}
 }
 
+// The passwords of a sentinelSet: its primary's and replica's, and its
+// sentinels'.
+const dataPassword, sentinelPassword = "data-pw", "sentinel-pw"
+
 // sentinelSet is a Redis primary, a replica and three sentinels. The
 // primary and replica ask for dataPassword, the sentinels for
 // sentinelPassword.
-const dataPassword, sentinelPassword = "data-pw", "sentinel-pw"
-
 type sentinelSet struct {
 	primary, replica *exec.Cmd
 	primaryPort      int
