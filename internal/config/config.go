@@ -187,10 +187,11 @@ func Parse(getenv func(string) string) (Config, error) {
 	if p.err != nil {
 		return c, p.err
 	}
-	if err := checkRedisURL(c.RedisURL); err != nil {
+	scheme, err := checkRedisURL(c.RedisURL)
+	if err != nil {
 		return c, err
 	}
-	if err := checkRedisTLS(c); err != nil {
+	if err := checkRedisTLS(c, scheme); err != nil {
 		return c, err
 	}
 	for _, a := range []struct{ name, addr string }{{"API_ADDR", c.APIAddr}, {"WORKER_ADDR", c.WorkerAddr}} {
@@ -241,35 +242,36 @@ func list(v string) []string {
 	return out
 }
 
-// checkRedisURL returns an error naming what is wrong with u's form. The
-// error never carries u's password: a URL is echoed redacted, and one
-// that does not parse not at all.
-func checkRedisURL(u string) error {
+// checkRedisURL returns u's scheme, or an error naming what is wrong with
+// u's form. The error never carries u's password: a URL is echoed
+// redacted, and one that does not parse not at all.
+func checkRedisURL(u string) (string, error) {
 	pu, err := url.Parse(u)
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return fmt.Errorf("REDIS_URL is not a URL: %v", err)
+		return "", fmt.Errorf("REDIS_URL is not a URL: %v", err)
 	}
 	switch pu.Scheme {
 	case "redis", "rediss", "unix", "redis-sentinel", "memory":
 	default:
-		return fmt.Errorf("REDIS_URL=%q: want redis://, rediss://, unix:// or redis-sentinel://", pu.Redacted())
+		return "", fmt.Errorf("REDIS_URL=%q: want redis://, rediss://, unix:// or redis-sentinel://", pu.Redacted())
 	}
-	return nil
+	return pu.Scheme, nil
 }
 
 // checkRedisTLS returns an error when the REDIS_TLS_ files are given
-// without a rediss:// REDIS_URL, which they would not apply to, or a
-// certificate without its key or a key without its certificate.
-func checkRedisTLS(c Config) error {
+// with a REDIS_URL of another scheme than rediss://, which they would not
+// apply to, or a certificate without its key or a key without its
+// certificate.
+func checkRedisTLS(c Config, scheme string) error {
 	if c.RedisTLSCert == "" && c.RedisTLSKey == "" && c.RedisTLSCA == "" {
 		return nil
 	}
-	if u, _ := url.Parse(c.RedisURL); u.Scheme != "rediss" {
-		return fmt.Errorf("REDIS_TLS_CA, REDIS_TLS_CERT and REDIS_TLS_KEY apply to a rediss:// REDIS_URL, not %s://", u.Scheme)
+	if scheme != "rediss" {
+		return fmt.Errorf("REDIS_TLS_CA, REDIS_TLS_CERT and REDIS_TLS_KEY apply to a rediss:// REDIS_URL, not %s://", scheme)
 	}
 	if (c.RedisTLSCert == "") != (c.RedisTLSKey == "") {
 		return fmt.Errorf("REDIS_TLS_CERT and REDIS_TLS_KEY go together: the client certificate and its key")
