@@ -39,7 +39,7 @@ func run() error {
 	}
 	log := cfg.Logger()
 	asynq.RouteRedisLogs(log)
-	rdb, err := asynq.NewClient(cfg.RedisURL, asynq.TLSFiles{CA: cfg.RedisTLSCA, Cert: cfg.RedisTLSCert, Key: cfg.RedisTLSKey})
+	rdb, err := asynq.NewClient(cfg.RedisURL, asynq.TLSFiles{CA: cfg.RedisTLSCA, Cert: cfg.RedisTLSCert, Key: cfg.RedisTLSKey, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -74,7 +74,7 @@ func run() error {
 		"dynamic_batch", det.Model().DynamicBatch, "batch_max", dc.BatchMax,
 		"concurrency", dc.Concurrency, "prefetch", cfg.Prefetch, "ort_sessions", dc.Sessions, "ort_threads", dc.Threads, "ort_solo_threads", dc.SoloThreads, "jpeg", jpeg.Name(), "png", png.Name())
 
-	rdb, err := asynq.NewClient(cfg.RedisURL, asynq.TLSFiles{CA: cfg.RedisTLSCA, Cert: cfg.RedisTLSCert, Key: cfg.RedisTLSKey})
+	rdb, err := asynq.NewClient(cfg.RedisURL, asynq.TLSFiles{CA: cfg.RedisTLSCA, Cert: cfg.RedisTLSCert, Key: cfg.RedisTLSKey, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -5,11 +5,8 @@ package asynq
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	neturl "net/url"
-	"os"
 	"strconv"
 	"time"
 
@@ -24,38 +21,6 @@ const (
 	readTimeout  = 2 * time.Second
 	writeTimeout = 2 * time.Second
 )
-
-// TLSFiles are the PEM files of a rediss:// connection, each optional: a
-// CA to trust beside the system's (CA), and the client's certificate and
-// key (Cert, Key), for a Redis that asks clients for one.
-type TLSFiles struct{ CA, Cert, Key string }
-
-// config returns base (asynq's, which names the server) with the files
-// loaded into it. It returns an error naming the variable whose file
-// cannot be read or holds no certificate.
-func (f TLSFiles) config(base *tls.Config) (*tls.Config, error) {
-	c := base.Clone()
-	if f.CA != "" {
-		pem, err := os.ReadFile(f.CA)
-		if err != nil {
-			return nil, fmt.Errorf("REDIS_TLS_CA: %w", err)
-		}
-		if c.RootCAs, err = x509.SystemCertPool(); err != nil {
-			c.RootCAs = x509.NewCertPool()
-		}
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("REDIS_TLS_CA: no PEM certificate in %s", f.CA)
-		}
-	}
-	if f.Cert != "" || f.Key != "" {
-		cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
-		if err != nil {
-			return nil, fmt.Errorf("REDIS_TLS_CERT, REDIS_TLS_KEY: %w", err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return c, nil
-}
 
 // ConnOpt parses a Redis URL (redis://, rediss://, redis-socket://,
 // unix:// or redis-sentinel://host:port,host:port/master/db) into asynq's

@@ -2,18 +2,11 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -62,32 +55,97 @@ func TestProcessesOverRedisTLS(t *testing.T) {
 	}
 	h := newHarness(t, options{})
 	dir := t.TempDir()
-	ca, pool, client := writeTLSFiles(t, dir)
+	ca, rc, env := startTLSRedis(t, dir)
+	detectsOver(t, h, rc, env...)
+	refusedBy(t, h, "certificate signed by unknown authority", "", slices.DeleteFunc(slices.Clone(env), func(e string) bool {
+		return strings.HasPrefix(e, "REDIS_TLS_CA=")
+	})...)
+	refusedBy(t, h, "certificate required", "", env[0], "REDIS_TLS_CA="+ca.Path)
+}
+
+// TestRedisClientCertificateRenewed: a client certificate renewed on disk
+// while the API and a worker run, as cert-manager or a rotated secret
+// renews it, is the one they show Redis when they connect again: once
+// Redis trusts only the new certificate's CA and drops every client,
+// both are back and an upload is detected, and each logs that it read the
+// certificate again.
+func TestRedisClientCertificateRenewed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs redis-server, the API and a worker as processes")
+	}
+	h := newHarness(t, options{})
+	dir := t.TempDir()
+	_, rc, env := startTLSRedis(t, dir)
+	api, worker := detectsOver(t, h, rc, append(slices.Clip(env), "LOG_LEVEL=info")...)
+
+	ctx := context.Background()
+	renewer := testenv.NewCA(t, dir, "ca2")
+	renewed := renewer.Client(t, "renewed", "yoloserve renewed")
+	for _, ext := range []string{".crt", ".key"} {
+		if err := os.Rename(filepath.Join(dir, "renewed"+ext), filepath.Join(dir, "client"+ext)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rc.ConfigSet(ctx, "tls-ca-cert-file", renewer.Path).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.ClientKillByFilter(ctx, "TYPE", "normal").Err(); err != nil { // all but rc's own
+		t.Fatal(err)
+	}
+	rc2 := redis.NewClient(&redis.Options{Addr: rc.Options().Addr, DB: 2, TLSConfig: &tls.Config{
+		RootCAs: rc.Options().TLSConfig.RootCAs, ServerName: "127.0.0.1", Certificates: []tls.Certificate{renewed}}})
+	defer rc2.Close()
+	if err := rc2.Ping(ctx).Err(); err != nil {
+		t.Fatalf("a client with the renewed certificate: %v", err)
+	}
+
+	awaitReady(t, "API", h.api.URL) // the worker's is the detection's
+	r := h.post(testenv.ReadImage(t, "bus.jpg"), "bus.jpg", nil, "?wait=60")
+	if r.status != http.StatusOK {
+		t.Fatalf("POST /predict?wait=60 after the renewal: %d %s", r.status, r.raw)
+	}
+	checkBusDetections(t, decodeResult(t, h.result(r.body["task_id"].(string))))
+	for name, p := range map[string]*testenv.Process{"API": api, "worker": worker} {
+		if out := p.Output(); !strings.Contains(out, "Redis client certificate read again") || !strings.Contains(out, "yoloserve renewed") {
+			t.Errorf("the %s's log does not say it read the renewed certificate:\n%s", name, out)
+		}
+	}
+}
+
+// startTLSRedis starts a redis-server that speaks TLS only, with a
+// certificate of a CA it makes in dir, and that asks clients for a
+// certificate of that CA. It returns the CA, a client of database 2, and
+// the environment for the API and a worker (REDIS_URL first, then
+// REDIS_TLS_CA, REDIS_TLS_CERT and REDIS_TLS_KEY, the client's files
+// dir/client.crt and dir/client.key).
+func startTLSRedis(t *testing.T, dir string) (*testenv.CA, *redis.Client, []string) {
+	t.Helper()
+	ca := testenv.NewCA(t, dir, "ca")
+	ca.Server(t, "redis")
+	client := ca.Client(t, "client", "yoloserve")
 	port := strconv.Itoa(testenv.FreePort(t))
 	startRedisProc(t, "redis-server", "--port", "0", "--tls-port", port, "--bind", "127.0.0.1",
 		"--tls-cert-file", filepath.Join(dir, "redis.crt"), "--tls-key-file", filepath.Join(dir, "redis.key"),
-		"--tls-ca-cert-file", ca, "--tls-auth-clients", "yes", "--save", "", "--appendonly", "no", "--dir", dir)
+		"--tls-ca-cert-file", ca.Path, "--tls-auth-clients", "yes", "--save", "", "--appendonly", "no", "--dir", dir)
 	addr := "127.0.0.1:" + port
-	rc := redis.NewClient(&redis.Options{Addr: addr, DB: 2, TLSConfig: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{client}}})
-	defer rc.Close()
-	url := "REDIS_URL=rediss://" + addr + "/2"
-	certs := []string{"REDIS_TLS_CERT=" + filepath.Join(dir, "client.crt"), "REDIS_TLS_KEY=" + filepath.Join(dir, "client.key")}
-	detectsOver(t, h, rc, append([]string{url, "REDIS_TLS_CA=" + ca}, certs...)...)
-	refusedBy(t, h, "certificate signed by unknown authority", "", append([]string{url}, certs...)...)
-	refusedBy(t, h, "certificate required", "", url, "REDIS_TLS_CA="+ca)
+	rc := redis.NewClient(&redis.Options{Addr: addr, DB: 2, TLSConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1", Certificates: []tls.Certificate{client}}})
+	t.Cleanup(func() { rc.Close() })
+	return ca, rc, []string{"REDIS_URL=rediss://" + addr + "/2", "REDIS_TLS_CA=" + ca.Path,
+		"REDIS_TLS_CERT=" + filepath.Join(dir, "client.crt"), "REDIS_TLS_KEY=" + filepath.Join(dir, "client.key")}
 }
 
 // detectsOver starts the API and a worker as processes with env (REDIS_URL
 // and what it needs) on the Redis rc reaches, on the database the URL
 // names, and checks that an upload is detected, that /models shows the
-// worker and that the task's hash is in rc's database.
-func detectsOver(t *testing.T, h *harness, rc *redis.Client, env ...string) {
+// worker and that the task's hash is in rc's database. It returns the API
+// and the worker, which run until the test ends.
+func detectsOver(t *testing.T, h *harness, rc *redis.Client, env ...string) (api, worker *testenv.Process) {
 	t.Helper()
 	ctx := context.Background()
 	testenv.Eventually(t, 10*time.Second, "redis-server never answered", func() bool { return rc.Ping(ctx).Err() == nil })
 	apiEnv, apiURL := h.apiEnv(t, env...) // later entries win
-	testenv.Start(t, "api", apiEnv...)
-	startReadyWorker(t, h.workerEnv(t, env...))
+	api = testenv.Start(t, "api", apiEnv...)
+	worker, _ = startReadyWorker(t, h.workerEnv(t, env...))
 	h.api.URL = apiURL
 	awaitReady(t, "API", apiURL)
 
@@ -103,6 +161,7 @@ func detectsOver(t *testing.T, h *harness, rc *redis.Client, env ...string) {
 	if n, err := rc.Exists(ctx, "asynq:{detect}:t:"+id).Result(); err != nil || n != 1 {
 		t.Errorf("task %s in database %d: %d keys, %v; want its hash there", id, rc.Options().DB, n, err)
 	}
+	return api, worker
 }
 
 // refusedBy starts an API process with env, which Redis refuses, and
@@ -122,65 +181,4 @@ func refusedBy(t *testing.T, h *harness, want, secret string, env ...string) {
 	if out := api.Output(); secret != "" && strings.Contains(out, secret) {
 		t.Errorf("the API's log shows REDIS_URL's password:\n%s", out)
 	}
-}
-
-// writeTLSFiles writes a private CA (ca.crt) and two certificates it
-// signed into dir: Redis's, for 127.0.0.1 (redis.crt, redis.key), and a
-// client's (client.crt, client.key). It returns the CA's path, a pool
-// that trusts it and the client's certificate.
-func writeTLSFiles(t *testing.T, dir string) (string, *x509.CertPool, tls.Certificate) {
-	t.Helper()
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "yoloserve test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, caKey := issue(t, dir, "ca", caTmpl, nil, nil)
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	issue(t, dir, "redis", &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "redis"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, caCert, caKey)
-	issue(t, dir, "client", &x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "yoloserve"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, caCert, caKey)
-	client, err := tls.LoadX509KeyPair(filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	return filepath.Join(dir, "ca.crt"), pool, client
-}
-
-// issue makes a key and the certificate tmpl for it, signed by parent's
-// key (self-signed when parent is nil), and writes them to dir as
-// name.crt and name.key. It returns the certificate and the key.
-func issue(t *testing.T, dir, name string, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) ([]byte, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for file, block := range map[string]*pem.Block{
-		name + ".crt": {Type: "CERTIFICATE", Bytes: der},
-		name + ".key": {Type: "EC PRIVATE KEY", Bytes: keyDER},
-	} {
-		if err := os.WriteFile(filepath.Join(dir, file), pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return der, key
 }
