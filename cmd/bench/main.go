@@ -3,12 +3,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"yoloserve/internal/bench"
@@ -17,7 +21,12 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	err := run()
+	switch {
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(os.Stderr, "bench: interrupted; its processes are stopped and their folder removed")
+		os.Exit(130)
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -105,8 +114,18 @@ func run() error {
 	default:
 		cfg.LogDir = abs(*logs)
 	}
+	// Ctrl-C or SIGTERM ends the run at the end of the measurement under
+	// way (seconds), so that the service's processes and their folder of
+	// uploads (a gigabyte during the API's intake) are not left behind; a
+	// second signal kills the bench at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	defer context.AfterFunc(ctx, func() {
+		stop()
+		fmt.Fprintln(os.Stderr, "bench: stopping at the end of this measurement (again to kill it now)")
+	})() // unregistered before stop ends ctx on the way out
 	start := time.Now()
-	rep, err := bench.Run(cfg)
+	rep, err := bench.Run(ctx, cfg)
 	if err != nil {
 		return err
 	}

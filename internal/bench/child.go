@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -57,14 +58,15 @@ type child struct {
 	errs lastLine
 }
 
-// startChild starts exe with -flag and job as JSON. It returns an error
-// when job cannot be written as JSON or the process cannot start.
-func startChild(exe, flag string, job any) (*child, error) {
+// startChild starts exe with -flag and job as JSON; the process is killed
+// when ctx ends. It returns an error when job cannot be written as JSON or
+// the process cannot start.
+func startChild(ctx context.Context, exe, flag string, job any) (*child, error) {
 	arg, err := json.Marshal(job)
 	if err != nil {
 		return nil, err
 	}
-	c := &child{flag: flag, cmd: exec.Command(exe, "-"+flag, string(arg))}
+	c := &child{flag: flag, cmd: exec.CommandContext(ctx, exe, "-"+flag, string(arg))}
 	c.cmd.Stdout, c.cmd.Stderr = &c.out, io.MultiWriter(os.Stderr, &c.errs)
 	if err := c.cmd.Start(); err != nil {
 		return nil, err

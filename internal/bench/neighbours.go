@@ -102,8 +102,8 @@ type NeighboursCount struct {
 
 // neighbours measures two neighbours at a time, with solo sessions and
 // without, in alternating rounds of two 8 s windows. Each neighbour is
-// this program (cfg.Exe) run again with -neighbour.
-func (rep *Report) neighbours(cfg *Config) error {
+// this program (cfg.Exe) run again with -neighbour, killed when ctx ends.
+func (rep *Report) neighbours(ctx context.Context, cfg *Config) error {
 	jpegs, err := jpegPaths(cfg.Images)
 	if err != nil {
 		return err
@@ -113,7 +113,7 @@ func (rep *Report) neighbours(cfg *Config) error {
 	for range rounds {
 		for _, solo := range []int{0, 1} {
 			n := Neighbour{Model: cfg.Model, Library: cfg.Library, Image: jpegs[0], Solo: solo, For: 8 * time.Second, Windows: 2}
-			run, err := runNeighbours(cfg.Exe, n)
+			run, err := runNeighbours(ctx, cfg.Exe, n)
 			if err != nil {
 				return err
 			}
@@ -137,12 +137,12 @@ func (rep *Report) neighbours(cfg *Config) error {
 
 // runNeighbours starts two neighbours at once and adds up what they did,
 // window by window. It waits for both before it returns, also on error.
-func runNeighbours(exe string, n Neighbour) (NeighboursRun, error) {
+func runNeighbours(ctx context.Context, exe string, n Neighbour) (NeighboursRun, error) {
 	var err error
 	var children []*child
 	for range 2 {
 		var c *child
-		if c, err = startChild(exe, NeighbourFlag, n); err != nil {
+		if c, err = startChild(ctx, exe, NeighbourFlag, n); err != nil {
 			break
 		}
 		children = append(children, c)

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"image"
 	"image/jpeg"
@@ -17,8 +18,19 @@ import (
 	"yoloserve/internal/yolo"
 )
 
-// Run measures everything and returns the report.
-func Run(cfg Config) (*Report, error) {
+// Run measures everything and returns the report. When ctx ends (the
+// bench interrupted), it stops at the end of the measurement under way,
+// stops the processes it started, removes their folder and returns
+// ctx's error.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	rep, err := run(ctx, cfg)
+	if ctx.Err() != nil { // any other error is the interruption's echo
+		return nil, ctx.Err()
+	}
+	return rep, err
+}
+
+func run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Load <= 0 {
 		cfg.Load = 5 * time.Second
 	}
@@ -40,18 +52,18 @@ func Run(cfg Config) (*Report, error) {
 	// Cores as the worker counts them (a container's CPU limit, if any).
 	ncpu := runtime.GOMAXPROCS(0)
 	if !cfg.ServiceOnly {
-		if err := rep.floorAndStages(&cfg, ncpu); err != nil {
+		if err := rep.floorAndStages(ctx, &cfg, ncpu); err != nil {
 			return nil, err
 		}
 	}
 	if !cfg.DetectorOnly && cfg.Provider == "cpu" {
-		if err := rep.service(&cfg, ncpu); err != nil {
+		if err := rep.service(ctx, &cfg, ncpu); err != nil {
 			return nil, err
 		}
 	}
 	// Solo sessions need two cores or more.
 	if !cfg.ServiceOnly && cfg.Provider == "cpu" && cfg.Exe != "" && ncpu >= 2 {
-		if err := rep.neighbours(&cfg); err != nil {
+		if err := rep.neighbours(ctx, &cfg); err != nil {
 			return nil, err
 		}
 	}
@@ -72,7 +84,7 @@ func Run(cfg Config) (*Report, error) {
 
 // floorAndStages measures the bare floor, the bare session's batches, the
 // detector's stages and the detector path with batching, on cfg.Provider.
-func (rep *Report) floorAndStages(cfg *Config, ncpu int) error {
+func (rep *Report) floorAndStages(ctx context.Context, cfg *Config, ncpu int) error {
 	cfg.printf("== floor: bare ONNX Runtime session (%s, %s)\n", cfg.Model, cfg.Provider)
 	// On a GPU threads hardly matter.
 	type setup struct {
@@ -91,6 +103,9 @@ func (rep *Report) floorAndStages(cfg *Config, ncpu int) error {
 			continue
 		}
 		seen[f] = true
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		r, err := floor(cfg.Model, cfg.Provider, f.sessions, f.threads, 1, cfg.FloorRuns, f.spin)
 		if err != nil {
 			return err
@@ -101,6 +116,9 @@ func (rep *Report) floorAndStages(cfg *Config, ncpu int) error {
 	if cfg.Dynamic != "" {
 		cfg.printf("== batching: bare session on the dynamic model\n")
 		for _, b := range batches {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			r, err := floor(cfg.Dynamic, cfg.Provider, 1, ncpu, b, max(3, cfg.FloorRuns/b), spinOn)
 			if err != nil {
 				return err
@@ -114,7 +132,7 @@ func (rep *Report) floorAndStages(cfg *Config, ncpu int) error {
 	if err != nil {
 		return fmt.Errorf("bench needs libjpeg-turbo: %w", err)
 	}
-	sr, err := runStages(cfg, 15)
+	sr, err := runStages(ctx, cfg, 15)
 	if err != nil {
 		return err
 	}
@@ -131,6 +149,9 @@ func (rep *Report) floorAndStages(cfg *Config, ncpu int) error {
 		}
 		cfg.printf("== detector path with batching, dynamic model, callers back to back for %v\n", cfg.Load)
 		for _, b := range batches {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			r, err := detectorBatching(cfg, turbo, images, b)
 			if err != nil {
 				return err
@@ -151,7 +172,7 @@ func (rep *Report) floorAndStages(cfg *Config, ncpu int) error {
 
 // service measures the real processes: each worker configuration under
 // load, then the API's intake.
-func (rep *Report) service(cfg *Config, ncpu int) error {
+func (rep *Report) service(ctx context.Context, cfg *Config, ncpu int) error {
 	cfg.printf("== the service: redis-server, bin/api, bin/worker as processes\n")
 	images, err := readJPEGs(cfg.Images)
 	if err != nil {
@@ -182,7 +203,7 @@ func (rep *Report) service(cfg *Config, ncpu int) error {
 		configs = nil
 	}
 	for _, wc := range configs {
-		run, err := sys.measureWorker(bodies, wc, ncpu)
+		run, err := sys.measureWorker(ctx, bodies, wc, ncpu)
 		if err != nil {
 			return err
 		}
@@ -193,6 +214,9 @@ func (rep *Report) service(cfg *Config, ncpu int) error {
 	up := jpegOfSize(100 << 10)
 	rounds := max(cfg.IntakeRounds, 1)
 	for i := range rounds {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		u := sys.measureUpload(up, 32, 1000, 5*time.Second)
 		round := ""
 		if rounds > 1 {

@@ -577,7 +577,9 @@ func (s *system) recorded() (float64, error) {
 // clients; then rounds of a bare throughput window (one 1-thread session
 // for each of ncpu cores, the best the machine gives) and a 16-client
 // window of the same length.
-func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (WorkerRun, error) {
+//
+// It returns ctx's error at the next pair or window once ctx ends.
+func (s *system) measureWorker(ctx context.Context, bodies []body, wc WorkerConfig, ncpu int) (WorkerRun, error) {
 	run := WorkerRun{Concurrency: wc.Concurrency, Threads: wc.Threads, Sessions: wc.Sessions,
 		SoloThreads: yolo.SoloThreads(wc.Concurrency, wc.Threads, wc.Solo)}
 	// The bare sessions' threads stop spinning when a run returns: left
@@ -608,6 +610,9 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 	pairs := make([]Pair, 0, n)
 	solo, crowded := s.solo()
 	for range n {
+		if err := ctx.Err(); err != nil {
+			return run, err
+		}
 		s.pause()
 		one.once()
 		bare := one.once()
@@ -633,6 +638,9 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 			run.name(), lv.Clients, lv.ImagesPerS, lv.P50MS, lv.P95MS, lv.P99MS, lv.Errors, u.Worker, u.API, u.Redis, u.Client, sp.Decode, sp.Preprocess, sp.Inference, sp.Postprocess, 100*lv.SoloShare, 100*m.Idle, 100*m.SoftIRQ, 100*m.Steal)
 	}
 	for _, c := range []int{1, 4} {
+		if err := ctx.Err(); err != nil {
+			return run, err
+		}
 		lv := level(c, s.window(bodies, c, s.cfg.Load))
 		run.Loads = append(run.Loads, lv)
 		report(lv)
@@ -640,9 +648,15 @@ func (s *system) measureWorker(bodies []body, wc WorkerConfig, ncpu int) (Worker
 	var ws []window
 	var ratios, barePS []float64
 	for range s.cfg.Rounds {
+		if err := ctx.Err(); err != nil {
+			return run, err
+		}
 		s.pause()
 		b := best.run(0, s.cfg.Load)
 		s.resume()
+		if err := ctx.Err(); err != nil {
+			return run, err
+		}
 		w := s.window(bodies, 16, s.cfg.Load)
 		ws = append(ws, w)
 		r := Round{BarePS: b.ImagesPerS, ServicePS: float64(len(w.lat)) / w.wall.Seconds()}

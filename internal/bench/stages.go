@@ -70,14 +70,16 @@ func measureStages(job StagesJob) (StagesRun, error) {
 // (cfg.Exe), under the worker's scheduling policy, which the bare
 // sessions of the rest of the bench do not take; in this process when
 // there is no cfg.Exe.
-func runStages(cfg *Config, runs int) (StagesRun, error) {
+//
+// The process is killed when ctx ends.
+func runStages(ctx context.Context, cfg *Config, runs int) (StagesRun, error) {
 	job := StagesJob{Model: cfg.Model, Library: cfg.Library, Provider: cfg.Provider, Images: cfg.Images, Runs: runs}
 	if cfg.Exe == "" {
 		r, err := measureStages(job)
 		r.Policy = "normal"
 		return r, err
 	}
-	c, err := startChild(cfg.Exe, StagesFlag, job)
+	c, err := startChild(ctx, cfg.Exe, StagesFlag, job)
 	if err != nil {
 		return StagesRun{}, err
 	}

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,7 +25,7 @@ func TestStagesRunUnderTheWorkersPolicy(t *testing.T) {
 	}
 	cfg := &Config{Model: testenv.Model(t, "yolov8n.onnx"), Provider: "cpu", Exe: exe,
 		Images: []string{testenv.Image(t, "bus.jpg"), testenv.Image(t, "person.png")}}
-	r, err := runStages(cfg, 2)
+	r, err := runStages(context.Background(), cfg, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,7 @@ func TestStagesChildSaysWhyItFailed(t *testing.T) {
 	}
 	missing := filepath.Join(t.TempDir(), "missing.onnx")
 	cfg := &Config{Model: missing, Provider: "cpu", Exe: exe, Images: []string{testenv.Image(t, "bus.jpg")}}
-	_, err = runStages(cfg, 1)
+	_, err = runStages(context.Background(), cfg, 1)
 	if err == nil {
 		t.Fatal("stages measured with no model")
 	}
