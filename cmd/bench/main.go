@@ -63,7 +63,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if err := onnx.Init(lib); err != nil {
+	if err := onnx.Init(lib, onnx.Env{}); err != nil {
 		return err
 	}
 	if *neighbour != "" {

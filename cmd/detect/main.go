@@ -59,7 +59,7 @@ func run(args []string) int {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	d, err := yolo.Open(yolo.Config{
-		ModelPath: *model, Library: cfg.ORTLib, Provider: cfg.ORTProvider, FallbackCPU: cfg.ORTFallbackCPU,
+		ModelPath: *model, Library: cfg.ORTLib, Telemetry: cfg.ORTTelemetry, Provider: cfg.ORTProvider, FallbackCPU: cfg.ORTFallbackCPU,
 		Concurrency: 1, Threads: cfg.ORTThreads,
 		Decoder: &decode.Decoder{JPEG: imagelib.JPEGOrFallback(cfg.TurboJPEGLib, log), PNG: imagelib.PNGOrFallback(cfg.LibPNGLib, log),
 			MaxPixels: cfg.MaxPixels},

@@ -57,7 +57,7 @@ func run() error {
 	png := imagelib.PNGOrFallback(cfg.LibPNGLib, log)
 	model := cfg.ResolveModel()
 	det, err := yolo.Open(yolo.Config{
-		ModelPath: model, Library: cfg.ORTLib, Provider: cfg.ORTProvider, FallbackCPU: cfg.ORTFallbackCPU,
+		ModelPath: model, Library: cfg.ORTLib, Telemetry: cfg.ORTTelemetry, Provider: cfg.ORTProvider, FallbackCPU: cfg.ORTFallbackCPU,
 		Concurrency: cfg.Concurrency(), Threads: cfg.ORTThreads, Sessions: cfg.ORTSessions, SoloThreads: cfg.ORTSoloThreads, BatchMax: cfg.BatchMax, BatchWait: cfg.BatchWait,
 		Decoder: &decode.Decoder{JPEG: jpeg, PNG: png, MaxPixels: cfg.MaxPixels},
 	})

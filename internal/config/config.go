@@ -38,6 +38,7 @@ type Config struct {
 	ORTLib         string // ORT_LIB; empty: the library `make build` fetched
 	ORTProvider    string // ORT_PROVIDER: cpu or cuda
 	ORTFallbackCPU bool   // ORT_FALLBACK_CPU
+	ORTTelemetry   bool   // ORT_TELEMETRY
 	ORTThreads     int    // ORT_THREADS; 0: chosen for the machine
 	ORTSessions    int    // ORT_SESSIONS
 	ORTSoloThreads int    // ORT_SOLO_THREADS; 0: every core
@@ -87,6 +88,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"ORT_LIB", "", "path of libonnxruntime.so (default: the one `make build` fetched)"},
 	{"ORT_PROVIDER", "cpu", "cpu or cuda"},
 	{"ORT_FALLBACK_CPU", "false", "with cuda: run on CPU when the CUDA provider cannot load"},
+	{"ORT_TELEMETRY", "false", "ONNX Runtime's own telemetry: true leaves it as the library has it (1.30 on Linux looks up Microsoft's collector and sends usage events, and keeps a device ID and an event cache under ~/.cache/Microsoft and two files per process in TMPDIR); false turns it all off (ORT_DISABLE_TELEMETRY=1 for the library)"},
 	{"ORT_THREADS", "0", "ONNX Runtime intra-op threads per session (0: cores / WORKER_CONCURRENCY; all cores when batching)"},
 	{"ORT_SESSIONS", "0", "ONNX Runtime sessions a worker's tasks share (0: one per task slot)"},
 	{"ORT_SOLO_THREADS", "0", "threads of one more session, which runs an image alone in the worker so that a lone request gets every core, and which rests while other processes hold the cores (0: all cores; 1 or at most ORT_THREADS: no such session)"},
@@ -146,6 +148,7 @@ func Parse(getenv func(string) string) (Config, error) {
 		ORTLib:            p.str("ORT_LIB"),
 		ORTProvider:       strings.ToLower(p.str("ORT_PROVIDER")),
 		ORTFallbackCPU:    p.bool("ORT_FALLBACK_CPU"),
+		ORTTelemetry:      p.bool("ORT_TELEMETRY"),
 		ORTThreads:        p.int("ORT_THREADS", 0, 1024),
 		ORTSessions:       p.int("ORT_SESSIONS", 0, 1024),
 		ORTSoloThreads:    p.int("ORT_SOLO_THREADS", 0, 1024),

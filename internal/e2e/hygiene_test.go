@@ -305,3 +305,33 @@ func TestSoak(t *testing.T) {
 	t.Logf("soak: %d tasks in %v (%.1f/s): %d SUCCESS, %d FAILURE (undecodable on purpose), 0 lost; uploads left 0; Redis keys %d before and after; used_memory %d KiB before, %d KiB at the end of the run, %d KiB after expiry",
 		n, took.Round(time.Second), float64(n)/took.Seconds(), successes, failures, keysBefore, before>>10, peak>>10, after>>10)
 }
+
+// TestWorkerKeepsTelemetryOff: a worker that loads ONNX Runtime and
+// detects an image leaves nothing in its home folder or its TMPDIR. The
+// library the build fetches (1.30) has its own telemetry on for Linux: a
+// process that loads it looks up Microsoft's collector to send usage
+// events, and keeps a device ID and an event cache under
+// ~/.cache/Microsoft/DeveloperTools/.onnxruntime and a mat-debug-PID.log
+// and a .ses in TMPDIR; the worker turns it off unless ORT_TELEMETRY=true.
+func TestWorkerKeepsTelemetryOff(t *testing.T) {
+	h := newHarness(t, options{})
+	home, tmp := t.TempDir(), t.TempDir()
+	w, _ := startReadyWorker(t, h.workerEnv(t, "HOME="+home, "TMPDIR="+tmp))
+	checkBusDetections(t, decodeResult(t, h.result(h.submit(testenv.ReadImage(t, "bus.jpg"), nil))))
+	w.Signal(syscall.SIGTERM)
+	if err := w.Wait(t, 30*time.Second); err != nil {
+		t.Fatalf("the worker's exit: %v", err)
+	}
+	for _, dir := range []string{home, tmp} {
+		var left []string
+		filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
+			if p != dir {
+				left = append(left, strings.TrimPrefix(p, dir+"/"))
+			}
+			return err
+		})
+		if len(left) > 0 {
+			t.Errorf("the worker left in %s: %v, want nothing (ONNX Runtime's telemetry)", dir, left)
+		}
+	}
+}

@@ -57,11 +57,30 @@ var (
 	initLib string
 )
 
-// Init loads the library at path and creates the ONNX Runtime environment,
-// once per process; a second call with the same path, relative or absolute,
-// does nothing, with another path it fails. It returns an error naming the file
-// when the library cannot be loaded.
-func Init(path string) error {
+// Env is how Init sets up the process's ONNX Runtime environment; the zero
+// value is the service's default.
+type Env struct {
+	// Telemetry leaves ONNX Runtime's own telemetry as the library and
+	// the process's environment have it. The library the build fetches
+	// (1.30) has it on for Linux: it creates a device ID and a cache of
+	// usage events for Microsoft's collector under
+	// ~/.cache/Microsoft/DeveloperTools/.onnxruntime, and leaves two files
+	// in TMPDIR for each process that loads it (mat-debug-PID.log, .ses).
+	// False, the default, turns all of it off before the library loads,
+	// with ONNX Runtime's own switch, ORT_DISABLE_TELEMETRY=1 in the
+	// process's environment (which its child processes inherit).
+	Telemetry bool
+}
+
+// TelemetrySwitch is the environment variable that turns ONNX Runtime's
+// telemetry off when it is 1 as the library loads.
+const TelemetrySwitch = "ORT_DISABLE_TELEMETRY"
+
+// Init loads the library at path and creates the ONNX Runtime environment
+// as env says, once per process; a second call with the same path,
+// relative or absolute, does nothing, with another path it fails. It
+// returns an error naming the file when the library cannot be loaded.
+func Init(path string, env Env) error {
 	initMu.Lock()
 	defer initMu.Unlock()
 	if abs, err := filepath.Abs(path); err == nil {
@@ -75,6 +94,11 @@ func Init(path string) error {
 	}
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("onnx: library %s: %w", path, err)
+	}
+	if !env.Telemetry {
+		if err := os.Setenv(TelemetrySwitch, "1"); err != nil {
+			return fmt.Errorf("onnx: %s: %w", TelemetrySwitch, err)
+		}
 	}
 	ort.SetSharedLibraryPath(path)
 	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {

@@ -11,7 +11,7 @@ import (
 // TestInit: the version is empty until a library is loaded, then the
 // loaded library's own, which is the one `make build` recorded beside it;
 // the library loads once, so a second Init names the same file (relative
-// or absolute) or fails.
+// or absolute) or fails; its telemetry is off.
 func TestInit(t *testing.T) {
 	if got := Version(); got != "" {
 		t.Fatalf("Version() before Init = %q, want \"\"", got)
@@ -29,8 +29,11 @@ func TestInit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Init(rel); err != nil {
+	if err := Init(rel, Env{}); err != nil {
 		t.Fatal(err)
+	}
+	if got := os.Getenv(TelemetrySwitch); got != "1" {
+		t.Errorf("%s=%q after Init with the default Env, want 1: ONNX Runtime's telemetry left on", TelemetrySwitch, got)
 	}
 	got := Version()
 	if !regexp.MustCompile(`^\d+\.\d+\.\d+$`).MatchString(got) {
@@ -42,11 +45,11 @@ func TestInit(t *testing.T) {
 			t.Errorf("Version() = %q, but make recorded %s beside %s", got, want, abs)
 		}
 	}
-	if err := Init(abs); err != nil {
+	if err := Init(abs, Env{}); err != nil {
 		t.Errorf("Init(%s) after Init(%s): %v, want nil (the same file)", abs, rel, err)
 	}
 	other := filepath.Join(t.TempDir(), LibraryName)
-	if err := Init(other); err == nil || !strings.Contains(err.Error(), "already initialised") {
+	if err := Init(other, Env{}); err == nil || !strings.Contains(err.Error(), "already initialised") {
 		t.Errorf("Init(%s) after Init(%s): %v, want an \"already initialised\" error", other, rel, err)
 	}
 }

@@ -20,8 +20,10 @@ type Config struct {
 	// ModelPath is the ONNX model.
 	ModelPath string
 	// Library is the ONNX Runtime library; empty resolves it with
-	// onnx.FindLibrary.
-	Library string
+	// onnx.FindLibrary. Telemetry leaves ONNX Runtime's own telemetry on
+	// (onnx.Env; off by default).
+	Library   string
+	Telemetry bool
 	// Provider is "cpu" (default) or "cuda"; FallbackCPU runs on CPU when
 	// CUDA cannot be set up.
 	Provider    string
@@ -124,7 +126,7 @@ func Open(cfg Config) (*Detector, error) {
 		return nil, err
 	}
 	cfg.Library = lib
-	if err := onnx.Init(lib); err != nil {
+	if err := onnx.Init(lib, onnx.Env{Telemetry: cfg.Telemetry}); err != nil {
 		return nil, err
 	}
 	info, err := onnx.Inspect(cfg.ModelPath)
