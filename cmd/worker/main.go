@@ -72,7 +72,7 @@ func run() error {
 	log.Info("model loaded", "model", model, "ort_lib", dc.Library, "ort_version", onnx.Version(), "provider", det.Provider(),
 		"classes", det.Model().Classes(), "input", fmt.Sprintf("%dx%d", det.Model().Width, det.Model().Height),
 		"dynamic_batch", det.Model().DynamicBatch, "batch_max", dc.BatchMax,
-		"concurrency", dc.Concurrency, "prefetch", cfg.Prefetch, "ort_sessions", dc.Sessions, "ort_threads", dc.Threads, "ort_solo_threads", dc.SoloThreads, "jpeg", jpeg.Name(), "png", png.Name())
+		"concurrency", dc.Concurrency, "prefetch", cfg.Prefetch, "ort_telemetry", cfg.ORTTelemetry, "ort_sessions", dc.Sessions, "ort_threads", dc.Threads, "ort_solo_threads", dc.SoloThreads, "jpeg", jpeg.Name(), "png", png.Name())
 
 	rdb, err := asynq.NewClient(cfg.RedisURL, asynq.TLSFiles{CA: cfg.RedisTLSCA, Cert: cfg.RedisTLSCert, Key: cfg.RedisTLSKey, Logger: log})
 	if err != nil {
