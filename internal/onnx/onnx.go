@@ -62,10 +62,11 @@ var (
 type Env struct {
 	// Telemetry leaves ONNX Runtime's own telemetry as the library and
 	// the process's environment have it. The library the build fetches
-	// (1.30) has it on for Linux: it creates a device ID and a cache of
-	// usage events for Microsoft's collector under
-	// ~/.cache/Microsoft/DeveloperTools/.onnxruntime, and leaves two files
-	// in TMPDIR for each process that loads it (mat-debug-PID.log, .ses).
+	// (1.30) has it on for Linux: a process that loads it looks up
+	// Microsoft's collector within seconds and again every few seconds to
+	// send usage events, keeps a device ID and a cache of those events
+	// under ~/.cache/Microsoft/DeveloperTools/.onnxruntime, and leaves two
+	// files in TMPDIR (mat-debug-PID.log, .ses).
 	// False, the default, turns all of it off before the library loads,
 	// with ONNX Runtime's own switch, ORT_DISABLE_TELEMETRY=1 in the
 	// process's environment (which its child processes inherit).
