@@ -37,15 +37,6 @@ func TestClientCertificateFollowsItsFiles(t *testing.T) {
 		t.Helper()
 		return presented(t, c, &tls.Config{Certificates: []tls.Certificate{server}, ClientAuth: tls.RequireAnyClientCert})
 	}
-	renew := func(cn string) {
-		t.Helper()
-		ca.Client(t, "renewed", cn)
-		for _, ext := range []string{".crt", ".key"} {
-			if err := os.Rename(filepath.Join(dir, "renewed"+ext), filepath.Join(dir, "client"+ext)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 	if got := shown(); got != "first" {
 		t.Fatalf("the client showed %q, want the certificate read at start", got)
 	}
@@ -53,7 +44,7 @@ func TestClientCertificateFollowsItsFiles(t *testing.T) {
 		t.Errorf("logged with the files unchanged:\n%s", &logs)
 	}
 
-	renew("second")
+	ca.Renew(t, "client", "second")
 	if got := shown(); got != "second" {
 		t.Fatalf("after a renewal the client showed %q, want second", got)
 	}
@@ -90,7 +81,7 @@ func TestClientCertificateFollowsItsFiles(t *testing.T) {
 		}
 	}
 
-	renew("fourth")
+	ca.Renew(t, "client", "fourth")
 	if got := shown(); got != "fourth" {
 		t.Errorf("after a good renewal the client showed %q, want fourth", got)
 	}

@@ -72,6 +72,20 @@ func (ca *CA) Client(tb testing.TB, name, cn string) tls.Certificate {
 	return pair
 }
 
+// Renew signs a new client certificate with common name cn and moves it
+// over name.crt and name.key in the CA's folder, as a rotated secret
+// replaces its files. It returns the new pair.
+func (ca *CA) Renew(tb testing.TB, name, cn string) tls.Certificate {
+	tb.Helper()
+	pair := ca.Client(tb, name+"-renewed", cn)
+	for _, ext := range []string{".crt", ".key"} {
+		if err := os.Rename(filepath.Join(ca.dir, name+"-renewed"+ext), filepath.Join(ca.dir, name+ext)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return pair
+}
+
 // issue completes tmpl (serial, validity as the CA's, key usage), signs it
 // and writes it.
 func (ca *CA) issue(tb testing.TB, name string, tmpl *x509.Certificate) {

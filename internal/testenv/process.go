@@ -12,38 +12,54 @@ import (
 )
 
 var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
+	buildMu  sync.Mutex
+	buildDir string
+	built    = map[string]error{} // by command, once built or failed
 )
 
 // Binaries builds cmd/api and cmd/worker once per test process and
 // returns the folder holding them.
 func Binaries(tb testing.TB) string {
 	tb.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "yoloserve-bin-")
-		if buildErr != nil {
-			return
-		}
-		for _, cmd := range []string{"api", "worker"} {
-			out, err := exec.Command("go", "build", "-o", filepath.Join(buildDir, cmd), "yoloserve/cmd/"+cmd).CombinedOutput()
-			if err != nil {
-				buildErr = &buildError{cmd: cmd, out: string(out), err: err}
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		tb.Fatal(buildErr)
-	}
-	return buildDir
+	Binary(tb, "api")
+	return filepath.Dir(Binary(tb, "worker"))
 }
 
-// RemoveBinaries deletes what Binaries built. A package whose tests
-// start processes calls it from TestMain once its tests have run; the
-// folder is otherwise left behind in the temporary directory, 35 MB a run.
+// Binary builds cmd/name once per test process, into the folder Binaries
+// returns, and returns its path. A build that failed fails every test
+// that asks for it.
+func Binary(tb testing.TB, name string) string {
+	tb.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildDir == "" {
+		dir, err := os.MkdirTemp("", "yoloserve-bin-")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		buildDir = dir
+	}
+	path := filepath.Join(buildDir, name)
+	err, ok := built[name]
+	if !ok {
+		if out, berr := exec.Command("go", "build", "-o", path, "yoloserve/cmd/"+name).CombinedOutput(); berr != nil {
+			err = &buildError{cmd: name, out: string(out), err: berr}
+		}
+		built[name] = err
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+// RemoveBinaries deletes what Binaries and Binary built. A package whose
+// tests start processes calls it from TestMain once its tests have run;
+// the folder is otherwise left behind in the temporary directory, 35 MB a
+// run.
 func RemoveBinaries() error {
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	if buildDir == "" {
 		return nil
 	}

@@ -136,13 +136,13 @@ func (r *RedisServer) Stop() {
 // groupRuns reports whether a process of group pgid runs, one not yet
 // exited (an exited one left unreaped, whose parent died, counts as gone).
 func groupRuns(pgid int) bool {
-	return liveProcess(func(st procfs.ProcStat) bool { return st.PGRP == pgid }) != 0
+	return LiveProcess(func(st procfs.ProcStat) bool { return st.PGRP == pgid }) != 0
 }
 
-// liveProcess returns the id of a running process that match accepts, or
+// LiveProcess returns the id of a running process that match accepts, or
 // 0 when there is none; one that exited but is left unreaped counts as
 // gone.
-func liveProcess(match func(procfs.ProcStat) bool) int {
+func LiveProcess(match func(procfs.ProcStat) bool) int {
 	procs, err := procfs.AllProcs()
 	if err != nil {
 		return 0

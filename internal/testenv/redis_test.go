@@ -46,7 +46,7 @@ func TestStopKillsForkedChildren(t *testing.T) {
 
 // childOf returns a live child of process pid, or 0.
 func childOf(pid int) int {
-	return liveProcess(func(st procfs.ProcStat) bool { return st.PPID == pid })
+	return LiveProcess(func(st procfs.ProcStat) bool { return st.PPID == pid })
 }
 
 // procState returns process pid's state letter, or "" when it is gone.
