@@ -3,9 +3,11 @@ package asynq
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 )
 
@@ -13,18 +15,20 @@ import (
 // CA to trust beside the system's (CA), and the client's certificate and
 // key (Cert, Key), for a Redis that asks clients for one.
 //
-// The CA is read once. The certificate and key are read at start and
-// again at each new connection to Redis: a pair renewed on disk (by
-// cert-manager, a rotated secret, a cron job) is used from then on
-// without a restart, so that a connection made after the old
-// certificate expired is not refused. A changed pair that does not load
-// (a half-written file, a key of another certificate) leaves the one in
-// use in place until the files change again.
+// Each is read at start and again at each new connection to Redis: a
+// client certificate renewed on disk (by cert-manager, a rotated secret, a
+// cron job) is used from then on without a restart, so that a connection
+// made after the old certificate expired is not refused; a CA file that
+// changes (a trust bundle that adds the next CA before Redis's
+// certificate moves to it) is trusted from the next connection on. A
+// changed file that does not load (a half-written file, a key of another
+// certificate) leaves the one in use in place until the files change
+// again.
 type TLSFiles struct {
 	CA, Cert, Key string
 
-	// Logger says when the certificate is read again, and when a changed
-	// one cannot be. Nil means slog.Default().
+	// Logger says when a file is read again, and when a changed one cannot
+	// be. Nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -33,87 +37,146 @@ type TLSFiles struct {
 // cannot be read or holds no certificate.
 func (f TLSFiles) config(base *tls.Config) (*tls.Config, error) {
 	c := base.Clone()
+	log := f.Logger
+	if log == nil {
+		log = slog.Default()
+	}
 	if f.CA != "" {
-		pem, err := os.ReadFile(f.CA)
-		if err != nil {
+		roots := &followed[*x509.CertPool]{what: "Redis CA", paths: []string{f.CA}, load: loadRoots, describe: describeRoots, log: log}
+		if err := roots.read(); err != nil {
 			return nil, fmt.Errorf("REDIS_TLS_CA: %w", err)
 		}
-		if c.RootCAs, err = x509.SystemCertPool(); err != nil {
-			c.RootCAs = x509.NewCertPool()
-		}
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("REDIS_TLS_CA: no PEM certificate in %s", f.CA)
-		}
+		// Go verifies against RootCAs, which a handshake cannot change: the
+		// check below is Go's own (chain, name, key usage, validity), made
+		// against the roots the file holds now.
+		c.InsecureSkipVerify = true
+		c.VerifyConnection = verifyAgainst(roots, c.ServerName)
 	}
 	if f.Cert != "" || f.Key != "" {
-		log := f.Logger
-		if log == nil {
-			log = slog.Default()
-		}
-		cc := &clientCert{cert: f.Cert, key: f.Key, log: log}
-		if err := cc.read(); err != nil {
+		pair := &followed[*tls.Certificate]{what: "Redis client certificate", paths: []string{f.Cert, f.Key}, load: loadPair, describe: describePair, log: log}
+		if err := pair.read(); err != nil {
 			return nil, fmt.Errorf("REDIS_TLS_CERT, REDIS_TLS_KEY: %w", err)
 		}
-		c.GetClientCertificate = cc.get
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return pair.get(), nil }
 	}
 	return c, nil
 }
 
-// clientCert is a client certificate that follows its files (TLSFiles).
-type clientCert struct {
-	cert, key string
-	log       *slog.Logger
-
-	mu   sync.Mutex
-	pair *tls.Certificate // in use
-	seen string           // the files' contents, or the error reading them, last looked at
-}
-
-// read reads the files and, when they changed since the last look, loads
-// the pair in place of the one in use. It returns the error reading or
-// loading a changed pair; the pair in use stays then.
-func (c *clientCert) read() error {
-	certPEM, err := os.ReadFile(c.cert)
-	var keyPEM []byte
-	if err == nil {
-		keyPEM, err = os.ReadFile(c.key)
-	}
-	seen := string(certPEM) + "\x00" + string(keyPEM)
-	if err != nil {
-		seen = err.Error()
-	}
-	if seen == c.seen {
+// verifyAgainst returns a tls.Config.VerifyConnection that verifies the
+// server's chain for serverName against the roots roots holds at each
+// handshake. It returns Go's error for a chain it would refuse.
+func verifyAgainst(roots *followed[*x509.CertPool], serverName string) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		switch {
+		case serverName == "": // tls.Client refuses an empty name too; Verify would skip the check
+			return errors.New("tls: no server name to verify Redis's certificate against")
+		case len(cs.PeerCertificates) == 0:
+			return errors.New("tls: the server sent no certificate")
+		}
+		opts := x509.VerifyOptions{Roots: roots.get(), DNSName: serverName, Intermediates: x509.NewCertPool()}
+		for _, c := range cs.PeerCertificates[1:] {
+			opts.Intermediates.AddCert(c)
+		}
+		if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+			return fmt.Errorf("tls: failed to verify certificate: %w", err)
+		}
 		return nil
 	}
-	c.seen = seen
+}
+
+// loadRoots returns the system's roots with the certificates of pems[0]
+// added. It returns an error when the file holds none.
+func loadRoots(pems [][]byte) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
 	if err != nil {
-		return err
+		pool = x509.NewCertPool()
 	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if !pool.AppendCertsFromPEM(pems[0]) {
+		return nil, errors.New("no PEM certificate")
+	}
+	return pool, nil
+}
+
+// describeRoots names nothing: a pool does not list its certificates.
+func describeRoots(*x509.CertPool) []any { return nil }
+
+// loadPair returns the client certificate of pems[0] with the key of
+// pems[1], its leaf parsed. It returns tls.X509KeyPair's error.
+func loadPair(pems [][]byte) (*tls.Certificate, error) {
+	pair, err := tls.X509KeyPair(pems[0], pems[1])
 	if err == nil && pair.Leaf == nil { // GODEBUG=x509keypairleaf=0
 		pair.Leaf, err = x509.ParseCertificate(pair.Certificate[0])
 	}
 	if err != nil {
+		return nil, err
+	}
+	return &pair, nil
+}
+
+// describePair names the certificate in a log line.
+func describePair(c *tls.Certificate) []any {
+	return []any{"subject", c.Leaf.Subject.String(), "not_after", c.Leaf.NotAfter}
+}
+
+// followed is what a set of files holds (a CA's roots, a client's
+// certificate and key), read again at each get.
+type followed[T any] struct {
+	what     string // in log lines: "Redis CA"
+	paths    []string
+	load     func(pems [][]byte) (T, error)
+	describe func(T) []any // log attributes of what was loaded
+	log      *slog.Logger
+
+	mu   sync.Mutex
+	cur  T      // in use
+	seen string // the files' contents, or the error reading them, last looked at
+}
+
+// read reads the files and, when they changed since the last look, loads
+// them in place of what is in use. It returns the error reading or
+// loading changed files, which names them; what is in use stays then.
+func (f *followed[T]) read() error {
+	pems := make([][]byte, len(f.paths))
+	var b strings.Builder
+	var err error
+	for i, p := range f.paths {
+		if pems[i], err = os.ReadFile(p); err != nil {
+			break
+		}
+		b.Write(pems[i])
+		b.WriteByte(0)
+	}
+	seen := b.String()
+	if err != nil {
+		seen = err.Error()
+	}
+	if seen == f.seen {
+		return nil
+	}
+	f.seen = seen
+	if err != nil {
 		return err
 	}
-	c.pair = &pair
+	v, err := f.load(pems)
+	if err != nil {
+		return fmt.Errorf("%s: %w", strings.Join(f.paths, ", "), err)
+	}
+	f.cur = v
 	return nil
 }
 
-// get is the connection's tls.Config.GetClientCertificate: the pair in
-// use, read again first. A changed pair that does not load is logged once,
-// and the connection goes on with the pair in use; it never returns an
-// error.
-func (c *clientCert) get(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old := c.pair
-	if err := c.read(); err != nil {
-		c.log.Warn("a changed Redis client certificate could not be read; the one read before stays in use",
-			"cert", c.cert, "key", c.key, "not_after", old.Leaf.NotAfter, "error", err)
-	} else if c.pair != old {
-		c.log.Info("Redis client certificate read again", "cert", c.cert, "subject", c.pair.Leaf.Subject.String(),
-			"not_after", c.pair.Leaf.NotAfter)
+// get returns what is in use, the files read again first. Changed files
+// that do not load are logged once, and what was in use stays; new
+// contents that load are logged too.
+func (f *followed[T]) get() T {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	seen := f.seen
+	if err := f.read(); err != nil {
+		f.log.Warn("a changed "+f.what+" could not be read; the one read before stays in use",
+			append([]any{"error", err}, f.describe(f.cur)...)...)
+	} else if f.seen != seen {
+		f.log.Info(f.what+" read again", append([]any{"files", strings.Join(f.paths, ", ")}, f.describe(f.cur)...)...)
 	}
-	return c.pair, nil
+	return f.cur
 }

@@ -3,6 +3,7 @@ package asynq
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/pem"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -87,20 +88,109 @@ func TestClientCertificateFollowsItsFiles(t *testing.T) {
 	}
 }
 
-// TestClientCertificateRefusedAtStart: files that cannot be loaded stop
-// the start with the variables' names.
-func TestClientCertificateRefusedAtStart(t *testing.T) {
+// TestCAFollowsItsFile: each new connection trusts the CA the file holds
+// now, so that a trust bundle updated on disk ahead of Redis's move to a
+// new CA is trusted without a restart; a change that does not load (a
+// half-written file) leaves the roots in use, logged once; and the
+// server's certificate is checked as Go checks it, for the server's name
+// and against those roots only.
+func TestCAFollowsItsFile(t *testing.T) {
+	dir := t.TempDir()
+	first, next := testenv.NewCA(t, dir, "first"), testenv.NewCA(t, dir, "next")
+	first.Server(t, "old")
+	next.Server(t, "new")
+	serving := func(name string) *tls.Config {
+		pair, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &tls.Config{Certificates: []tls.Certificate{pair}}
+	}
+	old, renewed := serving("old"), serving("new")
+	pemOf := func(ca *testenv.CA) []byte {
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
+	}
+	bundle := filepath.Join(dir, "bundle.pem")
+	write := func(b []byte) {
+		if err := os.WriteFile(bundle, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(pemOf(first))
+	var logs bytes.Buffer
+	tf := TLSFiles{CA: bundle, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	c, err := tf.config(&tls.Config{ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := func(server *tls.Config, want string) {
+		t.Helper()
+		if _, err := handshake(t, c, server); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("handshake: %v, want %q", err, want)
+		}
+	}
+	accepted := func(server *tls.Config, when string) {
+		t.Helper()
+		if _, err := handshake(t, c, server); err != nil {
+			t.Errorf("%s: %v", when, err)
+		}
+	}
+
+	accepted(old, "the server's certificate of the CA in the file")
+	refused(renewed, "certificate signed by unknown authority")
+	if logs.Len() != 0 {
+		t.Errorf("logged with the file unchanged:\n%s", &logs)
+	}
+
+	write(append(pemOf(first), pemOf(next)...)) // the bundle ahead of the move
+	accepted(renewed, "the next CA added to the file")
+	accepted(old, "the first CA still in the file")
+	if n := strings.Count(logs.String(), "Redis CA read again"); n != 1 {
+		t.Errorf("the change is logged %d times, want once:\n%s", n, &logs)
+	}
+
+	logs.Reset()
+	write([]byte("-----BEGIN CERTIFICATE-----\nMIIB")) // half written
+	accepted(renewed, "a half-written file, first connection")
+	accepted(old, "a half-written file, second connection")
+	if n := strings.Count(logs.String(), "could not be read"); n != 1 || !strings.Contains(logs.String(), "no PEM certificate") {
+		t.Errorf("two connections with a half-written file logged %d warnings, want one saying there is no PEM certificate:\n%s", n, &logs)
+	}
+
+	write(pemOf(next)) // the move done, the first CA dropped
+	accepted(renewed, "the next CA alone")
+	refused(old, "certificate signed by unknown authority")
+
+	// The name and the roots are still checked.
+	if c, err = tf.config(&tls.Config{ServerName: "redis.internal"}); err != nil {
+		t.Fatal(err)
+	}
+	refused(renewed, "wanted to match redis.internal")
+	if c, err = tf.config(&tls.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	refused(renewed, "no server name")
+}
+
+// TestTLSFilesRefusedAtStart: files that cannot be loaded stop the start
+// with the variables' names and the file's.
+func TestTLSFilesRefusedAtStart(t *testing.T) {
 	dir := t.TempDir()
 	ca := testenv.NewCA(t, dir, "ca")
 	ca.Client(t, "a", "a")
 	ca.Client(t, "b", "b")
-	for _, tf := range []TLSFiles{
-		{Cert: filepath.Join(dir, "a.crt"), Key: filepath.Join(dir, "missing.key")},
-		{Cert: filepath.Join(dir, "a.crt"), Key: filepath.Join(dir, "b.key")},
-		{Cert: ca.Path + ".nope", Key: filepath.Join(dir, "a.key")},
+	for _, tc := range []struct {
+		tf   TLSFiles
+		want string
+	}{
+		{TLSFiles{Cert: filepath.Join(dir, "a.crt"), Key: filepath.Join(dir, "missing.key")}, "REDIS_TLS_CERT, REDIS_TLS_KEY: open " + filepath.Join(dir, "missing.key")},
+		{TLSFiles{Cert: filepath.Join(dir, "a.crt"), Key: filepath.Join(dir, "b.key")}, "REDIS_TLS_CERT, REDIS_TLS_KEY: " + filepath.Join(dir, "a.crt")},
+		{TLSFiles{Cert: ca.Path + ".nope", Key: filepath.Join(dir, "a.key")}, "REDIS_TLS_CERT, REDIS_TLS_KEY: open " + ca.Path + ".nope"},
+		{TLSFiles{CA: ca.Path + ".nope"}, "REDIS_TLS_CA: open " + ca.Path + ".nope"},
+		{TLSFiles{CA: filepath.Join(dir, "a.key")}, "REDIS_TLS_CA: " + filepath.Join(dir, "a.key") + ": no PEM certificate"},
 	} {
-		if _, err := tf.config(&tls.Config{}); err == nil || !strings.HasPrefix(err.Error(), "REDIS_TLS_CERT, REDIS_TLS_KEY: ") {
-			t.Errorf("%+v: %v, want an error naming REDIS_TLS_CERT and REDIS_TLS_KEY", tf, err)
+		if _, err := tc.tf.config(&tls.Config{}); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want an error starting %q", tc.tf, err, tc.want)
 		}
 	}
 }
@@ -109,6 +199,19 @@ func TestClientCertificateRefusedAtStart(t *testing.T) {
 // server's config on a loopback port, and returns the common name of the
 // certificate the client showed.
 func presented(t *testing.T, client, server *tls.Config) string {
+	t.Helper()
+	cn, err := handshake(t, client, server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cn
+}
+
+// handshake makes one TLS connection with client to a server with
+// server's config on a loopback port. It returns the common name of the
+// certificate the client showed (empty when none), and the client's
+// handshake error.
+func handshake(t *testing.T, client, server *tls.Config) (string, error) {
 	t.Helper()
 	l, err := tls.Listen("tcp", "127.0.0.1:0", server)
 	if err != nil {
@@ -128,12 +231,17 @@ func presented(t *testing.T, client, server *tls.Config) string {
 			got <- "handshake: " + err.Error()
 			return
 		}
-		got <- tc.ConnectionState().PeerCertificates[0].Subject.CommonName
+		cn := ""
+		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+			cn = certs[0].Subject.CommonName
+		}
+		got <- cn
 	}()
 	c, err := tls.Dial("tcp", l.Addr().String(), client)
 	if err != nil {
-		t.Fatal(err)
+		<-got
+		return "", err
 	}
 	defer c.Close()
-	return <-got
+	return <-got, nil
 }

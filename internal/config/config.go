@@ -75,7 +75,7 @@ type Config struct {
 var Vars = []struct{ Name, Default, Meaning string }{
 	{"REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for the queue and the results (BROKER_URL is an alias)"},
 	{"REDIS_WAIT_REPLICAS", "0", "replicas that must hold an enqueued task before the API answers 202 (1 with Sentinel: a failover loses no accepted task)"},
-	{"REDIS_TLS_CA", "", "with rediss://: a PEM file of the CA that signed Redis's certificate, trusted beside the system's"},
+	{"REDIS_TLS_CA", "", "with rediss://: a PEM file of the CA (or a bundle of CAs) that signed Redis's certificate, trusted beside the system's; read again at each new connection"},
 	{"REDIS_TLS_CERT", "", "with rediss://: a PEM file of the client certificate, for a Redis that asks for one (tls-auth-clients)"},
 	{"REDIS_TLS_KEY", "", "the key of REDIS_TLS_CERT, a PEM file"},
 	{"API_ADDR", ":5000", "where the API listens"},

@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"encoding/pem"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -62,46 +64,61 @@ func TestProcessesOverRedisTLS(t *testing.T) {
 	refusedBy(t, h, "certificate required", "", env[0], "REDIS_TLS_CA="+ca.Path)
 }
 
-// TestRedisClientCertificateRenewed: a client certificate renewed on disk
-// while the API and a worker run, as cert-manager or a rotated secret
-// renews it, is the one they show Redis when they connect again: once
-// Redis trusts only the new certificate's CA and drops every client,
-// both are back and an upload is detected, and each logs that it read the
-// certificate again.
-func TestRedisClientCertificateRenewed(t *testing.T) {
+// TestRedisCertificatesRenewed: Redis moved to a new CA while the API
+// and a worker run, as a rotation by cert-manager and trust-manager does
+// it: their trust bundle (REDIS_TLS_CA) gains the new CA, their client
+// certificate is renewed under it, and Redis takes a certificate of the
+// new CA, trusts only the new CA for clients and drops every client. Both
+// are back without a restart and an upload is detected, and each logs
+// that it read the bundle and the certificate again.
+func TestRedisCertificatesRenewed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs redis-server, the API and a worker as processes")
 	}
 	h := newHarness(t, options{})
 	dir := t.TempDir()
-	_, rc, env := startTLSRedis(t, dir)
+	ca, rc, env := startTLSRedis(t, dir)
 	api, worker := detectsOver(t, h, rc, append(slices.Clip(env), "LOG_LEVEL=info")...)
 
 	ctx := context.Background()
-	renewer := testenv.NewCA(t, dir, "ca2")
-	renewed := renewer.Renew(t, "client", "yoloserve renewed")
-	if err := rc.ConfigSet(ctx, "tls-ca-cert-file", renewer.Path).Err(); err != nil {
+	next := testenv.NewCA(t, dir, "next")
+	bundle, err := os.ReadFile(ca.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: next.Cert.Raw})...)
+	if err := os.WriteFile(ca.Path, bundle, 0o600); err != nil { // REDIS_TLS_CA
+		t.Fatal(err)
+	}
+	renewed := next.Renew(t, "client", "yoloserve renewed")
+	next.Server(t, "redis-next")
+	if err := rc.Do(ctx, "CONFIG", "SET", "tls-cert-file", filepath.Join(dir, "redis-next.crt"),
+		"tls-key-file", filepath.Join(dir, "redis-next.key"), "tls-ca-cert-file", next.Path).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := rc.ClientKillByFilter(ctx, "TYPE", "normal").Err(); err != nil { // all but rc's own
 		t.Fatal(err)
 	}
 	rc2 := redis.NewClient(&redis.Options{Addr: rc.Options().Addr, DB: 2, TLSConfig: &tls.Config{
-		RootCAs: rc.Options().TLSConfig.RootCAs, ServerName: "127.0.0.1", Certificates: []tls.Certificate{renewed}}})
+		RootCAs: next.Pool(), ServerName: "127.0.0.1", Certificates: []tls.Certificate{renewed}}})
 	defer rc2.Close()
 	if err := rc2.Ping(ctx).Err(); err != nil {
-		t.Fatalf("a client with the renewed certificate: %v", err)
+		t.Fatalf("a client of the new CA alone: %v", err)
 	}
 
 	awaitReady(t, "API", h.api.URL) // the worker's is the detection's
 	r := h.post(testenv.ReadImage(t, "bus.jpg"), "bus.jpg", nil, "?wait=60")
 	if r.status != http.StatusOK {
-		t.Fatalf("POST /predict?wait=60 after the renewal: %d %s", r.status, r.raw)
+		t.Fatalf("POST /predict?wait=60 after the move: %d %s", r.status, r.raw)
 	}
 	checkBusDetections(t, decodeResult(t, h.result(r.body["task_id"].(string))))
 	for name, p := range map[string]*testenv.Process{"API": api, "worker": worker} {
-		if out := p.Output(); !strings.Contains(out, "Redis client certificate read again") || !strings.Contains(out, "yoloserve renewed") {
+		out := p.Output()
+		if !strings.Contains(out, "Redis client certificate read again") || !strings.Contains(out, "yoloserve renewed") {
 			t.Errorf("the %s's log does not say it read the renewed certificate:\n%s", name, out)
+		}
+		if !strings.Contains(out, "Redis CA read again") {
+			t.Errorf("the %s's log does not say it read the CA bundle again:\n%s", name, out)
 		}
 	}
 }
