@@ -5,9 +5,11 @@ package asynq
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	neturl "net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -23,15 +25,21 @@ const (
 )
 
 // ConnOpt parses a Redis URL (redis://, rediss://, redis-socket://,
-// unix:// or redis-sentinel://host:port,host:port/master/db) into asynq's
-// connection options with the service's timeouts. A URL's user and
-// password authenticate as that Redis ACL user (redis://user:pw@host/0;
-// a password alone, as the default user). A sentinel URL's user and
-// password are the sentinels', and its query's username and password the
-// primary's, as go-redis reads them. A rediss:// URL's connections use
-// tf's files (the config checks that tf is empty for other URLs). It
-// returns an error saying what is wrong with the URL or a file.
+// unix://, redis-sentinel://host:port,host:port/master/db, or
+// rediss-sentinel:// for sentinels, primary and replicas over TLS) into
+// asynq's connection options with the service's timeouts. A URL's user
+// and password authenticate as that Redis ACL user
+// (redis://user:pw@host/0; a password alone, as the default user). A
+// sentinel URL's user and password are the sentinels', and its query's
+// username and password the primary's, as go-redis reads them. A
+// rediss:// or rediss-sentinel:// URL's connections use tf's files (the
+// config checks that tf is empty for other URLs). It returns an error
+// saying what is wrong with the URL or a file.
 func ConnOpt(url string, tf TLSFiles) (asynq.RedisConnOpt, error) {
+	url, sentinelTLS := strings.CutPrefix(url, "rediss-sentinel://")
+	if sentinelTLS {
+		url = "redis-sentinel://" + url
+	}
 	url = sentinelURL(url)
 	opt, err := asynq.ParseRedisURI(url)
 	if err != nil {
@@ -65,7 +73,14 @@ func ConnOpt(url string, tf TLSFiles) (asynq.RedisConnOpt, error) {
 		o.SentinelUsername = u.User.Username()
 		o.Username, o.Password = q.Get("username"), q.Get("password")
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = dialTimeout, readTimeout, writeTimeout
-		return o, nil
+		if !sentinelTLS {
+			return o, nil
+		}
+		t, err := tf.load(&tls.Config{MinVersion: tls.VersionTLS12})
+		if err != nil {
+			return nil, err
+		}
+		return failoverTLS{o, t.dialer(dialTimeout)}, nil
 	}
 	return opt, nil
 }

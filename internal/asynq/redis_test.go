@@ -94,4 +94,17 @@ func TestSentinelURL(t *testing.T) {
 	if _, err := ConnOpt("redis-sentinel://h1:26379", TLSFiles{}); err == nil {
 		t.Error("a sentinel URL without a master must be refused")
 	}
+
+	// rediss-sentinel:// is the same over TLS, with the files read at start.
+	opt, err = ConnOpt("rediss-sentinel://sen:pw1@h1:26379,h2:26379/mymaster/3?password=pw2", TLSFiles{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ft := opt.(failoverTLS)
+	if ft.MasterName != "mymaster" || ft.DB != 3 || len(ft.SentinelAddrs) != 2 || ft.SentinelPassword != "pw1" || ft.Password != "pw2" || ft.dial == nil {
+		t.Errorf("rediss-sentinel://: %+v, want the sentinel URL's options and a TLS dialer", ft)
+	}
+	if _, err := ConnOpt("rediss-sentinel://h1:26379/mymaster/0", TLSFiles{CA: filepath.Join(t.TempDir(), "none.pem")}); err == nil || !strings.HasPrefix(err.Error(), "REDIS_TLS_CA: ") {
+		t.Errorf("rediss-sentinel:// with a CA file that is not there: %v, want an error naming REDIS_TLS_CA", err)
+	}
 }

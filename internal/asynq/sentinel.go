@@ -1,8 +1,13 @@
 package asynq
 
 import (
+	"context"
+	"net"
 	"net/url"
 	"strings"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 )
 
 // sentinelURL rewrites the path form redis-sentinel://hosts/master/db,
@@ -27,4 +32,32 @@ func sentinelURL(raw string) string {
 	}
 	u.Path, u.RawQuery = "", q.Encode()
 	return u.String()
+}
+
+// failoverTLS is a sentinel URL's options over TLS (rediss-sentinel://):
+// the sentinels, the primary and the replicas are each dialled by dial,
+// which checks each one's certificate for its own address. asynq's
+// options carry one TLS config, with one server name for them all.
+type failoverTLS struct {
+	asynq.RedisFailoverClientOpt
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// MakeRedisClient returns a *redis.Client of the primary, as asynq's
+// RedisFailoverClientOpt does, with the TLS dialer.
+func (o failoverTLS) MakeRedisClient() any {
+	return redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName:       o.MasterName,
+		SentinelAddrs:    o.SentinelAddrs,
+		SentinelUsername: o.SentinelUsername,
+		SentinelPassword: o.SentinelPassword,
+		Username:         o.Username,
+		Password:         o.Password,
+		DB:               o.DB,
+		DialTimeout:      o.DialTimeout,
+		ReadTimeout:      o.ReadTimeout,
+		WriteTimeout:     o.WriteTimeout,
+		PoolSize:         o.PoolSize,
+		Dialer:           o.dial,
+	})
 }

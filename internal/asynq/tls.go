@@ -1,14 +1,17 @@
 package asynq
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
+	"time"
 )
 
 // TLSFiles are the PEM files of a rediss:// connection, each optional: a
@@ -33,33 +36,79 @@ type TLSFiles struct {
 }
 
 // config returns base (asynq's, which names the server) with the files
-// loaded into it. It returns an error naming the variable whose file
-// cannot be read or holds no certificate.
+// loaded into it. It returns load's errors.
 func (f TLSFiles) config(base *tls.Config) (*tls.Config, error) {
-	c := base.Clone()
+	t, err := f.load(base)
+	if err != nil {
+		return nil, err
+	}
+	return t.forServer(base.ServerName), nil
+}
+
+// load reads the files. It returns an error naming the variable whose
+// file cannot be read or holds no certificate.
+func (f TLSFiles) load(base *tls.Config) (*redisTLS, error) {
 	log := f.Logger
 	if log == nil {
 		log = slog.Default()
 	}
+	t := &redisTLS{base: base}
 	if f.CA != "" {
-		roots := &followed[*x509.CertPool]{what: "Redis CA", paths: []string{f.CA}, load: loadRoots, describe: describeRoots, log: log}
-		if err := roots.read(); err != nil {
+		t.roots = &followed[*x509.CertPool]{what: "Redis CA", paths: []string{f.CA}, load: loadRoots, describe: describeRoots, log: log}
+		if err := t.roots.read(); err != nil {
 			return nil, fmt.Errorf("REDIS_TLS_CA: %w", err)
 		}
+	}
+	if f.Cert != "" || f.Key != "" {
+		t.pair = &followed[*tls.Certificate]{what: "Redis client certificate", paths: []string{f.Cert, f.Key}, load: loadPair, describe: describePair, log: log}
+		if err := t.pair.read(); err != nil {
+			return nil, fmt.Errorf("REDIS_TLS_CERT, REDIS_TLS_KEY: %w", err)
+		}
+	}
+	return t, nil
+}
+
+// redisTLS is the TLS of the connections to Redis (and its sentinels):
+// base, with the roots and the client certificate its files hold, each
+// nil when not given.
+type redisTLS struct {
+	base  *tls.Config
+	roots *followed[*x509.CertPool]
+	pair  *followed[*tls.Certificate]
+}
+
+// forServer returns the TLS config of a connection to the server named
+// name (a host name or an address).
+func (t *redisTLS) forServer(name string) *tls.Config {
+	c := t.base.Clone()
+	c.ServerName = name
+	if t.roots != nil {
 		// Go verifies against RootCAs, which a handshake cannot change: the
 		// check below is Go's own (chain, name, key usage, validity), made
 		// against the roots the file holds now.
 		c.InsecureSkipVerify = true
-		c.VerifyConnection = verifyAgainst(roots, c.ServerName)
+		c.VerifyConnection = verifyAgainst(t.roots, name)
 	}
-	if f.Cert != "" || f.Key != "" {
-		pair := &followed[*tls.Certificate]{what: "Redis client certificate", paths: []string{f.Cert, f.Key}, load: loadPair, describe: describePair, log: log}
-		if err := pair.read(); err != nil {
-			return nil, fmt.Errorf("REDIS_TLS_CERT, REDIS_TLS_KEY: %w", err)
+	if t.pair != nil {
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return t.pair.get(), nil }
+	}
+	return c
+}
+
+// dialer returns a go-redis dialer that speaks TLS to each address under
+// the address's own host: a sentinel hands out the primary's address,
+// which changes at a failover, and its certificate is checked for it. A
+// dial gives up after timeout. It returns the dial's or the handshake's
+// error.
+func (t *redisTLS) dialer(timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
 		}
-		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return pair.get(), nil }
+		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: t.forServer(host)}
+		return d.DialContext(ctx, network, addr)
 	}
-	return c, nil
 }
 
 // verifyAgainst returns a tls.Config.VerifyConnection that verifies the

@@ -75,8 +75,8 @@ type Config struct {
 var Vars = []struct{ Name, Default, Meaning string }{
 	{"REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for the queue and the results (BROKER_URL is an alias)"},
 	{"REDIS_WAIT_REPLICAS", "0", "replicas that must hold an enqueued task before the API answers 202 (1 with Sentinel: a failover loses no accepted task)"},
-	{"REDIS_TLS_CA", "", "with rediss://: a PEM file of the CA (or a bundle of CAs) that signed Redis's certificate, trusted beside the system's; read again at each new connection"},
-	{"REDIS_TLS_CERT", "", "with rediss://: a PEM file of the client certificate, for a Redis that asks for one (tls-auth-clients)"},
+	{"REDIS_TLS_CA", "", "with rediss:// or rediss-sentinel://: a PEM file of the CA (or a bundle of CAs) that signed Redis's certificate, trusted beside the system's; read again at each new connection"},
+	{"REDIS_TLS_CERT", "", "with rediss:// or rediss-sentinel://: a PEM file of the client certificate, for a Redis that asks for one (tls-auth-clients)"},
 	{"REDIS_TLS_KEY", "", "the key of REDIS_TLS_CERT, a PEM file"},
 	{"API_ADDR", ":5000", "where the API listens"},
 	{"WORKER_ADDR", ":9091", "where a worker serves /healthz, /readyz, /metrics"},
@@ -258,23 +258,23 @@ func checkRedisURL(u string) (string, error) {
 		return "", fmt.Errorf("REDIS_URL is not a URL: %v", err)
 	}
 	switch pu.Scheme {
-	case "redis", "rediss", "unix", "redis-sentinel", "memory":
+	case "redis", "rediss", "unix", "redis-sentinel", "rediss-sentinel", "memory":
 	default:
-		return "", fmt.Errorf("REDIS_URL=%q: want redis://, rediss://, unix:// or redis-sentinel://", pu.Redacted())
+		return "", fmt.Errorf("REDIS_URL=%q: want redis://, rediss://, unix://, redis-sentinel:// or rediss-sentinel://", pu.Redacted())
 	}
 	return pu.Scheme, nil
 }
 
 // checkRedisTLS returns an error when the REDIS_TLS_ files are given
-// with a REDIS_URL of another scheme than rediss://, which they would not
-// apply to, or a certificate without its key or a key without its
-// certificate.
+// with a REDIS_URL of another scheme than rediss:// or
+// rediss-sentinel://, which they would not apply to, or a certificate
+// without its key or a key without its certificate.
 func checkRedisTLS(c Config, scheme string) error {
 	if c.RedisTLSCert == "" && c.RedisTLSKey == "" && c.RedisTLSCA == "" {
 		return nil
 	}
-	if scheme != "rediss" {
-		return fmt.Errorf("REDIS_TLS_CA, REDIS_TLS_CERT and REDIS_TLS_KEY apply to a rediss:// REDIS_URL, not %s://", scheme)
+	if scheme != "rediss" && scheme != "rediss-sentinel" {
+		return fmt.Errorf("REDIS_TLS_CA, REDIS_TLS_CERT and REDIS_TLS_KEY apply to a rediss:// or rediss-sentinel:// REDIS_URL, not %s://", scheme)
 	}
 	if (c.RedisTLSCert == "") != (c.RedisTLSKey == "") {
 		return fmt.Errorf("REDIS_TLS_CERT and REDIS_TLS_KEY go together: the client certificate and its key")

@@ -179,6 +179,7 @@ func TestRedactedHidesPasswords(t *testing.T) {
 	for u, want := range map[string]string{
 		"redis://app:s3cret@redis:6379/0":                               "redis://app:xxxxx@redis:6379/0",
 		"redis-sentinel://:s3cret@s1:26379/mymaster/0?password=s3cret2": "redis-sentinel://:xxxxx@s1:26379/mymaster/0?password=xxxxx",
+		"rediss-sentinel://:s3cret@s1:26379/mymaster/0?password=s3":     "rediss-sentinel://:xxxxx@s1:26379/mymaster/0?password=xxxxx",
 		"redis://redis:6379/0":                                          "redis://redis:6379/0",
 	} {
 		if got := (Config{RedisURL: u}).Redacted(); got != want {
@@ -188,12 +189,13 @@ func TestRedactedHidesPasswords(t *testing.T) {
 }
 
 // TestRedisTLSFilesNeedRediss: the REDIS_TLS_ files apply only to a
-// rediss:// URL, and the client certificate goes with its key; a
+// rediss:// or rediss-sentinel:// URL, and the client certificate goes with its key; a
 // configuration that breaks either is refused with the variables named,
 // where it would otherwise be ignored or fail at the first connection.
 func TestRedisTLSFilesNeedRediss(t *testing.T) {
 	for _, tc := range []map[string]string{
 		{"REDIS_URL": "redis://r:6379/0", "REDIS_TLS_CA": "ca.pem"},
+		{"REDIS_URL": "redis-sentinel://s1:26379/mymaster/0", "REDIS_TLS_CA": "ca.pem"},
 		{"REDIS_URL": "rediss://r:6379/0", "REDIS_TLS_CERT": "c.pem"},
 		{"REDIS_URL": "rediss://r:6379/0", "REDIS_TLS_KEY": "c.key"},
 	} {
@@ -201,8 +203,10 @@ func TestRedisTLSFilesNeedRediss(t *testing.T) {
 			t.Errorf("%v: error %v, want one naming the REDIS_TLS_ variables", tc, err)
 		}
 	}
-	c, err := Parse(env(map[string]string{"REDIS_URL": "rediss://r:6379/0", "REDIS_TLS_CA": "ca.pem", "REDIS_TLS_CERT": "c.pem", "REDIS_TLS_KEY": "c.key"}))
-	if err != nil || c.RedisTLSCA != "ca.pem" || c.RedisTLSCert != "c.pem" || c.RedisTLSKey != "c.key" {
-		t.Errorf("a rediss:// URL with all three files: %+v, %v", c, err)
+	for _, u := range []string{"rediss://r:6379/0", "rediss-sentinel://s1:26379,s2:26379/mymaster/0"} {
+		c, err := Parse(env(map[string]string{"REDIS_URL": u, "REDIS_TLS_CA": "ca.pem", "REDIS_TLS_CERT": "c.pem", "REDIS_TLS_KEY": "c.key"}))
+		if err != nil || c.RedisTLSCA != "ca.pem" || c.RedisTLSCert != "c.pem" || c.RedisTLSKey != "c.key" {
+			t.Errorf("%s with all three files: %+v, %v", u, c, err)
+		}
 	}
 }

@@ -123,6 +123,49 @@ func TestRedisCertificatesRenewed(t *testing.T) {
 	}
 }
 
+// TestProcessesOverSentinelTLS runs the API and a worker as processes on
+// a Sentinel set whose sentinels, primary and replica speak TLS only and
+// ask clients for a certificate
+// (REDIS_URL=rediss-sentinel://hosts/master/db with the REDIS_TLS_
+// files): an upload is detected; once the primary is killed and Sentinel
+// has promoted the replica, at another address, both are back over TLS to
+// it and an upload is detected again. An API that trusts another CA says
+// at start why the sentinels refuse it.
+func TestProcessesOverSentinelTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts five Redis processes, the API and a worker, and waits for a failover")
+	}
+	h := newHarness(t, options{})
+	dir := t.TempDir()
+	ca := testenv.NewCA(t, dir, "ca")
+	s := startSentinels(t, ca)
+	ca.Client(t, "client", "yoloserve")
+	rc := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "mymaster", SentinelAddrs: s.sentinels, SentinelPassword: sentinelPassword,
+		Password: dataPassword, DB: 2, TLSConfig: s.tls})
+	defer rc.Close()
+	env := []string{"REDIS_URL=rediss-sentinel://:" + sentinelPassword + "@" + strings.Join(s.sentinels, ",") + "/mymaster/2?password=" + dataPassword,
+		"REDIS_TLS_CA=" + ca.Path, "REDIS_TLS_CERT=" + filepath.Join(dir, "client.crt"), "REDIS_TLS_KEY=" + filepath.Join(dir, "client.key")}
+	detectsOver(t, h, rc, env...)
+
+	s.primary.Process.Kill()
+	sc := redis.NewSentinelClient(&redis.Options{Addr: s.sentinels[0], Password: sentinelPassword, TLSConfig: s.tls})
+	defer sc.Close()
+	promoted := "127.0.0.1:" + strconv.Itoa(s.replicaPort)
+	testenv.Eventually(t, 30*time.Second, "Sentinel never promoted the replica", func() bool {
+		addr, err := sc.GetMasterAddrByName(context.Background(), "mymaster").Result()
+		return err == nil && strings.Join(addr, ":") == promoted
+	})
+	awaitReady(t, "API", h.api.URL)
+	r := h.post(testenv.ReadImage(t, "bus.jpg"), "bus.jpg", nil, "?wait=60")
+	if r.status != http.StatusOK {
+		t.Fatalf("POST /predict?wait=60 after the failover: %d %s", r.status, r.raw)
+	}
+	checkBusDetections(t, decodeResult(t, h.result(r.body["task_id"].(string))))
+
+	other := testenv.NewCA(t, dir, "other")
+	refusedBy(t, h, "certificate signed by unknown authority", dataPassword, append(slices.Clip(env), "REDIS_TLS_CA="+other.Path)...)
+}
+
 // startTLSRedis starts a redis-server that speaks TLS only, with a
 // certificate of a CA it makes in dir, and that asks clients for a
 // certificate of that CA. It returns the CA, a client of database 2, and

@@ -2,12 +2,12 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -98,9 +98,10 @@ const dataPassword, sentinelPassword = "data-pw", "sentinel-pw"
 // primary and replica ask for dataPassword, the sentinels for
 // sentinelPassword.
 type sentinelSet struct {
-	primary, replica *exec.Cmd
-	primaryPort      int
-	sentinels        []string
+	primary, replica         *exec.Cmd
+	primaryPort, replicaPort int
+	sentinels                []string
+	tls                      *tls.Config // the clients', when all five speak TLS only
 }
 
 func startRedisProc(t *testing.T, name string, args ...string) *exec.Cmd {
@@ -114,19 +115,42 @@ func startRedisProc(t *testing.T, name string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-func startSentinels(t *testing.T) *sentinelSet {
+// startSentinels starts a sentinelSet. With ca, all five speak TLS only,
+// with certificates of ca for 127.0.0.1, ask their clients for one of ca
+// (each other too), and the set's tls is a client's config with one.
+func startSentinels(t *testing.T, ca *testenv.CA) *sentinelSet {
 	t.Helper()
 	if _, err := exec.LookPath("redis-sentinel"); err != nil {
 		t.Fatal("the failover test needs redis-sentinel (apt-get install redis-sentinel)")
 	}
 	dir := t.TempDir()
-	s := &sentinelSet{primaryPort: testenv.FreePort(t)}
-	rport := testenv.FreePort(t)
-	auth := []string{"--requirepass", dataPassword, "--masterauth", dataPassword}
-	s.primary = startRedisProc(t, "redis-server", append([]string{"--port", strconv.Itoa(s.primaryPort), "--bind", "127.0.0.1", "--save", "", "--dir", dir}, auth...)...)
-	s.replica = startRedisProc(t, "redis-server", append([]string{"--port", strconv.Itoa(rport), "--bind", "127.0.0.1", "--save", "", "--dir", dir,
-		"--replicaof", "127.0.0.1", strconv.Itoa(s.primaryPort)}, auth...)...)
-	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", rport), Password: dataPassword})
+	s := &sentinelSet{primaryPort: testenv.FreePort(t), replicaPort: testenv.FreePort(t)}
+	listen := func(port int) string { return fmt.Sprintf("port %d\n", port) }
+	if ca != nil {
+		ca.Server(t, "redis")
+		client := ca.Client(t, "peer", "redis peer")
+		s.tls = &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1", Certificates: []tls.Certificate{client}}
+		certs := filepath.Dir(ca.Path)
+		listen = func(port int) string {
+			return fmt.Sprintf("port 0\ntls-port %d\ntls-replication yes\ntls-ca-cert-file %s\n", port, ca.Path) +
+				fmt.Sprintf("tls-cert-file %s\ntls-key-file %s\n", filepath.Join(certs, "redis.crt"), filepath.Join(certs, "redis.key")) +
+				fmt.Sprintf("tls-client-cert-file %s\ntls-client-key-file %s\n", filepath.Join(certs, "peer.crt"), filepath.Join(certs, "peer.key"))
+		}
+	}
+	start := func(name, conf string) *exec.Cmd {
+		file := filepath.Join(dir, name+".conf")
+		if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(name, "sentinel") {
+			return startRedisProc(t, "redis-sentinel", file)
+		}
+		return startRedisProc(t, "redis-server", file)
+	}
+	data := fmt.Sprintf("bind 127.0.0.1\nsave \"\"\ndir %s\nrequirepass %s\nmasterauth %s\n", dir, dataPassword, dataPassword)
+	s.primary = start("primary", listen(s.primaryPort)+data)
+	s.replica = start("replica", listen(s.replicaPort)+data+fmt.Sprintf("replicaof 127.0.0.1 %d\n", s.primaryPort))
+	rc := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", s.replicaPort), Password: dataPassword, TLSConfig: s.tls})
 	defer rc.Close()
 	testenv.Eventually(t, 20*time.Second, "replica never synced", func() bool {
 		info, _ := rc.Info(context.Background(), "replication").Result()
@@ -134,21 +158,18 @@ func startSentinels(t *testing.T) *sentinelSet {
 	})
 	for i := 0; i < 3; i++ {
 		port := testenv.FreePort(t)
-		conf := filepath.Join(dir, fmt.Sprintf("sentinel-%d.conf", i))
-		os.WriteFile(conf, []byte(fmt.Sprintf(`port %d
-bind 127.0.0.1
+		start(fmt.Sprintf("sentinel-%d", i), listen(port)+fmt.Sprintf(`bind 127.0.0.1
 requirepass %s
 sentinel monitor mymaster 127.0.0.1 %d 2
 sentinel auth-pass mymaster %s
 sentinel down-after-milliseconds mymaster 1000
 sentinel failover-timeout mymaster 5000
 sentinel parallel-syncs mymaster 1
-`, port, sentinelPassword, s.primaryPort, dataPassword)), 0o644)
-		startRedisProc(t, "redis-sentinel", conf)
+`, sentinelPassword, s.primaryPort, dataPassword))
 		s.sentinels = append(s.sentinels, fmt.Sprintf("127.0.0.1:%d", port))
 	}
 	for _, addr := range s.sentinels {
-		sc := redis.NewSentinelClient(&redis.Options{Addr: addr, Password: sentinelPassword})
+		sc := redis.NewSentinelClient(&redis.Options{Addr: addr, Password: sentinelPassword, TLSConfig: s.tls})
 		testenv.Eventually(t, 20*time.Second, "sentinel never saw the replica", func() bool {
 			reps, err := sc.Replicas(context.Background(), "mymaster").Result()
 			return err == nil && len(reps) == 1
@@ -167,7 +188,7 @@ func TestSentinelFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts five Redis processes and waits for a failover")
 	}
-	s := startSentinels(t)
+	s := startSentinels(t, nil)
 	url := "redis-sentinel://:" + sentinelPassword + "@" + strings.Join(s.sentinels, ",") + "/mymaster/0?password=" + dataPassword
 	rdb, err := asynq.NewClient(url, asynq.TLSFiles{})
 	if err != nil {
