@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -31,7 +32,9 @@ type manifests struct {
 	pdbs        map[string]*policyv1.PodDisruptionBudget
 	hpas        map[string]*autoscalingv2.HorizontalPodAutoscaler
 	statefuls   map[string]*appsv1.StatefulSet
+	secrets     map[string]*corev1.Secret
 	scaled      map[string]map[string]any // KEDA ScaledObjects (CRD), as data
+	triggerAuth map[string]map[string]any // KEDA TriggerAuthentications (CRD), as data
 	podMonitors map[string]*monitoringv1.PodMonitor
 	rules       map[string]*monitoringv1.PrometheusRule
 }
@@ -48,7 +51,7 @@ func build(t *testing.T, dir string) *manifests {
 	m := &manifests{deployments: map[string]*appsv1.Deployment{}, services: map[string]*corev1.Service{},
 		configMaps: map[string]*corev1.ConfigMap{}, pdbs: map[string]*policyv1.PodDisruptionBudget{},
 		hpas: map[string]*autoscalingv2.HorizontalPodAutoscaler{}, statefuls: map[string]*appsv1.StatefulSet{},
-		scaled: map[string]map[string]any{}, podMonitors: map[string]*monitoringv1.PodMonitor{},
+		secrets: map[string]*corev1.Secret{}, scaled: map[string]map[string]any{}, triggerAuth: map[string]map[string]any{}, podMonitors: map[string]*monitoringv1.PodMonitor{},
 		rules: map[string]*monitoringv1.PrometheusRule{}}
 	for _, doc := range strings.Split(string(out), "\n---\n") {
 		js, err := yaml.YAMLToJSON([]byte(doc))
@@ -80,10 +83,12 @@ func build(t *testing.T, dir string) *manifests {
 			strictInto(t, js, m.podMonitors, name)
 		case "PrometheusRule":
 			strictInto(t, js, m.rules, name)
-		case "ScaledObject":
+		case "Secret":
+			strictInto(t, js, m.secrets, name)
+		case "ScaledObject", "TriggerAuthentication":
 			var v map[string]any
 			json.Unmarshal(js, &v)
-			m.scaled[name] = v
+			map[string]map[string]map[string]any{"ScaledObject": m.scaled, "TriggerAuthentication": m.triggerAuth}[head.Kind][name] = v
 		default:
 			t.Fatalf("unexpected kind %q in %s", head.Kind, dir)
 		}
@@ -268,6 +273,88 @@ func TestKubernetesGPU(t *testing.T) {
 	if api := m.deployments["yoloserve-api"].Spec.Template.Spec.Containers[0]; strings.Contains(api.Image, "cuda") {
 		t.Error("the API image must not change")
 	}
+}
+
+// TestKubernetesRedisTLS: the redis-tls component, on the CPU and the GPU
+// overlays, gives the API and the workers a configuration that parses
+// (a rediss:// REDIS_URL and the three REDIS_TLS_ files), with each file
+// a key of the Secret yoloserve-redis-tls mounted whole (a subPath mount
+// would never see the kubelet's updates, and the files are read again for
+// those) and readable by the pod's group only; and KEDA reads the queue
+// over TLS with the same Secret.
+func TestKubernetesRedisTLS(t *testing.T) {
+	for _, overlay := range []string{"k8s/overlays/cpu", "k8s/overlays/gpu"} {
+		m := build(t, userKustomization(t, overlay, "k8s/components/redis-tls"))
+		for _, name := range []string{"yoloserve-api", "yoloserve-worker"} {
+			pod := m.deployments[name].Spec.Template.Spec
+			c := pod.Containers[0]
+			cfg := m.config(t, c)
+			if !strings.HasPrefix(cfg.RedisURL, "rediss://") {
+				t.Errorf("%s %s: REDIS_URL %s, want rediss://", overlay, name, cfg.RedisURL)
+			}
+			for file, key := range map[string]string{cfg.RedisTLSCA: "ca.crt", cfg.RedisTLSCert: "tls.crt", cfg.RedisTLSKey: "tls.key"} {
+				if got := secretKeyAt(pod, c, file); got != "yoloserve-redis-tls/"+key {
+					t.Errorf("%s %s: %s is %q, want the key %s of the Secret yoloserve-redis-tls, mounted whole", overlay, name, file, got, key)
+				}
+			}
+			for _, v := range pod.Volumes {
+				if v.Secret == nil {
+					continue
+				}
+				if mode := v.Secret.DefaultMode; mode == nil || *mode&0o007 != 0 || pod.SecurityContext.FSGroup == nil {
+					t.Errorf("%s %s: the Secret %s is readable by others: want a defaultMode closed to them, and fsGroup set", overlay, name, v.Secret.SecretName)
+				}
+			}
+		}
+
+		// KEDA: the redis trigger's authentication turns TLS on and takes
+		// the CA, certificate and key from the same Secret.
+		var ref string
+		for _, tr := range m.scaled["yoloserve-worker"]["spec"].(map[string]any)["triggers"].([]any) {
+			if tr := tr.(map[string]any); tr["type"] == "redis" {
+				ref, _ = tr["authenticationRef"].(map[string]any)["name"].(string)
+			}
+		}
+		ta := m.triggerAuth[ref]
+		if ta == nil {
+			t.Fatalf("%s: the redis trigger's authentication %q is not in the build (%v)", overlay, ref, keys(m.triggerAuth))
+		}
+		params := map[string]string{}
+		for _, r := range ta["spec"].(map[string]any)["secretTargetRef"].([]any) {
+			r := r.(map[string]any)
+			sec, key := r["name"].(string), r["key"].(string)
+			params[r["parameter"].(string)] = sec + "/" + key
+			if s := m.secrets[sec]; s != nil {
+				params[r["parameter"].(string)] = string(s.Data[key])
+			}
+		}
+		want := map[string]string{"tls": "enable", "ca": "yoloserve-redis-tls/ca.crt", "cert": "yoloserve-redis-tls/tls.crt", "key": "yoloserve-redis-tls/tls.key"}
+		if diff := cmp.Diff(want, params); diff != "" {
+			t.Errorf("%s: KEDA's TLS parameters (-want +got):\n%s", overlay, diff)
+		}
+	}
+}
+
+// secretKeyAt returns "secret/key" for the file at path in container c of
+// pod, when a Secret volume mounted whole (no subPath) holds it, or where
+// it is otherwise.
+func secretKeyAt(pod corev1.PodSpec, c corev1.Container, path string) string {
+	for _, vm := range c.VolumeMounts {
+		key, ok := strings.CutPrefix(path, vm.MountPath+"/")
+		if !ok {
+			continue
+		}
+		if vm.SubPath != "" || !vm.ReadOnly {
+			return "a subPath or writable mount of " + vm.Name
+		}
+		for _, v := range pod.Volumes {
+			if v.Name == vm.Name && v.Secret != nil {
+				return v.Secret.SecretName + "/" + key
+			}
+		}
+		return "volume " + vm.Name
+	}
+	return "no volume"
 }
 
 func TestKubernetesRedisExample(t *testing.T) {

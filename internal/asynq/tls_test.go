@@ -172,6 +172,74 @@ func TestCAFollowsItsFile(t *testing.T) {
 	refused(renewed, "no server name")
 }
 
+// TestFilesFollowedThroughSecretVolume: the files of a Kubernetes Secret
+// mounted whole are links through ..data to a folder of the version, and
+// the kubelet updates them by swapping that link; the next connection
+// uses the new version's CA and certificate.
+func TestFilesFollowedThroughSecretVolume(t *testing.T) {
+	certs, vol := t.TempDir(), t.TempDir()
+	first, next := testenv.NewCA(t, certs, "first"), testenv.NewCA(t, certs, "next")
+	next.Server(t, "server")
+	server, err := tls.LoadX509KeyPair(filepath.Join(certs, "server.crt"), filepath.Join(certs, "server.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join(certs, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	// publish writes a version of the Secret and points ..data at it, as
+	// the kubelet's atomic writer does.
+	publish := func(version string, files map[string][]byte) {
+		dir := filepath.Join(vol, version)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for name, b := range files {
+			if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			os.Symlink(filepath.Join("..data", name), filepath.Join(vol, name)) // exists after the first version
+		}
+		if err := os.Symlink(version, filepath.Join(vol, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(vol, "..data_tmp"), filepath.Join(vol, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first.Client(t, "old", "old")
+	publish("..v1", map[string][]byte{"ca.crt": read("first.crt"), "tls.crt": read("old.crt"), "tls.key": read("old.key")})
+	var logs bytes.Buffer
+	tf := TLSFiles{CA: filepath.Join(vol, "ca.crt"), Cert: filepath.Join(vol, "tls.crt"), Key: filepath.Join(vol, "tls.key"),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	c, err := tf.config(&tls.Config{ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &tls.Config{Certificates: []tls.Certificate{server}, ClientAuth: tls.RequireAnyClientCert}
+	if _, err := handshake(t, c, srv); err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		t.Fatalf("a server of the next CA before the update: %v, want it refused", err)
+	}
+
+	next.Client(t, "new", "new")
+	publish("..v2", map[string][]byte{"ca.crt": append(read("first.crt"), read("next.crt")...), "tls.crt": read("new.crt"), "tls.key": read("new.key")})
+	if err := os.RemoveAll(filepath.Join(vol, "..v1")); err != nil {
+		t.Fatal(err)
+	}
+	if cn, err := handshake(t, c, srv); err != nil || cn != "new" {
+		t.Errorf("after the update: showed %q, %v; want the new certificate, and the next CA trusted", cn, err)
+	}
+	for _, want := range []string{"Redis CA read again", "Redis client certificate read again"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the log does not say %q:\n%s", want, &logs)
+		}
+	}
+}
+
 // TestTLSFilesRefusedAtStart: files that cannot be loaded stop the start
 // with the variables' names and the file's.
 func TestTLSFilesRefusedAtStart(t *testing.T) {
