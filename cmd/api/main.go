@@ -39,7 +39,8 @@ func run() error {
 	}
 	log := cfg.Logger()
 	asynq.RouteRedisLogs(log)
-	rdb, err := asynq.NewClient(cfg.RedisURL, asynq.TLSFiles{CA: cfg.RedisTLSCA, Cert: cfg.RedisTLSCert, Key: cfg.RedisTLSKey, Logger: log})
+	tlsExpiry := &asynq.TLSExpiry{}
+	rdb, err := asynq.NewClient(cfg.RedisURL, asynq.TLSFiles{CA: cfg.RedisTLSCA, Cert: cfg.RedisTLSCert, Key: cfg.RedisTLSKey, Logger: log, Expiry: tlsExpiry})
 	if err != nil {
 		return err
 	}
@@ -55,7 +56,7 @@ func run() error {
 	})
 	defer queue.Close()
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), tlsExpiry,
 		asynq.NewDepthCollector(rdb, cfg.Queue))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

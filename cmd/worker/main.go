@@ -74,7 +74,8 @@ func run() error {
 		"dynamic_batch", det.Model().DynamicBatch, "batch_max", dc.BatchMax,
 		"concurrency", dc.Concurrency, "prefetch", cfg.Prefetch, "ort_telemetry", cfg.ORTTelemetry, "ort_sessions", dc.Sessions, "ort_threads", dc.Threads, "ort_solo_threads", dc.SoloThreads, "jpeg", jpeg.Name(), "png", png.Name())
 
-	rdb, err := asynq.NewClient(cfg.RedisURL, asynq.TLSFiles{CA: cfg.RedisTLSCA, Cert: cfg.RedisTLSCert, Key: cfg.RedisTLSKey, Logger: log})
+	tlsExpiry := &asynq.TLSExpiry{}
+	rdb, err := asynq.NewClient(cfg.RedisURL, asynq.TLSFiles{CA: cfg.RedisTLSCA, Cert: cfg.RedisTLSCert, Key: cfg.RedisTLSKey, Logger: log, Expiry: tlsExpiry})
 	if err != nil {
 		return err
 	}
@@ -85,7 +86,7 @@ func run() error {
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), tlsExpiry,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "yoloserve_worker_solo_runs_total", Help: "Images that ran alone on the solo session, with every core.",
 		}, func() float64 { return float64(det.SoloRuns()) }),

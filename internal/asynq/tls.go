@@ -33,6 +33,9 @@ type TLSFiles struct {
 	// Logger says when a file is read again, and when a changed one cannot
 	// be. Nil means slog.Default().
 	Logger *slog.Logger
+
+	// Expiry, when not nil, reports when the client certificate expires.
+	Expiry *TLSExpiry
 }
 
 // config returns base (asynq's, which names the server) with the files
@@ -64,6 +67,7 @@ func (f TLSFiles) load(base *tls.Config) (*redisTLS, error) {
 		if err := t.pair.read(); err != nil {
 			return nil, fmt.Errorf("REDIS_TLS_CERT, REDIS_TLS_KEY: %w", err)
 		}
+		f.Expiry.follow(t.pair)
 	}
 	return t, nil
 }

@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/pem"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"yoloserve/internal/testenv"
 )
@@ -238,6 +243,73 @@ func TestFilesFollowedThroughSecretVolume(t *testing.T) {
 			t.Errorf("the log does not say %q:\n%s", want, &logs)
 		}
 	}
+}
+
+// TestTLSExpiry: the processes' /metrics say when the client certificate
+// for Redis became valid and when it expires: from the start, then, once it is renewed on disk,
+// the renewed one's date before any new connection (pooled connections
+// can last for days, and a stale date would raise a false alert), and
+// still the one in use when a changed file does not load.
+func TestTLSExpiry(t *testing.T) {
+	dir := t.TempDir()
+	ca := testenv.NewCA(t, dir, "ca")
+	now := time.Now().Truncate(time.Second) // certificates keep whole seconds
+	ca.Until = now.Add(40 * time.Minute)
+	ca.Client(t, "client", "first")
+	e := &TLSExpiry{}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(e)
+	if got := gathered(t, reg); len(got) != 0 {
+		t.Errorf("before a client certificate: %v, want nothing", got)
+	}
+	tf := TLSFiles{Cert: filepath.Join(dir, "client.crt"), Key: filepath.Join(dir, "client.key"), Expiry: e,
+		Logger: slog.New(slog.DiscardHandler)}
+	if _, err := tf.config(&tls.Config{ServerName: "127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	from := float64(ca.Cert.NotBefore.Unix()) // the CA's, as its certificates'
+	for _, step := range []struct {
+		what  string
+		do    func()
+		until time.Time
+	}{
+		{"at start", func() {}, now.Add(40 * time.Minute)},
+		{"renewed on disk", func() { ca.Until = now.Add(50 * time.Minute); ca.Renew(t, "client", "renewed") }, now.Add(50 * time.Minute)},
+		{"a changed key that does not load", func() {
+			if err := os.WriteFile(filepath.Join(dir, "client.key"), []byte("half"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, now.Add(50 * time.Minute)},
+	} {
+		step.do()
+		want := map[string]float64{
+			"yoloserve_redis_tls_client_not_before_timestamp_seconds": from,
+			"yoloserve_redis_tls_client_not_after_timestamp_seconds":  float64(step.until.Unix()),
+		}
+		if diff := cmp.Diff(want, gathered(t, reg)); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", step.what, diff)
+		}
+	}
+}
+
+// gathered returns the gauges reg gathers, by name and labels.
+func gathered(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += fmt.Sprintf("{%s=%q}", l.GetName(), l.GetValue())
+			}
+			out[name] = m.GetGauge().GetValue()
+		}
+	}
+	return out
 }
 
 // TestTLSFilesRefusedAtStart: files that cannot be loaded stop the start

@@ -110,9 +110,10 @@ func TestWorkerThreadsRunAsBatch(t *testing.T) {
 
 // TestAlertsAndDashboard: every rule of deploy/prometheus/alerts.yml
 // parses as PromQL, says how severe it is and what happened, and names
-// only metrics that the API and worker processes export, as does every
-// query of the Grafana dashboard deploy/grafana/yoloserve.json: a
-// misspelt metric would make an alert that never fires, or an empty graph.
+// only metrics that the API and worker processes export (those of a TLS
+// client certificate, on processes over a TLS Redis), as does every query
+// of the Grafana dashboard deploy/grafana/yoloserve.json: a misspelt
+// metric would make an alert that never fires, or an empty graph.
 func TestAlertsAndDashboard(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "prometheus", "alerts.yml"))
 	if err != nil {
@@ -160,6 +161,12 @@ func TestAlertsAndDashboard(t *testing.T) {
 		return !math.IsNaN(metric(t, apiURL, "yoloserve_redis_memory_limit_bytes"))
 	})
 	for _, url := range []string{apiURL, workerHealth} {
+		exported.WriteString(getText(t, url+"/metrics"))
+	}
+	// The TLS client certificate's gauges, on processes that have one.
+	_, rc, env := startTLSRedis(t, t.TempDir())
+	_, _, tlsWorker := detectsOver(t, h, rc, env...)
+	for _, url := range []string{h.api.URL, tlsWorker} {
 		exported.WriteString(getText(t, url+"/metrics"))
 	}
 

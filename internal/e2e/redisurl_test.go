@@ -69,8 +69,9 @@ func TestProcessesOverRedisTLS(t *testing.T) {
 // it: their trust bundle (REDIS_TLS_CA) gains the new CA, their client
 // certificate is renewed under it, and Redis takes a certificate of the
 // new CA, trusts only the new CA for clients and drops every client. Both
-// are back without a restart and an upload is detected, and each logs
-// that it read the bundle and the certificate again.
+// are back without a restart and an upload is detected, each logs that
+// it read the bundle and the certificate again, and each one's /metrics
+// says when the renewed certificate expires.
 func TestRedisCertificatesRenewed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs redis-server, the API and a worker as processes")
@@ -78,10 +79,17 @@ func TestRedisCertificatesRenewed(t *testing.T) {
 	h := newHarness(t, options{})
 	dir := t.TempDir()
 	ca, rc, env := startTLSRedis(t, dir)
-	api, worker := detectsOver(t, h, rc, append(slices.Clip(env), "LOG_LEVEL=info")...)
+	api, worker, workerURL := detectsOver(t, h, rc, append(slices.Clip(env), "LOG_LEVEL=info")...)
+	const notAfter = "yoloserve_redis_tls_client_not_after_timestamp_seconds"
+	for _, url := range []string{h.api.URL, workerURL} {
+		if got, want := metric(t, url, notAfter), float64(ca.Cert.NotAfter.Unix()); got != want {
+			t.Errorf("%s/metrics: %s %v, want the certificate's end %v", url, notAfter, got, want)
+		}
+	}
 
 	ctx := context.Background()
 	next := testenv.NewCA(t, dir, "next")
+	next.Until = time.Now().Add(50 * time.Minute) // before the first's end, an hour ahead
 	bundle, err := os.ReadFile(ca.Path)
 	if err != nil {
 		t.Fatal(err)
@@ -119,6 +127,11 @@ func TestRedisCertificatesRenewed(t *testing.T) {
 		}
 		if !strings.Contains(out, "Redis CA read again") {
 			t.Errorf("the %s's log does not say it read the CA bundle again:\n%s", name, out)
+		}
+	}
+	for _, url := range []string{h.api.URL, workerURL} {
+		if got, want := metric(t, url, notAfter), float64(renewed.Leaf.NotAfter.Unix()); got != want {
+			t.Errorf("%s/metrics after the renewal: %s %v, want the renewed certificate's end %v", url, notAfter, got, want)
 		}
 	}
 }
@@ -192,14 +205,15 @@ func startTLSRedis(t *testing.T, dir string) (*testenv.CA, *redis.Client, []stri
 // and what it needs) on the Redis rc reaches, on the database the URL
 // names, and checks that an upload is detected, that /models shows the
 // worker and that the task's hash is in rc's database. It returns the API
-// and the worker, which run until the test ends.
-func detectsOver(t *testing.T, h *harness, rc *redis.Client, env ...string) (api, worker *testenv.Process) {
+// and the worker, which run until the test ends, and the worker's health
+// URL; h.api.URL is the API's from then on.
+func detectsOver(t *testing.T, h *harness, rc *redis.Client, env ...string) (api, worker *testenv.Process, workerURL string) {
 	t.Helper()
 	ctx := context.Background()
 	testenv.Eventually(t, 10*time.Second, "redis-server never answered", func() bool { return rc.Ping(ctx).Err() == nil })
 	apiEnv, apiURL := h.apiEnv(t, env...) // later entries win
 	api = testenv.Start(t, "api", apiEnv...)
-	worker, _ = startReadyWorker(t, h.workerEnv(t, env...))
+	worker, workerURL = startReadyWorker(t, h.workerEnv(t, env...))
 	h.api.URL = apiURL
 	awaitReady(t, "API", apiURL)
 
@@ -215,7 +229,7 @@ func detectsOver(t *testing.T, h *harness, rc *redis.Client, env ...string) (api
 	if n, err := rc.Exists(ctx, "asynq:{detect}:t:"+id).Result(); err != nil || n != 1 {
 		t.Errorf("task %s in database %d: %d keys, %v; want its hash there", id, rc.Options().DB, n, err)
 	}
-	return api, worker
+	return api, worker, workerURL
 }
 
 // refusedBy starts an API process with env, which Redis refuses, and

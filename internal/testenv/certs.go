@@ -21,8 +21,11 @@ import (
 type CA struct {
 	Cert *x509.Certificate
 	Path string
-	key  *ecdsa.PrivateKey
-	dir  string
+	// Until, when not zero, ends the validity of the certificates the CA
+	// signs from then on; else they end with the CA's.
+	Until time.Time
+	key   *ecdsa.PrivateKey
+	dir   string
 }
 
 // NewCA makes a CA named name, valid from an hour ago to an hour ahead,
@@ -86,12 +89,15 @@ func (ca *CA) Renew(tb testing.TB, name, cn string) tls.Certificate {
 	return pair
 }
 
-// issue completes tmpl (serial, validity as the CA's, key usage), signs it
-// and writes it.
+// issue completes tmpl (serial, validity as the CA's or until ca.Until,
+// key usage), signs it and writes it.
 func (ca *CA) issue(tb testing.TB, name string, tmpl *x509.Certificate) {
 	tb.Helper()
 	tmpl.SerialNumber = serial(tb)
 	tmpl.NotBefore, tmpl.NotAfter = ca.Cert.NotBefore, ca.Cert.NotAfter
+	if !ca.Until.IsZero() {
+		tmpl.NotAfter = ca.Until
+	}
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	writeCert(tb, ca.dir, name, tmpl, ca.Cert, ca.key)
 }
