@@ -335,6 +335,50 @@ func TestKubernetesRedisTLS(t *testing.T) {
 	}
 }
 
+// TestKubernetesRedisPassword: the redis-password component, alone and
+// with redis-tls, gives the API and the workers REDIS_PASSWORD from the
+// Secret yoloserve-redis, and KEDA's redis trigger reads the same
+// variable of the workers' pods, so that a Redis that asks for a password
+// is still counted (a trigger without it fails, and KEDA holds its
+// fallback replica count).
+func TestKubernetesRedisPassword(t *testing.T) {
+	for _, components := range [][]string{{"k8s/components/redis-password"}, {"k8s/components/redis-password", "k8s/components/redis-tls"}} {
+		m := build(t, userKustomization(t, "k8s/overlays/cpu", components...))
+		for _, name := range []string{"yoloserve-api", "yoloserve-worker"} {
+			c := m.deployments[name].Spec.Template.Spec.Containers[0]
+			if got := secretEnv(c, "REDIS_PASSWORD"); got != "yoloserve-redis/password" {
+				t.Errorf("%v %s: REDIS_PASSWORD from %q, want the key password of the Secret yoloserve-redis", components, name, got)
+			}
+			m.config(t, c) // the rest still parses
+		}
+		var meta map[string]any
+		var auth any
+		for _, tr := range m.scaled["yoloserve-worker"]["spec"].(map[string]any)["triggers"].([]any) {
+			if tr := tr.(map[string]any); tr["type"] == "redis" {
+				meta, auth = tr["metadata"].(map[string]any), tr["authenticationRef"]
+			}
+		}
+		env, _ := meta["passwordFromEnv"].(string)
+		if worker := m.deployments["yoloserve-worker"].Spec.Template.Spec.Containers[0]; env == "" || secretEnv(worker, env) != "yoloserve-redis/password" {
+			t.Errorf("%v: KEDA's redis trigger reads the password from %q, want a variable of the workers' pods from the Secret", components, env)
+		}
+		if tls := len(components) > 1; tls != (auth != nil) {
+			t.Errorf("%v: the trigger's TLS authentication %v; the password must not replace it, nor add one", components, auth)
+		}
+	}
+}
+
+// secretEnv returns "secret/key" for the variable name of c when it comes
+// from a Secret, else "".
+func secretEnv(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			return e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+		}
+	}
+	return ""
+}
+
 // secretKeyAt returns "secret/key" for the file at path in container c of
 // pod, when a Secret volume mounted whole (no subPath) holds it, or where
 // it is otherwise.

@@ -21,7 +21,7 @@ import (
 
 // Config is the whole configuration of the API and the worker.
 type Config struct {
-	RedisURL          string // REDIS_URL (alias BROKER_URL)
+	RedisURL          string // REDIS_URL (alias BROKER_URL), with REDIS_PASSWORD in it
 	RedisWaitReplicas int    // REDIS_WAIT_REPLICAS
 	RedisTLSCert      string // REDIS_TLS_CERT: the client's certificate for a rediss:// Redis
 	RedisTLSKey       string // REDIS_TLS_KEY: its key
@@ -74,6 +74,7 @@ type Config struct {
 // .env.example and the README.
 var Vars = []struct{ Name, Default, Meaning string }{
 	{"REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for the queue and the results (BROKER_URL is an alias)"},
+	{"REDIS_PASSWORD", "", "the password of Redis (with Sentinel, the primary's), in place of one in REDIS_URL, so that it can come from a secret"},
 	{"REDIS_WAIT_REPLICAS", "0", "replicas that must hold an enqueued task before the API answers 202 (1 with Sentinel: a failover loses no accepted task)"},
 	{"REDIS_TLS_CA", "", "with rediss:// or rediss-sentinel://: a PEM file of the CA (or a bundle of CAs) that signed Redis's certificate, trusted beside the system's; read again at each new connection"},
 	{"REDIS_TLS_CERT", "", "with rediss:// or rediss-sentinel://: a PEM file of the client certificate, for a Redis that asks for one (tls-auth-clients)"},
@@ -194,6 +195,11 @@ func Parse(getenv func(string) string) (Config, error) {
 	if err != nil {
 		return c, err
 	}
+	if pw := getenv("REDIS_PASSWORD"); pw != "" {
+		if c.RedisURL, err = withPassword(c.RedisURL, scheme, pw); err != nil {
+			return c, err
+		}
+	}
 	if err := checkRedisTLS(c, scheme); err != nil {
 		return c, err
 	}
@@ -263,6 +269,29 @@ func checkRedisURL(u string) (string, error) {
 		return "", fmt.Errorf("REDIS_URL=%q: want redis://, rediss://, unix://, redis-sentinel:// or rediss-sentinel://", pu.Redacted())
 	}
 	return pu.Scheme, nil
+}
+
+// withPassword returns the Redis URL u, of scheme, with pw as the
+// password of Redis: before the host, with the URL's user name if any,
+// or for a sentinel URL in its query, where go-redis reads the primary's
+// (the one before the hosts is the sentinels'). It returns an error for
+// the in-memory Redis, which has none.
+func withPassword(u, scheme, pw string) (string, error) {
+	pu, err := url.Parse(u) // checkRedisURL parsed it
+	if err != nil {
+		return "", err
+	}
+	switch scheme {
+	case "memory":
+		return "", errors.New("REDIS_PASSWORD: the in-memory Redis takes no password")
+	case "redis-sentinel", "rediss-sentinel":
+		q := pu.Query()
+		q.Set("password", pw)
+		pu.RawQuery = q.Encode()
+	default:
+		pu.User = url.UserPassword(pu.User.Username(), pw)
+	}
+	return pu.String(), nil
 }
 
 // checkRedisTLS returns an error when the REDIS_TLS_ files are given

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"encoding/json"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -72,7 +73,7 @@ func TestEveryVariableRead(t *testing.T) {
 		"MAX_UPLOAD_BYTES": "4096", "MAX_PIXELS": "1000", "MAX_INFLIGHT_UPLOADS": "3", "MAX_INFLIGHT_BYTES": "100000000", "MAX_QUEUE": "7", "UPLOAD_DISK_RESERVE": "0", "UPLOAD_FSYNC": "always",
 		"RESULT_TTL": "2h", "TASK_TIMEOUT": "10s", "TASK_RETRIES": "1", "UPLOAD_MAX_AGE": "3h", "QUEUE": "q",
 		"SHUTDOWN_TIMEOUT": "5s", "LOG_LEVEL": "debug", "LOG_FORMAT": "json", "CORS_ORIGINS": "https://app.example",
-		"REDIS_TLS_CA": "ca.pem", "REDIS_TLS_CERT": "client.pem", "REDIS_TLS_KEY": "client.key",
+		"REDIS_TLS_CA": "ca.pem", "REDIS_TLS_CERT": "client.pem", "REDIS_TLS_KEY": "client.key", "REDIS_PASSWORD": "s3cret",
 	}
 	// What a variable needs beside it to be valid; compared with the
 	// defaults all the same, so the variable's own value must show.
@@ -185,6 +186,49 @@ func TestRedactedHidesPasswords(t *testing.T) {
 		if got := (Config{RedisURL: u}).Redacted(); got != want {
 			t.Errorf("Redacted(%s) = %s, want %s", u, got, want)
 		}
+	}
+}
+
+// TestRedisPasswordFromItsVariable: REDIS_PASSWORD is the password Redis
+// is logged in with, in place of one in REDIS_URL, with the URL's user
+// name kept; with Sentinel it is the primary's, where go-redis reads it,
+// and the sentinels' stays. Any character goes, and the logs hide it.
+// The in-memory Redis, which has none, refuses it.
+func TestRedisPasswordFromItsVariable(t *testing.T) {
+	const pw = "p@ss:w/rd?#%"
+	for _, tc := range []struct{ url, user, primary, sentinels string }{
+		{"redis://r:6379/0", "", pw, ""},
+		{"redis://app:old@r:6379/0", "app", pw, ""},
+		{"rediss://app@r:6380/2", "app", pw, ""},
+		{"unix:///run/redis.sock?db=2", "", pw, ""},
+		{"redis-sentinel://:spw@s1:26379,s2:26379/mymaster/0?password=old", "", pw, "spw"},
+		{"rediss-sentinel://s1:26379/mymaster/0", "", pw, ""},
+	} {
+		c, err := Parse(env(map[string]string{"REDIS_URL": tc.url, "REDIS_PASSWORD": pw}))
+		if err != nil {
+			t.Errorf("%s: %v", tc.url, err)
+			continue
+		}
+		u, err := url.Parse(c.RedisURL)
+		if err != nil {
+			t.Errorf("%s: %s does not parse: %v", tc.url, c.RedisURL, err)
+			continue
+		}
+		got := [3]string{u.User.Username(), "", ""}
+		if strings.HasSuffix(u.Scheme, "-sentinel") {
+			got[1], got[2] = u.Query().Get("password"), func() string { p, _ := u.User.Password(); return p }()
+		} else {
+			got[1], _ = u.User.Password()
+		}
+		if want := [3]string{tc.user, tc.primary, tc.sentinels}; got != want {
+			t.Errorf("%s with REDIS_PASSWORD: user, password, sentinels' password = %q, want %q", tc.url, got, want)
+		}
+		if strings.Contains(c.Redacted(), "ss:w") || strings.Contains(c.Redacted(), url.QueryEscape(pw)) {
+			t.Errorf("%s: the logged URL %s shows the password", tc.url, c.Redacted())
+		}
+	}
+	if _, err := Parse(env(map[string]string{"REDIS_URL": "memory://", "REDIS_PASSWORD": pw})); err == nil || !strings.Contains(err.Error(), "REDIS_PASSWORD") {
+		t.Errorf("the in-memory Redis with a password: %v, want an error naming REDIS_PASSWORD", err)
 	}
 }
 

@@ -23,11 +23,12 @@ import (
 
 // TestProcessesOverRedisSocket runs the API and a worker as processes on
 // a Redis that listens on a Unix socket only, as where the three share a
-// host, and lets in only a named ACL user
-// (REDIS_URL=unix://user:password@/path?db=2): an upload is detected, the
+// host, and lets in only a named ACL user (REDIS_URL=unix://user@/path?db=2
+// with the password in REDIS_PASSWORD): an upload is detected, the
 // worker's model is announced, and the task lives in the database the URL
-// names. An API given a wrong password says at start what Redis answered,
-// and its log never shows the password.
+// names, and neither log shows the password. An API given a wrong
+// password (in the URL: unix://user:password@/path) says at start what
+// Redis answered, and its log never shows the password.
 func TestProcessesOverRedisSocket(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs redis-server, the API and a worker as processes")
@@ -39,7 +40,12 @@ func TestProcessesOverRedisSocket(t *testing.T) {
 		"--user", "yolo", "on", ">s3cret", "~*", "&*", "+@all", "--user", "default", "off")
 	rc := redis.NewClient(&redis.Options{Network: "unix", Addr: sock, DB: 2, Username: "yolo", Password: "s3cret"})
 	defer rc.Close()
-	detectsOver(t, h, rc, "REDIS_URL=unix://yolo:s3cret@"+sock+"?db=2")
+	api, worker, _ := detectsOver(t, h, rc, "REDIS_URL=unix://yolo@"+sock+"?db=2", "REDIS_PASSWORD=s3cret")
+	for _, p := range []*testenv.Process{api, worker} {
+		if out := p.Output(); strings.Contains(out, "s3cret") {
+			t.Errorf("a log shows REDIS_PASSWORD:\n%s", out)
+		}
+	}
 	refusedBy(t, h, "WRONGPASS", "n0tit", "REDIS_URL=unix://yolo:n0tit@"+sock+"?db=2")
 }
 
