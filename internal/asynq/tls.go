@@ -55,7 +55,7 @@ func (f TLSFiles) load(base *tls.Config) (*redisTLS, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	t := &redisTLS{base: base}
+	t := &redisTLS{base: base, log: log}
 	if f.CA != "" {
 		t.roots = &followed[*x509.CertPool]{what: "Redis CA", paths: []string{f.CA}, load: loadRoots, describe: describeRoots, log: log}
 		if err := t.roots.read(); err != nil {
@@ -79,6 +79,10 @@ type redisTLS struct {
 	base  *tls.Config
 	roots *followed[*x509.CertPool]
 	pair  *followed[*tls.Certificate]
+
+	log    *slog.Logger
+	mu     sync.Mutex
+	failed map[string]string // by address, the handshake error last logged (dialer)
 }
 
 // forServer returns the TLS config of a connection to the server named
@@ -104,15 +108,53 @@ func (t *redisTLS) forServer(name string) *tls.Config {
 // which changes at a failover, and its certificate is checked for it. A
 // dial gives up after timeout. It returns the dial's or the handshake's
 // error.
+//
+// A failed handshake is logged, once for each address until it changes or
+// succeeds: go-redis retries a sentinel until the caller's deadline, and
+// answers with that deadline's error, not the handshake's.
 func (t *redisTLS) dialer(timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	nd := &net.Dialer{Timeout: timeout}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
 			return nil, err
 		}
-		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: t.forServer(host)}
-		return d.DialContext(ctx, network, addr)
+		raw, err := nd.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		conn := tls.Client(raw, t.forServer(host))
+		hctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		err = conn.HandshakeContext(hctx)
+		if hctx.Err() == nil {
+			t.handshook(addr, err)
+		}
+		if err != nil {
+			raw.Close()
+			return nil, err
+		}
+		return conn, nil
 	}
+}
+
+// handshook logs err, the outcome of a handshake with addr, when it is an
+// error other than the one last logged for addr.
+func (t *redisTLS) handshook(addr string, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err == nil {
+		delete(t.failed, addr)
+		return
+	}
+	if t.failed[addr] == err.Error() {
+		return
+	}
+	if t.failed == nil {
+		t.failed = map[string]string{}
+	}
+	t.failed[addr] = err.Error()
+	t.log.Warn("the TLS handshake with Redis failed", "addr", addr, "error", err)
 }
 
 // verifyAgainst returns a tls.Config.VerifyConnection that verifies the

@@ -2,6 +2,7 @@ package asynq
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/pem"
 	"fmt"
@@ -310,6 +311,76 @@ func gathered(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// TestDialerLogsHandshakeFailures: the Sentinel dialer logs a failed
+// handshake with its reason, once for an address however often go-redis
+// retries it, and again once it has succeeded in between: go-redis
+// answers with its caller's deadline, not the handshake's error.
+func TestDialerLogsHandshakeFailures(t *testing.T) {
+	dir := t.TempDir()
+	trusted, other := testenv.NewCA(t, dir, "trusted"), testenv.NewCA(t, dir, "other")
+	other.Server(t, "server")
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	var logs bytes.Buffer
+	ca := filepath.Join(dir, "bundle.pem")
+	trust := func(cas ...*testenv.CA) {
+		var b []byte
+		for _, c := range cas {
+			b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Cert.Raw})...)
+		}
+		if err := os.WriteFile(ca, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	trust(trusted)
+	rt, err := TLSFiles{CA: ca, Logger: slog.New(slog.NewTextHandler(&logs, nil))}.load(&tls.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := rt.dialer(time.Second)
+	try := func(want bool) {
+		t.Helper()
+		c, err := dial(context.Background(), "tcp", l.Addr().String())
+		if (err == nil) != want {
+			t.Fatalf("dial: %v, want success %v", err, want)
+		}
+		if c != nil {
+			c.Close()
+		}
+	}
+	const warning = "the TLS handshake with Redis failed"
+	for range 3 {
+		try(false)
+	}
+	if n := strings.Count(logs.String(), warning); n != 1 || !strings.Contains(logs.String(), "certificate signed by unknown authority") {
+		t.Errorf("three failed handshakes logged %d warnings, want one with the reason:\n%s", n, &logs)
+	}
+	trust(trusted, other)
+	try(true)
+	trust(trusted)
+	try(false)
+	if n := strings.Count(logs.String(), warning); n != 2 {
+		t.Errorf("a failure after a success: %d warnings in all, want 2:\n%s", n, &logs)
+	}
 }
 
 // TestTLSFilesRefusedAtStart: files that cannot be loaded stop the start

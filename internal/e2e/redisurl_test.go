@@ -245,7 +245,7 @@ func refusedBy(t *testing.T, h *harness, want, secret string, env ...string) {
 	t.Helper()
 	apiEnv, apiURL := h.apiEnv(t, env...)
 	api := testenv.Start(t, "api", apiEnv...)
-	testenv.Eventually(t, 10*time.Second, "the API never said why Redis refused it ("+want+")", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the API never said why Redis refused it ("+want+")", func() bool {
 		return strings.Contains(api.Output(), "Redis does not answer the API yet") && strings.Contains(api.Output(), want)
 	})
 	h.api.URL = apiURL
