@@ -309,12 +309,8 @@ func TestKubernetesRedisTLS(t *testing.T) {
 
 		// KEDA: the redis trigger's authentication turns TLS on and takes
 		// the CA, certificate and key from the same Secret.
-		var ref string
-		for _, tr := range m.scaled["yoloserve-worker"]["spec"].(map[string]any)["triggers"].([]any) {
-			if tr := tr.(map[string]any); tr["type"] == "redis" {
-				ref, _ = tr["authenticationRef"].(map[string]any)["name"].(string)
-			}
-		}
+		auth, _ := m.redisTrigger(t)["authenticationRef"].(map[string]any)
+		ref, _ := auth["name"].(string)
 		ta := m.triggerAuth[ref]
 		if ta == nil {
 			t.Fatalf("%s: the redis trigger's authentication %q is not in the build (%v)", overlay, ref, keys(m.triggerAuth))
@@ -351,14 +347,9 @@ func TestKubernetesRedisPassword(t *testing.T) {
 			}
 			m.config(t, c) // the rest still parses
 		}
-		var meta map[string]any
-		var auth any
-		for _, tr := range m.scaled["yoloserve-worker"]["spec"].(map[string]any)["triggers"].([]any) {
-			if tr := tr.(map[string]any); tr["type"] == "redis" {
-				meta, auth = tr["metadata"].(map[string]any), tr["authenticationRef"]
-			}
-		}
-		env, _ := meta["passwordFromEnv"].(string)
+		trigger := m.redisTrigger(t)
+		auth := trigger["authenticationRef"]
+		env, _ := trigger["metadata"].(map[string]any)["passwordFromEnv"].(string)
 		if worker := m.deployments["yoloserve-worker"].Spec.Template.Spec.Containers[0]; env == "" || secretEnv(worker, env) != "yoloserve-redis/password" {
 			t.Errorf("%v: KEDA's redis trigger reads the password from %q, want a variable of the workers' pods from the Secret", components, env)
 		}
@@ -366,6 +357,23 @@ func TestKubernetesRedisPassword(t *testing.T) {
 			t.Errorf("%v: the trigger's TLS authentication %v; the password must not replace it, nor add one", components, auth)
 		}
 	}
+}
+
+// redisTrigger returns the redis trigger of the workers' ScaledObject, as
+// data. A build without one fails the test.
+func (m *manifests) redisTrigger(t *testing.T) map[string]any {
+	t.Helper()
+	so := m.scaled["yoloserve-worker"]
+	if so == nil {
+		t.Fatal("no KEDA ScaledObject yoloserve-worker")
+	}
+	for _, tr := range so["spec"].(map[string]any)["triggers"].([]any) {
+		if tr := tr.(map[string]any); tr["type"] == "redis" {
+			return tr
+		}
+	}
+	t.Fatal("the workers' ScaledObject has no redis trigger")
+	return nil
 }
 
 // secretEnv returns "secret/key" for the variable name of c when it comes

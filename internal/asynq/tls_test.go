@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"os"
@@ -113,16 +112,13 @@ func TestCAFollowsItsFile(t *testing.T) {
 		return &tls.Config{Certificates: []tls.Certificate{pair}}
 	}
 	old, renewed := serving("old"), serving("new")
-	pemOf := func(ca *testenv.CA) []byte {
-		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
-	}
 	bundle := filepath.Join(dir, "bundle.pem")
 	write := func(b []byte) {
 		if err := os.WriteFile(bundle, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write(pemOf(first))
+	write(testenv.Bundle(first))
 	var logs bytes.Buffer
 	tf := TLSFiles{CA: bundle, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	c, err := tf.config(&tls.Config{ServerName: "127.0.0.1"})
@@ -148,7 +144,7 @@ func TestCAFollowsItsFile(t *testing.T) {
 		t.Errorf("logged with the file unchanged:\n%s", &logs)
 	}
 
-	write(append(pemOf(first), pemOf(next)...)) // the bundle ahead of the move
+	write(testenv.Bundle(first, next)) // the bundle ahead of the move
 	accepted(renewed, "the next CA added to the file")
 	accepted(old, "the first CA still in the file")
 	if n := strings.Count(logs.String(), "Redis CA read again"); n != 1 {
@@ -163,7 +159,7 @@ func TestCAFollowsItsFile(t *testing.T) {
 		t.Errorf("two connections with a half-written file logged %d warnings, want one saying there is no PEM certificate:\n%s", n, &logs)
 	}
 
-	write(pemOf(next)) // the move done, the first CA dropped
+	write(testenv.Bundle(next)) // the move done, the first CA dropped
 	accepted(renewed, "the next CA alone")
 	refused(old, "certificate signed by unknown authority")
 
@@ -218,7 +214,7 @@ func TestFilesFollowedThroughSecretVolume(t *testing.T) {
 		}
 	}
 	first.Client(t, "old", "old")
-	publish("..v1", map[string][]byte{"ca.crt": read("first.crt"), "tls.crt": read("old.crt"), "tls.key": read("old.key")})
+	publish("..v1", map[string][]byte{"ca.crt": testenv.Bundle(first), "tls.crt": read("old.crt"), "tls.key": read("old.key")})
 	var logs bytes.Buffer
 	tf := TLSFiles{CA: filepath.Join(vol, "ca.crt"), Cert: filepath.Join(vol, "tls.crt"), Key: filepath.Join(vol, "tls.key"),
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
@@ -232,7 +228,7 @@ func TestFilesFollowedThroughSecretVolume(t *testing.T) {
 	}
 
 	next.Client(t, "new", "new")
-	publish("..v2", map[string][]byte{"ca.crt": append(read("first.crt"), read("next.crt")...), "tls.crt": read("new.crt"), "tls.key": read("new.key")})
+	publish("..v2", map[string][]byte{"ca.crt": testenv.Bundle(first, next), "tls.crt": read("new.crt"), "tls.key": read("new.key")})
 	if err := os.RemoveAll(filepath.Join(vol, "..v1")); err != nil {
 		t.Fatal(err)
 	}
@@ -343,11 +339,7 @@ func TestDialerLogsHandshakeFailures(t *testing.T) {
 	var logs bytes.Buffer
 	ca := filepath.Join(dir, "bundle.pem")
 	trust := func(cas ...*testenv.CA) {
-		var b []byte
-		for _, c := range cas {
-			b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Cert.Raw})...)
-		}
-		if err := os.WriteFile(ca, b, 0o600); err != nil {
+		if err := os.WriteFile(ca, testenv.Bundle(cas...), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}

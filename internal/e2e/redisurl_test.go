@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
-	"encoding/pem"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -86,22 +85,22 @@ func TestRedisCertificatesRenewed(t *testing.T) {
 	dir := t.TempDir()
 	ca, rc, env := startTLSRedis(t, dir)
 	api, worker, workerURL := detectsOver(t, h, rc, append(slices.Clip(env), "LOG_LEVEL=info")...)
-	const notAfter = "yoloserve_redis_tls_client_not_after_timestamp_seconds"
-	for _, url := range []string{h.api.URL, workerURL} {
-		if got, want := metric(t, url, notAfter), float64(ca.Cert.NotAfter.Unix()); got != want {
-			t.Errorf("%s/metrics: %s %v, want the certificate's end %v", url, notAfter, got, want)
+	// expiresAt checks both processes' gauge of the client certificate's end.
+	expiresAt := func(when string, end time.Time) {
+		t.Helper()
+		const notAfter = "yoloserve_redis_tls_client_not_after_timestamp_seconds"
+		for _, url := range []string{h.api.URL, workerURL} {
+			if got, want := metric(t, url, notAfter), float64(end.Unix()); got != want {
+				t.Errorf("%s/metrics %s: %s %v, want the certificate's end %v", url, when, notAfter, got, want)
+			}
 		}
 	}
+	expiresAt("at start", ca.Cert.NotAfter)
 
 	ctx := context.Background()
 	next := testenv.NewCA(t, dir, "next")
-	next.Until = time.Now().Add(50 * time.Minute) // before the first's end, an hour ahead
-	bundle, err := os.ReadFile(ca.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: next.Cert.Raw})...)
-	if err := os.WriteFile(ca.Path, bundle, 0o600); err != nil { // REDIS_TLS_CA
+	next.Until = time.Now().Add(50 * time.Minute)                                  // before the first's end, an hour ahead
+	if err := os.WriteFile(ca.Path, testenv.Bundle(ca, next), 0o600); err != nil { // REDIS_TLS_CA
 		t.Fatal(err)
 	}
 	renewed := next.Renew(t, "client", "yoloserve renewed")
@@ -135,11 +134,7 @@ func TestRedisCertificatesRenewed(t *testing.T) {
 			t.Errorf("the %s's log does not say it read the CA bundle again:\n%s", name, out)
 		}
 	}
-	for _, url := range []string{h.api.URL, workerURL} {
-		if got, want := metric(t, url, notAfter), float64(renewed.Leaf.NotAfter.Unix()); got != want {
-			t.Errorf("%s/metrics after the renewal: %s %v, want the renewed certificate's end %v", url, notAfter, got, want)
-		}
-	}
+	expiresAt("after the renewal", renewed.Leaf.NotAfter)
 }
 
 // TestProcessesOverSentinelTLS runs the API and a worker as processes on

@@ -46,6 +46,16 @@ func NewCA(tb testing.TB, dir, name string) *CA {
 	return ca
 }
 
+// Bundle returns the PEM of the CAs' certificates, one after another: a
+// trust bundle, as a CA file holding more than one.
+func Bundle(cas ...*CA) []byte {
+	var b []byte
+	for _, ca := range cas {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})...)
+	}
+	return b
+}
+
 // Pool returns a pool that trusts the CA alone.
 func (ca *CA) Pool() *x509.CertPool {
 	p := x509.NewCertPool()
