@@ -345,6 +345,9 @@ func TestKubernetesRedisPassword(t *testing.T) {
 			if got := secretEnv(c, "REDIS_PASSWORD"); got != "yoloserve-redis/password" {
 				t.Errorf("%v %s: REDIS_PASSWORD from %q, want the key password of the Secret yoloserve-redis", components, name, got)
 			}
+			if got := secretEnv(c, "REDIS_SENTINEL_PASSWORD"); got != "yoloserve-redis/sentinel-password (optional)" {
+				t.Errorf("%v %s: REDIS_SENTINEL_PASSWORD from %q, want the optional key sentinel-password of the Secret yoloserve-redis: a Redis without Sentinel has none", components, name, got)
+			}
 			m.config(t, c) // the rest still parses
 		}
 		trigger := m.redisTrigger(t)
@@ -377,11 +380,16 @@ func (m *manifests) redisTrigger(t *testing.T) map[string]any {
 }
 
 // secretEnv returns "secret/key" for the variable name of c when it comes
-// from a Secret, else "".
+// from a Secret, followed by " (optional)" when the key may be missing,
+// else "".
 func secretEnv(c corev1.Container, name string) string {
 	for _, e := range c.Env {
 		if e.Name == name && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
-			return e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+			ref := e.ValueFrom.SecretKeyRef
+			if ref.Optional != nil && *ref.Optional {
+				return ref.Name + "/" + ref.Key + " (optional)"
+			}
+			return ref.Name + "/" + ref.Key
 		}
 	}
 	return ""

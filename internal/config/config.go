@@ -21,7 +21,7 @@ import (
 
 // Config is the whole configuration of the API and the worker.
 type Config struct {
-	RedisURL          string // REDIS_URL (alias BROKER_URL), with REDIS_PASSWORD in it
+	RedisURL          string // REDIS_URL (alias BROKER_URL), with REDIS_PASSWORD and REDIS_SENTINEL_PASSWORD in it
 	RedisWaitReplicas int    // REDIS_WAIT_REPLICAS
 	RedisTLSCert      string // REDIS_TLS_CERT: the client's certificate for a rediss:// Redis
 	RedisTLSKey       string // REDIS_TLS_KEY: its key
@@ -75,6 +75,7 @@ type Config struct {
 var Vars = []struct{ Name, Default, Meaning string }{
 	{"REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for the queue and the results (BROKER_URL is an alias)"},
 	{"REDIS_PASSWORD", "", "the password of Redis (with Sentinel, the primary's), in place of one in REDIS_URL, so that it can come from a secret"},
+	{"REDIS_SENTINEL_PASSWORD", "", "with redis-sentinel:// or rediss-sentinel://: the sentinels' own password, in place of one before the hosts in REDIS_URL"},
 	{"REDIS_WAIT_REPLICAS", "0", "replicas that must hold an enqueued task before the API answers 202 (1 with Sentinel: a failover loses no accepted task)"},
 	{"REDIS_TLS_CA", "", "with rediss:// or rediss-sentinel://: a PEM file of the CA (or a bundle of CAs) that signed Redis's certificate, trusted beside the system's; read again at each new connection"},
 	{"REDIS_TLS_CERT", "", "with rediss:// or rediss-sentinel://: a PEM file of the client certificate, for a Redis that asks for one (tls-auth-clients)"},
@@ -200,6 +201,11 @@ func Parse(getenv func(string) string) (Config, error) {
 			return c, err
 		}
 	}
+	if pw := getenv("REDIS_SENTINEL_PASSWORD"); pw != "" {
+		if c.RedisURL, err = withSentinelPassword(c.RedisURL, scheme, pw); err != nil {
+			return c, err
+		}
+	}
 	if err := checkRedisTLS(c, scheme); err != nil {
 		return c, err
 	}
@@ -291,6 +297,23 @@ func withPassword(u, scheme, pw string) (string, error) {
 	default:
 		pu.User = url.UserPassword(pu.User.Username(), pw)
 	}
+	return pu.String(), nil
+}
+
+// withSentinelPassword returns the sentinel URL u, of scheme, with pw as
+// the sentinels' password: before the hosts, with the URL's user name if
+// any, where go-redis reads the sentinels' (the primary's is in the
+// query). It returns an error naming REDIS_SENTINEL_PASSWORD for a URL
+// of another scheme, which has no sentinels.
+func withSentinelPassword(u, scheme, pw string) (string, error) {
+	if scheme != "redis-sentinel" && scheme != "rediss-sentinel" {
+		return "", fmt.Errorf("REDIS_SENTINEL_PASSWORD applies to a redis-sentinel:// or rediss-sentinel:// REDIS_URL, not %s://", scheme)
+	}
+	pu, err := url.Parse(u) // checkRedisURL parsed it
+	if err != nil {
+		return "", err
+	}
+	pu.User = url.UserPassword(pu.User.Username(), pw)
 	return pu.String(), nil
 }
 

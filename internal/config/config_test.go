@@ -74,14 +74,16 @@ func TestEveryVariableRead(t *testing.T) {
 		"RESULT_TTL": "2h", "TASK_TIMEOUT": "10s", "TASK_RETRIES": "1", "UPLOAD_MAX_AGE": "3h", "QUEUE": "q",
 		"SHUTDOWN_TIMEOUT": "5s", "LOG_LEVEL": "debug", "LOG_FORMAT": "json", "CORS_ORIGINS": "https://app.example",
 		"REDIS_TLS_CA": "ca.pem", "REDIS_TLS_CERT": "client.pem", "REDIS_TLS_KEY": "client.key", "REDIS_PASSWORD": "s3cret",
+		"REDIS_SENTINEL_PASSWORD": "s3cret",
 	}
 	// What a variable needs beside it to be valid; compared with the
 	// defaults all the same, so the variable's own value must show.
 	const rediss = "rediss://r:6380/0"
 	companions := map[string]map[string]string{
-		"REDIS_TLS_CA":   {"REDIS_URL": rediss},
-		"REDIS_TLS_CERT": {"REDIS_URL": rediss, "REDIS_TLS_KEY": "c.key"},
-		"REDIS_TLS_KEY":  {"REDIS_URL": rediss, "REDIS_TLS_CERT": "c.pem"},
+		"REDIS_TLS_CA":            {"REDIS_URL": rediss},
+		"REDIS_TLS_CERT":          {"REDIS_URL": rediss, "REDIS_TLS_KEY": "c.key"},
+		"REDIS_TLS_KEY":           {"REDIS_URL": rediss, "REDIS_TLS_CERT": "c.pem"},
+		"REDIS_SENTINEL_PASSWORD": {"REDIS_URL": "redis-sentinel://s1:26379/mymaster/0"},
 	}
 	def, err := Parse(env(nil))
 	if err != nil {
@@ -229,6 +231,47 @@ func TestRedisPasswordFromItsVariable(t *testing.T) {
 	}
 	if _, err := Parse(env(map[string]string{"REDIS_URL": "memory://", "REDIS_PASSWORD": pw})); err == nil || !strings.Contains(err.Error(), "REDIS_PASSWORD") {
 		t.Errorf("the in-memory Redis with a password: %v, want an error naming REDIS_PASSWORD", err)
+	}
+}
+
+// TestSentinelPasswordFromItsVariable: REDIS_SENTINEL_PASSWORD is the
+// sentinels' password, in place of one before the hosts, with the URL's
+// user name kept, beside REDIS_PASSWORD (the primary's); the logs hide
+// both. With a URL that has no sentinels it stops the start, named.
+func TestSentinelPasswordFromItsVariable(t *testing.T) {
+	const spw, pw = "s@nt:w/rd?#%", "pr1mary"
+	for _, tc := range []struct {
+		url, primaryVar     string
+		user, sent, primary string
+	}{
+		{"redis-sentinel://s1:26379,s2:26379/mymaster/0", "", "", spw, ""},
+		{"redis-sentinel://admin:old@s1:26379/mymaster/0?password=kept", "", "admin", spw, "kept"},
+		{"rediss-sentinel://s1:26379/mymaster/2", pw, "", spw, pw},
+	} {
+		c, err := Parse(env(map[string]string{"REDIS_URL": tc.url, "REDIS_SENTINEL_PASSWORD": spw, "REDIS_PASSWORD": tc.primaryVar}))
+		if err != nil {
+			t.Errorf("%s: %v", tc.url, err)
+			continue
+		}
+		u, err := url.Parse(c.RedisURL)
+		if err != nil {
+			t.Errorf("%s: %s does not parse: %v", tc.url, c.RedisURL, err)
+			continue
+		}
+		sent, _ := u.User.Password()
+		if got, want := [3]string{u.User.Username(), sent, u.Query().Get("password")}, [3]string{tc.user, tc.sent, tc.primary}; got != want {
+			t.Errorf("%s with REDIS_SENTINEL_PASSWORD: sentinels' user, sentinels' password, primary's password = %q, want %q", tc.url, got, want)
+		}
+		if r := c.Redacted(); strings.Contains(r, "nt:w") || strings.Contains(r, url.QueryEscape(spw)) || strings.Contains(r, pw) {
+			t.Errorf("%s: the logged URL %s shows a password", tc.url, r)
+		}
+	}
+	for _, u := range []string{"redis://r:6379/0", "rediss://r:6380/0", "unix:///run/redis.sock", "memory://"} {
+		if _, err := Parse(env(map[string]string{"REDIS_URL": u, "REDIS_SENTINEL_PASSWORD": spw})); err == nil || !strings.Contains(err.Error(), "REDIS_SENTINEL_PASSWORD") {
+			t.Errorf("%s with a sentinels' password: %v, want an error naming REDIS_SENTINEL_PASSWORD", u, err)
+		} else if strings.Contains(err.Error(), spw) {
+			t.Errorf("%s: the error shows the password: %v", u, err)
+		}
 	}
 }
 

@@ -143,8 +143,10 @@ func TestRedisCertificatesRenewed(t *testing.T) {
 // (REDIS_URL=rediss-sentinel://hosts/master/db with the REDIS_TLS_
 // files): an upload is detected; once the primary is killed and Sentinel
 // has promoted the replica, at another address, both are back over TLS to
-// it and an upload is detected again. An API that trusts another CA says
-// at start why the sentinels refuse it.
+// it and an upload is detected again. The passwords come from
+// REDIS_SENTINEL_PASSWORD and REDIS_PASSWORD, and no log shows them. An
+// API that trusts another CA, or gives the sentinels a wrong password,
+// says at start why the sentinels refuse it.
 func TestProcessesOverSentinelTLS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts five Redis processes, the API and a worker, and waits for a failover")
@@ -157,9 +159,15 @@ func TestProcessesOverSentinelTLS(t *testing.T) {
 	rc := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "mymaster", SentinelAddrs: s.sentinels, SentinelPassword: sentinelPassword,
 		Password: dataPassword, DB: 2, TLSConfig: s.tls})
 	defer rc.Close()
-	env := []string{"REDIS_URL=rediss-sentinel://:" + sentinelPassword + "@" + strings.Join(s.sentinels, ",") + "/mymaster/2?password=" + dataPassword,
+	env := []string{"REDIS_URL=rediss-sentinel://" + strings.Join(s.sentinels, ",") + "/mymaster/2",
+		"REDIS_SENTINEL_PASSWORD=" + sentinelPassword, "REDIS_PASSWORD=" + dataPassword,
 		"REDIS_TLS_CA=" + ca.Path, "REDIS_TLS_CERT=" + filepath.Join(dir, "client.crt"), "REDIS_TLS_KEY=" + filepath.Join(dir, "client.key")}
-	detectsOver(t, h, rc, env...)
+	api, worker, _ := detectsOver(t, h, rc, env...)
+	for _, p := range []*testenv.Process{api, worker} {
+		if out := p.Output(); strings.Contains(out, sentinelPassword) || strings.Contains(out, dataPassword) {
+			t.Errorf("a log shows REDIS_SENTINEL_PASSWORD or REDIS_PASSWORD:\n%s", out)
+		}
+	}
 
 	s.primary.Process.Kill()
 	sc := redis.NewSentinelClient(&redis.Options{Addr: s.sentinels[0], Password: sentinelPassword, TLSConfig: s.tls})
@@ -178,6 +186,7 @@ func TestProcessesOverSentinelTLS(t *testing.T) {
 
 	other := testenv.NewCA(t, dir, "other")
 	refusedBy(t, h, "certificate signed by unknown authority", dataPassword, append(slices.Clip(env), "REDIS_TLS_CA="+other.Path)...)
+	refusedBy(t, h, "WRONGPASS", "n0tit", append(slices.Clip(env), "REDIS_SENTINEL_PASSWORD=n0tit")...)
 }
 
 // startTLSRedis starts a redis-server that speaks TLS only, with a
