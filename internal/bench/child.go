@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 )
 
 // Parts of the bench that must run as a worker does, or beside another
@@ -32,7 +33,7 @@ func RunChild(flag, arg string, w io.Writer) error {
 	case StagesFlag:
 		return answer(flag, arg, w, RunStages)
 	}
-	return fmt.Errorf("bench: no child job -%s", flag)
+	return fmt.Errorf("no child job -%s", flag)
 }
 
 // answer decodes arg as do's job, does it and writes its result to w as
@@ -77,11 +78,12 @@ func startChild(ctx context.Context, exe, flag string, job any) (*child, error) 
 // wait waits for the child to exit and reads its answer into r. When the
 // child fails it returns an error that names the flag and ends with the
 // child's last line of errors (its own error, which RunChild's caller
-// prints last), so that the bench says why and not only "exit status 1";
-// when the answer is not r's JSON, an error that quotes it.
+// prints last, less the "bench: " it begins with, which the bench's own
+// message adds again), so that the bench says why and not only "exit
+// status 1"; when the answer is not r's JSON, an error that quotes it.
 func (c *child) wait(r any) error {
 	if err := c.cmd.Wait(); err != nil {
-		if why := c.errs.String(); why != "" {
+		if why := strings.TrimPrefix(c.errs.String(), "bench: "); why != "" {
 			return fmt.Errorf("%s: %w: %s", c.flag, err, why)
 		}
 		return fmt.Errorf("%s: %w", c.flag, err)

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -29,6 +30,31 @@ func TestLastLine(t *testing.T) {
 			}
 			if got := l.String(); got != tc.want {
 				t.Errorf("last line %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// A child that fails gives an error that names its job and ends with its
+// own last line of errors, said once: the bench's message begins with
+// "bench: ", and the child's, this program's, does too.
+func TestChildFailureSaysWhy(t *testing.T) {
+	for _, tc := range []struct{ name, script, want string }{
+		{"its own error", `echo "warning: slow disk" >&2; echo "bench: no JPEG among the images" >&2; exit 1`,
+			"stages: exit status 1: no JPEG among the images"},
+		{"an error of another program", `echo "sh: 1: bad: not found" >&2; exit 2`,
+			"stages: exit status 2: sh: 1: bad: not found"},
+		{"no error", `exit 3`, "stages: exit status 3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &child{flag: StagesFlag, cmd: exec.Command("sh", "-c", tc.script)}
+			c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.errs
+			if err := c.cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			var r struct{}
+			if err := c.wait(&r); err == nil || err.Error() != tc.want {
+				t.Errorf("wait: %v, want %q", err, tc.want)
 			}
 		})
 	}

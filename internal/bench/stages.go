@@ -169,7 +169,7 @@ func jpegPaths(paths []string) ([]string, error) {
 		}
 	}
 	if len(out) == 0 {
-		return nil, errors.New("bench: no JPEG among the images")
+		return nil, errors.New("no JPEG among the images")
 	}
 	return out, nil
 }
