@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/url"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -244,6 +248,7 @@ func TestKubernetesCPU(t *testing.T) {
 	if types["redis"]["listName"] != "asynq:{detect}:pending" || types["cpu"] == nil {
 		t.Errorf("triggers %v: want redis on asynq's pending list and cpu", types)
 	}
+	m.checkTriggerReadsQueue(t, "cpu", wcfg)
 	if len(m.hpas) != 0 {
 		t.Error("with KEDA, no separate HPA (KEDA makes its own)")
 	}
@@ -273,6 +278,7 @@ func TestKubernetesGPU(t *testing.T) {
 	if api := m.deployments["yoloserve-api"].Spec.Template.Spec.Containers[0]; strings.Contains(api.Image, "cuda") {
 		t.Error("the API image must not change")
 	}
+	m.checkTriggerReadsQueue(t, "gpu", m.config(t, w))
 }
 
 // TestKubernetesRedisTLS: the redis-tls component, on the CPU and the GPU
@@ -328,6 +334,7 @@ func TestKubernetesRedisTLS(t *testing.T) {
 		if diff := cmp.Diff(want, params); diff != "" {
 			t.Errorf("%s: KEDA's TLS parameters (-want +got):\n%s", overlay, diff)
 		}
+		m.checkTriggerReadsQueue(t, overlay+" with redis-tls", m.config(t, m.deployments["yoloserve-worker"].Spec.Template.Spec.Containers[0]))
 	}
 }
 
@@ -359,6 +366,76 @@ func TestKubernetesRedisPassword(t *testing.T) {
 		if tls := len(components) > 1; tls != (auth != nil) {
 			t.Errorf("%v: the trigger's TLS authentication %v; the password must not replace it, nor add one", components, auth)
 		}
+		m.checkTriggerReadsQueue(t, fmt.Sprint(components), m.config(t, m.deployments["yoloserve-worker"].Spec.Template.Spec.Containers[0]))
+	}
+}
+
+// TestKubernetesRedisSentinel: the redis-sentinel component, alone, with
+// redis-password, and with redis-tls and a rediss-sentinel:// URL of the
+// user's, gives the API and the workers a sentinel REDIS_URL that parses
+// and the API REDIS_WAIT_REPLICAS=1 (a failover loses no accepted task);
+// and KEDA counts the same queue through the same sentinels, with the
+// workers' passwords (the sentinels' one optional) and the TLS
+// authentication kept, whichever order the components come in.
+func TestKubernetesRedisSentinel(t *testing.T) {
+	const userURL = "rediss-sentinel://s-0.sentinel:26379,s-1.sentinel:26379,s-2.sentinel:26379/prod/3"
+	for _, tc := range []struct {
+		components []string
+		userURL    string // set by the user's kustomization, with the trigger's addresses
+	}{
+		{[]string{"k8s/components/redis-sentinel"}, ""},
+		{[]string{"k8s/components/redis-sentinel", "k8s/components/redis-password"}, ""},
+		{[]string{"k8s/components/redis-password", "k8s/components/redis-sentinel"}, ""},
+		{[]string{"k8s/components/redis-tls", "k8s/components/redis-sentinel", "k8s/components/redis-password"}, userURL},
+	} {
+		what := fmt.Sprint(tc.components)
+		dir := userKustomization(t, "k8s/overlays/cpu", tc.components...)
+		if tc.userURL != "" {
+			u, _ := url.Parse(tc.userURL)
+			path := strings.Split(strings.Trim(u.Path, "/"), "/")
+			patch := fmt.Sprintf(`patches:
+  - target: {kind: ConfigMap, name: yoloserve}
+    patch: |-
+      - {op: replace, path: /data/REDIS_URL, value: "%s"}
+  - target: {kind: ScaledObject, name: yoloserve-worker}
+    patch: |-
+      - {op: replace, path: /spec/triggers/0/metadata/addresses, value: "%s"}
+      - {op: replace, path: /spec/triggers/0/metadata/sentinelMaster, value: %s}
+      - {op: replace, path: /spec/triggers/0/metadata/databaseIndex, value: "%s"}
+`, tc.userURL, u.Host, path[0], path[1])
+			f, err := os.OpenFile(filepath.Join(dir, "kustomization.yaml"), os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteString(patch)
+			f.Close()
+		}
+		m := build(t, dir)
+		api := m.config(t, m.deployments["yoloserve-api"].Spec.Template.Spec.Containers[0])
+		wc := m.deployments["yoloserve-worker"].Spec.Template.Spec.Containers[0]
+		worker := m.config(t, wc)
+		if !strings.Contains(worker.RedisURL, "-sentinel://") || api.RedisURL != worker.RedisURL {
+			t.Errorf("%s: REDIS_URL %s (API) and %s (workers), want one sentinel URL", what, api.Redacted(), worker.Redacted())
+		}
+		if api.RedisWaitReplicas != 1 {
+			t.Errorf("%s: the API's REDIS_WAIT_REPLICAS %d, want 1: a failover to a replica that lacks a task loses it", what, api.RedisWaitReplicas)
+		}
+		m.checkTriggerReadsQueue(t, what, worker)
+
+		meta := m.redisTrigger(t)["metadata"].(map[string]any)
+		password := slices.Contains(tc.components, "k8s/components/redis-password")
+		if got, _ := meta["sentinelPasswordFromEnv"].(string); got != "REDIS_SENTINEL_PASSWORD" {
+			t.Errorf("%s: the trigger's sentinelPasswordFromEnv %q, want REDIS_SENTINEL_PASSWORD, the workers' variable", what, got)
+		}
+		if got, _ := meta["passwordFromEnv"].(string); password != (got != "" && secretEnv(wc, got) == "yoloserve-redis/password") {
+			t.Errorf("%s: the trigger's passwordFromEnv %q; want the workers' REDIS_PASSWORD from the Secret exactly when redis-password is used", what, got)
+		}
+		if password && secretEnv(wc, "REDIS_SENTINEL_PASSWORD") == "" {
+			t.Errorf("%s: the workers have no REDIS_SENTINEL_PASSWORD for the trigger to read", what)
+		}
+		if auth := m.redisTrigger(t)["authenticationRef"]; (tc.userURL != "") != (auth != nil) {
+			t.Errorf("%s: the trigger's TLS authentication %v, want it exactly with redis-tls", what, auth)
+		}
 	}
 }
 
@@ -371,12 +448,48 @@ func (m *manifests) redisTrigger(t *testing.T) map[string]any {
 		t.Fatal("no KEDA ScaledObject yoloserve-worker")
 	}
 	for _, tr := range so["spec"].(map[string]any)["triggers"].([]any) {
-		if tr := tr.(map[string]any); tr["type"] == "redis" {
+		if tr := tr.(map[string]any); tr["type"] == "redis" || tr["type"] == "redis-sentinel" {
 			return tr
 		}
 	}
-	t.Fatal("the workers' ScaledObject has no redis trigger")
+	t.Fatal("the workers' ScaledObject has no redis or redis-sentinel trigger")
 	return nil
+}
+
+// checkTriggerReadsQueue checks that KEDA's trigger reads the queue the
+// workers take tasks from, as cfg (the workers' configuration) has it:
+// asynq's pending list of QUEUE, in the database of REDIS_URL, on its
+// Redis (a redis trigger) or through its sentinels and primary's name (a
+// redis-sentinel trigger, for a sentinel URL). A trigger that reads
+// another Redis or list counts nothing, and KEDA keeps the workers at
+// their minimum however long the queue grows.
+func (m *manifests) checkTriggerReadsQueue(t *testing.T, what string, cfg config.Config) {
+	t.Helper()
+	tr := m.redisTrigger(t)
+	meta := map[string]string{}
+	for k, v := range tr["metadata"].(map[string]any) {
+		meta[k], _ = v.(string)
+	}
+	u, err := url.Parse(cfg.RedisURL)
+	if err != nil {
+		t.Fatalf("%s: REDIS_URL: %v", what, err)
+	}
+	path := strings.Split(strings.Trim(u.Path, "/"), "/")
+	got := map[string]string{"type": tr["type"].(string), "listName": meta["listName"], "databaseIndex": meta["databaseIndex"]}
+	want := map[string]string{"listName": "asynq:{" + cfg.Queue + "}:pending"}
+	switch u.Scheme {
+	case "redis", "rediss":
+		want["type"], want["address"], want["databaseIndex"] = "redis", u.Host, path[0]
+		got["address"] = meta["address"]
+	case "redis-sentinel", "rediss-sentinel":
+		want["type"], want["addresses"], want["sentinelMaster"], want["databaseIndex"] = "redis-sentinel", u.Host, path[0], path[len(path)-1]
+		got["addresses"], got["sentinelMaster"] = strings.ReplaceAll(meta["addresses"], " ", ""), meta["sentinelMaster"]
+	default:
+		t.Fatalf("%s: REDIS_URL %s: no KEDA trigger for its scheme", what, cfg.Redacted())
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("%s: KEDA's trigger against REDIS_URL %s and QUEUE %s (-want +got):\n%s", what, cfg.Redacted(), cfg.Queue, diff)
+	}
 }
 
 // secretEnv returns "secret/key" for the variable name of c when it comes
