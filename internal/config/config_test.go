@@ -206,14 +206,8 @@ func TestRedisPasswordFromItsVariable(t *testing.T) {
 		{"redis-sentinel://:spw@s1:26379,s2:26379/mymaster/0?password=old", "", pw, "spw"},
 		{"rediss-sentinel://s1:26379/mymaster/0", "", pw, ""},
 	} {
-		c, err := Parse(env(map[string]string{"REDIS_URL": tc.url, "REDIS_PASSWORD": pw}))
-		if err != nil {
-			t.Errorf("%s: %v", tc.url, err)
-			continue
-		}
-		u, err := url.Parse(c.RedisURL)
-		if err != nil {
-			t.Errorf("%s: %s does not parse: %v", tc.url, c.RedisURL, err)
+		c, u := parseRedisURL(t, map[string]string{"REDIS_URL": tc.url, "REDIS_PASSWORD": pw})
+		if u == nil {
 			continue
 		}
 		got := [3]string{u.User.Username(), "", ""}
@@ -234,6 +228,24 @@ func TestRedisPasswordFromItsVariable(t *testing.T) {
 	}
 }
 
+// parseRedisURL parses the configuration of the variables set, and the
+// REDIS_URL it ends with. When either fails it reports the error as the
+// test's and returns a nil URL.
+func parseRedisURL(t *testing.T, set map[string]string) (Config, *url.URL) {
+	t.Helper()
+	c, err := Parse(env(set))
+	if err != nil {
+		t.Errorf("%s: %v", set["REDIS_URL"], err)
+		return c, nil
+	}
+	u, err := url.Parse(c.RedisURL)
+	if err != nil {
+		t.Errorf("%s: %s does not parse: %v", set["REDIS_URL"], c.RedisURL, err)
+		return c, nil
+	}
+	return c, u
+}
+
 // TestSentinelPasswordFromItsVariable: REDIS_SENTINEL_PASSWORD is the
 // sentinels' password, in place of one before the hosts, with the URL's
 // user name kept, beside REDIS_PASSWORD (the primary's); the logs hide
@@ -248,14 +260,8 @@ func TestSentinelPasswordFromItsVariable(t *testing.T) {
 		{"redis-sentinel://admin:old@s1:26379/mymaster/0?password=kept", "", "admin", spw, "kept"},
 		{"rediss-sentinel://s1:26379/mymaster/2", pw, "", spw, pw},
 	} {
-		c, err := Parse(env(map[string]string{"REDIS_URL": tc.url, "REDIS_SENTINEL_PASSWORD": spw, "REDIS_PASSWORD": tc.primaryVar}))
-		if err != nil {
-			t.Errorf("%s: %v", tc.url, err)
-			continue
-		}
-		u, err := url.Parse(c.RedisURL)
-		if err != nil {
-			t.Errorf("%s: %s does not parse: %v", tc.url, c.RedisURL, err)
+		c, u := parseRedisURL(t, map[string]string{"REDIS_URL": tc.url, "REDIS_SENTINEL_PASSWORD": spw, "REDIS_PASSWORD": tc.primaryVar})
+		if u == nil {
 			continue
 		}
 		sent, _ := u.User.Password()
