@@ -437,6 +437,50 @@ func TestKubernetesRedisSentinel(t *testing.T) {
 			t.Errorf("%s: the trigger's TLS authentication %v, want it exactly with redis-tls", what, auth)
 		}
 	}
+
+	// The README's example of a user's kustomization builds, and its URL
+	// and KEDA's trigger name the same sentinels and primary.
+	m := build(t, readmeKustomization(t, "A kustomization of yours with three sentinels"))
+	worker := m.config(t, m.deployments["yoloserve-worker"].Spec.Template.Spec.Containers[0])
+	if !strings.HasPrefix(worker.RedisURL, "redis-sentinel://s-0.sentinel:26379,") {
+		t.Errorf("the README's example: REDIS_URL %s, want its own sentinels", worker.Redacted())
+	}
+	m.checkTriggerReadsQueue(t, "the README's example", worker)
+}
+
+// readmeKustomization writes the README's YAML block that follows the
+// line holding marker into a folder of its own, with the paths into the
+// checkout (../yoloserve/...) made relative to that folder, and returns
+// the folder. A README without such a block fails the test.
+func readmeKustomization(t *testing.T, marker string) string {
+	t.Helper()
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(readme), marker)
+	if !ok {
+		t.Fatalf("the README has no %q", marker)
+	}
+	_, block, ok1 := strings.Cut(after, "```yaml\n")
+	block, _, ok2 := strings.Cut(block, "```")
+	if !ok1 || !ok2 {
+		t.Fatalf("the README has no YAML block after %q", marker)
+	}
+	dir := t.TempDir()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(dir, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block = strings.ReplaceAll(block, "../yoloserve/", rel+"/")
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(block), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // redisTrigger returns the redis trigger of the workers' ScaledObject, as
