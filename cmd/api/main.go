@@ -57,7 +57,7 @@ func run() error {
 	defer queue.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), tlsExpiry,
-		asynq.NewDepthCollector(rdb, cfg.Queue))
+		asynq.NewDepthCollector(rdb, cfg.Queue), queue)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	memory := asynq.WatchMemory(ctx, rdb, 250*time.Millisecond, cfg.UploadStore == "redis", log)

@@ -34,7 +34,8 @@ type QueueConfig struct {
 	MaxQueue  int           // pending tasks before Enqueue refuses (default 10000)
 	// ReplicaAcks > 0 makes Enqueue wait (up to ReplicaWait, default
 	// 500ms) until that many replicas hold the task, so that a failover
-	// loses no accepted task.
+	// loses no accepted task. Once they do not in time, Enqueue stops
+	// waiting until they catch up (replicas.go).
 	ReplicaAcks int
 	ReplicaWait time.Duration
 	Logger      *slog.Logger
@@ -69,7 +70,8 @@ func (c *QueueConfig) defaults() {
 }
 
 // Queue is the API's side of the queue: it enqueues jobs and reads task
-// states.
+// states. It is a Prometheus collector of its tasks' replication
+// (replicas.go).
 type Queue struct {
 	rdb       redis.UniversalClient
 	client    *asynq.Client
@@ -79,6 +81,7 @@ type Queue struct {
 	// unfolded is set once asynq has enqueued without enqueueScript (a
 	// newer asynq): MaxQueue is then checked by a command of its own.
 	unfolded atomic.Bool
+	replicas *replicaWatch
 }
 
 // NewQueue returns a Queue on rdb and starts listening for finished tasks.
@@ -91,13 +94,15 @@ func NewQueue(rdb redis.UniversalClient, cfg QueueConfig) *Queue {
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		cfg:       cfg,
 		waiters:   newWaiters(rdb),
+		replicas:  newReplicaWatch(),
 	}
 	return q
 }
 
-// Close stops listening for finished tasks.
+// Close stops listening for finished tasks, and the replicas' probe.
 func (q *Queue) Close() error {
 	q.waiters.close()
+	q.replicas.close()
 	return nil
 }
 
@@ -200,29 +205,9 @@ func (q *Queue) Enqueue(ctx context.Context, job detect.Job) (string, error) {
 		}
 	}
 	if q.cfg.ReplicaAcks > 0 {
-		q.waitReplicas(ctx, id)
+		q.replicate(ctx, id)
 	}
 	return id, nil
-}
-
-// waitReplicas blocks until ReplicaAcks replicas have everything written
-// so far. WAIT counts a connection's own writes, and asynq enqueued on
-// some pooled connection, so a marker write and the WAIT go down one
-// connection together: the replication stream is ordered, so a replica
-// that has the marker has the task. A task that is not acknowledged in
-// time is still accepted (it exists on the primary); the shortfall is
-// logged.
-func (q *Queue) waitReplicas(ctx context.Context, id string) {
-	var wait *redis.Cmd
-	_, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.Incr(ctx, "yoloserve:replication-marker")
-		wait = p.Do(ctx, "WAIT", q.cfg.ReplicaAcks, q.cfg.ReplicaWait.Milliseconds())
-		return nil
-	})
-	n, _ := wait.Int()
-	if err != nil || n < q.cfg.ReplicaAcks {
-		q.cfg.Logger.Warn("task not yet on enough replicas", "task_id", id, "acks", n, "want", q.cfg.ReplicaAcks, "error", err)
-	}
 }
 
 // Task returns a task's state. It returns an ENOTFOUND *Error for an id

@@ -1,0 +1,152 @@
+package asynq
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// replicaProbeEvery is how often a Queue whose replicas fell behind asks
+// whether they caught up.
+const replicaProbeEvery = time.Second
+
+// replicaWatch is a Queue's view of whether its tasks reach ReplicaAcks
+// replicas within ReplicaWait. While they do, each Enqueue waits for
+// them. Once they do not (a replica down, or too far behind), uploads
+// stop waiting: each would otherwise hold its upload slot and its bytes
+// for ReplicaWait, and a replica's outage would cut the API's intake to
+// MAX_INFLIGHT_UPLOADS uploads per ReplicaWait and answer the rest 503,
+// while the wait adds nothing to their safety. A probe then asks once a
+// second until the replicas catch up; each change is logged once, and
+// every task accepted without its replicas' acknowledgement is counted.
+type replicaWatch struct {
+	behind       atomic.Bool
+	unreplicated atomic.Uint64
+
+	mu     sync.Mutex
+	closed bool
+	probes sync.WaitGroup
+	ctx    context.Context // ended by close
+	cancel context.CancelFunc
+}
+
+func newReplicaWatch() *replicaWatch {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &replicaWatch{ctx: ctx, cancel: cancel}
+}
+
+// close stops the probe and waits for it.
+func (r *replicaWatch) close() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	r.cancel()
+	r.probes.Wait()
+}
+
+// replicate waits until ReplicaAcks replicas hold everything written so
+// far, the task id included, unless they were found behind: then it
+// returns at once, the task counted as unreplicated. A wait that comes
+// short turns the watch behind and starts the probe. The task is
+// accepted either way: it is on the primary.
+func (q *Queue) replicate(ctx context.Context, id string) {
+	r, want := q.replicas, q.cfg.ReplicaAcks
+	if r.behind.Load() {
+		r.unreplicated.Add(1)
+		return
+	}
+	n, err := q.waitReplicas(ctx)
+	if err == nil && n >= want {
+		return
+	}
+	r.unreplicated.Add(1)
+	switch {
+	case err != nil && ctx.Err() != nil: // the client left during the wait
+		return
+	case err != nil:
+		q.cfg.Logger.Warn("task not yet on enough replicas", "task_id", id, "want", want, "error", err)
+		return
+	}
+	if !r.behind.CompareAndSwap(false, true) {
+		return
+	}
+	q.cfg.Logger.Warn("tasks do not reach REDIS_WAIT_REPLICAS replicas in time: uploads are accepted without waiting for them until they catch up, and a failover meanwhile may lose those tasks",
+		"task_id", id, "acks", n, "want", want, "wait", q.cfg.ReplicaWait)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.closed {
+		r.probes.Add(1)
+		go q.probeReplicas()
+	}
+}
+
+// probeReplicas asks once a second whether ReplicaAcks replicas hold
+// everything written so far, and turns the watch back when they do. It
+// returns then, or when the Queue closes.
+func (q *Queue) probeReplicas() {
+	r := q.replicas
+	defer r.probes.Done()
+	t := time.NewTicker(replicaProbeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := q.waitReplicas(r.ctx)
+		if err == nil && n >= q.cfg.ReplicaAcks {
+			r.behind.Store(false)
+			q.cfg.Logger.Info("tasks reach REDIS_WAIT_REPLICAS replicas again: uploads wait for them again", "acks", n)
+			return
+		}
+	}
+}
+
+// waitReplicas returns how many replicas hold everything written so far,
+// waiting up to ReplicaWait for ReplicaAcks of them. WAIT counts a
+// connection's own writes, and asynq enqueued on some pooled connection,
+// so a marker write and the WAIT go down one connection together: the
+// replication stream is ordered, so a replica that has the marker has
+// the task. It returns Redis's error, or ctx's.
+func (q *Queue) waitReplicas(ctx context.Context) (int, error) {
+	var wait *redis.Cmd
+	if _, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Incr(ctx, "yoloserve:replication-marker")
+		wait = p.Do(ctx, "WAIT", q.cfg.ReplicaAcks, q.cfg.ReplicaWait.Milliseconds())
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	return wait.Int()
+}
+
+var (
+	unreplicatedDesc = prometheus.NewDesc("yoloserve_api_tasks_unreplicated_total",
+		"Tasks this API accepted that REDIS_WAIT_REPLICAS replicas had not acknowledged: a failover before they caught up may lose them. Always 0 without REDIS_WAIT_REPLICAS.",
+		nil, nil)
+	behindDesc = prometheus.NewDesc("yoloserve_api_redis_replicas_behind",
+		"1 while Redis's replicas do not acknowledge tasks within the wait (REDIS_WAIT_REPLICAS): uploads are then accepted without waiting for them, and counted in yoloserve_api_tasks_unreplicated_total. Always 0 without REDIS_WAIT_REPLICAS.",
+		nil, nil)
+)
+
+// Describe sends the descriptions of the Queue's metrics.
+func (q *Queue) Describe(ch chan<- *prometheus.Desc) {
+	ch <- unreplicatedDesc
+	ch <- behindDesc
+}
+
+// Collect sends the Queue's metrics: the tasks accepted without their
+// replicas' acknowledgement, and whether the replicas are behind.
+func (q *Queue) Collect(ch chan<- prometheus.Metric) {
+	behind := 0.0
+	if q.replicas.behind.Load() {
+		behind = 1
+	}
+	ch <- prometheus.MustNewConstMetric(unreplicatedDesc, prometheus.CounterValue, float64(q.replicas.unreplicated.Load()))
+	ch <- prometheus.MustNewConstMetric(behindDesc, prometheus.GaugeValue, behind)
+}
