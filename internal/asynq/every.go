@@ -20,6 +20,23 @@ func every(ctx context.Context, interval time.Duration, f func()) {
 	}
 }
 
+// until calls f every interval, the first time an interval from now,
+// until f returns true or ctx ends.
+func until(ctx context.Context, interval time.Duration, f func() bool) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if f() {
+			return
+		}
+	}
+}
+
 // periodic calls a function every interval, from startPeriodic until
 // stop: a worker's announcement of its model and its looks for the upload
 // store marks, an API's mark.

@@ -94,22 +94,16 @@ func (o *outage) down() bool {
 // stops.
 func (o *outage) watch(since time.Time, done chan struct{}) {
 	defer close(done)
-	t := time.NewTicker(o.probe)
-	defer t.Stop()
-	for {
-		select {
-		case <-o.ctx.Done():
-			return
-		case <-t.C:
+	until(o.ctx, o.probe, func() bool {
+		if o.ping(o.ctx) != nil {
+			return false
 		}
-		if o.ping(o.ctx) == nil {
-			o.mu.Lock()
-			o.since = time.Time{}
-			o.mu.Unlock()
-			o.log.Info("Redis answers again", "after", time.Since(since).Round(time.Second))
-			return
-		}
-	}
+		o.mu.Lock()
+		o.since = time.Time{}
+		o.mu.Unlock()
+		o.log.Info("Redis answers again", "after", time.Since(since).Round(time.Second))
+		return true
+	})
 }
 
 // stop ends the PINGs and waits for a watch under way to return.

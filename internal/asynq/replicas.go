@@ -27,8 +27,7 @@ type replicaWatch struct {
 	behind       atomic.Bool
 	unreplicated atomic.Uint64
 
-	mu     sync.Mutex
-	closed bool
+	mu     sync.Mutex // orders close's cancel with a probe's start
 	probes sync.WaitGroup
 	ctx    context.Context // ended by close
 	cancel context.CancelFunc
@@ -42,9 +41,8 @@ func newReplicaWatch() *replicaWatch {
 // close stops the probe and waits for it.
 func (r *replicaWatch) close() {
 	r.mu.Lock()
-	r.closed = true
-	r.mu.Unlock()
 	r.cancel()
+	r.mu.Unlock()
 	r.probes.Wait()
 }
 
@@ -78,7 +76,7 @@ func (q *Queue) replicate(ctx context.Context, id string) {
 		"task_id", id, "acks", n, "want", want, "wait", q.cfg.ReplicaWait)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.closed {
+	if r.ctx.Err() == nil { // not closed
 		r.probes.Add(1)
 		go q.probeReplicas()
 	}
@@ -90,21 +88,15 @@ func (q *Queue) replicate(ctx context.Context, id string) {
 func (q *Queue) probeReplicas() {
 	r := q.replicas
 	defer r.probes.Done()
-	t := time.NewTicker(replicaProbeEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-r.ctx.Done():
-			return
-		case <-t.C:
-		}
+	until(r.ctx, replicaProbeEvery, func() bool {
 		n, err := q.waitReplicas(r.ctx)
-		if err == nil && n >= q.cfg.ReplicaAcks {
-			r.behind.Store(false)
-			q.cfg.Logger.Info("tasks reach REDIS_WAIT_REPLICAS replicas again: uploads wait for them again", "acks", n)
-			return
+		if err != nil || n < q.cfg.ReplicaAcks {
+			return false
 		}
-	}
+		r.behind.Store(false)
+		q.cfg.Logger.Info("tasks reach REDIS_WAIT_REPLICAS replicas again: uploads wait for them again", "acks", n)
+		return true
+	})
 }
 
 // waitReplicas returns how many replicas hold everything written so far,
