@@ -468,15 +468,7 @@ func readmeKustomization(t *testing.T, marker string) string {
 		t.Fatalf("the README has no YAML block after %q", marker)
 	}
 	dir := t.TempDir()
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel, err := filepath.Rel(dir, root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block = strings.ReplaceAll(block, "../yoloserve/", rel+"/")
+	block = strings.ReplaceAll(block, "../yoloserve/", relFrom(t, dir, "..")+"/")
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(block), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -204,17 +204,7 @@ func alertNames(spec monitoringv1.PrometheusRuleSpec) []string {
 func userKustomization(t *testing.T, resources string, components ...string) string {
 	t.Helper()
 	dir := t.TempDir()
-	rel := func(p string) string {
-		a, err := filepath.Abs(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := filepath.Rel(dir, a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
+	rel := func(p string) string { return relFrom(t, dir, p) }
 	k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - " + rel(resources) + "\ncomponents:\n"
 	for _, c := range components {
 		k += "  - " + rel(c) + "\n"
@@ -223,6 +213,21 @@ func userKustomization(t *testing.T, resources string, components ...string) str
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// relFrom returns the path p (relative to this package's folder) as seen
+// from the folder dir. It fails the test when there is none.
+func relFrom(t *testing.T, dir, p string) string {
+	t.Helper()
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := filepath.Rel(dir, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // TestREADMENamesOnlyAlertsThatExist: every alert the README names (its
