@@ -40,11 +40,7 @@ func TestProcessesOverRedisSocket(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Network: "unix", Addr: sock, DB: 2, Username: "yolo", Password: "s3cret"})
 	defer rc.Close()
 	api, worker, _ := detectsOver(t, h, rc, "REDIS_URL=unix://yolo@"+sock+"?db=2", "REDIS_PASSWORD=s3cret")
-	for _, p := range []*testenv.Process{api, worker} {
-		if out := p.Output(); strings.Contains(out, "s3cret") {
-			t.Errorf("a log shows REDIS_PASSWORD:\n%s", out)
-		}
-	}
+	checkLogsHide(t, []*testenv.Process{api, worker}, "s3cret")
 	refusedBy(t, h, "WRONGPASS", "n0tit", "REDIS_URL=unix://yolo:n0tit@"+sock+"?db=2")
 }
 
@@ -163,11 +159,7 @@ func TestProcessesOverSentinelTLS(t *testing.T) {
 		"REDIS_SENTINEL_PASSWORD=" + sentinelPassword, "REDIS_PASSWORD=" + dataPassword,
 		"REDIS_TLS_CA=" + ca.Path, "REDIS_TLS_CERT=" + filepath.Join(dir, "client.crt"), "REDIS_TLS_KEY=" + filepath.Join(dir, "client.key")}
 	api, worker, _ := detectsOver(t, h, rc, env...)
-	for _, p := range []*testenv.Process{api, worker} {
-		if out := p.Output(); strings.Contains(out, sentinelPassword) || strings.Contains(out, dataPassword) {
-			t.Errorf("a log shows REDIS_SENTINEL_PASSWORD or REDIS_PASSWORD:\n%s", out)
-		}
-	}
+	checkLogsHide(t, []*testenv.Process{api, worker}, sentinelPassword, dataPassword)
 
 	s.primary.Process.Kill()
 	sc := redis.NewSentinelClient(&redis.Options{Addr: s.sentinels[0], Password: sentinelPassword, TLSConfig: s.tls})
@@ -187,6 +179,20 @@ func TestProcessesOverSentinelTLS(t *testing.T) {
 	other := testenv.NewCA(t, dir, "other")
 	refusedBy(t, h, "certificate signed by unknown authority", dataPassword, append(slices.Clip(env), "REDIS_TLS_CA="+other.Path)...)
 	refusedBy(t, h, "WRONGPASS", "n0tit", append(slices.Clip(env), "REDIS_SENTINEL_PASSWORD=n0tit")...)
+}
+
+// checkLogsHide checks that no log of procs shows any of the secrets
+// (passwords given to them).
+func checkLogsHide(t *testing.T, procs []*testenv.Process, secrets ...string) {
+	t.Helper()
+	for _, p := range procs {
+		out := p.Output()
+		for _, s := range secrets {
+			if strings.Contains(out, s) {
+				t.Errorf("a log shows the password %q:\n%s", s, out)
+			}
+		}
+	}
 }
 
 // startTLSRedis starts a redis-server that speaks TLS only, with a
