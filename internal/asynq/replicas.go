@@ -14,6 +14,15 @@ import (
 // whether they caught up.
 const replicaProbeEvery = time.Second
 
+// Replicas that fall behind again within replicaRelapseProbes probe
+// intervals (a minute) of catching up must then keep up for twice as
+// many probes in a row as the last time before uploads wait for them
+// again, up to replicaHoldProbes (a minute).
+const (
+	replicaRelapseProbes = 60
+	replicaHoldProbes    = 60
+)
+
 // replicaWatch is a Queue's view of whether its tasks reach ReplicaAcks
 // replicas within ReplicaWait. While they do, each Enqueue waits for
 // them. Once they do not (a replica down, or too far behind), uploads
@@ -21,21 +30,29 @@ const replicaProbeEvery = time.Second
 // for ReplicaWait, and a replica's outage would cut the API's intake to
 // MAX_INFLIGHT_UPLOADS uploads per ReplicaWait and answer the rest 503,
 // while the wait adds nothing to their safety. A probe then asks once a
-// second until the replicas catch up; each change is logged once, and
-// every task accepted without its replicas' acknowledgement is counted.
+// second until the replicas have kept up for a while: one probe, but
+// twice as many as the last time when they fell behind again within a
+// minute of catching up, so that a replica that keeps falling behind
+// (slow, not down) does not stall an upload and log twice every second,
+// nor drop yoloserve_api_redis_replicas_behind to 0 between its
+// relapses. Each change is logged once, and every task accepted without
+// its replicas' acknowledgement is counted.
 type replicaWatch struct {
 	behind       atomic.Bool
 	unreplicated atomic.Uint64
+	every        time.Duration // between probes: replicaProbeEvery, shorter in tests
 
-	mu     sync.Mutex // orders close's cancel with a probe's start
-	probes sync.WaitGroup
-	ctx    context.Context // ended by close
-	cancel context.CancelFunc
+	mu       sync.Mutex // orders close's cancel with a probe's start; guards hold and caughtUp
+	hold     int        // probes in a row the replicas last had to pass
+	caughtUp time.Time  // when they last passed them
+	probes   sync.WaitGroup
+	ctx      context.Context // ended by close
+	cancel   context.CancelFunc
 }
 
 func newReplicaWatch() *replicaWatch {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &replicaWatch{ctx: ctx, cancel: cancel}
+	return &replicaWatch{every: replicaProbeEvery, ctx: ctx, cancel: cancel}
 }
 
 // close stops the probe and waits for it.
@@ -44,6 +61,19 @@ func (r *replicaWatch) close() {
 	r.cancel()
 	r.mu.Unlock()
 	r.probes.Wait()
+}
+
+// fellBehind returns how many probes in a row the replicas must now pass
+// before uploads wait for them again: one, or twice the last time's
+// (at most replicaHoldProbes) when they caught up less than
+// replicaRelapseProbes ago. r.mu must be held.
+func (r *replicaWatch) fellBehind() int {
+	if r.caughtUp.IsZero() || time.Since(r.caughtUp) >= replicaRelapseProbes*r.every {
+		r.hold = 1
+	} else {
+		r.hold = min(2*r.hold, replicaHoldProbes)
+	}
+	return r.hold
 }
 
 // replicate waits until ReplicaAcks replicas hold everything written so
@@ -72,29 +102,39 @@ func (q *Queue) replicate(ctx context.Context, id string) {
 	if !r.behind.CompareAndSwap(false, true) {
 		return
 	}
-	q.cfg.Logger.Warn("tasks do not reach REDIS_WAIT_REPLICAS replicas in time: uploads are accepted without waiting for them until they catch up, and a failover meanwhile may lose those tasks",
-		"task_id", id, "acks", n, "want", want, "wait", q.cfg.ReplicaWait)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	hold := r.fellBehind()
+	q.cfg.Logger.Warn("tasks do not reach REDIS_WAIT_REPLICAS replicas in time: uploads are accepted without waiting for them until they keep up again, and a failover meanwhile may lose those tasks",
+		"task_id", id, "acks", n, "want", want, "wait", q.cfg.ReplicaWait, "keep_up_for", time.Duration(hold)*r.every)
 	if r.ctx.Err() == nil { // not closed
 		r.probes.Add(1)
-		go q.probeReplicas()
+		go q.probeReplicas(hold)
 	}
 }
 
-// probeReplicas asks once a second whether ReplicaAcks replicas hold
-// everything written so far, and turns the watch back when they do. It
-// returns then, or when the Queue closes.
-func (q *Queue) probeReplicas() {
+// probeReplicas asks every r.every whether ReplicaAcks replicas hold
+// everything written so far, and turns the watch back once they have for
+// hold probes in a row. It returns then, or when the Queue closes.
+func (q *Queue) probeReplicas(hold int) {
 	r := q.replicas
 	defer r.probes.Done()
-	until(r.ctx, replicaProbeEvery, func() bool {
+	passed := 0
+	until(r.ctx, r.every, func() bool {
 		n, err := q.waitReplicas(r.ctx)
 		if err != nil || n < q.cfg.ReplicaAcks {
+			passed = 0
 			return false
 		}
+		if passed++; passed < hold {
+			return false
+		}
+		r.mu.Lock()
+		r.caughtUp = time.Now()
+		r.mu.Unlock()
 		r.behind.Store(false)
-		q.cfg.Logger.Info("tasks reach REDIS_WAIT_REPLICAS replicas again: uploads wait for them again", "acks", n)
+		q.cfg.Logger.Info("tasks reach REDIS_WAIT_REPLICAS replicas again: uploads wait for them again",
+			"acks", n, "kept_up_for", time.Duration(hold)*r.every)
 		return true
 	})
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"yoloserve/internal/detect"
@@ -102,6 +104,90 @@ func TestEnqueueStopsWaitingForReplicasBehind(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not return within 10 s: the probe goes on")
+	}
+}
+
+// TestReplicasFallingBehindAgainMustKeepUpLonger: replicas that fall
+// behind again soon after catching up (slow, not down) must keep up for
+// twice as many probes as the last time before uploads wait for them
+// again, at most a minute's worth, so that an API does not stall an
+// upload and log twice at every probe; after they kept up for the
+// relapse window, one probe is enough again.
+func TestReplicasFallingBehindAgainMustKeepUpLonger(t *testing.T) {
+	primary := testenv.StartRedis(t)
+	if !primary.Restartable() {
+		t.Skip("starts a replica of its own Redis, not of REDIS_URL's")
+	}
+	_, port, _ := net.SplitHostPort(primary.Addr)
+	// A replica detached and attached again syncs in full; by default
+	// the primary waits 5 s for more replicas before it sends the data.
+	if err := primary.Client().ConfigSet(context.Background(), "repl-diskless-sync-delay", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	replica := testenv.StartRedis(t)
+	replica.Stop()
+	replica.Start("--replicaof", "127.0.0.1", port)
+	rc := replica.Client()
+	ctx := context.Background()
+
+	var logs testenv.SyncBuffer
+	q := NewQueue(primary.Client(), QueueConfig{Queue: "relapse", ReplicaAcks: 1, ReplicaWait: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	t.Cleanup(func() { q.Close() })
+	const every = 25 * time.Millisecond // the relapse window and the longest hold are then 1.5 s
+	q.replicas.every = every
+	testenv.Eventually(t, 20*time.Second, "the replica never synced", func() bool {
+		n, err := q.waitReplicas(ctx)
+		return err == nil && n == 1
+	})
+
+	// fallBehind detaches the replica, lets an upload's wait come short,
+	// attaches the replica again and returns how long uploads then took
+	// to wait for it again.
+	fallBehind := func() time.Duration {
+		t.Helper()
+		if err := rc.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.Enqueue(ctx, detect.Job{Upload: "u"}); err != nil {
+			t.Fatal(err)
+		}
+		if got := replicaMetrics(t, q)[1]; got != 1 {
+			t.Fatalf("with the replica detached, yoloserve_api_redis_replicas_behind = %v, want 1", got)
+		}
+		if err := rc.Do(ctx, "REPLICAOF", "127.0.0.1", port).Err(); err != nil {
+			t.Fatal(err)
+		}
+		attached := time.Now()
+		testenv.Eventually(t, 20*time.Second, "uploads never waited for the replica again", func() bool {
+			return !q.replicas.behind.Load()
+		})
+		return time.Since(attached)
+	}
+	holds := []int{1, 2, 4, 8, 16, 32, replicaHoldProbes}
+	for _, hold := range holds {
+		took, least := fallBehind(), time.Duration(hold-1)*every
+		if took < least {
+			t.Errorf("replicas behind for the %d. time in a row: uploads waited for them again %v after they were back, want at least %v (%d probes)", hold, took, least, hold)
+		}
+	}
+	// Kept up for the relapse window: one probe is enough again.
+	time.Sleep(replicaRelapseProbes * every)
+	fallBehind()
+
+	var want []string
+	for _, hold := range append(holds, 1) {
+		want = append(want, (time.Duration(hold) * every).String())
+	}
+	keepUp := regexp.MustCompile(`keep_up_for=(\S+)`).FindAllStringSubmatch(logs.String(), -1)
+	keptUp := regexp.MustCompile(`kept_up_for=(\S+)`).FindAllStringSubmatch(logs.String(), -1)
+	for _, got := range [][][]string{keepUp, keptUp} {
+		var held []string
+		for _, m := range got {
+			held = append(held, m[1])
+		}
+		if diff := cmp.Diff(want, held); diff != "" {
+			t.Errorf("how long the replicas had to keep up, as logged at each change (-want +got):\n%s\n%s", diff, logs.String())
+		}
 	}
 }
 
