@@ -437,15 +437,42 @@ func TestKubernetesRedisSentinel(t *testing.T) {
 			t.Errorf("%s: the trigger's TLS authentication %v, want it exactly with redis-tls", what, auth)
 		}
 	}
+}
 
-	// The README's example of a user's kustomization builds, and its URL
-	// and KEDA's trigger name the same sentinels and primary.
-	m := build(t, readmeKustomization(t, "A kustomization of yours with three sentinels"))
-	worker := m.config(t, m.deployments["yoloserve-worker"].Spec.Template.Spec.Containers[0])
-	if !strings.HasPrefix(worker.RedisURL, "redis-sentinel://s-0.sentinel:26379,") {
-		t.Errorf("the README's example: REDIS_URL %s, want its own sentinels", worker.Redacted())
+// TestKubernetesUserRedisURL: the README's kustomizations for a Redis of
+// the user's own, alone and behind Sentinel, build; KEDA's trigger reads
+// the Redis (or the sentinels and primary) and database of their
+// REDIS_URL, and follows it when another URL is put in its place.
+func TestKubernetesUserRedisURL(t *testing.T) {
+	for _, tc := range []struct{ marker, url, other string }{
+		{"A kustomization of yours for a Redis elsewhere",
+			"redis://redis-master.data:6379/2", "redis://cache.example:6380/5"},
+		{"A kustomization of yours with three sentinels",
+			"redis-sentinel://s-0.sentinel:26379,s-1.sentinel:26379,s-2.sentinel:26379/prod/0", "redis-sentinel://a:26379,b:26380/other/4"},
+	} {
+		dir := readmeKustomization(t, tc.marker)
+		check := func(want string) {
+			t.Helper()
+			what := fmt.Sprintf("the README's %q with REDIS_URL %s", tc.marker, want)
+			m := build(t, dir)
+			worker := m.config(t, m.deployments["yoloserve-worker"].Spec.Template.Spec.Containers[0])
+			if worker.RedisURL != want {
+				t.Errorf("%s: the workers' REDIS_URL %s", what, worker.Redacted())
+			}
+			m.checkTriggerReadsQueue(t, what, worker)
+		}
+		check(tc.url)
+
+		file := filepath.Join(dir, "kustomization.yaml")
+		k, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(file, []byte(strings.ReplaceAll(string(k), tc.url, tc.other)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		check(tc.other)
 	}
-	m.checkTriggerReadsQueue(t, "the README's example", worker)
 }
 
 // readmeKustomization writes the README's YAML block that follows the
