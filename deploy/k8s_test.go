@@ -440,38 +440,49 @@ func TestKubernetesRedisSentinel(t *testing.T) {
 }
 
 // TestKubernetesUserRedisURL: the README's kustomizations for a Redis of
-// the user's own, alone and behind Sentinel, build; KEDA's trigger reads
-// the Redis (or the sentinels and primary) and database of their
-// REDIS_URL, and follows it when another URL is put in its place.
+// the user's own, alone, over TLS (with redis-tls) and behind Sentinel,
+// build; KEDA's trigger reads the Redis (or the sentinels and primary)
+// and database of their REDIS_URL, and follows it when another URL is put
+// in its place; redis-tls's authentication stays on the trigger.
 func TestKubernetesUserRedisURL(t *testing.T) {
-	for _, tc := range []struct{ marker, url, other string }{
-		{"A kustomization of yours for a Redis elsewhere",
-			"redis://redis-master.data:6379/2", "redis://cache.example:6380/5"},
-		{"A kustomization of yours with three sentinels",
-			"redis-sentinel://s-0.sentinel:26379,s-1.sentinel:26379,s-2.sentinel:26379/prod/0", "redis-sentinel://a:26379,b:26380/other/4"},
+	const own, sentinels = "A kustomization of yours for a Redis elsewhere", "A kustomization of yours with three sentinels"
+	const ownURL, sentinelURL = "redis://redis-master.data:6379/2", "redis-sentinel://s-0.sentinel:26379,s-1.sentinel:26379,s-2.sentinel:26379/prod/0"
+	for _, tc := range []struct {
+		marker, readmeURL string
+		tls               bool     // redis-tls added to the README's components
+		urls              []string // put in place of the README's URL, in turn
+	}{
+		{own, ownURL, false, []string{ownURL, "redis://cache.example:6380/5"}},
+		{own, ownURL, true, []string{"rediss://redis-master.data:6379/2", "rediss://cache.example:6380/5"}},
+		{sentinels, sentinelURL, false, []string{sentinelURL, "redis-sentinel://a:26379,b:26380/other/4"}},
 	} {
 		dir := readmeKustomization(t, tc.marker)
-		check := func(want string) {
-			t.Helper()
-			what := fmt.Sprintf("the README's %q with REDIS_URL %s", tc.marker, want)
+		file := filepath.Join(dir, "kustomization.yaml")
+		k, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(k), tc.readmeURL) {
+			t.Fatalf("the README's %q does not set REDIS_URL %s", tc.marker, tc.readmeURL)
+		}
+		if tc.tls {
+			k = append(k, "components:\n  - "+relFrom(t, dir, "k8s/components/redis-tls")+"\n"...)
+		}
+		for _, want := range tc.urls {
+			what := fmt.Sprintf("the README's %q with REDIS_URL %s (redis-tls: %v)", tc.marker, want, tc.tls)
+			if err := os.WriteFile(file, []byte(strings.ReplaceAll(string(k), tc.readmeURL, want)), 0o644); err != nil {
+				t.Fatal(err)
+			}
 			m := build(t, dir)
 			worker := m.config(t, m.deployments["yoloserve-worker"].Spec.Template.Spec.Containers[0])
 			if worker.RedisURL != want {
 				t.Errorf("%s: the workers' REDIS_URL %s", what, worker.Redacted())
 			}
 			m.checkTriggerReadsQueue(t, what, worker)
+			if auth := m.redisTrigger(t)["authenticationRef"]; tc.tls != (auth != nil) {
+				t.Errorf("%s: the trigger's TLS authentication %v, want it exactly with redis-tls", what, auth)
+			}
 		}
-		check(tc.url)
-
-		file := filepath.Join(dir, "kustomization.yaml")
-		k, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(file, []byte(strings.ReplaceAll(string(k), tc.url, tc.other)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		check(tc.other)
 	}
 }
 
