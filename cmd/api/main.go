@@ -78,7 +78,7 @@ func run() error {
 	srv := apihttp.NewServer(apihttp.Config{
 		Addr: cfg.APIAddr, APIKeys: cfg.APIKeys, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxUploadBytes: cfg.MaxUploadBytes, MaxPixels: cfg.MaxPixels, MaxInflight: cfg.MaxInflight,
-		MaxInflightBytes: cfg.MaxInflightBytes, Room: memory, Models: asynq.NewServedModels(rdb, cfg.Queue), CORSOrigins: cfg.CORSOrigins, Logger: log,
+		MaxInflightBytes: cfg.MaxInflightBytes, MinUploadRate: cfg.UploadMinRate, Room: memory, Models: asynq.NewServedModels(rdb, cfg.Queue), CORSOrigins: cfg.CORSOrigins, Logger: log,
 		Registry: reg,
 	}, queue, uploads)
 

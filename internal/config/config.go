@@ -58,6 +58,7 @@ type Config struct {
 	MaxUploadBytes   int64         // MAX_UPLOAD_BYTES
 	MaxInflight      int           // MAX_INFLIGHT_UPLOADS
 	MaxInflightBytes int64         // MAX_INFLIGHT_BYTES (0: the API's default)
+	UploadMinRate    int64         // UPLOAD_MIN_RATE: bytes a second; 0 off
 	MaxPixels        int           // MAX_PIXELS
 	MaxQueue         int           // MAX_QUEUE: pending tasks before 503
 	ResultTTL        time.Duration // RESULT_TTL
@@ -109,6 +110,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"MAX_PIXELS", "40000000", "largest accepted image, width × height"},
 	{"MAX_INFLIGHT_UPLOADS", "64", "uploads the API reads at once; past it, 503"},
 	{"MAX_INFLIGHT_BYTES", "0", "bytes of upload bodies the API holds at once, each counted at its Content-Length (twice MAX_UPLOAD_BYTES without one); past it, 503 (0: 256 MiB, or twice MAX_UPLOAD_BYTES if more)"},
+	{"UPLOAD_MIN_RATE", "8192", "bytes a second an upload's body must keep arriving at, on average, after its first 5 s, with no pause over 10 s; slower, the API answers 408 and frees its slot, so that clients that stall or trickle cannot hold MAX_INFLIGHT_UPLOADS (0: no minimum; a body may take 2 minutes)"},
 	{"MAX_QUEUE", "10000", "tasks waiting before POST /predict answers 503"},
 	{"RESULT_TTL", "1h", "how long a result stays readable"},
 	{"TASK_TIMEOUT", "60s", "longest a task may run"},
@@ -169,6 +171,7 @@ func Parse(getenv func(string) string) (Config, error) {
 		MaxPixels:        p.int("MAX_PIXELS", 1, 1<<40),
 		MaxInflight:      p.int("MAX_INFLIGHT_UPLOADS", 1, 1e6),
 		MaxInflightBytes: int64(p.int("MAX_INFLIGHT_BYTES", 0, 1<<50)),
+		UploadMinRate:    int64(p.int("UPLOAD_MIN_RATE", 0, 1<<40)),
 		MaxQueue:         p.int("MAX_QUEUE", 1, 1e9),
 		ResultTTL:        p.duration("RESULT_TTL", time.Second, 365*24*time.Hour),
 		TaskTimeout:      p.duration("TASK_TIMEOUT", time.Second, 24*time.Hour),

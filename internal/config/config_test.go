@@ -70,7 +70,7 @@ func TestEveryVariableRead(t *testing.T) {
 		"TURBOJPEG_LIB": "/x/libturbojpeg.so", "LIBPNG_LIB": "/x/libpng16.so",
 		"WORKER_CONCURRENCY": "5", "WORKER_PREFETCH": "0", "WORKER_POLL_INTERVAL": "50ms",
 		"BATCH_MAX": "8", "BATCH_WAIT": "5ms", "API_KEYS": "k", "RATE_LIMIT": "10", "RATE_BURST": "5",
-		"MAX_UPLOAD_BYTES": "4096", "MAX_PIXELS": "1000", "MAX_INFLIGHT_UPLOADS": "3", "MAX_INFLIGHT_BYTES": "100000000", "MAX_QUEUE": "7", "UPLOAD_DISK_RESERVE": "0", "UPLOAD_FSYNC": "always",
+		"MAX_UPLOAD_BYTES": "4096", "MAX_PIXELS": "1000", "MAX_INFLIGHT_UPLOADS": "3", "MAX_INFLIGHT_BYTES": "100000000", "UPLOAD_MIN_RATE": "0", "MAX_QUEUE": "7", "UPLOAD_DISK_RESERVE": "0", "UPLOAD_FSYNC": "always",
 		"RESULT_TTL": "2h", "TASK_TIMEOUT": "10s", "TASK_RETRIES": "1", "UPLOAD_MAX_AGE": "3h", "QUEUE": "q",
 		"SHUTDOWN_TIMEOUT": "5s", "LOG_LEVEL": "debug", "LOG_FORMAT": "json", "CORS_ORIGINS": "https://app.example",
 		"REDIS_TLS_CA": "ca.pem", "REDIS_TLS_CERT": "client.pem", "REDIS_TLS_KEY": "client.key", "REDIS_PASSWORD": "s3cret",

@@ -18,6 +18,7 @@ const (
 	ETOOLARGE     = "too_large"    // body or image over a limit
 	EUNSUPPORTED  = "unsupported"  // not a JPEG or PNG, or undecodable
 	ERATELIMIT    = "rate_limited" // too many requests from one client
+	ETIMEOUT      = "timeout"      // a request body that came too slowly
 	EUNAVAILABLE  = "unavailable"  // Redis down or the queue full
 	EINTERNAL     = "internal"     // anything else: a bug or a fault
 )

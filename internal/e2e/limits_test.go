@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -308,4 +309,87 @@ func TestUploadStepsTimed(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("%s (-want +got):\n%s", name, diff)
 	}
+}
+
+// TestSlowUploadsAreCutOff: with MinUploadRate, an upload whose body
+// trickles, and one whose client stops sending halfway without closing
+// (a phone that lost its signal), hold their slots only until they fall
+// behind the pace: each is then answered 408 with the reason, its slot
+// is free and other uploads are taken again. An upload slower than a
+// fast client but above the minimum is taken, though it lasts well past
+// the grace.
+func TestSlowUploadsAreCutOff(t *testing.T) {
+	const grace, idle = 300 * time.Millisecond, 600 * time.Millisecond
+	h := newHarness(t, options{api: apihttp.Config{MaxInflight: 2, MinUploadRate: 64 << 10, UploadGrace: grace, UploadIdle: idle}})
+	jpg := testenv.ReadImage(t, "bus.jpg")
+	addr := strings.TrimPrefix(h.api.URL, "http://")
+
+	// The trickle sends a byte every 50 ms until its connection ends.
+	trickle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { trickle.Close() })
+	fmt.Fprintf(trickle, "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n", len(jpg))
+	go func() {
+		for i := 0; ; i++ {
+			if _, err := trickle.Write(jpg[i : i+1]); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	stalled := beginUpload(t, addr, jpg) // half the body, then nothing
+	testenv.Eventually(t, 10*time.Second, "the slow uploads never took both slots", func() bool {
+		return metric(t, h.api.URL, "yoloserve_api_uploads_reading") == 2
+	})
+	if r := h.post(jpg, "bus.jpg", nil, ""); r.status != http.StatusServiceUnavailable {
+		t.Errorf("an upload beside the two slow ones: %d %s, want 503", r.status, r.raw)
+	}
+	for name, conn := range map[string]net.Conn{"the trickle": trickle, "the stalled upload": stalled} {
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Errorf("%s: no answer within 10 s: %v", name, err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), "The upload came too slowly") {
+			t.Errorf("%s: %d %s, want 408 saying the upload came too slowly", name, resp.StatusCode, body)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, "the slow uploads' slots were never freed", func() bool {
+		return metric(t, h.api.URL, "yoloserve_api_uploads_reading") == 0
+	})
+	if r := h.post(jpg, "bus.jpg", nil, ""); r.status != http.StatusAccepted {
+		t.Errorf("an upload once the slow ones were cut off: %d %s, want 202", r.status, r.raw)
+	}
+
+	// 32 KB every 100 ms, five times the minimum: taken.
+	began := time.Now()
+	r := h.postRaw(h.api.URL, &pacedReader{data: jpg, chunk: 32 << 10, every: 100 * time.Millisecond})
+	if r.status != http.StatusAccepted {
+		t.Errorf("an upload at five times the minimum rate, %v long: %d %s, want 202", time.Since(began), r.status, r.raw)
+	}
+	if took := time.Since(began); took < 3*grace {
+		t.Errorf("the paced upload took %v, want over %v: it does not test a body that lasts past the grace", took, 3*grace)
+	}
+}
+
+// pacedReader gives data a chunk at a time, every interval.
+type pacedReader struct {
+	data  []byte
+	chunk int
+	every time.Duration
+}
+
+func (p *pacedReader) Read(b []byte) (int, error) {
+	if len(p.data) == 0 {
+		return 0, io.EOF
+	}
+	time.Sleep(p.every)
+	n := copy(b[:min(len(b), p.chunk)], p.data)
+	p.data = p.data[n:]
+	return n, nil
 }

@@ -17,6 +17,7 @@ var codes = map[string]int{
 	detect.ETOOLARGE:     http.StatusRequestEntityTooLarge,
 	detect.EUNSUPPORTED:  http.StatusUnsupportedMediaType,
 	detect.ERATELIMIT:    http.StatusTooManyRequests,
+	detect.ETIMEOUT:      http.StatusRequestTimeout,
 	detect.EUNAVAILABLE:  http.StatusServiceUnavailable,
 	detect.EINTERNAL:     http.StatusInternalServerError,
 }

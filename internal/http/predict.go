@@ -189,14 +189,28 @@ type upload struct {
 }
 
 // readUpload checks the request's framing and streams its body, at most
-// MaxUploadBytes, through parseUpload, the image into buf.
+// MaxUploadBytes, through parseUpload, the image into buf, at the pace
+// MinUploadRate asks (pace.go). It returns parseUpload's errors, or
+// ETIMEOUT for a body that fell behind its pace.
 func (s *Server) readUpload(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) (upload, error) {
 	if r.ContentLength > s.cfg.MaxUploadBytes {
 		return upload{}, tooLarge(s.cfg.MaxUploadBytes)
 	}
-	body := s.readers.get(http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes))
+	var paced *pacedBody // nil without a pace to keep
+	raw := r.Body
+	if s.cfg.MinUploadRate > 0 {
+		var done func()
+		paced, done = s.pace(w, r)
+		defer done()
+		raw = paced
+	}
+	body := s.readers.get(http.MaxBytesReader(w, raw, s.cfg.MaxUploadBytes))
 	defer s.readers.put(body)
-	return parseUpload(body, r.Header.Get("Content-Type"), r.ContentLength, s.cfg.MaxUploadBytes, buf)
+	u, err := parseUpload(body, r.Header.Get("Content-Type"), r.ContentLength, s.cfg.MaxUploadBytes, buf)
+	if err != nil && paced != nil && paced.late {
+		return u, paced.tooSlow()
+	}
+	return u, err
 }
 
 // rawTypes are the content types of a body that is the image itself.

@@ -73,6 +73,13 @@ type Config struct {
 	// stored. Past it, POST /predict answers 503 with Retry-After. Default
 	// 256 MiB, or twice MaxUploadBytes if more.
 	MaxInflightBytes int64
+	// MinUploadRate, when above 0, is the pace an upload's body must keep
+	// (pace.go): no pause over UploadIdle (default 10s), and from
+	// UploadGrace (default 5s) on, at least MinUploadRate bytes a second
+	// on average. A body that falls behind is answered 408 and frees its
+	// slot. 0: none; a body may take the server's two-minute read timeout.
+	MinUploadRate           int64
+	UploadGrace, UploadIdle time.Duration
 	// Room, when set, is asked before each upload is read, and told once
 	// it is stored or dropped. The API passes Redis's memory watch, so
 	// that a nearly full Redis keeps room for the results of the tasks
@@ -135,6 +142,12 @@ func NewServer(cfg Config, q Queue, up Uploads) *Server {
 	}
 	if cfg.MaxPixels <= 0 {
 		cfg.MaxPixels = decode.DefaultMaxPixels
+	}
+	if cfg.UploadGrace <= 0 {
+		cfg.UploadGrace = defaultUploadGrace
+	}
+	if cfg.UploadIdle <= 0 {
+		cfg.UploadIdle = defaultUploadIdle
 	}
 	if cfg.MaxInflight <= 0 {
 		cfg.MaxInflight = 64
@@ -199,7 +212,7 @@ func NewServer(cfg Config, q Queue, up Uploads) *Server {
 		Addr:              cfg.Addr,
 		Handler:           r,
 		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       2 * time.Minute,
+		ReadTimeout:       readTimeout,
 		WriteTimeout:      cfg.MaxWait + writeSlack,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
