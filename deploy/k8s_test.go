@@ -433,9 +433,7 @@ func TestKubernetesRedisSentinel(t *testing.T) {
 		if password && secretEnv(wc, "REDIS_SENTINEL_PASSWORD") == "" {
 			t.Errorf("%s: the workers have no REDIS_SENTINEL_PASSWORD for the trigger to read", what)
 		}
-		if auth := m.redisTrigger(t)["authenticationRef"]; (tc.userURL != "") != (auth != nil) {
-			t.Errorf("%s: the trigger's TLS authentication %v, want it exactly with redis-tls", what, auth)
-		}
+		m.checkTriggerTLS(t, what, tc.userURL != "")
 	}
 }
 
@@ -479,9 +477,7 @@ func TestKubernetesUserRedisURL(t *testing.T) {
 				t.Errorf("%s: the workers' REDIS_URL %s", what, worker.Redacted())
 			}
 			m.checkTriggerReadsQueue(t, what, worker)
-			if auth := m.redisTrigger(t)["authenticationRef"]; tc.tls != (auth != nil) {
-				t.Errorf("%s: the trigger's TLS authentication %v, want it exactly with redis-tls", what, auth)
-			}
+			m.checkTriggerTLS(t, what, tc.tls)
 		}
 	}
 }
@@ -563,6 +559,15 @@ func (m *manifests) checkTriggerReadsQueue(t *testing.T, what string, cfg config
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("%s: KEDA's trigger against REDIS_URL %s and QUEUE %s (-want +got):\n%s", what, cfg.Redacted(), cfg.Queue, diff)
+	}
+}
+
+// checkTriggerTLS checks that KEDA's trigger has a TLS authentication
+// exactly when the build has redis-tls (tls).
+func (m *manifests) checkTriggerTLS(t *testing.T, what string, tls bool) {
+	t.Helper()
+	if auth := m.redisTrigger(t)["authenticationRef"]; tls != (auth != nil) {
+		t.Errorf("%s: the trigger's TLS authentication %v, want it exactly with redis-tls", what, auth)
 	}
 }
 

@@ -190,13 +190,22 @@ func TestAPIShutdownTimeoutCutsUploads(t *testing.T) {
 // client does. The test sends the rest, or not.
 func beginUpload(t *testing.T, addr string, data []byte) net.Conn {
 	t.Helper()
+	conn := openUpload(t, addr, len(data))
+	conn.Write(data[:len(data)/2])
+	return conn
+}
+
+// openUpload opens a connection to the API at addr and sends the headers
+// of a raw POST /predict whose JPEG body is length bytes long, and none
+// of the body. The connection closes when the test ends.
+func openUpload(t *testing.T, addr string, length int) net.Conn {
+	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	fmt.Fprintf(conn, "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n", len(data))
-	conn.Write(data[:len(data)/2])
+	fmt.Fprintf(conn, "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n", length)
 	return conn
 }
 

@@ -325,12 +325,7 @@ func TestSlowUploadsAreCutOff(t *testing.T) {
 	addr := strings.TrimPrefix(h.api.URL, "http://")
 
 	// The trickle sends a byte every 50 ms until its connection ends.
-	trickle, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { trickle.Close() })
-	fmt.Fprintf(trickle, "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n", len(jpg))
+	trickle := openUpload(t, addr, len(jpg))
 	go func() {
 		for i := 0; ; i++ {
 			if _, err := trickle.Write(jpg[i : i+1]); err != nil {
