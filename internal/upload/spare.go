@@ -44,10 +44,13 @@ const SpareFolder = ".spare"
 // spareBatch is how many spare names a Dir reads from the folder at once.
 const spareBatch = 256
 
-// spareRecheck is how many times the length of a read of the spare
-// folder that found none a Dir waits before it reads the folder again: a
-// folder once grown large takes long to read even when empty, and such
-// reads then take at most about 1% of the time.
+// spareRecheck is how many times the cost of a read of the spare folder
+// that found none a Dir waits before it reads the folder again: a folder
+// once grown large takes long to read even when empty, and such reads
+// then take at most about 1% of the time. The cost is the CPU time the
+// read took (readCost), which a busy machine that preempts the read does
+// not inflate as it does the wall time: a read held up for 20 ms made the
+// Dir pass over the spares for 2 s.
 const spareRecheck = 100
 
 // spares hands out and takes back a Dir's spare files; a nil *spares has
@@ -58,6 +61,10 @@ type spares struct {
 	// replacing: the Dir then creates and deletes files, as without
 	// spares.
 	off atomic.Bool
+
+	// readNames reads up to n names from the folder: readNames, or in
+	// tests one that is held up as a busy machine can hold a read up.
+	readNames func(folder string, n int) []string
 
 	mu        sync.Mutex
 	names     []string  // read from the folder or kept here, not yet tried
@@ -78,7 +85,7 @@ func newSpares(path, probe string) *spares {
 		return nil
 	}
 	os.Remove(moved)
-	return &spares{folder: folder}
+	return &spares{folder: folder, readNames: readNames}
 }
 
 // on reports whether there are spares to take and keep: false for a nil
@@ -139,9 +146,10 @@ func (s *spares) next() string {
 		if now.Before(s.nextCheck) {
 			return ""
 		}
-		s.names = readNames(s.folder, spareBatch)
+		var cost time.Duration
+		s.names, cost = readCost(func() []string { return s.readNames(s.folder, spareBatch) })
 		if len(s.names) == 0 {
-			s.nextCheck = now.Add(spareRecheck * time.Since(now))
+			s.nextCheck = now.Add(spareRecheck * cost)
 			return ""
 		}
 	}

@@ -86,6 +86,41 @@ func TestSparesReused(t *testing.T) {
 	}
 }
 
+// TestSparesAfterHeldUpRead: a Dir whose read of the empty spare folder
+// was held up, as a busy machine holds a read up (here 50 ms asleep),
+// takes the spare another Dir keeps just after: it reads the folder again
+// after a hundred times the read's CPU time, not its 50 ms (5 s, for
+// which it would create files beside the spare).
+func TestSparesAfterHeldUpRead(t *testing.T) {
+	folder := filepath.Join(t.TempDir(), "uploads")
+	api, worker := newSpareDir(t, folder, 0), newSpareDir(t, folder, 0)
+	api.spares.readNames = func(folder string, n int) []string {
+		time.Sleep(50 * time.Millisecond)
+		return readNames(folder, n)
+	}
+	ctx := context.Background()
+	ref, err := api.Save(ctx, []byte("an upload")) // finds the folder empty
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := worker.Delete(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	if spares := spareNames(t, folder); len(spares) != 1 {
+		t.Fatalf("spares after Delete: %v, want one", spares)
+	}
+	start := time.Now()
+	for saves := 1; len(spareNames(t, folder)) > 0; saves++ {
+		if time.Since(start) > 2*time.Second {
+			t.Fatalf("the spare was still unused after %d uploads in %v", saves, time.Since(start).Round(time.Millisecond))
+		}
+		time.Sleep(10 * time.Millisecond)
+		if _, err := api.Save(ctx, []byte("another upload")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestSparesShared: an API and two workers on one folder (three Dirs)
 // saving, reading and deleting at once each read back exactly the upload
 // they saved, every file ends up a spare, and most uploads are written
