@@ -300,6 +300,29 @@ func (s *Session) NewBinding(batch int, inputHW [2]int64, outputShape []int64) (
 	return &Binding{Batch: batch, in: ti, out: to}, nil
 }
 
+// Prefix returns a binding for the first n images of b's batch, over b's
+// memory: runs of fewer images than b holds need no tensors of their
+// own. It stays valid while b is open; closing it leaves b as it was. It
+// returns an error when n is not between 1 and b.Batch, or ONNX Runtime
+// cannot make the tensors.
+func (b *Binding) Prefix(n int) (*Binding, error) {
+	if n < 1 || n > b.Batch {
+		return nil, fmt.Errorf("onnx: the first %d images of a batch of %d", n, b.Batch)
+	}
+	in, out := b.in.GetShape(), b.out.GetShape()
+	in[0], out[0] = int64(n), int64(n)
+	ti, err := ort.NewTensor(in, b.Input())
+	if err != nil {
+		return nil, err
+	}
+	to, err := ort.NewTensor(out, b.Output())
+	if err != nil {
+		ti.Destroy()
+		return nil, err
+	}
+	return &Binding{Batch: n, in: ti, out: to}, nil
+}
+
 // Input is the input tensor's data, [batch, 3, H, W].
 func (b *Binding) Input() []float32 { return b.in.GetData() }
 

@@ -17,6 +17,9 @@ type batcher struct {
 	max      int
 	wait     time.Duration
 	requests chan *batchRequest
+	// full holds a batch of max images, made at the first batch of two
+	// or more; bindings[n], for n from 2 to max-1, is the first n of them.
+	full     *onnx.Binding
 	bindings map[int]*onnx.Binding
 	done     chan struct{}
 }
@@ -54,6 +57,9 @@ func (bt *batcher) close() {
 	close(bt.done)
 	for _, b := range bt.bindings {
 		b.Close()
+	}
+	if bt.full != nil {
+		bt.full.Close()
 	}
 }
 
@@ -94,24 +100,19 @@ func (bt *batcher) runBatch(batch []*batchRequest) {
 		finish(time.Since(t), err)
 		return
 	}
-	n := len(batch)
-	b, ok := bt.bindings[n]
-	if !ok {
-		var err error
-		b, err = bt.session.NewBinding(n, [2]int64{int64(bt.model.Height), int64(bt.model.Width)}, bt.model.outputShape(n))
-		if err != nil {
-			finish(0, err)
-			return
-		}
-		bt.bindings[n] = b
+	b, err := bt.binding(len(batch))
+	if err != nil {
+		finish(0, err)
+		return
 	}
+	n := len(batch)
 	in, out := b.Input(), b.Output()
 	inSize, outSize := len(in)/n, len(out)/n
 	for i, r := range batch {
 		copy(in[i*inSize:(i+1)*inSize], r.b.Input())
 	}
 	t := time.Now()
-	err := bt.session.Run(b)
+	err = bt.session.Run(b)
 	d := time.Since(t)
 	if err == nil {
 		for i, r := range batch {
@@ -119,4 +120,29 @@ func (bt *batcher) runBatch(batch []*batchRequest) {
 		}
 	}
 	finish(d, err)
+}
+
+// binding returns the binding for a batch of n images (2 to max): the
+// first n of the full batch's tensors. It returns ONNX Runtime's error
+// when the tensors cannot be made.
+func (bt *batcher) binding(n int) (*onnx.Binding, error) {
+	if bt.full == nil {
+		full, err := bt.session.NewBinding(bt.max, [2]int64{int64(bt.model.Height), int64(bt.model.Width)}, bt.model.outputShape(bt.max))
+		if err != nil {
+			return nil, err
+		}
+		bt.full = full
+	}
+	if n == bt.max {
+		return bt.full, nil
+	}
+	if b, ok := bt.bindings[n]; ok {
+		return b, nil
+	}
+	b, err := bt.full.Prefix(n)
+	if err != nil {
+		return nil, err
+	}
+	bt.bindings[n] = b
+	return b, nil
 }

@@ -3,6 +3,7 @@ package yolo_test
 import (
 	"context"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"testing"
 	"time"
@@ -84,5 +85,43 @@ func TestBatchingRunsOnEveryCore(t *testing.T) {
 	d := openDetector(t, "yolov8n-dynamic.onnx", yolo.Config{Concurrency: 8, BatchMax: 4})
 	if c := d.Config(); c.Sessions != 1 || c.Threads != runtime.GOMAXPROCS(0) {
 		t.Errorf("%d sessions × %d threads, want 1 × %d", c.Sessions, c.Threads, runtime.GOMAXPROCS(0))
+	}
+}
+
+// TestBatchMemoryIsTheLargestBatchs: the batcher's tensors are those of
+// one batch of BATCH_MAX images, whatever sizes the batches came in.
+// Batches of every smaller size, after a full one, leave the resident
+// memory where the full one left it: they had each kept their own
+// tensors, 7.7 MB an image (with BATCH_MAX 32 on a GPU, 4 GB for the
+// sizes 1 to 32).
+func TestBatchMemoryIsTheLargestBatchs(t *testing.T) {
+	const max = 8
+	d := openDetector(t, "yolov8n-dynamic.onnx", yolo.Config{Concurrency: max, BatchMax: max, BatchWait: 200 * time.Millisecond})
+	img := testenv.ReadImage(t, "bus.jpg")
+	batch := func(n int) {
+		var wg sync.WaitGroup
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := d.Detect(context.Background(), img, detect.DefaultParams()); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	batch(max)
+	batch(max)
+	debug.FreeOSMemory()
+	before := residentMB(t)
+	for n := max - 1; n >= 2; n-- {
+		batch(n)
+	}
+	debug.FreeOSMemory()
+	after := residentMB(t)
+	t.Logf("resident: %d MB after full batches, %d MB after batches of %d to 2", before, after, max-1)
+	if after > before+40 {
+		t.Errorf("batches of %d to 2 images took %d MB more than full batches had, want at most 40", max-1, after-before)
 	}
 }
