@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Measures the detector path with CUDA (bench -provider cuda -detector-only)
-# on a GPU machine that cannot fetch anything and takes at most 64 MiB a
-# call: the CUDA provider alone is 230 MB. So everything the bench needs is
-# packed here into one xz archive and split into parts under .gpu/1, .gpu/2,
-# ...; each call to the machine carries one part, which stays in /tmp there
-# while the machine is held, and the last call joins them and runs.
+# Measures the service with CUDA on a GPU machine that cannot fetch
+# anything and takes at most 64 MiB a call: the detector's parity and
+# batching tests on the GPU (ORT_PROVIDER=cuda), then bench -provider cuda:
+# the bare CUDA floor, the detector path with batching, and redis-server,
+# bin/api and bin/worker with the worker on the GPU. The CUDA provider
+# alone is 230 MB, so everything is packed here into one xz archive and
+# split into parts under .gpu/1, .gpu/2, ...; each call to the machine
+# carries one part, which stays in /tmp there while the machine is held,
+# and the last call joins them and runs.
 #
 #   scripts/gpu-bench.sh stage     here: build, pack and split; prints the calls
 #   scripts/gpu-bench.sh receive   there: keep the carried part (every call but the last)
@@ -12,7 +15,8 @@
 #
 # The calls must follow each other closely: the machine, and /tmp with it,
 # goes back when idle. The CUDA libraries (cuBLAS, cuDNN, ...) are looked
-# for on the machine, as ../shared/tools/gpu/README.md describes.
+# for on the machine, as ../shared/tools/gpu/README.md describes; Redis
+# and the decoders are carried from this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,12 +27,13 @@ part_size=${GPU_PART_SIZE:-60M}
 case "${1:-}" in
 stage)
   shared=${SHARED:-../shared}
-  make --no-print-directory ort ORT_FLAVOR=cuda
+  make --no-print-directory build ORT_FLAVOR=cuda
   go build -o bin/bench ./cmd/bench
   rm -rf "$stage"
-  mkdir -p "$stage/root/lib" "$stage/root/bin" "$stage/root/models" "$stage/root/images"
+  mkdir -p "$stage/root/lib/onnxruntime" "$stage/root/bin" "$stage/root/redis" "$stage/root/pkg" \
+    "$stage/root/shared/models" "$stage/root/shared/images" "$stage/root/shared/reference"
   cp lib/onnxruntime/libonnxruntime.so.1 lib/onnxruntime/libonnxruntime_providers_cuda.so \
-    lib/onnxruntime/libonnxruntime_providers_shared.so "$stage/root/lib/"
+    lib/onnxruntime/libonnxruntime_providers_shared.so "$stage/root/lib/onnxruntime/"
   # The decoders the bench's stages use, from this machine (the GPU machine
   # has none); cp -L follows the links to the libraries themselves.
   for l in libturbojpeg.so.0 libpng16.so.16; do
@@ -36,11 +41,24 @@ stage)
     [ -n "$p" ] || { echo "gpu-bench: $l not found here (apt-get install libturbojpeg0 libpng16-16)" >&2; exit 1; }
     cp -L "$p" "$stage/root/lib/$l"
   done
-  cp bin/bench "$stage/root/bin/"
+  cp bin/bench bin/api bin/worker "$stage/root/bin/"
+  # The detector's tests, run there from pkg/ so that they find ../shared.
+  go test -c -o "$stage/root/pkg/yolo.test" ./internal/yolo
+  # redis-server and the libraries it links beyond the C library, used by
+  # it alone (a wrapper on the PATH): the machine's own libraries stay
+  # first for everything else.
+  r=$(readlink -f "$(command -v redis-server)")
+  cp "$r" "$stage/root/redis/redis-server"
+  ldd "$r" | awk '$3 ~ /^\// {print $3}' | grep -Ev '/(libc|libm|libpthread|libdl|librt)\.so' |
+    xargs -r cp -L -t "$stage/root/redis/"
+  printf '#!/bin/sh\nd=$(dirname "$(readlink -f "$0")")/../redis\nLD_LIBRARY_PATH=$d exec "$d/redis-server" "$@"\n' \
+    > "$stage/root/bin/redis-server"
+  chmod +x "$stage/root/bin/redis-server"
   # Only the dynamic-batch model, which at batch 1 is the static one: a
-  # second 12 MB model would take a fourth call.
-  cp "$shared/models/yolov8n-dynamic.onnx" "$stage/root/models/"
-  cp "$shared"/images/* "$stage/root/images/"
+  # second 12 MB model would take another call.
+  cp "$shared/models/yolov8n-dynamic.onnx" "$stage/root/shared/models/"
+  cp "$shared"/images/* "$stage/root/shared/images/"
+  cp "$shared"/reference/* "$stage/root/shared/reference/"
   tar -C "$stage/root" -cf - . | xz -T0 -6 > "$stage/all.tar.xz"
   sum=$(sha256sum < "$stage/all.tar.xz" | cut -d' ' -f1)
   split -b "$part_size" -d -a 2 "$stage/all.tar.xz" "$stage/part."
@@ -85,14 +103,24 @@ receive | run)
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
   out=${OUT:-$dest}
   cd "$dest/root"
-  LD_LIBRARY_PATH="$PWD/lib:$libs${LD_LIBRARY_PATH:-}" ORT_LIB="$PWD/lib/libonnxruntime.so.1" \
-    timeout "${GPU_BENCH_TIMEOUT:-480}" bin/bench -provider "${GPU_BENCH_PROVIDER:-cuda}" -detector-only \
-    -model models/yolov8n-dynamic.onnx -dynamic models/yolov8n-dynamic.onnx -images images \
-    -out "$out/results.json" 2>&1 | tee "$out/bench.log"
-  exit "${PIPESTATUS[0]}"
+  provider=${GPU_BENCH_PROVIDER:-cuda}
+  # The tests and the bench find ONNX Runtime in lib/onnxruntime beside
+  # their folders, as in a checkout; the decoders are in lib.
+  export LD_LIBRARY_PATH="$PWD/lib/onnxruntime:$PWD/lib:$libs${LD_LIBRARY_PATH:-}" PATH="$PWD/bin:$PATH"
+  # The parity and batching tests on the provider: the same detections as
+  # Ultralytics, and batched as unbatched.
+  tests=0
+  (cd pkg && ORT_PROVIDER=$provider timeout 180 ./yolo.test -test.v -test.count=1 \
+    -test.run '^(TestParity|TestBatchingGivesUnbatchedResults)$/^yolov8n-dynamic\.onnx$') 2>&1 | tee "$out/parity.log" || tests=$?
+  rc=0
+  timeout "${GPU_BENCH_TIMEOUT:-420}" bin/bench -provider "$provider" ${GPU_BENCH_FLAGS:-} \
+    -model shared/models/yolov8n-dynamic.onnx -dynamic shared/models/yolov8n-dynamic.onnx -images shared/images \
+    -out "$out/results.json" -logs "$out" 2>&1 | tee "$out/bench.log" || rc=$?
+  echo "gpu-bench: tests exit $tests, bench exit $rc"
+  [ "$rc" = 0 ] && [ "$tests" = 0 ]
   ;;
 *)
-  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
   ;;
 esac

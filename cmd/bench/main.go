@@ -54,7 +54,7 @@ func run() error {
 	detectorOnly := flag.Bool("detector-only", false, "skip the processes (a machine without redis-server)")
 	intakeOnly := flag.Bool("intake-only", false, "measure only the API's intake")
 	intakeRounds := flag.Int("intake-rounds", 1, "times the API's intake is measured in a row against one API, its uploads piling up as a backlog's")
-	provider := flag.String("provider", "cpu", "where the floor and the detector run: cpu or cuda (the processes run on CPU)")
+	provider := flag.String("provider", "cpu", "where the floor, the detector and the worker run: cpu or cuda (cuda: the worker batches on the -dynamic model)")
 	neighbour := flag.String(bench.NeighbourFlag, "", "run as one of two neighbouring detectors (JSON, given by the bench itself) and print what it did")
 	stagesJob := flag.String(bench.StagesFlag, "", "measure the detector's stages under the worker's scheduling policy (JSON, given by the bench itself) and print them")
 	flag.Parse()

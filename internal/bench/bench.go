@@ -25,7 +25,8 @@ type Config struct {
 	// and its alternatives.
 	Workers []WorkerConfig
 	// ServiceOnly skips the floor tables and the detector figures;
-	// DetectorOnly skips the processes (for a machine without Redis);
+	// DetectorOnly skips the processes (for a machine without Redis; on
+	// CUDA the processes run with the worker on the GPU);
 	// IntakeOnly measures only the API's intake.
 	ServiceOnly, DetectorOnly, IntakeOnly bool
 	// IntakeRounds is how many times the API's intake is measured in a
@@ -33,8 +34,10 @@ type Config struct {
 	// round's uploads stay on the disk, so later rounds meet a backlog of
 	// gigabytes, as when workers are down or slower than the uploads.
 	IntakeRounds int
-	// Provider is where the floor and the detector run: "cpu" (default) or
-	// "cuda". The processes are measured on CPU only.
+	// Provider is where the floor, the detector and the worker run: "cpu"
+	// (default) or "cuda". On CUDA the service runs with the worker
+	// batching on Dynamic (CUDA's figures), without the CPU's
+	// configurations, the intake and the neighbours.
 	Provider  string
 	FloorRuns int // timed runs per floor figure (default 20)
 	// Rounds is how many pairs of bare and 16-client windows each worker
@@ -86,6 +89,9 @@ type Report struct {
 	// batch size, against Batching's bare session at the same size.
 	DetectorBatching []DetectorRun `json:"detector_batching"`
 	Workers          []WorkerRun   `json:"workers"`
+	// CUDA is the service with its worker on CUDA, at each batch size
+	// (Provider "cuda").
+	CUDA []CUDARun `json:"cuda,omitempty"`
 	// Neighbours is two worker detectors sharing the cores, with solo
 	// sessions and without, in alternating rounds.
 	Neighbours []NeighboursRun `json:"neighbours"`

@@ -61,6 +61,11 @@ func run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, err
 		}
 	}
+	if !cfg.DetectorOnly && cfg.Provider == "cuda" && cfg.Dynamic != "" {
+		if err := rep.serviceCUDA(ctx, &cfg); err != nil {
+			return nil, err
+		}
+	}
 	// Solo sessions need two cores or more.
 	if !cfg.ServiceOnly && cfg.Provider == "cpu" && cfg.Exe != "" && ncpu >= 2 {
 		if err := rep.neighbours(ctx, &cfg); err != nil {

@@ -156,18 +156,45 @@ func (s *system) env(extra ...string) []string {
 }
 
 func (s *system) startWorker(wc WorkerConfig) error {
+	return s.startWorkerEnv(fmt.Sprintf("WORKER_CONCURRENCY=%d", wc.Concurrency),
+		fmt.Sprintf("ORT_THREADS=%d", wc.Threads), fmt.Sprintf("ORT_SESSIONS=%d", wc.Sessions),
+		fmt.Sprintf("ORT_SOLO_THREADS=%d", wc.Solo))
+}
+
+// startWorkerEnv starts bin/worker with env added to the system's and
+// waits until it is ready; it returns an error when it does not start or
+// is not ready within a minute (a GPU's first session takes seconds).
+func (s *system) startWorkerEnv(env ...string) error {
 	port := freePort()
 	s.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
 	w, err := s.start(filepath.Join(s.cfg.BinDir, "worker"), nil, s.env(
-		fmt.Sprintf("WORKER_ADDR=127.0.0.1:%d", port), fmt.Sprintf("WORKER_CONCURRENCY=%d", wc.Concurrency),
-		fmt.Sprintf("ORT_THREADS=%d", wc.Threads), fmt.Sprintf("ORT_SESSIONS=%d", wc.Sessions),
-		fmt.Sprintf("ORT_SOLO_THREADS=%d", wc.Solo))...)
+		append([]string{fmt.Sprintf("WORKER_ADDR=127.0.0.1:%d", port)}, env...)...)...)
 	if err != nil {
 		return err
 	}
 	s.worker = w
 	s.sent.Store(0)
-	return waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/readyz", port), 30*time.Second)
+	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", port)
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if err := waitHTTP(url, time.Second); err == nil {
+			return nil
+		}
+		if exited(w.Process.Pid) {
+			return fmt.Errorf("bin/worker stopped at start (its log says why)")
+		}
+	}
+	return fmt.Errorf("%s not ready after a minute", url)
+}
+
+// exited reports whether the child pid has ended (a zombie not yet
+// waited for).
+func exited(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(f) == 0 || f[0] == "Z"
 }
 
 func (s *system) stopWorker() {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"yoloserve/internal/onnx"
 	"yoloserve/internal/testenv"
 )
 
@@ -67,4 +68,27 @@ func readLog(t *testing.T, dir, name string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// A worker that stops at start, here one asked for CUDA on a machine
+// without it, fails the bench at once with the reason in worker.log,
+// rather than after the minute a worker has to get ready.
+func TestWorkerStoppingAtStartFailsAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	lib, err := onnx.FindLibrary(os.Getenv("ORT_LIB"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := newSystem(&Config{BinDir: testenv.Binaries(t), LogDir: dir, Model: testenv.Model(t, "yolov8n.onnx"), Library: lib})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.stop()
+	err = s.startWorkerEnv("ORT_PROVIDER=cuda", "ORT_FALLBACK_CPU=false")
+	if err == nil || !strings.Contains(err.Error(), "stopped at start") {
+		t.Fatalf("startWorkerEnv(ORT_PROVIDER=cuda) without a GPU: %v, want the worker stopped at start", err)
+	}
+	if log := readLog(t, dir, "worker"); !strings.Contains(log, "CUDA") {
+		t.Errorf("worker.log does not say why (CUDA):\n%s", log)
+	}
 }

@@ -39,6 +39,17 @@ func Model(tb testing.TB, name string) string {
 	return filepath.Join(SharedDir(tb), "models", name)
 }
 
+// Provider returns where tests run the detector: ORT_PROVIDER, as the
+// worker reads it, else "cpu". ORT_PROVIDER=cuda runs the parity and
+// batching tests on a GPU (scripts/gpu-bench.sh does); the tests of the
+// CPU's threads and sessions need "cpu".
+func Provider() string {
+	if v := os.Getenv("ORT_PROVIDER"); v != "" {
+		return v
+	}
+	return "cpu"
+}
+
 // Image returns the path of a shared test image.
 func Image(tb testing.TB, name string) string {
 	tb.Helper()

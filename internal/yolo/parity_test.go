@@ -19,9 +19,12 @@ import (
 
 // openDetector opens a detector on a shared model, with libjpeg-turbo
 // (which parity needs) and libpng, as the worker has them, unless cfg
-// brings its own decoder.
+// brings its own decoder, on testenv.Provider unless cfg names one.
 func openDetector(tb testing.TB, model string, cfg yolo.Config) *yolo.Detector {
 	tb.Helper()
+	if cfg.Provider == "" {
+		cfg.Provider = testenv.Provider()
+	}
 	if cfg.Decoder == nil {
 		jpeg, err := imagelib.OpenJPEG("")
 		if err != nil {

@@ -1,0 +1,154 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"yoloserve/internal/detect"
+)
+
+// CUDARun is the service with its worker on CUDA (ORT_PROVIDER=cuda) on
+// the dynamic model: tasks one at a time, each after a run of a bare CUDA
+// session at batch 1, then closed loops of clients.
+type CUDARun struct {
+	BatchMax    int `json:"batch_max"`
+	Concurrency int `json:"concurrency"`
+	// BareMS is the median of the bare batch-1 runs just before the lone
+	// tasks; ServiceMS, IdleLatencyMS and Speed are the lone tasks'
+	// medians, as WorkerRun's.
+	BareMS        float64      `json:"bare_ms"`
+	ServiceMS     float64      `json:"service_ms"`
+	IdleLatencyMS float64      `json:"idle_latency_ms"`
+	Speed         detect.Speed `json:"speed_ms"`
+	Loads         []LoadLevel  `json:"loads"`
+	// Bare names the bare CUDA session at batch BatchMax (Batching's) and
+	// BarePS is its throughput; Ratio is the best load's throughput over
+	// it.
+	Bare       string  `json:"bare"`
+	BarePS     float64 `json:"bare_per_s"`
+	Ratio      float64 `json:"ratio"`
+	PeakRSSMiB float64 `json:"peak_rss_mib"`
+}
+
+// cudaBatches are the BATCH_MAX values the service runs with on CUDA:
+// batching off (the worker's default sixteen slots on CUDA), and batches
+// of 8 and 32 with twice as many slots as a batch holds, so that one
+// batch gathers while another runs.
+var cudaBatches = []int{1, 8, 32}
+
+// cudaClients are the closed-loop loads the service runs under on CUDA.
+var cudaClients = []int{1, 16, 64, 128}
+
+// serviceCUDA measures redis-server, bin/api and bin/worker with the
+// worker on CUDA at each of cudaBatches. It returns an error when a
+// process cannot start or a lone task fails, and ctx's error once ctx
+// ends.
+func (rep *Report) serviceCUDA(ctx context.Context, cfg *Config) error {
+	cfg.printf("== the service on CUDA: redis-server, bin/api, bin/worker with ORT_PROVIDER=cuda on %s\n", cfg.Dynamic)
+	images, err := readJPEGs(cfg.Images)
+	if err != nil {
+		return err
+	}
+	sys, err := newSystem(cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sys.stop()
+		rep.Logs = sys.logPaths()
+	}()
+	var bodies []body
+	for _, data := range images {
+		bodies = append(bodies, newBody(data))
+	}
+	for _, b := range cudaBatches {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		run, err := sys.measureCUDA(ctx, bodies, b, cudaClients)
+		if err != nil {
+			return err
+		}
+		for _, f := range rep.Batching {
+			if f.Batch == b {
+				run.Bare, run.BarePS = f.Name, f.ImagesPerS
+			}
+		}
+		best := 0.0
+		for _, lv := range run.Loads {
+			best = max(best, lv.ImagesPerS)
+		}
+		if run.BarePS > 0 {
+			run.Ratio = best / run.BarePS
+		}
+		rep.CUDA = append(rep.CUDA, run)
+		cfg.printf("  worker on CUDA, BATCH_MAX %d, %d slots: service %.1f ms (decode %.1f, letterbox %.1f, inference %.1f, nms %.1f), idle POST→result %.1f ms, against a bare batch-1 run of %.2f ms; best %.1f img/s, %.2f of the bare %s (%.1f img/s); peak RSS %.0f MiB\n",
+			run.BatchMax, run.Concurrency, run.ServiceMS, run.Speed.Decode, run.Speed.Preprocess, run.Speed.Inference, run.Speed.Postprocess,
+			run.IdleLatencyMS, run.BareMS, best, run.Ratio, run.Bare, run.BarePS, run.PeakRSSMiB)
+	}
+	return nil
+}
+
+// measureCUDA runs the worker on the system's provider (CUDA but in
+// tests) with BATCH_MAX batch, under loads of each of clients. It returns
+// an error when the worker does not start or a lone task fails, and ctx's
+// error at the next step once ctx ends.
+func (s *system) measureCUDA(ctx context.Context, bodies []body, batch int, clients []int) (CUDARun, error) {
+	run := CUDARun{BatchMax: batch, Concurrency: 16}
+	if batch > 1 {
+		run.Concurrency = 2 * batch
+	}
+	one, err := newBare(s.cfg.Dynamic, s.cfg.Provider, 1, 1, 1, spinOn)
+	if err != nil {
+		return run, err
+	}
+	defer one.close()
+	env := []string{"ORT_PROVIDER=" + s.cfg.Provider, "MODEL_PATH=" + s.cfg.Dynamic,
+		fmt.Sprintf("BATCH_MAX=%d", batch), fmt.Sprintf("WORKER_CONCURRENCY=%d", run.Concurrency)}
+	if p := os.Getenv("LD_LIBRARY_PATH"); p != "" { // where the CUDA libraries are
+		env = append(env, "LD_LIBRARY_PATH="+p)
+	}
+	if err := s.startWorkerEnv(env...); err != nil {
+		return run, err
+	}
+	defer s.stopWorker()
+	// The CUDA provider picks its convolution algorithms for each batch
+	// size on the first run of that size: every load runs once first.
+	for _, c := range clients {
+		if err := ctx.Err(); err != nil {
+			return run, err
+		}
+		s.window(bodies, c, s.cfg.Load/5)
+	}
+	const n = 20
+	var bare, service, idle []float64
+	var speeds []detect.Speed
+	for range n {
+		if err := ctx.Err(); err != nil {
+			return run, err
+		}
+		s.pause()
+		one.once()
+		bare = append(bare, one.once())
+		s.resume()
+		st, rt, sp, err := s.serviceTime(bodies[0])
+		if err != nil {
+			return run, err
+		}
+		service, idle, speeds = append(service, st), append(idle, rt), append(speeds, sp)
+	}
+	run.BareMS, run.ServiceMS, run.IdleLatencyMS, run.Speed = median(bare), median(service), median(idle), medianSpeed(speeds)
+	for _, c := range clients {
+		if err := ctx.Err(); err != nil {
+			return run, err
+		}
+		lv := level(c, s.window(bodies, c, s.cfg.Load))
+		run.Loads = append(run.Loads, lv)
+		u, sp := lv.CPUPerImage, lv.Speed
+		s.cfg.printf("  worker on CUDA, BATCH_MAX %d, %3d clients: %7.1f img/s  p50 %6.1f  p99 %6.1f ms  errors %d  CPU ms/img: worker %.1f api %.1f redis %.1f client %.1f  stages ms: decode %.1f letterbox %.1f inference %.1f nms %.1f\n",
+			batch, c, lv.ImagesPerS, lv.P50MS, lv.P99MS, lv.Errors, u.Worker, u.API, u.Redis, u.Client, sp.Decode, sp.Preprocess, sp.Inference, sp.Postprocess)
+	}
+	run.PeakRSSMiB = peakRSS(s.worker.Process.Pid)
+	return run, nil
+}

@@ -1,0 +1,61 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"yoloserve/internal/onnx"
+	"yoloserve/internal/testenv"
+)
+
+// The GPU's service figures, measured here on the CPU provider (the same
+// steps, a session on the CPU): the worker starts batching on the dynamic
+// model, every lone task and load is measured without an error, and the
+// figures hold together (a task's service time within its POST → result,
+// its stages within its service time).
+func TestServiceWithBatchingWorker(t *testing.T) {
+	lib, err := onnx.FindLibrary(os.Getenv("ORT_LIB"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := onnx.Init(lib, onnx.Env{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &Config{BinDir: testenv.Binaries(t), Library: lib, Provider: "cpu", Load: time.Second,
+		Model: testenv.Model(t, "yolov8n.onnx"), Dynamic: testenv.Model(t, "yolov8n-dynamic.onnx")}
+	s, err := newSystem(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.stop()
+	bodies := []body{newBody(testenv.ReadImage(t, "bus.jpg")), newBody(testenv.ReadImage(t, "zidane.jpg"))}
+	run, err := s.measureCUDA(context.Background(), bodies, 4, []int{1, 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", run)
+	if run.Concurrency != 8 || run.BatchMax != 4 {
+		t.Errorf("BATCH_MAX %d with %d slots, want 4 with 8", run.BatchMax, run.Concurrency)
+	}
+	if run.BareMS <= 0 || run.ServiceMS <= 0 || run.IdleLatencyMS < run.ServiceMS {
+		t.Errorf("bare %.1f ms, service %.1f ms, POST → result %.1f ms: want them measured, the service within POST → result",
+			run.BareMS, run.ServiceMS, run.IdleLatencyMS)
+	}
+	if sp := run.Speed; sp.Inference <= 0 || sp.Decode+sp.Preprocess+sp.Inference+sp.Postprocess > run.ServiceMS {
+		t.Errorf("stages %+v against a service time of %.1f ms: want the inference measured, the stages within the service", sp, run.ServiceMS)
+	}
+	if len(run.Loads) != 2 {
+		t.Fatalf("%d loads, want 2", len(run.Loads))
+	}
+	for _, lv := range run.Loads {
+		if lv.Errors != 0 || lv.ImagesPerS <= 0 || lv.P50MS <= 0 || lv.CPUPerImage.Worker <= 0 {
+			t.Errorf("%d clients: %.1f img/s, p50 %.1f ms, %d errors, worker CPU %.1f ms an image: want images done without an error",
+				lv.Clients, lv.ImagesPerS, lv.P50MS, lv.Errors, lv.CPUPerImage.Worker)
+		}
+	}
+	if run.PeakRSSMiB <= 0 {
+		t.Errorf("peak RSS %.0f MiB, want it read", run.PeakRSSMiB)
+	}
+}
