@@ -46,22 +46,11 @@ var cudaClients = []int{1, 16, 64, 128}
 // ends.
 func (rep *Report) serviceCUDA(ctx context.Context, cfg *Config) error {
 	cfg.printf("== the service on CUDA: redis-server, bin/api, bin/worker with ORT_PROVIDER=cuda on %s\n", cfg.Dynamic)
-	images, err := readJPEGs(cfg.Images)
+	sys, bodies, stop, err := rep.startSystem(cfg)
 	if err != nil {
 		return err
 	}
-	sys, err := newSystem(cfg)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		sys.stop()
-		rep.Logs = sys.logPaths()
-	}()
-	var bodies []body
-	for _, data := range images {
-		bodies = append(bodies, newBody(data))
-	}
+	defer stop()
 	for _, b := range cudaBatches {
 		if err := ctx.Err(); err != nil {
 			return err

@@ -175,26 +175,38 @@ func (rep *Report) floorAndStages(ctx context.Context, cfg *Config, ncpu int) er
 	return nil
 }
 
-// service measures the real processes: each worker configuration under
-// load, then the API's intake.
-func (rep *Report) service(ctx context.Context, cfg *Config, ncpu int) error {
-	cfg.printf("== the service: redis-server, bin/api, bin/worker as processes\n")
+// startSystem reads the photos as uploads and starts Redis and the API
+// (newSystem). It returns them with the function that stops the system
+// and lists its logs in rep, or an error when a photo cannot be read or a
+// process cannot start.
+func (rep *Report) startSystem(cfg *Config) (*system, []body, func(), error) {
 	images, err := readJPEGs(cfg.Images)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
 	sys, err := newSystem(cfg)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
-	defer func() {
-		sys.stop()
-		rep.Logs = sys.logPaths()
-	}()
 	var bodies []body
 	for _, data := range images {
 		bodies = append(bodies, newBody(data))
 	}
+	return sys, bodies, func() {
+		sys.stop()
+		rep.Logs = sys.logPaths()
+	}, nil
+}
+
+// service measures the real processes: each worker configuration under
+// load, then the API's intake.
+func (rep *Report) service(ctx context.Context, cfg *Config, ncpu int) error {
+	cfg.printf("== the service: redis-server, bin/api, bin/worker as processes\n")
+	sys, bodies, stop, err := rep.startSystem(cfg)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	// The default configuration first, then the alternatives: without
 	// the solo session, a session per slot with every core, one such
 	// session shared.
