@@ -53,6 +53,12 @@ const spareBatch = 256
 // Dir pass over the spares for 2 s.
 const spareRecheck = 100
 
+// spareRecheckMin is the least a Dir waits before it reads an empty spare
+// folder again: spares come back as uploads end, and reading for them
+// more often than a hundred times a second only takes the cores from the
+// uploads when they are busiest.
+const spareRecheckMin = 10 * time.Millisecond
+
 // spares hands out and takes back a Dir's spare files; a nil *spares has
 // none (take finds none, keep keeps none, sweep does nothing).
 type spares struct {
@@ -69,6 +75,7 @@ type spares struct {
 	mu        sync.Mutex
 	names     []string  // read from the folder or kept here, not yet tried
 	nextCheck time.Time // when an empty folder may be read again
+	reading   bool      // an upload is reading the folder
 }
 
 // newSpares returns the spares of the upload folder path, making their
@@ -137,21 +144,36 @@ func (s *spares) take(name string) (*os.File, int64) {
 
 // next returns the name of a spare to try: one this process kept, or one
 // of a batch read from the folder when it has none; or "" when the folder
-// has none.
+// has none, or another upload is reading it. The read is made without
+// the lock, so that the uploads behind it do not queue for it: an upload
+// that finds the folder being read creates its file.
 func (s *spares) next() string {
 	s.mu.Lock()
+	if name := s.pop(); name != "" || s.reading || time.Now().Before(s.nextCheck) {
+		s.mu.Unlock()
+		return name
+	}
+	s.reading = true
+	s.mu.Unlock()
+	start := time.Now()
+	names, cost := readCost(func() []string { return s.readNames(s.folder, spareBatch) })
+	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.reading = false
+	if len(names) == 0 {
+		s.nextCheck = start.Add(max(spareRecheck*cost, spareRecheckMin))
+	}
+	// Spares kept meanwhile are in names too, or in the folder still:
+	// a name tried twice is found gone the second time.
+	s.names = append(s.names, names...)
+	return s.pop()
+}
+
+// pop takes the last name of s.names, or "" when there is none; s.mu
+// must be held.
+func (s *spares) pop() string {
 	if len(s.names) == 0 {
-		now := time.Now()
-		if now.Before(s.nextCheck) {
-			return ""
-		}
-		var cost time.Duration
-		s.names, cost = readCost(func() []string { return s.readNames(s.folder, spareBatch) })
-		if len(s.names) == 0 {
-			s.nextCheck = now.Add(spareRecheck * cost)
-			return ""
-		}
+		return ""
 	}
 	n := s.names[len(s.names)-1]
 	s.names = s.names[:len(s.names)-1]

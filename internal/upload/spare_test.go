@@ -121,6 +121,46 @@ func TestSparesAfterHeldUpRead(t *testing.T) {
 	}
 }
 
+// TestSparesReadHoldsNoUpload: uploads do not queue behind another's read
+// of the spare folder: while one upload's read is held up, another is
+// saved (in a file of its own).
+func TestSparesReadHoldsNoUpload(t *testing.T) {
+	d := newSpareDir(t, filepath.Join(t.TempDir(), "uploads"), 0)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	d.spares.readNames = func(folder string, n int) []string {
+		once.Do(func() {
+			close(entered)
+			<-release
+		})
+		return readNames(folder, n)
+	}
+	ctx := context.Background()
+	first := make(chan error, 1)
+	go func() {
+		_, err := d.Save(ctx, []byte("the upload that reads the folder"))
+		first <- err
+	}()
+	<-entered
+	second := make(chan error, 1)
+	go func() {
+		_, err := d.Save(ctx, []byte("an upload beside it"))
+		second <- err
+	}()
+	select {
+	case err := <-second:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("an upload waited 10 s for another's read of the spare folder")
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Error(err)
+	}
+}
+
 // TestSparesShared: an API and two workers on one folder (three Dirs)
 // saving, reading and deleting at once each read back exactly the upload
 // they saved, every file ends up a spare, and most uploads are written
