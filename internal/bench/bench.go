@@ -297,6 +297,7 @@ type LoadLevel struct {
 	P50MS      float64 `json:"p50_ms"`
 	P95MS      float64 `json:"p95_ms"`
 	P99MS      float64 `json:"p99_ms"`
+	MaxMS      float64 `json:"max_ms"`
 	Errors     int     `json:"errors"`
 	// CPUPerImage is the CPU time each process used per finished image.
 	CPUPerImage CPUShare `json:"cpu_ms_per_image"`

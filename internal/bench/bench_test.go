@@ -23,7 +23,7 @@ func TestLevelPoolsWindows(t *testing.T) {
 		speed: detect.Speed{Decode: 8, Preprocess: 4, Inference: 200, Postprocess: 2}, solo: 1,
 		machine: machineTimes{340, 0, 10, 10, 0, 0, 1, 4}}
 	got := level(16, a, b)
-	want := LoadLevel{Clients: 16, ImagesPerS: 5.0 / 3, P50MS: 20, P95MS: 40, P99MS: 40, Errors: 1,
+	want := LoadLevel{Clients: 16, ImagesPerS: 5.0 / 3, P50MS: 20, P95MS: 40, P99MS: 40, MaxMS: 40, Errors: 1,
 		CPUPerImage: CPUShare{Worker: 100, API: 10, Redis: 2, Client: 1},
 		Speed:       detect.Speed{Decode: 4, Preprocess: 2, Inference: 100, Postprocess: 1}, SoloShare: 0.6,
 		Machine: MachineShare{Idle: 0.022, SoftIRQ: 0.004, Steal: 0.004}}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"yoloserve/internal/detect"
 )
@@ -22,6 +23,13 @@ type CUDARun struct {
 	IdleLatencyMS float64      `json:"idle_latency_ms"`
 	Speed         detect.Speed `json:"speed_ms"`
 	Loads         []LoadLevel  `json:"loads"`
+	// StartS is how long the worker took from its start to ready (its
+	// sessions made and warmed at batch 1); Cold are the short first
+	// windows at each load, whose batch sizes the CUDA provider meets
+	// for the first time (the first batch of a size picks its
+	// convolutions).
+	StartS float64     `json:"start_s"`
+	Cold   []LoadLevel `json:"cold_loads"`
 	// Bare names the bare CUDA session at batch BatchMax (Batching's) and
 	// BarePS is its throughput; Ratio is the best load's throughput over
 	// it.
@@ -72,8 +80,8 @@ func (rep *Report) serviceCUDA(ctx context.Context, cfg *Config) error {
 			run.Ratio = best / run.BarePS
 		}
 		rep.CUDA = append(rep.CUDA, run)
-		cfg.printf("  worker on CUDA, BATCH_MAX %d, %d slots: service %.1f ms (decode %.1f, letterbox %.1f, inference %.1f, nms %.1f), idle POST→result %.1f ms, against a bare batch-1 run of %.2f ms; best %.1f img/s, %.2f of the bare %s (%.1f img/s); peak RSS %.0f MiB\n",
-			run.BatchMax, run.Concurrency, run.ServiceMS, run.Speed.Decode, run.Speed.Preprocess, run.Speed.Inference, run.Speed.Postprocess,
+		cfg.printf("  worker on CUDA, BATCH_MAX %d, %d slots, ready in %.1f s: service %.1f ms (decode %.1f, letterbox %.1f, inference %.1f, nms %.1f), idle POST→result %.1f ms, against a bare batch-1 run of %.2f ms; best %.1f img/s, %.2f of the bare %s (%.1f img/s); peak RSS %.0f MiB\n",
+			run.BatchMax, run.Concurrency, run.StartS, run.ServiceMS, run.Speed.Decode, run.Speed.Preprocess, run.Speed.Inference, run.Speed.Postprocess,
 			run.IdleLatencyMS, run.BareMS, best, run.Ratio, run.Bare, run.BarePS, run.PeakRSSMiB)
 	}
 	return nil
@@ -98,17 +106,22 @@ func (s *system) measureCUDA(ctx context.Context, bodies []body, batch int, clie
 	if p := os.Getenv("LD_LIBRARY_PATH"); p != "" { // where the CUDA libraries are
 		env = append(env, "LD_LIBRARY_PATH="+p)
 	}
+	start := time.Now()
 	if err := s.startWorkerEnv(env...); err != nil {
 		return run, err
 	}
 	defer s.stopWorker()
+	run.StartS = time.Since(start).Seconds()
 	// The CUDA provider picks its convolution algorithms for each batch
 	// size on the first run of that size: every load runs once first.
 	for _, c := range clients {
 		if err := ctx.Err(); err != nil {
 			return run, err
 		}
-		s.window(bodies, c, s.cfg.Load/5)
+		lv := level(c, s.window(bodies, c, s.cfg.Load/5))
+		run.Cold = append(run.Cold, lv)
+		s.cfg.printf("  worker on CUDA, BATCH_MAX %d, %3d clients, first %v: %7.1f img/s  p50 %6.1f  p99 %6.1f  max %6.1f ms  errors %d\n",
+			batch, c, s.cfg.Load/5, lv.ImagesPerS, lv.P50MS, lv.P99MS, lv.MaxMS, lv.Errors)
 	}
 	const n = 20
 	var bare, service, idle []float64

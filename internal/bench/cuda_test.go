@@ -55,6 +55,14 @@ func TestServiceWithBatchingWorker(t *testing.T) {
 				lv.Clients, lv.ImagesPerS, lv.P50MS, lv.Errors, lv.CPUPerImage.Worker)
 		}
 	}
+	if len(run.Cold) != 2 || run.StartS <= 0 {
+		t.Errorf("%d first windows, ready in %.1f s: want 2, the start timed", len(run.Cold), run.StartS)
+	}
+	for _, lv := range run.Cold {
+		if lv.Errors != 0 || lv.MaxMS < lv.P99MS || lv.P99MS <= 0 {
+			t.Errorf("first window at %d clients: p99 %.1f ms, max %.1f ms, %d errors: want images done, the max the longest", lv.Clients, lv.P99MS, lv.MaxMS, lv.Errors)
+		}
+	}
 	if run.PeakRSSMiB <= 0 {
 		t.Errorf("peak RSS %.0f MiB, want it read", run.PeakRSSMiB)
 	}

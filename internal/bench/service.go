@@ -379,6 +379,9 @@ func level(clients int, ws ...window) LoadLevel {
 	lv := LoadLevel{Clients: clients, ImagesPerS: float64(len(all.lat)) / all.wall.Seconds(),
 		P50MS: percentile(all.lat, 50), P95MS: percentile(all.lat, 95), P99MS: percentile(all.lat, 99), Errors: all.errs,
 		Machine: all.machine.share()}
+	if n := len(all.lat); n > 0 {
+		lv.MaxMS = all.lat[n-1]
+	}
 	if n := float64(len(all.lat)); n > 0 {
 		lv.CPUPerImage = CPUShare{Worker: ms(all.cpu[0]) / n, API: ms(all.cpu[1]) / n, Redis: ms(all.cpu[2]) / n, Client: ms(all.cpu[3]) / n}
 		addSpeed(&lv.Speed, all.speed, 1/n)
