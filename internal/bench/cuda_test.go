@@ -14,7 +14,7 @@ import (
 // steps, a session on the CPU): the worker starts batching on the dynamic
 // model, every lone task and load is measured without an error, and the
 // figures hold together (a task's service time within its POST → result,
-// its stages within its service time).
+// each of its stages within its service time).
 func TestServiceWithBatchingWorker(t *testing.T) {
 	lib, err := onnx.FindLibrary(os.Getenv("ORT_LIB"))
 	if err != nil {
@@ -43,8 +43,10 @@ func TestServiceWithBatchingWorker(t *testing.T) {
 		t.Errorf("bare %.1f ms, service %.1f ms, POST → result %.1f ms: want them measured, the service within POST → result",
 			run.BareMS, run.ServiceMS, run.IdleLatencyMS)
 	}
-	if sp := run.Speed; sp.Inference <= 0 || sp.Decode+sp.Preprocess+sp.Inference+sp.Postprocess > run.ServiceMS {
-		t.Errorf("stages %+v against a service time of %.1f ms: want the inference measured, the stages within the service", sp, run.ServiceMS)
+	// Each stage is within its task's service time, so the medians keep
+	// that order (a sum of medians need not).
+	if sp := run.Speed; sp.Inference <= 0 || sp.Decode <= 0 || max(sp.Decode, sp.Preprocess, sp.Inference, sp.Postprocess) > run.ServiceMS {
+		t.Errorf("stages %+v against a service time of %.1f ms: want decoding and inference measured, each stage within the service", sp, run.ServiceMS)
 	}
 	if len(run.Loads) != 2 {
 		t.Fatalf("%d loads, want 2", len(run.Loads))
