@@ -159,9 +159,37 @@ type WorkerRun struct {
 	Threads     int `json:"threads"`
 	Sessions    int `json:"sessions"`
 	SoloThreads int `json:"solo_threads"` // the solo session's, 0 when none
-	// BareMS is the median of the bare session runs interleaved with the
-	// sequential tasks, with the threads a lone task runs on: the solo
-	// session's when there is one, else a slot's.
+	// LoneTasks are the sequential tasks, their bare runs with the threads
+	// a lone task runs on: the solo session's when there is one, else a
+	// slot's.
+	LoneTasks
+	// LoneSoloShare is the share of the sequential tasks that ran on the
+	// solo session: below 1 when some found the cores taken.
+	LoneSoloShare float64 `json:"lone_solo_share"`
+	// LoneCrowded counts the sequential tasks' solo runs that found the
+	// cores taken, after each of which the solo session rested and the
+	// lone tasks meanwhile ran on their slots' sessions.
+	LoneCrowded int64       `json:"lone_crowded"`
+	Loads       []LoadLevel `json:"loads"` // 1, 4 and 16 clients (16: pooled over the rounds)
+	// Rounds pairs the best bare throughput with the 16-client throughput
+	// measured right after it; ThroughputRatio is the median of their
+	// ratios and BareBestPS the median bare figure.
+	Rounds          []Round `json:"rounds"`
+	ThroughputRatio float64 `json:"throughput_ratio"`
+	BareBestPS      float64 `json:"bare_best_per_s"`
+	// CeilingRatio is the throughput ratio the 16-client costs allow with
+	// every core busy: see ceiling. A throughput ratio close to it is
+	// bounded by the costs beside the inference, not by idle cores.
+	CeilingRatio float64 `json:"ceiling_ratio"`
+	PeakRSSMiB   float64 `json:"peak_rss_mib"`
+}
+
+// LoneTasks are tasks sent to the worker one at a time, each after a run
+// of a bare session (lonePairs): the service time and the idle latency
+// against the floor.
+type LoneTasks struct {
+	// BareMS is the median of the bare session's runs interleaved with
+	// the tasks.
 	BareMS        float64 `json:"bare_ms"`
 	ServiceMS     float64 `json:"service_ms"`      // worker: upload read → result written, median
 	IdleLatencyMS float64 `json:"idle_latency_ms"` // POST until the result is readable, median, one client
@@ -177,29 +205,10 @@ type WorkerRun struct {
 	// time less its detector stages: the upload's read, the result's write
 	// to Redis, and the steps between.
 	OutsideMS float64 `json:"outside_ms"`
-	// LoneSoloShare is the share of the sequential tasks that ran on the
-	// solo session: below 1 when some found the cores taken.
-	LoneSoloShare float64 `json:"lone_solo_share"`
-	// LoneCrowded counts the sequential tasks' solo runs that found the
-	// cores taken, after each of which the solo session rested and the
-	// lone tasks meanwhile ran on their slots' sessions.
-	LoneCrowded int64 `json:"lone_crowded"`
 	// Pairs are the sequential tasks, each with the bare run just before
 	// it, in the order they ran: the figures above are their medians, and
 	// a pair's stages show where its service time went.
-	Pairs []Pair      `json:"pairs"`
-	Loads []LoadLevel `json:"loads"` // 1, 4 and 16 clients (16: pooled over the rounds)
-	// Rounds pairs the best bare throughput with the 16-client throughput
-	// measured right after it; ThroughputRatio is the median of their
-	// ratios and BareBestPS the median bare figure.
-	Rounds          []Round `json:"rounds"`
-	ThroughputRatio float64 `json:"throughput_ratio"`
-	BareBestPS      float64 `json:"bare_best_per_s"`
-	// CeilingRatio is the throughput ratio the 16-client costs allow with
-	// every core busy: see ceiling. A throughput ratio close to it is
-	// bounded by the costs beside the inference, not by idle cores.
-	CeilingRatio float64 `json:"ceiling_ratio"`
-	PeakRSSMiB   float64 `json:"peak_rss_mib"`
+	Pairs []Pair `json:"pairs"`
 }
 
 // Pair is one sequential task and the bare session's run just before it,
@@ -215,7 +224,7 @@ type Pair struct {
 // median over the pairs, the ratios too (so that a pair's task is set
 // against the bare run that shared its moment). With no pairs it leaves
 // them zero.
-func (run *WorkerRun) summarize(pairs []Pair) {
+func (run *LoneTasks) summarize(pairs []Pair) {
 	run.Pairs = pairs
 	if len(pairs) == 0 {
 		return

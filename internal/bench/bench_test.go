@@ -138,10 +138,10 @@ func TestParseWorkerConfig(t *testing.T) {
 // the ratios taken against them; the others, within the usual drift, none.
 func TestRatiosMarkSlowStretch(t *testing.T) {
 	rep := Report{Workers: []WorkerRun{
-		{Concurrency: 2, Threads: 1, Sessions: 2, SoloThreads: 2, BareMS: 39.4, BareBestPS: 33.6},
-		{Concurrency: 2, Threads: 1, Sessions: 2, BareMS: 58.2, BareBestPS: 19.8},
-		{Concurrency: 2, Threads: 2, Sessions: 2, BareMS: 57.6, BareBestPS: 18.9},
-		{Concurrency: 2, Threads: 2, Sessions: 1, BareMS: 58.2, BareBestPS: 33.3},
+		{Concurrency: 2, Threads: 1, Sessions: 2, SoloThreads: 2, LoneTasks: LoneTasks{BareMS: 39.4}, BareBestPS: 33.6},
+		{Concurrency: 2, Threads: 1, Sessions: 2, LoneTasks: LoneTasks{BareMS: 58.2}, BareBestPS: 19.8},
+		{Concurrency: 2, Threads: 2, Sessions: 2, LoneTasks: LoneTasks{BareMS: 57.6}, BareBestPS: 18.9},
+		{Concurrency: 2, Threads: 2, Sessions: 1, LoneTasks: LoneTasks{BareMS: 58.2}, BareBestPS: 33.3},
 	}}
 	rep.ratios()
 	got := map[string]bool{}
@@ -195,8 +195,8 @@ func TestRatiosMarkSlowStretchAgainstFloor(t *testing.T) {
 	}
 
 	// The usual run: nothing marked.
-	solo := WorkerRun{Concurrency: 2, Threads: 1, Sessions: 2, SoloThreads: 2, BareMS: 36.8, BareBestPS: 31.3}
-	noSolo := WorkerRun{Concurrency: 2, Threads: 1, Sessions: 2, BareMS: 61.4, BareBestPS: 31.8}
+	solo := WorkerRun{Concurrency: 2, Threads: 1, Sessions: 2, SoloThreads: 2, LoneTasks: LoneTasks{BareMS: 36.8}, BareBestPS: 31.3}
+	noSolo := WorkerRun{Concurrency: 2, Threads: 1, Sessions: 2, LoneTasks: LoneTasks{BareMS: 61.4}, BareBestPS: 31.8}
 	if diff := cmp.Diff(map[string]bool{}, noted(solo, noSolo)); diff != "" {
 		t.Errorf("an ordinary run (-want +got):\n%s", diff)
 	}
@@ -259,9 +259,9 @@ func TestSummarizePairs(t *testing.T) {
 		{BareMS: 40, ServiceMS: 44, IdleMS: 48, Speed: detect.Speed{Decode: 3, Preprocess: 0.4, Inference: 39, Postprocess: 0.1}}, // a slow moment
 		{BareMS: 35, ServiceMS: 49, IdleMS: 52, Speed: detect.Speed{Decode: 5, Preprocess: 0.6, Inference: 41, Postprocess: 0.2}}, // a slow task
 	}
-	var run WorkerRun
+	var run LoneTasks
 	run.summarize(pairs)
-	want := WorkerRun{
+	want := LoneTasks{
 		BareMS: 35, ServiceMS: 44, IdleLatencyMS: 48,
 		ServiceRatio: 1.2, IdleRatio: 1.3, // of 1.2, 1.1, 1.4 and 1.3, 1.2, 1.486; 44/35 would be 1.257
 		Speed:     detect.Speed{Decode: 4, Preprocess: 0.5, Inference: 39, Postprocess: 0.2},
@@ -271,9 +271,9 @@ func TestSummarizePairs(t *testing.T) {
 	if diff := cmp.Diff(want, run, cmpopts.EquateApprox(0, 1e-9)); diff != "" {
 		t.Errorf("summarize (-want +got):\n%s", diff)
 	}
-	var none WorkerRun
+	var none LoneTasks
 	none.summarize(nil)
-	if diff := cmp.Diff(WorkerRun{}, none); diff != "" {
+	if diff := cmp.Diff(LoneTasks{}, none); diff != "" {
 		t.Errorf("summarize(nil) (-want +got):\n%s", diff)
 	}
 }

@@ -5,24 +5,19 @@ import (
 	"fmt"
 	"os"
 	"time"
-
-	"yoloserve/internal/detect"
 )
 
 // CUDARun is the service with its worker on CUDA (ORT_PROVIDER=cuda) on
 // the dynamic model: tasks one at a time, each after a run of a bare CUDA
-// session at batch 1, then closed loops of clients.
+// session at batch 1 (lonePairs, as on the CPU), then closed loops of
+// clients.
 type CUDARun struct {
 	BatchMax    int `json:"batch_max"`
 	Concurrency int `json:"concurrency"`
-	// BareMS is the median of the bare batch-1 runs just before the lone
-	// tasks; ServiceMS, IdleLatencyMS and Speed are the lone tasks'
-	// medians, as WorkerRun's.
-	BareMS        float64      `json:"bare_ms"`
-	ServiceMS     float64      `json:"service_ms"`
-	IdleLatencyMS float64      `json:"idle_latency_ms"`
-	Speed         detect.Speed `json:"speed_ms"`
-	Loads         []LoadLevel  `json:"loads"`
+	// LoneTasks are the sequential tasks, their bare runs a bare CUDA
+	// session's at batch 1.
+	LoneTasks
+	Loads []LoadLevel `json:"loads"`
 	// StartS is how long the worker took from its start to ready (its
 	// sessions made and warmed at batch 1); Cold are the short first
 	// windows at each load, whose batch sizes the CUDA provider meets
@@ -123,24 +118,11 @@ func (s *system) measureCUDA(ctx context.Context, bodies []body, batch int, clie
 		s.cfg.printf("  worker on CUDA, BATCH_MAX %d, %3d clients, first %v: %7.1f img/s  p50 %6.1f  p99 %6.1f  max %6.1f ms  errors %d\n",
 			batch, c, s.cfg.Load/5, lv.ImagesPerS, lv.P50MS, lv.P99MS, lv.MaxMS, lv.Errors)
 	}
-	const n = 20
-	var bare, service, idle []float64
-	var speeds []detect.Speed
-	for range n {
-		if err := ctx.Err(); err != nil {
-			return run, err
-		}
-		s.pause()
-		one.once()
-		bare = append(bare, one.once())
-		s.resume()
-		st, rt, sp, err := s.serviceTime(bodies[0])
-		if err != nil {
-			return run, err
-		}
-		service, idle, speeds = append(service, st), append(idle, rt), append(speeds, sp)
+	pairs, err := s.lonePairs(ctx, one, bodies[0])
+	if err != nil {
+		return run, err
 	}
-	run.BareMS, run.ServiceMS, run.IdleLatencyMS, run.Speed = median(bare), median(service), median(idle), medianSpeed(speeds)
+	run.summarize(pairs)
 	for _, c := range clients {
 		if err := ctx.Err(); err != nil {
 			return run, err

@@ -111,16 +111,20 @@ func (s *system) logPaths() []string {
 	return paths
 }
 
-func waitHTTP(url string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+// waitReady polls url until it answers 200, and returns nil then; or an
+// error at once when p, the process behind it, has ended, or after
+// timeout.
+func waitReady(url string, timeout time.Duration, p *exec.Cmd) error {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if resp, err := http.Get(url); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
 				return nil
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		if exited(p.Process.Pid) {
+			return fmt.Errorf("%s stopped at start (its log says why)", filepath.Base(p.Path))
+		}
 	}
 	return fmt.Errorf("%s not ready after %v", url, timeout)
 }
@@ -143,7 +147,7 @@ func newSystem(cfg *Config) (*system, error) {
 	if s.apiP, err = s.start(filepath.Join(cfg.BinDir, "api"), nil, s.env(fmt.Sprintf("API_ADDR=127.0.0.1:%d", aport), "MAX_QUEUE=1000000")...); err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(s.api+"/readyz", 10*time.Second); err != nil {
+	if err := waitReady(s.api+"/readyz", 10*time.Second, s.apiP); err != nil {
 		s.stop()
 		return nil, err
 	}
@@ -174,16 +178,7 @@ func (s *system) startWorkerEnv(env ...string) error {
 	}
 	s.worker = w
 	s.sent.Store(0)
-	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", port)
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if err := waitHTTP(url, time.Second); err == nil {
-			return nil
-		}
-		if exited(w.Process.Pid) {
-			return fmt.Errorf("bin/worker stopped at start (its log says why)")
-		}
-	}
-	return fmt.Errorf("%s not ready after a minute", url)
+	return waitReady(fmt.Sprintf("http://127.0.0.1:%d/readyz", port), time.Minute, w)
 }
 
 // exited reports whether the child pid has ended (a zombie not yet
@@ -599,6 +594,37 @@ func (s *system) recorded() (float64, error) {
 	}
 }
 
+// lonePairCount is how many pairs lonePairs runs.
+const lonePairCount = 20
+
+// lonePairs runs lonePairCount tasks of b one at a time, each after a
+// bare run of one with the worker paused, and each warmed as the bare run
+// is: the bare session runs twice and the second run counts; the worker
+// runs two tasks and the second counts. The worker's service-time sum
+// grows by exactly that task's time. It returns an error when a task
+// fails, and ctx's error at the next pair once ctx ends.
+func (s *system) lonePairs(ctx context.Context, one *bare, b body) ([]Pair, error) {
+	pairs := make([]Pair, 0, lonePairCount)
+	for range lonePairCount {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		s.pause()
+		one.once()
+		bare := one.once()
+		s.resume()
+		if _, _, err := s.roundTrip(b); err != nil {
+			return nil, err
+		}
+		st, rt, sp, err := s.serviceTime(b)
+		if err != nil {
+			return nil, err
+		}
+		pairs = append(pairs, Pair{BareMS: bare, ServiceMS: st, IdleMS: rt, Speed: sp})
+	}
+	return pairs, nil
+}
+
 // measureWorker runs one worker configuration against the floor, each
 // figure paired with a bare measurement taken just before it while the
 // worker is paused: the machine drifts, and a pair shares its conditions.
@@ -631,34 +657,14 @@ func (s *system) measureWorker(ctx context.Context, bodies []body, wc WorkerConf
 	for range 3 { // warm up
 		s.roundTrip(bodies[0])
 	}
-	// One task at a time, each after a bare run and each warmed as the
-	// bare run is: the bare session runs twice and the second run counts;
-	// the worker runs two tasks and the second counts. The worker's
-	// service-time sum grows by exactly that task's time. Medians resist
-	// the outliers of a shared machine.
-	const n = 20
-	pairs := make([]Pair, 0, n)
 	solo, crowded := s.solo()
-	for range n {
-		if err := ctx.Err(); err != nil {
-			return run, err
-		}
-		s.pause()
-		one.once()
-		bare := one.once()
-		s.resume()
-		if _, _, err := s.roundTrip(bodies[0]); err != nil {
-			return run, err
-		}
-		st, rt, sp, err := s.serviceTime(bodies[0])
-		if err != nil {
-			return run, err
-		}
-		pairs = append(pairs, Pair{BareMS: bare, ServiceMS: st, IdleMS: rt, Speed: sp})
+	pairs, err := s.lonePairs(ctx, one, bodies[0])
+	if err != nil {
+		return run, err
 	}
 	run.summarize(pairs)
 	soloAfter, crowdedAfter := s.solo()
-	run.LoneSoloShare = (soloAfter - solo) / (2 * n)
+	run.LoneSoloShare = (soloAfter - solo) / (2 * lonePairCount)
 	run.LoneCrowded = int64(crowdedAfter - crowded)
 	report := func(lv LoadLevel) {
 		u := lv.CPUPerImage
