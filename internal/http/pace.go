@@ -41,20 +41,22 @@ type pacedBody struct {
 	late        bool // a read failed at or past its deadline
 }
 
-// pace returns r's body, paced as s's Config says, and a func that gives
-// the connection back the server's read deadline once the body is read,
-// so that a request waiting on ?wait is not cut off by the pace's. A late
-// body's connection keeps its passed deadline: the server then closes it
-// at once after the answer, where it would otherwise wait for the rest of
-// the body to drain it.
-func (s *Server) pace(w http.ResponseWriter, r *http.Request) (*pacedBody, func()) {
+// pace returns r's body, paced as s's Config says; once the body is read,
+// release gives the connection back the server's read deadline.
+func (s *Server) pace(w http.ResponseWriter, r *http.Request) *pacedBody {
 	now := time.Now()
-	p := &pacedBody{body: r.Body, rc: http.NewResponseController(w), began: now, last: now,
+	return &pacedBody{body: r.Body, rc: http.NewResponseController(w), began: now, last: now,
 		rate: float64(s.cfg.MinUploadRate), grace: s.cfg.UploadGrace, idle: s.cfg.UploadIdle}
-	return p, func() {
-		if !p.late {
-			p.rc.SetReadDeadline(now.Add(readTimeout))
-		}
+}
+
+// release gives the connection back the server's read deadline, so that
+// a request waiting on ?wait is not cut off by the pace's. A late body's
+// connection keeps its passed deadline: the server then closes it at
+// once after the answer, where it would otherwise wait for the rest of
+// the body to drain it.
+func (p *pacedBody) release() {
+	if !p.late {
+		p.rc.SetReadDeadline(p.began.Add(readTimeout))
 	}
 }
 

@@ -199,9 +199,8 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request, buf *bytes.B
 	var paced *pacedBody // nil without a pace to keep
 	raw := r.Body
 	if s.cfg.MinUploadRate > 0 {
-		var done func()
-		paced, done = s.pace(w, r)
-		defer done()
+		paced = s.pace(w, r)
+		defer paced.release()
 		raw = paced
 	}
 	body := s.readers.get(http.MaxBytesReader(w, raw, s.cfg.MaxUploadBytes))
