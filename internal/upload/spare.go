@@ -169,6 +169,14 @@ func (s *spares) next() string {
 	return s.pop()
 }
 
+// wallCost returns what read returns and the wall time it took: the cost
+// where a thread's CPU clock cannot be read.
+func wallCost(read func() []string) ([]string, time.Duration) {
+	start := time.Now()
+	names := read()
+	return names, time.Since(start)
+}
+
 // pop takes the last name of s.names, or "" when there is none; s.mu
 // must be held.
 func (s *spares) pop() string {

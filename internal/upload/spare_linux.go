@@ -32,9 +32,7 @@ func readCost(read func() []string) ([]string, time.Duration) {
 	defer runtime.UnlockOSThread()
 	var from, to unix.Timespec
 	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &from) != nil {
-		start := time.Now()
-		names := read()
-		return names, time.Since(start)
+		return wallCost(read)
 	}
 	names := read()
 	unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &to)

@@ -14,8 +14,4 @@ var errNoRenameNoReplace = errors.New("no rename without replacing on this syste
 func renameNoReplace(from, to string) error { return errNoRenameNoReplace }
 
 // readCost returns what read returns and the wall time it took.
-func readCost(read func() []string) ([]string, time.Duration) {
-	start := time.Now()
-	names := read()
-	return names, time.Since(start)
-}
+func readCost(read func() []string) ([]string, time.Duration) { return wallCost(read) }
