@@ -1,148 +1,247 @@
 package yolo
 
 import (
-	"context"
+	"sync"
 	"time"
 
 	"yoloserve/internal/onnx"
 )
 
-// batcher gathers concurrent single-image runs into one session run of up
-// to max images, waiting at most wait after the first arrives. It is used
-// for models with a dynamic batch dimension, where one run of n images
-// costs less than n runs (most of all on a GPU).
+// maxSlabs is how many batches' tensors a batcher keeps at most: one
+// taking seats, one running, and one whose images read their detections.
+// Its runs then follow one another without waiting on the images' copies
+// or their letterbox.
+const maxSlabs = 3
+
+// batcher gathers concurrent images into one session run of up to max
+// images, waiting at most wait after the first is ready. It is used for
+// models with a dynamic batch dimension, where one run of n images costs
+// less than n runs (most of all on a GPU).
+//
+// An image takes a seat in the batch that is open (join) before its
+// letterbox, writes its input straight into the batch's tensors, and
+// reads its detections straight from them once the batch has run: there
+// are no copies in or out. Those copies took 0.44–0.50 ms an image on
+// the batcher's one goroutine (a batch of 32: 8.7–9.9 ms in, 5.2–6.2 ms
+// out, on this project's Zen 5), while the session waited: half as long
+// again as the bare CUDA session's 1 ms an image on an H200.
 type batcher struct {
-	session  *onnx.Session
-	model    *Model
-	max      int
-	wait     time.Duration
-	requests chan *batchRequest
-	// full holds a batch of max images, made at the first batch of two
-	// or more; bindings[n], for n from 2 to max-1, is the first n of them.
-	full     *onnx.Binding
-	bindings map[int]*onnx.Binding
-	done     chan struct{}
+	session *onnx.Session
+	model   *Model
+	max     int
+	wait    time.Duration
+	stopped chan struct{} // closed when the runner has returned
+
+	mu sync.Mutex
+	// cond is signalled when a seat is ready, an open batch's wait has
+	// passed, a slab is free again, and at close.
+	cond   *sync.Cond
+	open   *slab   // the batch taking seats; nil when there is none
+	queue  []*slab // batches closed to seats, oldest first, not yet run
+	free   []*slab
+	slabs  []*slab // every slab made, which close releases
+	closed bool
 }
 
-type batchRequest struct {
-	b     *onnx.Binding // a batch-1 binding: input to read, output to fill
-	taken time.Duration // the batch's run time, set before done
+// slab holds the tensors of one batch of max images and the state of the
+// batch they hold.
+type slab struct {
+	full   *onnx.Binding
+	prefix map[int]*onnx.Binding // the first n images, made by the runner
+	// Guarded by the batcher's mu:
+	seats, ready, left int
+	waited             bool // the wait since its first ready seat has passed
+	timer              *time.Timer
+	gen                int // counts the slab's batches, so a stale timer does nothing
+	ran                chan struct{}
+	// Set by the runner before ran is closed:
+	taken time.Duration
 	err   error
-	done  chan struct{}
+}
+
+// seat is one image's place in a batch. Its owner writes Input, calls run,
+// reads Output, then calls leave; leave is due after run whatever run
+// returned.
+type seat struct {
+	bt  *batcher
+	s   *slab
+	row int
 }
 
 func newBatcher(s *onnx.Session, m *Model, max int, wait time.Duration) *batcher {
-	bt := &batcher{session: s, model: m, max: max, wait: wait,
-		requests: make(chan *batchRequest), bindings: map[int]*onnx.Binding{}, done: make(chan struct{})}
+	bt := &batcher{session: s, model: m, max: max, wait: wait, stopped: make(chan struct{})}
+	bt.cond = sync.NewCond(&bt.mu)
 	go bt.loop()
 	return bt
 }
 
-// run submits b's input and waits for its output. It returns the run time
-// of the batch it joined, or the run's error.
-func (bt *batcher) run(ctx context.Context, b *onnx.Binding) (time.Duration, error) {
-	r := &batchRequest{b: b, done: make(chan struct{})}
-	select {
-	case bt.requests <- r:
-	case <-bt.done:
-		return 0, errClosed
+// join takes a seat in the open batch, opening one when there is none,
+// and waits for a slab when all of them hold batches. It returns
+// errClosed after close, or ONNX Runtime's error when a slab's tensors
+// cannot be made.
+func (bt *batcher) join() (*seat, error) {
+	bt.mu.Lock()
+	defer bt.mu.Unlock()
+	for bt.open == nil {
+		switch {
+		case bt.closed:
+			return nil, errClosed
+		case len(bt.free) > 0:
+			bt.open = bt.free[len(bt.free)-1]
+			bt.free = bt.free[:len(bt.free)-1]
+		case len(bt.slabs) < maxSlabs:
+			full, err := bt.session.NewBinding(bt.max, [2]int64{int64(bt.model.Height), int64(bt.model.Width)}, bt.model.outputShape(bt.max))
+			if err != nil {
+				return nil, err
+			}
+			s := &slab{full: full, prefix: map[int]*onnx.Binding{}, ran: make(chan struct{})}
+			bt.slabs = append(bt.slabs, s)
+			bt.open = s
+		default:
+			bt.cond.Wait()
+		}
 	}
-	// Once submitted the request is in a batch: wait for it even if ctx
-	// ends, since the batch writes into b.
-	<-r.done
-	return r.taken, r.err
+	s := bt.open
+	st := &seat{bt: bt, s: s, row: s.seats}
+	s.seats++
+	if s.seats == bt.max {
+		bt.open = nil
+		bt.queue = append(bt.queue, s)
+	}
+	return st, nil
+}
+
+// Input is the seat's input tensor, one image's.
+func (st *seat) Input() []float32 {
+	in := st.s.full.Input()
+	n := len(in) / st.s.full.Batch
+	return in[st.row*n : (st.row+1)*n]
+}
+
+// Output is the seat's output tensor, one image's, once run has returned.
+func (st *seat) Output() []float32 {
+	out := st.s.full.Output()
+	n := len(out) / st.s.full.Batch
+	return out[st.row*n : (st.row+1)*n]
+}
+
+// run says the seat's input is written and waits for its batch to run. It
+// returns the batch's run time, or the run's error.
+func (st *seat) run() (time.Duration, error) {
+	bt, s := st.bt, st.s
+	bt.mu.Lock()
+	s.ready++
+	if s.ready == 1 && bt.open == s {
+		gen := s.gen
+		s.timer = time.AfterFunc(bt.wait, func() {
+			bt.mu.Lock()
+			if s.gen == gen {
+				s.waited = true
+				bt.cond.Broadcast()
+			}
+			bt.mu.Unlock()
+		})
+	}
+	bt.cond.Broadcast()
+	ran := s.ran
+	bt.mu.Unlock()
+	<-ran
+	return s.taken, s.err
+}
+
+// leave gives the seat back; the slab is free again once every seat of
+// its batch has left.
+func (st *seat) leave() {
+	bt, s := st.bt, st.s
+	bt.mu.Lock()
+	defer bt.mu.Unlock()
+	s.left++
+	if s.left < s.seats {
+		return
+	}
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	s.seats, s.ready, s.left, s.waited = 0, 0, 0, false
+	s.gen++
+	s.ran = make(chan struct{})
+	bt.free = append(bt.free, s)
+	bt.cond.Broadcast()
 }
 
 func (bt *batcher) close() {
-	close(bt.done)
-	for _, b := range bt.bindings {
-		b.Close()
-	}
-	if bt.full != nil {
-		bt.full.Close()
+	bt.mu.Lock()
+	bt.closed = true
+	bt.cond.Broadcast()
+	bt.mu.Unlock()
+	<-bt.stopped
+	for _, s := range bt.slabs {
+		for _, b := range s.prefix {
+			b.Close()
+		}
+		s.full.Close()
 	}
 }
 
+// loop runs the batches one after another until close.
 func (bt *batcher) loop() {
-	var batch []*batchRequest
+	defer close(bt.stopped)
 	for {
-		select {
-		case r := <-bt.requests:
-			batch = append(batch[:0], r)
-		case <-bt.done:
+		s := bt.next()
+		if s == nil {
 			return
 		}
-		timer := time.NewTimer(bt.wait)
-	gather:
-		for len(batch) < bt.max {
-			select {
-			case r := <-bt.requests:
-				batch = append(batch, r)
-			case <-timer.C:
-				break gather
+		b, err := s.binding(s.seats)
+		var d time.Duration
+		if err == nil {
+			t := time.Now()
+			err = bt.session.Run(b)
+			d = time.Since(t)
+		}
+		s.taken, s.err = d, err
+		close(s.ran)
+	}
+}
+
+// next waits for the next batch to run: the oldest closed batch once all
+// its images are written, or, when none is closed, the open batch once its
+// wait has passed, which it closes. It returns nil after close.
+func (bt *batcher) next() *slab {
+	bt.mu.Lock()
+	defer bt.mu.Unlock()
+	for {
+		if bt.closed {
+			return nil
+		}
+		if o := bt.open; o != nil && o.waited && len(bt.queue) == 0 {
+			bt.open = nil
+			bt.queue = append(bt.queue, o)
+		}
+		if len(bt.queue) > 0 {
+			if s := bt.queue[0]; s.ready == s.seats {
+				bt.queue = append(bt.queue[:0], bt.queue[1:]...)
+				return s
 			}
 		}
-		timer.Stop()
-		bt.runBatch(batch)
+		bt.cond.Wait()
 	}
 }
 
-func (bt *batcher) runBatch(batch []*batchRequest) {
-	finish := func(d time.Duration, err error) {
-		for _, r := range batch {
-			r.taken, r.err = d, err
-			close(r.done)
-		}
+// binding returns the binding for the slab's first n images, made once
+// per size over the slab's tensors. It returns ONNX Runtime's error when
+// the tensors cannot be made.
+func (s *slab) binding(n int) (*onnx.Binding, error) {
+	if n == s.full.Batch {
+		return s.full, nil
 	}
-	if len(batch) == 1 {
-		t := time.Now()
-		err := bt.session.Run(batch[0].b)
-		finish(time.Since(t), err)
-		return
-	}
-	b, err := bt.binding(len(batch))
-	if err != nil {
-		finish(0, err)
-		return
-	}
-	n := len(batch)
-	in, out := b.Input(), b.Output()
-	inSize, outSize := len(in)/n, len(out)/n
-	for i, r := range batch {
-		copy(in[i*inSize:(i+1)*inSize], r.b.Input())
-	}
-	t := time.Now()
-	err = bt.session.Run(b)
-	d := time.Since(t)
-	if err == nil {
-		for i, r := range batch {
-			copy(r.b.Output(), out[i*outSize:(i+1)*outSize])
-		}
-	}
-	finish(d, err)
-}
-
-// binding returns the binding for a batch of n images (2 to max): the
-// first n of the full batch's tensors. It returns ONNX Runtime's error
-// when the tensors cannot be made.
-func (bt *batcher) binding(n int) (*onnx.Binding, error) {
-	if bt.full == nil {
-		full, err := bt.session.NewBinding(bt.max, [2]int64{int64(bt.model.Height), int64(bt.model.Width)}, bt.model.outputShape(bt.max))
-		if err != nil {
-			return nil, err
-		}
-		bt.full = full
-	}
-	if n == bt.max {
-		return bt.full, nil
-	}
-	if b, ok := bt.bindings[n]; ok {
+	if b, ok := s.prefix[n]; ok {
 		return b, nil
 	}
-	b, err := bt.full.Prefix(n)
+	b, err := s.full.Prefix(n)
 	if err != nil {
 		return nil, err
 	}
-	bt.bindings[n] = b
+	s.prefix[n] = b
 	return b, nil
 }
