@@ -363,15 +363,19 @@ func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*d
 		return nil, err
 	}
 	t1 := time.Now()
+	decoding := t1.Sub(t0)
 	var st *seat
 	var in, out []float32
 	if d.batcher != nil {
+		// A wait for a batch to join counts in no stage, as the wait for
+		// a batch to run does not.
 		if st, err = d.batcher.join(); err != nil {
 			s.trim()
 			return nil, err
 		}
 		defer st.leave()
 		in, out = st.Input(), st.Output()
+		t1 = time.Now()
 	} else {
 		in, out = s.binding.Input(), s.binding.Output()
 	}
@@ -404,7 +408,7 @@ func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*d
 		Image:      size,
 		Detections: dets,
 		SpeedMS: detect.Speed{
-			Decode:      detect.Millis(t1.Sub(t0)),
+			Decode:      detect.Millis(decoding),
 			Preprocess:  detect.Millis(t2.Sub(t1)),
 			Inference:   detect.Millis(inference),
 			Postprocess: detect.Millis(t4.Sub(t3)),
