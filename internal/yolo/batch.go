@@ -90,12 +90,10 @@ func (bt *batcher) join() (*seat, error) {
 			bt.open = bt.free[len(bt.free)-1]
 			bt.free = bt.free[:len(bt.free)-1]
 		case len(bt.slabs) < maxSlabs:
-			full, err := bt.session.NewBinding(bt.max, [2]int64{int64(bt.model.Height), int64(bt.model.Width)}, bt.model.outputShape(bt.max))
+			s, err := bt.newSlab()
 			if err != nil {
 				return nil, err
 			}
-			s := &slab{full: full, prefix: map[int]*onnx.Binding{}, ran: make(chan struct{})}
-			bt.slabs = append(bt.slabs, s)
 			bt.open = s
 		default:
 			bt.cond.Wait()
@@ -109,6 +107,36 @@ func (bt *batcher) join() (*seat, error) {
 		bt.queue = append(bt.queue, s)
 	}
 	return st, nil
+}
+
+// newSlab makes the tensors of one more batch; bt.mu must be held. It
+// returns ONNX Runtime's error when they cannot be made.
+func (bt *batcher) newSlab() (*slab, error) {
+	full, err := bt.session.NewBinding(bt.max, [2]int64{int64(bt.model.Height), int64(bt.model.Width)}, bt.model.outputShape(bt.max))
+	if err != nil {
+		return nil, err
+	}
+	s := &slab{full: full, prefix: map[int]*onnx.Binding{}, ran: make(chan struct{})}
+	bt.slabs = append(bt.slabs, s)
+	return s, nil
+}
+
+// warmUp makes the first batch's tensors and runs the session once on one
+// blank image of them, so that the first request does not pay ONNX
+// Runtime's lazy initialisation. It returns the run's error.
+func (bt *batcher) warmUp() error {
+	bt.mu.Lock()
+	defer bt.mu.Unlock()
+	s, err := bt.newSlab()
+	if err != nil {
+		return err
+	}
+	bt.free = append(bt.free, s)
+	b, err := s.binding(1)
+	if err != nil {
+		return err
+	}
+	return bt.session.Run(b)
 }
 
 // Input is the seat's input tensor, one image's.

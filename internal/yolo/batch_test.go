@@ -151,3 +151,44 @@ func TestBatchingSlotsHoldNoTensors(t *testing.T) {
 		t.Errorf("32 more slots took %d MB more, want at most 40", many-few)
 	}
 }
+
+// TestBatchesHoldOneImageASlot: a detector with fewer slots than BatchMax
+// runs a batch as soon as every slot's image is in it, instead of waiting
+// out BatchWait for images that have no slot to come in by.
+func TestBatchesHoldOneImageASlot(t *testing.T) {
+	const slots = 3
+	start := time.Now()
+	d := openDetector(t, "yolov8n-dynamic.onnx", yolo.Config{Concurrency: slots, BatchMax: 8, BatchWait: time.Minute})
+	if got := d.Config().BatchMax; got != slots {
+		t.Errorf("BatchMax %d with %d slots, want %d", got, slots, slots)
+	}
+	img := testenv.ReadImage(t, "bus.jpg")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	inferences := make(chan float64, slots)
+	var wg sync.WaitGroup
+	for range slots {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := d.Detect(ctx, img, detect.DefaultParams())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			inferences <- r.SpeedMS.Inference
+		}()
+	}
+	wg.Wait()
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("opening the detector and detecting %d images took %v: something waited out BatchWait", slots, took)
+	}
+	close(inferences)
+	batches := map[float64]bool{}
+	for v := range inferences {
+		batches[v] = true
+	}
+	if len(batches) != 1 {
+		t.Errorf("%d images ran in %d batches, want one", slots, len(batches))
+	}
+}

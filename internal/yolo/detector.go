@@ -59,8 +59,9 @@ type Config struct {
 	Decoder *decode.Decoder
 	// BatchMax > 1 gathers concurrent images into one session run, for
 	// models with a dynamic batch dimension; a batch holds at most
-	// Concurrency images, one a slot. BatchWait is how long the first
-	// image of a batch waits for others (default 2 ms).
+	// Concurrency images, one a slot (Config says BatchMax is Concurrency
+	// when it is larger). BatchWait is how long the first image of a
+	// batch waits for others (default 2 ms).
 	BatchMax  int
 	BatchWait time.Duration
 }
@@ -141,6 +142,8 @@ func Open(cfg Config) (*Detector, error) {
 	if !model.DynamicBatch {
 		cfg.BatchMax = 1
 	}
+	// A batch never holds more images than there are slots.
+	cfg.BatchMax = min(cfg.BatchMax, cfg.Concurrency)
 	// A GPU and the batcher need only one session.
 	sessions := cfg.Sessions
 	if sessions <= 0 || sessions > cfg.Concurrency {
@@ -193,8 +196,7 @@ func Open(cfg Config) (*Detector, error) {
 	}
 	d.cfg = cfg
 	if cfg.BatchMax > 1 {
-		// A batch never holds more images than there are slots.
-		d.batcher = newBatcher(d.sessions[0], model, min(cfg.BatchMax, cfg.Concurrency), cfg.BatchWait)
+		d.batcher = newBatcher(d.sessions[0], model, cfg.BatchMax, cfg.BatchWait)
 	}
 	for i := 0; i < cfg.Concurrency; i++ {
 		s := &slot{session: d.sessions[i%len(d.sessions)]}
@@ -221,13 +223,7 @@ func Open(cfg Config) (*Detector, error) {
 // does not pay ONNX Runtime's lazy initialisation.
 func (d *Detector) warmUp() error {
 	if d.batcher != nil {
-		st, err := d.batcher.join()
-		if err != nil {
-			return err
-		}
-		_, err = st.run()
-		st.leave()
-		return err
+		return d.batcher.warmUp()
 	}
 	for i := 0; i < cap(d.slots); i++ {
 		s := <-d.slots
