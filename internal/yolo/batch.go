@@ -23,8 +23,8 @@ const maxSlabs = 3
 // reads its detections straight from them once the batch has run: there
 // are no copies in or out. Those copies took 0.44–0.50 ms an image on
 // the batcher's one goroutine (a batch of 32: 8.7–9.9 ms in, 5.2–6.2 ms
-// out, on this project's Zen 5), while the session waited: half as long
-// again as the bare CUDA session's 1 ms an image on an H200.
+// out, on the machine of docs/performance.md) while the session waited:
+// about half of the bare CUDA session's 1 ms an image on an H200.
 type batcher struct {
 	session *onnx.Session
 	model   *Model
@@ -47,7 +47,7 @@ type batcher struct {
 // batch they hold.
 type slab struct {
 	full   *onnx.Binding
-	prefix map[int]*onnx.Binding // the first n images, made by the runner
+	prefix map[int]*onnx.Binding // the first n images, made by the runner (and the warm-up)
 	// Guarded by the batcher's mu:
 	seats, ready, left int
 	waited             bool // the wait since its first ready seat has passed
