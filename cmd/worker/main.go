@@ -98,6 +98,19 @@ func run() error {
 			Name: "yoloserve_worker_solo_yielded_total",
 			Help: "Solo runs stopped just after they began, so that an image right behind could run beside theirs on the slots' sessions.",
 		}, func() float64 { return float64(det.SoloYielded()) }))
+	if dc.BatchMax > 1 {
+		reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "yoloserve_worker_batches_total", Help: "Session runs of batches (BATCH_MAX > 1); the images in them over these is the mean batch.",
+			}, func() float64 { return float64(det.BatchStats().Batches) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "yoloserve_worker_batch_images_total", Help: "Images in the session runs of batches.",
+			}, func() float64 { return float64(det.BatchStats().Images) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "yoloserve_worker_batch_run_seconds_total",
+				Help: "Time the session spent running batches: its rate is the share of the time the session (a GPU) was busy.",
+			}, func() float64 { return det.BatchStats().Busy.Seconds() }))
+	}
 	srv := asynq.NewServer(rdb, asynq.ServerConfig{
 		Queue: cfg.Queue, Concurrency: dc.Concurrency, Prefetch: cfg.Prefetch, ShutdownTimeout: cfg.ShutdownGrace, PollInterval: cfg.PollInterval,
 		ResultTTL: cfg.ResultTTL, UploadMaxAge: cfg.UploadMaxAge, Model: det.Model().Describe(), Logger: log, Registerer: reg,

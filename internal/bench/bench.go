@@ -151,6 +151,8 @@ type DetectorRun struct {
 	// BarePS is its throughput.
 	Bare   string  `json:"bare"`
 	BarePS float64 `json:"bare_per_s"`
+	// Batches is what the batcher's session ran over the load.
+	Batches *BatchShare `json:"batches,omitempty"`
 }
 
 // WorkerRun is the system measured with one worker configuration.
@@ -317,6 +319,34 @@ type LoadLevel struct {
 	// Machine is where the machine's CPU time went that CPUPerImage does
 	// not count.
 	Machine MachineShare `json:"machine"`
+	// Batches is what a batching worker's session ran (GPU mode).
+	Batches *BatchShare `json:"batches,omitempty"`
+}
+
+// BatchShare is what a batching session ran over a load: its mean batch,
+// and the share of the load's time it was running (on a GPU, how busy the
+// GPU was kept).
+type BatchShare struct {
+	MeanImages  float64 `json:"mean_images"`
+	SessionBusy float64 `json:"session_busy"`
+}
+
+// String says what the batches were, for the bench's lines; nothing for
+// nil.
+func (b *BatchShare) String() string {
+	if b == nil {
+		return ""
+	}
+	return fmt.Sprintf("  batches: %.1f images, session busy %.0f%%", b.MeanImages, 100*b.SessionBusy)
+}
+
+// batchShare returns the BatchShare of the batches, images and run seconds
+// counted over wall, or nil when no batch ran.
+func batchShare(batches, images, runS float64, wall time.Duration) *BatchShare {
+	if batches <= 0 || wall <= 0 {
+		return nil
+	}
+	return &BatchShare{MeanImages: images / batches, SessionBusy: runS / wall.Seconds()}
 }
 
 // MachineShare is the share of all cores' time, over a load's windows,

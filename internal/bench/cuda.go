@@ -82,6 +82,16 @@ func (rep *Report) serviceCUDA(ctx context.Context, cfg *Config) error {
 	return nil
 }
 
+// batchCounts reads a batching worker's batches, their images and its
+// session's run seconds (none with batch 1). It returns an error when the
+// worker does not answer or lacks them.
+func (s *system) batchCounts(batch int) ([]float64, error) {
+	if batch <= 1 {
+		return nil, nil
+	}
+	return s.metrics("yoloserve_worker_batches_total", "yoloserve_worker_batch_images_total", "yoloserve_worker_batch_run_seconds_total")
+}
+
 // measureCUDA runs the worker on the system's provider (CUDA but in
 // tests) with BATCH_MAX batch, under loads of each of clients. It returns
 // an error when the worker does not start or a lone task fails, and ctx's
@@ -127,11 +137,23 @@ func (s *system) measureCUDA(ctx context.Context, bodies []body, batch int, clie
 		if err := ctx.Err(); err != nil {
 			return run, err
 		}
-		lv := level(c, s.window(bodies, c, s.cfg.Load))
+		before, err := s.batchCounts(batch)
+		if err != nil {
+			return run, err
+		}
+		w := s.window(bodies, c, s.cfg.Load)
+		after, err := s.batchCounts(batch)
+		if err != nil {
+			return run, err
+		}
+		lv := level(c, w)
+		if batch > 1 {
+			lv.Batches = batchShare(after[0]-before[0], after[1]-before[1], after[2]-before[2], w.wall)
+		}
 		run.Loads = append(run.Loads, lv)
 		u, sp := lv.CPUPerImage, lv.Speed
-		s.cfg.printf("  worker on CUDA, BATCH_MAX %d, %3d clients: %7.1f img/s  p50 %6.1f  p99 %6.1f ms  errors %d  CPU ms/img: worker %.1f api %.1f redis %.1f client %.1f  stages ms: decode %.1f letterbox %.1f inference %.1f nms %.1f\n",
-			batch, c, lv.ImagesPerS, lv.P50MS, lv.P99MS, lv.Errors, u.Worker, u.API, u.Redis, u.Client, sp.Decode, sp.Preprocess, sp.Inference, sp.Postprocess)
+		s.cfg.printf("  worker on CUDA, BATCH_MAX %d, %3d clients: %7.1f img/s  p50 %6.1f  p99 %6.1f ms  errors %d  CPU ms/img: worker %.1f api %.1f redis %.1f client %.1f  stages ms: decode %.1f letterbox %.1f inference %.1f nms %.1f%s\n",
+			batch, c, lv.ImagesPerS, lv.P50MS, lv.P99MS, lv.Errors, u.Worker, u.API, u.Redis, u.Client, sp.Decode, sp.Preprocess, sp.Inference, sp.Postprocess, lv.Batches)
 	}
 	run.PeakRSSMiB = peakRSS(s.worker.Process.Pid)
 	return run, nil

@@ -56,6 +56,15 @@ func TestServiceWithBatchingWorker(t *testing.T) {
 			t.Errorf("%d clients: %.1f img/s, p50 %.1f ms, %d errors, worker CPU %.1f ms an image: want images done without an error",
 				lv.Clients, lv.ImagesPerS, lv.P50MS, lv.Errors, lv.CPUPerImage.Worker)
 		}
+		// The worker's batch counters, read around the load: a lone
+		// client's images go one a batch, and the session runs for part
+		// of the load's time.
+		b := lv.Batches
+		if b == nil || b.MeanImages < 1 || b.MeanImages > 4 || b.SessionBusy <= 0 || b.SessionBusy > 1.05 {
+			t.Errorf("%d clients: batches %+v, want a mean of 1 to 4 images and the session busy for part of the time", lv.Clients, b)
+		} else if lv.Clients == 1 && b.MeanImages != 1 {
+			t.Errorf("one client's batches held %.2f images on average, want 1", b.MeanImages)
+		}
 	}
 	if len(run.Cold) != 2 || run.StartS <= 0 {
 		t.Errorf("%d first windows, ready in %.1f s: want 2, the start timed", len(run.Cold), run.StartS)

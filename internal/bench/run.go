@@ -167,8 +167,8 @@ func (rep *Report) floorAndStages(ctx context.Context, cfg *Config, ncpu int) er
 				}
 			}
 			rep.DetectorBatching = append(rep.DetectorBatching, r)
-			cfg.printf("  BATCH_MAX %2d, %2d callers, %d thread(s): %6.1f img/s  p50 %6.1f  p99 %6.1f ms  errors %d  (bare %s: %.1f img/s, %.2f of it)\n",
-				r.BatchMax, r.Callers, r.Threads, r.ImagesPerS, r.P50MS, r.P99MS, r.Errors, r.Bare, r.BarePS, r.ImagesPerS/r.BarePS)
+			cfg.printf("  BATCH_MAX %2d, %2d callers, %d thread(s): %6.1f img/s  p50 %6.1f  p99 %6.1f ms  errors %d  (bare %s: %.1f img/s, %.2f of it)%s\n",
+				r.BatchMax, r.Callers, r.Threads, r.ImagesPerS, r.P50MS, r.P99MS, r.Errors, r.Bare, r.BarePS, r.ImagesPerS/r.BarePS, r.Batches)
 		}
 	}
 

@@ -160,7 +160,10 @@ func TestAlertsAndDashboard(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, "the API never read Redis's memory", func() bool {
 		return !math.IsNaN(metric(t, apiURL, "yoloserve_redis_memory_limit_bytes"))
 	})
-	for _, url := range []string{apiURL, workerHealth} {
+	// The batch counters, on a batching worker.
+	dynamic, _ := filepath.Abs(testenv.Model(t, "yolov8n-dynamic.onnx"))
+	_, batchingWorker := startReadyWorker(t, h.workerEnv(t, "MODEL_PATH="+dynamic, "BATCH_MAX=2"))
+	for _, url := range []string{apiURL, workerHealth, batchingWorker} {
 		exported.WriteString(getText(t, url+"/metrics"))
 	}
 	// The TLS client certificate's gauges, on processes that have one.

@@ -2,6 +2,7 @@ package yolo
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"yoloserve/internal/onnx"
@@ -31,6 +32,9 @@ type batcher struct {
 	max     int
 	wait    time.Duration
 	stopped chan struct{} // closed when the runner has returned
+	// What the runner has run: batches, the images in them, and the
+	// session's time running them, in ns.
+	batches, images, busy atomic.Int64
 
 	mu sync.Mutex
 	// cond is signalled when a seat is ready, an open batch's wait has
@@ -228,6 +232,9 @@ func (bt *batcher) loop() {
 			d = time.Since(t)
 		}
 		s.taken, s.err = d, err
+		bt.batches.Add(1)
+		bt.images.Add(int64(s.seats))
+		bt.busy.Add(int64(d))
 		close(s.ran)
 	}
 }

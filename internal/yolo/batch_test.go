@@ -191,4 +191,11 @@ func TestBatchesHoldOneImageASlot(t *testing.T) {
 	if len(batches) != 1 {
 		t.Errorf("%d images ran in %d batches, want one", slots, len(batches))
 	}
+	st := d.BatchStats()
+	if diff := cmp.Diff(yolo.BatchStats{Batches: 1, Images: slots}, yolo.BatchStats{Batches: st.Batches, Images: st.Images}); diff != "" {
+		t.Errorf("batch counts (-want +got):\n%s", diff)
+	}
+	if st.Busy <= 0 || st.Busy > time.Since(start) {
+		t.Errorf("the session ran %v of the %v since the detector opened", st.Busy, time.Since(start))
+	}
 }

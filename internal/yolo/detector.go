@@ -278,6 +278,26 @@ func (d *Detector) SoloYielded() int64 {
 	return d.solo.yielded.Load()
 }
 
+// BatchStats counts what a batching detector's session has run.
+type BatchStats struct {
+	// Batches is the session's runs, Images the images in them, and Busy
+	// the session's time running them: Images/Batches is the mean batch,
+	// and Busy over a span of time the share of it the session (a GPU)
+	// was running.
+	Batches, Images int64
+	Busy            time.Duration
+}
+
+// BatchStats returns what the batcher has run since Open, its warm-up
+// left out; all zero when batching is off.
+func (d *Detector) BatchStats() BatchStats {
+	if d.batcher == nil {
+		return BatchStats{}
+	}
+	bt := d.batcher
+	return BatchStats{Batches: bt.batches.Load(), Images: bt.images.Load(), Busy: time.Duration(bt.busy.Load())}
+}
+
 // Close waits for the images in the detector to be done, then releases
 // the sessions and the working memory; calls after the first do nothing.
 // A Detect called after Close waits for a slot until its context ends.
