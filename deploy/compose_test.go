@@ -140,6 +140,18 @@ func TestComposeGPU(t *testing.T) {
 		!slices.Contains(w.Deploy.Resources.Reservations.Devices[0].Capabilities, "gpu") {
 		t.Errorf("gpu worker must reserve a GPU device")
 	}
+	checkBatchesFill(t, "compose's gpu worker", effective(t, w))
+}
+
+// checkBatchesFill fails unless a batching worker has slots for two
+// batches: one running on the GPU while the next fills. With as many
+// slots as BATCH_MAX, every slot's image is in the batch that runs, and
+// the GPU waits while the next tasks are read, decoded and letterboxed.
+func checkBatchesFill(t *testing.T, what string, c config.Config) {
+	t.Helper()
+	if c.BatchMax > 1 && c.Concurrency() < 2*c.BatchMax {
+		t.Errorf("%s: WORKER_CONCURRENCY %d with BATCH_MAX %d, want at least %d, so that a batch fills while one runs", what, c.Concurrency(), c.BatchMax, 2*c.BatchMax)
+	}
 }
 
 func hasMount(s types.ServiceConfig, source, target string, readOnly bool) bool {

@@ -279,6 +279,7 @@ func TestKubernetesGPU(t *testing.T) {
 		t.Error("the API image must not change")
 	}
 	m.checkTriggerReadsQueue(t, "gpu", m.config(t, w))
+	checkBatchesFill(t, "the gpu overlay's worker", m.config(t, w))
 }
 
 // TestKubernetesRedisTLS: the redis-tls component, on the CPU and the GPU
