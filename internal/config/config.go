@@ -97,7 +97,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"ORT_SOLO_THREADS", "0", "threads of one more session, which runs an image alone in the worker so that a lone request gets every core, and which rests while other processes hold the cores (0: all cores; 1 or at most ORT_THREADS: no such session)"},
 	{"TURBOJPEG_LIB", "", "path of libturbojpeg (default: libturbojpeg.so.0 from the system)"},
 	{"LIBPNG_LIB", "", "path of libpng 1.6 (default: libpng16.so.16 from the system)"},
-	{"WORKER_CONCURRENCY", "0", "tasks a worker runs at once (0: one per two cores, at least two; 16 on cuda)"},
+	{"WORKER_CONCURRENCY", "0", "tasks a worker runs at once (0: one per two cores, at least two; on cuda twice BATCH_MAX, at least 16)"},
 	{"WORKER_PREFETCH", "1", "tasks a worker whose slots are all busy takes ahead from a backlog, each waiting with its upload read, so that a slot never waits for Redis between tasks (0: none)"},
 	{"WORKER_POLL_INTERVAL", "1s", "how often an idle worker looks for tasks that no API announced (retries, tasks of a dead worker); announced tasks are taken at once; at most 10s"},
 	{"BATCH_MAX", "1", "images per inference run for dynamic-batch models (1: off)"},
@@ -337,14 +337,16 @@ func checkRedisTLS(c Config, scheme string) error {
 	return nil
 }
 
-// Concurrency returns WORKER_CONCURRENCY, or sixteen on CUDA (enough to
-// fill batches), or 0 on CPU: the detector's default for the machine.
+// Concurrency returns WORKER_CONCURRENCY; or on CUDA twice BATCH_MAX, at
+// least sixteen, so that a batch fills while another runs (with as many
+// slots as BATCH_MAX, batches split into two halves that take turns); or
+// 0 on CPU: the detector's default for the machine.
 func (c Config) Concurrency() int {
 	if c.WorkerConcurrency > 0 {
 		return c.WorkerConcurrency
 	}
 	if c.ORTProvider == "cuda" {
-		return 16
+		return max(16, 2*c.BatchMax)
 	}
 	return 0
 }

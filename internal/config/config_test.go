@@ -28,6 +28,31 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// TestWorkerConcurrencyDefault: WORKER_CONCURRENCY wins; unset, a CUDA
+// worker gets slots for two batches, at least 16, and a CPU worker leaves
+// it to the detector (0).
+func TestWorkerConcurrencyDefault(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want int
+	}{
+		{map[string]string{}, 0},
+		{map[string]string{"BATCH_MAX": "8"}, 0},
+		{map[string]string{"ORT_PROVIDER": "cuda"}, 16},
+		{map[string]string{"ORT_PROVIDER": "cuda", "BATCH_MAX": "8"}, 16},
+		{map[string]string{"ORT_PROVIDER": "cuda", "BATCH_MAX": "32"}, 64},
+		{map[string]string{"ORT_PROVIDER": "cuda", "BATCH_MAX": "32", "WORKER_CONCURRENCY": "20"}, 20},
+	} {
+		c, err := Parse(env(tc.env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Concurrency(); got != tc.want {
+			t.Errorf("%v: concurrency %d, want %d", tc.env, got, tc.want)
+		}
+	}
+}
+
 func TestParse(t *testing.T) {
 	c, err := Parse(env(map[string]string{
 		"BROKER_URL": "redis://r:6379/2", "API_KEYS": " a, b ,,", "RESULT_TTL": "90", "ORT_PROVIDER": "CUDA",
