@@ -55,8 +55,7 @@ type slab struct {
 	// Guarded by the batcher's mu:
 	seats, ready, left int
 	waited             bool // the wait since its first ready seat has passed
-	timer              *time.Timer
-	gen                int // counts the slab's batches, so a stale timer does nothing
+	gen                int  // counts the slab's batches, so that the wait's timer of an earlier one does nothing
 	ran                chan struct{}
 	// Set by the runner before ran is closed:
 	taken time.Duration
@@ -144,17 +143,15 @@ func (bt *batcher) warmUp() error {
 }
 
 // Input is the seat's input tensor, one image's.
-func (st *seat) Input() []float32 {
-	in := st.s.full.Input()
-	n := len(in) / st.s.full.Batch
-	return in[st.row*n : (st.row+1)*n]
-}
+func (st *seat) Input() []float32 { return st.rowOf(st.s.full.Input()) }
 
 // Output is the seat's output tensor, one image's, once run has returned.
-func (st *seat) Output() []float32 {
-	out := st.s.full.Output()
-	n := len(out) / st.s.full.Batch
-	return out[st.row*n : (st.row+1)*n]
+func (st *seat) Output() []float32 { return st.rowOf(st.s.full.Output()) }
+
+// rowOf returns the seat's image's part of a batch's tensor.
+func (st *seat) rowOf(t []float32) []float32 {
+	n := len(t) / st.s.full.Batch
+	return t[st.row*n : (st.row+1)*n]
 }
 
 // run says the seat's input is written and waits for its batch to run. It
@@ -165,7 +162,7 @@ func (st *seat) run() (time.Duration, error) {
 	s.ready++
 	if s.ready == 1 && bt.open == s {
 		gen := s.gen
-		s.timer = time.AfterFunc(bt.wait, func() {
+		time.AfterFunc(bt.wait, func() {
 			bt.mu.Lock()
 			if s.gen == gen {
 				s.waited = true
@@ -190,10 +187,6 @@ func (st *seat) leave() {
 	s.left++
 	if s.left < s.seats {
 		return
-	}
-	if s.timer != nil {
-		s.timer.Stop()
-		s.timer = nil
 	}
 	s.seats, s.ready, s.left, s.waited = 0, 0, 0, false
 	s.gen++
