@@ -10,7 +10,9 @@ import (
 	"math"
 	"sort"
 	"time"
+
 	"yoloserve/internal/detect"
+	"yoloserve/internal/yolo"
 )
 
 // Config says what to measure. Zero values mean defaults.
@@ -340,13 +342,15 @@ func (b *BatchShare) String() string {
 	return fmt.Sprintf("  batches: %.1f images, session busy %.0f%%", b.MeanImages, 100*b.SessionBusy)
 }
 
-// batchShare returns the BatchShare of the batches, images and run seconds
-// counted over wall, or nil when no batch ran.
-func batchShare(batches, images, runS float64, wall time.Duration) *BatchShare {
-	if batches <= 0 || wall <= 0 {
+// batchShare returns the BatchShare of what a session ran between the
+// readings before and after, over wall, or nil when no batch ran.
+func batchShare(before, after yolo.BatchStats, wall time.Duration) *BatchShare {
+	n := after.Batches - before.Batches
+	if n <= 0 || wall <= 0 {
 		return nil
 	}
-	return &BatchShare{MeanImages: images / batches, SessionBusy: runS / wall.Seconds()}
+	return &BatchShare{MeanImages: float64(after.Images-before.Images) / float64(n),
+		SessionBusy: (after.Busy - before.Busy).Seconds() / wall.Seconds()}
 }
 
 // MachineShare is the share of all cores' time, over a load's windows,

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"yoloserve/internal/yolo"
 )
 
 // CUDARun is the service with its worker on CUDA (ORT_PROVIDER=cuda) on
@@ -83,13 +85,18 @@ func (rep *Report) serviceCUDA(ctx context.Context, cfg *Config) error {
 }
 
 // batchCounts reads a batching worker's batches, their images and its
-// session's run seconds (none with batch 1). It returns an error when the
-// worker does not answer or lacks them.
-func (s *system) batchCounts(batch int) ([]float64, error) {
+// session's run time, as its detector's BatchStats; all zero with batch
+// 1, where the worker has none. It returns an error when the worker does
+// not answer or lacks them.
+func (s *system) batchCounts(batch int) (yolo.BatchStats, error) {
 	if batch <= 1 {
-		return nil, nil
+		return yolo.BatchStats{}, nil
 	}
-	return s.metrics("yoloserve_worker_batches_total", "yoloserve_worker_batch_images_total", "yoloserve_worker_batch_run_seconds_total")
+	v, err := s.metrics("yoloserve_worker_batches_total", "yoloserve_worker_batch_images_total", "yoloserve_worker_batch_run_seconds_total")
+	if err != nil {
+		return yolo.BatchStats{}, err
+	}
+	return yolo.BatchStats{Batches: int64(v[0]), Images: int64(v[1]), Busy: time.Duration(v[2] * float64(time.Second))}, nil
 }
 
 // measureCUDA runs the worker on the system's provider (CUDA but in
@@ -147,9 +154,7 @@ func (s *system) measureCUDA(ctx context.Context, bodies []body, batch int, clie
 			return run, err
 		}
 		lv := level(c, w)
-		if batch > 1 {
-			lv.Batches = batchShare(after[0]-before[0], after[1]-before[1], after[2]-before[2], w.wall)
-		}
+		lv.Batches = batchShare(before, after, w.wall)
 		run.Loads = append(run.Loads, lv)
 		u, sp := lv.CPUPerImage, lv.Speed
 		s.cfg.printf("  worker on CUDA, BATCH_MAX %d, %3d clients: %7.1f img/s  p50 %6.1f  p99 %6.1f ms  errors %d  CPU ms/img: worker %.1f api %.1f redis %.1f client %.1f  stages ms: decode %.1f letterbox %.1f inference %.1f nms %.1f%s\n",

@@ -216,6 +216,5 @@ func detectorBatching(cfg *Config, jpeg decode.JPEGDecoder, images [][]byte, bat
 	c := d.Config()
 	return DetectorRun{Provider: cfg.Provider, BatchMax: c.BatchMax, Callers: callers, Threads: c.Threads,
 		ImagesPerS: float64(len(lat)) / wall.Seconds(), P50MS: percentile(lat, 50), P99MS: percentile(lat, 99), Errors: errs,
-		Batches: batchShare(float64(after.Batches-before.Batches), float64(after.Images-before.Images),
-			(after.Busy - before.Busy).Seconds(), wall)}, nil
+		Batches: batchShare(before, after, wall)}, nil
 }
