@@ -56,8 +56,9 @@ func run() error {
 	jpeg := imagelib.JPEGOrFallback(cfg.TurboJPEGLib, log)
 	png := imagelib.PNGOrFallback(cfg.LibPNGLib, log)
 	model := cfg.ResolveModel()
+	opened := time.Now()
 	det, err := yolo.Open(yolo.Config{
-		ModelPath: model, Library: cfg.ORTLib, Telemetry: cfg.ORTTelemetry, Provider: cfg.ORTProvider, FallbackCPU: cfg.ORTFallbackCPU,
+		ModelPath: model, Library: cfg.ORTLib, Telemetry: cfg.ORTTelemetry, Provider: cfg.ORTProvider, FallbackCPU: cfg.ORTFallbackCPU, ConvAlgoSearch: cfg.ORTConvSearch,
 		Concurrency: cfg.Concurrency(), Threads: cfg.ORTThreads, Sessions: cfg.ORTSessions, SoloThreads: cfg.ORTSoloThreads, BatchMax: cfg.BatchMax, BatchWait: cfg.BatchWait,
 		Decoder: &decode.Decoder{JPEG: jpeg, PNG: png, MaxPixels: cfg.MaxPixels},
 	})
@@ -69,10 +70,16 @@ func run() error {
 	}
 	defer det.Close()
 	dc := det.Config()
-	log.Info("model loaded", "model", model, "ort_lib", dc.Library, "ort_version", onnx.Version(), "provider", det.Provider(),
+	loaded := []any{"model", model, "ort_lib", dc.Library, "ort_version", onnx.Version(), "provider", det.Provider(),
 		"classes", det.Model().Classes(), "input", fmt.Sprintf("%dx%d", det.Model().Width, det.Model().Height),
 		"dynamic_batch", det.Model().DynamicBatch, "batch_max", dc.BatchMax,
-		"concurrency", dc.Concurrency, "prefetch", cfg.Prefetch, "ort_telemetry", cfg.ORTTelemetry, "ort_sessions", dc.Sessions, "ort_threads", dc.Threads, "ort_solo_threads", dc.SoloThreads, "jpeg", jpeg.Name(), "png", png.Name())
+		"concurrency", dc.Concurrency, "prefetch", cfg.Prefetch, "ort_telemetry", cfg.ORTTelemetry, "ort_sessions", dc.Sessions, "ort_threads", dc.Threads, "ort_solo_threads", dc.SoloThreads, "jpeg", jpeg.Name(), "png", png.Name()}
+	if det.Provider() == "cuda" {
+		loaded = append(loaded, "cudnn_conv_algo_search", cfg.ORTConvSearch)
+	}
+	// The sessions made and warmed up (on CUDA with batching, every batch size run once).
+	loaded = append(loaded, "load_s", fmt.Sprintf("%.2f", time.Since(opened).Seconds()))
+	log.Info("model loaded", loaded...)
 
 	tlsExpiry := &asynq.TLSExpiry{}
 	rdb, err := asynq.NewClient(cfg.RedisURL, asynq.TLSFiles{CA: cfg.RedisTLSCA, Cert: cfg.RedisTLSCert, Key: cfg.RedisTLSKey, Logger: log, Expiry: tlsExpiry})

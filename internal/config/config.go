@@ -38,6 +38,7 @@ type Config struct {
 	ORTLib         string // ORT_LIB; empty: the library `make build` fetched
 	ORTProvider    string // ORT_PROVIDER: cpu or cuda
 	ORTFallbackCPU bool   // ORT_FALLBACK_CPU
+	ORTConvSearch  string // ORT_CUDNN_CONV_ALGO_SEARCH: heuristic, exhaustive or default
 	ORTTelemetry   bool   // ORT_TELEMETRY
 	ORTThreads     int    // ORT_THREADS; 0: chosen for the machine
 	ORTSessions    int    // ORT_SESSIONS
@@ -91,6 +92,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"ORT_LIB", "", "path of libonnxruntime.so (default: the one `make build` fetched)"},
 	{"ORT_PROVIDER", "cpu", "cpu or cuda"},
 	{"ORT_FALLBACK_CPU", "false", "with cuda: run on CPU when the CUDA provider cannot load"},
+	{"ORT_CUDNN_CONV_ALGO_SEARCH", "heuristic", "with cuda: how cuDNN picks each convolution's algorithm for a batch size not run before: heuristic (its heuristics), exhaustive (times every algorithm on the size's first run, ONNX Runtime's own default: that run takes far longer) or default (one fixed algorithm); a batching worker runs every batch size once before it is ready"},
 	{"ORT_TELEMETRY", "false", "ONNX Runtime's own telemetry: true leaves it as the library has it (1.30 on Linux looks up Microsoft's collector and sends usage events, and keeps a device ID and an event cache under ~/.cache/Microsoft and two files per process in TMPDIR); false turns it all off (ORT_DISABLE_TELEMETRY=1 for the library)"},
 	{"ORT_THREADS", "0", "ONNX Runtime intra-op threads per session (0: cores / WORKER_CONCURRENCY; all cores when batching)"},
 	{"ORT_SESSIONS", "0", "ONNX Runtime sessions a worker's tasks share (0: one per task slot)"},
@@ -152,6 +154,7 @@ func Parse(getenv func(string) string) (Config, error) {
 		ORTLib:            p.str("ORT_LIB"),
 		ORTProvider:       strings.ToLower(p.str("ORT_PROVIDER")),
 		ORTFallbackCPU:    p.bool("ORT_FALLBACK_CPU"),
+		ORTConvSearch:     strings.ToLower(p.str("ORT_CUDNN_CONV_ALGO_SEARCH")),
 		ORTTelemetry:      p.bool("ORT_TELEMETRY"),
 		ORTThreads:        p.int("ORT_THREADS", 0, 1024),
 		ORTSessions:       p.int("ORT_SESSIONS", 0, 1024),
@@ -227,6 +230,11 @@ func Parse(getenv func(string) string) (Config, error) {
 	}
 	if c.ORTProvider != "cpu" && c.ORTProvider != "cuda" {
 		return c, fmt.Errorf("ORT_PROVIDER=%q: want cpu or cuda", c.ORTProvider)
+	}
+	switch c.ORTConvSearch {
+	case "heuristic", "exhaustive", "default":
+	default:
+		return c, fmt.Errorf("ORT_CUDNN_CONV_ALGO_SEARCH=%q: want heuristic, exhaustive or default", c.ORTConvSearch)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -179,6 +179,13 @@ type Options struct {
 	IntraOpThreads int
 	// CUDADevice is the GPU index for the CUDA provider.
 	CUDADevice int
+	// ConvAlgoSearch is how the CUDA provider picks each convolution's
+	// algorithm for an input shape (a batch size) it has not run before:
+	// "heuristic" (the default: cuDNN's heuristics, nothing timed),
+	// "exhaustive" (ONNX Runtime's own default: every algorithm is timed
+	// on that shape's first run, which then takes far longer, up to
+	// seconds) or "default" (one fixed algorithm). No effect on the CPU.
+	ConvAlgoSearch string
 	// FallbackCPU runs on CPU when the CUDA provider cannot be set up,
 	// instead of failing.
 	FallbackCPU bool
@@ -232,7 +239,11 @@ func NewSession(path string, info ModelInfo, o Options) (*Session, error) {
 	}
 	provider := "cpu"
 	if o.Provider == "cuda" {
-		if err := appendCUDA(opts, o.CUDADevice); err != nil {
+		search, ok := convAlgoSearch[o.ConvAlgoSearch]
+		if !ok {
+			return nil, fmt.Errorf("onnx: convolution algorithm search %q: want heuristic, exhaustive or default", o.ConvAlgoSearch)
+		}
+		if err := appendCUDA(opts, o.CUDADevice, search); err != nil {
 			if !o.FallbackCPU {
 				return nil, fmt.Errorf("%w: %v", ErrCUDAUnavailable, err)
 			}
@@ -252,13 +263,17 @@ func NewSession(path string, info ModelInfo, o Options) (*Session, error) {
 	return &Session{s: s, info: info, provider: provider}, nil
 }
 
-func appendCUDA(opts *ort.SessionOptions, device int) error {
+// convAlgoSearch maps Options.ConvAlgoSearch to the CUDA provider's
+// cudnn_conv_algo_search values.
+var convAlgoSearch = map[string]string{"": "HEURISTIC", "heuristic": "HEURISTIC", "exhaustive": "EXHAUSTIVE", "default": "DEFAULT"}
+
+func appendCUDA(opts *ort.SessionOptions, device int, search string) error {
 	cuda, err := ort.NewCUDAProviderOptions()
 	if err != nil {
 		return err
 	}
 	defer cuda.Destroy()
-	if err := cuda.Update(map[string]string{"device_id": fmt.Sprint(device)}); err != nil {
+	if err := cuda.Update(map[string]string{"device_id": fmt.Sprint(device), "cudnn_conv_algo_search": search}); err != nil {
 		return err
 	}
 	return opts.AppendExecutionProviderCUDA(cuda)

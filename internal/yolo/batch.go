@@ -124,10 +124,12 @@ func (bt *batcher) newSlab() (*slab, error) {
 	return s, nil
 }
 
-// warmUp makes the first batch's tensors and runs the session once on one
-// blank image of them, so that the first request does not pay ONNX
-// Runtime's lazy initialisation. It returns the run's error.
-func (bt *batcher) warmUp() error {
+// warmUp makes the first batch's tensors and runs the session on blank
+// images of them, once for each batch size of sizes in turn, so that no
+// request pays ONNX Runtime's lazy initialisation, nor on CUDA the first
+// run of its batch size (warmSizes). The runs count in no BatchStats.
+// It returns the first error.
+func (bt *batcher) warmUp(sizes []int) error {
 	bt.mu.Lock()
 	defer bt.mu.Unlock()
 	s, err := bt.newSlab()
@@ -135,11 +137,35 @@ func (bt *batcher) warmUp() error {
 		return err
 	}
 	bt.free = append(bt.free, s)
-	b, err := s.binding(1)
-	if err != nil {
-		return err
+	for _, n := range sizes {
+		b, err := s.binding(n)
+		if err != nil {
+			return err
+		}
+		if err := bt.session.Run(b); err != nil {
+			return err
+		}
 	}
-	return bt.session.Run(b)
+	return nil
+}
+
+// warmSizes returns the batch sizes a batcher of up to max images runs at
+// start on provider. On CUDA that is every size, largest first: the
+// provider picks its convolutions' algorithms on the first run of each
+// input shape (onnx.Options.ConvAlgoSearch), and that run takes longer
+// the more it times, up to seconds; the largest first also sizes the
+// provider's memory arena in one step. On the CPU, one image: a size's
+// first run there costs a few milliseconds at most (measured on the
+// dynamic model, docs/performance.md).
+func warmSizes(provider string, max int) []int {
+	if provider != "cuda" {
+		return []int{1}
+	}
+	sizes := make([]int, 0, max)
+	for n := max; n >= 1; n-- {
+		sizes = append(sizes, n)
+	}
+	return sizes
 }
 
 // Input is the seat's input tensor, one image's.

@@ -28,6 +28,9 @@ type Config struct {
 	// CUDA cannot be set up.
 	Provider    string
 	FallbackCPU bool
+	// ConvAlgoSearch is how the CUDA provider picks its convolutions'
+	// algorithms for a batch size it has not run: onnx.Options's.
+	ConvAlgoSearch string
 	// Concurrency is how many images are processed at once, each slot
 	// with its own session (default: one per two cores, at least two).
 	Concurrency int
@@ -61,7 +64,8 @@ type Config struct {
 	// models with a dynamic batch dimension; a batch holds at most
 	// Concurrency images, one a slot (Config says BatchMax is Concurrency
 	// when it is larger). BatchWait is how long the first image of a
-	// batch waits for others (default 2 ms).
+	// batch waits for others (default 2 ms). On CUDA, Open runs every
+	// batch size once, so that no batch pays the first run of its size.
 	BatchMax  int
 	BatchWait time.Duration
 }
@@ -164,7 +168,7 @@ func Open(cfg Config) (*Detector, error) {
 	d := &Detector{model: model, decoder: cfg.Decoder, slots: make(chan *slot, cfg.Concurrency)}
 	newSession := func(threads int, solo bool) (*onnx.Session, error) {
 		return onnx.NewSession(cfg.ModelPath, info, onnx.Options{
-			Provider: cfg.Provider, IntraOpThreads: threads, FallbackCPU: cfg.FallbackCPU,
+			Provider: cfg.Provider, IntraOpThreads: threads, FallbackCPU: cfg.FallbackCPU, ConvAlgoSearch: cfg.ConvAlgoSearch,
 			NoSpinning: !solo, StopSpinning: solo,
 		})
 	}
@@ -220,10 +224,11 @@ func Open(cfg Config) (*Detector, error) {
 }
 
 // warmUp runs every slot once on a blank input, so that the first request
-// does not pay ONNX Runtime's lazy initialisation.
+// does not pay ONNX Runtime's lazy initialisation; with batching, the
+// batcher's first tensors once for each of warmSizes.
 func (d *Detector) warmUp() error {
 	if d.batcher != nil {
-		return d.batcher.warmUp()
+		return d.batcher.warmUp(warmSizes(d.Provider(), d.cfg.BatchMax))
 	}
 	for i := 0; i < cap(d.slots); i++ {
 		s := <-d.slots

@@ -154,4 +154,10 @@ func TestCUDAUnavailable(t *testing.T) {
 	if d.Provider() != "cpu" {
 		t.Errorf("fallback runs on %s", d.Provider())
 	}
+	// A convolution algorithm search that does not exist is a mistake
+	// to fix, not a reason to fall back to the CPU.
+	_, err = Open(Config{ModelPath: model, Provider: "cuda", FallbackCPU: true, ConvAlgoSearch: "fastest", Concurrency: 1})
+	if err == nil || errors.Is(err, onnx.ErrCUDAUnavailable) || !strings.Contains(err.Error(), `"fastest"`) {
+		t.Errorf("ConvAlgoSearch fastest: %v, want an error naming it", err)
+	}
 }
