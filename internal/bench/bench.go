@@ -87,6 +87,9 @@ type Report struct {
 	// as a worker's, or "normal".
 	StagesPolicy string        `json:"stages_policy"`
 	Batching     []FloorResult `json:"batching"`
+	// ConvSearch is the bare CUDA session on the dynamic model with each
+	// of convSearches, at the batch sizes of Batching (Provider "cuda").
+	ConvSearch []ConvSearchRun `json:"conv_search,omitempty"`
 	// DetectorBatching is the detector path on the dynamic model at each
 	// batch size, against Batching's bare session at the same size.
 	DetectorBatching []DetectorRun `json:"detector_batching"`

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
+	"yoloserve/internal/onnx"
 	"yoloserve/internal/yolo"
 )
 
@@ -34,6 +36,64 @@ type CUDARun struct {
 	BarePS     float64 `json:"bare_per_s"`
 	Ratio      float64 `json:"ratio"`
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
+}
+
+// ConvSearchRun is a bare CUDA session on the dynamic model that picks its
+// convolutions' algorithms one way (Search, as ORT_CUDNN_CONV_ALGO_SEARCH):
+// the first run of a batch size (of batch 1, the session's first run
+// altogether) and its median run after it.
+type ConvSearchRun struct {
+	Search   string  `json:"search"`
+	Batch    int     `json:"batch"`
+	FirstMS  float64 `json:"first_ms"`
+	MedianMS float64 `json:"median_ms"`
+}
+
+// convSearches are the ways the bench compares: the worker's default,
+// and ONNX Runtime's own.
+var convSearches = []string{"heuristic", "exhaustive"}
+
+// convSearch opens a session of model on provider with search and runs
+// each of batches in turn, the first run timed alone and then runs more.
+// It returns an error when the session cannot be made or run.
+func convSearch(model, provider, search string, batches []int, runs int) ([]ConvSearchRun, error) {
+	info, err := onnx.Inspect(model)
+	if err != nil {
+		return nil, err
+	}
+	s, err := onnx.NewSession(model, info, onnx.Options{Provider: provider, ConvAlgoSearch: search})
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	full, err := s.NewBinding(slices.Max(batches), [2]int64{640, 640}, info.OutputShape)
+	if err != nil {
+		return nil, err
+	}
+	defer full.Close()
+	for j, in := 0, full.Input(); j < len(in); j++ {
+		in[j] = float32(j%251) / 255
+	}
+	var out []ConvSearchRun
+	for _, n := range batches {
+		b := full
+		if n < full.Batch {
+			if b, err = full.Prefix(n); err != nil {
+				return nil, err
+			}
+			defer b.Close()
+		}
+		times := make([]float64, 0, runs+1)
+		for range runs + 1 {
+			t := time.Now()
+			if err := s.Run(b); err != nil {
+				return nil, err
+			}
+			times = append(times, ms(time.Since(t)))
+		}
+		out = append(out, ConvSearchRun{Search: search, Batch: n, FirstMS: times[0], MedianMS: median(times[1:])})
+	}
+	return out, nil
 }
 
 // cudaBatches are the BATCH_MAX values the service runs with on CUDA:

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"yoloserve/internal/onnx"
 	"yoloserve/internal/testenv"
 )
@@ -76,5 +78,33 @@ func TestServiceWithBatchingWorker(t *testing.T) {
 	}
 	if run.PeakRSSMiB <= 0 {
 		t.Errorf("peak RSS %.0f MiB, want it read", run.PeakRSSMiB)
+	}
+}
+
+// TestConvSearch runs the GPU bench's comparison of convolution
+// algorithm searches on the CPU provider (where the search is ignored):
+// each batch size in turn, its first run and the median after, both
+// timed.
+func TestConvSearch(t *testing.T) {
+	lib, err := onnx.FindLibrary(os.Getenv("ORT_LIB"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := onnx.Init(lib, onnx.Env{}); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := convSearch(testenv.Model(t, "yolov8n-dynamic.onnx"), "cpu", "exhaustive", []int{1, 2}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batches []int
+	for _, r := range rs {
+		batches = append(batches, r.Batch)
+		if r.Search != "exhaustive" || r.FirstMS <= 0 || r.MedianMS <= 0 {
+			t.Errorf("%+v: want the search named and both runs timed", r)
+		}
+	}
+	if diff := cmp.Diff([]int{1, 2}, batches); diff != "" {
+		t.Errorf("batch sizes run (-want +got):\n%s", diff)
 	}
 }

@@ -132,6 +132,22 @@ func (rep *Report) floorAndStages(ctx context.Context, cfg *Config, ncpu int) er
 			cfg.printf("  %-34s %7.1f ms/run  %6.1f ms/img  %6.1f img/s\n", r.Name, r.MedianMS, r.PerImageMS, r.ImagesPerS)
 		}
 	}
+	if cfg.Dynamic != "" && cfg.Provider == "cuda" {
+		cfg.printf("== the CUDA provider's choice of convolution algorithms (ORT_CUDNN_CONV_ALGO_SEARCH), bare session on the dynamic model: each batch size's first run, then the median of %d\n", cfg.FloorRuns)
+		for _, search := range convSearches {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			rs, err := convSearch(cfg.Dynamic, cfg.Provider, search, batches, cfg.FloorRuns)
+			if err != nil {
+				return err
+			}
+			rep.ConvSearch = append(rep.ConvSearch, rs...)
+			for _, r := range rs {
+				cfg.printf("  %-10s batch %2d: first run %8.1f ms, then %7.2f ms (%.2f ms/img)\n", r.Search, r.Batch, r.FirstMS, r.MedianMS, r.MedianMS/float64(r.Batch))
+			}
+		}
+	}
 
 	turbo, err := imagelib.OpenJPEG("")
 	if err != nil {
