@@ -272,8 +272,13 @@ func TestKubernetesGPU(t *testing.T) {
 	if q, ok := w.Resources.Limits["nvidia.com/gpu"]; !ok || q.Cmp(one) != 0 {
 		t.Errorf("gpu worker limits %v", w.Resources.Limits)
 	}
-	if env(w)["WORKER_ADDR"] != ":9091" || w.ReadinessProbe == nil {
+	if env(w)["WORKER_ADDR"] != ":9091" || w.ReadinessProbe == nil || w.LivenessProbe == nil {
 		t.Error("the gpu patch must keep the base's env and probes")
+	}
+	// A CUDA worker loads its libraries and runs every batch size before
+	// it answers: the liveness probe must not restart it meanwhile.
+	if p := w.StartupProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" || p.PeriodSeconds*p.FailureThreshold < 300 {
+		t.Errorf("gpu worker startup probe %+v, want /healthz given at least 5 minutes", p)
 	}
 	if api := m.deployments["yoloserve-api"].Spec.Template.Spec.Containers[0]; strings.Contains(api.Image, "cuda") {
 		t.Error("the API image must not change")
