@@ -58,7 +58,7 @@ func run() error {
 	model := cfg.ResolveModel()
 	opened := time.Now()
 	det, err := yolo.Open(yolo.Config{
-		ModelPath: model, Library: cfg.ORTLib, Telemetry: cfg.ORTTelemetry, Provider: cfg.ORTProvider, FallbackCPU: cfg.ORTFallbackCPU, ConvAlgoSearch: cfg.ORTConvSearch,
+		ModelPath: model, Library: cfg.ORTLib, Telemetry: cfg.ORTTelemetry, Provider: cfg.ORTProvider, FallbackCPU: cfg.ORTFallbackCPU, ConvAlgoSearch: cfg.ORTConvSearch, Pageable: !cfg.ORTPinned,
 		Concurrency: cfg.Concurrency(), Threads: cfg.ORTThreads, Sessions: cfg.ORTSessions, SoloThreads: cfg.ORTSoloThreads, BatchMax: cfg.BatchMax, BatchWait: cfg.BatchWait,
 		Decoder: &decode.Decoder{JPEG: jpeg, PNG: png, MaxPixels: cfg.MaxPixels},
 	})
@@ -75,7 +75,7 @@ func run() error {
 		"dynamic_batch", det.Model().DynamicBatch, "batch_max", dc.BatchMax,
 		"concurrency", dc.Concurrency, "prefetch", cfg.Prefetch, "ort_telemetry", cfg.ORTTelemetry, "ort_sessions", dc.Sessions, "ort_threads", dc.Threads, "ort_solo_threads", dc.SoloThreads, "jpeg", jpeg.Name(), "png", png.Name()}
 	if det.Provider() == "cuda" {
-		loaded = append(loaded, "cudnn_conv_algo_search", cfg.ORTConvSearch)
+		loaded = append(loaded, "cudnn_conv_algo_search", cfg.ORTConvSearch, "host_memory", det.HostMemory())
 	}
 	// The sessions made and warmed up (on CUDA with batching, every batch size run once).
 	loaded = append(loaded, "load_s", fmt.Sprintf("%.2f", time.Since(opened).Seconds()))

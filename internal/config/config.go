@@ -39,6 +39,7 @@ type Config struct {
 	ORTProvider    string // ORT_PROVIDER: cpu or cuda
 	ORTFallbackCPU bool   // ORT_FALLBACK_CPU
 	ORTConvSearch  string // ORT_CUDNN_CONV_ALGO_SEARCH: heuristic, exhaustive or default
+	ORTPinned      bool   // ORT_CUDA_PINNED_MEMORY
 	ORTTelemetry   bool   // ORT_TELEMETRY
 	ORTThreads     int    // ORT_THREADS; 0: chosen for the machine
 	ORTSessions    int    // ORT_SESSIONS
@@ -92,6 +93,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"ORT_LIB", "", "path of libonnxruntime.so (default: the one `make build` fetched)"},
 	{"ORT_PROVIDER", "cpu", "cpu or cuda"},
 	{"ORT_FALLBACK_CPU", "false", "with cuda: run on CPU when the CUDA provider cannot load"},
+	{"ORT_CUDA_PINNED_MEMORY", "true", "with cuda: the tensors a worker's images are copied to the GPU from, and their detections back to, are page-locked (the CUDA runtime's cudaHostAlloc), which the GPU copies directly; false: ordinary memory, which the driver copies through staging buffers. A worker whose CUDA runtime (libcudart.so.13) cannot be loaded uses ordinary memory and logs why (host_memory)"},
 	{"ORT_CUDNN_CONV_ALGO_SEARCH", "heuristic", "with cuda: how cuDNN picks each convolution's algorithm for a batch size not run before: heuristic (its heuristics), exhaustive (times every algorithm on the size's first run, ONNX Runtime's own default: that run takes far longer) or default (one fixed algorithm); a batching worker runs every batch size once before it is ready"},
 	{"ORT_TELEMETRY", "false", "ONNX Runtime's own telemetry: true leaves it as the library has it (1.30 on Linux looks up Microsoft's collector and sends usage events, and keeps a device ID and an event cache under ~/.cache/Microsoft and two files per process in TMPDIR); false turns it all off (ORT_DISABLE_TELEMETRY=1 for the library)"},
 	{"ORT_THREADS", "0", "ONNX Runtime intra-op threads per session (0: cores / WORKER_CONCURRENCY; all cores when batching)"},
@@ -155,6 +157,7 @@ func Parse(getenv func(string) string) (Config, error) {
 		ORTProvider:       strings.ToLower(p.str("ORT_PROVIDER")),
 		ORTFallbackCPU:    p.bool("ORT_FALLBACK_CPU"),
 		ORTConvSearch:     strings.ToLower(p.str("ORT_CUDNN_CONV_ALGO_SEARCH")),
+		ORTPinned:         p.bool("ORT_CUDA_PINNED_MEMORY"),
 		ORTTelemetry:      p.bool("ORT_TELEMETRY"),
 		ORTThreads:        p.int("ORT_THREADS", 0, 1024),
 		ORTSessions:       p.int("ORT_SESSIONS", 0, 1024),

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"unsafe"
 
 	ort "github.com/yalue/onnxruntime_go"
 )
@@ -189,6 +190,13 @@ type Options struct {
 	// FallbackCPU runs on CPU when the CUDA provider cannot be set up,
 	// instead of failing.
 	FallbackCPU bool
+	// Pageable keeps a CUDA session's bindings in Go's memory. By default
+	// they are page-locked (the CUDA runtime's cudaHostAlloc), which the
+	// GPU copies to and from directly, where pageable memory goes through
+	// the driver's staging buffers; a session whose CUDA runtime cannot
+	// be loaded keeps them in Go's memory all the same (HostMemory says
+	// why). No effect on the CPU.
+	Pageable bool
 	// NoSpinning stops idle intra-op threads from busy-waiting, which
 	// matters when several sessions share the cores.
 	NoSpinning bool
@@ -209,6 +217,10 @@ type Session struct {
 	s        *ort.DynamicAdvancedSession
 	info     ModelInfo
 	provider string
+	// pinned: the bindings are page-locked; else pinErr says why not,
+	// when they were to be.
+	pinned bool
+	pinErr error
 }
 
 // NewSession loads the model at path. It returns an error when the library
@@ -260,7 +272,13 @@ func NewSession(path string, info ModelInfo, o Options) (*Session, error) {
 		}
 		return nil, fmt.Errorf("onnx: loading %s (%s): %w", path, provider, err)
 	}
-	return &Session{s: s, info: info, provider: provider}, nil
+	sess := &Session{s: s, info: info, provider: provider}
+	if provider == "cuda" && !o.Pageable {
+		// The provider is loaded, and with it the runtime it links.
+		sess.pinErr = openCUDARuntime()
+		sess.pinned = sess.pinErr == nil
+	}
+	return sess, nil
 }
 
 // convAlgoSearch maps Options.ConvAlgoSearch to the CUDA provider's
@@ -282,6 +300,21 @@ func appendCUDA(opts *ort.SessionOptions, device int, search string) error {
 // Provider says where the session runs: "cpu" or "cuda".
 func (s *Session) Provider() string { return s.provider }
 
+// HostMemory says where a CUDA session's bindings are: "pinned"
+// (page-locked), or "pageable" with why, when they were to be pinned
+// (Options.Pageable); "" on the CPU.
+func (s *Session) HostMemory() string {
+	switch {
+	case s.provider != "cuda":
+		return ""
+	case s.pinned:
+		return "pinned"
+	case s.pinErr != nil:
+		return "pageable (" + s.pinErr.Error() + ")"
+	}
+	return "pageable"
+}
+
 // Close releases the session.
 func (s *Session) Close() error { return s.s.Destroy() }
 
@@ -289,6 +322,9 @@ func (s *Session) Close() error { return s.s.Destroy() }
 type Binding struct {
 	Batch   int
 	in, out *ort.Tensor[float32]
+	// pinned holds the page-locked memory of in and out, freed after
+	// them; nil for Go's memory.
+	pinned []unsafe.Pointer
 }
 
 // NewBinding allocates tensors for batch images, with the model's free
@@ -303,6 +339,14 @@ func (s *Session) NewBinding(batch int, inputHW [2]int64, outputShape []int64) (
 			return nil, errors.New("onnx: binding with an unknown dimension")
 		}
 	}
+	b := &Binding{Batch: batch}
+	if s.pinned {
+		// Pinned memory that cannot be had leaves the binding in Go's:
+		// slower copies, the same results.
+		if b.bindPinned(in, out) == nil {
+			return b, nil
+		}
+	}
 	ti, err := ort.NewEmptyTensor[float32](in)
 	if err != nil {
 		return nil, err
@@ -312,7 +356,33 @@ func (s *Session) NewBinding(batch int, inputHW [2]int64, outputShape []int64) (
 		ti.Destroy()
 		return nil, err
 	}
-	return &Binding{Batch: batch, in: ti, out: to}, nil
+	b.in, b.out = ti, to
+	return b, nil
+}
+
+// bindPinned makes b's tensors of shapes in and out over zeroed
+// page-locked memory. It returns an error, with b as it was, when the
+// memory or the tensors cannot be made.
+func (b *Binding) bindPinned(in, out ort.Shape) error {
+	var data [2][]float32
+	for i, shape := range []ort.Shape{in, out} {
+		f, p, err := pinnedFloats(int(shape.FlattenedSize()))
+		if err != nil {
+			b.Close()
+			return err
+		}
+		clear(f)
+		data[i] = f
+		b.pinned = append(b.pinned, p)
+	}
+	var err error
+	if b.in, err = ort.NewTensor(in, data[0]); err == nil {
+		b.out, err = ort.NewTensor(out, data[1])
+	}
+	if err != nil {
+		b.Close()
+	}
+	return err
 }
 
 // Prefix returns a binding for the first n images of b's batch, over b's
@@ -344,10 +414,18 @@ func (b *Binding) Input() []float32 { return b.in.GetData() }
 // Output is the output tensor's data after Run.
 func (b *Binding) Output() []float32 { return b.out.GetData() }
 
-// Close releases the tensors.
+// Close releases the tensors, then their page-locked memory if any.
 func (b *Binding) Close() {
-	b.in.Destroy()
-	b.out.Destroy()
+	for _, t := range []*ort.Tensor[float32]{b.in, b.out} {
+		if t != nil {
+			t.Destroy()
+		}
+	}
+	b.in, b.out = nil, nil
+	for _, p := range b.pinned {
+		freePinned(p)
+	}
+	b.pinned = nil
 }
 
 // Interrupt stops a run in flight that was started with it (RunWith).

@@ -29,8 +29,11 @@ type Config struct {
 	Provider    string
 	FallbackCPU bool
 	// ConvAlgoSearch is how the CUDA provider picks its convolutions'
-	// algorithms for a batch size it has not run: onnx.Options's.
+	// algorithms for a batch size it has not run, and Pageable keeps the
+	// tensors on the CUDA provider's side in Go's memory instead of
+	// page-locked memory: onnx.Options's.
 	ConvAlgoSearch string
+	Pageable       bool
 	// Concurrency is how many images are processed at once, each slot
 	// with its own session (default: one per two cores, at least two).
 	Concurrency int
@@ -169,7 +172,7 @@ func Open(cfg Config) (*Detector, error) {
 	newSession := func(threads int, solo bool) (*onnx.Session, error) {
 		return onnx.NewSession(cfg.ModelPath, info, onnx.Options{
 			Provider: cfg.Provider, IntraOpThreads: threads, FallbackCPU: cfg.FallbackCPU, ConvAlgoSearch: cfg.ConvAlgoSearch,
-			NoSpinning: !solo, StopSpinning: solo,
+			Pageable: cfg.Pageable, NoSpinning: !solo, StopSpinning: solo,
 		})
 	}
 	for i := 0; i < sessions; i++ {
@@ -252,6 +255,10 @@ func (d *Detector) Model() *Model { return d.model }
 
 // Provider says where inference runs: "cpu" or "cuda".
 func (d *Detector) Provider() string { return d.sessions[0].Provider() }
+
+// HostMemory says where the tensors the GPU copies from and to are, on
+// CUDA: onnx.Session.HostMemory.
+func (d *Detector) HostMemory() string { return d.sessions[0].HostMemory() }
 
 // Config returns the configuration in effect, defaults filled in;
 // SoloThreads is 0 when there is no solo session.
