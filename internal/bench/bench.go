@@ -87,6 +87,9 @@ type Report struct {
 	// as a worker's, or "normal".
 	StagesPolicy string        `json:"stages_policy"`
 	Batching     []FloorResult `json:"batching"`
+	// BatchingPageable is Batching on a GPU with the tensors in ordinary
+	// (pageable) memory; Batching's are page-locked, as the worker's.
+	BatchingPageable []FloorResult `json:"batching_pageable,omitempty"`
 	// ConvSearch is the bare CUDA session on the dynamic model with each
 	// of convSearches, at the batch sizes of Batching (Provider "cuda").
 	ConvSearch []ConvSearchRun `json:"conv_search,omitempty"`

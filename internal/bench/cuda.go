@@ -168,7 +168,7 @@ func (s *system) measureCUDA(ctx context.Context, bodies []body, batch int, clie
 	if batch > 1 {
 		run.Concurrency = 2 * batch
 	}
-	one, err := newBare(s.cfg.Dynamic, s.cfg.Provider, 1, 1, 1, spinOn)
+	one, err := newBare(s.cfg.Dynamic, spinOn.options(s.cfg.Provider, 1), 1, 1)
 	if err != nil {
 		return run, err
 	}

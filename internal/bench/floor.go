@@ -32,28 +32,33 @@ const (
 	spinOff
 )
 
-// newBare loads sessions copies of model on provider ("cpu" or "cuda")
-// with threads intra-op threads each, fills their inputs and warms them
-// up. It returns an error when a session cannot be made or run.
-func newBare(model, provider string, sessions, threads, batch int, spin spinning) (*bare, error) {
+// options returns a session's options on provider with threads intra-op
+// threads that spin as sp says.
+func (sp spinning) options(provider string, threads int) onnx.Options {
+	return onnx.Options{Provider: provider, IntraOpThreads: threads, NoSpinning: sp == spinOff, StopSpinning: sp == spinInRun}
+}
+
+// newBare loads sessions copies of model with options o (its provider,
+// "cpu" or "cuda", its threads), fills their inputs and warms them up. It
+// returns an error when a session cannot be made or run.
+func newBare(model string, o onnx.Options, sessions, batch int) (*bare, error) {
 	info, err := onnx.Inspect(model)
 	if err != nil {
 		return nil, err
 	}
 	out := append([]int64{}, info.OutputShape...)
-	br := &bare{sessions: sessions, threads: threads, batch: batch,
-		name: fmt.Sprintf("%d session(s) x %d thread(s)%s, batch %d", sessions, threads, map[bool]string{true: " no-spin"}[spin == spinOff], batch)}
-	if provider == "cuda" {
-		br.name = fmt.Sprintf("%d CUDA session(s), batch %d", sessions, batch)
-	}
+	br := &bare{sessions: sessions, threads: o.IntraOpThreads, batch: batch,
+		name: fmt.Sprintf("%d session(s) x %d thread(s)%s, batch %d", sessions, o.IntraOpThreads, map[bool]string{true: " no-spin"}[o.NoSpinning], batch)}
 	for range sessions {
-		s, err := onnx.NewSession(model, info, onnx.Options{Provider: provider, IntraOpThreads: threads,
-			NoSpinning: spin == spinOff, StopSpinning: spin == spinInRun})
+		s, err := onnx.NewSession(model, info, o)
 		if err != nil {
 			br.close()
 			return nil, err
 		}
 		br.ss = append(br.ss, s)
+		if s.Provider() == "cuda" { // where its tensors are: pinned, or pageable and why
+			br.name = fmt.Sprintf("%d CUDA session(s), %s memory, batch %d", sessions, s.HostMemory(), batch)
+		}
 		b, err := s.NewBinding(batch, [2]int64{640, 640}, out)
 		if err != nil {
 			br.close()
@@ -125,8 +130,8 @@ func (br *bare) once() float64 {
 }
 
 // floor measures sessions side by side for runs runs each.
-func floor(model, provider string, sessions, threads, batch, runs int, spin spinning) (FloorResult, error) {
-	br, err := newBare(model, provider, sessions, threads, batch, spin)
+func floor(model string, o onnx.Options, sessions, batch, runs int) (FloorResult, error) {
+	br, err := newBare(model, o, sessions, batch)
 	if err != nil {
 		return FloorResult{}, err
 	}

@@ -111,7 +111,7 @@ func (rep *Report) floorAndStages(ctx context.Context, cfg *Config, ncpu int) er
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		r, err := floor(cfg.Model, cfg.Provider, f.sessions, f.threads, 1, cfg.FloorRuns, f.spin)
+		r, err := floor(cfg.Model, f.spin.options(cfg.Provider, f.threads), f.sessions, 1, cfg.FloorRuns)
 		if err != nil {
 			return err
 		}
@@ -124,11 +124,30 @@ func (rep *Report) floorAndStages(ctx context.Context, cfg *Config, ncpu int) er
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			r, err := floor(cfg.Dynamic, cfg.Provider, 1, ncpu, b, max(3, cfg.FloorRuns/b), spinOn)
+			r, err := floor(cfg.Dynamic, spinOn.options(cfg.Provider, ncpu), 1, b, max(3, cfg.FloorRuns/b))
 			if err != nil {
 				return err
 			}
 			rep.Batching = append(rep.Batching, r)
+			cfg.printf("  %-34s %7.1f ms/run  %6.1f ms/img  %6.1f img/s\n", r.Name, r.MedianMS, r.PerImageMS, r.ImagesPerS)
+		}
+		// On a GPU, the same with the tensors in ordinary memory, as
+		// ortbench and ../shared/tools/gpu/README.md ran it: what the
+		// page-locked tensors the worker uses buy.
+		for _, b := range batches {
+			if cfg.Provider != "cuda" {
+				break
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			o := spinOn.options(cfg.Provider, ncpu)
+			o.Pageable = true
+			r, err := floor(cfg.Dynamic, o, 1, b, max(3, cfg.FloorRuns/b))
+			if err != nil {
+				return err
+			}
+			rep.BatchingPageable = append(rep.BatchingPageable, r)
 			cfg.printf("  %-34s %7.1f ms/run  %6.1f ms/img  %6.1f img/s\n", r.Name, r.MedianMS, r.PerImageMS, r.ImagesPerS)
 		}
 	}

@@ -640,12 +640,12 @@ func (s *system) measureWorker(ctx context.Context, bodies []body, wc WorkerConf
 		SoloThreads: yolo.SoloThreads(wc.Concurrency, wc.Threads, wc.Solo)}
 	// The bare sessions' threads stop spinning when a run returns: left
 	// spinning, they would take the cores from the tasks that follow.
-	one, err := newBare(s.cfg.Model, "cpu", 1, run.loneThreads(), 1, spinInRun)
+	one, err := newBare(s.cfg.Model, spinInRun.options("cpu", run.loneThreads()), 1, 1)
 	if err != nil {
 		return run, err
 	}
 	defer one.close()
-	best, err := newBare(s.cfg.Model, "cpu", ncpu, 1, 1, spinInRun)
+	best, err := newBare(s.cfg.Model, spinInRun.options("cpu", 1), ncpu, 1)
 	if err != nil {
 		return run, err
 	}
