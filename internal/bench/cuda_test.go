@@ -18,13 +18,7 @@ import (
 // figures hold together (a task's service time within its POST → result,
 // each of its stages within its service time).
 func TestServiceWithBatchingWorker(t *testing.T) {
-	lib, err := onnx.FindLibrary(os.Getenv("ORT_LIB"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := onnx.Init(lib, onnx.Env{}); err != nil {
-		t.Fatal(err)
-	}
+	lib := initONNX(t)
 	cfg := &Config{BinDir: testenv.Binaries(t), Library: lib, Provider: "cpu", Load: time.Second,
 		Model: testenv.Model(t, "yolov8n.onnx"), Dynamic: testenv.Model(t, "yolov8n-dynamic.onnx")}
 	s, err := newSystem(cfg)
@@ -86,13 +80,7 @@ func TestServiceWithBatchingWorker(t *testing.T) {
 // each batch size in turn, its first run and the median after, both
 // timed.
 func TestConvSearch(t *testing.T) {
-	lib, err := onnx.FindLibrary(os.Getenv("ORT_LIB"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := onnx.Init(lib, onnx.Env{}); err != nil {
-		t.Fatal(err)
-	}
+	initONNX(t)
 	rs, err := convSearch(testenv.Model(t, "yolov8n-dynamic.onnx"), "cpu", "exhaustive", []int{1, 2}, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -107,4 +95,18 @@ func TestConvSearch(t *testing.T) {
 	if diff := cmp.Diff([]int{1, 2}, batches); diff != "" {
 		t.Errorf("batch sizes run (-want +got):\n%s", diff)
 	}
+}
+
+// initONNX loads the ONNX Runtime library (ORT_LIB, else the one `make
+// build` fetched) and returns its path.
+func initONNX(t *testing.T) string {
+	t.Helper()
+	lib, err := onnx.FindLibrary(os.Getenv("ORT_LIB"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := onnx.Init(lib, onnx.Env{}); err != nil {
+		t.Fatal(err)
+	}
+	return lib
 }
