@@ -71,9 +71,7 @@ func convSearch(model, provider, search string, batches []int, runs int) ([]Conv
 		return nil, err
 	}
 	defer full.Close()
-	for j, in := 0, full.Input(); j < len(in); j++ {
-		in[j] = float32(j%251) / 255
-	}
+	fillInput(full)
 	var out []ConvSearchRun
 	for _, n := range batches {
 		b := full

@@ -56,18 +56,13 @@ func newBare(model string, o onnx.Options, sessions, batch int) (*bare, error) {
 			return nil, err
 		}
 		br.ss = append(br.ss, s)
-		if s.Provider() == "cuda" { // where its tensors are: pinned, or pageable and why
-			br.name = fmt.Sprintf("%d CUDA session(s), %s memory, batch %d", sessions, s.HostMemory(), batch)
-		}
 		b, err := s.NewBinding(batch, [2]int64{640, 640}, out)
 		if err != nil {
 			br.close()
 			return nil, err
 		}
 		br.bs = append(br.bs, b)
-		for j, in := 0, b.Input(); j < len(in); j++ {
-			in[j] = float32(j%251) / 255
-		}
+		fillInput(b)
 		for range 3 { // warm up
 			if err := s.Run(b); err != nil {
 				br.close()
@@ -75,7 +70,18 @@ func newBare(model string, o onnx.Options, sessions, batch int) (*bare, error) {
 			}
 		}
 	}
+	if len(br.ss) > 0 && br.ss[0].Provider() == "cuda" { // where its tensors are: pinned, or pageable and why
+		br.name = fmt.Sprintf("%d CUDA session(s), %s memory, batch %d", sessions, br.ss[0].HostMemory(), batch)
+	}
 	return br, nil
+}
+
+// fillInput fills b's input with a fixed pattern of values in [0, 1),
+// as a letterboxed image's are, for the bare sessions' runs.
+func fillInput(b *onnx.Binding) {
+	for j, in := 0, b.Input(); j < len(in); j++ {
+		in[j] = float32(j%251) / 255
+	}
 }
 
 func (br *bare) close() {

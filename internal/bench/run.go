@@ -120,35 +120,27 @@ func (rep *Report) floorAndStages(ctx context.Context, cfg *Config, ncpu int) er
 	}
 	if cfg.Dynamic != "" {
 		cfg.printf("== batching: bare session on the dynamic model\n")
-		for _, b := range batches {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			r, err := floor(cfg.Dynamic, spinOn.options(cfg.Provider, ncpu), 1, b, max(3, cfg.FloorRuns/b))
-			if err != nil {
-				return err
-			}
-			rep.Batching = append(rep.Batching, r)
-			cfg.printf("  %-34s %7.1f ms/run  %6.1f ms/img  %6.1f img/s\n", r.Name, r.MedianMS, r.PerImageMS, r.ImagesPerS)
-		}
-		// On a GPU, the same with the tensors in ordinary memory, as
-		// ortbench and ../shared/tools/gpu/README.md ran it: what the
+		// On a GPU, the batches again with the tensors in ordinary memory,
+		// as ortbench and ../shared/tools/gpu/README.md ran them: what the
 		// page-locked tensors the worker uses buy.
-		for _, b := range batches {
-			if cfg.Provider != "cuda" {
-				break
-			}
-			if err := ctx.Err(); err != nil {
-				return err
-			}
+		memories := []*[]FloorResult{&rep.Batching}
+		if cfg.Provider == "cuda" {
+			memories = append(memories, &rep.BatchingPageable)
+		}
+		for i, results := range memories {
 			o := spinOn.options(cfg.Provider, ncpu)
-			o.Pageable = true
-			r, err := floor(cfg.Dynamic, o, 1, b, max(3, cfg.FloorRuns/b))
-			if err != nil {
-				return err
+			o.Pageable = i == 1
+			for _, b := range batches {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				r, err := floor(cfg.Dynamic, o, 1, b, max(3, cfg.FloorRuns/b))
+				if err != nil {
+					return err
+				}
+				*results = append(*results, r)
+				cfg.printf("  %-34s %7.1f ms/run  %6.1f ms/img  %6.1f img/s\n", r.Name, r.MedianMS, r.PerImageMS, r.ImagesPerS)
 			}
-			rep.BatchingPageable = append(rep.BatchingPageable, r)
-			cfg.printf("  %-34s %7.1f ms/run  %6.1f ms/img  %6.1f img/s\n", r.Name, r.MedianMS, r.PerImageMS, r.ImagesPerS)
 		}
 	}
 	if cfg.Dynamic != "" && cfg.Provider == "cuda" {
