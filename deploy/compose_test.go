@@ -141,6 +141,12 @@ func TestComposeGPU(t *testing.T) {
 		t.Errorf("gpu worker must reserve a GPU device")
 	}
 	checkBatchesFill(t, "compose's gpu worker", effective(t, w))
+	// A CUDA worker loads its libraries and runs every batch size before it
+	// answers: its failed checks meanwhile must not mark it unhealthy, and
+	// the override keeps the base's check.
+	if h := w.HealthCheck; h == nil || len(h.Test) == 0 || h.StartPeriod == nil || time.Duration(*h.StartPeriod) < 5*time.Minute {
+		t.Errorf("gpu worker health check %+v, want the base's check with a start period of at least 5 minutes", h)
+	}
 }
 
 // checkBatchesFill fails unless a batching worker has slots for two
