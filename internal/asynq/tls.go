@@ -34,7 +34,8 @@ type TLSFiles struct {
 	// be. Nil means slog.Default().
 	Logger *slog.Logger
 
-	// Expiry, when not nil, reports when the client certificate expires.
+	// Expiry, when not nil, reports when the client certificate expires,
+	// and when the certificate each server showed does.
 	Expiry *TLSExpiry
 }
 
@@ -55,7 +56,7 @@ func (f TLSFiles) load(base *tls.Config) (*redisTLS, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	t := &redisTLS{base: base, log: log}
+	t := &redisTLS{base: base, log: log, expiry: f.Expiry}
 	if f.CA != "" {
 		t.roots = &followed[*x509.CertPool]{what: "Redis CA", paths: []string{f.CA}, load: loadRoots, describe: describeRoots, log: log}
 		if err := t.roots.read(); err != nil {
@@ -80,6 +81,7 @@ type redisTLS struct {
 	roots *followed[*x509.CertPool]
 	pair  *followed[*tls.Certificate]
 
+	expiry *TLSExpiry // nil when none is asked for
 	log    *slog.Logger
 	mu     sync.Mutex
 	failed map[string]string // by address, the handshake error last logged (dialer)
@@ -99,6 +101,22 @@ func (t *redisTLS) forServer(name string) *tls.Config {
 	}
 	if t.pair != nil {
 		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return t.pair.get(), nil }
+	}
+	if t.expiry != nil {
+		// Called once the chain is verified: by Go's check, which runs
+		// before, or by the roots' check, which runs first here.
+		verify := c.VerifyConnection
+		c.VerifyConnection = func(cs tls.ConnectionState) error {
+			if verify != nil {
+				if err := verify(cs); err != nil {
+					return err
+				}
+			}
+			if len(cs.PeerCertificates) > 0 {
+				t.expiry.saw(name, cs.PeerCertificates[0])
+			}
+			return nil
+		}
 	}
 	return c
 }

@@ -289,6 +289,69 @@ func TestTLSExpiry(t *testing.T) {
 	}
 }
 
+// TestServerCertificateExpiry: the processes' /metrics say when the
+// certificate Redis showed became valid and when it expires, by the
+// server's name: nothing before a connection, then what the latest
+// handshake that verified it showed, whether the CA is REDIS_TLS_CA's or
+// the system's; a certificate that is refused changes nothing.
+func TestServerCertificateExpiry(t *testing.T) {
+	dir := t.TempDir()
+	ca, other := testenv.NewCA(t, dir, "ca"), testenv.NewCA(t, dir, "other")
+	now := time.Now().Truncate(time.Second) // certificates keep whole seconds
+	serving := func(c *testenv.CA, until time.Duration) *tls.Config {
+		t.Helper()
+		c.Until = now.Add(until)
+		c.Server(t, "server")
+		pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &tls.Config{Certificates: []tls.Certificate{pair}}
+	}
+	from := float64(ca.Cert.NotBefore.Unix()) // the CA's, as its certificates'
+	for _, tc := range []struct {
+		trust string
+		files TLSFiles
+		base  *tls.Config
+	}{
+		{"REDIS_TLS_CA", TLSFiles{CA: ca.Path}, &tls.Config{ServerName: "127.0.0.1"}},
+		{"the system's roots", TLSFiles{}, &tls.Config{ServerName: "127.0.0.1", RootCAs: ca.Pool()}},
+	} {
+		e := &TLSExpiry{}
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(e)
+		tc.files.Expiry, tc.files.Logger = e, slog.New(slog.DiscardHandler)
+		c, err := tc.files.config(tc.base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := gathered(t, reg); len(got) != 0 {
+			t.Errorf("%s, before a connection: %v, want nothing", tc.trust, got)
+		}
+		for _, step := range []struct {
+			what   string
+			server *tls.Config
+			ok     bool
+			until  time.Time
+		}{
+			{"the first connection", serving(ca, 40*time.Minute), true, now.Add(40 * time.Minute)},
+			{"a renewed certificate", serving(ca, 50*time.Minute), true, now.Add(50 * time.Minute)},
+			{"a certificate of another CA", serving(other, 60*time.Minute), false, now.Add(50 * time.Minute)},
+		} {
+			if _, err := handshake(t, c, step.server); (err == nil) != step.ok {
+				t.Fatalf("%s, %s: handshake %v, want success %v", tc.trust, step.what, err, step.ok)
+			}
+			want := map[string]float64{
+				`yoloserve_redis_tls_server_not_before_timestamp_seconds{server="127.0.0.1"}`: from,
+				`yoloserve_redis_tls_server_not_after_timestamp_seconds{server="127.0.0.1"}`:  float64(step.until.Unix()),
+			}
+			if diff := cmp.Diff(want, gathered(t, reg)); diff != "" {
+				t.Errorf("%s, after %s (-want +got):\n%s", tc.trust, step.what, diff)
+			}
+		}
+	}
+}
+
 // gathered returns the gauges reg gathers, by name and labels.
 func gathered(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	t.Helper()

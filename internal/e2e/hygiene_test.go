@@ -110,8 +110,8 @@ func TestWorkerThreadsRunAsBatch(t *testing.T) {
 
 // TestAlertsAndDashboard: every rule of deploy/prometheus/alerts.yml
 // parses as PromQL, says how severe it is and what happened, and names
-// only metrics that the API and worker processes export (those of a TLS
-// client certificate, on processes over a TLS Redis), as does every query
+// only metrics that the API and worker processes export (those of the
+// TLS certificates, on processes over a TLS Redis), as does every query
 // of the Grafana dashboard deploy/grafana/yoloserve.json: a misspelt
 // metric would make an alert that never fires, or an empty graph.
 func TestAlertsAndDashboard(t *testing.T) {
@@ -166,7 +166,7 @@ func TestAlertsAndDashboard(t *testing.T) {
 	for _, url := range []string{apiURL, workerHealth, batchingWorker} {
 		exported.WriteString(getText(t, url+"/metrics"))
 	}
-	// The TLS client certificate's gauges, on processes that have one.
+	// The TLS certificates' gauges, on processes over a TLS Redis.
 	_, rc, env := startTLSRedis(t, t.TempDir())
 	_, _, tlsWorker := detectsOver(t, h, rc, env...)
 	for _, url := range []string{h.api.URL, tlsWorker} {

@@ -72,7 +72,8 @@ func TestProcessesOverRedisTLS(t *testing.T) {
 // new CA, trusts only the new CA for clients and drops every client. Both
 // are back without a restart and an upload is detected, each logs that
 // it read the bundle and the certificate again, and each one's /metrics
-// says when the renewed certificate expires.
+// says when the renewed certificate expires, and when Redis's new one
+// does.
 func TestRedisCertificatesRenewed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs redis-server, the API and a worker as processes")
@@ -81,17 +82,22 @@ func TestRedisCertificatesRenewed(t *testing.T) {
 	dir := t.TempDir()
 	ca, rc, env := startTLSRedis(t, dir)
 	api, worker, workerURL := detectsOver(t, h, rc, append(slices.Clip(env), "LOG_LEVEL=info")...)
-	// expiresAt checks both processes' gauge of the client certificate's end.
-	expiresAt := func(when string, end time.Time) {
+	// expiresAt checks both processes' gauges of the client certificate's
+	// end and of the end of the certificate Redis showed.
+	expiresAt := func(when string, client, server time.Time) {
 		t.Helper()
-		const notAfter = "yoloserve_redis_tls_client_not_after_timestamp_seconds"
 		for _, url := range []string{h.api.URL, workerURL} {
-			if got, want := metric(t, url, notAfter), float64(end.Unix()); got != want {
-				t.Errorf("%s/metrics %s: %s %v, want the certificate's end %v", url, when, notAfter, got, want)
+			for notAfter, end := range map[string]time.Time{
+				"yoloserve_redis_tls_client_not_after_timestamp_seconds":                     client,
+				`yoloserve_redis_tls_server_not_after_timestamp_seconds{server="127.0.0.1"}`: server,
+			} {
+				if got, want := metric(t, url, notAfter), float64(end.Unix()); got != want {
+					t.Errorf("%s/metrics %s: %s %v, want the certificate's end %v", url, when, notAfter, got, want)
+				}
 			}
 		}
 	}
-	expiresAt("at start", ca.Cert.NotAfter)
+	expiresAt("at start", ca.Cert.NotAfter, ca.Cert.NotAfter)
 
 	ctx := context.Background()
 	next := testenv.NewCA(t, dir, "next")
@@ -130,7 +136,7 @@ func TestRedisCertificatesRenewed(t *testing.T) {
 			t.Errorf("the %s's log does not say it read the CA bundle again:\n%s", name, out)
 		}
 	}
-	expiresAt("after the renewal", renewed.Leaf.NotAfter)
+	expiresAt("after the renewal and Redis's move", renewed.Leaf.NotAfter, next.Until)
 }
 
 // TestProcessesOverSentinelTLS runs the API and a worker as processes on
