@@ -3,6 +3,7 @@ package asynq
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"maps"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,10 +91,7 @@ func (e *TLSExpiry) Describe(ch chan<- *prometheus.Desc) {
 func (e *TLSExpiry) Collect(ch chan<- prometheus.Metric) {
 	e.mu.Lock()
 	pair := e.pair
-	servers := make(map[string]validity, len(e.servers))
-	for name, v := range e.servers {
-		servers[name] = v
-	}
+	servers := maps.Clone(e.servers)
 	e.mu.Unlock()
 	if pair != nil {
 		leaf := pair.get().Leaf
