@@ -26,11 +26,7 @@ import (
 func TestClientCertificateFollowsItsFiles(t *testing.T) {
 	dir := t.TempDir()
 	ca := testenv.NewCA(t, dir, "ca")
-	ca.Server(t, "server")
-	server, err := tls.LoadX509KeyPair(filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	server := ca.Server(t, "server")
 	ca.Client(t, "client", "first")
 	var logs bytes.Buffer
 	tf := TLSFiles{CA: ca.Path, Cert: filepath.Join(dir, "client.crt"), Key: filepath.Join(dir, "client.key"),
@@ -102,16 +98,8 @@ func TestClientCertificateFollowsItsFiles(t *testing.T) {
 func TestCAFollowsItsFile(t *testing.T) {
 	dir := t.TempDir()
 	first, next := testenv.NewCA(t, dir, "first"), testenv.NewCA(t, dir, "next")
-	first.Server(t, "old")
-	next.Server(t, "new")
-	serving := func(name string) *tls.Config {
-		pair, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &tls.Config{Certificates: []tls.Certificate{pair}}
-	}
-	old, renewed := serving("old"), serving("new")
+	old := &tls.Config{Certificates: []tls.Certificate{first.Server(t, "old")}}
+	renewed := &tls.Config{Certificates: []tls.Certificate{next.Server(t, "new")}}
 	bundle := filepath.Join(dir, "bundle.pem")
 	write := func(b []byte) {
 		if err := os.WriteFile(bundle, b, 0o600); err != nil {
@@ -181,11 +169,7 @@ func TestCAFollowsItsFile(t *testing.T) {
 func TestFilesFollowedThroughSecretVolume(t *testing.T) {
 	certs, vol := t.TempDir(), t.TempDir()
 	first, next := testenv.NewCA(t, certs, "first"), testenv.NewCA(t, certs, "next")
-	next.Server(t, "server")
-	server, err := tls.LoadX509KeyPair(filepath.Join(certs, "server.crt"), filepath.Join(certs, "server.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	server := next.Server(t, "server")
 	read := func(name string) []byte {
 		b, err := os.ReadFile(filepath.Join(certs, name))
 		if err != nil {
@@ -301,12 +285,7 @@ func TestServerCertificateExpiry(t *testing.T) {
 	serving := func(c *testenv.CA, until time.Duration) *tls.Config {
 		t.Helper()
 		c.Until = now.Add(until)
-		c.Server(t, "server")
-		pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &tls.Config{Certificates: []tls.Certificate{pair}}
+		return &tls.Config{Certificates: []tls.Certificate{c.Server(t, "server")}}
 	}
 	from := float64(ca.Cert.NotBefore.Unix()) // the CA's, as its certificates'
 	for _, tc := range []struct {
@@ -379,12 +358,7 @@ func gathered(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 func TestDialerLogsHandshakeFailures(t *testing.T) {
 	dir := t.TempDir()
 	trusted, other := testenv.NewCA(t, dir, "trusted"), testenv.NewCA(t, dir, "other")
-	other.Server(t, "server")
-	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{other.Server(t, "server")}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,11 +64,13 @@ func (ca *CA) Pool() *x509.CertPool {
 }
 
 // Server signs a certificate for 127.0.0.1, as a server's, and writes it
-// and its key to the CA's folder as name.crt and name.key.
-func (ca *CA) Server(tb testing.TB, name string) {
+// and its key to the CA's folder as name.crt and name.key. It returns the
+// pair.
+func (ca *CA) Server(tb testing.TB, name string) tls.Certificate {
 	tb.Helper()
 	ca.issue(tb, name, &x509.Certificate{IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	return ca.pair(tb, name)
 }
 
 // Client signs a client's certificate with common name cn and writes it
@@ -78,6 +80,12 @@ func (ca *CA) Client(tb testing.TB, name, cn string) tls.Certificate {
 	tb.Helper()
 	ca.issue(tb, name, &x509.Certificate{Subject: pkix.Name{CommonName: cn},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	return ca.pair(tb, name)
+}
+
+// pair loads name.crt and name.key from the CA's folder.
+func (ca *CA) pair(tb testing.TB, name string) tls.Certificate {
+	tb.Helper()
 	pair, err := tls.LoadX509KeyPair(filepath.Join(ca.dir, name+".crt"), filepath.Join(ca.dir, name+".key"))
 	if err != nil {
 		tb.Fatal(err)
