@@ -50,8 +50,14 @@ type TLSExpiry struct {
 	servers map[string]validity // by host name
 }
 
-// validity is when a certificate became valid and when it expires.
+// validity is when a certificate became valid and when it expires, in
+// Unix seconds.
 type validity struct{ notBefore, notAfter float64 }
+
+// validityOf returns c's validity.
+func validityOf(c *x509.Certificate) validity {
+	return validity{float64(c.NotBefore.Unix()), float64(c.NotAfter.Unix())}
+}
 
 // saw records leaf, the certificate server showed at a handshake that
 // verified it. A nil e does nothing.
@@ -64,7 +70,7 @@ func (e *TLSExpiry) saw(server string, leaf *x509.Certificate) {
 	if e.servers == nil {
 		e.servers = map[string]validity{}
 	}
-	e.servers[server] = validity{float64(leaf.NotBefore.Unix()), float64(leaf.NotAfter.Unix())}
+	e.servers[server] = validityOf(leaf)
 }
 
 // follow makes e report pair. A nil e does nothing.
@@ -94,9 +100,9 @@ func (e *TLSExpiry) Collect(ch chan<- prometheus.Metric) {
 	servers := maps.Clone(e.servers)
 	e.mu.Unlock()
 	if pair != nil {
-		leaf := pair.get().Leaf
-		ch <- prometheus.MustNewConstMetric(clientNotBefore, prometheus.GaugeValue, float64(leaf.NotBefore.Unix()))
-		ch <- prometheus.MustNewConstMetric(clientNotAfter, prometheus.GaugeValue, float64(leaf.NotAfter.Unix()))
+		v := validityOf(pair.get().Leaf)
+		ch <- prometheus.MustNewConstMetric(clientNotBefore, prometheus.GaugeValue, v.notBefore)
+		ch <- prometheus.MustNewConstMetric(clientNotAfter, prometheus.GaugeValue, v.notAfter)
 	}
 	for name, v := range servers {
 		ch <- prometheus.MustNewConstMetric(serverNotBefore, prometheus.GaugeValue, v.notBefore, name)
