@@ -318,11 +318,12 @@ func TestSoak(t *testing.T) {
 
 // TestWorkerKeepsTelemetryOff: a worker that loads ONNX Runtime and
 // detects an image leaves nothing in its home folder or its TMPDIR. The
-// library the build fetches (1.30) has its own telemetry on for Linux: a
-// process that loads it looks up Microsoft's collector to send usage
-// events, and keeps a device ID and an event cache under
-// ~/.cache/Microsoft/DeveloperTools/.onnxruntime and a mat-debug-PID.log
-// and a .ses in TMPDIR; the worker turns it off unless ORT_TELEMETRY=true.
+// library the build fetches (1.31, as 1.30) has its own telemetry on for
+// Linux: a process that loads it looks up Microsoft's collector to send
+// usage events, and keeps a device ID and an event cache under
+// ~/.cache/Microsoft/DeveloperTools/.onnxruntime and a .ses in TMPDIR (1.30
+// a mat-debug-PID.log too); the worker turns it off unless
+// ORT_TELEMETRY=true.
 func TestWorkerKeepsTelemetryOff(t *testing.T) {
 	h := newHarness(t, options{})
 	home, tmp := t.TempDir(), t.TempDir()

@@ -63,11 +63,11 @@ var (
 type Env struct {
 	// Telemetry leaves ONNX Runtime's own telemetry as the library and
 	// the process's environment have it. The library the build fetches
-	// (1.30) has it on for Linux: a process that loads it looks up
+	// (1.31, as 1.30) has it on for Linux: a process that loads it looks up
 	// Microsoft's collector within seconds and again every few seconds to
 	// send usage events, keeps a device ID and a cache of those events
-	// under ~/.cache/Microsoft/DeveloperTools/.onnxruntime, and leaves two
-	// files in TMPDIR (mat-debug-PID.log, .ses).
+	// under ~/.cache/Microsoft/DeveloperTools/.onnxruntime, and leaves a
+	// .ses file in TMPDIR (1.30 a mat-debug-PID.log beside it).
 	// False, the default, turns all of it off before the library loads,
 	// with ONNX Runtime's own switch, ORT_DISABLE_TELEMETRY=1 in the
 	// process's environment (which its child processes inherit).
@@ -110,7 +110,7 @@ func Init(path string, env Env) error {
 	return nil
 }
 
-// Version is the loaded library's version ("1.30.0"), or "" before Init
+// Version is the loaded library's version ("1.31.1"), or "" before Init
 // has loaded one.
 func Version() string {
 	initMu.Lock()
