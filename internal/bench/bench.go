@@ -90,9 +90,15 @@ type Report struct {
 	// BatchingPageable is Batching on a GPU with the tensors in ordinary
 	// (pageable) memory; Batching's are page-locked, as the worker's.
 	BatchingPageable []FloorResult `json:"batching_pageable,omitempty"`
-	// ConvSearch is the bare CUDA session on the dynamic model with each
-	// of convSearches, at the batch sizes of Batching (Provider "cuda").
+	// ConvSearch is the bare CUDA session on the dynamic model computing
+	// each way of convMaths, at the batch sizes of Batching (Provider
+	// "cuda").
 	ConvSearch []ConvSearchRun `json:"conv_search,omitempty"`
+	// Shapes is one CUDA session taking two input shapes in turn, and
+	// Numerics the CUDA outputs against the CPU's and across batch sizes
+	// (Provider "cuda").
+	Shapes   *ShapeRun     `json:"shapes,omitempty"`
+	Numerics []NumericsRun `json:"numerics,omitempty"`
 	// DetectorBatching is the detector path on the dynamic model at each
 	// batch size, against Batching's bare session at the same size.
 	DetectorBatching []DetectorRun `json:"detector_batching"`
@@ -149,6 +155,7 @@ type StageResult struct {
 type DetectorRun struct {
 	Provider   string  `json:"provider"`
 	BatchMax   int     `json:"batch_max"`
+	Padding    string  `json:"padding"`
 	Callers    int     `json:"callers"`
 	Threads    int     `json:"threads"`
 	ImagesPerS float64 `json:"images_per_s"`

@@ -143,7 +143,7 @@ func TestRatiosMarkSlowStretch(t *testing.T) {
 		{Concurrency: 2, Threads: 2, Sessions: 2, LoneTasks: LoneTasks{BareMS: 57.6}, BareBestPS: 18.9},
 		{Concurrency: 2, Threads: 2, Sessions: 1, LoneTasks: LoneTasks{BareMS: 58.2}, BareBestPS: 33.3},
 	}}
-	rep.ratios()
+	rep.ratios("cpu")
 	got := map[string]bool{}
 	for _, r := range rep.Ratios {
 		got[r.Name] = r.Note != ""
@@ -184,7 +184,7 @@ func TestRatiosMarkSlowStretchAgainstFloor(t *testing.T) {
 	}
 	noted := func(workers ...WorkerRun) map[string]bool {
 		rep := Report{Floor: floor, Workers: workers}
-		rep.ratios()
+		rep.ratios("cpu")
 		got := map[string]bool{}
 		for _, r := range rep.Ratios {
 			if r.Note != "" {

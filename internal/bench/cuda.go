@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"time"
@@ -18,6 +19,8 @@ import (
 type CUDARun struct {
 	BatchMax    int `json:"batch_max"`
 	Concurrency int `json:"concurrency"`
+	// TF32: the worker ran with ORT_CUDA_TF32=true.
+	TF32 bool `json:"tf32"`
 	// LoneTasks are the sequential tasks, their bare runs a bare CUDA
 	// session's at batch 1.
 	LoneTasks
@@ -44,24 +47,37 @@ type CUDARun struct {
 // altogether) and its median run after it.
 type ConvSearchRun struct {
 	Search   string  `json:"search"`
+	TF32     bool    `json:"tf32"`
 	Batch    int     `json:"batch"`
 	FirstMS  float64 `json:"first_ms"`
 	MedianMS float64 `json:"median_ms"`
 }
 
-// convSearches are the ways the bench compares: the worker's default,
-// and ONNX Runtime's own.
-var convSearches = []string{"heuristic", "exhaustive"}
+// convMath is how a CUDA session computes its convolutions: how it picks
+// their algorithms (ORT_CUDNN_CONV_ALGO_SEARCH) and whether in TF32.
+type convMath struct {
+	search string
+	tf32   bool
+}
 
-// convSearch opens a session of model on provider with search and runs
+func (c convMath) String() string {
+	return fmt.Sprintf("%s, %s", c.search, map[bool]string{true: "TF32", false: "float32"}[c.tf32])
+}
+
+// convMaths are the ways the bench compares: the worker's default first,
+// then ONNX Runtime's own TF32 and its own search, and one fixed
+// algorithm for every shape.
+var convMaths = []convMath{{"heuristic", false}, {"heuristic", true}, {"exhaustive", false}, {"default", false}}
+
+// convSearch opens a session of model on provider computing as c and runs
 // each of batches in turn, the first run timed alone and then runs more.
 // It returns an error when the session cannot be made or run.
-func convSearch(model, provider, search string, batches []int, runs int) ([]ConvSearchRun, error) {
+func convSearch(model, provider string, c convMath, batches []int, runs int) ([]ConvSearchRun, error) {
 	info, err := onnx.Inspect(model)
 	if err != nil {
 		return nil, err
 	}
-	s, err := onnx.NewSession(model, info, onnx.Options{Provider: provider, ConvAlgoSearch: search})
+	s, err := onnx.NewSession(model, info, onnx.Options{Provider: provider, ConvAlgoSearch: c.search, TF32: c.tf32})
 	if err != nil {
 		return nil, err
 	}
@@ -89,22 +105,176 @@ func convSearch(model, provider, search string, batches []int, runs int) ([]Conv
 			}
 			times = append(times, ms(time.Since(t)))
 		}
-		out = append(out, ConvSearchRun{Search: search, Batch: n, FirstMS: times[0], MedianMS: median(times[1:])})
+		out = append(out, ConvSearchRun{Search: c.search, TF32: c.tf32, Batch: n, FirstMS: times[0], MedianMS: median(times[1:])})
 	}
 	return out, nil
 }
 
-// cudaBatches are the BATCH_MAX values the service runs with on CUDA:
-// batching off (the worker's default sixteen slots on CUDA), and batches
-// of 8 and 32 with twice as many slots as a batch holds, so that one
-// batch gathers while another runs.
-var cudaBatches = []int{1, 8, 32}
+// ShapeRun is one CUDA session on the dynamic model run at one batch size
+// over and over, then at two sizes in turn, both run before: what a
+// session pays when a run's input shape is not its last run's.
+type ShapeRun struct {
+	Sizes         [2]int  `json:"sizes"`
+	SameMS        float64 `json:"same_ms"`
+	AlternatingMS float64 `json:"alternating_ms"`
+}
+
+// shapeChanges measures a ShapeRun of sizes a and b < a with runs runs
+// each way. It returns an error when the session cannot be made or run.
+func shapeChanges(model, provider string, a, b, runs int) (ShapeRun, error) {
+	r := ShapeRun{Sizes: [2]int{a, b}}
+	info, err := onnx.Inspect(model)
+	if err != nil {
+		return r, err
+	}
+	s, err := onnx.NewSession(model, info, onnx.Options{Provider: provider})
+	if err != nil {
+		return r, err
+	}
+	defer s.Close()
+	full, err := s.NewBinding(a, [2]int64{640, 640}, info.OutputShape)
+	if err != nil {
+		return r, err
+	}
+	defer full.Close()
+	fillInput(full)
+	part, err := full.Prefix(b)
+	if err != nil {
+		return r, err
+	}
+	defer part.Close()
+	timed := func(order []*onnx.Binding) ([]float64, error) {
+		var times []float64
+		for _, bd := range order {
+			t := time.Now()
+			if err := s.Run(bd); err != nil {
+				return nil, err
+			}
+			times = append(times, ms(time.Since(t)))
+		}
+		return times, nil
+	}
+	if _, err := timed([]*onnx.Binding{full, part, full}); err != nil { // both sizes' first runs
+		return r, err
+	}
+	same, alternating := make([]*onnx.Binding, runs), make([]*onnx.Binding, runs)
+	for i := range runs {
+		same[i], alternating[i] = full, full
+		if i%2 == 1 {
+			alternating[i] = part
+		}
+	}
+	ts, err := timed(same)
+	if err != nil {
+		return r, err
+	}
+	ta, err := timed(alternating)
+	if err != nil {
+		return r, err
+	}
+	r.SameMS, r.AlternatingMS = median(ts), median(ta)
+	return r, nil
+}
+
+// NumericsRun compares a CUDA session's outputs, computing as
+// Search and TF32 say, on one input: in a batch of 1 against each row of
+// a batch of Batch holding it in every row, and against a CPU session's.
+// Zero is bit for bit.
+type NumericsRun struct {
+	Search string `json:"search"`
+	TF32   bool   `json:"tf32"`
+	Batch  int    `json:"batch"`
+	// MaxBatchDiff is the largest |difference| between the batch of 1's
+	// output and a row of the batch's; MaxCPUDiff between the batch of
+	// 1's and the CPU session's. Outputs are box coordinates in pixels
+	// of the 640×640 input and class scores in [0, 1].
+	MaxBatchDiff float64 `json:"max_batch_diff"`
+	MaxCPUDiff   float64 `json:"max_cpu_diff"`
+}
+
+// numerics measures a NumericsRun for each of maths at batch, its
+// sessions on provider (CUDA but in tests). It returns an error when a
+// session cannot be made or run.
+func numerics(model, provider string, maths []convMath, batch int) ([]NumericsRun, error) {
+	info, err := onnx.Inspect(model)
+	if err != nil {
+		return nil, err
+	}
+	// outputs runs a session made with o at batch 1 and at batch, every
+	// row of its input the same, and returns the two outputs.
+	outputs := func(o onnx.Options) ([]float32, []float32, error) {
+		s, err := onnx.NewSession(model, info, o)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer s.Close()
+		full, err := s.NewBinding(batch, [2]int64{640, 640}, info.OutputShape)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer full.Close()
+		in := full.Input()
+		row := len(in) / batch
+		for j := range in {
+			in[j] = float32(j%row%251) / 255
+		}
+		one, err := full.Prefix(1)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer one.Close()
+		if err := s.Run(one); err != nil {
+			return nil, nil, err
+		}
+		single := append([]float32(nil), one.Output()...)
+		if err := s.Run(full); err != nil {
+			return nil, nil, err
+		}
+		return single, append([]float32(nil), full.Output()...), nil
+	}
+	cpu, _, err := outputs(onnx.Options{Provider: "cpu"})
+	if err != nil {
+		return nil, err
+	}
+	var out []NumericsRun
+	for _, c := range maths {
+		single, batched, err := outputs(onnx.Options{Provider: provider, ConvAlgoSearch: c.search, TF32: c.tf32})
+		if err != nil {
+			return nil, err
+		}
+		r := NumericsRun{Search: c.search, TF32: c.tf32, Batch: batch}
+		for i, v := range batched {
+			r.MaxBatchDiff = max(r.MaxBatchDiff, math.Abs(float64(v-single[i%len(single)])))
+		}
+		for i, v := range single {
+			r.MaxCPUDiff = max(r.MaxCPUDiff, math.Abs(float64(v-cpu[i])))
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// cudaWorker is a worker configuration the service runs with on CUDA.
+type cudaWorker struct {
+	batch int
+	tf32  bool
+}
+
+func (w cudaWorker) String() string {
+	return fmt.Sprintf("BATCH_MAX %d%s", w.batch, map[bool]string{true: " in TF32"}[w.tf32])
+}
+
+// cudaWorkers are the configurations the service runs with on CUDA:
+// batching off (the worker's default sixteen slots on CUDA), batches of
+// 8 and 32 with twice as many slots as a batch holds, so that one batch
+// gathers while another runs, and batches of 32 in TF32.
+var cudaWorkers = []cudaWorker{{1, false}, {8, false}, {32, false}, {32, true}}
 
 // cudaClients are the closed-loop loads the service runs under on CUDA.
 var cudaClients = []int{1, 16, 64, 128}
 
 // serviceCUDA measures redis-server, bin/api and bin/worker with the
-// worker on CUDA at each of cudaBatches. It returns an error when a
+// worker on CUDA in each of cudaWorkers. It returns an error when a
 // process cannot start or a lone task fails, and ctx's error once ctx
 // ends.
 func (rep *Report) serviceCUDA(ctx context.Context, cfg *Config) error {
@@ -114,11 +284,12 @@ func (rep *Report) serviceCUDA(ctx context.Context, cfg *Config) error {
 		return err
 	}
 	defer stop()
-	for _, b := range cudaBatches {
+	for _, w := range cudaWorkers {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		run, err := sys.measureCUDA(ctx, bodies, b, cudaClients)
+		b := w.batch
+		run, err := sys.measureCUDA(ctx, bodies, w, cudaClients)
 		if err != nil {
 			return err
 		}
@@ -135,8 +306,8 @@ func (rep *Report) serviceCUDA(ctx context.Context, cfg *Config) error {
 			run.Ratio = best / run.BarePS
 		}
 		rep.CUDA = append(rep.CUDA, run)
-		cfg.printf("  worker on CUDA, BATCH_MAX %d, %d slots, ready in %.1f s: service %.1f ms (decode %.1f, letterbox %.1f, inference %.1f, nms %.1f), idle POST→result %.1f ms, against a bare batch-1 run of %.2f ms; best %.1f img/s, %.2f of the bare %s (%.1f img/s); peak RSS %.0f MiB\n",
-			run.BatchMax, run.Concurrency, run.StartS, run.ServiceMS, run.Speed.Decode, run.Speed.Preprocess, run.Speed.Inference, run.Speed.Postprocess,
+		cfg.printf("  worker on CUDA, %s, %d slots, ready in %.1f s: service %.1f ms (decode %.1f, letterbox %.1f, inference %.1f, nms %.1f), idle POST→result %.1f ms, against a bare batch-1 run of %.2f ms; best %.1f img/s, %.2f of the bare %s (%.1f img/s); peak RSS %.0f MiB\n",
+			w, run.Concurrency, run.StartS, run.ServiceMS, run.Speed.Decode, run.Speed.Preprocess, run.Speed.Inference, run.Speed.Postprocess,
 			run.IdleLatencyMS, run.BareMS, best, run.Ratio, run.Bare, run.BarePS, run.PeakRSSMiB)
 	}
 	return nil
@@ -158,11 +329,12 @@ func (s *system) batchCounts(batch int) (yolo.BatchStats, error) {
 }
 
 // measureCUDA runs the worker on the system's provider (CUDA but in
-// tests) with BATCH_MAX batch, under loads of each of clients. It returns
+// tests) configured as w, under loads of each of clients. It returns
 // an error when the worker does not start or a lone task fails, and ctx's
 // error at the next step once ctx ends.
-func (s *system) measureCUDA(ctx context.Context, bodies []body, batch int, clients []int) (CUDARun, error) {
-	run := CUDARun{BatchMax: batch, Concurrency: 16}
+func (s *system) measureCUDA(ctx context.Context, bodies []body, w cudaWorker, clients []int) (CUDARun, error) {
+	batch := w.batch
+	run := CUDARun{BatchMax: batch, Concurrency: 16, TF32: w.tf32}
 	if batch > 1 {
 		run.Concurrency = 2 * batch
 	}
@@ -172,7 +344,7 @@ func (s *system) measureCUDA(ctx context.Context, bodies []body, batch int, clie
 	}
 	defer one.close()
 	env := []string{"ORT_PROVIDER=" + s.cfg.Provider, "MODEL_PATH=" + s.cfg.Dynamic,
-		fmt.Sprintf("BATCH_MAX=%d", batch), fmt.Sprintf("WORKER_CONCURRENCY=%d", run.Concurrency)}
+		fmt.Sprintf("BATCH_MAX=%d", batch), fmt.Sprintf("WORKER_CONCURRENCY=%d", run.Concurrency), fmt.Sprintf("ORT_CUDA_TF32=%t", w.tf32)}
 	if p := os.Getenv("LD_LIBRARY_PATH"); p != "" { // where the CUDA libraries are
 		env = append(env, "LD_LIBRARY_PATH="+p)
 	}
@@ -190,8 +362,8 @@ func (s *system) measureCUDA(ctx context.Context, bodies []body, batch int, clie
 		}
 		lv := level(c, s.window(bodies, c, s.cfg.Load/5))
 		run.Cold = append(run.Cold, lv)
-		s.cfg.printf("  worker on CUDA, BATCH_MAX %d, %3d clients, first %v: %7.1f img/s  p50 %6.1f  p99 %6.1f  max %6.1f ms  errors %d\n",
-			batch, c, s.cfg.Load/5, lv.ImagesPerS, lv.P50MS, lv.P99MS, lv.MaxMS, lv.Errors)
+		s.cfg.printf("  worker on CUDA, %s, %3d clients, first %v: %7.1f img/s  p50 %6.1f  p99 %6.1f  max %6.1f ms  errors %d\n",
+			w, c, s.cfg.Load/5, lv.ImagesPerS, lv.P50MS, lv.P99MS, lv.MaxMS, lv.Errors)
 	}
 	pairs, err := s.lonePairs(ctx, one, bodies[0])
 	if err != nil {
@@ -206,17 +378,17 @@ func (s *system) measureCUDA(ctx context.Context, bodies []body, batch int, clie
 		if err != nil {
 			return run, err
 		}
-		w := s.window(bodies, c, s.cfg.Load)
+		win := s.window(bodies, c, s.cfg.Load)
 		after, err := s.batchCounts(batch)
 		if err != nil {
 			return run, err
 		}
-		lv := level(c, w)
-		lv.Batches = batchShare(before, after, w.wall)
+		lv := level(c, win)
+		lv.Batches = batchShare(before, after, win.wall)
 		run.Loads = append(run.Loads, lv)
 		u, sp := lv.CPUPerImage, lv.Speed
-		s.cfg.printf("  worker on CUDA, BATCH_MAX %d, %3d clients: %7.1f img/s  p50 %6.1f  p99 %6.1f ms  errors %d  CPU ms/img: worker %.1f api %.1f redis %.1f client %.1f  stages ms: decode %.1f letterbox %.1f inference %.1f nms %.1f%s\n",
-			batch, c, lv.ImagesPerS, lv.P50MS, lv.P99MS, lv.Errors, u.Worker, u.API, u.Redis, u.Client, sp.Decode, sp.Preprocess, sp.Inference, sp.Postprocess, lv.Batches)
+		s.cfg.printf("  worker on CUDA, %s, %3d clients: %7.1f img/s  p50 %6.1f  p99 %6.1f ms  errors %d  CPU ms/img: worker %.1f api %.1f redis %.1f client %.1f  stages ms: decode %.1f letterbox %.1f inference %.1f nms %.1f%s\n",
+			w, c, lv.ImagesPerS, lv.P50MS, lv.P99MS, lv.Errors, u.Worker, u.API, u.Redis, u.Client, sp.Decode, sp.Preprocess, sp.Inference, sp.Postprocess, lv.Batches)
 	}
 	run.PeakRSSMiB = peakRSS(s.worker.Process.Pid)
 	return run, nil

@@ -27,7 +27,7 @@ func TestServiceWithBatchingWorker(t *testing.T) {
 	}
 	defer s.stop()
 	bodies := []body{newBody(testenv.ReadImage(t, "bus.jpg")), newBody(testenv.ReadImage(t, "zidane.jpg"))}
-	run, err := s.measureCUDA(context.Background(), bodies, 4, []int{1, 8})
+	run, err := s.measureCUDA(context.Background(), bodies, cudaWorker{batch: 4}, []int{1, 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,24 +76,52 @@ func TestServiceWithBatchingWorker(t *testing.T) {
 }
 
 // TestConvSearch runs the GPU bench's comparison of convolution
-// algorithm searches on the CPU provider (where the search is ignored):
-// each batch size in turn, its first run and the median after, both
-// timed.
+// algorithm searches on the CPU provider (where the search and TF32 are
+// ignored): each batch size in turn, its first run and the median after,
+// both timed.
 func TestConvSearch(t *testing.T) {
 	initONNX(t)
-	rs, err := convSearch(testenv.Model(t, "yolov8n-dynamic.onnx"), "cpu", "exhaustive", []int{1, 2}, 2)
+	rs, err := convSearch(testenv.Model(t, "yolov8n-dynamic.onnx"), "cpu", convMath{"exhaustive", true}, []int{1, 2}, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var batches []int
 	for _, r := range rs {
 		batches = append(batches, r.Batch)
-		if r.Search != "exhaustive" || r.FirstMS <= 0 || r.MedianMS <= 0 {
-			t.Errorf("%+v: want the search named and both runs timed", r)
+		if r.Search != "exhaustive" || !r.TF32 || r.FirstMS <= 0 || r.MedianMS <= 0 {
+			t.Errorf("%+v: want the search and TF32 named and both runs timed", r)
 		}
 	}
 	if diff := cmp.Diff([]int{1, 2}, batches); diff != "" {
 		t.Errorf("batch sizes run (-want +got):\n%s", diff)
+	}
+}
+
+// TestShapeChanges runs the GPU bench's two input shapes in turn on the
+// CPU provider: both ways timed, the sizes named.
+func TestShapeChanges(t *testing.T) {
+	initONNX(t)
+	r, err := shapeChanges(testenv.Model(t, "yolov8n-dynamic.onnx"), "cpu", 2, 1, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Sizes != [2]int{2, 1} || r.SameMS <= 0 || r.AlternatingMS <= 0 {
+		t.Errorf("%+v: want sizes 2 and 1, both ways timed", r)
+	}
+}
+
+// TestNumerics runs the GPU bench's comparison of outputs on the CPU
+// provider, which computes a batch's rows as it computes a batch of 1,
+// bit for bit; so do two CPU sessions.
+func TestNumerics(t *testing.T) {
+	initONNX(t)
+	rs, err := numerics(testenv.Model(t, "yolov8n-dynamic.onnx"), "cpu", []convMath{{"heuristic", false}}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []NumericsRun{{Search: "heuristic", Batch: 3}}
+	if diff := cmp.Diff(want, rs); diff != "" {
+		t.Errorf("CPU numerics (-want +got):\n%s", diff)
 	}
 }
 

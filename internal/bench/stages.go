@@ -196,10 +196,10 @@ func readJPEGs(paths []string) ([][]byte, error) {
 // batch and twice as many callers (so that one batch can gather while
 // another runs), each calling Detect back to back on images for cfg.Load:
 // a worker's slots without the queue.
-func detectorBatching(cfg *Config, jpeg decode.JPEGDecoder, images [][]byte, batch int) (DetectorRun, error) {
+func detectorBatching(cfg *Config, jpeg decode.JPEGDecoder, images [][]byte, batch int, padding yolo.BatchPadding) (DetectorRun, error) {
 	callers := 2 * batch
 	d, err := yolo.Open(yolo.Config{ModelPath: cfg.Dynamic, Library: cfg.Library, Provider: cfg.Provider,
-		Concurrency: callers, BatchMax: batch, Decoder: &decode.Decoder{JPEG: jpeg}})
+		Concurrency: callers, BatchMax: batch, BatchPadding: padding, Decoder: &decode.Decoder{JPEG: jpeg}})
 	if err != nil {
 		return DetectorRun{}, err
 	}
@@ -214,7 +214,7 @@ func detectorBatching(cfg *Config, jpeg decode.JPEGDecoder, images [][]byte, bat
 	lat, errs, wall := closedLoop(callers, cfg.Load, do)
 	after := d.BatchStats()
 	c := d.Config()
-	return DetectorRun{Provider: cfg.Provider, BatchMax: c.BatchMax, Callers: callers, Threads: c.Threads,
+	return DetectorRun{Provider: cfg.Provider, BatchMax: c.BatchMax, Padding: string(c.BatchPadding), Callers: callers, Threads: c.Threads,
 		ImagesPerS: float64(len(lat)) / wall.Seconds(), P50MS: percentile(lat, 50), P99MS: percentile(lat, 99), Errors: errs,
 		Batches: batchShare(before, after, wall)}, nil
 }

@@ -187,6 +187,11 @@ type Options struct {
 	// on that shape's first run, which then takes far longer, up to
 	// seconds) or "default" (one fixed algorithm). No effect on the CPU.
 	ConvAlgoSearch string
+	// TF32 lets the CUDA provider's convolutions and matrix products
+	// round their inputs to TF32 (10-bit mantissa) on the tensor cores of
+	// Ampere and later GPUs, as ONNX Runtime does by default; without it
+	// they stay in float32, as on the CPU. No effect on the CPU.
+	TF32 bool
 	// FallbackCPU runs on CPU when the CUDA provider cannot be set up,
 	// instead of failing.
 	FallbackCPU bool
@@ -205,6 +210,9 @@ type Options struct {
 	// for tens of milliseconds after each run, taking a core). No effect
 	// with NoSpinning.
 	StopSpinning bool
+	// oneThread runs a CPU session as a CUDA one is run, on one locked
+	// thread (thread), for tests on machines without a GPU.
+	oneThread bool
 }
 
 // ErrCUDAUnavailable is wrapped by NewSession's error when the CUDA
@@ -212,11 +220,14 @@ type Options struct {
 var ErrCUDAUnavailable = errors.New("onnx: CUDA provider unavailable")
 
 // Session is a loaded model. Run may be called from several goroutines at
-// once, each with its own Binding.
+// once, each with its own Binding; on CUDA the runs then take turns.
 type Session struct {
 	s        *ort.DynamicAdvancedSession
 	info     ModelInfo
 	provider string
+	// thread makes, runs and closes a CUDA session; nil on the CPU, where
+	// runs go side by side on their callers' threads.
+	thread *thread
 	// pinned: the bindings are page-locked; else pinErr says why not,
 	// when they were to be.
 	pinned bool
@@ -255,7 +266,7 @@ func NewSession(path string, info ModelInfo, o Options) (*Session, error) {
 		if !ok {
 			return nil, fmt.Errorf("onnx: convolution algorithm search %q: want heuristic, exhaustive or default", o.ConvAlgoSearch)
 		}
-		if err := appendCUDA(opts, o.CUDADevice, search); err != nil {
+		if err := appendCUDA(opts, o.CUDADevice, search, o.TF32); err != nil {
 			if !o.FallbackCPU {
 				return nil, fmt.Errorf("%w: %v", ErrCUDAUnavailable, err)
 			}
@@ -264,15 +275,23 @@ func NewSession(path string, info ModelInfo, o Options) (*Session, error) {
 			provider = "cuda"
 		}
 	}
-	s, err := ort.NewDynamicAdvancedSession(path, []string{info.InputName}, []string{info.OutputName}, opts)
+	var th *thread
+	if provider == "cuda" || o.oneThread {
+		th = newThread()
+	}
+	var s *ort.DynamicAdvancedSession
+	th.do(func() {
+		s, err = ort.NewDynamicAdvancedSession(path, []string{info.InputName}, []string{info.OutputName}, opts)
+	})
 	if err != nil {
+		th.stop()
 		if provider == "cuda" && o.FallbackCPU {
 			o.Provider = "cpu"
 			return NewSession(path, info, o)
 		}
 		return nil, fmt.Errorf("onnx: loading %s (%s): %w", path, provider, err)
 	}
-	sess := &Session{s: s, info: info, provider: provider}
+	sess := &Session{s: s, info: info, provider: provider, thread: th}
 	if provider == "cuda" && !o.Pageable {
 		// The provider is loaded, and with it the runtime it links.
 		sess.pinErr = openCUDARuntime()
@@ -285,13 +304,17 @@ func NewSession(path string, info ModelInfo, o Options) (*Session, error) {
 // cudnn_conv_algo_search values.
 var convAlgoSearch = map[string]string{"": "HEURISTIC", "heuristic": "HEURISTIC", "exhaustive": "EXHAUSTIVE", "default": "DEFAULT"}
 
-func appendCUDA(opts *ort.SessionOptions, device int, search string) error {
+func appendCUDA(opts *ort.SessionOptions, device int, search string, tf32 bool) error {
 	cuda, err := ort.NewCUDAProviderOptions()
 	if err != nil {
 		return err
 	}
 	defer cuda.Destroy()
-	if err := cuda.Update(map[string]string{"device_id": fmt.Sprint(device), "cudnn_conv_algo_search": search}); err != nil {
+	useTF32 := "0"
+	if tf32 {
+		useTF32 = "1"
+	}
+	if err := cuda.Update(map[string]string{"device_id": fmt.Sprint(device), "cudnn_conv_algo_search": search, "use_tf32": useTF32}); err != nil {
 		return err
 	}
 	return opts.AppendExecutionProviderCUDA(cuda)
@@ -315,8 +338,14 @@ func (s *Session) HostMemory() string {
 	return "pageable"
 }
 
-// Close releases the session.
-func (s *Session) Close() error { return s.s.Destroy() }
+// Close releases the session. It returns ONNX Runtime's error when the
+// session cannot be released.
+func (s *Session) Close() error {
+	var err error
+	s.thread.do(func() { err = s.s.Destroy() })
+	s.thread.stop()
+	return err
+}
 
 // Binding holds the input and output tensors of one batch size.
 type Binding struct {
@@ -459,7 +488,9 @@ func (s *Session) RunWith(b *Binding, i *Interrupt) error {
 	if i != nil {
 		o = i.o
 	}
-	if err := s.s.RunWithOptions([]ort.Value{b.in}, []ort.Value{b.out}, o); err != nil {
+	var err error
+	s.thread.do(func() { err = s.s.RunWithOptions([]ort.Value{b.in}, []ort.Value{b.out}, o) })
+	if err != nil {
 		return fmt.Errorf("onnx: run: %w", err)
 	}
 	return nil

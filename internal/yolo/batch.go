@@ -1,6 +1,7 @@
 package yolo
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +28,10 @@ const maxSlabs = 3
 // out, on the machine of docs/performance.md) while the session waited:
 // about half of the bare CUDA session's 1 ms an image on an H200.
 type batcher struct {
-	session *onnx.Session
+	// runs are the sizes of run the batches take, smallest first, each
+	// on a session of its own; a single one of size 0 runs every batch
+	// at its own size (BatchPadding).
+	runs    []batchRun
 	model   *Model
 	max     int
 	wait    time.Duration
@@ -71,8 +75,14 @@ type seat struct {
 	row int
 }
 
-func newBatcher(s *onnx.Session, m *Model, max int, wait time.Duration) *batcher {
-	bt := &batcher{session: s, model: m, max: max, wait: wait, stopped: make(chan struct{})}
+// batchRun is a size of run and the session that runs it.
+type batchRun struct {
+	size    int // 0: any
+	session *onnx.Session
+}
+
+func newBatcher(runs []batchRun, m *Model, max int, wait time.Duration) *batcher {
+	bt := &batcher{runs: runs, model: m, max: max, wait: wait, stopped: make(chan struct{})}
 	bt.cond = sync.NewCond(&bt.mu)
 	go bt.loop()
 	return bt
@@ -115,7 +125,7 @@ func (bt *batcher) join() (*seat, error) {
 // newSlab makes the tensors of one more batch; bt.mu must be held. It
 // returns ONNX Runtime's error when they cannot be made.
 func (bt *batcher) newSlab() (*slab, error) {
-	full, err := bt.session.NewBinding(bt.max, [2]int64{int64(bt.model.Height), int64(bt.model.Width)}, bt.model.outputShape(bt.max))
+	full, err := bt.runs[0].session.NewBinding(bt.max, [2]int64{int64(bt.model.Height), int64(bt.model.Width)}, bt.model.outputShape(bt.max))
 	if err != nil {
 		return nil, err
 	}
@@ -124,11 +134,12 @@ func (bt *batcher) newSlab() (*slab, error) {
 	return s, nil
 }
 
-// warmUp makes the first batch's tensors and runs the session on blank
-// images of them, once for each batch size of sizes in turn, so that no
-// request pays ONNX Runtime's lazy initialisation, nor on CUDA the first
-// run of its batch size (warmSizes). The runs count in no BatchStats.
-// It returns the first error.
+// warmUp makes the first batch's tensors and runs the sessions on blank
+// images of them, once for each batch size of sizes in turn (each on the
+// session that runs it), so that no request pays ONNX Runtime's lazy
+// initialisation, nor on CUDA the first run of its batch size
+// (warmSizes). The runs count in no BatchStats. It returns the first
+// error.
 func (bt *batcher) warmUp(sizes []int) error {
 	bt.mu.Lock()
 	defer bt.mu.Unlock()
@@ -138,33 +149,53 @@ func (bt *batcher) warmUp(sizes []int) error {
 	}
 	bt.free = append(bt.free, s)
 	for _, n := range sizes {
-		b, err := s.binding(n)
+		size, session := bt.runFor(n)
+		b, err := s.binding(size)
 		if err != nil {
 			return err
 		}
-		if err := bt.session.Run(b); err != nil {
+		if err := session.Run(b); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// runFor returns the size of run a batch of n images takes and the
+// session that runs it: the smallest of the batcher's sizes that holds
+// n, or n itself where the batcher's one session runs every size.
+func (bt *batcher) runFor(n int) (int, *onnx.Session) {
+	for _, r := range bt.runs {
+		if r.size == 0 {
+			return n, r.session
+		}
+		if r.size >= n {
+			return r.size, r.session
+		}
+	}
+	last := bt.runs[len(bt.runs)-1]
+	return last.size, last.session
+}
+
 // warmSizes returns the batch sizes a batcher of up to max images runs at
-// start on provider. On CUDA that is every size, largest first: the
-// provider picks its convolutions' algorithms on the first run of each
-// input shape (onnx.Options.ConvAlgoSearch), and that run takes longer
-// the more it times, up to seconds; the largest first also sizes the
-// provider's memory arena in one step. On the CPU, one image: a size's
-// first run there costs a few milliseconds at most (measured on the
-// dynamic model, docs/performance.md).
-func warmSizes(provider string, max int) []int {
+// start on provider, with padding. On CUDA that is every size of run,
+// largest first: the provider picks its convolutions' algorithms on the
+// first run of each input shape (onnx.Options.ConvAlgoSearch), and that
+// run takes longer the more it times, up to seconds; the largest first
+// also sizes the provider's memory arena in one step. On the CPU, one
+// image: a size's first run there costs a few milliseconds at most
+// (measured on the dynamic model, docs/performance.md).
+func warmSizes(provider string, padding BatchPadding, max int) []int {
 	if provider != "cuda" {
 		return []int{1}
 	}
-	sizes := make([]int, 0, max)
-	for n := max; n >= 1; n-- {
-		sizes = append(sizes, n)
+	sizes := padding.sizes(max)
+	if sizes == nil {
+		for n := 1; n <= max; n++ {
+			sizes = append(sizes, n)
+		}
 	}
+	slices.Reverse(sizes)
 	return sizes
 }
 
@@ -243,11 +274,12 @@ func (bt *batcher) loop() {
 		if s == nil {
 			return
 		}
-		b, err := s.binding(s.seats)
+		size, session := bt.runFor(s.seats)
+		b, err := s.binding(size)
 		var d time.Duration
 		if err == nil {
 			t := time.Now()
-			err = bt.session.Run(b)
+			err = session.Run(b)
 			d = time.Since(t)
 		}
 		s.taken, s.err = d, err

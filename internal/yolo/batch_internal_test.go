@@ -10,17 +10,27 @@ import (
 )
 
 // TestWarmUpRunsEveryBatchSizeOnCUDA: on CUDA a batching detector runs
-// every batch size once at Open, largest first, so that no batch pays
+// every size of run once at Open, largest first, so that no batch pays
 // the CUDA provider's first run of its size; on the CPU, one image. The
 // warm-up's runs count in no BatchStats. (The CUDA list is run here on
 // the CPU session; the GPU run of the parity tests opens batching
 // detectors on CUDA.)
 func TestWarmUpRunsEveryBatchSizeOnCUDA(t *testing.T) {
-	if diff := cmp.Diff([]int{4, 3, 2, 1}, warmSizes("cuda", 4)); diff != "" {
-		t.Errorf("CUDA warm-up sizes (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff([]int{1}, warmSizes("cpu", 4)); diff != "" {
-		t.Errorf("CPU warm-up sizes (-want +got):\n%s", diff)
+	for _, c := range []struct {
+		provider string
+		padding  BatchPadding
+		max      int
+		want     []int
+	}{
+		{"cuda", PadNone, 4, []int{4, 3, 2, 1}},
+		{"cuda", PadPow2, 8, []int{8, 4, 2, 1}},
+		{"cuda", PadPow2, 6, []int{6, 4, 2, 1}},
+		{"cuda", PadFull, 8, []int{8}},
+		{"cpu", PadNone, 4, []int{1}},
+	} {
+		if diff := cmp.Diff(c.want, warmSizes(c.provider, c.padding, c.max)); diff != "" {
+			t.Errorf("%s warm-up sizes, padding %s, BATCH_MAX %d (-want +got):\n%s", c.provider, c.padding, c.max, diff)
+		}
 	}
 	d, err := Open(Config{ModelPath: testenv.Model(t, "yolov8n-dynamic.onnx"), Provider: "cpu", Concurrency: 8, BatchMax: 4})
 	if err != nil {
@@ -41,7 +51,7 @@ func TestWarmUpRunsEveryBatchSizeOnCUDA(t *testing.T) {
 	if diff := cmp.Diff([]bool{true, false, false, false}, rowsRun(d.batcher.slabs[0])); diff != "" {
 		t.Errorf("rows the CPU warm-up ran (-want +got):\n%s", diff)
 	}
-	if err := d.batcher.warmUp(warmSizes("cuda", 4)); err != nil {
+	if err := d.batcher.warmUp(warmSizes("cuda", PadNone, 4)); err != nil {
 		t.Fatal(err)
 	}
 	s := d.batcher.slabs[len(d.batcher.slabs)-1]

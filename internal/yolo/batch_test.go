@@ -17,13 +17,32 @@ import (
 
 // TestBatchingGivesUnbatchedResults runs the dynamic-batch model with
 // batching on, many images at once, and checks every result against the
-// same model run one image at a time.
+// same model run one image at a time: with each batch run at its own
+// size, and padded (on sessions of their own for PadPow2).
 func TestBatchingGivesUnbatchedResults(t *testing.T) {
 	single := openDetector(t, "yolov8n-dynamic.onnx", yolo.Config{Concurrency: 1})
-	batched := openDetector(t, "yolov8n-dynamic.onnx", yolo.Config{Concurrency: 6, BatchMax: 4, BatchWait: 20 * time.Millisecond})
-	if got := batched.Config().BatchMax; got != 4 {
-		t.Fatalf("batching is off (BatchMax %d)", got)
+	for _, c := range []struct {
+		padding  yolo.BatchPadding
+		sessions int
+	}{{yolo.PadNone, 1}, {yolo.PadPow2, 3}, {yolo.PadFull, 1}} {
+		t.Run(string(c.padding), func(t *testing.T) {
+			batched := openDetector(t, "yolov8n-dynamic.onnx", yolo.Config{Concurrency: 6, BatchMax: 4, BatchWait: 20 * time.Millisecond, BatchPadding: c.padding})
+			cfg := batched.Config()
+			if cfg.BatchMax != 4 {
+				t.Fatalf("batching is off (BatchMax %d)", cfg.BatchMax)
+			}
+			if cfg.Sessions != c.sessions {
+				t.Errorf("%d sessions, want %d", cfg.Sessions, c.sessions)
+			}
+			checkBatched(t, single, batched)
+		})
 	}
+}
+
+// checkBatched runs the test images three times over, all at once,
+// through batched, and checks each result against single's.
+func checkBatched(t *testing.T, single, batched *yolo.Detector) {
+	t.Helper()
 	names := testenv.Images(t)
 	want := map[string][]detect.Detection{}
 	for _, n := range names {

@@ -34,6 +34,10 @@ type Config struct {
 	// page-locked memory: onnx.Options's.
 	ConvAlgoSearch string
 	Pageable       bool
+	// TF32 lets the CUDA provider compute in TF32 on the GPU's tensor
+	// cores (onnx.Options.TF32); by default it computes in float32, as
+	// the CPU does.
+	TF32 bool
 	// Concurrency is how many images are processed at once, each slot
 	// with its own session (default: one per two cores, at least two).
 	Concurrency int
@@ -69,8 +73,11 @@ type Config struct {
 	// when it is larger). BatchWait is how long the first image of a
 	// batch waits for others (default 2 ms). On CUDA, Open runs every
 	// batch size once, so that no batch pays the first run of its size.
-	BatchMax  int
-	BatchWait time.Duration
+	// BatchPadding is the size of run a batch takes (default: PadPow2 on
+	// CUDA, PadNone on the CPU).
+	BatchMax     int
+	BatchWait    time.Duration
+	BatchPadding BatchPadding
 }
 
 // Detector runs a YOLO model on images. Detect is safe for concurrent use.
@@ -172,7 +179,7 @@ func Open(cfg Config) (*Detector, error) {
 	newSession := func(threads int, solo bool) (*onnx.Session, error) {
 		return onnx.NewSession(cfg.ModelPath, info, onnx.Options{
 			Provider: cfg.Provider, IntraOpThreads: threads, FallbackCPU: cfg.FallbackCPU, ConvAlgoSearch: cfg.ConvAlgoSearch,
-			Pageable: cfg.Pageable, NoSpinning: !solo, StopSpinning: solo,
+			Pageable: cfg.Pageable, TF32: cfg.TF32, NoSpinning: !solo, StopSpinning: solo,
 		})
 	}
 	for i := 0; i < sessions; i++ {
@@ -201,10 +208,15 @@ func Open(cfg Config) (*Detector, error) {
 		}
 		d.solo = &soloSession{s: s, stop: stop, threads: cfg.SoloThreads, minShare: soloMinShare}
 	}
-	d.cfg = cfg
 	if cfg.BatchMax > 1 {
-		d.batcher = newBatcher(d.sessions[0], model, cfg.BatchMax, cfg.BatchWait)
+		if err := d.startBatcher(&cfg, newSession); err != nil {
+			d.Close()
+			return nil, err
+		}
+	} else {
+		cfg.BatchPadding = PadNone
 	}
+	d.cfg = cfg
 	for i := 0; i < cfg.Concurrency; i++ {
 		s := &slot{session: d.sessions[i%len(d.sessions)]}
 		// With batching, an image's tensors are its seat in a batch.
@@ -226,12 +238,40 @@ func Open(cfg Config) (*Detector, error) {
 	return d, nil
 }
 
+// startBatcher starts the batcher on the detector's session, with a
+// session more for each further size of run cfg.BatchPadding takes
+// (filled in when empty, by the session's provider). It returns the
+// error of a session that cannot be made.
+func (d *Detector) startBatcher(cfg *Config, newSession func(threads int, solo bool) (*onnx.Session, error)) error {
+	if cfg.BatchPadding == "" {
+		cfg.BatchPadding = defaultPadding(d.Provider())
+	}
+	runs := []batchRun{{session: d.sessions[0]}}
+	if sizes := cfg.BatchPadding.sizes(cfg.BatchMax); sizes != nil {
+		runs = runs[:0]
+		for i, n := range sizes {
+			s := d.sessions[0]
+			if i > 0 {
+				var err error
+				if s, err = newSession(cfg.Threads, false); err != nil {
+					return err
+				}
+				d.sessions = append(d.sessions, s)
+			}
+			runs = append(runs, batchRun{size: n, session: s})
+		}
+	}
+	cfg.Sessions = len(d.sessions)
+	d.batcher = newBatcher(runs, d.model, cfg.BatchMax, cfg.BatchWait)
+	return nil
+}
+
 // warmUp runs every slot once on a blank input, so that the first request
 // does not pay ONNX Runtime's lazy initialisation; with batching, the
 // batcher's first tensors once for each of warmSizes.
 func (d *Detector) warmUp() error {
 	if d.batcher != nil {
-		return d.batcher.warmUp(warmSizes(d.Provider(), d.cfg.BatchMax))
+		return d.batcher.warmUp(warmSizes(d.Provider(), d.cfg.BatchPadding, d.cfg.BatchMax))
 	}
 	for i := 0; i < cap(d.slots); i++ {
 		s := <-d.slots
