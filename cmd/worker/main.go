@@ -20,6 +20,7 @@ import (
 	"yoloserve/internal/asynq"
 	"yoloserve/internal/config"
 	"yoloserve/internal/decode"
+	"yoloserve/internal/detect"
 	apihttp "yoloserve/internal/http"
 	"yoloserve/internal/imagelib"
 	"yoloserve/internal/onnx"
@@ -127,6 +128,9 @@ func run() error {
 	health := &http.Server{
 		Addr: cfg.WorkerAddr, ReadHeaderTimeout: 5 * time.Second,
 		Handler: apihttp.HealthHandler(func(ctx context.Context) error {
+			if det.Err() != nil {
+				return detect.Errorf(detect.EUNAVAILABLE, "The worker's GPU stopped working; the worker is stopping.")
+			}
 			if err := srv.Ready(); err != nil {
 				return err
 			}
@@ -156,11 +160,23 @@ func run() error {
 		return err
 	}
 	log.Info("worker running", attrs...)
-	<-ctx.Done()
-	log.Info("shutting down: finishing running tasks", "timeout", cfg.ShutdownGrace)
+	var lost error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: finishing running tasks", "timeout", cfg.ShutdownGrace)
+	case <-det.Lost():
+		// Every run of this process would fail: the tasks it holds go
+		// back to the queue at the shutdown (asynq.Server.process), and
+		// the exit status has the worker started again.
+		lost = det.Err()
+		log.Error("the GPU stopped working: stopping, so that the worker is started again; its running tasks go back to the queue", "error", lost, "timeout", cfg.ShutdownGrace)
+	}
 	srv.Stop()
 	srv.Shutdown()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return health.Shutdown(sctx)
+	if err := health.Shutdown(sctx); err != nil {
+		return err
+	}
+	return lost
 }

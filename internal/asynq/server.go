@@ -329,7 +329,9 @@ var skipRetry = fmt.Errorf(": %w", asynq.SkipRetry)
 // retries it (its lease was lost), so the upload stays for the next
 // attempt; one left by a task that lost its lease on the last attempt
 // goes with the upload sweeper. A task past its deadline (TASK_TIMEOUT)
-// fails as any other.
+// fails as any other. A task the detector cannot run because its device
+// is lost (detect.ErrDeviceLost) is held until asynq cancels its context
+// at the worker's shutdown, which puts it back in the queue.
 func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 	s.occupied.begin()
 	defer s.occupied.end()
@@ -413,6 +415,15 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 		// The shutdown time or the lease ran out, or the deadline
 		// passed (asynq logs which): nothing more can be written for
 		// this attempt.
+		return ctx.Err()
+	}
+	if errors.Is(err, detect.ErrDeviceLost) {
+		// No image can run here any more, and the worker is stopping
+		// (cmd/worker). An error would spend one of the task's attempts;
+		// held until the shutdown ends it, the task goes back to the
+		// queue as it was, for a worker that can run it.
+		s.log.Warn("the detector's device stopped working: the task goes back to the queue at the worker's shutdown", "task_id", id)
+		<-ctx.Done()
 		return ctx.Err()
 	}
 	switch detect.ErrorCode(err) {

@@ -62,6 +62,13 @@ func Unavailable(reason, format string, args ...any) *Error {
 	return &Error{Code: EUNAVAILABLE, Message: fmt.Sprintf(format, args...), Reason: reason}
 }
 
+// ErrDeviceLost is in the chain of the error a detector returns once the
+// device it runs on (a GPU) has stopped working for good: no image can
+// run on it until its process starts again. A worker that meets it
+// stops, and the task goes back to the queue as it was, for a worker
+// that can run it.
+var ErrDeviceLost = errors.New("the inference device stopped working")
+
 // ErrorCode returns the code of the first *Error in err's chain, EINTERNAL
 // for any other non-nil error and "" for nil.
 func ErrorCode(err error) string {

@@ -530,3 +530,42 @@ func TestWorkerWithoutImageLibraries(t *testing.T) {
 		}
 	}
 }
+
+// lostDevice is a detector whose GPU has stopped working: every image
+// fails with detect.ErrDeviceLost, as the real detector's do once a run
+// and its probe have failed (yolo.TestLostDevice).
+type lostDevice struct{ calls atomic.Int64 }
+
+func (l *lostDevice) Detect(ctx context.Context, data []byte, p detect.Params) (*detect.Result, error) {
+	l.calls.Add(1)
+	return nil, fmt.Errorf("%w: injected (CUDA failure 700)", detect.ErrDeviceLost)
+}
+
+// TestLostDeviceHandsTasksBack: a worker whose GPU stopped working holds
+// its tasks, unfinished, until its shutdown puts them back in the queue
+// with their attempts untouched: with no retries allowed, a working
+// worker started after it finishes every one.
+func TestLostDeviceHandsTasksBack(t *testing.T) {
+	h := newHarness(t, options{queue: asynq.QueueConfig{Retries: -1}})
+	lost := &lostDevice{}
+	srv := h.startWorkerConfig(lost, asynq.ServerConfig{Concurrency: 2, ShutdownTimeout: time.Second})
+	img := testenv.ReadImage(t, "bus.jpg")
+	ids := []string{h.submit(img, nil), h.submit(img, nil)}
+	testenv.Eventually(t, 10*time.Second, "the tasks never reached the lost device", func() bool { return lost.calls.Load() == 2 })
+	srv.Shutdown()
+	for _, id := range ids {
+		var ti detect.TaskInfo
+		if r := h.get("/result/" + id); r.status != http.StatusOK || json.Unmarshal(r.raw, &ti) != nil || ti.Status.Done() {
+			t.Fatalf("task %s after the lost worker stopped: %d %s, want it waiting for a worker", id, r.status, r.raw)
+		}
+	}
+	h.startWorker(detector(t), 2)
+	for _, id := range ids {
+		if ti := h.result(id); ti.Status != detect.StatusSuccess {
+			t.Errorf("task %s: %s %s, want SUCCESS from the working worker", id, ti.Status, ti.Error)
+		}
+	}
+	if n := lost.calls.Load(); n != 2 {
+		t.Errorf("the lost device was given %d images, want the 2 it held", n)
+	}
+}

@@ -94,6 +94,15 @@ type Detector struct {
 	solo    *soloSession // nil when there is none
 	inside  atomic.Int32 // images holding a slot
 	slotRun atomic.Int64 // the last run on a slot's session, in ns
+
+	// probe runs a blank image after a failed run, on CUDA (probeDevice);
+	// nil on the CPU, whose failed runs leave nothing broken behind.
+	probe func() error
+	// lost is closed, and lostErr set, once a failed run and its probe
+	// say the device stopped working (runFailed).
+	lostMu  sync.Mutex
+	lost    chan struct{}
+	lostErr error
 }
 
 // slot is the per-image working memory, reused from image to image.
@@ -175,7 +184,7 @@ func Open(cfg Config) (*Detector, error) {
 		}
 		cfg.Threads = DefaultThreads(runs)
 	}
-	d := &Detector{model: model, decoder: cfg.Decoder, slots: make(chan *slot, cfg.Concurrency)}
+	d := &Detector{model: model, decoder: cfg.Decoder, slots: make(chan *slot, cfg.Concurrency), lost: make(chan struct{})}
 	newSession := func(threads int, solo bool) (*onnx.Session, error) {
 		return onnx.NewSession(cfg.ModelPath, info, onnx.Options{
 			Provider: cfg.Provider, IntraOpThreads: threads, FallbackCPU: cfg.FallbackCPU, ConvAlgoSearch: cfg.ConvAlgoSearch,
@@ -234,6 +243,9 @@ func Open(cfg Config) (*Detector, error) {
 	if err := d.warmUp(); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("model %s: warm-up run failed: %w", cfg.ModelPath, err)
+	}
+	if d.Provider() == "cuda" {
+		d.probe = d.probeDevice
 	}
 	return d, nil
 }
@@ -381,9 +393,14 @@ func (d *Detector) close() {
 // detections. It returns an EINVALID *Error for bad parameters (an unknown
 // class name among them), an EUNSUPPORTED or ETOOLARGE *Error for an
 // image it cannot take, ctx's error when ctx ends while it waits for a
-// free slot, and other errors for faults of the runtime.
+// free slot, an error wrapping detect.ErrDeviceLost once its GPU has
+// stopped working (runFailed), and other errors for faults of the
+// runtime.
 func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*detect.Result, error) {
 	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if err := d.Err(); err != nil {
 		return nil, err
 	}
 	keep, err := detect.ClassMask(d.model.Names, p.Classes)
@@ -464,7 +481,7 @@ func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*d
 		inference = time.Since(t2)
 	}
 	if err != nil {
-		return nil, err
+		return nil, d.runFailed(err)
 	}
 	t3 := time.Now()
 	dets := s.post.run(out, d.model.Classes(), d.model.Anchors, nmsParams{
