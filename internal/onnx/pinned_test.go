@@ -10,8 +10,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-
-	"yoloserve/internal/testenv"
 )
 
 // fakeCUDARuntime stands in for the CUDA runtime, which needs a GPU: its
@@ -72,18 +70,7 @@ func TestPinnedBindings(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "cudart.log")
 	t.Setenv("FAKE_CUDART_LOG", log)
 
-	lib, err := FindLibrary(os.Getenv("ORT_LIB"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := Init(lib, Env{}); err != nil {
-		t.Fatal(err)
-	}
-	model := testenv.Model(t, "yolov8n-dynamic.onnx")
-	info, err := Inspect(model)
-	if err != nil {
-		t.Fatal(err)
-	}
+	model, info := openModel(t, "yolov8n-dynamic.onnx")
 	s, err := NewSession(model, info, Options{IntraOpThreads: 2})
 	if err != nil {
 		t.Fatal(err)

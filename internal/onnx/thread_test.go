@@ -58,18 +58,7 @@ func TestThreadTakesTurnsOnOneOSThread(t *testing.T) {
 // thread, as a CUDA session is (here on the CPU), gives the output of one
 // run on its callers' threads, with runs from several goroutines at once.
 func TestSessionOnOneThread(t *testing.T) {
-	lib, err := FindLibrary(os.Getenv("ORT_LIB"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := Init(lib, Env{}); err != nil {
-		t.Fatal(err)
-	}
-	model := testenv.Model(t, "yolov8n.onnx")
-	info, err := Inspect(model)
-	if err != nil {
-		t.Fatal(err)
-	}
+	model, info := openModel(t, "yolov8n.onnx")
 	run := func(o Options, callers int) [][]float32 {
 		t.Helper()
 		s, err := NewSession(model, info, o)
@@ -112,4 +101,24 @@ func TestSessionOnOneThread(t *testing.T) {
 	if !cmp.Equal(want, got) {
 		t.Error("a session on its own thread gives other outputs than one on its callers' threads")
 	}
+}
+
+// openModel loads the ONNX Runtime library (ORT_LIB, else the one `make
+// build` fetched) and returns the path of the shared model name and what
+// it holds.
+func openModel(t *testing.T, name string) (string, ModelInfo) {
+	t.Helper()
+	lib, err := FindLibrary(os.Getenv("ORT_LIB"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Init(lib, Env{}); err != nil {
+		t.Fatal(err)
+	}
+	model := testenv.Model(t, name)
+	info, err := Inspect(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return model, info
 }
