@@ -72,7 +72,7 @@ type Config struct {
 	// Concurrency images, one a slot (Config says BatchMax is Concurrency
 	// when it is larger). BatchWait is how long the first image of a
 	// batch waits for others (default 2 ms). On CUDA, Open runs every
-	// batch size once, so that no batch pays the first run of its size.
+	// size of run once, so that no batch pays the first run of its size.
 	// BatchPadding is the size of run a batch takes (default: PadPow2 on
 	// CUDA, PadNone on the CPU).
 	BatchMax     int
@@ -167,7 +167,8 @@ func Open(cfg Config) (*Detector, error) {
 	}
 	// A batch never holds more images than there are slots.
 	cfg.BatchMax = min(cfg.BatchMax, cfg.Concurrency)
-	// A GPU and the batcher need only one session.
+	// A GPU and the batcher need only one session (a padding batcher
+	// makes one more for each further size of run: startBatcher).
 	sessions := cfg.Sessions
 	if sessions <= 0 || sessions > cfg.Concurrency {
 		sessions = cfg.Concurrency
