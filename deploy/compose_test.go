@@ -141,7 +141,7 @@ func TestComposeGPU(t *testing.T) {
 		t.Errorf("gpu worker must reserve a GPU device")
 	}
 	checkBatchesFill(t, "compose's gpu worker", effective(t, w))
-	// A CUDA worker loads its libraries and runs every batch size before it
+	// A CUDA worker loads its libraries and runs each size of run before it
 	// answers: its failed checks meanwhile must not mark it unhealthy, and
 	// the override keeps the base's check.
 	if h := w.HealthCheck; h == nil || len(h.Test) == 0 || h.StartPeriod == nil || time.Duration(*h.StartPeriod) < 5*time.Minute {

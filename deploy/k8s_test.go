@@ -275,7 +275,7 @@ func TestKubernetesGPU(t *testing.T) {
 	if env(w)["WORKER_ADDR"] != ":9091" || w.ReadinessProbe == nil || w.LivenessProbe == nil {
 		t.Error("the gpu patch must keep the base's env and probes")
 	}
-	// A CUDA worker loads its libraries and runs every batch size before
+	// A CUDA worker loads its libraries and runs each size of run before
 	// it answers: the liveness probe must not restart it meanwhile.
 	if p := w.StartupProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" || p.PeriodSeconds*p.FailureThreshold < 300 {
 		t.Errorf("gpu worker startup probe %+v, want /healthz given at least 5 minutes", p)

@@ -79,7 +79,7 @@ func run() error {
 	if det.Provider() == "cuda" {
 		loaded = append(loaded, "cudnn_conv_algo_search", cfg.ORTConvSearch, "tf32", cfg.ORTTF32, "host_memory", det.HostMemory())
 	}
-	// The sessions made and warmed up (on CUDA with batching, every batch size run once).
+	// The sessions made and warmed up (on CUDA with batching, each size of run once).
 	loaded = append(loaded, "load_s", fmt.Sprintf("%.2f", time.Since(opened).Seconds()))
 	log.Info("model loaded", loaded...)
 

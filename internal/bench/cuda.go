@@ -123,21 +123,12 @@ type ShapeRun struct {
 // each way. It returns an error when the session cannot be made or run.
 func shapeChanges(model, provider string, a, b, runs int) (ShapeRun, error) {
 	r := ShapeRun{Sizes: [2]int{a, b}}
-	info, err := onnx.Inspect(model)
+	br, err := newBare(model, onnx.Options{Provider: provider}, 1, a)
 	if err != nil {
 		return r, err
 	}
-	s, err := onnx.NewSession(model, info, onnx.Options{Provider: provider})
-	if err != nil {
-		return r, err
-	}
-	defer s.Close()
-	full, err := s.NewBinding(a, [2]int64{640, 640}, info.OutputShape)
-	if err != nil {
-		return r, err
-	}
-	defer full.Close()
-	fillInput(full)
+	defer br.close()
+	s, full := br.ss[0], br.bs[0]
 	part, err := full.Prefix(b)
 	if err != nil {
 		return r, err
@@ -154,7 +145,7 @@ func shapeChanges(model, provider string, a, b, runs int) (ShapeRun, error) {
 		}
 		return times, nil
 	}
-	if _, err := timed([]*onnx.Binding{full, part, full}); err != nil { // both sizes' first runs
+	if _, err := timed([]*onnx.Binding{full, part, full}); err != nil { // the smaller size's first run (newBare ran the full one), and back
 		return r, err
 	}
 	same, alternating := make([]*onnx.Binding, runs), make([]*onnx.Binding, runs)
@@ -196,23 +187,15 @@ type NumericsRun struct {
 // sessions on provider (CUDA but in tests). It returns an error when a
 // session cannot be made or run.
 func numerics(model, provider string, maths []convMath, batch int) ([]NumericsRun, error) {
-	info, err := onnx.Inspect(model)
-	if err != nil {
-		return nil, err
-	}
 	// outputs runs a session made with o at batch 1 and at batch, every
 	// row of its input the same, and returns the two outputs.
 	outputs := func(o onnx.Options) ([]float32, []float32, error) {
-		s, err := onnx.NewSession(model, info, o)
+		br, err := newBare(model, o, 1, batch)
 		if err != nil {
 			return nil, nil, err
 		}
-		defer s.Close()
-		full, err := s.NewBinding(batch, [2]int64{640, 640}, info.OutputShape)
-		if err != nil {
-			return nil, nil, err
-		}
-		defer full.Close()
+		defer br.close()
+		s, full := br.ss[0], br.bs[0]
 		in := full.Input()
 		row := len(in) / batch
 		for j := range in {

@@ -98,8 +98,8 @@ type Detector struct {
 	// probe runs a blank image after a failed run, on CUDA (probeDevice);
 	// nil on the CPU, whose failed runs leave nothing broken behind.
 	probe func() error
-	// lost is closed, and lostErr set, once a failed run and its probe
-	// say the device stopped working (runFailed).
+	// lost is closed, and lostErr set before it, once a failed run and
+	// its probe say the device stopped working (runFailed, under lostMu).
 	lostMu  sync.Mutex
 	lost    chan struct{}
 	lostErr error
@@ -259,20 +259,21 @@ func (d *Detector) startBatcher(cfg *Config, newSession func(threads int, solo b
 	if cfg.BatchPadding == "" {
 		cfg.BatchPadding = defaultPadding(d.Provider())
 	}
-	runs := []batchRun{{session: d.sessions[0]}}
-	if sizes := cfg.BatchPadding.sizes(cfg.BatchMax); sizes != nil {
-		runs = runs[:0]
-		for i, n := range sizes {
-			s := d.sessions[0]
-			if i > 0 {
-				var err error
-				if s, err = newSession(cfg.Threads, false); err != nil {
-					return err
-				}
-				d.sessions = append(d.sessions, s)
+	sizes := cfg.BatchPadding.sizes(cfg.BatchMax)
+	if sizes == nil {
+		sizes = []int{0} // one session runs every size
+	}
+	var runs []batchRun
+	for i, n := range sizes {
+		s := d.sessions[0]
+		if i > 0 {
+			var err error
+			if s, err = newSession(cfg.Threads, false); err != nil {
+				return err
 			}
-			runs = append(runs, batchRun{size: n, session: s})
+			d.sessions = append(d.sessions, s)
 		}
+		runs = append(runs, batchRun{size: n, session: s})
 	}
 	cfg.Sessions = len(d.sessions)
 	d.batcher = newBatcher(runs, d.model, cfg.BatchMax, cfg.BatchWait)

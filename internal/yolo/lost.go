@@ -47,9 +47,14 @@ func (d *Detector) probeDevice() error {
 func (d *Detector) Lost() <-chan struct{} { return d.lost }
 
 // Err returns nil while the detector can run images, and an error
-// wrapping detect.ErrDeviceLost once its device has stopped working.
+// wrapping detect.ErrDeviceLost once its device has stopped working. It
+// takes no lock, as Detect calls it for every image: lostErr is set
+// before lost is closed.
 func (d *Detector) Err() error {
-	d.lostMu.Lock()
-	defer d.lostMu.Unlock()
-	return d.lostErr
+	select {
+	case <-d.lost:
+		return d.lostErr
+	default:
+		return nil
+	}
 }

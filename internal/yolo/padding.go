@@ -16,7 +16,7 @@ const (
 	// holds n, BatchMax at most, each size on a session of its own: the
 	// default on CUDA, where a session that meets an input shape other
 	// than its last one sets its convolutions up again, which cost
-	// 100–170 ms a batch on an H200 against 4.5 ms for the run itself
+	// 116–143 ms a run on an H200 against 6.7 ms for the run itself
 	// (docs/performance.md).
 	PadPow2 BatchPadding = "pow2"
 	// PadFull runs every batch as BatchMax images, on one session.
