@@ -166,8 +166,9 @@ func run() error {
 		log.Info("shutting down: finishing running tasks", "timeout", cfg.ShutdownGrace)
 	case <-det.Lost():
 		// Every run of this process would fail: the tasks it holds go
-		// back to the queue at the shutdown (asynq.Server.process), and
-		// the exit status has the worker started again.
+		// back to the queue, at once or, on their last attempt, at the
+		// shutdown (asynq.Server.handBack), and the exit status has the
+		// worker started again.
 		lost = det.Err()
 		log.Error("the GPU stopped working: stopping, so that the worker is started again; its running tasks go back to the queue", "error", lost, "timeout", cfg.ShutdownGrace)
 	}

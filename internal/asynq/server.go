@@ -218,6 +218,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 		TaskCheckInterval:        time.Millisecond,
 		DelayedTaskCheckInterval: time.Second,
 		RetryDelayFunc:           retryDelay,
+		IsFailure:                isFailure,
 		Logger:                   asynqLogger{l: cfg.Logger, out: s.outage},
 		LogLevel:                 asynq.WarnLevel,
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
@@ -228,8 +229,12 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, det Detector, up Upl
 }
 
 // retryDelay backs off 1s, 2s, 4s... up to 30s: a transient fault (Redis
-// blip, a worker killed) is retried soon.
-func retryDelay(n int, _ error, _ *asynq.Task) time.Duration {
+// blip, a worker killed) is retried soon. A task handed back by a worker
+// whose device stopped working (handBack) goes back without delay.
+func retryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	if !isFailure(err) {
+		return 0
+	}
 	return min(time.Duration(1<<min(n, 5))*time.Second, 30*time.Second)
 }
 
@@ -330,8 +335,8 @@ var skipRetry = fmt.Errorf(": %w", asynq.SkipRetry)
 // attempt; one left by a task that lost its lease on the last attempt
 // goes with the upload sweeper. A task past its deadline (TASK_TIMEOUT)
 // fails as any other. A task the detector cannot run because its device
-// is lost (detect.ErrDeviceLost) is held until asynq cancels its context
-// at the worker's shutdown, which puts it back in the queue.
+// is lost (detect.ErrDeviceLost) is given back with its attempts
+// untouched (handBack).
 func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 	s.occupied.begin()
 	defer s.occupied.end()
@@ -418,13 +423,7 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 		return ctx.Err()
 	}
 	if errors.Is(err, detect.ErrDeviceLost) {
-		// No image can run here any more, and the worker is stopping
-		// (cmd/worker). An error would spend one of the task's attempts;
-		// held until the shutdown ends it, the task goes back to the
-		// queue as it was, for a worker that can run it.
-		s.log.Warn("the detector's device stopped working: the task goes back to the queue at the worker's shutdown", "task_id", id)
-		<-ctx.Done()
-		return ctx.Err()
+		return s.handBack(ctx, id)
 	}
 	switch detect.ErrorCode(err) {
 	case "":
@@ -452,6 +451,33 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 	}
 	return nil
 }
+
+// handBack gives back task id, which the detector cannot run because its
+// device stopped working (the worker is stopping, cmd/worker), to a
+// worker that can run it, with its attempts untouched. A task with an
+// attempt left goes back to the queue at once: it returns errHandedBack,
+// which asynq does not count as a failure (isFailure) and retries
+// without delay (retryDelay). asynq ends a task that fails on its last
+// attempt whatever the error, so such a task is held until asynq cancels
+// its context at the worker's shutdown, which puts it back in the queue;
+// handBack then returns the context's error.
+func (s *Server) handBack(ctx context.Context, id string) error {
+	if !lastAttempt(ctx) {
+		s.log.Warn("the detector's device stopped working: the task goes back to the queue", "task_id", id)
+		return errHandedBack
+	}
+	s.log.Warn("the detector's device stopped working: the task, on its last attempt, goes back to the queue at the worker's shutdown", "task_id", id)
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// errHandedBack is the error of a task given back by a worker whose
+// device stopped working (handBack).
+var errHandedBack = fmt.Errorf("the worker's device stopped working; the task went back to the queue: %w", detect.ErrDeviceLost)
+
+// isFailure reports whether a task's attempt that ended with err counts
+// as one of its attempts: every error but errHandedBack's.
+func isFailure(err error) bool { return !errors.Is(err, errHandedBack) }
 
 // ended deletes the upload (if any) of task id, which ended for good, and
 // then, when announce is set, announces its end to the clients waiting on
@@ -579,6 +605,9 @@ func logFailure(ctx context.Context, log *slog.Logger, err error) {
 	if failsForGood(ctx, err) {
 		log.Warn("task failed", "task_id", id, "error", err)
 		return
+	}
+	if !isFailure(err) {
+		return // handBack logged it
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	retries, _ := asynq.GetMaxRetry(ctx)

@@ -541,11 +541,35 @@ func (l *lostDevice) Detect(ctx context.Context, data []byte, p detect.Params) (
 	return nil, fmt.Errorf("%w: injected (CUDA failure 700)", detect.ErrDeviceLost)
 }
 
-// TestLostDeviceHandsTasksBack: a worker whose GPU stopped working holds
-// its tasks, unfinished, until its shutdown puts them back in the queue
-// with their attempts untouched: with no retries allowed, a working
-// worker started after it finishes every one.
+// TestLostDeviceHandsTasksBack: a worker whose GPU stopped working gives
+// its tasks back to the queue at once, their attempts untouched: while it
+// still runs (taking no new task, as cmd/worker has it once the GPU is
+// lost), a working worker finishes every one, none of them retried.
 func TestLostDeviceHandsTasksBack(t *testing.T) {
+	h := newHarness(t, options{})
+	lost := &lostDevice{}
+	srv := h.startWorkerConfig(lost, asynq.ServerConfig{Concurrency: 2, ShutdownTimeout: time.Minute})
+	img := testenv.ReadImage(t, "bus.jpg")
+	ids := []string{h.submit(img, nil), h.submit(img, nil)}
+	testenv.Eventually(t, 10*time.Second, "the tasks never reached the lost device", func() bool { return lost.calls.Load() >= 2 })
+	srv.Stop()
+	h.startWorker(detector(t), 2)
+	for _, id := range ids {
+		if ti := h.result(id); ti.Status != detect.StatusSuccess {
+			t.Errorf("task %s: %s %s, want SUCCESS from the working worker while the lost one still runs", id, ti.Status, ti.Error)
+		}
+		if n, err := retried(h, id); err != nil || n != 0 {
+			t.Errorf("task %s was retried %d times (%v), want 0: a lost device spends no attempt", id, n, err)
+		}
+	}
+}
+
+// TestLostDeviceHoldsLastAttempts: a worker whose GPU stopped working
+// holds the tasks on their last attempt, which asynq would end as failed
+// whatever the error, until its shutdown puts them back in the queue with
+// their attempts untouched: with no retries allowed, a working worker
+// started after it finishes every one.
+func TestLostDeviceHoldsLastAttempts(t *testing.T) {
 	h := newHarness(t, options{queue: asynq.QueueConfig{Retries: -1}})
 	lost := &lostDevice{}
 	srv := h.startWorkerConfig(lost, asynq.ServerConfig{Concurrency: 2, ShutdownTimeout: time.Second})
