@@ -452,33 +452,6 @@ func (s *Server) process(ctx context.Context, t *asynq.Task) (err error) {
 	return nil
 }
 
-// handBack gives back task id, which the detector cannot run because its
-// device stopped working (the worker is stopping, cmd/worker), to a
-// worker that can run it, with its attempts untouched. A task with an
-// attempt left goes back to the queue at once: it returns errHandedBack,
-// which asynq does not count as a failure (isFailure) and retries
-// without delay (retryDelay). asynq ends a task that fails on its last
-// attempt whatever the error, so such a task is held until asynq cancels
-// its context at the worker's shutdown, which puts it back in the queue;
-// handBack then returns the context's error.
-func (s *Server) handBack(ctx context.Context, id string) error {
-	if !lastAttempt(ctx) {
-		s.log.Warn("the detector's device stopped working: the task goes back to the queue", "task_id", id)
-		return errHandedBack
-	}
-	s.log.Warn("the detector's device stopped working: the task, on its last attempt, goes back to the queue at the worker's shutdown", "task_id", id)
-	<-ctx.Done()
-	return ctx.Err()
-}
-
-// errHandedBack is the error of a task given back by a worker whose
-// device stopped working (handBack).
-var errHandedBack = fmt.Errorf("the worker's device stopped working; the task went back to the queue: %w", detect.ErrDeviceLost)
-
-// isFailure reports whether a task's attempt that ended with err counts
-// as one of its attempts: every error but errHandedBack's.
-func isFailure(err error) bool { return !errors.Is(err, errHandedBack) }
-
 // ended deletes the upload (if any) of task id, which ended for good, and
 // then, when announce is set, announces its end to the clients waiting on
 // it (a result's write announces it itself, see writeResultCmd); it logs

@@ -564,6 +564,24 @@ func TestLostDeviceHandsTasksBack(t *testing.T) {
 	}
 }
 
+// TestLostDeviceHandBacksAreCounted: a task that worker after worker
+// finds with its device stopped (an image that breaks the GPU itself) is
+// given back three times, and from then on each such attempt counts: it
+// fails, saying so, instead of going round for ever.
+func TestLostDeviceHandBacksAreCounted(t *testing.T) {
+	h := newHarness(t, options{queue: asynq.QueueConfig{Retries: 1}})
+	lost := &lostDevice{}
+	h.startWorkerConfig(lost, asynq.ServerConfig{Concurrency: 1, ShutdownTimeout: time.Second})
+	id := h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
+	ti := h.result(id)
+	if ti.Status != detect.StatusFailure || !strings.Contains(ti.Error, "GPU stopped working each time") {
+		t.Errorf("task %s: %s %q, want FAILURE saying the GPU stopped working each time", id, ti.Status, ti.Error)
+	}
+	if n := lost.calls.Load(); n != 3+2 {
+		t.Errorf("the task ran %d times, want 5: three hand-backs, then its two attempts", n)
+	}
+}
+
 // TestLostDeviceHoldsLastAttempts: a worker whose GPU stopped working
 // holds the tasks on their last attempt, which asynq would end as failed
 // whatever the error, until its shutdown puts them back in the queue with
