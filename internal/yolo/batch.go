@@ -31,10 +31,13 @@ type batcher struct {
 	// runs are the sizes of run the batches take, smallest first, each
 	// on a session of its own; a single one of size 0 runs every batch
 	// at its own size (BatchPadding).
-	runs    []batchRun
-	model   *Model
-	max     int
-	wait    time.Duration
+	runs  []batchRun
+	model *Model
+	max   int
+	wait  time.Duration
+	// failed turns a failed batch's error into its seats' (the
+	// detector's runFailed, which probes a GPU once a batch); nil: as is.
+	failed  func(error) error
 	stopped chan struct{} // closed when the runner has returned
 	// What the runner has run: batches, the images in them, and the
 	// session's time running them, in ns.
@@ -81,8 +84,10 @@ type batchRun struct {
 	session *onnx.Session
 }
 
-func newBatcher(runs []batchRun, m *Model, max int, wait time.Duration) *batcher {
-	bt := &batcher{runs: runs, model: m, max: max, wait: wait, stopped: make(chan struct{})}
+// newBatcher starts a batcher over runs. failed says what the error of a
+// batch's failed run becomes, once for all its seats (nil: the error).
+func newBatcher(runs []batchRun, m *Model, max int, wait time.Duration, failed func(error) error) *batcher {
+	bt := &batcher{runs: runs, model: m, max: max, wait: wait, failed: failed, stopped: make(chan struct{})}
 	bt.cond = sync.NewCond(&bt.mu)
 	go bt.loop()
 	return bt
@@ -281,6 +286,9 @@ func (bt *batcher) loop() {
 			t := time.Now()
 			err = session.Run(b)
 			d = time.Since(t)
+		}
+		if err != nil && bt.failed != nil {
+			err = bt.failed(err)
 		}
 		s.taken, s.err = d, err
 		bt.batches.Add(1)

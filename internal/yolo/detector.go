@@ -276,7 +276,7 @@ func (d *Detector) startBatcher(cfg *Config, newSession func(threads int, solo b
 		runs = append(runs, batchRun{size: n, session: s})
 	}
 	cfg.Sessions = len(d.sessions)
-	d.batcher = newBatcher(runs, d.model, cfg.BatchMax, cfg.BatchWait)
+	d.batcher = newBatcher(runs, d.model, cfg.BatchMax, cfg.BatchWait, d.runFailed)
 	return nil
 }
 
@@ -477,13 +477,17 @@ func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*d
 	t2 := time.Now()
 	var inference time.Duration
 	if st != nil {
+		// A failed batch's error is runFailed's already, the same for
+		// every seat.
 		inference, err = st.run()
 	} else {
-		err = d.run(s)
+		if err = d.run(s); err != nil {
+			err = d.runFailed(err)
+		}
 		inference = time.Since(t2)
 	}
 	if err != nil {
-		return nil, d.runFailed(err)
+		return nil, err
 	}
 	t3 := time.Now()
 	dets := s.post.run(out, d.model.Classes(), d.model.Anchors, nmsParams{

@@ -13,7 +13,8 @@ import (
 // failing), and the error then wraps detect.ErrDeviceLost, as every
 // later Detect's does, so that the worker stops instead of failing every
 // task it takes. Otherwise the run's own error is returned, for the task
-// to be retried.
+// to be retried. A batching detector calls it once a failed batch, for
+// all its images (batcher.failed).
 func (d *Detector) runFailed(err error) error {
 	if d.probe == nil {
 		return err
