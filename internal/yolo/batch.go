@@ -36,7 +36,7 @@ type batcher struct {
 	max   int
 	wait  time.Duration
 	// failed turns a failed batch's error into its seats' (the
-	// detector's runFailed, which probes a GPU once a batch); nil: as is.
+	// detector's runFailed, which probes a GPU once a batch).
 	failed  func(error) error
 	stopped chan struct{} // closed when the runner has returned
 	// What the runner has run: batches, the images in them, and the
@@ -85,7 +85,7 @@ type batchRun struct {
 }
 
 // newBatcher starts a batcher over runs. failed says what the error of a
-// batch's failed run becomes, once for all its seats (nil: the error).
+// batch's failed run becomes, once for all its seats.
 func newBatcher(runs []batchRun, m *Model, max int, wait time.Duration, failed func(error) error) *batcher {
 	bt := &batcher{runs: runs, model: m, max: max, wait: wait, failed: failed, stopped: make(chan struct{})}
 	bt.cond = sync.NewCond(&bt.mu)
@@ -287,7 +287,7 @@ func (bt *batcher) loop() {
 			err = session.Run(b)
 			d = time.Since(t)
 		}
-		if err != nil && bt.failed != nil {
+		if err != nil {
 			err = bt.failed(err)
 		}
 		s.taken, s.err = d, err

@@ -481,10 +481,11 @@ func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*d
 		// every seat.
 		inference, err = st.run()
 	} else {
-		if err = d.run(s); err != nil {
+		err = d.run(s)
+		inference = time.Since(t2)
+		if err != nil {
 			err = d.runFailed(err)
 		}
-		inference = time.Since(t2)
 	}
 	if err != nil {
 		return nil, err
