@@ -1,10 +1,14 @@
 #include "textflag.h"
 
 // SPLATL sets every dword lane of y to the 32-bit src, through AX
-// and x (y's low half).
+// and x (y's low half). The move into x is the VEX-encoded VMOVD: a
+// legacy SSE MOVD after an AVX instruction has dirtied the upper halves
+// stalls on Intel cores (the SSE/AVX transition), and four of them made
+// each blendAVX2 call of 60 blocks take four times as long on the Xeon of
+// 4 December.
 #define SPLATL(src, x, y) \
 	MOVL src, AX; \
-	MOVL AX, x; \
+	VMOVD AX, x; \
 	VPBROADCASTD x, y
 
 // GATHERPAIR gathers, for the eight byte offsets in Y0, the dwords at
