@@ -112,6 +112,11 @@ type slot struct {
 	resize  resizer
 	post    postprocessor
 	binding *onnx.Binding // nil with batching, where an image's tensors are its seat's
+	// boxed is the letterbox of the last image in binding's input. The
+	// next image of the same geometry overwrites all of it but the
+	// padding, which is left as it is (bus.jpg: 1.2 MB, 0.14 ms of a
+	// core).
+	boxed Letterbox
 }
 
 // keepPixels is the largest image whose decoding buffers a slot keeps for
@@ -468,10 +473,13 @@ func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*d
 	}
 	size := s.img.Upright()
 	lb := NewLetterbox(size.Width, size.Height, d.model.Width, d.model.Height)
-	if padded != nil {
+	if padded != nil || st == nil && s.boxed.samePadding(lb) {
 		s.resize.fillImage(&s.img, lb, in)
 	} else {
 		s.resize.Fill(&s.img, lb, in)
+	}
+	if st == nil {
+		s.boxed = lb
 	}
 	s.trim()
 	t2 := time.Now()

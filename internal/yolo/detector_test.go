@@ -3,6 +3,7 @@ package yolo_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 
@@ -66,4 +67,35 @@ func TestCloseWaitsForImagesInFlight(t *testing.T) {
 		t.Errorf("Detect after Close: %v, want the context's deadline", err)
 	}
 	d.Close()
+}
+
+// TestDetectRepadsOnlyWhatChanged: a slot whose tensor holds the last
+// image's letterbox leaves the padding of the next image of the same
+// geometry as it is, and pads afresh for one of another geometry, so each
+// image's detections are those it gets from a fresh detector. One core,
+// where no image is prefilled on another while it is decoded.
+func TestDetectRepadsOnlyWhatChanged(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	detectOnce := func(d *yolo.Detector, name string) []detect.Detection {
+		t.Helper()
+		r, err := d.Detect(context.Background(), testenv.ReadImage(t, name), detect.DefaultParams())
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return r.Detections
+	}
+	// Portrait and landscape photos, and two portraits of one geometry.
+	order := []string{"zidane.jpg", "bus.jpg", "bus_exif6.jpg", "bus.jpg", "zidane.jpg", "person.jpg"}
+	want := map[string][]detect.Detection{}
+	for _, name := range order {
+		if want[name] == nil {
+			want[name] = detectOnce(openDetector(t, "yolov8n.onnx", yolo.Config{Concurrency: 1}), name)
+		}
+	}
+	d := openDetector(t, "yolov8n.onnx", yolo.Config{Concurrency: 1})
+	for i, name := range order {
+		if diff := cmp.Diff(want[name], detectOnce(d, name)); diff != "" {
+			t.Errorf("image %d, %s, after the others (-fresh +got):\n%s", i, name, diff)
+		}
+	}
 }

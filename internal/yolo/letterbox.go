@@ -35,6 +35,13 @@ func NewLetterbox(srcW, srcH, dstW, dstH int) Letterbox {
 	return lb
 }
 
+// samePadding reports whether lb and o pad the same parts of the same
+// input, so that an image letterboxed as o leaves lb's padding as it is.
+func (lb Letterbox) samePadding(o Letterbox) bool {
+	return lb.DstW == o.DstW && lb.DstH == o.DstH && lb.NewW == o.NewW &&
+		lb.NewH == o.NewH && lb.Left == o.Left && lb.Top == o.Top
+}
+
 // resizer holds the coefficient tables and row buffers of one resize,
 // reused from image to image.
 type resizer struct {
