@@ -473,6 +473,7 @@ func (d *Detector) Detect(ctx context.Context, data []byte, p detect.Params) (*d
 	}
 	size := s.img.Upright()
 	lb := NewLetterbox(size.Width, size.Height, d.model.Width, d.model.Height)
+	s.resize.cores = cores // one: the letterbox in one band, streamed
 	if padded != nil || st == nil && s.boxed.samePadding(lb) {
 		s.resize.fillImage(&s.img, lb, in)
 	} else {

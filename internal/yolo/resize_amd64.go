@@ -1,6 +1,10 @@
 package yolo
 
-import "golang.org/x/sys/cpu"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
 
 // useAVX2 says whether the resize's inner loops and the NMS's scan for
 // scores above conf run as AVX2 code; tests turn it off to compare with the
@@ -16,7 +20,10 @@ var useVBMI = useAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512VBMI
 func hrowAVX2(src *byte, xo0 *int32, perm *byte, a0, a1, rout, gout, bout *int32, n, permuted int)
 
 //go:noescape
-func blendAVX2(out *float32, asrc, bsrc *int32, n int, b0, b1 int32)
+func blendAVX2(out *float32, asrc, bsrc *int32, n int, b0, b1 int32, stream int)
+
+// sfence orders the non-temporal stores before it before the stores after.
+func sfence()
 
 // hrowSIMD computes the first columns of a horizontally resized row, as
 // hrow's loop over neighbouring taps does, eight at a time; it returns how
@@ -49,15 +56,26 @@ func hrowSIMD(src []byte, xo0 []int32, perm []byte, a0, a1, r, g, b []int32) int
 }
 
 // blendVectorSIMD does blendVector's work on the first values of a, eight
-// at a time, and returns how many it did (none without AVX2).
-func blendVectorSIMD(out []float32, a, b []int32, b0, b1 int32) int {
-	n := len(a) &^ 7
-	if !useAVX2 || n == 0 {
+// at a time, and returns how many it did (none without AVX2). With stream,
+// it writes out around the caches, its first values up to a 32-byte
+// boundary in Go; the caller calls sfence after.
+func blendVectorSIMD(out []float32, a, b []int32, b0, b1 int32, stream bool) int {
+	if !useAVX2 || len(a) < 8 {
 		return 0
 	}
-	_, _ = out[n-1], b[n-1]
-	blendAVX2(&out[0], &a[0], &b[0], n, b0, b1)
-	return n
+	_, _ = out[len(a)-1], b[len(a)-1]
+	h, st := 0, 0
+	if stream {
+		h = int((32-uintptr(unsafe.Pointer(&out[0]))&31)&31) / 4
+		blendVector(out[:h], a[:h], b[:h], b0, b1)
+		st = 1
+	}
+	n := (len(a) - h) &^ 7
+	if n == 0 {
+		return h
+	}
+	blendAVX2(&out[h], &a[h], &b[h], n, b0, b1, st)
+	return h + n
 }
 
 //go:noescape

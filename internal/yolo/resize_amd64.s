@@ -96,15 +96,18 @@ done:
 	VZEROUPPER
 	RET
 
-// func blendAVX2(out *float32, asrc, bsrc *int32, n int, b0, b1 int32)
+// func blendAVX2(out *float32, asrc, bsrc *int32, n int, b0, b1 int32, stream int)
 //
 // For each of the n values (n a multiple of 8):
 // out[x] = float32(((b0*(a[x]>>4))>>16 + (b1*(b[x]>>4))>>16 + 2) >> 2) / 255.
-TEXT ·blendAVX2(SB), NOSPLIT, $0-40
+// With stream not 0, out is 32-byte aligned and written with
+// non-temporal stores, which the caller orders with sfence.
+TEXT ·blendAVX2(SB), NOSPLIT, $0-48
 	MOVQ out+0(FP), DX
 	MOVQ asrc+8(FP), SI
 	MOVQ bsrc+16(FP), DI
 	MOVQ n+24(FP), CX
+	MOVQ stream+40(FP), R8
 	SPLATL(b0+32(FP), X8, Y8)
 	SPLATL(b1+36(FP), X9, Y9)
 	SPLATL($2, X10, Y10)
@@ -127,7 +130,15 @@ bloop:
 	VPSRAD $2, Y0, Y0
 	VCVTDQ2PS Y0, Y0
 	VDIVPS Y11, Y0, Y0
+	TESTQ R8, R8
+	JNZ bstream
 	VMOVUPS Y0, (DX)(AX*1)
+	JMP bnext
+
+bstream:
+	VMOVNTPS Y0, (DX)(AX*1)
+
+bnext:
 	ADDQ $32, AX
 	SUBQ $8, CX
 	JNZ bloop
@@ -230,4 +241,9 @@ ameans:
 
 adone:
 	VZEROUPPER
+	RET
+
+// func sfence()
+TEXT ·sfence(SB), NOSPLIT, $0-0
+	SFENCE
 	RET

@@ -12,7 +12,10 @@ var useVBMI = false
 func hrowSIMD(src []byte, xo0 []int32, perm []byte, a0, a1, r, g, b []int32) int { return 0 }
 
 // blendVectorSIMD blends no value: blendVector does them all.
-func blendVectorSIMD(out []float32, a, b []int32, b0, b1 int32) int { return 0 }
+func blendVectorSIMD(out []float32, a, b []int32, b0, b1 int32, stream bool) int { return 0 }
+
+// sfence does nothing: nothing streams.
+func sfence() {}
 
 // area2SIMD averages no pixel: area2's Go loop does them all.
 func area2SIMD(row0, row1 []byte, r, g, b []float32) int { return 0 }
