@@ -21,13 +21,15 @@
 	VMOVDQA Y15, Y1; \
 	VPGATHERDD Y1, 3(base)(Y0*1), hi
 
-// TAPS stores at out(AX*1), for the eight lanes, the byte at bit shift
-// of Y2 times Y4's low word plus that of Y3 times Y4's high word. The two
-// bytes become a lane's two words (the right tap's shifted up by 16, the
-// words blended, then masked by Y13's 0x00ff00ff), which one VPMADDWD
-// multiplies by the taps' weights and sums: exact, as the bytes and the
-// weights fit a signed word and the sum a dword. Two VPMULLD per plane
-// took twice as long on Intel cores, where each is two slow uops.
+// TAPS stores at out(AX*1), for the eight lanes, lsrc's byte 0 times
+// Y4's low word plus rsrc's byte 2 times Y4's high word: the lane's low
+// word is taken from lsrc and its high word from rsrc, both masked to
+// their low byte by Y13 (0x00ff00ff), and one VPMADDWD multiplies the two
+// words by the taps' weights and sums them, exactly, as the bytes and
+// the weights fit a signed word and the sum a dword. The caller shifts
+// the left and right taps' dwords so that the plane's bytes sit there.
+// Two VPMULLD per plane took twice as long on Intel cores, where each is
+// two slow micro-ops.
 #define TAPS(lsrc, rsrc, out) \
 	VPBLENDW $0xaa, rsrc, lsrc, Y6; \
 	VPAND Y13, Y6, Y6; \
