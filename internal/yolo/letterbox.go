@@ -190,7 +190,7 @@ func (lb Letterbox) planes(dst []float32, y int) (r, g, b []float32) {
 // store writes one resized RGB row into the planes at row y of the image.
 func (lb Letterbox) store(dst []float32, y int, rgb []byte) {
 	r, g, b := lb.planes(dst, y)
-	for x := range r {
+	for x := storeSIMD(rgb, r, g, b); x < len(r); x++ {
 		r[x], g[x], b[x] = lut[rgb[3*x]], lut[rgb[3*x+1]], lut[rgb[3*x+2]]
 	}
 }

@@ -152,15 +152,16 @@ func TestResizeUniformStaysUniform(t *testing.T) {
 }
 
 // BenchmarkLetterbox fills the model input from a portrait photo's size
-// (the bilinear path, bus.jpg) and from a landscape one's (the exact 2×
-// reduction, zidane.jpg), with the AVX2 loops where the CPU has them and
-// with the Go loops.
+// (the bilinear path, bus.jpg), from a landscape one's (the exact 2×
+// reduction, zidane.jpg) and from one at the model's width (the copy),
+// with the AVX2 loops where the CPU has them and with the Go loops.
 func BenchmarkLetterbox(b *testing.B) {
 	avx2, vbmi := useAVX2, useVBMI
 	b.Cleanup(func() { useAVX2, useVBMI = avx2, vbmi })
-	// The stored size and EXIF orientation: bus.jpg, a video frame, and
-	// bus.jpg stored turned 90° (bus_exif6.jpg).
-	for _, sz := range [][3]int{{810, 1080, 1}, {1280, 720, 1}, {1080, 810, 6}} {
+	// The stored size and EXIF orientation: bus.jpg, a video frame,
+	// bus.jpg stored turned 90° (bus_exif6.jpg), and a photo at the
+	// model's width (person.jpg, copied).
+	for _, sz := range [][3]int{{810, 1080, 1}, {1280, 720, 1}, {1080, 810, 6}, {640, 424, 1}} {
 		for _, loops := range []string{"vbmi", "avx2", "go"} {
 			if loops == "avx2" && !avx2 || loops == "vbmi" && !vbmi {
 				continue

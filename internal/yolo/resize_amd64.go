@@ -106,3 +106,24 @@ func area2SIMD(row0, row1 []byte, r, g, b []float32) int {
 	area2AVX2(&row0[0], &row1[0], &area2Perm[0], &r[0], &g[0], &b[0], n, permuted)
 	return n
 }
+
+//go:noescape
+func storeAVX2(src *byte, rout, gout, bout *float32, n int)
+
+// storeSIMD does store's work for the first pixels of an interleaved RGB
+// row, eight at a time, and returns how many it did (none without AVX2).
+// It leaves the last pixels to the Go loop: the dword of each pixel is
+// read, whose last byte passes the row's end.
+func storeSIMD(rgb []byte, r, g, b []float32) int {
+	if !useAVX2 {
+		return 0
+	}
+	// The block ending at pixel n-1 reads up to byte 3n.
+	n := min(len(r), (len(rgb)-1)/3) &^ 7
+	if n <= 0 {
+		return 0
+	}
+	_, _ = g[n-1], b[n-1]
+	storeAVX2(&rgb[0], &r[0], &g[0], &b[0], n)
+	return n
+}

@@ -249,3 +249,60 @@ adone:
 TEXT ·sfence(SB), NOSPLIT, $0-0
 	SFENCE
 	RET
+
+// The byte offsets of eight pixels of an interleaved RGB row.
+DATA rgbidx<>+0(SB)/4, $0
+DATA rgbidx<>+4(SB)/4, $3
+DATA rgbidx<>+8(SB)/4, $6
+DATA rgbidx<>+12(SB)/4, $9
+DATA rgbidx<>+16(SB)/4, $12
+DATA rgbidx<>+20(SB)/4, $15
+DATA rgbidx<>+24(SB)/4, $18
+DATA rgbidx<>+28(SB)/4, $21
+GLOBL rgbidx<>(SB), RODATA|NOPTR, $32
+
+// PLANE stores at out(AX*1) the eight lanes' low bytes of Y3 divided
+// by 255 (Y14: 0xff, Y12: 255.0).
+#define PLANE(out) \
+	VPAND Y14, Y3, Y3; \
+	VCVTDQ2PS Y3, Y3; \
+	VDIVPS Y12, Y3, Y3; \
+	VMOVUPS Y3, (out)(AX*1)
+
+// func storeAVX2(src *byte, rout, gout, bout *float32, n int)
+//
+// For each of the n pixels x (n a multiple of 8) of an interleaved RGB
+// row: r[x] = src[3x]/255, g[x] = src[3x+1]/255, b[x] = src[3x+2]/255.
+// Eight pixels at a time, the dwords at 3x are gathered and their low
+// three bytes split; the last one read ends at byte 3n.
+TEXT ·storeAVX2(SB), NOSPLIT, $0-40
+	MOVQ src+0(FP), SI
+	MOVQ rout+8(FP), R10
+	MOVQ gout+16(FP), R11
+	MOVQ bout+24(FP), R12
+	MOVQ n+32(FP), CX
+	VMOVDQU rgbidx<>(SB), Y0
+	VPCMPEQD Y15, Y15, Y15
+	VPSRLD $24, Y15, Y14 // 0xff in each lane
+	SPLATL($0x437f0000, X12, Y12) // 255.0
+	XORQ AX, AX
+	TESTQ CX, CX
+	JZ sdone
+
+sloop:
+	VMOVDQA Y15, Y1
+	VPGATHERDD Y1, (SI)(Y0*1), Y2
+	VMOVDQA Y2, Y3
+	PLANE(R10)
+	VPSRLD $8, Y2, Y3
+	PLANE(R11)
+	VPSRLD $16, Y2, Y3
+	PLANE(R12)
+	ADDQ $24, SI
+	ADDQ $32, AX
+	SUBQ $8, CX
+	JNZ sloop
+
+sdone:
+	VZEROUPPER
+	RET
