@@ -334,6 +334,7 @@ func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32) {
 	if dw*dh >= 100_000 && cores > 1 {
 		bands = resizeBands
 	}
+	stream := cores == 1
 	var wg sync.WaitGroup
 	for b := 0; b < bands; b++ {
 		c := &rz.bands[b]
@@ -348,18 +349,18 @@ func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rz.vertical(img, lb, dst, c, y0, y1, vecPix)
+			rz.vertical(img, lb, dst, c, y0, y1, vecPix, stream)
 		}()
 	}
 	wg.Wait()
 }
 
 // vertical computes output rows y0 to y1 from the horizontally resized
-// source rows and writes them as normalised planes.
-func (rz *resizer) vertical(img *decode.Image, lb Letterbox, dst []float32, c *rowCache, y0, y1 int, vecPix [3]int) {
+// source rows and writes them as normalised planes, with stream past the
+// caches.
+func (rz *resizer) vertical(img *decode.Image, lb Letterbox, dst []float32, c *rowCache, y0, y1 int, vecPix [3]int, stream bool) {
 	dw, sh := lb.NewW, lb.SrcH
 	plane := lb.DstW * lb.DstH
-	stream := rz.cores == 1
 	if stream {
 		defer sfence()
 	}
