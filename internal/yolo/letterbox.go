@@ -62,17 +62,16 @@ type resizer struct {
 	b0    []int32 // the upper tap's coefficient of each row
 	b1    []int32 // and the lower tap's
 	bands [resizeBands]rowCache
-	line  [3][]float32 // a copied row on its way past the caches
 	// cores is how many cores the next resize may take; 0 means
 	// GOMAXPROCS. With more than one, a large resize is cut into bands
 	// resized in parallel, and the tensor, which the detector pads through
 	// beforehand, is written through the caches. With one (an image that
 	// is not alone: the other cores are busy, and a band handed to one
-	// waits for it), a resize or a copy streams its stores past the
+	// waits for it), the vertical pass streams its stores past the
 	// caches: the tensor is cold after the other images' inferences, and
 	// each store would first read its line from memory (bus.jpg's
-	// letterbox on a cold tensor on the Xeon of 4 December: 2.25 ms, 1.47
-	// streamed; 0.65 warm either way). A 2× reduction does not (area2).
+	// letterbox on a cold tensor on the Xeon of 4 December: 2.25 ms,
+	// 1.47 streamed; 0.65 warm either way).
 	cores int
 }
 
@@ -124,57 +123,16 @@ func (rz *resizer) fillImage(img *decode.Image, lb Letterbox, dst []float32) {
 	if img.Orientation > 1 && (lb.copies() || lb.halves()) {
 		img.Orient()
 	}
-	cores := rz.cores
-	if cores == 0 {
-		cores = runtime.GOMAXPROCS(0)
-	}
 	switch {
 	case lb.copies():
-		stream := cores == 1
-		stride := img.Width * 3
 		for y := 0; y < lb.NewH; y++ {
-			r, g, b := rz.outRow(lb, dst, y, stream)
-			storeRGB(img.Pix[y*stride:(y+1)*stride], r, g, b)
-			rz.streamOut(lb, dst, y, stream)
-		}
-		if stream {
-			sfence()
+			lb.store(dst, y, img.Pix[y*img.Width*3:(y+1)*img.Width*3])
 		}
 	case lb.halves():
 		rz.area2(img, lb, dst)
 	default:
-		rz.linear(img, lb, dst, cores)
+		rz.linear(img, lb, dst)
 	}
-}
-
-// outRow returns where row y of a copied image is computed: its place in
-// dst's planes, or with stream the resizer's row buffers, which streamOut
-// then copies there past the caches. The copy's vector loop writes the
-// three planes in turn, a half cache line each, and streamed so it ran
-// slower than through the caches; a row at a time from the buffers, each
-// line whole, it runs faster (640×424 on the Xeon of 4 December, with 768
-// MB of other memory written before each: 0.73–0.74 ms, 0.47–0.56 and
-// 0.28–0.30, medians).
-func (rz *resizer) outRow(lb Letterbox, dst []float32, y int, stream bool) (r, g, b []float32) {
-	if !stream {
-		return lb.planes(dst, y)
-	}
-	for p := range rz.line {
-		rz.line[p] = grow(rz.line[p], lb.NewW)
-	}
-	return rz.line[0], rz.line[1], rz.line[2]
-}
-
-// streamOut copies row y from the row buffers into dst's planes past the
-// caches, with stream; the caller calls sfence after.
-func (rz *resizer) streamOut(lb Letterbox, dst []float32, y int, stream bool) {
-	if !stream {
-		return
-	}
-	r, g, b := lb.planes(dst, y)
-	streamRow(r, rz.line[0])
-	streamRow(g, rz.line[1])
-	streamRow(b, rz.line[2])
 }
 
 // copies reports whether the image goes into the input at its own size.
@@ -229,19 +187,16 @@ func (lb Letterbox) planes(dst []float32, y int) (r, g, b []float32) {
 	return dst[o : o+lb.NewW], dst[plane+o : plane+o+lb.NewW], dst[2*plane+o : 2*plane+o+lb.NewW]
 }
 
-// storeRGB writes the pixels of an interleaved RGB row into r, g and b,
-// normalised.
-func storeRGB(rgb []byte, r, g, b []float32) {
+// store writes one resized RGB row into the planes at row y of the image.
+func (lb Letterbox) store(dst []float32, y int, rgb []byte) {
+	r, g, b := lb.planes(dst, y)
 	for x := storeSIMD(rgb, r, g, b); x < len(r); x++ {
 		r[x], g[x], b[x] = lut[rgb[3*x]], lut[rgb[3*x+1]], lut[rgb[3*x+2]]
 	}
 }
 
 // area2 is OpenCV's fast INTER_AREA for an exact 2× reduction, each 2×2
-// block averaged with rounding and written straight into the planes,
-// through the caches: streamed a row at a time from the row buffers, as a
-// copy is, it ran slower (1280×720 as outRow measures: 0.53–0.57 ms
-// against 0.47–0.50).
+// block averaged with rounding and written straight into the planes.
 func (rz *resizer) area2(img *decode.Image, lb Letterbox, dst []float32) {
 	stride := img.Width * 3
 	for y := 0; y < lb.NewH; y++ {
@@ -334,9 +289,8 @@ func grow[T any](b []T, n int) []T {
 }
 
 // linear is cv::resize(INTER_LINEAR) for 8-bit, 3-channel images, fused
-// with the conversion to normalised planes, on cores cores: in bands
-// where it has more than one, streamed past the caches where it has one.
-func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32, cores int) {
+// with the conversion to normalised planes.
+func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32) {
 	sw, sh, dw, dh := lb.SrcW, lb.SrcH, lb.NewW, lb.NewH
 	rz.xofs, rz.a0, rz.a1 = grow(rz.xofs, dw), grow(rz.a0, dw), grow(rz.a1, dw)
 	rz.yofs, rz.b0, rz.b1 = grow(rz.yofs, dh), grow(rz.b0, dh), grow(rz.b1, dh)
@@ -373,7 +327,10 @@ func (rz *resizer) linear(img *decode.Image, lb Letterbox, dst []float32, cores 
 			vecPix[c] = (vec-c-1)/3 + 1
 		}
 	}
-	bands := 1
+	bands, cores := 1, rz.cores
+	if cores == 0 {
+		cores = runtime.GOMAXPROCS(0)
+	}
 	if dw*dh >= 100_000 && cores > 1 {
 		bands = resizeBands
 	}

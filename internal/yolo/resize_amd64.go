@@ -25,29 +25,6 @@ func blendAVX2(out *float32, asrc, bsrc *int32, n int, b0, b1 int32, stream int)
 // sfence orders the non-temporal stores before it before the stores after.
 func sfence()
 
-//go:noescape
-func streamAVX2(dst, src *float32, n int)
-
-// streamRow copies src into dst, past the caches from dst's first 64-byte
-// boundary on, a whole cache line at a time; the values before it and
-// after the last whole line go through the caches, as do all of them
-// without AVX2. The caller calls sfence after.
-func streamRow(dst, src []float32) {
-	dst = dst[:len(src)]
-	h := 0
-	if len(dst) > 0 {
-		h = min(len(dst), int((64-uintptr(unsafe.Pointer(&dst[0]))&63)&63)/4)
-	}
-	n := (len(dst) - h) &^ 15
-	if !useAVX2 || n == 0 {
-		copy(dst, src)
-		return
-	}
-	copy(dst[:h], src[:h])
-	streamAVX2(&dst[h], &src[h], n)
-	copy(dst[h+n:], src[h+n:])
-}
-
 // hrowSIMD computes the first columns of a horizontally resized row, as
 // hrow's loop over neighbouring taps does, eight at a time; it returns how
 // many it computed (none without AVX2). The offsets in xo0 rise from

@@ -306,31 +306,3 @@ sloop:
 sdone:
 	VZEROUPPER
 	RET
-
-// func streamAVX2(dst, src *float32, n int)
-//
-// Copies the n values at src (n a multiple of 16) to dst, which is 64-byte
-// aligned, with non-temporal stores, which the caller orders with sfence.
-// Each cache line of dst is written whole by two stores in a row, so that
-// it leaves the write-combining buffer whole: three planes written a
-// half line at a time in turn ran slower than stores through the caches.
-TEXT ·streamAVX2(SB), NOSPLIT, $0-24
-	MOVQ dst+0(FP), DI
-	MOVQ src+8(FP), SI
-	MOVQ n+16(FP), CX
-	XORQ AX, AX
-	TESTQ CX, CX
-	JZ cdone
-
-cloop:
-	VMOVUPS (SI)(AX*1), Y0
-	VMOVUPS 32(SI)(AX*1), Y1
-	VMOVNTPS Y0, (DI)(AX*1)
-	VMOVNTPS Y1, 32(DI)(AX*1)
-	ADDQ $64, AX
-	SUBQ $16, CX
-	JNZ cloop
-
-cdone:
-	VZEROUPPER
-	RET

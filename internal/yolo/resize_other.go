@@ -17,9 +17,6 @@ func blendVectorSIMD(out []float32, a, b []int32, b0, b1 int32, stream bool) int
 // sfence does nothing: nothing streams.
 func sfence() {}
 
-// streamRow copies src into dst through the caches.
-func streamRow(dst, src []float32) { copy(dst, src) }
-
 // area2SIMD averages no pixel: area2's Go loop does them all.
 func area2SIMD(row0, row1 []byte, r, g, b []float32) int { return 0 }
 
