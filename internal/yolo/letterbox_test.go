@@ -283,12 +283,22 @@ func TestResizeVectorLoopsMatchGoLoops(t *testing.T) {
 	if vbmi {
 		loops = append(loops, "vbmi")
 	}
+	type size struct{ w, h, dst int }
+	var sizes []size
 	for _, sz := range resizeSizes(8) {
-		img := randomImage(sz[0], sz[1], uint64(sz[0]*3+sz[1]))
-		lb := NewLetterbox(sz[0], sz[1], 640, 640)
+		sizes = append(sizes, size{sz[0], sz[1], 640})
+	}
+	// Copies and 2× reductions whose rows start 15 values before a
+	// 64-byte boundary, and an input whose rows start anywhere, which the
+	// streamed blend reaches its 32-byte boundaries in at every value.
+	sizes = append(sizes, size{637, 640, 640}, size{1274, 1280, 640},
+		size{637, 400, 637}, size{1274, 800, 637}, size{810, 1080, 637})
+	for _, sz := range sizes {
+		img := randomImage(sz.w, sz.h, uint64(sz.w*3+sz.h))
+		lb := NewLetterbox(sz.w, sz.h, sz.dst, sz.dst)
 		fill := func(l string, cores int) []float32 {
 			useAVX2, useVBMI = l != "go", l == "vbmi"
-			dst := make([]float32, 3*640*640)
+			dst := make([]float32, 3*sz.dst*sz.dst)
 			rz := resizer{cores: cores}
 			rz.Fill(img, lb, dst)
 			return dst
@@ -300,8 +310,9 @@ func TestResizeVectorLoopsMatchGoLoops(t *testing.T) {
 				got := fill(l, cores)
 				for i := range want {
 					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-						t.Fatalf("%dx%d: value %d (channel %d, y %d, x %d) = %v with %s on %d cores, %v with the Go loops",
-							sz[0], sz[1], i, i/(640*640), i/640%640, i%640, got[i], l, cores, want[i])
+						plane := sz.dst * sz.dst
+						t.Fatalf("%dx%d into %d: value %d (channel %d, y %d, x %d) = %v with %s on %d cores, %v with the Go loops",
+							sz.w, sz.h, sz.dst, i, i/plane, i%plane/sz.dst, i%sz.dst, got[i], l, cores, want[i])
 					}
 				}
 			}
