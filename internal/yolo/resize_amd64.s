@@ -21,6 +21,20 @@
 	VMOVDQA Y15, Y1; \
 	VPGATHERDD Y1, 3(base)(Y0*1), hi
 
+// UNITCONSTS sets the registers that NORM and the byte masks read: Y15
+// all ones (also the gathers' mask), Y14 0xff in each lane, Y12 255.0.
+#define UNITCONSTS \
+	VPCMPEQD Y15, Y15, Y15; \
+	VPSRLD $24, Y15, Y14; \
+	SPLATL($0x437f0000, X12, Y12)
+
+// NORM stores at addr the eight dwords of v, values 0–255, as float32
+// divided by 255 (Y12: 255.0), as im.float() / 255 computes them.
+#define NORM(v, addr) \
+	VCVTDQ2PS v, v; \
+	VDIVPS Y12, v, v; \
+	VMOVUPS v, addr
+
 // TAPS stores at out(AX*1), for the eight lanes, lsrc's byte 0 times
 // Y4's low word plus rsrc's byte 2 times Y4's high word: the lane's low
 // word is taken from lsrc and its high word from rsrc, both masked to
@@ -173,9 +187,7 @@ GLOBL area2idx<>(SB), RODATA|NOPTR, $32
 	VPADDD Y7, Y6, Y6; \
 	VPADDD Y13, Y6, Y6; \
 	VPSRLD $2, Y6, Y6; \
-	VCVTDQ2PS Y6, Y6; \
-	VDIVPS Y12, Y6, Y6; \
-	VMOVUPS Y6, (out)
+	NORM(Y6, (out))
 
 // NEXTBYTE moves the next channel's bytes of Y2–Y5 to the low bytes.
 #define NEXTBYTE \
@@ -202,10 +214,8 @@ TEXT ·area2AVX2(SB), NOSPLIT, $0-64
 	MOVQ n+48(FP), CX
 	MOVQ permuted+56(FP), BX
 	VMOVDQU area2idx<>(SB), Y0
-	VPCMPEQD Y15, Y15, Y15
-	VPSRLD $24, Y15, Y14 // 0xff in each lane
+	UNITCONSTS
 	SPLATL($2, X13, Y13)
-	SPLATL($0x437f0000, X12, Y12) // 255.0
 	TESTQ CX, CX
 	JZ adone
 	TESTQ BX, BX
@@ -265,9 +275,7 @@ GLOBL rgbidx<>(SB), RODATA|NOPTR, $32
 // by 255 (Y14: 0xff, Y12: 255.0).
 #define PLANE(out) \
 	VPAND Y14, Y3, Y3; \
-	VCVTDQ2PS Y3, Y3; \
-	VDIVPS Y12, Y3, Y3; \
-	VMOVUPS Y3, (out)(AX*1)
+	NORM(Y3, (out)(AX*1))
 
 // func storeAVX2(src *byte, rout, gout, bout *float32, n int)
 //
@@ -282,9 +290,7 @@ TEXT ·storeAVX2(SB), NOSPLIT, $0-40
 	MOVQ bout+24(FP), R12
 	MOVQ n+32(FP), CX
 	VMOVDQU rgbidx<>(SB), Y0
-	VPCMPEQD Y15, Y15, Y15
-	VPSRLD $24, Y15, Y14 // 0xff in each lane
-	SPLATL($0x437f0000, X12, Y12) // 255.0
+	UNITCONSTS
 	XORQ AX, AX
 	TESTQ CX, CX
 	JZ sdone
