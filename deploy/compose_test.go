@@ -262,7 +262,7 @@ func TestDockerfiles(t *testing.T) {
 	for _, in := range all {
 		text += in.line + "\n"
 	}
-	for _, want := range []string{"make ort ORT_FLAVOR=${FLAVOR}", "COPY --from=build /out/lib /app/lib", "libturbojpeg0", "libpng16-16", "nvidia/cuda:13", "ENV ORT_PROVIDER=cuda"} {
+	for _, want := range []string{"make ort ORT_FLAVOR=${FLAVOR}", "COPY --from=build /out/lib /app/lib", "libturbojpeg0", "libpng16-16", "libdeflate0", "nvidia/cuda:13", "ENV ORT_PROVIDER=cuda"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("Dockerfile.worker lacks %q", want)
 		}

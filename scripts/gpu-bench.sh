@@ -36,9 +36,9 @@ stage)
     lib/onnxruntime/libonnxruntime_providers_shared.so "$stage/root/lib/onnxruntime/"
   # The decoders the bench's stages use, from this machine (the GPU machine
   # has none); cp -L follows the links to the libraries themselves.
-  for l in libturbojpeg.so.0 libpng16.so.16; do
+  for l in libturbojpeg.so.0 libpng16.so.16 libdeflate.so.0; do
     p=$(ldconfig -p | awk -v l="$l" '$1 == l && /x86-64/ {print $NF; exit}')
-    [ -n "$p" ] || { echo "gpu-bench: $l not found here (apt-get install libturbojpeg0 libpng16-16)" >&2; exit 1; }
+    [ -n "$p" ] || { echo "gpu-bench: $l not found here (apt-get install libturbojpeg0 libpng16-16 libdeflate0)" >&2; exit 1; }
     cp -L "$p" "$stage/root/lib/$l"
   done
   cp bin/bench bin/api bin/worker "$stage/root/bin/"

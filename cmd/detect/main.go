@@ -61,7 +61,7 @@ func run(args []string) int {
 	d, err := yolo.Open(yolo.Config{
 		ModelPath: *model, Library: cfg.ORTLib, Telemetry: cfg.ORTTelemetry, Provider: cfg.ORTProvider, FallbackCPU: cfg.ORTFallbackCPU,
 		Concurrency: 1, Threads: cfg.ORTThreads,
-		Decoder: &decode.Decoder{JPEG: imagelib.JPEGOrFallback(cfg.TurboJPEGLib, log), PNG: imagelib.PNGOrFallback(cfg.LibPNGLib, log),
+		Decoder: &decode.Decoder{JPEG: imagelib.JPEGOrFallback(cfg.TurboJPEGLib, log), PNG: imagelib.PNGOrFallback(cfg.LibPNGLib, cfg.LibDeflateLib, log),
 			MaxPixels: cfg.MaxPixels},
 	})
 	if err != nil {

@@ -55,7 +55,7 @@ func run() error {
 	defer stop()
 
 	jpeg := imagelib.JPEGOrFallback(cfg.TurboJPEGLib, log)
-	png := imagelib.PNGOrFallback(cfg.LibPNGLib, log)
+	png := imagelib.PNGOrFallback(cfg.LibPNGLib, cfg.LibDeflateLib, log)
 	model := cfg.ResolveModel()
 	opened := time.Now()
 	det, err := yolo.Open(yolo.Config{

@@ -18,7 +18,8 @@ import (
 
 // StagesJob is what a stages process measures (this program run again
 // with -stages): each photo through the default worker's detector, Runs
-// times, with libjpeg-turbo and libpng, then with Go's decoders.
+// times, with the worker's decoders (libjpeg-turbo, and libdeflate in
+// front of libpng), then with Go's decoders.
 type StagesJob struct {
 	Model    string   `json:"model"`
 	Library  string   `json:"library"`
@@ -30,7 +31,7 @@ type StagesJob struct {
 // StagesRun is what a stages process measured.
 type StagesRun struct {
 	Policy   string        `json:"policy"`   // its threads' scheduling policy: "batch" as a worker's, or "normal"
-	Stages   []StageResult `json:"stages"`   // libjpeg-turbo and libpng
+	Stages   []StageResult `json:"stages"`   // the worker's decoders
 	Decoders []StageResult `json:"decoders"` // Go's decoders
 }
 
@@ -59,7 +60,11 @@ func measureStages(job StagesJob) (StagesRun, error) {
 	if err != nil {
 		return r, fmt.Errorf("bench needs libpng: %w", err)
 	}
-	if r.Stages, err = stages(job, &decode.Decoder{JPEG: turbo, PNG: libpng}); err != nil {
+	png, err := imagelib.OpenDeflatePNG("", libpng)
+	if err != nil {
+		return r, fmt.Errorf("bench needs libdeflate: %w", err)
+	}
+	if r.Stages, err = stages(job, &decode.Decoder{JPEG: turbo, PNG: png}); err != nil {
 		return r, err
 	}
 	r.Decoders, err = stages(job, &decode.Decoder{JPEG: decode.GoJPEG{}, PNG: decode.GoPNG{}})

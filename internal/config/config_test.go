@@ -92,7 +92,7 @@ func TestEveryVariableRead(t *testing.T) {
 		"REDIS_URL": "redis://r:6380/1", "REDIS_WAIT_REPLICAS": "1", "API_ADDR": ":6000", "WORKER_ADDR": ":9092",
 		"UPLOAD_DIR": "/tmp/up", "UPLOAD_STORE": "redis", "MODEL_PATH": "m.onnx", "ORT_LIB": "/x/libonnxruntime.so",
 		"ORT_PROVIDER": "cuda", "ORT_FALLBACK_CPU": "true", "ORT_CUDNN_CONV_ALGO_SEARCH": "exhaustive", "ORT_CUDA_PINNED_MEMORY": "false", "ORT_CUDA_TF32": "true", "ORT_TELEMETRY": "true", "ORT_THREADS": "3", "ORT_SESSIONS": "1", "ORT_SOLO_THREADS": "1",
-		"TURBOJPEG_LIB": "/x/libturbojpeg.so", "LIBPNG_LIB": "/x/libpng16.so",
+		"TURBOJPEG_LIB": "/x/libturbojpeg.so", "LIBPNG_LIB": "/x/libpng16.so", "LIBDEFLATE_LIB": "/x/libdeflate.so",
 		"WORKER_CONCURRENCY": "5", "WORKER_PREFETCH": "0", "WORKER_POLL_INTERVAL": "50ms",
 		"BATCH_MAX": "8", "BATCH_WAIT": "5ms", "BATCH_PADDING": "full", "API_KEYS": "k", "RATE_LIMIT": "10", "RATE_BURST": "5",
 		"MAX_UPLOAD_BYTES": "4096", "MAX_PIXELS": "1000", "MAX_INFLIGHT_UPLOADS": "3", "MAX_INFLIGHT_BYTES": "100000000", "UPLOAD_MIN_RATE": "0", "MAX_QUEUE": "7", "UPLOAD_DISK_RESERVE": "0", "UPLOAD_FSYNC": "always",

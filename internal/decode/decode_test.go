@@ -36,9 +36,20 @@ func libpng(tb testing.TB) decode.PNGDecoder {
 	return d
 }
 
-// pngDecoders are the two PNG decoders, which must give the same pixels.
+// deflatePNG is libdeflate's decoder, passing what it does not decode to
+// libpng.
+func deflatePNG(tb testing.TB) decode.PNGDecoder {
+	tb.Helper()
+	d, err := imagelib.OpenDeflatePNG("", libpng(tb))
+	if err != nil {
+		tb.Fatalf("libdeflate (apt-get install libdeflate0): %v", err)
+	}
+	return d
+}
+
+// pngDecoders are the three PNG decoders, which must give the same pixels.
 func pngDecoders(tb testing.TB) []decode.PNGDecoder {
-	return []decode.PNGDecoder{decode.GoPNG{}, libpng(tb)}
+	return []decode.PNGDecoder{decode.GoPNG{}, libpng(tb), deflatePNG(tb)}
 }
 
 // rgbOf returns the RGB bytes OpenCV's IMREAD_COLOR gives for m: alpha
@@ -138,8 +149,8 @@ func TestDecodePNGFormats(t *testing.T) {
 	}
 }
 
-// TestPNGDecodersAgree decodes the shared PNGs with libpng and Go's
-// decoder: the pixels are the same, bit for bit.
+// TestPNGDecodersAgree decodes the shared PNGs with each PNG decoder: the
+// pixels are Go's decoder's, bit for bit.
 func TestPNGDecodersAgree(t *testing.T) {
 	n := 0
 	for _, name := range testenv.Images(t) {
@@ -148,14 +159,15 @@ func TestPNGDecodersAgree(t *testing.T) {
 			continue
 		}
 		n++
-		var got [2]decode.Image
-		for i, dec := range pngDecoders(t) {
+		decs := pngDecoders(t)
+		got := make([]decode.Image, len(decs))
+		for i, dec := range decs {
 			if _, err := (&decode.Decoder{PNG: dec}).Decode(data, &got[i]); err != nil {
 				t.Fatalf("%s, %s: %v", name, dec.Name(), err)
 			}
-		}
-		if got[0].Width != got[1].Width || got[0].Height != got[1].Height || !bytes.Equal(got[0].Pix, got[1].Pix) {
-			t.Errorf("%s: Go's decoder and libpng differ (%dx%d, %dx%d)", name, got[0].Width, got[0].Height, got[1].Width, got[1].Height)
+			if got[i].Width != got[0].Width || got[i].Height != got[0].Height || !bytes.Equal(got[i].Pix, got[0].Pix) {
+				t.Errorf("%s: %s and %s differ (%dx%d, %dx%d)", name, decs[0].Name(), dec.Name(), got[0].Width, got[0].Height, got[i].Width, got[i].Height)
+			}
 		}
 	}
 	if n == 0 {

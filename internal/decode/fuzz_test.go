@@ -43,9 +43,10 @@ func FuzzInspect(f *testing.F) {
 
 // FuzzDecode: the decoder entry turns any bytes into upright pixels of the
 // size the header promised, or a typed client error, with the worker's
-// decoders (libjpeg-turbo, libpng) and with Go's; where libpng and Go's
-// decoder both take a PNG, their pixels are the same; and decoding in
-// strips gives what decoding whole gives.
+// decoders (libjpeg-turbo, libdeflate in front of libpng) and with Go's;
+// where the worker's and Go's decoder both take a PNG, their pixels are
+// the same; libpng alone gives the worker's error or pixels; and decoding
+// in strips gives what decoding whole gives.
 func FuzzDecode(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s)
@@ -59,10 +60,11 @@ func FuzzDecode(f *testing.F) {
 	}
 	// A JPEG with a restart marker every row of MCUs, which decodes in strips.
 	restarts := testenv.JPEGTran(f, testenv.EncodeJPEG(f, testenv.Gradient(48, 160), 90), "-restart", "1")
-	for _, s := range [][]byte{testenv.EncodePNG(f, gray), testenv.EncodePNG(f, pal), testenv.InterlacedPNG(f, rgba), restarts} {
+	for _, s := range [][]byte{testenv.EncodePNG(f, gray), testenv.EncodePNG(f, pal), testenv.EncodePNG(f, rgba), testenv.InterlacedPNG(f, rgba), restarts} {
 		f.Add(s)
 	}
-	native := &decode.Decoder{JPEG: turbo(f), PNG: libpng(f), MaxPixels: 1 << 18}
+	native := &decode.Decoder{JPEG: turbo(f), PNG: deflatePNG(f), MaxPixels: 1 << 18}
+	libpngOnly := &decode.Decoder{JPEG: turbo(f), PNG: libpng(f), MaxPixels: 1 << 18}
 	goOnly := &decode.Decoder{MaxPixels: 1 << 18}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var imgs [2]decode.Image
@@ -82,7 +84,16 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 		if errs[0] == nil && errs[1] == nil && bytes.HasPrefix(data, []byte("\x89PNG")) && !bytes.Equal(imgs[0].Pix, imgs[1].Pix) {
-			t.Fatal("libpng and Go's decoder give different pixels")
+			t.Fatal("the worker's PNG decoder and Go's give different pixels")
+		}
+		if bytes.HasPrefix(data, []byte("\x89PNG")) {
+			var lib decode.Image
+			_, err := libpngOnly.Decode(data, &lib)
+			if fmt.Sprint(err) != fmt.Sprint(errs[0]) {
+				t.Fatalf("libpng alone: error %v, with libdeflate: %v", err, errs[0])
+			} else if err == nil && !bytes.Equal(lib.Pix, imgs[0].Pix) {
+				t.Fatal("libpng alone gives other pixels than with libdeflate in front")
+			}
 		}
 		var strips decode.Image
 		_, err := native.DecodeStored(data, &strips, 3)

@@ -500,15 +500,16 @@ func TestPanicFailsOnlyThatTask(t *testing.T) {
 	}
 }
 
-// TestWorkerWithoutImageLibraries: a worker whose libjpeg-turbo and libpng
-// cannot be loaded says so at start, naming the files, and decodes with
-// Go's decoders instead: JPEGs are still detected, and a PNG gives the
-// detections libpng gives, since both decoders give the same pixels.
+// TestWorkerWithoutImageLibraries: a worker whose libjpeg-turbo, libpng
+// and libdeflate cannot be loaded says so at start, naming the files, and
+// decodes with Go's decoders instead: JPEGs are still detected, and a PNG
+// gives the detections libpng gives, since both decoders give the same
+// pixels.
 func TestWorkerWithoutImageLibraries(t *testing.T) {
 	h := newHarness(t, options{})
 	dir := t.TempDir()
-	noJPEG, noPNG := filepath.Join(dir, "libturbojpeg.so.0"), filepath.Join(dir, "libpng16.so.16")
-	w := testenv.Start(t, "worker", h.workerEnv(t, "TURBOJPEG_LIB="+noJPEG, "LIBPNG_LIB="+noPNG)...)
+	noJPEG, noPNG, noDeflate := filepath.Join(dir, "libturbojpeg.so.0"), filepath.Join(dir, "libpng16.so.16"), filepath.Join(dir, "libdeflate.so.0")
+	w := testenv.Start(t, "worker", h.workerEnv(t, "TURBOJPEG_LIB="+noJPEG, "LIBPNG_LIB="+noPNG, "LIBDEFLATE_LIB="+noDeflate)...)
 	png := testenv.ReadImage(t, "person.png")
 	jpg := h.submit(testenv.ReadImage(t, "bus.jpg"), nil)
 	pngID := h.submit(png, nil)
@@ -524,7 +525,7 @@ func TestWorkerWithoutImageLibraries(t *testing.T) {
 		t.Errorf("person.png with Go's decoder against libpng (-want +got):\n%s", diff)
 	}
 	out := w.Output()
-	for _, want := range []string{"libjpeg-turbo not available", noJPEG, "libpng not available", noPNG} {
+	for _, want := range []string{"libjpeg-turbo not available", noJPEG, "libpng not available", noPNG, "libdeflate not available", noDeflate} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the worker's log does not say %q:\n%s", want, out)
 		}

@@ -206,14 +206,24 @@ func (PNG) DecodePNG(data []byte, h decode.Header, dst []byte) ([]byte, error) {
 	return dst, nil
 }
 
-// PNGOrFallback returns libpng's decoder when the library at path
-// (DefaultPNGLibrary when empty) loads, and otherwise logs a warning and
-// returns Go's decoder, whose pixels are the same, more slowly.
-func PNGOrFallback(path string, log *slog.Logger) decode.PNGDecoder {
-	dec, err := OpenPNG(path)
-	if err != nil {
+// PNGOrFallback returns the worker's PNG decoder: libdeflate's path
+// (DeflatePNG, with the library at deflatePath, DefaultDeflateLibrary
+// when empty) in front of libpng's decoder (pngPath, DefaultPNGLibrary
+// when empty). A library that does not load is left out with a warning:
+// without libpng, Go's decoder takes its place, with the same pixels in
+// about twice the time; without libdeflate, libpng decodes every PNG,
+// photos in about 2.4 times as long.
+func PNGOrFallback(pngPath, deflatePath string, log *slog.Logger) decode.PNGDecoder {
+	var next decode.PNGDecoder = decode.GoPNG{}
+	if lib, err := OpenPNG(pngPath); err != nil {
 		log.Warn("libpng not available; decoding PNG with Go's image/png, which gives the same pixels in about twice the time (install libpng16-16 or set LIBPNG_LIB)", "error", err)
-		return decode.GoPNG{}
+	} else {
+		next = lib
+	}
+	dec, err := OpenDeflatePNG(deflatePath, next)
+	if err != nil {
+		log.Warn("libdeflate not available; RGB PNGs take about 2.4 times as long to decode, with the same pixels (install libdeflate0 or set LIBDEFLATE_LIB)", "error", err)
+		return next
 	}
 	return dec
 }

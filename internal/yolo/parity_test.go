@@ -30,9 +30,13 @@ func openDetector(tb testing.TB, model string, cfg yolo.Config) *yolo.Detector {
 		if err != nil {
 			tb.Fatalf("parity needs libjpeg-turbo (apt-get install libturbojpeg0): %v", err)
 		}
-		png, err := imagelib.OpenPNG("")
+		libpng, err := imagelib.OpenPNG("")
 		if err != nil {
 			tb.Fatalf("the worker's decoders need libpng (apt-get install libpng16-16): %v", err)
+		}
+		png, err := imagelib.OpenDeflatePNG("", libpng)
+		if err != nil {
+			tb.Fatalf("the worker's decoders need libdeflate (apt-get install libdeflate0): %v", err)
 		}
 		cfg.Decoder = &decode.Decoder{JPEG: jpeg, PNG: png}
 	}
