@@ -68,29 +68,21 @@ static inline __m128i select_si128(__m128i mask, __m128i yes, __m128i no) {
 	return _mm_or_si128(_mm_and_si128(mask, yes), _mm_andnot_si128(mask, no));
 }
 
-// png_unfilter reconstructs one row of n bytes, bpp (3 or 4) bytes a
-// pixel, from its filtered bytes raw and the reconstructed row above,
-// prev (zeros for the first row), into cur. The filters are the PNG
-// specification's; Sub, Average and Paeth, whose bytes depend on the
-// pixel before, take a pixel at a time in SSE2 lanes, as libpng's SSE2
-// filters do. raw and prev may be read one byte past n.
-static inline void png_unfilter(int filter, unsigned char *cur, const unsigned char *raw,
-                                const unsigned char *prev, size_t n, size_t bpp) {
+// unfilter_left reconstructs one row of n bytes, bpp (3 or 4) bytes a
+// pixel, filtered with Sub (1), Average (3) or Paeth (4), whose bytes
+// depend on the pixel before: a pixel at a time in SSE2 lanes, as
+// libpng's SSE2 filters do. See png_unfilter for the arguments.
+static inline void unfilter_left(int filter, unsigned char *cur, const unsigned char *raw,
+                                 const unsigned char *prev, size_t n, size_t bpp) {
 	const __m128i zero = _mm_setzero_si128();
 	__m128i a = zero, b, c, d;
 	size_t i;
 	switch (filter) {
-	case 0:
-		memcpy(cur, raw, n);
-		break;
 	case 1:
 		for (i = 0; i < n; i += bpp) {
 			a = _mm_add_epi8(a, px_load(raw + i));
 			px_store(cur + i, a, bpp);
 		}
-		break;
-	case 2:
-		for (i = 0; i < n; i++) cur[i] = raw[i] + prev[i];
 		break;
 	case 3:
 		for (i = 0; i < n; i += bpp) {
@@ -127,20 +119,14 @@ static inline void png_unfilter(int filter, unsigned char *cur, const unsigned c
 }
 
 #else
-// png_unfilter is the same, a byte at a time, where SSE2 is missing.
-static inline void png_unfilter(int filter, unsigned char *cur, const unsigned char *raw,
-                                const unsigned char *prev, size_t n, size_t bpp) {
+// unfilter_left is the same, a byte at a time, where SSE2 is missing.
+static inline void unfilter_left(int filter, unsigned char *cur, const unsigned char *raw,
+                                 const unsigned char *prev, size_t n, size_t bpp) {
 	size_t i;
 	switch (filter) {
-	case 0:
-		memcpy(cur, raw, n);
-		break;
 	case 1:
 		memcpy(cur, raw, bpp);
 		for (i = bpp; i < n; i++) cur[i] = raw[i] + cur[i - bpp];
-		break;
-	case 2:
-		for (i = 0; i < n; i++) cur[i] = raw[i] + prev[i];
 		break;
 	case 3:
 		for (i = 0; i < bpp; i++) cur[i] = raw[i] + (prev[i] >> 1);
@@ -157,6 +143,24 @@ static inline void png_unfilter(int filter, unsigned char *cur, const unsigned c
 	}
 }
 #endif
+
+// png_unfilter reconstructs one row of n bytes, bpp (3 or 4) bytes a
+// pixel, from its filtered bytes raw and the reconstructed row above,
+// prev (zeros for the first row), into cur, with the PNG specification's
+// filters. raw and prev may be read one byte past n.
+static inline void png_unfilter(int filter, unsigned char *cur, const unsigned char *raw,
+                                const unsigned char *prev, size_t n, size_t bpp) {
+	switch (filter) {
+	case 0:
+		memcpy(cur, raw, n);
+		break;
+	case 2:
+		for (size_t i = 0; i < n; i++) cur[i] = raw[i] + prev[i];
+		break;
+	default:
+		unfilter_left(filter, cur, raw, prev, n, bpp);
+	}
+}
 
 enum { FAST_DONE = 0, FAST_PASS = 1 };
 

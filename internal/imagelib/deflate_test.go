@@ -215,13 +215,7 @@ func TestDeflatePNGSharedImages(t *testing.T) {
 		t.Fatalf("libpng (apt-get install libpng16-16): %v", err)
 	}
 	d := deflateOver(t, refuse{})
-	n := 0
-	for _, name := range testenv.Images(t) {
-		data := testenv.ReadImage(t, name)
-		if !bytes.HasPrefix(data, []byte("\x89PNG")) {
-			continue
-		}
-		n++
+	for name, data := range testenv.SharedPNGs(t) {
 		h, err := decode.Inspect(data, -1)
 		if err != nil {
 			t.Fatal(err)
@@ -237,9 +231,6 @@ func TestDeflatePNGSharedImages(t *testing.T) {
 		if !bytes.Equal(got, want) {
 			t.Errorf("%s: libdeflate's pixels differ from libpng's", name)
 		}
-	}
-	if n == 0 {
-		t.Fatal("no PNG among the shared images")
 	}
 }
 

@@ -4,6 +4,7 @@
 package testenv
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
@@ -80,4 +81,20 @@ func Images(tb testing.TB) []string {
 		}
 	}
 	return names
+}
+
+// SharedPNGs returns the shared test images that are PNGs, by file name,
+// and fails the test when there is none.
+func SharedPNGs(tb testing.TB) map[string][]byte {
+	tb.Helper()
+	pngs := map[string][]byte{}
+	for _, name := range Images(tb) {
+		if data := ReadImage(tb, name); bytes.HasPrefix(data, []byte("\x89PNG")) {
+			pngs[name] = data
+		}
+	}
+	if len(pngs) == 0 {
+		tb.Fatal("no PNG among the shared images")
+	}
+	return pngs
 }
