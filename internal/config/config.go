@@ -105,7 +105,7 @@ var Vars = []struct{ Name, Default, Meaning string }{
 	{"ORT_SOLO_THREADS", "0", "threads of one more session, which runs an image alone in the worker so that a lone request gets every core, and which rests while other processes hold the cores (0: all cores; 1 or at most ORT_THREADS: no such session)"},
 	{"TURBOJPEG_LIB", "", "path of libturbojpeg (default: libturbojpeg.so.0 from the system)"},
 	{"LIBPNG_LIB", "", "path of libpng 1.6 (default: libpng16.so.16 from the system)"},
-	{"LIBDEFLATE_LIB", "", "path of libdeflate, which inflates 8-bit RGB and RGBA PNGs in front of libpng (default: libdeflate.so.0 from the system)"},
+	{"LIBDEFLATE_LIB", "", "path of libdeflate, which inflates 8-bit PNGs without a palette in front of libpng (default: libdeflate.so.0 from the system)"},
 	{"WORKER_CONCURRENCY", "0", "tasks a worker runs at once (0: one per two cores, at least two; on cuda twice BATCH_MAX, at least 16)"},
 	{"WORKER_PREFETCH", "1", "tasks a worker whose slots are all busy takes ahead from a backlog, each waiting with its upload read, so that a slot never waits for Redis between tasks (0: none)"},
 	{"WORKER_POLL_INTERVAL", "1s", "how often an idle worker looks for tasks that no API announced (retries, tasks of a dead worker); announced tasks are taken at once; at most 10s"},

@@ -68,11 +68,11 @@ static inline __m128i select_si128(__m128i mask, __m128i yes, __m128i no) {
 	return _mm_or_si128(_mm_and_si128(mask, yes), _mm_andnot_si128(mask, no));
 }
 
-// unfilter_left reconstructs one row of n bytes, bpp (3 or 4) bytes a
+// unfilter_pixels reconstructs one row of n bytes, bpp (3 or 4) bytes a
 // pixel, filtered with Sub (1), Average (3) or Paeth (4), whose bytes
 // depend on the pixel before: a pixel at a time in SSE2 lanes, as
 // libpng's SSE2 filters do. See png_unfilter for the arguments.
-static inline void unfilter_left(int filter, unsigned char *cur, const unsigned char *raw,
+static inline void unfilter_pixels(int filter, unsigned char *cur, const unsigned char *raw,
                                  const unsigned char *prev, size_t n, size_t bpp) {
 	const __m128i zero = _mm_setzero_si128();
 	__m128i a = zero, b, c, d;
@@ -118,10 +118,12 @@ static inline void unfilter_left(int filter, unsigned char *cur, const unsigned 
 	}
 }
 
-#else
-// unfilter_left is the same, a byte at a time, where SSE2 is missing.
-static inline void unfilter_left(int filter, unsigned char *cur, const unsigned char *raw,
-                                 const unsigned char *prev, size_t n, size_t bpp) {
+#endif
+
+// unfilter_bytes is unfilter_pixels a byte at a time, for any bpp: for
+// gray pixels, and for all where SSE2 is missing.
+static inline void unfilter_bytes(int filter, unsigned char *cur, const unsigned char *raw,
+                                  const unsigned char *prev, size_t n, size_t bpp) {
 	size_t i;
 	switch (filter) {
 	case 1:
@@ -142,9 +144,8 @@ static inline void unfilter_left(int filter, unsigned char *cur, const unsigned 
 		break;
 	}
 }
-#endif
 
-// png_unfilter reconstructs one row of n bytes, bpp (3 or 4) bytes a
+// png_unfilter reconstructs one row of n bytes, bpp (1 to 4) bytes a
 // pixel, from its filtered bytes raw and the reconstructed row above,
 // prev (zeros for the first row), into cur, with the PNG specification's
 // filters. raw and prev may be read one byte past n.
@@ -158,7 +159,13 @@ static inline void png_unfilter(int filter, unsigned char *cur, const unsigned c
 		for (size_t i = 0; i < n; i++) cur[i] = raw[i] + prev[i];
 		break;
 	default:
-		unfilter_left(filter, cur, raw, prev, n, bpp);
+#ifdef __SSE2__
+		if (bpp >= 3) {
+			unfilter_pixels(filter, cur, raw, prev, n, bpp);
+			break;
+		}
+#endif
+		unfilter_bytes(filter, cur, raw, prev, n, bpp);
 	}
 }
 
@@ -169,8 +176,9 @@ enum { FAST_DONE = 0, FAST_PASS = 1 };
 // for IDAT to what the image could need, as png_check_chunk_length does).
 enum { PNG_SIZE_MAX = 1000000, PNG_CHUNK_MAX = 8000000 };
 
-// png_fast_decode decodes a non-interlaced 8-bit RGB or RGBA PNG of w×h
-// into out (w*h*3 bytes, alpha dropped): every IDAT chunk's checksum is
+// png_fast_decode decodes a non-interlaced 8-bit gray, RGB, gray and
+// alpha, or RGBA PNG of w×h into out (w*h*3 bytes, gray replicated, alpha
+// dropped, as libpng's transforms for IMREAD_COLOR give them): every IDAT chunk's checksum is
 // checked, the joined zlib stream inflated by libdeflate (which checks its
 // Adler-32) to exactly the image's filtered rows, and the rows unfiltered
 // into out. It returns FAST_DONE, or FAST_PASS, having written nothing a
@@ -185,8 +193,9 @@ static int png_fast_decode(const unsigned char *data, size_t size, unsigned char
 	if (be32(ihdr) != 13 || memcmp(ihdr + 4, "IHDR", 4) != 0 || !chunk_crc_ok(ihdr, 13)) return FAST_PASS;
 	if (be32(ihdr + 8) != (uint32_t)w || be32(ihdr + 12) != (uint32_t)h) return FAST_PASS;
 	int depth = ihdr[16], color = ihdr[17];
-	if (depth != 8 || (color != 2 && color != 6) || ihdr[18] || ihdr[19] || ihdr[20]) return FAST_PASS;
-	size_t bpp = color == 2 ? 3 : 4, rowbytes = (size_t)w * bpp, total = (size_t)h * (rowbytes + 1);
+	if (depth != 8 || color == 3 || ihdr[18] || ihdr[19] || ihdr[20]) return FAST_PASS;
+	// Gray, RGB, gray and alpha, RGBA: 1, 3, 2 and 4 bytes a pixel.
+	size_t bpp = color == 0 ? 1 : color == 2 ? 3 : color == 4 ? 2 : 4, rowbytes = (size_t)w * bpp, total = (size_t)h * (rowbytes + 1);
 	size_t idat_max = total + 6 + 5 * (total / (rowbytes + 1 > 32566 ? 32566 : rowbytes + 1) + 1);
 	if (idat_max < PNG_CHUNK_MAX) idat_max = PNG_CHUNK_MAX;
 
@@ -233,7 +242,7 @@ static int png_fast_decode(const unsigned char *data, size_t size, unsigned char
 	}
 	// One byte more than the rows, which png_unfilter may read.
 	unsigned char *filtered = malloc(total + 1);
-	unsigned char *rows = calloc(bpp == 4 ? 2 : 1, rowbytes + 1);
+	unsigned char *rows = calloc(bpp == 3 ? 1 : 2, rowbytes + 1);
 	void *dec = p_alloc_decompressor();
 	int rc = -1;
 	if (filtered && rows && dec) rc = p_zlib_decompress(dec, in, idat_len, filtered, total, NULL);
@@ -261,12 +270,16 @@ static int png_fast_decode(const unsigned char *data, size_t size, unsigned char
 		unsigned char *prev = rows, *cur = rows + rowbytes;
 		for (int y = 0; y < h; y++) {
 			const unsigned char *raw = filtered + (size_t)y * (rowbytes + 1);
-			png_unfilter(raw[0], cur, raw + 1, prev, rowbytes, 4);
+			png_unfilter(raw[0], cur, raw + 1, prev, rowbytes, bpp);
 			unsigned char *o = out + (size_t)y * outrow;
-			for (int x = 0; x < w; x++) {
-				o[3 * x] = cur[4 * x];
-				o[3 * x + 1] = cur[4 * x + 1];
-				o[3 * x + 2] = cur[4 * x + 2];
+			if (bpp == 4) {
+				for (int x = 0; x < w; x++) {
+					o[3 * x] = cur[4 * x];
+					o[3 * x + 1] = cur[4 * x + 1];
+					o[3 * x + 2] = cur[4 * x + 2];
+				}
+			} else { // gray, replicated, its alpha (bpp 2) dropped
+				for (int x = 0; x < w; x++) o[3 * x] = o[3 * x + 1] = o[3 * x + 2] = cur[bpp * x];
 			}
 			unsigned char *t = prev;
 			prev = cur;
@@ -294,7 +307,8 @@ const DefaultDeflateLibrary = "libdeflate.so.0"
 var libdeflate = library{name: "libdeflate"}
 
 // DeflatePNG is a decode.PNGDecoder for the PNGs photos are saved as
-// (8-bit RGB or RGBA, not interlaced): it inflates their pixels with
+// (8-bit gray, RGB or RGBA, with or without alpha, not interlaced; no
+// palette): it inflates their pixels with
 // libdeflate, about 2.7 times as fast as zlib, which libpng uses, and
 // unfilters them itself. Every other PNG, and any this path would read
 // differently from libpng, goes to Next, so its pixels and its errors are

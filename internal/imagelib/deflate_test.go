@@ -5,6 +5,7 @@ import (
 	"compress/zlib"
 	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"image"
 	"image/color"
 	"math/rand/v2"
@@ -152,30 +153,35 @@ func photo(w, h, bpp int) []byte {
 	return pix
 }
 
-func rgbOnly(pix []byte, bpp int) []byte {
-	if bpp == 3 {
-		return pix
-	}
-	out := make([]byte, 0, len(pix)/4*3)
-	for i := 0; i < len(pix); i += 4 {
-		out = append(out, pix[i:i+3]...)
+// rgbOf is the RGB of pixels of bpp bytes: gray (1 and 2) replicated,
+// alpha (2 and 4) dropped.
+func rgbOf(pix []byte, bpp int) []byte {
+	out := make([]byte, 0, len(pix)/bpp*3)
+	for i := 0; i < len(pix); i += bpp {
+		if bpp < 3 {
+			out = append(out, pix[i], pix[i], pix[i])
+		} else {
+			out = append(out, pix[i:i+3]...)
+		}
 	}
 	return out
 }
+
+// colorTypes are PNG's colour types by bytes a pixel at 8 bits.
+var colorTypes = map[int]byte{1: 0, 2: 4, 3: 2, 4: 6}
 
 func header(w, h int) decode.Header {
 	return decode.Header{Format: decode.PNG, Width: w, Height: h, Orientation: 1}
 }
 
-// TestDeflatePNG decodes 8-bit RGB and RGBA PNGs with every filter on
-// its own path, without the decoder behind it: the pixels are the image's,
-// alpha dropped, bit for bit, however the data is split into IDAT chunks
+// TestDeflatePNG decodes 8-bit gray, gray and alpha, RGB and RGBA PNGs
+// with every filter on its own path, without the decoder behind it: the
+// pixels are the image's, gray replicated and alpha dropped, bit for bit, however the data is split into IDAT chunks
 // and whatever ancillary chunks lie around them.
 func TestDeflatePNG(t *testing.T) {
 	d := deflateOver(t, refuse{})
 	text := testenv.PNGChunk("tEXt", []byte("Comment\x00made for a test"))
-	for _, bpp := range []int{3, 4} {
-		colorType := map[int]byte{3: 2, 4: 6}[bpp]
+	for _, bpp := range []int{1, 2, 3, 4} {
 		for _, tc := range []struct {
 			name    string
 			w, h    int
@@ -190,16 +196,16 @@ func TestDeflatePNG(t *testing.T) {
 			{"one row", 50, 1, []byte{4}, 1},
 			{"four IDAT chunks and an empty one", 61, 23, []byte{4, 3}, 4},
 		} {
-			t.Run(map[int]string{3: "rgb8/", 4: "rgba8/"}[bpp]+tc.name, func(t *testing.T) {
+			t.Run(map[int]string{1: "gray8/", 2: "graya8/", 3: "rgb8/", 4: "rgba8/"}[bpp]+tc.name, func(t *testing.T) {
 				pix := photo(tc.w, tc.h, bpp)
 				z := zlibOf(t, filterRows(pix, tc.w, tc.h, bpp, tc.filters))
 				chunks := append([][]byte{text}, idats(z, tc.parts)...)
 				chunks = append(chunks, text, testenv.PNGChunk("IEND", nil))
-				got, err := d.DecodePNG(craft(tc.w, tc.h, colorType, chunks...), header(tc.w, tc.h), nil)
+				got, err := d.DecodePNG(craft(tc.w, tc.h, colorTypes[bpp], chunks...), header(tc.w, tc.h), nil)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if diff := cmp.Diff(rgbOnly(pix, bpp), got); diff != "" {
+				if diff := cmp.Diff(rgbOf(pix, bpp), got); diff != "" {
 					t.Errorf("pixels (-want +got):\n%s", diff)
 				}
 			})
@@ -268,7 +274,8 @@ func TestDeflatePNGPasses(t *testing.T) {
 		data []byte
 		h    decode.Header
 	}{
-		{"gray", testenv.EncodePNG(t, image.NewGray(image.Rect(0, 0, w, h))), header(w, h)},
+		{"gray 4-bit", craft4BitGray(t, w, h), header(w, h)},
+		{"gray 16-bit", testenv.EncodePNG(t, image.NewGray16(image.Rect(0, 0, w, h))), header(w, h)},
 		{"palette", testenv.EncodePNG(t, image.NewPaletted(image.Rect(0, 0, w, h), color.Palette{color.Black})), header(w, h)},
 		{"16-bit", testenv.EncodePNG(t, rgb16), header(w, h)},
 		{"interlaced", testenv.InterlacedPNG(t, nrgba), header(w, h)},
@@ -295,7 +302,19 @@ func TestDeflatePNGPasses(t *testing.T) {
 	}
 }
 
-// BenchmarkDeflatePNG decodes 1280×720 photo-like PNGs, RGB and RGBA,
+// craft4BitGray is a w×h 4-bit gray PNG, which Go's encoder does not
+// write.
+func craft4BitGray(tb testing.TB, w, h int) []byte {
+	tb.Helper()
+	raw := make([]byte, h*(1+(w+1)/2))
+	data := craft(w, h, 0, testenv.PNGChunk("IDAT", zlibOf(tb, raw)), testenv.PNGChunk("IEND", nil))
+	// The IHDR's bit depth, and its checksum again.
+	data[8+8+8] = 4
+	binary.BigEndian.PutUint32(data[8+8+13:], crc32.ChecksumIEEE(data[8+4:8+8+13]))
+	return data
+}
+
+// BenchmarkDeflatePNG decodes 1280×720 photo-like PNGs, gray, RGB and RGBA,
 // each row Paeth- or Average-filtered, with libpng and with libdeflate.
 func BenchmarkDeflatePNG(b *testing.B) {
 	lib, err := OpenPNG("")
@@ -303,11 +322,11 @@ func BenchmarkDeflatePNG(b *testing.B) {
 		b.Fatal(err)
 	}
 	const w, h = 1280, 720
-	for _, bpp := range []int{3, 4} {
+	for _, bpp := range []int{1, 3, 4} {
 		pix := photo(w, h, bpp)
-		data := craft(w, h, map[int]byte{3: 2, 4: 6}[bpp], testenv.PNGChunk("IDAT", zlibOf(b, filterRows(pix, w, h, bpp, []byte{4, 3}))), testenv.PNGChunk("IEND", nil))
+		data := craft(w, h, colorTypes[bpp], testenv.PNGChunk("IDAT", zlibOf(b, filterRows(pix, w, h, bpp, []byte{4, 3}))), testenv.PNGChunk("IEND", nil))
 		for _, dec := range []decode.PNGDecoder{lib, deflateOver(b, lib)} {
-			b.Run(dec.Name()+map[int]string{3: "/rgb8", 4: "/rgba8"}[bpp], func(b *testing.B) {
+			b.Run(dec.Name()+map[int]string{1: "/gray8", 3: "/rgb8", 4: "/rgba8"}[bpp], func(b *testing.B) {
 				dst := make([]byte, w*h*3)
 				for b.Loop() {
 					if _, err := dec.DecodePNG(data, header(w, h), dst); err != nil {

@@ -222,7 +222,7 @@ func PNGOrFallback(pngPath, deflatePath string, log *slog.Logger) decode.PNGDeco
 	}
 	dec, err := OpenDeflatePNG(deflatePath, next)
 	if err != nil {
-		log.Warn("libdeflate not available; RGB PNGs take about 2.4 times as long to decode, with the same pixels (install libdeflate0 or set LIBDEFLATE_LIB)", "error", err)
+		log.Warn("libdeflate not available; PNG photos take about 2.4 times as long to decode, with the same pixels (install libdeflate0 or set LIBDEFLATE_LIB)", "error", err)
 		return next
 	}
 	return dec
