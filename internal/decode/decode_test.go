@@ -152,8 +152,8 @@ func TestDecodePNGFormats(t *testing.T) {
 // TestPNGDecodersAgree decodes the shared PNGs with each PNG decoder: the
 // pixels are Go's decoder's, bit for bit.
 func TestPNGDecodersAgree(t *testing.T) {
+	decs := pngDecoders(t)
 	for name, data := range testenv.SharedPNGs(t) {
-		decs := pngDecoders(t)
 		got := make([]decode.Image, len(decs))
 		for i, dec := range decs {
 			if _, err := (&decode.Decoder{PNG: dec}).Decode(data, &got[i]); err != nil {

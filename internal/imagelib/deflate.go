@@ -1,8 +1,6 @@
 package imagelib
 
 /*
-#cgo LDFLAGS: -ldl
-#include <dlfcn.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,22 +18,17 @@ static uint32_t (*p_crc32)(uint32_t, const void *, size_t);
 
 static int deflate_loaded(void) { return deflate_lib != NULL; }
 
+void *dl_open(const char *path, void **fns[], const char *names[], size_t n, const char *lacks, const char **why);
+
 static const char *deflate_open(const char *path) {
-	deflate_lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-	if (!deflate_lib) return dlerror();
 	void **fns[] = {(void **)&p_alloc_decompressor, (void **)&p_free_decompressor,
 	                (void **)&p_zlib_decompress, (void **)&p_crc32};
 	const char *names[] = {"libdeflate_alloc_decompressor", "libdeflate_free_decompressor",
 	                       "libdeflate_zlib_decompress", "libdeflate_crc32"};
-	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
-		*fns[i] = dlsym(deflate_lib, names[i]);
-		if (!*fns[i]) {
-			dlclose(deflate_lib);
-			deflate_lib = NULL;
-			return "the library lacks libdeflate's decompression API";
-		}
-	}
-	return NULL;
+	const char *why = NULL;
+	deflate_lib = dl_open(path, fns, names, sizeof(fns) / sizeof(fns[0]),
+	                      "the library lacks libdeflate's decompression API", &why);
+	return why;
 }
 
 static uint32_t be32(const unsigned char *p) {

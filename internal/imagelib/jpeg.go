@@ -1,9 +1,8 @@
 package imagelib
 
 /*
-#cgo LDFLAGS: -ldl -lpthread
+#cgo LDFLAGS: -lpthread
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -30,25 +29,17 @@ static void (*p_free)(unsigned char *);
 
 static int tj_loaded(void) { return tj_lib != NULL; }
 
+void *dl_open(const char *path, void **fns[], const char *names[], size_t n, const char *lacks, const char **why);
+
 static const char *tj_open(const char *path) {
-	tj_lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-	if (!tj_lib) return dlerror();
-	p_init = dlsym(tj_lib, "tjInitDecompress");
-	p_header = dlsym(tj_lib, "tjDecompressHeader3");
-	p_decompress = dlsym(tj_lib, "tjDecompress2");
-	p_destroy = dlsym(tj_lib, "tjDestroy");
-	p_errstr = dlsym(tj_lib, "tjGetErrorStr2");
-	p_errcode = dlsym(tj_lib, "tjGetErrorCode");
-	p_init_compress = dlsym(tj_lib, "tjInitCompress");
-	p_compress = dlsym(tj_lib, "tjCompress2");
-	p_free = dlsym(tj_lib, "tjFree");
-	if (!p_init || !p_header || !p_decompress || !p_destroy || !p_errstr || !p_errcode ||
-	    !p_init_compress || !p_compress || !p_free) {
-		dlclose(tj_lib);
-		tj_lib = NULL;
-		return "the library lacks the TurboJPEG 2 API";
-	}
-	return NULL;
+	void **fns[] = {(void **)&p_init, (void **)&p_header, (void **)&p_decompress, (void **)&p_destroy,
+	                (void **)&p_errstr, (void **)&p_errcode, (void **)&p_init_compress, (void **)&p_compress,
+	                (void **)&p_free};
+	const char *names[] = {"tjInitDecompress", "tjDecompressHeader3", "tjDecompress2", "tjDestroy",
+	                       "tjGetErrorStr2", "tjGetErrorCode", "tjInitCompress", "tjCompress2", "tjFree"};
+	const char *why = NULL;
+	tj_lib = dl_open(path, fns, names, sizeof(fns) / sizeof(fns[0]), "the library lacks the TurboJPEG 2 API", &why);
+	return why;
 }
 
 // tj_decode decodes into buf (w*h*ncomp bytes). It returns 0 on success, 1

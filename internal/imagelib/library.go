@@ -1,6 +1,32 @@
 package imagelib
 
-// #include <stdlib.h>
+/*
+#cgo LDFLAGS: -ldl
+#include <dlfcn.h>
+#include <stdlib.h>
+
+// dl_open opens the library at path and resolves names[i] into *fns[i],
+// n of them, for the other files' *_open functions, which declare it. It
+// returns the library's handle, or NULL with *why set to dlerror's
+// message, or to lacks when a name is missing (the library then closed
+// again).
+void *dl_open(const char *path, void **fns[], const char *names[], size_t n, const char *lacks, const char **why) {
+	void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!lib) {
+		*why = dlerror();
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		*fns[i] = dlsym(lib, names[i]);
+		if (!*fns[i]) {
+			dlclose(lib);
+			*why = lacks;
+			return NULL;
+		}
+	}
+	return lib;
+}
+*/
 import "C"
 
 import (

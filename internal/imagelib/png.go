@@ -49,9 +49,9 @@ static void (*p_read_end)(png_structp, png_infop);
 
 static int png_loaded(void) { return png_lib != NULL; }
 
+void *dl_open(const char *path, void **fns[], const char *names[], size_t n, const char *lacks, const char **why);
+
 static const char *png_open(const char *path) {
-	png_lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-	if (!png_lib) return dlerror();
 	void **fns[] = {
 		(void **)&p_get_libpng_ver, (void **)&p_create_read_struct, (void **)&p_create_info_struct,
 		(void **)&p_destroy_read_struct, (void **)&p_set_longjmp_fn, (void **)&p_longjmp,
@@ -72,14 +72,9 @@ static const char *png_open(const char *path) {
 		"png_set_gray_to_rgb", "png_set_interlace_handling", "png_read_update_info",
 		"png_get_rowbytes", "png_read_image", "png_read_end",
 	};
-	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
-		*fns[i] = dlsym(png_lib, names[i]);
-		if (!*fns[i]) {
-			dlclose(png_lib);
-			png_lib = NULL;
-			return "the library lacks libpng 1.6's API";
-		}
-	}
+	const char *why = NULL;
+	png_lib = dl_open(path, fns, names, sizeof(fns) / sizeof(fns[0]), "the library lacks libpng 1.6's API", &why);
+	if (!png_lib) return why;
 	const char *ver = p_get_libpng_ver(NULL);
 	if (!ver || strncmp(ver, "1.6.", 4) != 0) {
 		dlclose(png_lib);
