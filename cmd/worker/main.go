@@ -61,7 +61,7 @@ func run() error {
 	det, err := yolo.Open(yolo.Config{
 		ModelPath: model, Library: cfg.ORTLib, Telemetry: cfg.ORTTelemetry, Provider: cfg.ORTProvider, FallbackCPU: cfg.ORTFallbackCPU, ConvAlgoSearch: cfg.ORTConvSearch, Pageable: !cfg.ORTPinned,
 		TF32: cfg.ORTTF32, Concurrency: cfg.Concurrency(), Threads: cfg.ORTThreads, Sessions: cfg.ORTSessions, SoloThreads: cfg.ORTSoloThreads,
-		BatchMax: cfg.BatchMax, BatchWait: cfg.BatchWait, BatchPadding: yolo.BatchPadding(cfg.BatchPadding),
+		BatchMax: cfg.BatchMax, BatchWait: cfg.BatchWait, BatchPadding: yolo.BatchPadding(cfg.BatchPadding), HeadDecode: cfg.HeadDecode,
 		Decoder: &decode.Decoder{JPEG: jpeg, PNG: png, MaxPixels: cfg.MaxPixels},
 	})
 	if errors.Is(err, onnx.ErrCUDAUnavailable) {
@@ -75,7 +75,7 @@ func run() error {
 	loaded := []any{"model", model, "ort_lib", dc.Library, "ort_version", onnx.Version(), "provider", det.Provider(),
 		"classes", det.Model().Classes(), "input", fmt.Sprintf("%dx%d", det.Model().Width, det.Model().Height),
 		"dynamic_batch", det.Model().DynamicBatch, "batch_max", dc.BatchMax, "batch_padding", dc.BatchPadding,
-		"concurrency", dc.Concurrency, "prefetch", cfg.Prefetch, "ort_telemetry", cfg.ORTTelemetry, "ort_sessions", dc.Sessions, "ort_threads", dc.Threads, "ort_solo_threads", dc.SoloThreads, "jpeg", jpeg.Name(), "png", png.Name()}
+		"concurrency", dc.Concurrency, "prefetch", cfg.Prefetch, "ort_telemetry", cfg.ORTTelemetry, "ort_sessions", dc.Sessions, "ort_threads", dc.Threads, "ort_solo_threads", dc.SoloThreads, "head_decode", det.Head(), "jpeg", jpeg.Name(), "png", png.Name()}
 	if det.Provider() == "cuda" {
 		loaded = append(loaded, "cudnn_conv_algo_search", cfg.ORTConvSearch, "tf32", cfg.ORTTF32, "host_memory", det.HostMemory())
 	}

@@ -81,8 +81,14 @@ type Report struct {
 	// ONNXRuntime is the version of the ONNX Runtime library measured.
 	ONNXRuntime string        `json:"onnxruntime"`
 	Floor       []FloorResult `json:"floor"`
-	Stages      []StageResult `json:"stages"`
-	Decoders    []StageResult `json:"decoders"`
+	// FloorSplit is the floor of the model cut before its head's
+	// decoding, as a worker whose head decodes in Go runs it
+	// (HEAD_DECODE): a 2-thread session, and a 1-thread session per
+	// core. Not what the ratios compare with, which is the whole model,
+	// as a user's own script runs it; empty on CUDA.
+	FloorSplit []FloorResult `json:"floor_split_head,omitempty"`
+	Stages     []StageResult `json:"stages"`
+	Decoders   []StageResult `json:"decoders"`
 	// StagesPolicy is the scheduling policy the stages ran under: "batch"
 	// as a worker's, or "normal".
 	StagesPolicy string        `json:"stages_policy"`

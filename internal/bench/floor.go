@@ -1,11 +1,13 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
 
 	"yoloserve/internal/onnx"
+	"yoloserve/internal/yolo"
 )
 
 // bare is the floor: ONNX Runtime sessions side by side, each with its own
@@ -39,14 +41,17 @@ func (sp spinning) options(provider string, threads int) onnx.Options {
 }
 
 // newBare loads sessions copies of model with options o (its provider,
-// "cpu" or "cuda", its threads), fills their inputs and warms them up. It
-// returns an error when a session cannot be made or run.
-func newBare(model string, o onnx.Options, sessions, batch int) (*bare, error) {
+// "cpu" or "cuda", its threads; o.Model and o.Outputs a pruned graph, of
+// output shapes outs), fills their inputs and warms them up. It returns an
+// error when a session cannot be made or run.
+func newBare(model string, o onnx.Options, sessions, batch int, outs ...[]int64) (*bare, error) {
 	info, err := onnx.Inspect(model)
 	if err != nil {
 		return nil, err
 	}
-	out := append([]int64{}, info.OutputShape...)
+	if outs == nil {
+		outs = [][]int64{info.OutputShape}
+	}
 	br := &bare{sessions: sessions, threads: o.IntraOpThreads, batch: batch,
 		name: fmt.Sprintf("%d session(s) x %d thread(s)%s, batch %d", sessions, o.IntraOpThreads, map[bool]string{true: " no-spin"}[o.NoSpinning], batch)}
 	for range sessions {
@@ -56,7 +61,7 @@ func newBare(model string, o onnx.Options, sessions, batch int) (*bare, error) {
 			return nil, err
 		}
 		br.ss = append(br.ss, s)
-		b, err := s.NewBinding(batch, [2]int64{640, 640}, out)
+		b, err := s.NewBinding(batch, [2]int64{640, 640}, outs...)
 		if err != nil {
 			br.close()
 			return nil, err
@@ -135,12 +140,52 @@ func (br *bare) once() float64 {
 	return ms(time.Since(t))
 }
 
-// floor measures sessions side by side for runs runs each.
-func floor(model string, o onnx.Options, sessions, batch, runs int) (FloorResult, error) {
-	br, err := newBare(model, o, sessions, batch)
+// floor measures sessions side by side for runs runs each (newBare says
+// what o and outs are).
+func floor(model string, o onnx.Options, sessions, batch, runs int, outs ...[]int64) (FloorResult, error) {
+	br, err := newBare(model, o, sessions, batch, outs...)
 	if err != nil {
 		return FloorResult{}, err
 	}
 	defer br.close()
 	return br.run(runs, 0), nil
+}
+
+// floorSplit measures the floor of cfg.Model cut before its head's
+// decoding (yolo.SplitModel) into rep.FloorSplit: a 2-thread session, and
+// ncpu 1-thread sessions side by side, each against the whole model's
+// like floor in rep.Floor. A model whose head cannot be split is said and
+// skipped. It returns a session's error, or ctx's.
+func (rep *Report) floorSplit(ctx context.Context, cfg *Config, ncpu int) error {
+	info, err := onnx.Inspect(cfg.Model)
+	if err != nil {
+		return err
+	}
+	sp, err := yolo.SplitModel(cfg.Model, info)
+	if err != nil {
+		cfg.printf("  no floor of the model cut before its head's decoding: %v\n", err)
+		return nil
+	}
+	for _, f := range [][2]int{{1, 2}, {ncpu, 1}} {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		o := spinOn.options(cfg.Provider, f[1])
+		o.Model, o.Outputs = sp.Model, sp.Outputs
+		r, err := floor(cfg.Model, o, f[0], 1, cfg.FloorRuns, sp.Shapes...)
+		if err != nil {
+			return err
+		}
+		r.Name += ", head split"
+		rep.FloorSplit = append(rep.FloorSplit, r)
+		var whole float64
+		for _, w := range rep.Floor {
+			if w.Sessions == f[0] && w.Threads == f[1] && w.Batch == 1 {
+				whole = w.ImagesPerS
+				break
+			}
+		}
+		cfg.printf("  %-34s %7.1f ms/run  %6.1f img/s  (%.2fx the whole model's)\n", r.Name, r.MedianMS, r.ImagesPerS, r.ImagesPerS/whole)
+	}
+	return nil
 }

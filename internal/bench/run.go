@@ -118,6 +118,11 @@ func (rep *Report) floorAndStages(ctx context.Context, cfg *Config, ncpu int) er
 		rep.Floor = append(rep.Floor, r)
 		cfg.printf("  %-34s %7.1f ms/run  %6.1f img/s\n", r.Name, r.MedianMS, r.ImagesPerS)
 	}
+	if cfg.Provider != "cuda" {
+		if err := rep.floorSplit(ctx, cfg, ncpu); err != nil {
+			return err
+		}
+	}
 	if cfg.Dynamic != "" {
 		cfg.printf("== batching: bare session on the dynamic model\n")
 		// On a GPU, the batches again with the tensors in ordinary memory,

@@ -71,7 +71,7 @@ func TestParse(t *testing.T) {
 
 func TestBadValueNamesVariable(t *testing.T) {
 	for name, val := range map[string]string{
-		"REDIS_URL": "http://x", "API_ADDR": "5000", "WORKER_ADDR": "nope", "ORT_PROVIDER": "tpu", "ORT_CUDNN_CONV_ALGO_SEARCH": "fastest", "ORT_CUDA_PINNED_MEMORY": "sometimes", "ORT_CUDA_TF32": "half", "BATCH_PADDING": "pow3",
+		"REDIS_URL": "http://x", "API_ADDR": "5000", "WORKER_ADDR": "nope", "ORT_PROVIDER": "tpu", "ORT_CUDNN_CONV_ALGO_SEARCH": "fastest", "ORT_CUDA_PINNED_MEMORY": "sometimes", "ORT_CUDA_TF32": "half", "BATCH_PADDING": "pow3", "HEAD_DECODE": "python",
 		"WORKER_CONCURRENCY": "-1", "MAX_UPLOAD_BYTES": "lots", "RESULT_TTL": "forever", "ORT_FALLBACK_CPU": "perhaps", "ORT_TELEMETRY": "maybe",
 		"MAX_QUEUE": "0", "LOG_LEVEL": "loud", "RATE_LIMIT": "-3", "QUEUE": "a b", "WORKER_POLL_INTERVAL": "0s",
 		"WORKER_PREFETCH": "-1", "MAX_INFLIGHT_BYTES": "1000000", // under twice MAX_UPLOAD_BYTES
@@ -94,7 +94,7 @@ func TestEveryVariableRead(t *testing.T) {
 		"ORT_PROVIDER": "cuda", "ORT_FALLBACK_CPU": "true", "ORT_CUDNN_CONV_ALGO_SEARCH": "exhaustive", "ORT_CUDA_PINNED_MEMORY": "false", "ORT_CUDA_TF32": "true", "ORT_TELEMETRY": "true", "ORT_THREADS": "3", "ORT_SESSIONS": "1", "ORT_SOLO_THREADS": "1",
 		"TURBOJPEG_LIB": "/x/libturbojpeg.so", "LIBPNG_LIB": "/x/libpng16.so", "LIBDEFLATE_LIB": "/x/libdeflate.so",
 		"WORKER_CONCURRENCY": "5", "WORKER_PREFETCH": "0", "WORKER_POLL_INTERVAL": "50ms",
-		"BATCH_MAX": "8", "BATCH_WAIT": "5ms", "BATCH_PADDING": "full", "API_KEYS": "k", "RATE_LIMIT": "10", "RATE_BURST": "5",
+		"BATCH_MAX": "8", "BATCH_WAIT": "5ms", "BATCH_PADDING": "full", "HEAD_DECODE": "onnx", "API_KEYS": "k", "RATE_LIMIT": "10", "RATE_BURST": "5",
 		"MAX_UPLOAD_BYTES": "4096", "MAX_PIXELS": "1000", "MAX_INFLIGHT_UPLOADS": "3", "MAX_INFLIGHT_BYTES": "100000000", "UPLOAD_MIN_RATE": "0", "MAX_QUEUE": "7", "UPLOAD_DISK_RESERVE": "0", "UPLOAD_FSYNC": "always",
 		"RESULT_TTL": "2h", "TASK_TIMEOUT": "10s", "TASK_RETRIES": "1", "UPLOAD_MAX_AGE": "3h", "QUEUE": "q",
 		"SHUTDOWN_TIMEOUT": "5s", "LOG_LEVEL": "debug", "LOG_FORMAT": "json", "CORS_ORIGINS": "https://app.example",

@@ -210,6 +210,12 @@ type Options struct {
 	// for tens of milliseconds after each run, taking a core). No effect
 	// with NoSpinning.
 	StopSpinning bool
+	// Model is the model's bytes, loaded instead of the file at path,
+	// which then only names it in errors; Outputs are the outputs a run
+	// writes, in its bindings' order (default: the model's first
+	// output). Together: a pruned graph (Graph.Prune) and its outputs.
+	Model   []byte
+	Outputs []string
 	// oneThread runs a CPU session as a CUDA one is run, on one locked
 	// thread (thread), for tests on machines without a GPU.
 	oneThread bool
@@ -279,9 +285,17 @@ func NewSession(path string, info ModelInfo, o Options) (*Session, error) {
 	if provider == "cuda" || o.oneThread {
 		th = newThread()
 	}
+	outputs := o.Outputs
+	if outputs == nil {
+		outputs = []string{info.OutputName}
+	}
 	var s *ort.DynamicAdvancedSession
 	th.do(func() {
-		s, err = ort.NewDynamicAdvancedSession(path, []string{info.InputName}, []string{info.OutputName}, opts)
+		if o.Model != nil {
+			s, err = ort.NewDynamicAdvancedSessionWithONNXData(o.Model, []string{info.InputName}, outputs, opts)
+		} else {
+			s, err = ort.NewDynamicAdvancedSession(path, []string{info.InputName}, outputs, opts)
+		}
 	})
 	if err != nil {
 		th.stop()
@@ -349,69 +363,82 @@ func (s *Session) Close() error {
 
 // Binding holds the input and output tensors of one batch size.
 type Binding struct {
-	Batch   int
-	in, out *ort.Tensor[float32]
-	// pinned holds the page-locked memory of in and out, freed after
+	Batch int
+	in    *ort.Tensor[float32]
+	outs  []*ort.Tensor[float32] // in the session's order of outputs
+	// ins and vals are in and outs as Run passes them.
+	ins, vals []ort.Value
+	// pinned holds the page-locked memory of in and outs, freed after
 	// them; nil for Go's memory.
 	pinned []unsafe.Pointer
 }
 
 // NewBinding allocates tensors for batch images, with the model's free
-// dimensions other than the batch taken from dims (height, width of the
-// input; its output's are inferred by a first run when unknown). It
-// returns an error when a dimension stays unknown.
-func (s *Session) NewBinding(batch int, inputHW [2]int64, outputShape []int64) (*Binding, error) {
-	in := ort.NewShape(int64(batch), s.info.InputShape[1], inputHW[0], inputHW[1])
-	out := ort.NewShape(append([]int64{int64(batch)}, outputShape[1:]...)...)
-	for _, d := range append(in.Clone(), out...) {
-		if d < 1 {
-			return nil, errors.New("onnx: binding with an unknown dimension")
+// dimensions other than the batch taken from inputHW (height, width of
+// the input) and outputShapes (one for each of the session's outputs, in
+// its order; their batch dimension is batch). It returns an error when a
+// dimension stays unknown.
+func (s *Session) NewBinding(batch int, inputHW [2]int64, outputShapes ...[]int64) (*Binding, error) {
+	shapes := []ort.Shape{ort.NewShape(int64(batch), s.info.InputShape[1], inputHW[0], inputHW[1])}
+	for _, o := range outputShapes {
+		shapes = append(shapes, ort.NewShape(append([]int64{int64(batch)}, o[1:]...)...))
+	}
+	for _, shape := range shapes {
+		for _, d := range shape {
+			if d < 1 {
+				return nil, errors.New("onnx: binding with an unknown dimension")
+			}
 		}
 	}
 	b := &Binding{Batch: batch}
 	if s.pinned {
 		// Pinned memory that cannot be had leaves the binding in Go's:
 		// slower copies, the same results.
-		if b.bindPinned(in, out) == nil {
+		if b.bindPinned(shapes) == nil {
 			return b, nil
 		}
 	}
-	ti, err := ort.NewEmptyTensor[float32](in)
-	if err != nil {
-		return nil, err
+	for i, shape := range shapes {
+		t, err := ort.NewEmptyTensor[float32](shape)
+		if err != nil {
+			b.Close()
+			return nil, err
+		}
+		b.set(i, t)
 	}
-	to, err := ort.NewEmptyTensor[float32](out)
-	if err != nil {
-		ti.Destroy()
-		return nil, err
-	}
-	b.in, b.out = ti, to
 	return b, nil
 }
 
-// bindPinned makes b's tensors of shapes in and out over zeroed
-// page-locked memory. It returns an error, with b as it was, when the
-// memory or the tensors cannot be made.
-func (b *Binding) bindPinned(in, out ort.Shape) error {
-	var data [2][]float32
-	for i, shape := range []ort.Shape{in, out} {
+// set makes t b's input (i 0) or its output i-1.
+func (b *Binding) set(i int, t *ort.Tensor[float32]) {
+	if i == 0 {
+		b.in, b.ins = t, []ort.Value{t}
+		return
+	}
+	b.outs = append(b.outs, t)
+	b.vals = append(b.vals, t)
+}
+
+// bindPinned makes b's tensors, the input's then the outputs' shapes, over
+// zeroed page-locked memory. It returns an error, with b as it was, when
+// the memory or the tensors cannot be made.
+func (b *Binding) bindPinned(shapes []ort.Shape) error {
+	for i, shape := range shapes {
 		f, p, err := pinnedFloats(int(shape.FlattenedSize()))
 		if err != nil {
 			b.Close()
 			return err
 		}
-		clear(f)
-		data[i] = f
 		b.pinned = append(b.pinned, p)
+		clear(f)
+		t, err := ort.NewTensor(shape, f)
+		if err != nil {
+			b.Close()
+			return err
+		}
+		b.set(i, t)
 	}
-	var err error
-	if b.in, err = ort.NewTensor(in, data[0]); err == nil {
-		b.out, err = ort.NewTensor(out, data[1])
-	}
-	if err != nil {
-		b.Close()
-	}
-	return err
+	return nil
 }
 
 // Prefix returns a binding for the first n images of b's batch, over b's
@@ -423,34 +450,46 @@ func (b *Binding) Prefix(n int) (*Binding, error) {
 	if n < 1 || n > b.Batch {
 		return nil, fmt.Errorf("onnx: the first %d images of a batch of %d", n, b.Batch)
 	}
-	in, out := b.in.GetShape(), b.out.GetShape()
-	in[0], out[0] = int64(n), int64(n)
-	ti, err := ort.NewTensor(in, b.Input())
-	if err != nil {
-		return nil, err
+	p := &Binding{Batch: n}
+	for i, t := range append([]*ort.Tensor[float32]{b.in}, b.outs...) {
+		shape := t.GetShape()
+		data := t.GetData()
+		data = data[:len(data)/b.Batch*n]
+		shape[0] = int64(n)
+		pt, err := ort.NewTensor(shape, data)
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		p.set(i, pt)
 	}
-	to, err := ort.NewTensor(out, b.Output())
-	if err != nil {
-		ti.Destroy()
-		return nil, err
-	}
-	return &Binding{Batch: n, in: ti, out: to}, nil
+	return p, nil
 }
 
 // Input is the input tensor's data, [batch, 3, H, W].
 func (b *Binding) Input() []float32 { return b.in.GetData() }
 
-// Output is the output tensor's data after Run.
-func (b *Binding) Output() []float32 { return b.out.GetData() }
+// Output is the first output tensor's data after Run.
+func (b *Binding) Output() []float32 { return b.outs[0].GetData() }
+
+// Outputs are the output tensors' data after Run, in the session's order
+// of outputs.
+func (b *Binding) Outputs() [][]float32 {
+	data := make([][]float32, len(b.outs))
+	for i, t := range b.outs {
+		data[i] = t.GetData()
+	}
+	return data
+}
 
 // Close releases the tensors, then their page-locked memory if any.
 func (b *Binding) Close() {
-	for _, t := range []*ort.Tensor[float32]{b.in, b.out} {
+	for _, t := range append([]*ort.Tensor[float32]{b.in}, b.outs...) {
 		if t != nil {
 			t.Destroy()
 		}
 	}
-	b.in, b.out = nil, nil
+	b.in, b.outs, b.ins, b.vals = nil, nil, nil, nil
 	for _, p := range b.pinned {
 		freePinned(p)
 	}
@@ -489,7 +528,7 @@ func (s *Session) RunWith(b *Binding, i *Interrupt) error {
 		o = i.o
 	}
 	var err error
-	s.thread.do(func() { err = s.s.RunWithOptions([]ort.Value{b.in}, []ort.Value{b.out}, o) })
+	s.thread.do(func() { err = s.s.RunWithOptions(b.ins, b.vals, o) })
 	if err != nil {
 		return fmt.Errorf("onnx: run: %w", err)
 	}

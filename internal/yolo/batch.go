@@ -130,7 +130,7 @@ func (bt *batcher) join() (*seat, error) {
 // newSlab makes the tensors of one more batch; bt.mu must be held. It
 // returns ONNX Runtime's error when they cannot be made.
 func (bt *batcher) newSlab() (*slab, error) {
-	full, err := bt.runs[0].session.NewBinding(bt.max, [2]int64{int64(bt.model.Height), int64(bt.model.Width)}, bt.model.outputShape(bt.max))
+	full, err := bt.runs[0].session.NewBinding(bt.max, [2]int64{int64(bt.model.Height), int64(bt.model.Width)}, bt.model.outputShapes(bt.max)...)
 	if err != nil {
 		return nil, err
 	}
@@ -207,8 +207,15 @@ func warmSizes(provider string, padding BatchPadding, max int) []int {
 // Input is the seat's input tensor, one image's.
 func (st *seat) Input() []float32 { return st.rowOf(st.s.full.Input()) }
 
-// Output is the seat's output tensor, one image's, once run has returned.
-func (st *seat) Output() []float32 { return st.rowOf(st.s.full.Output()) }
+// Outputs are the seat's output tensors, one image's, once run has
+// returned.
+func (st *seat) Outputs() [][]float32 {
+	outs := st.s.full.Outputs()
+	for i, o := range outs {
+		outs[i] = st.rowOf(o)
+	}
+	return outs
+}
 
 // rowOf returns the seat's image's part of a batch's tensor.
 func (st *seat) rowOf(t []float32) []float32 {

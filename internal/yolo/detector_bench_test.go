@@ -49,3 +49,29 @@ func BenchmarkDetect(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkHeadDecode compares the head decoded in ONNX Runtime and in Go
+// (Config.HeadDecode) on one 1-thread session, as a worker's slot runs an
+// image under load: inference plus NMS per image, bus.jpg, default
+// parameters.
+func BenchmarkHeadDecode(b *testing.B) {
+	data := testenv.ReadImage(b, "bus.jpg")
+	for _, head := range []string{yolo.HeadONNX, yolo.HeadGo} {
+		d := openDetector(b, "yolov8n.onnx", yolo.Config{Concurrency: 1, Threads: 1, HeadDecode: head})
+		b.Run(head, func(b *testing.B) {
+			var inference, nms float64
+			n := 0
+			for b.Loop() {
+				r, err := d.Detect(context.Background(), data, detect.DefaultParams())
+				if err != nil {
+					b.Fatal(err)
+				}
+				inference += r.SpeedMS.Inference
+				nms += r.SpeedMS.Postprocess
+				n++
+			}
+			b.ReportMetric(inference/float64(n), "inference-ms")
+			b.ReportMetric(nms/float64(n), "nms-ms")
+		})
+	}
+}

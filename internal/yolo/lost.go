@@ -35,7 +35,7 @@ func (d *Detector) runFailed(err error) error {
 // probeDevice runs a blank image of its own on the detector's first
 // session. It returns the run's error, or the one of its tensors.
 func (d *Detector) probeDevice() error {
-	b, err := d.sessions[0].NewBinding(1, [2]int64{int64(d.model.Height), int64(d.model.Width)}, d.model.outputShape(1))
+	b, err := d.sessions[0].NewBinding(1, [2]int64{int64(d.model.Height), int64(d.model.Width)}, d.model.outputShapes(1)...)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,11 @@ type Model struct {
 	Width        int      // input width
 	Anchors      int      // candidate boxes per image (N of the [B, 4+nc, N] output)
 	DynamicBatch bool     // whether the batch dimension is free
+
+	// split is the model cut before its head's decoding, which the
+	// detector runs instead of the whole model; nil when it runs the
+	// whole model (Config.HeadDecode).
+	split *splitHead
 }
 
 // NewModel checks that info describes a YOLO detection model of the
@@ -89,9 +94,13 @@ func NewModel(path string, info onnx.ModelInfo) (*Model, error) {
 // Classes is the number of classes.
 func (m *Model) Classes() int { return len(m.Names) }
 
-// outputShape is the output shape with its free dimensions filled in.
-func (m *Model) outputShape(batch int) []int64 {
-	return []int64{int64(batch), int64(4 + len(m.Names)), int64(m.Anchors)}
+// outputShapes are the shapes of the outputs the detector's sessions
+// write for batch images: the whole model's one, or the split model's.
+func (m *Model) outputShapes(batch int) [][]int64 {
+	if m.split != nil {
+		return m.split.outputShapes(batch, len(m.Names))
+	}
+	return [][]int64{{int64(batch), int64(4 + len(m.Names)), int64(m.Anchors)}}
 }
 
 // Describe returns what the worker announces of the model.

@@ -37,25 +37,19 @@ type postprocessor struct {
 	kept  []candidate
 }
 
-// run decodes one image's output, [4+nc, n] row-major, as
+// run decodes one image's outputs as
 // ultralytics.utils.nms.non_max_suppression does (best class per anchor
 // above conf, class filter, top 30000 by confidence, class-offset greedy
 // NMS with torchvision's IoU, max_det), then scales the boxes back to the
 // image with scale_boxes and clips them. Arithmetic follows the float32
-// tensors of the reference.
-func (pp *postprocessor) run(out []float32, nc, n int, p nmsParams, lb Letterbox, names []string) []detect.Detection {
+// tensors of the reference. The outputs are the whole model's, [4+nc, n]
+// row-major, when head is nil, else head's raw outputs (splitHead).
+func (pp *postprocessor) run(outs [][]float32, head *splitHead, nc, n int, p nmsParams, lb Letterbox, names []string) []detect.Detection {
 	pp.cands = pp.cands[:0]
-	for i, s := range pp.bestClass(out, nc, n, p.conf) {
-		if !(s > p.conf) {
-			continue
-		}
-		c := int(pp.class[i])
-		if p.keep != nil && !p.keep[c] {
-			continue
-		}
-		cx, cy, w, h := out[i], out[n+i], out[2*n+i], out[3*n+i]
-		hw, hh := w/2, h/2
-		pp.cands = append(pp.cands, candidate{cx - hw, cy - hh, cx + hw, cy + hh, s, c})
+	if head == nil {
+		pp.wholeCandidates(outs[0], nc, n, p)
+	} else {
+		pp.splitCandidates(outs, head, nc, p)
 	}
 	sort.SliceStable(pp.cands, func(a, b int) bool { return pp.cands[a].conf > pp.cands[b].conf })
 	if len(pp.cands) > maxNMS {
@@ -65,18 +59,84 @@ func (pp *postprocessor) run(out []float32, nc, n int, p nmsParams, lb Letterbox
 	return scaleBoxes(pp.kept, lb, names)
 }
 
+// wholeCandidates adds to pp.cands the anchors of the whole model's
+// output, [4+nc, n], whose best class score passes p.
+func (pp *postprocessor) wholeCandidates(out []float32, nc, n int, p nmsParams) {
+	for i, s := range pp.bestClass(out[4*n:(4+nc)*n], nc, n, p.conf) {
+		if !(s > p.conf) {
+			continue
+		}
+		c := int(pp.class[i])
+		if p.keep != nil && !p.keep[c] {
+			continue
+		}
+		cx, cy, w, h := out[i], out[n+i], out[2*n+i], out[3*n+i]
+		pp.addBox(cx, cy, w, h, s, c)
+	}
+}
+
+// splitCandidates adds to pp.cands the anchors of a split head's raw
+// outputs whose best class score passes p: only their scores and boxes
+// are computed.
+func (pp *postprocessor) splitCandidates(outs [][]float32, head *splitHead, nc int, p nmsParams) {
+	below := logitBelow(p.conf)
+	for li, l := range head.levels {
+		dist, logits := outs[2*li], outs[2*li+1]
+		n := l.anchors()
+		for i, best := range pp.bestClass(logits, nc, n, below) {
+			if !(best > below) {
+				continue
+			}
+			s := sigmoid(best)
+			if !(s > p.conf) {
+				continue
+			}
+			c := firstEqualScore(logits, n, i, int(pp.class[i]), best, s)
+			if p.keep != nil && !p.keep[c] {
+				continue
+			}
+			cx, cy, w, h := decodeBox(dist, n, i, l)
+			pp.addBox(cx, cy, w, h, s, c)
+		}
+	}
+}
+
+// firstEqualScore returns the first class of anchor i whose score equals
+// s, the score of class best's logit top, the anchor's largest: distinct
+// logits can round to one float32 score, and the reference takes the
+// first class of the largest score. Only a logit within 0.1 of top (or
+// both above 13, where scores are within 2.3e-6 of 1) can give the same
+// score: elsewhere scores 0.1 apart in logit are at least two float32
+// steps apart.
+func firstEqualScore(logits []float32, n, i, best int, top, s float32) int {
+	near := min(top-0.1, 13)
+	for c := 0; c < best; c++ {
+		if v := logits[c*n+i]; v > near && sigmoid(v) == s {
+			return c
+		}
+	}
+	return best
+}
+
+// addBox adds a candidate of centre, size, score and class to pp.cands,
+// its corners as the reference's xywh2xyxy computes them.
+func (pp *postprocessor) addBox(cx, cy, w, h, s float32, c int) {
+	hw, hh := w/2, h/2
+	pp.cands = append(pp.cands, candidate{cx - hw, cy - hh, cx + hw, cy + hh, s, c})
+}
+
 // bestClass returns each anchor's best class score, with the class in
 // pp.class (the first of equal scores, as torch's max), for the anchors
 // that can pass a confidence test of conf; the others read at most conf.
-// Few anchors have any class above a usual conf, so one cheap pass finds
+// scores is [nc, n] row-major: class probabilities or logits. Few
+// anchors have any class above a usual conf, so one cheap pass finds
 // them (a comparison rarely true costs little) and only they get the
 // class search; when many do, a class-major pass over all is faster.
-func (pp *postprocessor) bestClass(out []float32, nc, n int, conf float32) []float32 {
+func (pp *postprocessor) bestClass(scores []float32, nc, n int, conf float32) []float32 {
 	pp.best = grow(pp.best, n)
 	pp.class = grow(pp.class, n)
 	pp.hit = grow(pp.hit, n)
 	clear(pp.hit)
-	scores := out[4*n : (4+nc)*n]
 	hits := 0
 	for c := 0; c < nc && hits <= n/8; c++ {
 		row := scores[c*n : (c+1)*n]
@@ -109,7 +169,9 @@ func (pp *postprocessor) bestClass(out []float32, nc, n int, conf float32) []flo
 		}
 		return pp.best
 	}
-	clear(pp.best)
+	for i := range pp.best {
+		pp.best[i] = conf
+	}
 	for i, h := range pp.hit {
 		if !h {
 			continue

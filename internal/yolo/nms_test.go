@@ -98,7 +98,7 @@ func TestPostprocess(t *testing.T) {
 				p = tc.p(p)
 			}
 			var pp postprocessor
-			dets := pp.run(tensor(3, tc.anchors), 3, len(tc.anchors), p, lb, names)
+			dets := pp.run([][]float32{tensor(3, tc.anchors)}, nil, 3, len(tc.anchors), p, lb, names)
 			if diff := cmp.Diff(tc.want, classesOf(dets)); diff != "" {
 				t.Errorf("classes (-want +got):\n%s", diff)
 			}
@@ -111,10 +111,10 @@ func TestPostprocessScalesAndClips(t *testing.T) {
 	// above and below.
 	lb := NewLetterbox(1280, 640, 640, 640)
 	var pp postprocessor
-	dets := pp.run(tensor(1, []anchor{
+	dets := pp.run([][]float32{tensor(1, []anchor{
 		{320, 320, 100, 50, map[int]float32{0: 0.9}},
 		{10, 170, 40, 40, map[int]float32{0: 0.8}}, // pokes out of the image
-	}), 1, 2, nmsParams{conf: 0.25, iou: 0.7, maxDet: 300}, lb, []string{"a"})
+	})}, nil, 1, 2, nmsParams{conf: 0.25, iou: 0.7, maxDet: 300}, lb, []string{"a"})
 	want := []detect.Box{
 		{X1: 540, Y1: 270, X2: 740, Y2: 370},
 		{X1: 0, Y1: 0, X2: 60, Y2: 60},
@@ -166,7 +166,7 @@ func testBestClass(t *testing.T, loops string, out []float32, nc, n int) {
 	t.Helper()
 	for _, conf := range []float32{0, 0.005, 0.25, 0.5, 0.99, 1} {
 		var pp postprocessor
-		got := pp.bestClass(out, nc, n, conf)
+		got := pp.bestClass(out[4*n:], nc, n, conf)
 		above := 0
 		for i := 0; i < n; i++ {
 			best, class := out[4*n+i], int32(0)
@@ -202,6 +202,67 @@ func BenchmarkBestClass(b *testing.B) {
 	}
 	var pp postprocessor
 	for b.Loop() {
-		pp.bestClass(out, nc, n, 0.25)
+		pp.bestClass(out[4*n:], nc, n, 0.25)
+	}
+}
+
+// TestSplitCandidates checks the split head's candidates (splitCandidates)
+// against a plain search over every anchor's scores: the sigmoid of each
+// logit, the first class of the largest score, kept when above conf. The
+// logits include large ones, whose float32 scores round to 1 and tie, and
+// ones right at each conf's logit.
+func TestSplitCandidates(t *testing.T) {
+	const nc = 5
+	head := &splitHead{levels: []level{{8, 8, 8}, {16, 4, 4}, {32, 2, 2}}}
+	r := rand.New(rand.NewPCG(5, 6))
+	confs := []float32{0, 0.001, 0.25, 0.5, 0.9, 1}
+	var outs [][]float32
+	for _, l := range head.levels {
+		n := l.anchors()
+		dist := make([]float32, 4*regMax*n)
+		for i := range dist {
+			dist[i] = float32(r.NormFloat64() * 3)
+		}
+		logits := make([]float32, nc*n)
+		for i := range logits {
+			logits[i] = float32(r.NormFloat64()*3 - 4)
+		}
+		for i := 0; i < n; i++ {
+			switch r.IntN(4) {
+			case 0: // two scores of 1, or within a step of it
+				for range 2 {
+					logits[r.IntN(nc)*n+i] = 14 + float32(r.Float64()*20)
+				}
+			case 1: // a logit at a conf's
+				c := float64(confs[1+r.IntN(len(confs)-2)])
+				logits[r.IntN(nc)*n+i] = float32(math.Log(c/(1-c))) + float32(r.IntN(5)-2)*1e-7
+			}
+		}
+		outs = append(outs, dist, logits)
+	}
+	for _, conf := range confs {
+		var want []candidate
+		for li, l := range head.levels {
+			dist, logits := outs[2*li], outs[2*li+1]
+			n := l.anchors()
+			for i := 0; i < n; i++ {
+				best, class := sigmoid(logits[i]), 0
+				for c := 1; c < nc; c++ {
+					if s := sigmoid(logits[c*n+i]); s > best {
+						best, class = s, c
+					}
+				}
+				if best > conf {
+					cx, cy, w, h := decodeBox(dist, n, i, l)
+					want = append(want, candidate{cx - w/2, cy - h/2, cx + w/2, cy + h/2, best, class})
+				}
+			}
+		}
+		var pp postprocessor
+		pp.splitCandidates(outs, head, nc, nmsParams{conf: conf})
+		if diff := cmp.Diff(want, pp.cands, cmp.AllowUnexported(candidate{})); diff != "" {
+			t.Errorf("conf %v: candidates (-plain +split):\n%s", conf, diff)
+		}
+		t.Logf("conf %v: %d candidates", conf, len(want))
 	}
 }
