@@ -134,7 +134,9 @@ func (g *Graph) Prune(outputs []string) ([]byte, error) {
 			}
 		}
 	}
-	var model []byte
+	// At most the file's size, and nearly all of it (the weights): no
+	// copy grown as it goes.
+	model := make([]byte, 0, len(g.model))
 	err := eachField(g.model, func(num protowire.Number, v []byte, raw []byte) error {
 		if num != modelGraph {
 			model = append(model, raw...)
@@ -151,7 +153,7 @@ func (g *Graph) Prune(outputs []string) ([]byte, error) {
 		if err != nil {
 			return err
 		}
-		var graph []byte
+		graph := make([]byte, 0, len(v))
 		node, outputsDone := 0, false
 		err = eachField(v, func(num protowire.Number, v []byte, raw []byte) error {
 			switch num {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime/debug"
 	"slices"
 
 	"yoloserve/internal/onnx"
@@ -296,6 +297,11 @@ func planHead(cfg Config, m *Model, newSession func(threads int, solo bool) (*on
 	if err == nil {
 		err = split.checkSplit(outs, whole[0], m.Classes())
 	}
+	// The file's bytes and the test outputs, 30 MB for yolov8n, go back
+	// before the detector's own sessions are made.
+	whole, outs = nil, nil
+	debug.FreeOSMemory()
+	onnx.TrimHeap()
 	if err != nil {
 		m.split = nil
 		return fmt.Sprintf("%s (its split head does not decode as the whole model: %v)", HeadONNX, err), nil

@@ -2,6 +2,10 @@ package yolo_test
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
 	"runtime/debug"
 	"testing"
 	"time"
@@ -70,4 +74,54 @@ func TestHugePhotoMemoryReturns(t *testing.T) {
 		return now <= before+40
 	})
 	t.Logf("resident: %d MB before, %d MB after", before, now)
+}
+
+// TestHeadDecodeMemory checks that the head's split and its check at Open
+// (a session of the whole model and one of the split, made and closed
+// before the detector's own) leave the process no larger than a detector
+// of the whole model: each is opened in a process of its own (this test
+// binary again), runs a few photos and reports its peak resident memory.
+// Without handing back what the check and the pruning left free, the
+// split's peak read 80–110 MB more.
+func TestHeadDecodeMemory(t *testing.T) {
+	if head := os.Getenv("YOLO_TEST_HEAD_MEMORY"); head != "" {
+		d := openDetector(t, "yolov8n.onnx", yolo.Config{HeadDecode: head})
+		for range 5 {
+			if _, err := d.Detect(context.Background(), testenv.ReadImage(t, "bus.jpg"), detect.DefaultParams()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p, err := procfs.Self()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := p.NewStatus()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Printf("head %s peak %d\n", d.Head(), st.VmHWM>>20)
+		return
+	}
+	if testenv.Provider() == "cuda" {
+		t.Skip("on CUDA the head decodes in ONNX Runtime by default")
+	}
+	peak := map[string]int{}
+	for _, head := range []string{yolo.HeadONNX, yolo.HeadGo} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestHeadDecodeMemory$")
+		cmd.Env = append(os.Environ(), "YOLO_TEST_HEAD_MEMORY="+head)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", head, err, out)
+		}
+		var got string
+		var mb int
+		if _, err := fmt.Sscanf(regexp.MustCompile(`head \S+ peak \d+`).FindString(string(out)), "head %s peak %d", &got, &mb); err != nil || got != head {
+			t.Fatalf("%s: no peak reported (head %q):\n%s", head, got, out)
+		}
+		peak[head] = mb
+	}
+	t.Logf("peak resident memory: %d MB with the head in ONNX Runtime, %d MB in Go", peak[yolo.HeadONNX], peak[yolo.HeadGo])
+	if peak[yolo.HeadGo] > peak[yolo.HeadONNX]+25 {
+		t.Errorf("the split head's detector peaked at %d MB, the whole model's at %d", peak[yolo.HeadGo], peak[yolo.HeadONNX])
+	}
 }
