@@ -343,7 +343,7 @@ func (d *Detector) Provider() string { return d.sessions[0].Provider() }
 
 // Head says where the model's head decodes its raw outputs: "go", or
 // "onnx" with why when Config.HeadDecode asked for Go or left it to the
-// detector ("onnx (on CUDA)", "onnx (its head is not ...)").
+// detector ("onnx (on CUDA)", "onnx (its head cannot be split: ...)").
 func (d *Detector) Head() string { return d.head }
 
 // HostMemory says where the tensors the GPU copies from and to are, on

@@ -93,12 +93,12 @@ func findHeadOutputs(g *onnx.Graph) (box, cls []string, err error) {
 	if len(g.Outputs) != 1 {
 		return nil, nil, bad("the graph has more than one output")
 	}
-	out := g.Producer(g.Outputs[0])
-	if out == nil || out.Op != "Concat" || len(out.Inputs) != 2 {
+	out := producer(g, g.Outputs[0], "Concat")
+	if out == nil || len(out.Inputs) != 2 {
 		return nil, nil, bad("the output is not a Concat of boxes and scores")
 	}
-	sig := g.Producer(out.Inputs[1])
-	if sig == nil || sig.Op != "Sigmoid" {
+	sig := producer(g, out.Inputs[1], "Sigmoid")
+	if sig == nil {
 		return nil, nil, bad("the scores are not a Sigmoid")
 	}
 	if cls, err = levelInputs(g, sig.Inputs[0]); err != nil {
@@ -108,13 +108,11 @@ func findHeadOutputs(g *onnx.Graph) (box, cls []string, err error) {
 	if soft == nil {
 		return nil, nil, bad("the boxes come from no Softmax")
 	}
-	tr := g.Producer(soft.Inputs[0])
-	if tr == nil || tr.Op != "Transpose" {
-		return nil, nil, bad("the Softmax does not take a Transpose")
-	}
-	rs := g.Producer(tr.Inputs[0])
-	if rs == nil || rs.Op != "Reshape" {
-		return nil, nil, bad("the Transpose does not take a Reshape")
+	rs := soft
+	for _, op := range []string{"Transpose", "Reshape"} {
+		if rs = producer(g, rs.Inputs[0], op); rs == nil {
+			return nil, nil, bad("the Softmax does not take a Transpose of a Reshape")
+		}
 	}
 	if box, err = levelInputs(g, rs.Inputs[0]); err != nil {
 		return nil, nil, bad("the box distributions: " + err.Error())
@@ -125,17 +123,26 @@ func findHeadOutputs(g *onnx.Graph) (box, cls []string, err error) {
 	return box, cls, nil
 }
 
+// producer returns the node of g that makes tensor when it is an op, or
+// nil.
+func producer(g *onnx.Graph, tensor, op string) *onnx.Node {
+	if n := g.Producer(tensor); n != nil && n.Op == op {
+		return n
+	}
+	return nil
+}
+
 // levelInputs returns the tensors that the Reshapes concatenated into
 // tensor take, or an error when tensor is not such a Concat.
 func levelInputs(g *onnx.Graph, tensor string) ([]string, error) {
-	cat := g.Producer(tensor)
-	if cat == nil || cat.Op != "Concat" {
+	cat := producer(g, tensor, "Concat")
+	if cat == nil {
 		return nil, errors.New("not a Concat")
 	}
 	var ins []string
 	for _, in := range cat.Inputs {
-		r := g.Producer(in)
-		if r == nil || r.Op != "Reshape" {
+		r := producer(g, in, "Reshape")
+		if r == nil {
 			return nil, errors.New("a Concat of other than Reshapes")
 		}
 		ins = append(ins, r.Inputs[0])
@@ -152,10 +159,10 @@ func findAbove(g *onnx.Graph, tensor, op string, depth int) *onnx.Node {
 		var up []string
 		for _, t := range next {
 			n := g.Producer(t)
-			if n == nil || seen[n.Name+"\x00"+t] {
+			if n == nil || seen[t] {
 				continue
 			}
-			seen[n.Name+"\x00"+t] = true
+			seen[t] = true
 			if n.Op == op {
 				return n
 			}
