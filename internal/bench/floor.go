@@ -185,7 +185,11 @@ func (rep *Report) floorSplit(ctx context.Context, cfg *Config, ncpu int) error 
 				break
 			}
 		}
-		cfg.printf("  %-34s %7.1f ms/run  %6.1f img/s  (%.2fx the whole model's)\n", r.Name, r.MedianMS, r.ImagesPerS, r.ImagesPerS/whole)
+		cfg.printf("  %-34s %7.1f ms/run  %6.1f img/s", r.Name, r.MedianMS, r.ImagesPerS)
+		if whole > 0 {
+			cfg.printf("  (%.2fx the whole model's)", r.ImagesPerS/whole)
+		}
+		cfg.printf("\n")
 	}
 	return nil
 }
