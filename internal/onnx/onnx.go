@@ -364,11 +364,11 @@ func (s *Session) Close() error {
 // Binding holds the input and output tensors of one batch size.
 type Binding struct {
 	Batch int
-	in    *ort.Tensor[float32]
-	outs  []*ort.Tensor[float32] // in the session's order of outputs
-	// ins and vals are in and outs as Run passes them.
-	ins, vals []ort.Value
-	// pinned holds the page-locked memory of in and outs, freed after
+	// tensors are the input, then the outputs in the session's order;
+	// values are the same, as Run passes them.
+	tensors []*ort.Tensor[float32]
+	values  []ort.Value
+	// pinned holds the page-locked memory of the tensors, freed after
 	// them; nil for Go's memory.
 	pinned []unsafe.Pointer
 }
@@ -398,32 +398,28 @@ func (s *Session) NewBinding(batch int, inputHW [2]int64, outputShapes ...[]int6
 			return b, nil
 		}
 	}
-	for i, shape := range shapes {
+	for _, shape := range shapes {
 		t, err := ort.NewEmptyTensor[float32](shape)
 		if err != nil {
 			b.Close()
 			return nil, err
 		}
-		b.set(i, t)
+		b.add(t)
 	}
 	return b, nil
 }
 
-// set makes t b's input (i 0) or its output i-1.
-func (b *Binding) set(i int, t *ort.Tensor[float32]) {
-	if i == 0 {
-		b.in, b.ins = t, []ort.Value{t}
-		return
-	}
-	b.outs = append(b.outs, t)
-	b.vals = append(b.vals, t)
+// add appends t to b's tensors: the input first, then the outputs.
+func (b *Binding) add(t *ort.Tensor[float32]) {
+	b.tensors = append(b.tensors, t)
+	b.values = append(b.values, t)
 }
 
 // bindPinned makes b's tensors, the input's then the outputs' shapes, over
 // zeroed page-locked memory. It returns an error, with b as it was, when
 // the memory or the tensors cannot be made.
 func (b *Binding) bindPinned(shapes []ort.Shape) error {
-	for i, shape := range shapes {
+	for _, shape := range shapes {
 		f, p, err := pinnedFloats(int(shape.FlattenedSize()))
 		if err != nil {
 			b.Close()
@@ -436,7 +432,7 @@ func (b *Binding) bindPinned(shapes []ort.Shape) error {
 			b.Close()
 			return err
 		}
-		b.set(i, t)
+		b.add(t)
 	}
 	return nil
 }
@@ -451,7 +447,7 @@ func (b *Binding) Prefix(n int) (*Binding, error) {
 		return nil, fmt.Errorf("onnx: the first %d images of a batch of %d", n, b.Batch)
 	}
 	p := &Binding{Batch: n}
-	for i, t := range append([]*ort.Tensor[float32]{b.in}, b.outs...) {
+	for _, t := range b.tensors {
 		shape := t.GetShape()
 		data := t.GetData()
 		data = data[:len(data)/b.Batch*n]
@@ -461,22 +457,22 @@ func (b *Binding) Prefix(n int) (*Binding, error) {
 			p.Close()
 			return nil, err
 		}
-		p.set(i, pt)
+		p.add(pt)
 	}
 	return p, nil
 }
 
 // Input is the input tensor's data, [batch, 3, H, W].
-func (b *Binding) Input() []float32 { return b.in.GetData() }
+func (b *Binding) Input() []float32 { return b.tensors[0].GetData() }
 
 // Output is the first output tensor's data after Run.
-func (b *Binding) Output() []float32 { return b.outs[0].GetData() }
+func (b *Binding) Output() []float32 { return b.tensors[1].GetData() }
 
 // Outputs are the output tensors' data after Run, in the session's order
 // of outputs.
 func (b *Binding) Outputs() [][]float32 {
-	data := make([][]float32, len(b.outs))
-	for i, t := range b.outs {
+	data := make([][]float32, len(b.tensors)-1)
+	for i, t := range b.tensors[1:] {
 		data[i] = t.GetData()
 	}
 	return data
@@ -484,12 +480,10 @@ func (b *Binding) Outputs() [][]float32 {
 
 // Close releases the tensors, then their page-locked memory if any.
 func (b *Binding) Close() {
-	for _, t := range append([]*ort.Tensor[float32]{b.in}, b.outs...) {
-		if t != nil {
-			t.Destroy()
-		}
+	for _, t := range b.tensors {
+		t.Destroy()
 	}
-	b.in, b.outs, b.ins, b.vals = nil, nil, nil, nil
+	b.tensors, b.values = nil, nil
 	for _, p := range b.pinned {
 		freePinned(p)
 	}
@@ -528,7 +522,7 @@ func (s *Session) RunWith(b *Binding, i *Interrupt) error {
 		o = i.o
 	}
 	var err error
-	s.thread.do(func() { err = s.s.RunWithOptions(b.ins, b.vals, o) })
+	s.thread.do(func() { err = s.s.RunWithOptions(b.values[:1], b.values[1:], o) })
 	if err != nil {
 		return fmt.Errorf("onnx: run: %w", err)
 	}

@@ -31,6 +31,7 @@ type Graph struct {
 	Outputs []string
 
 	model    []byte
+	inputs   []string       // the graph's inputs, initializers among them in older files
 	producer map[string]int // tensor name to the index of the node that makes it
 }
 
@@ -84,12 +85,16 @@ func ReadGraph(model []byte) (*Graph, error) {
 				g.producer[o] = len(g.Nodes)
 			}
 			g.Nodes = append(g.Nodes, n)
-		case graphOutput:
+		case graphInput, graphOutput:
 			name, err := stringField(v, valueInfoName)
 			if err != nil {
 				return err
 			}
-			g.Outputs = append(g.Outputs, name)
+			if num == graphInput {
+				g.inputs = append(g.inputs, name)
+			} else {
+				g.Outputs = append(g.Outputs, name)
+			}
 		}
 		return nil
 	})
@@ -117,6 +122,9 @@ func (g *Graph) Producer(name string) *Node {
 // output is not made by a node of the graph.
 func (g *Graph) Prune(outputs []string) ([]byte, error) {
 	need := map[string]bool{}
+	for _, in := range g.inputs {
+		need[in] = true
+	}
 	for _, o := range outputs {
 		if g.Producer(o) == nil {
 			return nil, fmt.Errorf("onnx: no node makes %q", o)
@@ -142,20 +150,9 @@ func (g *Graph) Prune(outputs []string) ([]byte, error) {
 			model = append(model, raw...)
 			return nil
 		}
-		err := eachField(v, func(num protowire.Number, v []byte, _ []byte) error {
-			if num != graphInput {
-				return nil
-			}
-			name, err := stringField(v, valueInfoName)
-			need[name] = true
-			return err
-		})
-		if err != nil {
-			return err
-		}
 		graph := make([]byte, 0, len(v))
 		node, outputsDone := 0, false
-		err = eachField(v, func(num protowire.Number, v []byte, raw []byte) error {
+		err := eachField(v, func(num protowire.Number, v []byte, raw []byte) error {
 			switch num {
 			case graphNode:
 				if keep[node] {
